@@ -1,0 +1,187 @@
+"""``Usage``: what one billable operation consumed, in one normalised shape for every provider.
+
+Token semantics are the same whatever the provider reported (each provider module documents how it
+maps onto these):
+
+- ``input_tokens`` is **all** input tokens, cached ones included. Anthropic reports uncached input
+  separately from cache reads and writes; its extractor adds them up so this field means the same
+  thing everywhere. ``cache_read_tokens`` and ``cache_write_tokens`` are *parts* of it.
+- ``cache_write_tokens`` is every cache write; ``cache_write_1h_tokens`` is the part written with the
+  one-hour TTL (the rest is the default five-minute TTL).
+- ``output_tokens`` is **all** output tokens, reasoning included; ``reasoning_tokens`` is a part.
+  (Gemini reports thoughts beside the candidates; its extractor adds them into output.)
+- ``*_audio_tokens`` / ``*_image_tokens`` are parts of input or output in that modality.
+- ``web_searches`` counts provider-side searches the provider reported.
+- ``units`` holds any other billable quantity by name (``requests``, ``gpu_seconds``,
+  ``vector_queries``, ``tool_calls``, ...), priced by the catalog's custom units.
+- ``complete`` is ``False`` when the numbers are known to be a lower bound — a stream cut before the
+  provider sent its usage. Such usage is never mistaken for zero: ``reason`` says what happened.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+from ._errors import InvalidUsage
+
+__all__ = ["TOKEN_FIELDS", "Usage"]
+
+UNIT_NAME = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
+
+#: The integer token/count fields of :class:`Usage`, in a stable order.
+TOKEN_FIELDS: tuple[str, ...] = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "input_audio_tokens",
+    "output_audio_tokens",
+    "input_image_tokens",
+    "output_image_tokens",
+    "web_searches",
+)
+
+# (part, whole): a part can never exceed the total it belongs to.
+_PARTS = (
+    ("cache_read_tokens", "input_tokens"),
+    ("cache_write_tokens", "input_tokens"),
+    ("cache_write_1h_tokens", "cache_write_tokens"),
+    ("input_audio_tokens", "input_tokens"),
+    ("input_image_tokens", "input_tokens"),
+    ("reasoning_tokens", "output_tokens"),
+    ("output_audio_tokens", "output_tokens"),
+    ("output_image_tokens", "output_tokens"),
+)
+
+
+def _check_count(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidUsage(f"must be a non-negative integer, got {value!r}", field=name)
+    if value < 0:
+        raise InvalidUsage(f"must not be negative, got {value}", field=name)
+    return value
+
+
+def _check_quantity(name: str, value: object) -> Decimal:
+    if isinstance(value, bool) or isinstance(value, float):
+        raise InvalidUsage(f"must be an int, Decimal or decimal string, got {value!r}", field=f"units.{name}")
+    try:
+        amount = Decimal(value) if isinstance(value, int | str) else value
+    except ArithmeticError:
+        raise InvalidUsage(f"not a decimal quantity: {value!r}", field=f"units.{name}") from None
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount < 0:
+        raise InvalidUsage(f"must be a finite non-negative quantity, got {value!r}", field=f"units.{name}")
+    return amount
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Normalised usage of one operation. See the module docstring for exact semantics."""
+
+    input_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    input_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+    input_image_tokens: int = 0
+    output_image_tokens: int = 0
+    web_searches: int = 0
+    units: Mapping[str, Decimal] = field(default_factory=lambda: MappingProxyType({}))
+    complete: bool = True
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in TOKEN_FIELDS:
+            _check_count(name, getattr(self, name))
+        for part, whole in _PARTS:
+            if getattr(self, part) > getattr(self, whole):
+                raise InvalidUsage(
+                    f"{part}={getattr(self, part)} exceeds {whole}={getattr(self, whole)}"
+                    f" ({part} is counted inside {whole})",
+                    field=part,
+                )
+        if not isinstance(self.units, Mapping):
+            raise InvalidUsage("must be a mapping of unit name to quantity", field="units")
+        units: dict[str, Decimal] = {}
+        for name, quantity in self.units.items():
+            if not isinstance(name, str) or not UNIT_NAME.match(name):
+                raise InvalidUsage(
+                    f"unit name {name!r} must match {UNIT_NAME.pattern} (lower case, digits, _ . : -)",
+                    field="units",
+                )
+            amount = _check_quantity(name, quantity)
+            if amount:
+                units[name] = amount
+        object.__setattr__(self, "units", MappingProxyType(dict(sorted(units.items()))))
+        if not isinstance(self.complete, bool):
+            raise InvalidUsage(f"must be a bool, got {self.complete!r}", field="complete")
+
+    # -- derived parts, used by rating ------------------------------------------------------------
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        """Input tokens neither read from nor written to a cache."""
+        return self.input_tokens - self.cache_read_tokens - self.cache_write_tokens
+
+    @property
+    def cache_write_5m_tokens(self) -> int:
+        """Cache writes at the default (five-minute) TTL."""
+        return self.cache_write_tokens - self.cache_write_1h_tokens
+
+    @property
+    def is_empty(self) -> bool:
+        return not any(getattr(self, name) for name in TOKEN_FIELDS) and not self.units
+
+    def __add__(self, other: object) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        units = dict(self.units)
+        for name, quantity in other.units.items():
+            units[name] = units.get(name, Decimal(0)) + quantity
+        reasons = [r for r in (self.reason, other.reason) if r]
+        return Usage(
+            **{name: getattr(self, name) + getattr(other, name) for name in TOKEN_FIELDS},
+            units=units,
+            complete=self.complete and other.complete,
+            reason="; ".join(reasons) or None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict: only non-zero counts, unit quantities as decimal strings."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in TOKEN_FIELDS if getattr(self, name)}
+        if self.units:
+            out["units"] = {name: str(q) for name, q in self.units.items()}
+        if not self.complete:
+            out["complete"] = False
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Usage:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, not silently dropped."""
+        if not isinstance(data, Mapping):
+            raise InvalidUsage(f"expected an object, got {type(data).__name__}", field="usage")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidUsage(f"unknown usage field(s): {', '.join(unknown)}", field="usage")
+        units = data.get("units") or {}
+        if not isinstance(units, Mapping):
+            raise InvalidUsage("must be an object", field="usage.units")
+        return cls(
+            **{name: data.get(name, 0) for name in TOKEN_FIELDS},
+            units={str(k): _check_quantity(str(k), v) for k, v in units.items()},
+            complete=data.get("complete", True),
+            reason=data.get("reason"),
+        )

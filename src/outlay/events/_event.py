@@ -1,0 +1,199 @@
+"""``CostEvent``: one immutable record per billable operation — the schema of DESIGN.md."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, Final
+
+import uuid_utils
+
+from .._errors import InvalidEvent
+from .._rating import Rating
+from .._usage import Usage
+
+__all__ = [
+    "ATTRIBUTED",
+    "ENVIRONMENTS",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "UNATTRIBUTED",
+    "CostEvent",
+    "new_event_id",
+]
+
+SCHEMA_VERSION: Final = 1
+ENVIRONMENTS: Final = frozenset({"production", "staging", "development", "test"})
+ATTRIBUTED: Final = "attributed"
+UNATTRIBUTED: Final = "unattributed"
+#: ok: the operation completed; error: it failed upstream (cost only if the provider bills failures);
+#: estimated: usage was not reported (client gone, stream cut) and the cost is an estimate.
+STATUSES: Final = frozenset({"ok", "error", "estimated"})
+
+_MAX_ID = 200
+
+
+def new_event_id() -> str:
+    """A fresh UUIDv7 (time-ordered, so ledgers index and partition well by id)."""
+    return str(uuid_utils.uuid7())
+
+
+def _frozen_str_map(name: str, mapping: Mapping[str, Any] | None) -> Mapping[str, str]:
+    if mapping is None:
+        return MappingProxyType({})
+    if not isinstance(mapping, Mapping):
+        raise InvalidEvent("must be a mapping of strings", field=name)
+    for key, value in mapping.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidEvent(f"keys and values must be strings, got {key!r}: {value!r}", field=name)
+    return MappingProxyType(dict(sorted(mapping.items())))
+
+
+def _frozen_money_map(name: str, mapping: Mapping[str, Any] | None) -> Mapping[str, Decimal]:
+    if mapping is None:
+        return MappingProxyType({})
+    out: dict[str, Decimal] = {}
+    for key, value in mapping.items():
+        if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
+            raise InvalidEvent(f"{key}: must be a finite non-negative Decimal, got {value!r}", field=name)
+        out[str(key)] = value
+    return MappingProxyType(dict(sorted(out.items())))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CostEvent:
+    """A billable operation, attributed and priced. Immutable; identified by ``event_id``.
+
+    ``cost`` is exact and in ``currency``; it is ``None`` exactly when ``priced`` is false (then
+    ``unpriced_reason`` says why). ``tenant_id`` is ``None`` exactly when ``attribution`` is
+    ``"unattributed"``; such events keep their ``origin`` (run name, workflow, job or service).
+    """
+
+    event_id: str = field(default_factory=new_event_id)
+    time: datetime = field(default_factory=lambda: datetime.now(UTC))
+    schema_version: int = SCHEMA_VERSION
+    source: str = "outlay"
+    # attribution
+    tenant_id: str | None = None
+    workspace_id: str | None = None
+    user_id: str | None = None
+    billing_unit: str | None = None
+    feature: str | None = None
+    environment: str = "production"
+    attribution: str = ATTRIBUTED
+    origin: str | None = None
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    # run tree
+    request_id: str | None = None
+    run_id: str | None = None
+    parent_run_id: str | None = None
+    root_run_id: str | None = None
+    agent: str | None = None
+    run_kind: str | None = None
+    workflow_id: str | None = None
+    # what happened
+    operation: str = "chat"
+    provider: str | None = None
+    model: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    status: str = "ok"
+    latency_ms: float | None = None
+    # price
+    cost: Decimal | None = None
+    currency: str = "USD"
+    priced: bool = False
+    unpriced_reason: str | None = None
+    price_version: str | None = None
+    unit_prices: Mapping[str, Decimal] = field(default_factory=lambda: MappingProxyType({}))
+    cost_breakdown: Mapping[str, Decimal] = field(default_factory=lambda: MappingProxyType({}))
+    # data handling
+    region: str | None = None
+    retention: str | None = None
+
+    def __post_init__(self) -> None:
+        self._check_ids()
+        if not isinstance(self.time, datetime) or self.time.tzinfo is None:
+            raise InvalidEvent("must be a timezone-aware datetime", field="time")
+        if self.schema_version != SCHEMA_VERSION:
+            raise InvalidEvent(
+                f"unknown schema version {self.schema_version!r} (this outlay reads {SCHEMA_VERSION})",
+                field="schema_version",
+            )
+        if self.environment not in ENVIRONMENTS:
+            raise InvalidEvent(
+                f"must be one of {', '.join(sorted(ENVIRONMENTS))}, got {self.environment!r}",
+                field="environment",
+            )
+        if self.status not in STATUSES:
+            raise InvalidEvent(f"must be one of {', '.join(sorted(STATUSES))}", field="status")
+        if self.attribution not in (ATTRIBUTED, UNATTRIBUTED):
+            raise InvalidEvent(f"must be {ATTRIBUTED!r} or {UNATTRIBUTED!r}", field="attribution")
+        if (self.tenant_id is None) != (self.attribution == UNATTRIBUTED):
+            raise InvalidEvent(
+                "an event has a tenant_id exactly when it is attributed", field="attribution"
+            )
+        if not isinstance(self.usage, Usage):
+            raise InvalidEvent("must be a Usage", field="usage")
+        if not isinstance(self.operation, str) or not self.operation:
+            raise InvalidEvent("must be a non-empty string", field="operation")
+        self._check_cost()
+        if self.latency_ms is not None and (
+            isinstance(self.latency_ms, bool)
+            or not isinstance(self.latency_ms, int | float)
+            or not (0 <= self.latency_ms < float("inf"))
+        ):
+            raise InvalidEvent(f"must be a finite non-negative number, got {self.latency_ms!r}", field="latency_ms")
+        object.__setattr__(self, "labels", _frozen_str_map("labels", self.labels))
+        object.__setattr__(self, "unit_prices", _frozen_money_map("unit_prices", self.unit_prices))
+        object.__setattr__(self, "cost_breakdown", _frozen_money_map("cost_breakdown", self.cost_breakdown))
+
+    def _check_ids(self) -> None:
+        try:
+            uuid.UUID(self.event_id)
+        except (TypeError, ValueError, AttributeError):
+            raise InvalidEvent(f"must be a UUID string, got {self.event_id!r}", field="event_id") from None
+        for name in (
+            "tenant_id", "workspace_id", "user_id", "billing_unit", "feature", "origin", "request_id",
+            "run_id", "parent_run_id", "root_run_id", "agent", "run_kind", "workflow_id", "provider",
+            "model", "price_version", "region", "retention", "source",
+        ):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if not isinstance(value, str) or not value or len(value) > _MAX_ID:
+                raise InvalidEvent(f"must be a non-empty string of at most {_MAX_ID} characters", field=name)
+
+    def _check_cost(self) -> None:
+        if self.priced:
+            if not isinstance(self.cost, Decimal) or not self.cost.is_finite():
+                raise InvalidEvent(f"a priced event needs a finite Decimal cost, got {self.cost!r}", field="cost")
+            if self.cost < 0:
+                raise InvalidEvent(f"must not be negative, got {self.cost}", field="cost")
+        else:
+            if self.cost is not None:
+                raise InvalidEvent("an unpriced event has no cost (unknown is not zero)", field="cost")
+            if not self.unpriced_reason:
+                raise InvalidEvent("an unpriced event needs a reason", field="unpriced_reason")
+        if not isinstance(self.currency, str) or len(self.currency) != 3 or not self.currency.isupper():
+            raise InvalidEvent(f"must be an ISO 4217 code such as 'USD', got {self.currency!r}", field="currency")
+
+    @property
+    def attributed(self) -> bool:
+        return self.attribution == ATTRIBUTED
+
+    def with_rating(self, rating: Rating) -> CostEvent:
+        """A copy priced by ``rating`` (same event_id: re-rating history goes through adjustments)."""
+        return replace(
+            self,
+            cost=rating.cost,
+            priced=rating.priced,
+            unpriced_reason=rating.reason if not rating.priced else None,
+            price_version=rating.price_version,
+            unit_prices=rating.unit_prices,
+            cost_breakdown=rating.breakdown,
+            currency=rating.currency,
+        )
