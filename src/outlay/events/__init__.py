@@ -1,0 +1,27 @@
+"""The cost event: one immutable, idempotent record per billable operation, and its wire format."""
+
+from ._cloudevents import CLOUDEVENT_TYPE, decode_event, encode_event, from_cloudevent, to_cloudevent
+from ._event import (
+    ATTRIBUTED,
+    ENVIRONMENTS,
+    SCHEMA_VERSION,
+    STATUSES,
+    UNATTRIBUTED,
+    CostEvent,
+    new_event_id,
+)
+
+__all__ = [
+    "ATTRIBUTED",
+    "CLOUDEVENT_TYPE",
+    "ENVIRONMENTS",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "UNATTRIBUTED",
+    "CostEvent",
+    "decode_event",
+    "encode_event",
+    "from_cloudevent",
+    "new_event_id",
+    "to_cloudevent",
+]

@@ -1,0 +1,168 @@
+"""CostEvent <-> CloudEvents JSON: exact round trip, and every malformed input named."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from outlay._errors import InvalidEvent
+from outlay._usage import Usage
+from outlay.events import CLOUDEVENT_TYPE, CostEvent, decode_event, encode_event, to_cloudevent
+
+ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40)
+counts = st.integers(min_value=0, max_value=10**12)
+money = st.decimals(min_value=0, max_value=10**9, allow_nan=False, allow_infinity=False, places=18)
+
+
+@st.composite
+def usages(draw: st.DrawFn) -> Usage:
+    cache_read, cache_write, reasoning, output_extra, input_extra = (draw(counts) for _ in range(5))
+    return Usage(
+        input_tokens=cache_read + cache_write + input_extra,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        cache_write_1h_tokens=draw(st.integers(0, cache_write)),
+        output_tokens=reasoning + output_extra,
+        reasoning_tokens=reasoning,
+        web_searches=draw(st.integers(0, 50)),
+        units=draw(st.dictionaries(st.sampled_from(["gpu_seconds", "calls", "vector_queries"]), money)),
+        complete=draw(st.booleans()),
+    )
+
+
+@st.composite
+def events(draw: st.DrawFn) -> CostEvent:
+    tenant = draw(st.none() | ids)
+    priced = draw(st.booleans())
+    return CostEvent(
+        time=draw(st.datetimes(timezones=st.just(UTC), min_value=datetime(2000, 1, 1))),
+        tenant_id=tenant,
+        attribution="attributed" if tenant is not None else "unattributed",
+        origin=None if tenant is not None else draw(ids),
+        feature=draw(st.none() | ids),
+        environment=draw(st.sampled_from(["production", "staging", "development", "test"])),
+        labels=draw(st.dictionaries(ids, ids, max_size=3)),
+        run_id=draw(st.none() | ids),
+        operation=draw(st.sampled_from(["chat", "embedding", "tool", "retrieval", "compute"])),
+        provider=draw(st.none() | ids),
+        model=draw(st.none() | ids),
+        usage=draw(usages()),
+        latency_ms=draw(st.none() | st.floats(0, 1e6, allow_nan=False)),
+        priced=priced,
+        cost=draw(money) if priced else None,
+        unpriced_reason=None if priced else "no price for x/y",
+        price_version=draw(st.none() | ids),
+        unit_prices=draw(st.dictionaries(st.sampled_from(["input", "output"]), money, max_size=2)),
+    )
+
+
+@given(events())
+def test_round_trip_is_exact(event: CostEvent) -> None:
+    decoded = decode_event(encode_event(event))
+    assert decoded == event
+    assert decoded.cost == event.cost
+    if event.cost is not None:
+        assert isinstance(decoded.cost, Decimal)
+        assert str(decoded.cost.normalize()) == str(event.cost.normalize())
+
+
+def _wire(**data_changes: Any) -> dict[str, Any]:
+    event = CostEvent(tenant_id="acme", priced=True, cost=Decimal("0.25"), price_version="v")
+    envelope = to_cloudevent(event)
+    envelope["data"].update(data_changes)
+    return envelope
+
+
+def test_envelope_is_cloudevents_structured_mode() -> None:
+    envelope = json.loads(encode_event(CostEvent(tenant_id="acme", priced=True, cost=Decimal(1))))
+    assert envelope["specversion"] == "1.0"
+    assert envelope["type"] == CLOUDEVENT_TYPE
+    assert envelope["datacontenttype"] == "application/json"
+    assert envelope["subject"] == "acme"
+    assert envelope["time"].endswith("Z")
+    assert envelope["data"]["cost"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"cost": 0.25}, "data.cost"),
+        ({"cost": "NaN"}, "data.cost"),
+        ({"cost": "Infinity"}, "data.cost"),
+        ({"cost": "-1"}, "data.cost"),
+        ({"cost": "abc"}, "data.cost"),
+        ({"schema_version": 2}, "data.schema_version"),
+        ({"usage": {"input_tokens": -5}}, "input_tokens"),
+        ({"usage": {"input_tokens": 1.5}}, "input_tokens"),
+        ({"usage": {"input_tokenz": 1}}, "usage"),
+        ({"tenantid": "acme"}, "data"),
+        ({"environment": "prod"}, "environment"),
+        ({"priced": "yes"}, "data.priced"),
+        ({"unit_prices": {"input": 1e-6}}, "data.unit_prices.input"),
+    ],
+)
+def test_bad_data_is_rejected_naming_the_field(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(_wire(**change))
+    assert field in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "field"),
+    [
+        ("id", None, "id"),
+        ("id", "", "id"),
+        ("id", "not-a-uuid", "event_id"),
+        ("specversion", "0.3", "specversion"),
+        ("type", "dev.outlay.cost.v9", "type"),
+        ("type", "com.example.other", "type"),
+        ("time", "yesterday", "time"),
+        ("time", "2026-11-22T10:00:00", "time"),
+        ("data", "x", "data"),
+    ],
+)
+def test_bad_envelope_is_rejected_naming_the_field(key: str, value: Any, field: str) -> None:
+    envelope = _wire()
+    envelope[key] = value
+    with pytest.raises(InvalidEvent) as info:
+        decode_event(envelope)
+    assert field in str(info.value)
+
+
+def test_missing_id_is_rejected() -> None:
+    envelope = _wire()
+    del envelope["id"]
+    with pytest.raises(InvalidEvent, match="id"):
+        decode_event(envelope)
+
+
+def test_invalid_json_is_a_clear_error_and_a_value_error() -> None:
+    with pytest.raises(ValueError, match="invalid JSON"):
+        decode_event(b"{not json")
+
+
+def test_priced_without_cost_and_unpriced_with_cost_are_rejected() -> None:
+    with pytest.raises(InvalidEvent, match="cost"):
+        decode_event(_wire(priced=True, cost=None))
+    with pytest.raises(InvalidEvent, match="unknown is not zero"):
+        decode_event(_wire(priced=False, unpriced_reason="x"))
+
+
+def test_unattributed_events_keep_their_origin_and_have_no_tenant() -> None:
+    event = CostEvent(attribution="unattributed", origin="nightly-reindex", priced=False, unpriced_reason="r")
+    decoded = decode_event(encode_event(event))
+    assert decoded.tenant_id is None and decoded.origin == "nightly-reindex"
+    with pytest.raises(InvalidEvent, match="attribut"):
+        CostEvent(tenant_id=None, priced=False, unpriced_reason="r")
+
+
+def test_times_with_offsets_are_kept_as_instants() -> None:
+    moment = datetime(2026, 3, 1, 9, 30, tzinfo=timezone(timedelta(hours=13)))
+    event = CostEvent(tenant_id="t", time=moment, priced=True, cost=Decimal(0))
+    assert decode_event(encode_event(event)).time == moment
