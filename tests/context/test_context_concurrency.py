@@ -1,0 +1,171 @@
+"""The context follows asyncio tasks by itself, and threads only through ``wrap``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from outlay.context import CostContext, attribute, current, run, wrap
+
+
+async def test_gathered_and_created_tasks_keep_the_parent_run() -> None:
+    async def child() -> CostContext | None:
+        await asyncio.sleep(0)
+        return current()
+
+    with attribute(tenant="acme"), run("orchestrator") as parent:
+        gathered = await asyncio.gather(child(), child())
+        created = await asyncio.create_task(child())
+    for ctx in [*gathered, created]:
+        assert ctx is not None
+        assert ctx.run is parent
+        assert ctx.tenant == "acme"
+
+
+async def test_a_child_task_run_does_not_leak_into_parent_or_siblings() -> None:
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def opens_own_run(name: str) -> tuple[str, str | None]:
+        with run(name, kind="tool") as mine:
+            started.set()
+            await release.wait()  # stay open while the parent and the sibling look
+            ctx = current()
+            assert ctx is not None
+            assert ctx.run is mine
+            return mine.id, mine.parent_id
+
+    async def sibling() -> CostContext | None:
+        await started.wait()
+        return current()
+
+    with run("orchestrator") as parent:
+        task = asyncio.create_task(opens_own_run("search"))
+        sib = asyncio.create_task(sibling())
+        await started.wait()
+        assert current().run is parent  # type: ignore[union-attr]
+        seen_by_sibling = await sib
+        release.set()
+        child_id, child_parent = await task
+        assert current().run is parent  # type: ignore[union-attr]
+    assert seen_by_sibling is not None
+    assert seen_by_sibling.run is parent
+    assert child_parent == parent.id
+    assert child_id != parent.id
+
+
+async def test_many_concurrent_tasks_each_see_their_own_tenant() -> None:
+    async def serve(tenant: str) -> list[str | None]:
+        seen = []
+        with attribute(tenant=tenant), run("handler"):
+            for _ in range(5):
+                await asyncio.sleep(0)
+                ctx = current()
+                seen.append(ctx.tenant if ctx else None)
+        return seen
+
+    results = await asyncio.gather(*(serve(f"t{i}") for i in range(50)))
+    for i, seen in enumerate(results):
+        assert seen == [f"t{i}"] * 5
+
+
+async def test_to_thread_copies_the_context() -> None:
+    with attribute(tenant="acme"):
+        ctx = await asyncio.to_thread(current)
+    assert ctx is not None
+    assert ctx.tenant == "acme"
+
+
+def test_a_plain_thread_does_not_see_the_context() -> None:
+    # Documented behaviour: a new thread starts with an empty context; use wrap().
+    seen: list[CostContext | None] = []
+    with attribute(tenant="acme"):
+        thread = threading.Thread(target=lambda: seen.append(current()))
+        thread.start()
+        thread.join()
+    assert seen == [None]
+
+
+def test_a_pool_thread_without_wrap_does_not_see_the_context() -> None:
+    with ThreadPoolExecutor(max_workers=1) as pool, attribute(tenant="acme"):
+        assert pool.submit(current).result() is None
+
+
+def test_wrap_carries_the_context_into_a_thread() -> None:
+    seen: list[CostContext | None] = []
+
+    def look() -> None:
+        seen.append(current())
+
+    with attribute(tenant="acme"), run("orchestrator") as parent:
+        thread = threading.Thread(target=wrap(look))
+        thread.start()
+        thread.join()
+    assert seen[0] is not None
+    assert seen[0].tenant == "acme"
+    assert seen[0].run is parent
+
+
+def test_wrap_in_a_pool_runs_concurrent_calls_each_in_its_own_copy() -> None:
+    barrier = threading.Barrier(4)
+
+    def work(i: int) -> tuple[str | None, str | None, str | None]:
+        barrier.wait(timeout=10)  # all four calls of the same wrapped function run at once
+        outer = current()
+        with run(f"worker-{i}", kind="tool") as mine:
+            barrier.wait(timeout=10)
+            inner = current()
+            assert inner is not None
+            assert inner.run is mine
+        after = current()
+        return (
+            outer.tenant if outer else None,
+            mine.parent_id,
+            after.run_id if after else None,
+        )
+
+    with attribute(tenant="acme"), run("fan-out") as parent:
+        wrapped = wrap(work)
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(wrapped, range(4)))
+        assert current().run is parent  # type: ignore[union-attr]
+    assert results == [("acme", parent.id, parent.id)] * 4
+
+
+def test_wrap_captures_the_context_at_wrap_time() -> None:
+    with attribute(tenant="first"):
+        wrapped = wrap(current)
+    with attribute(tenant="second"):
+        ctx = wrapped()
+    assert ctx is not None
+    assert ctx.tenant == "first"
+    assert current() is None
+
+
+def test_wrap_keeps_the_function_result_and_exceptions() -> None:
+    def boom() -> None:
+        raise ValueError("from worker")
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with pytest.raises(ValueError, match="from worker"):
+            pool.submit(wrap(boom)).result()
+        assert pool.submit(wrap(lambda: 7)).result() == 7
+
+
+def test_wrap_of_a_coroutine_function_runs_it_in_the_captured_context() -> None:
+    async def probe() -> CostContext | None:
+        await asyncio.sleep(0)
+        return current()
+
+    with attribute(tenant="acme"):
+        wrapped = wrap(probe)
+    result: list[CostContext | None] = []
+    # A fresh event loop in another thread: its task starts from that thread's empty context.
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(wrapped())))
+    thread.start()
+    thread.join()
+    assert result[0] is not None
+    assert result[0].tenant == "acme"
