@@ -1,0 +1,109 @@
+"""Helpers shared by the provider readers: body loading and count validation that names JSON paths.
+
+The count readers are on the per-call metering path, so the happy path is a dict lookup and a type
+check; the JSON path of a field is only built when a value is rejected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from outlay._errors import InvalidUsage
+
+__all__ = [
+    "bad_count",
+    "count",
+    "json_object",
+    "load_body",
+    "nested",
+    "required",
+    "text",
+    "within",
+]
+
+_TEXT = (bytes, bytearray, memoryview, str)
+
+
+def bad_count(path: str, value: object) -> InvalidUsage:
+    return InvalidUsage(f"must be a non-negative integer, got {value!r}", field=path)
+
+
+def count(obj: Mapping[str, Any], key: str, at: str) -> int:
+    """An optional count: absent or ``null`` is zero (providers omit zero fields), else a JSON int >= 0."""
+    value = obj.get(key)
+    # ``type() is int`` rejects bool (an int subclass) and float in one check.
+    if type(value) is int and value >= 0:
+        return value
+    if value is None:
+        return 0
+    raise bad_count(f"{at}.{key}", value)
+
+
+def required(obj: Mapping[str, Any], key: str, at: str) -> int:
+    """A count the provider always reports: missing is an error, never read as zero."""
+    value = obj.get(key)
+    if type(value) is int and value >= 0:
+        return value
+    if value is None:
+        raise InvalidUsage("is missing (the provider always reports it)", field=f"{at}.{key}")
+    raise bad_count(f"{at}.{key}", value)
+
+
+def nested(obj: Mapping[str, Any], key: str, at: str) -> Mapping[str, Any] | None:
+    """An optional nested object (``null`` or absent is ``None``)."""
+    value = obj.get(key)
+    if value is None or type(value) is dict or isinstance(value, Mapping):
+        return value
+    raise InvalidUsage(f"must be an object, got {type(value).__name__}", field=f"{at}.{key}")
+
+
+def within(part: int, part_path: str, whole: int, whole_path: str) -> None:
+    """A part (cached, reasoning, audio...) can never exceed the total the provider says it is inside."""
+    if part > whole:
+        raise InvalidUsage(f"{part} exceeds {whole_path}={whole} (it is counted inside it)", field=part_path)
+
+
+def text(obj: Mapping[str, Any], key: str) -> str | None:
+    value = obj.get(key)
+    return value if type(value) is str else None
+
+
+def json_object(data: bytes | bytearray | memoryview | str, what: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidUsage(f"invalid JSON: {exc}", field=what) from None
+    if type(value) is not dict:
+        raise InvalidUsage(f"expected a JSON object, got {type(value).__name__}", field=what)
+    return value
+
+
+def sdk_dump(obj: object) -> dict[str, Any] | None:
+    """``model_dump()`` of an official SDK object (openai, anthropic, google-genai are all pydantic)."""
+    dump = getattr(obj, "model_dump", None)
+    if not callable(dump):
+        return None
+    # by_alias: wire names (google-genai's models are snake_case with camelCase aliases);
+    # mode="json": enums (Gemini modalities) become their wire strings.
+    value = dump(mode="json", by_alias=True, warnings=False)
+    return value if isinstance(value, dict) else None
+
+
+def load_body(body: object, what: str = "body") -> dict[str, Any]:
+    """A response body as a dict: a dict, JSON text/bytes, or an SDK response object."""
+    if type(body) is dict:
+        return body
+    if isinstance(body, _TEXT):
+        return json_object(body, what)
+    if isinstance(body, Mapping):
+        return dict(body)
+    dumped = sdk_dump(body)
+    if dumped is not None:
+        return dumped
+    raise InvalidUsage(
+        f"expected a dict, JSON text/bytes or an SDK response object, got {type(body).__name__}",
+        field=what,
+    )

@@ -1,0 +1,290 @@
+"""OpenAI's formats: Chat Completions (and legacy Completions), Responses, Embeddings.
+
+Also every server that speaks them (vLLM, Gemini's and others' OpenAI compatibility layers), under
+a name given with ``declare_provider``. Field references:
+
+- Chat usage: https://platform.openai.com/docs/api-reference/chat/object#chat/object-usage —
+  ``prompt_tokens`` includes ``prompt_tokens_details.cached_tokens``; ``completion_tokens`` includes
+  ``completion_tokens_details.reasoning_tokens`` (and audio / prediction tokens).
+- Chat streaming: https://platform.openai.com/docs/api-reference/chat/streaming — with
+  ``stream_options.include_usage`` the last chunk before ``data: [DONE]`` has ``"choices": []`` and
+  the usage; every other chunk has ``"usage": null``. Some servers (vLLM ``continuous_usage_stats``)
+  put cumulative usage in every chunk: the latest one wins.
+- Responses: https://platform.openai.com/docs/api-reference/responses/object — ``input_tokens``
+  includes ``input_tokens_details.cached_tokens``; web searches are ``web_search_call`` output items.
+- Responses streaming: https://platform.openai.com/docs/api-reference/responses-streaming — the
+  terminal ``response.completed`` / ``response.incomplete`` / ``response.failed`` event carries the
+  whole response with its usage.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from outlay._errors import InvalidUsage
+from outlay._usage import Usage
+
+from ._base import ParsedResponse, StreamState, cut_usage, describe_error
+from ._common import count, nested, required, text, within
+
+__all__ = ["OpenAIStream", "chat_usage", "read_openai", "responses_usage"]
+
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_STARTED = frozenset({"response.created", "response.in_progress", "response.queued"})
+
+# Events worth decoding: a usage object, an error, or a Responses lifecycle/output-item event. A key
+# in JSON is a bare quote, which a string value can only contain escaped, so this never misses.
+_INTERESTING = re.compile(
+    rb'"usage"\s*:\s*\{|"error"\s*:|"type"\s*:\s*"(?:error|response\.(?:created|in_progress|queued'
+    rb'|completed|incomplete|failed|output_item\.done))"'
+)
+
+
+def chat_usage(u: Any, at: str) -> Usage:
+    """Chat Completions usage. This is on the per-call metering path: an optimistic fast path for
+    well-formed dicts, and the checked path (which names the offending field) for anything else."""
+    if type(u) is dict:
+        prompt, completion = u.get("prompt_tokens"), u.get("completion_tokens")
+        details, more = u.get("prompt_tokens_details"), u.get("completion_tokens_details")
+        cached = write = audio_in = image_in = reasoning = audio_out = 0
+        if type(details) is dict:
+            cached, write = details.get("cached_tokens", 0), details.get("cache_write_tokens", 0)
+            audio_in, image_in = details.get("audio_tokens", 0), details.get("image_tokens", 0)
+        if type(more) is dict:
+            reasoning, audio_out = more.get("reasoning_tokens", 0), more.get("audio_tokens", 0)
+        if (
+            type(prompt) is int
+            and type(completion) is int
+            and type(cached) is int
+            and type(write) is int
+            and type(audio_in) is int
+            and type(image_in) is int
+            and type(reasoning) is int
+            and type(audio_out) is int
+            and (details is None or type(details) is dict)
+            and (more is None or type(more) is dict)
+            and cached >= 0
+            and write >= 0
+            and cached + write <= prompt
+            and 0 <= audio_in <= prompt
+            and 0 <= image_in <= prompt
+            and 0 <= reasoning <= completion
+            and 0 <= audio_out <= completion
+        ):
+            return Usage(
+                input_tokens=prompt,
+                cache_read_tokens=cached,
+                cache_write_tokens=write,
+                input_audio_tokens=audio_in,
+                input_image_tokens=image_in,
+                output_tokens=completion,
+                reasoning_tokens=reasoning,
+                output_audio_tokens=audio_out,
+            )
+    return _chat_usage_checked(u, at)
+
+
+def _chat_usage_checked(u: Any, at: str) -> Usage:
+    if not isinstance(u, dict):
+        raise InvalidUsage(f"must be an object, got {type(u).__name__}", field=at)
+    prompt = required(u, "prompt_tokens", at)
+    completion = required(u, "completion_tokens", at)
+    cached = write = audio_in = image_in = reasoning = audio_out = 0
+    details = nested(u, "prompt_tokens_details", at)
+    if details:
+        where = at + ".prompt_tokens_details"
+        cached = count(details, "cached_tokens", where)
+        write = count(details, "cache_write_tokens", where)
+        audio_in = count(details, "audio_tokens", where)
+        image_in = count(details, "image_tokens", where)
+        whole = at + ".prompt_tokens"
+        within(cached, where + ".cached_tokens", prompt, whole)
+        within(cached + write, where + ".cache_write_tokens (+ cached_tokens)", prompt, whole)
+        within(audio_in, where + ".audio_tokens", prompt, whole)
+        within(image_in, where + ".image_tokens", prompt, whole)
+    details = nested(u, "completion_tokens_details", at)
+    if details:
+        where = at + ".completion_tokens_details"
+        reasoning = count(details, "reasoning_tokens", where)
+        audio_out = count(details, "audio_tokens", where)
+        within(reasoning, where + ".reasoning_tokens", completion, at + ".completion_tokens")
+        within(audio_out, where + ".audio_tokens", completion, at + ".completion_tokens")
+    return Usage(
+        input_tokens=prompt,
+        cache_read_tokens=cached,
+        cache_write_tokens=write,
+        input_audio_tokens=audio_in,
+        input_image_tokens=image_in,
+        output_tokens=completion,
+        reasoning_tokens=reasoning,
+        output_audio_tokens=audio_out,
+    )
+
+
+def responses_usage(u: Any, at: str, web_searches: int = 0) -> Usage:
+    if not isinstance(u, dict):
+        raise InvalidUsage(f"must be an object, got {type(u).__name__}", field=at)
+    inp = required(u, "input_tokens", at)
+    out = required(u, "output_tokens", at)
+    cached = write = reasoning = 0
+    details = nested(u, "input_tokens_details", at)
+    if details:
+        where = at + ".input_tokens_details"
+        cached = count(details, "cached_tokens", where)
+        write = count(details, "cache_write_tokens", where)
+        within(cached, where + ".cached_tokens", inp, at + ".input_tokens")
+        within(cached + write, where + ".cache_write_tokens (+ cached_tokens)", inp, at + ".input_tokens")
+    details = nested(u, "output_tokens_details", at)
+    if details:
+        reasoning = count(details, "reasoning_tokens", at + ".output_tokens_details")
+        within(reasoning, at + ".output_tokens_details.reasoning_tokens", out, at + ".output_tokens")
+    return Usage(
+        input_tokens=inp,
+        cache_read_tokens=cached,
+        cache_write_tokens=write,
+        output_tokens=out,
+        reasoning_tokens=reasoning,
+        web_searches=web_searches,
+    )
+
+
+def _web_search_calls(output: object, at: str) -> int:
+    if output is None:
+        return 0
+    if not isinstance(output, list):
+        raise InvalidUsage(f"must be a list of output items, got {type(output).__name__}", field=at)
+    return sum(1 for item in output if isinstance(item, Mapping) and item.get("type") == "web_search_call")
+
+
+def _detect(body: Mapping[str, Any]) -> str:
+    kind = body.get("object")
+    if kind in ("chat.completion", "chat.completion.chunk"):
+        return "chat"
+    if kind == "text_completion":
+        return "completions"
+    if kind == "response":
+        return "responses"
+    if kind == "list":
+        data = body.get("data")
+        if isinstance(data, list) and all(
+            isinstance(d, Mapping) and d.get("object") == "embedding" for d in data
+        ):
+            return "embeddings"
+    # Some OpenAI-compatible servers omit ``object``; the usage shape still tells chat from responses.
+    usage = body.get("usage")
+    if isinstance(usage, Mapping):
+        if "completion_tokens" in usage:
+            return "chat"
+        if "input_tokens" in usage and "output_tokens" in usage:
+            return "responses"
+    raise InvalidUsage(
+        f"cannot tell which OpenAI API produced this body (object={kind!r}); pass api='chat',"
+        " 'responses' or 'embeddings'",
+        field="object",
+    )
+
+
+def read_openai(body: dict[str, Any], api: str | None) -> ParsedResponse:
+    if api is None:
+        api = "chat" if body.get("object") == "chat.completion" else _detect(body)
+    raw = body.get("usage")
+    if raw is None:
+        raise InvalidUsage(f"is missing: the {api} response reports no usage", field="usage")
+    if api in ("chat", "completions"):
+        usage = chat_usage(raw, "usage")
+    elif api == "responses":
+        usage = responses_usage(raw, "usage", _web_search_calls(body.get("output"), "output"))
+    else:  # embeddings: only input is billed
+        if not isinstance(raw, dict):
+            raise InvalidUsage(f"must be an object, got {type(raw).__name__}", field="usage")
+        usage = Usage(input_tokens=required(raw, "prompt_tokens", "usage"))
+    model, rid = body.get("model"), body.get("id")
+    return ParsedResponse(usage, model if type(model) is str else None, rid if type(rid) is str else None)
+
+
+class OpenAIStream(StreamState):
+    """Chat chunks or Responses events (told apart per event: Responses events have a ``type``)."""
+
+    def __init__(self, api: str | None) -> None:
+        super().__init__()
+        if api == "embeddings":
+            raise InvalidUsage("embeddings do not stream; use usage_from_response", field="api")
+        self._raw: Any = None  # latest raw usage object, validated in usage()
+        self._label = "usage"
+        self._responses = api == "responses"
+        self._final = False  # the provider's last word on usage has been seen
+        self._error: str | None = None
+        self._web_seen: set[str] = set()  # web_search_call items seen so far (lower bound if cut)
+        self._web_final: int | None = None
+
+    def wants(self, data: bytes) -> bool:
+        return self.model is None or _INTERESTING.search(data) is not None
+
+    def on_event(self, event: dict[str, Any], label: str) -> None:
+        kind = event.get("type")
+        if isinstance(kind, str):
+            self._responses = True
+            self._on_responses_event(kind, event, label)
+            return
+        if "error" in event and "choices" not in event:
+            self._error, self.done = describe_error(event["error"]), True
+            return
+        if self.model is None:
+            self.model, self.response_id = text(event, "model"), text(event, "id")
+        usage = event.get("usage")
+        if usage is not None:
+            self._raw, self._label = usage, f"{label}.usage"
+            # The usage-only final chunk has no choices; a chunk with choices and usage is a
+            # running total (continuous usage stats) and only final once [DONE] arrives.
+            if not event.get("choices"):
+                self._final = True
+
+    def _on_responses_event(self, kind: str, event: dict[str, Any], label: str) -> None:
+        if kind == "error":
+            self._error, self.done = describe_error(event), True
+            return
+        if kind == "response.output_item.done":
+            item = event.get("item")
+            if isinstance(item, Mapping) and item.get("type") == "web_search_call":
+                self._web_seen.add(str(item.get("id") or len(self._web_seen)))
+            return
+        if kind not in _TERMINAL and kind not in _STARTED:
+            return
+        response = event.get("response")
+        if not isinstance(response, dict):
+            raise InvalidUsage("must be an object", field=f"{label}.response")
+        self.model = text(response, "model") or self.model
+        self.response_id = text(response, "id") or self.response_id
+        if kind in _TERMINAL:
+            self.done = True
+            self._web_final = _web_search_calls(response.get("output"), f"{label}.response.output")
+            if response.get("usage") is not None:
+                self._raw, self._label, self._final = response["usage"], f"{label}.response.usage", True
+            elif kind == "response.failed":
+                self._error = describe_error(response.get("error")) + " (response.failed without usage)"
+
+    def on_done_marker(self) -> None:
+        self.done = True
+        if self._raw is not None:
+            self._final = True
+
+    def usage(self) -> Usage:
+        web = self._web_final if self._web_final is not None else len(self._web_seen)
+        if self._raw is not None:
+            if self._responses:
+                usage = responses_usage(self._raw, self._label, web)
+            else:
+                usage = chat_usage(self._raw, self._label)
+            return usage if self._final else cut_usage(usage, "the last usage seen was a running total")
+        partial = Usage(web_searches=web) if web else None
+        if self._error is not None:
+            return cut_usage(partial, f"provider error in the stream: {self._error}")
+        if self.done and not self._responses:
+            return cut_usage(
+                partial,
+                "the chat stream finished without a usage chunk; request one with"
+                ' stream_options={"include_usage": true}',
+            )
+        return cut_usage(partial, "no usage event was received")
