@@ -1,0 +1,248 @@
+"""``PriceCatalog``: genai-prices data plus the user's overrides, resolved by provider, model and time.
+
+Precedence at an instant ``at``: an override record in force wins over genai-prices (an exact model
+name over a glob, then the first in file order); otherwise the genai-prices record in force. The
+winner's prices are used as a whole — an override *replaces* genai-prices' record for that
+provider/model, it does not merge key by key.
+
+Resolution is cached per (provider, model) as a timeline of non-overlapping segments, so a warm
+``rate()`` is an LRU hit, a bisect and a few Decimal multiplications.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from fnmatch import fnmatchcase
+from typing import Final
+
+from outlay._errors import InvalidInput
+from outlay._rating import Rating
+from outlay._usage import Usage
+
+from ._genai import GENAI_SOURCE, GENAI_VERSION, find_provider, genai_history
+from ._overrides import Overrides, load_overrides
+from ._rate import RatingPlan, compile_plan
+from ._record import PriceRecord
+
+__all__ = ["PriceCatalog", "default_catalog", "estimate", "rate"]
+
+_FLOOR: Final = datetime.min.replace(tzinfo=UTC)
+_GLOB_CHARS: Final = frozenset("*?[")
+
+
+@dataclass(frozen=True, slots=True)
+class _Timeline:
+    """Contiguous segments starting at ``starts[i]`` and the plan in force in each (or None)."""
+
+    starts: tuple[datetime, ...]
+    plans: tuple[RatingPlan | None, ...]
+    records: tuple[PriceRecord, ...]  # every candidate, oldest first (for history)
+
+    def at(self, moment: datetime) -> RatingPlan | None:
+        index = bisect.bisect_right(self.starts, moment) - 1
+        return self.plans[index] if index >= 0 else None
+
+
+def _check_at(at: datetime | None) -> datetime:
+    if at is None:
+        return datetime.now(UTC)
+    if not isinstance(at, datetime):
+        raise InvalidInput(f"expected an aware datetime, got {type(at).__name__}", field="at")
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise InvalidInput(
+            f"naive datetime {at.isoformat()} is ambiguous; pass an aware one (tzinfo=UTC)", field="at"
+        )
+    return at
+
+
+def _check_name(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"expected a non-empty string, got {value!r}", field=field)
+    return value
+
+
+class PriceCatalog:
+    """Versioned prices: the pinned genai-prices data plus optional :class:`Overrides`."""
+
+    def __init__(self, overrides: Overrides | None = None, *, cache_size: int = 4096) -> None:
+        self.overrides = overrides
+        self.version = GENAI_SOURCE if overrides is None else f"{GENAI_SOURCE}+{overrides.source}"
+        self._timeline = functools.lru_cache(maxsize=cache_size)(self._build_timeline)
+
+    @classmethod
+    def load(cls, overrides: str | os.PathLike[str] | None = None) -> PriceCatalog:
+        """A catalog of genai-prices data plus the overrides file at ``overrides``, if given."""
+        return cls(load_overrides(overrides) if overrides is not None else None)
+
+    def __repr__(self) -> str:
+        return f"PriceCatalog(version={self.version!r})"
+
+    # -- resolution -------------------------------------------------------------------------------
+
+    def _matching_overrides(
+        self, provider: str, model: str, genai: Sequence[PriceRecord]
+    ) -> list[PriceRecord]:
+        if self.overrides is None:
+            return []
+        # An override for the canonical genai-prices id also covers its aliases and dated ids.
+        providers = {provider} | {r.provider for r in genai}
+        models = {model} | {r.model for r in genai}
+        matched = [
+            record
+            for record in self.overrides.records
+            if record.provider in providers and any(fnmatchcase(m, record.model) for m in models)
+        ]
+        # Exact names before globs; the sort is stable, so file order breaks ties.
+        matched.sort(key=lambda r: bool(_GLOB_CHARS & set(r.model)))
+        return matched
+
+    def _build_timeline(self, provider: str, model: str) -> _Timeline:
+        provider, model = provider.strip().lower(), model.strip().lower()
+        genai = genai_history(provider, model)
+        overrides = self._matching_overrides(provider, model, genai)
+        ranked = [*overrides, *genai]  # precedence order
+        cuts = {_FLOOR} | {
+            moment for r in ranked for moment in (r.effective_from, r.effective_to) if moment is not None
+        }
+        plans: dict[int, RatingPlan] = {}
+        starts: list[datetime] = []
+        chosen: list[RatingPlan | None] = []
+        for start in sorted(cuts):
+            # Every record is wholly in or out of each elementary segment, so probing its start suffices.
+            winner = next((r for r in ranked if r.in_force(start)), None)
+            plan = None if winner is None else plans.setdefault(id(winner), compile_plan(winner))
+            if chosen and chosen[-1] is plan:
+                continue
+            starts.append(start)
+            chosen.append(plan)
+        history = sorted(ranked, key=lambda r: (r.effective_from or _FLOOR, r.source != GENAI_SOURCE))
+        return _Timeline(tuple(starts), tuple(chosen), tuple(history))
+
+    def _plan(self, provider: str, model: str, at: datetime) -> RatingPlan | None:
+        # Keyed by the names as given (no normalising on the hot path); the builder normalises.
+        return self._timeline(provider, model).at(at)
+
+    def resolve(self, provider: str, model: str, at: datetime | None = None) -> PriceRecord | None:
+        """The price record in force for ``provider``/``model`` at ``at`` (default now), or None."""
+        plan = self._plan(_check_name("provider", provider), _check_name("model", model), _check_at(at))
+        return None if plan is None else plan.record
+
+    def history(self, provider: str, model: str) -> list[PriceRecord]:
+        """Every record (genai-prices and overrides) for ``provider``/``model``, oldest first."""
+        return list(self._timeline(_check_name("provider", provider), _check_name("model", model)).records)
+
+    def find_provider(self, model: str) -> str | None:
+        """The provider a bare model name belongs to: genai-prices' guess, else a unique override."""
+        found = find_provider(model)
+        if found is not None or self.overrides is None:
+            return found
+        name = model.strip().lower()
+        exact = {r.provider for r in self.overrides.records if r.model == name}
+        if len(exact) == 1:
+            return exact.pop()
+        globbed = {r.provider for r in self.overrides.records if fnmatchcase(name, r.model)}
+        return globbed.pop() if not exact and len(globbed) == 1 else None
+
+    # -- rating -----------------------------------------------------------------------------------
+
+    def rate(self, usage: Usage, *, provider: str, model: str, at: datetime | None = None) -> Rating:
+        """The exact cost of ``usage`` on ``provider``/``model`` at ``at`` (default now, UTC)."""
+        if not isinstance(usage, Usage):
+            raise InvalidInput(f"expected a Usage, got {type(usage).__name__}", field="usage")
+        _check_name("provider", provider)
+        _check_name("model", model)
+        moment = _check_at(at)
+        plan = self._plan(provider, model, moment)
+        if plan is None:
+            return Rating(
+                cost=None,
+                priced=False,
+                price_version=self.version,
+                reason=self._no_price_reason(provider, model, moment),
+                provider=provider,
+                model=model,
+            )
+        return plan.rate(usage, provider, model)
+
+    def _no_price_reason(self, provider: str, model: str, at: datetime) -> str:
+        where = f"genai-prices {GENAI_VERSION} or overrides"
+        if self.history(provider, model):
+            return f"no price for {provider}/{model} at {at.isoformat()} in {where} (none in force then)"
+        return f"no price for {provider}/{model} in {where}"
+
+    def estimate(
+        self,
+        *,
+        provider: str,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int,
+        at: datetime | None = None,
+    ) -> Decimal | None:
+        """Worst-case cost of a call, for budget admission; ``None`` when it cannot be priced.
+
+        All input is charged as uncached input and all ``max_output_tokens`` at the higher of the
+        output and reasoning prices (plus the per-request price, if any).
+        """
+        for field, value in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidInput(f"expected a non-negative integer, got {value!r}", field=field)
+        usage = Usage(input_tokens=input_tokens, output_tokens=max_output_tokens)
+        rating = self.rate(usage, provider=provider, model=model, at=at)
+        if rating.cost is None:
+            return None
+        if max_output_tokens:
+            as_reasoning = Usage(
+                input_tokens=input_tokens, output_tokens=max_output_tokens, reasoning_tokens=max_output_tokens
+            )
+            other = self.rate(as_reasoning, provider=provider, model=model, at=at).cost
+            if other is not None and other > rating.cost:
+                return other
+        return rating.cost
+
+
+@functools.lru_cache(maxsize=8)
+def _catalog_for(overrides_path: str | None) -> PriceCatalog:
+    return PriceCatalog.load(overrides_path)
+
+
+def default_catalog() -> PriceCatalog:
+    """The process-wide catalog: genai-prices plus the overrides file named by ``OUTLAY_PRICES``.
+
+    Cached per value of ``OUTLAY_PRICES``; an edited file is picked up by a new process (or by
+    building a catalog with :meth:`PriceCatalog.load`), never half-way through one.
+    """
+    return _catalog_for(os.environ.get("OUTLAY_PRICES") or None)
+
+
+def rate(
+    usage: Usage,
+    *,
+    provider: str,
+    model: str,
+    at: datetime | None = None,
+    catalog: PriceCatalog | None = None,
+) -> Rating:
+    """Rate ``usage`` with ``catalog`` (default: :func:`default_catalog`). See :meth:`PriceCatalog.rate`."""
+    return (catalog or default_catalog()).rate(usage, provider=provider, model=model, at=at)
+
+
+def estimate(
+    *,
+    provider: str,
+    model: str,
+    input_tokens: int,
+    max_output_tokens: int,
+    at: datetime | None = None,
+    catalog: PriceCatalog | None = None,
+) -> Decimal | None:
+    """Worst-case cost of a call for budget admission. See :meth:`PriceCatalog.estimate`."""
+    return (catalog or default_catalog()).estimate(
+        provider=provider, model=model, input_tokens=input_tokens, max_output_tokens=max_output_tokens, at=at
+    )

@@ -1,0 +1,150 @@
+"""Read the pinned ``genai-prices`` data as outlay :class:`PriceRecord` histories.
+
+Only the data bundled with the installed (pinned) package is read: outlay builds its own
+``DataSnapshot`` from ``genai_prices.data`` instead of ``get_snapshot()``, so a snapshot that
+anything else in the process installed (``UpdatePrices`` fetches one at run time) can never change
+what we charge or make :data:`GENAI_SOURCE` lie about where a price came from.
+
+What is *not* carried over, on purpose (docs/pricing.md):
+
+- ``price_variants`` (service tier, batch processing): the standard price is used.
+- time-of-day prices (DeepSeek's off-peak windows): those conditional entries are skipped, so the
+  model's date-based price applies all day.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from importlib.metadata import version as _dist_version
+from typing import TYPE_CHECKING, Any, Final
+
+from ._record import PriceRecord, Tier, TieredPrice
+
+if TYPE_CHECKING:
+    from genai_prices.data_snapshot import DataSnapshot
+    from genai_prices.types import ModelPrice
+
+__all__ = ["GENAI_SOURCE", "GENAI_VERSION", "find_provider", "genai_history", "genai_unit_keys"]
+
+GENAI_VERSION: Final = _dist_version("genai-prices")
+GENAI_SOURCE: Final = f"genai-prices@{GENAI_VERSION}"
+
+
+@functools.cache
+def _snapshot() -> DataSnapshot:
+    # Imported lazily: the data module is ~30k lines and takes a noticeable time to import.
+    from genai_prices.data import providers
+    from genai_prices.data_snapshot import DataSnapshot
+
+    return DataSnapshot(providers=providers, from_auto_update=False)
+
+
+@functools.cache
+def genai_unit_keys() -> Mapping[str, tuple[str, int]]:
+    """Price key -> (usage unit name, per) for genai-prices' non-token units (searches, pages, ...).
+
+    These are priced when ``Usage.units`` carries the unit by its genai-prices name, e.g.
+    ``units={"storage_searches": 3}`` at a model's ``storage_searches_kcount``.
+    """
+    from genai_prices.data_units import unit_data
+
+    out: dict[str, tuple[str, int]] = {}
+    for usage_key, raw in unit_data.items():
+        dimensions: Mapping[str, str] = raw.get("dimensions", {})
+        if dimensions.get("family") == "tokens" or usage_key in ("web_searches", "requests"):
+            continue
+        out[str(raw.get("price_key", usage_key))] = (usage_key, int(raw["per"]))
+    return out
+
+
+def find_provider(model: str) -> str | None:
+    """The provider genai-prices associates with a bare model name (for the CLI), if any."""
+    try:
+        return str(_snapshot().find_provider(model.lower(), None, None).id)
+    except LookupError:
+        return None
+
+
+def _convert_price(value: Any) -> Decimal | TieredPrice:
+    from genai_prices.types import TieredPrices
+
+    if isinstance(value, TieredPrices):
+        return TieredPrice(
+            base=value.base, tiers=tuple(Tier(start=t.start, price=t.price) for t in value.tiers)
+        )
+    if not isinstance(value, Decimal):  # pragma: no cover - guards a data format change
+        raise TypeError(f"unexpected genai-prices price {value!r}")
+    return value
+
+
+def _prices_of(model_price: ModelPrice) -> dict[str, Decimal | TieredPrice]:
+    return {
+        key: _convert_price(value)
+        for key, value in model_price.__dict__.items()
+        if not key.startswith("_") and value is not None
+    }
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0, 0), tzinfo=UTC)
+
+
+def _selected(conditional: list[Any], day: date) -> int:
+    """Index of the conditional price genai-prices uses on ``day`` (time-of-day entries skipped)."""
+    from genai_prices.types import StartDateConstraint
+
+    # Same rule as genai_prices.types.ModelInfo.get_prices: the last active entry wins, else the first.
+    for index in range(len(conditional) - 1, -1, -1):
+        constraint = conditional[index].constraint
+        if constraint is None:
+            return index
+        if isinstance(constraint, StartDateConstraint) and day >= constraint.start_date:
+            return index
+    return 0
+
+
+@functools.lru_cache(maxsize=4096)
+def genai_history(provider: str, model: str) -> tuple[PriceRecord, ...]:
+    """Every price record genai-prices has for ``provider``/``model`` (lower case), oldest first.
+
+    The model reference may be a dated id or alias (``gpt-4o-2024-08-06``): genai-prices' own
+    matching resolves it; records carry the canonical provider and model ids.
+    """
+    from genai_prices.types import ModelPrice, StartDateConstraint
+
+    try:
+        found_provider, info = _snapshot().find_provider_model(model, None, provider, None)
+    except LookupError:
+        return ()
+    provider_id, model_id = str(found_provider.id), str(info.id)
+    if isinstance(info.prices, ModelPrice):
+        return (PriceRecord(provider_id, model_id, GENAI_SOURCE, prices=_prices_of(info.prices)),)
+
+    conditional = list(info.prices)
+    starts = sorted(
+        {c.constraint.start_date for c in conditional if isinstance(c.constraint, StartDateConstraint)}
+    )
+    # Elementary intervals between start dates; a representative day of each decides the entry.
+    segments: list[tuple[date | None, int]] = []
+    first_day = starts[0] - timedelta(days=1) if starts else date(1970, 1, 1)
+    for start, probe in [(None, first_day), *((s, s) for s in starts)]:
+        index = _selected(conditional, probe)
+        if not segments or segments[-1][1] != index:
+            segments.append((start, index))
+    records = []
+    for position, (start, index) in enumerate(segments):
+        end = segments[position + 1][0] if position + 1 < len(segments) else None
+        records.append(
+            PriceRecord(
+                provider_id,
+                model_id,
+                GENAI_SOURCE,
+                effective_from=_midnight(start) if start else None,
+                effective_to=_midnight(end) if end else None,
+                prices=_prices_of(conditional[index].prices),
+            )
+        )
+    return tuple(records)

@@ -1,0 +1,103 @@
+"""``outlay prices show`` and ``outlay prices check``, through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from outlay.cli._prices import prices
+
+
+def test_show_prints_the_dated_history_of_o3() -> None:
+    result = CliRunner().invoke(prices, ["show", "o3", "--provider", "openai"])
+    assert result.exit_code == 0, result.output
+    assert "genai-prices@0.2.3:openai/o3@2025-06-10" in result.output
+    assert "genai-prices@0.2.3:openai/o3 " in result.output
+    assert "input_mtok = $10" in result.output
+    assert "input_mtok = $2" in result.output
+    assert "input: $0.000002" in result.output  # the price of one token
+
+
+def test_show_guesses_the_provider_and_prints_tiers() -> None:
+    result = CliRunner().invoke(prices, ["show", "claude-sonnet-4-5"])
+    assert result.exit_code == 0, result.output
+    assert "anthropic/claude-sonnet-4-5" in result.output
+    assert "$6 above 200,000 input tokens" in result.output
+
+
+def test_show_json_includes_overrides_with_their_source(overrides_file: Path) -> None:
+    result = CliRunner().invoke(
+        prices, ["show", "gpt-4o", "--overrides", str(overrides_file), "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.output)
+    assert [r["source"].split("@")[0] for r in records] == ["genai-prices", "overrides"]
+    override = records[1]
+    assert override["effective_from"] == "2026-03-01T00:00:00Z"
+    assert override["effective_to"] == "2026-09-01T00:00:00Z"
+    assert override["prices"]["input_mtok"] == "2"
+    assert override["unit_prices"]["input"] == "0.000002"  # strings: exact, never floats
+    assert records[0]["prices"]["cache_read_mtok"] == "1.25"
+
+
+def test_show_a_custom_unit_model_from_overrides(overrides_file: Path) -> None:
+    result = CliRunner().invoke(prices, ["show", "llama-3.1-70b", "--overrides", str(overrides_file)])
+    assert result.exit_code == 0, result.output
+    assert "self-hosted/llama-3.1-70b@2026-01-01" in result.output
+    assert "unit:gpu_seconds: $0.00125" in result.output
+
+
+def test_show_unknown_model_fails_clearly() -> None:
+    result = CliRunner().invoke(prices, ["show", "gpt-9", "--provider", "openai"])
+    assert result.exit_code == 1
+    assert "no price for openai/gpt-9 in genai-prices@0.2.3" in result.output
+    result = CliRunner().invoke(prices, ["show", "no-such-model-anywhere"])
+    assert result.exit_code == 1
+    assert "pass --provider" in result.output
+
+
+def test_show_with_a_broken_overrides_file_fails_clearly(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[price]]\nprovider = "a"\nmodel = "m"\ninput_mtok = "-1"\n')
+    result = CliRunner().invoke(prices, ["show", "gpt-4o", "--overrides", str(bad)])
+    assert result.exit_code == 1
+    assert "price[0].input_mtok: amount must not be negative" in result.output
+
+
+def test_check_ok_prints_the_record_count(overrides_file: Path) -> None:
+    result = CliRunner().invoke(prices, ["check", str(overrides_file)])
+    assert result.exit_code == 0
+    assert result.output.startswith(f"OK: {overrides_file}: 3 price records (overrides@")
+
+
+def test_check_the_shipped_example_file() -> None:
+    example = Path(__file__).parents[2] / "examples" / "prices.toml"
+    result = CliRunner().invoke(prices, ["check", str(example)])
+    assert result.exit_code == 0, result.output
+
+
+def test_check_prints_every_error_and_exits_1(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        '[[price]]\nprovider = "a"\nmodel = "m"\ninput_mtok = "-1"\nwhen = 3\n'
+        '[[price]]\nprovider = "a"\nmodel = "m"\neffective_from = 2026-01-01\noutput_mtok = 1\n'
+    )
+    result = CliRunner().invoke(prices, ["check", str(bad)])
+    assert result.exit_code == 1
+    assert "price[0].input_mtok" in result.output
+    assert "price[0].when: unknown key" in result.output
+    assert "3 errors" not in result.output
+    assert "2 errors" in result.output
+    missing = CliRunner().invoke(prices, ["check", str(tmp_path / "nope.toml")])
+    assert missing.exit_code == 1
+    assert "cannot read price overrides" in missing.output
+
+
+def test_registered_on_the_root_command() -> None:
+    from outlay.cli import main
+
+    result = CliRunner().invoke(main, ["prices", "check", "--help"])
+    assert result.exit_code == 0
+    assert "Validate a price overrides FILE" in result.output
