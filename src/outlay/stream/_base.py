@@ -4,6 +4,10 @@ Producers ``append`` encoded events (CloudEvents JSON bytes, see ``outlay.events
 returns only once the events are durable. Each named consumer reads from its own acknowledged
 offset and ``ack``s an offset only after it has committed what it read: a consumer that crashes
 reads the unacknowledged records again (at-least-once; the ledger is idempotent on event_id).
+
+Offsets start at 1, increase by one per record and are never reused, and a reader only ever sees
+a gap-free prefix of the log: a consumer that reads past offset ``n`` has seen every record up to
+``n`` that is still retained.
 """
 
 from __future__ import annotations
@@ -11,8 +15,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
 
-__all__ = ["EventLog", "LogRecord"]
+from outlay._errors import InvalidInput
+
+__all__ = [
+    "EventLog",
+    "LogRecord",
+    "check_consumer",
+    "check_offset",
+    "check_payloads",
+    "check_read_args",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,20 +42,29 @@ class EventLog(ABC):
     """Interface of every event log implementation (in-memory, SQLite, NATS JetStream)."""
 
     @abstractmethod
-    def append(self, payloads: Sequence[bytes]) -> None:
-        """Append encoded events; durable when this returns (or raise ``BackendError``)."""
+    def append(self, payloads: Sequence[bytes]) -> list[int]:
+        """Append encoded events; durable when this returns (or raise ``BackendError``).
+
+        Returns the offsets given to ``payloads``, in order. An empty sequence is a no-op.
+        """
 
     @abstractmethod
     def read(self, consumer: str, max_records: int = 1000, timeout: float = 0.0) -> list[LogRecord]:
         """Up to ``max_records`` records after ``consumer``'s acknowledged offset, in order.
 
         Waits up to ``timeout`` seconds for at least one record when none is available.
-        A consumer that has never acknowledged starts at the beginning of the log.
+        A consumer that has never acknowledged starts at the beginning of the log; reading
+        registers it (see :meth:`register`). Reading again without an ``ack`` returns the same
+        records: delivery is at-least-once, the consumer's position is only what it acknowledged.
         """
 
     @abstractmethod
     def ack(self, consumer: str, offset: int) -> None:
-        """Mark every record up to and including ``offset`` as processed by ``consumer``."""
+        """Mark every record up to and including ``offset`` as processed by ``consumer``.
+
+        Acknowledging an offset at or below :meth:`committed` is a no-op (acks never go back);
+        an offset beyond :meth:`end_offset` raises ``InvalidInput``.
+        """
 
     @abstractmethod
     def committed(self, consumer: str) -> int:
@@ -51,5 +75,73 @@ class EventLog(ABC):
         """The offset of the last appended record (0 if the log is empty)."""
 
     @abstractmethod
+    def register(self, consumer: str) -> None:
+        """Declare ``consumer`` so that :meth:`truncate` keeps everything it has not acknowledged.
+
+        Idempotent; a consumer that has already read or acknowledged is registered.
+        """
+
+    @abstractmethod
+    def truncate(self, before_offset: int) -> int:
+        """Drop records below ``before_offset`` that every registered consumer has acknowledged.
+
+        Never drops a record some registered consumer has not acknowledged, and drops nothing
+        when no consumer is registered. Returns the number of records dropped.
+        """
+
+    @abstractmethod
     def close(self) -> None:
-        """Release resources; pending appends are flushed first."""
+        """Release resources; pending appends are flushed first. Idempotent."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# Shared argument checks, so every implementation rejects bad input with the same message.
+
+
+def check_payloads(payloads: Sequence[bytes]) -> list[bytes]:
+    """``payloads`` as a list of ``bytes``; anything else raises ``InvalidInput`` naming the item."""
+    if isinstance(payloads, bytes | bytearray | memoryview | str):
+        # A lone bytes object is a Sequence of ints: appending it record-per-byte would be a bug.
+        raise InvalidInput("expected a sequence of bytes payloads, not a single value", field="payloads")
+    out: list[bytes] = []
+    for index, payload in enumerate(payloads):
+        if isinstance(payload, bytes):
+            out.append(payload)
+        elif isinstance(payload, bytearray | memoryview):
+            out.append(bytes(payload))
+        else:
+            raise InvalidInput(f"expected bytes, got {type(payload).__name__}", field=f"payloads[{index}]")
+    return out
+
+
+def check_consumer(consumer: str) -> str:
+    """``consumer`` if it is a non-empty name, else ``InvalidInput``."""
+    if not isinstance(consumer, str) or not consumer.strip():
+        raise InvalidInput(f"expected a non-empty name, got {consumer!r}", field="consumer")
+    return consumer
+
+
+def check_offset(offset: int, field: str) -> int:
+    """``offset`` if it is an integer >= 0, else ``InvalidInput`` naming ``field``."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidInput(f"expected an integer >= 0, got {offset!r}", field=field)
+    return offset
+
+
+def check_read_args(max_records: int, timeout: float) -> None:
+    """Reject a ``max_records`` below 1 and a negative or non-finite ``timeout``."""
+    if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
+        raise InvalidInput(f"expected an integer >= 1, got {max_records!r}", field="max_records")
+    # NaN and infinity are refused: a wait must end (and threading cannot wait for inf).
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 <= timeout < 1e9:
+        raise InvalidInput(f"expected a finite number of seconds >= 0, got {timeout!r}", field="timeout")

@@ -1,0 +1,59 @@
+"""open_event_log: URLs from configuration to an event log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from outlay._errors import ConfigError
+from outlay.stream import InMemoryEventLog, SQLiteEventLog, open_event_log
+
+
+def test_memory_url_gives_a_fresh_memory_log() -> None:
+    first, second = open_event_log("memory://"), open_event_log("memory://")
+    assert isinstance(first, InMemoryEventLog)
+    first.append([b"1"])
+    assert second.end_offset() == 0
+
+
+def test_absolute_sqlite_url(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    with open_event_log(f"sqlite://{path}") as log:
+        assert isinstance(log, SQLiteEventLog)
+        assert log.path == str(path)
+        log.append([b"1"])
+    with SQLiteEventLog(path) as log:
+        assert log.end_offset() == 1
+
+
+def test_relative_sqlite_url_is_relative_to_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with open_event_log("sqlite://relative.db") as log:
+        log.append([b"1"])
+    assert (tmp_path / "relative.db").exists()
+
+
+@pytest.mark.parametrize("as_path", [False, True])
+def test_a_plain_path_is_a_sqlite_log(tmp_path: Path, as_path: bool) -> None:
+    path = tmp_path / "plain.db"
+    with open_event_log(path if as_path else str(path)) as log:
+        assert isinstance(log, SQLiteEventLog)
+
+
+def test_nats_says_it_is_not_available_yet() -> None:
+    with pytest.raises(ConfigError, match=r"nats extra.*not available yet") as info:
+        open_event_log("nats://127.0.0.1:4222")
+    assert info.value.field == "url"
+
+
+@pytest.mark.parametrize(
+    "url", ["", "   ", "kafka://broker:9092", "sqlite://", "sqlite:///:memory:", "memory://x", 42, None]
+)
+def test_bad_urls_are_config_errors_naming_the_url(url: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        open_event_log(url)  # type: ignore[arg-type]
+    assert info.value.field == "url"
+    assert isinstance(info.value, ValueError)
