@@ -11,6 +11,7 @@ that talks to them, so callers only ever catch these::
     │   └── InvalidBaggage          malformed or oversized W3C baggage
     ├── Unpriced                    strict rating of a model/unit with no price
     ├── AttributionMissing          strict mode: a billable call with no tenant
+    ├── Unauthenticated             a missing, unknown or revoked credential (gateway key)
     ├── BudgetError
     │   ├── BudgetExceeded          a hard limit stops the call or run
     │   ├── RunStopped              a runaway guard stopped the run
@@ -22,17 +23,24 @@ that talks to them, so callers only ever catch these::
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 __all__ = [
     "AttributionMissing",
     "BackendError",
     "BackendUnavailable",
     "BudgetError",
+    "BudgetExceeded",
     "ConfigError",
     "InvalidBaggage",
     "InvalidEvent",
     "InvalidInput",
     "InvalidUsage",
+    "NotEntitled",
     "OutlayError",
+    "RunStopped",
+    "Throttled",
+    "Unauthenticated",
     "Unpriced",
 ]
 
@@ -73,8 +81,82 @@ class AttributionMissing(OutlayError):
     """A billable operation has no tenant and the caller required one."""
 
 
+# --- gateway (outlay.gateway) --------------------------------------------------------------------
+
+
+class Unauthenticated(OutlayError):
+    """A request's credential (gateway virtual key) is missing, unknown or revoked (``reason``)."""
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
 class BudgetError(OutlayError):
     """Base of the errors that budgets and guardrails raise to stop work."""
+
+
+# --- budgets (outlay.budgets) -------------------------------------------------------------------
+# Each carries structured fields for programs and a sentence for people (its str()); the budgets
+# package builds them, so they stay plain here and import nothing.
+
+
+class BudgetExceeded(BudgetError):
+    """A hard limit refuses the call: ``spent + reserved + estimate`` would pass ``limit``."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        scope: str,
+        key: str,
+        limit: Decimal,
+        spent: Decimal,
+        reserved: Decimal,
+        estimate: Decimal,
+        budget: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.scope = scope
+        self.key = key
+        self.limit = limit
+        self.spent = spent
+        self.reserved = reserved
+        self.estimate = estimate
+        self.budget = budget
+
+
+class RunStopped(BudgetError):
+    """A runaway guard (call count, retry storm, cost velocity) stopped the run; ``reason`` says which."""
+
+    def __init__(self, message: str, *, reason: str, run_id: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+        self.run_id = run_id
+
+
+class Throttled(BudgetError):
+    """The tenant's cost rate is over its limit; try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float, tenant: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.tenant = tenant
+
+
+class NotEntitled(BudgetError):
+    """The tenant's plan tier is below the tier the run requires."""
+
+    def __init__(self, message: str, *, tenant: str | None, tier: str | None, requires: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.tenant = tenant
+        self.tier = tier
+        self.requires = requires
 
 
 class BackendError(OutlayError):

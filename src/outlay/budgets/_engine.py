@@ -1,0 +1,448 @@
+"""``BudgetEngine``: admission (reserve, settle, release), soft/hard actions, guards, entitlements.
+
+Order of checks in :meth:`BudgetEngine.reserve`: runaway guards of the run chain, the tenant's
+cost rate, then every applicable policy in one atomic store reservation. Whatever refuses records a
+:class:`Decision` and raises; nothing taken by an earlier step is left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import uuid_utils
+
+from outlay._errors import BudgetExceeded, ConfigError, InvalidInput, NotEntitled, RunStopped, Throttled
+from outlay._money import MONEY_CONTEXT, ZERO, to_money
+
+from ._decision import Decision, DecisionSink, format_money
+from ._guards import CostRateLimit, RunGuards, TokenBuckets
+from ._plans import Plans
+from ._policy import Budget, Scope, timezone
+from ._runs import RunBook, RunInfo
+from ._store import BudgetStore, InMemoryBudgetStore, KeyLimit, KeyStatus
+
+__all__ = ["BudgetEngine", "BudgetStatus", "Reservation"]
+
+_log = logging.getLogger("outlay.budgets")
+_UTC: Final = ZoneInfo("UTC")
+_add: Final = MONEY_CONTEXT.add
+_sub: Final = MONEY_CONTEXT.subtract
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Reservation:
+    """A hold on budget for one call; give it back to ``settle`` (or ``release`` on failure)."""
+
+    id: str
+    estimate: Decimal
+    keys: tuple[KeyLimit, ...]
+    policies: tuple[tuple[Budget, str, str], ...]  # (policy, scope key, counter key)
+    scope: Scope
+    runs: tuple[str, ...]
+    model: str | None
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """One policy's counter for one scope key, now."""
+
+    budget: Budget
+    key: str
+    spent: Decimal
+    reserved: Decimal
+
+    @property
+    def remaining(self) -> Decimal | None:
+        """What may still be reserved under the hard limit (``None`` without one)."""
+        if self.budget.limit is None:
+            return None
+        return max(ZERO, _sub(_sub(self.budget.limit, self.spent), self.reserved))
+
+
+def _subject(policy: Budget, value: str) -> str:
+    return "this run" if policy.scope == "run" else f"{policy.scope} {value}"
+
+
+class BudgetEngine:
+    """Enforces budgets. ``store`` defaults to an :class:`InMemoryBudgetStore`; every decision goes
+    to ``decision_sink``; ``clock`` defaults to the store's (tests inject one)."""
+
+    def __init__(
+        self,
+        store: BudgetStore | None = None,
+        *,
+        policies: Iterable[Budget] = (),
+        decision_sink: DecisionSink | None = None,
+        plans: Plans | None = None,
+        rate_limit: CostRateLimit | None = None,
+        rate_limits: Mapping[str, CostRateLimit] | None = None,
+        guards: RunGuards | None = None,
+        reservation_ttl: float = 300.0,
+        default_timezone: str = "UTC",
+    ) -> None:
+        self.store = store if store is not None else InMemoryBudgetStore()
+        self.clock = self.store.clock
+        self._policies: tuple[Budget, ...] = ()
+        for policy in policies:
+            self.add_policy(policy)
+        self._sink = decision_sink
+        self.plans = plans
+        self._rate_limit = rate_limit
+        self._rate_limits = dict(rate_limits or {})
+        self._buckets = TokenBuckets()
+        self._guards = guards
+        if not reservation_ttl > 0:
+            raise InvalidInput(f"must be positive, got {reservation_ttl!r}", field="reservation_ttl")
+        self._ttl = float(reservation_ttl)
+        self._tz = timezone(default_timezone, field="default_timezone")
+        self.runs = RunBook()
+        self._soft_seen: set[str] = set()
+        # Calls no policy applied to hold nothing in the store; this set makes their settle and
+        # release idempotent too (a repeated settle must not count a run's spend twice).
+        self._keyless: set[str] = set()
+        self._keyless_lock = threading.Lock()
+
+    # --- configuration ----------------------------------------------------------------------
+
+    def add_policy(self, policy: Budget) -> None:
+        if not isinstance(policy, Budget):
+            raise InvalidInput(f"expected a Budget, got {type(policy).__name__}", field="policy")
+        self._policies = (*self._policies, policy)
+
+    @property
+    def policies(self) -> tuple[Budget, ...]:
+        return self._policies
+
+    def _zone(self, policy: Budget, tenant: str | None) -> ZoneInfo:
+        if policy.timezone is not None:
+            return ZoneInfo(policy.timezone)
+        if tenant is not None and self.plans is not None and tenant in self.plans.timezones:
+            return ZoneInfo(self.plans.timezones[tenant])
+        return self._tz
+
+    def _applicable(
+        self, sc: Scope, runs: Sequence[str], extra: Iterable[Budget], now: float
+    ) -> list[tuple[Budget, str, str]]:
+        found: list[tuple[Budget, str, str]] = []
+        for policy in self._policies:
+            value = policy.scope_key(sc)
+            if value is not None:
+                found.append((policy, value, policy.counter_key(value, now, self._zone(policy, sc.tenant))))
+        for policy in extra:
+            value = policy.scope_key(sc)
+            if value is None:
+                raise InvalidInput(f"the call has no {policy.scope} to apply this budget to", field="budgets")
+            found.append((policy, value, policy.counter_key(value, now, self._zone(policy, sc.tenant))))
+        for run_id in runs:
+            info = self.runs.get(run_id)
+            if info is not None and info.budget is not None and info.budget.scope == "run":
+                found.append((info.budget, run_id, info.budget.counter_key(run_id, now, self._tz)))
+        return found
+
+    # --- decisions ----------------------------------------------------------------------------
+
+    def _decide(self, kind: str, message: str, **fields: Any) -> Decision:
+        decision = Decision(
+            kind=kind, message=message, time=datetime.fromtimestamp(self.clock(), UTC), **fields
+        )
+        if self._sink is not None:
+            try:
+                self._sink(decision)
+            except Exception:  # the decision stands even if recording it failed; say so loudly
+                _log.exception("outlay: the decision sink failed for %s", decision.kind)
+        return decision
+
+    # --- admission ----------------------------------------------------------------------------
+
+    def reserve(
+        self,
+        scope: object,
+        estimate: object,
+        *,
+        budgets: Iterable[Budget] = (),
+        model: str | None = None,
+        fingerprint: str | None = None,
+        currency: str = "USD",
+        ttl: float | None = None,
+    ) -> Reservation:
+        """Hold ``estimate`` on every budget that applies to ``scope`` (a Scope, mapping or
+        CostContext), or raise BudgetExceeded / RunStopped / Throttled and hold nothing."""
+        sc = Scope.of(scope)
+        amount = to_money(estimate, field="estimate")
+        now = self.clock()
+        runs = tuple(self.runs.chain(sc.runs or ((sc.run,) if sc.run else ())))
+        self._check_guards(sc, runs, amount, fingerprint, now)
+        policies = self._applicable(sc, runs, budgets, now)
+        keys: dict[str, KeyLimit] = {}
+        for policy, _, counter in policies:
+            if policy.currency != currency:
+                raise InvalidInput(
+                    f"budget {policy.name or counter!r} is in {policy.currency}, the call in {currency}",
+                    field="currency",
+                )
+            known = keys.get(counter)
+            limit = policy.limit
+            if known is not None and known.limit is not None and (limit is None or known.limit < limit):
+                limit = known.limit
+            keys[counter] = KeyLimit(counter, limit, policy.window)
+        rate = self._rate_for(sc.tenant)
+        if rate is not None and sc.tenant is not None:
+            wait = self._buckets.take(sc.tenant, rate, amount, now)
+            if wait is not None:
+                message = (
+                    f"tenant {sc.tenant} is spending faster than its limit of "
+                    f"{format_money(rate.rate)} per {rate.per:g}s; retry in {wait:.1f}s"
+                )
+                self._decide("throttled", message, tenant=sc.tenant, estimate=amount, model=model,
+                             run_id=sc.run, retry_after=wait)  # fmt: skip
+                raise Throttled(message, retry_after=wait, tenant=sc.tenant)
+        reservation = Reservation(
+            str(uuid_utils.uuid7()), amount, tuple(keys.values()), tuple(policies), sc, runs, model, currency
+        )
+        if keys:
+            result = self.store.reserve(
+                reservation.id, reservation.keys, amount, self._ttl if ttl is None else ttl
+            )
+            if not result.ok:
+                if rate is not None and sc.tenant is not None:
+                    self._buckets.adjust(sc.tenant, rate, -amount, now)
+                assert result.denied is not None
+                raise self._denied(reservation, result.statuses[result.denied])
+            try:
+                self._check_soft(reservation, result.statuses)
+            except BaseException:
+                self.release(reservation)  # an on_soft hook refused the call (escalation)
+                raise
+        else:
+            with self._keyless_lock:
+                self._keyless.add(reservation.id)
+        with self.runs.lock:
+            for run_id in runs:
+                info = self.runs.get(run_id)
+                if info is not None:
+                    info.guards.count(fingerprint)
+        return reservation
+
+    def _rate_for(self, tenant: str | None) -> CostRateLimit | None:
+        if tenant is not None and tenant in self._rate_limits:
+            return self._rate_limits[tenant]
+        return self._rate_limit
+
+    def _check_guards(
+        self, sc: Scope, runs: Sequence[str], amount: Decimal, fp: str | None, now: float
+    ) -> None:
+        with self.runs.lock:
+            for run_id in runs:
+                info = self.runs.get(run_id)
+                guards = self._guards_of(info)
+                if guards is None or info is None:
+                    continue
+                stop = info.guards.check(guards, fp, amount, now)
+                if stop is None:
+                    continue
+                first = info.guards.stopped is None
+                info.guards.stopped = stop
+                reason, message = stop
+                if first:
+                    self._decide("run_stopped", message, tenant=sc.tenant, scope="run", key=run_id,
+                                 estimate=amount, run_id=run_id, reason=reason)  # fmt: skip
+                raise RunStopped(message, reason=reason, run_id=run_id)
+
+    def _denied(self, reservation: Reservation, status: KeyStatus) -> BudgetExceeded:
+        tightest = [(p, v) for p, v, c in reservation.policies if c == status.key and p.limit is not None]
+        policy, value = min(tightest, key=lambda pv: pv[0].limit or ZERO)
+        assert policy.limit is not None
+        period = policy.describe()
+        message = (
+            f"{_subject(policy, value)} has spent {format_money(status.spent, policy.currency)} of its "
+            f"{format_money(policy.limit, policy.currency)}{' ' + period if period else ''} budget; "
+            f"this call needs up to {format_money(reservation.estimate, policy.currency)}"
+        )
+        if status.reserved:
+            message += f" and {format_money(status.reserved, policy.currency)} is held by calls in flight"
+        self._decide("denied", message, tenant=reservation.scope.tenant, scope=policy.scope, key=status.key,
+                     budget=policy.name, limit=policy.limit, spent=status.spent, reserved=status.reserved,
+                     estimate=reservation.estimate, model=reservation.model,
+                     run_id=reservation.scope.run)  # fmt: skip
+        return BudgetExceeded(message, scope=policy.scope, key=status.key, limit=policy.limit,
+                              spent=status.spent, reserved=status.reserved,
+                              estimate=reservation.estimate, budget=policy.name)  # fmt: skip
+
+    def _check_soft(self, reservation: Reservation, statuses: Sequence[KeyStatus]) -> None:
+        by_key = {s.key: s for s in statuses}
+        for policy, value, counter in reservation.policies:
+            status = by_key.get(counter)
+            if policy.soft is None or status is None or _add(status.spent, status.reserved) < policy.soft:
+                continue
+            seen = f"{id(policy)}|{counter}"
+            if seen in self._soft_seen:
+                continue
+            self._soft_seen.add(seen)
+            period = policy.describe()
+            message = (
+                f"{_subject(policy, value)} reached its soft limit: "
+                f"{format_money(_add(status.spent, status.reserved), policy.currency)} spent or held of "
+                f"{format_money(policy.soft, policy.currency)}{' (' + period + ')' if period else ''}"
+            )
+            decision = self._decide("soft_exceeded", message, tenant=reservation.scope.tenant,
+                                    scope=policy.scope, key=counter, budget=policy.name, limit=policy.soft,
+                                    spent=status.spent, reserved=status.reserved,
+                                    estimate=reservation.estimate, model=reservation.model,
+                                    run_id=reservation.scope.run)  # fmt: skip
+            if policy.on_soft is not None:
+                policy.on_soft(decision)
+
+    def settle(self, reservation: Reservation, actual: object = None) -> Decimal:
+        """Record the call's actual cost (the estimate when ``None``: unknown is not zero) and free
+        the rest of the hold. Settling twice records once. Returns the cost recorded."""
+        cost = reservation.estimate if actual is None else to_money(actual, field="actual")
+        if reservation.keys:
+            result = self.store.settle(reservation.id, cost)
+            if not result.ok:
+                return ZERO
+        elif not self._finish_keyless(reservation):
+            return ZERO
+        tenant = reservation.scope.tenant
+        rate = self._rate_for(tenant)
+        now = self.clock()
+        if rate is not None and tenant is not None:
+            self._buckets.adjust(tenant, rate, _sub(cost, reservation.estimate), now)
+        self.runs.add_spend(reservation.runs, cost)
+        with self.runs.lock:
+            for run_id in reservation.runs:
+                info = self.runs.get(run_id)
+                guards = self._guards_of(info)
+                if info is not None and guards is not None and guards.max_cost_per_minute is not None:
+                    info.guards.recent.append((now, cost))
+        if reservation.keys and cost > reservation.estimate:
+            self._check_soft(reservation, result.statuses)
+        return cost
+
+    def release(self, reservation: Reservation) -> bool:
+        """Give the hold back without spend (the call failed before costing anything)."""
+        released = (
+            self.store.release(reservation.id) if reservation.keys else self._finish_keyless(reservation)
+        )
+        tenant = reservation.scope.tenant
+        rate = self._rate_for(tenant)
+        if released and rate is not None and tenant is not None:
+            self._buckets.adjust(tenant, rate, -reservation.estimate, self.clock())
+        return released
+
+    def _finish_keyless(self, reservation: Reservation) -> bool:
+        with self._keyless_lock:
+            if reservation.id not in self._keyless:
+                return False
+            self._keyless.discard(reservation.id)
+            return True
+
+    def _guards_of(self, info: RunInfo | None) -> RunGuards | None:
+        if info is None:
+            return None
+        return (info.budget.guards if info.budget is not None else None) or self._guards
+
+    # --- downgrade, status, entitlements, runs --------------------------------------------------
+
+    def model_for(self, scope: object, requested_model: str) -> tuple[str, bool]:
+        """The model to call: a cheaper one when a soft limit with a downgrade map was reached."""
+        sc = Scope.of(scope)
+        now = self.clock()
+        runs = self.runs.chain(sc.runs or ((sc.run,) if sc.run else ()))
+        for policy, _, counter in self._applicable(sc, runs, (), now):
+            if policy.downgrades is None or policy.soft is None:
+                continue
+            status = self.store.status(counter, policy.window)
+            if _add(status.spent, status.reserved) < policy.soft:
+                continue
+            target = policy.downgrades.apply(requested_model)
+            if target is None or target == requested_model:
+                continue
+            message = f"{requested_model} downgraded to {target}: {counter} reached its soft limit"
+            self._decide("downgraded", message, tenant=sc.tenant, scope=policy.scope, key=counter,
+                         budget=policy.name, limit=policy.soft, spent=status.spent, reserved=status.reserved,
+                         model=requested_model, downgraded_to=target, run_id=sc.run)  # fmt: skip
+            return target, True
+        return requested_model, False
+
+    def status(self, scope: object, budget: Budget) -> BudgetStatus:
+        """``budget``'s counter for ``scope`` now (spent, reserved, remaining)."""
+        sc = Scope.of(scope)
+        value = budget.scope_key(sc)
+        if value is None:
+            raise InvalidInput(f"the scope has no {budget.scope} for this budget", field="scope")
+        counter = budget.counter_key(value, self.clock(), self._zone(budget, sc.tenant))
+        st = self.store.status(counter, budget.window)
+        return BudgetStatus(budget, counter, st.spent, st.reserved)
+
+    def check_entitlement(self, scope: object, requires: str) -> None:
+        """Raise :class:`NotEntitled` (and record it) if the tenant's tier is below ``requires``."""
+        sc = Scope.of(scope)
+        if self.plans is None:
+            raise ConfigError(f"requires={requires!r} needs a plans file; none is configured", field="plans")
+        if self.plans.allows(sc.tenant, requires):
+            return
+        tier = self.plans.tier_of(sc.tenant)
+        who = f"tenant {sc.tenant}" if sc.tenant else "a call with no tenant"
+        message = (
+            f"{who} is on the {tier} plan; this needs {requires} or above"
+            if tier
+            else f"{who} has no plan; this needs {requires} or above"
+        )
+        self._decide("not_entitled", message, tenant=sc.tenant, scope="tenant", key=sc.tenant,
+                     run_id=sc.run, reason=requires)  # fmt: skip
+        raise NotEntitled(message, tenant=sc.tenant, tier=tier, requires=requires)
+
+    def start_run(self, run_id: str, *, parent_id: str | None = None, budget: Budget | None = None) -> None:
+        """Track a run: its budget (scope ``run``) and guards apply to it and its children."""
+        if budget is not None and (not isinstance(budget, Budget) or budget.scope != "run"):
+            raise InvalidInput("a run's budget must be a Budget with scope='run'", field="budget")
+        self.runs.start(run_id, parent_id, budget)
+
+    def end_run(self, run_id: str) -> None:
+        self.runs.end(run_id)
+
+    def run_spent(self, run_id: str) -> Decimal:
+        """Settled spend of the run and its children, in this process."""
+        return self.runs.spent(run_id)
+
+    def run_status(self, run_id: str) -> BudgetStatus | None:
+        info = self.runs.get(run_id)
+        if info is None or info.budget is None:
+            return None
+        return self.status(Scope(run=run_id), info.budget)
+
+    def check_run(self, run_id: str, need: object = ZERO) -> None:
+        """Cooperative checkpoint: raise if the run was stopped, or its budget cannot pay ``need``
+        (or is used up). Agent loops call this between steps to stop cleanly."""
+        amount = to_money(need, field="need")
+        info = self.runs.get(run_id)
+        if info is not None and info.guards.stopped is not None:
+            reason, message = info.guards.stopped
+            raise RunStopped(message, reason=reason, run_id=run_id)
+        status = self.run_status(run_id)
+        if status is None or status.budget.limit is None:
+            return
+        remaining = status.remaining
+        assert remaining is not None
+        if remaining > amount or (amount and remaining == amount):
+            return
+        policy = status.budget
+        assert policy.limit is not None
+        message = (
+            f"this run has spent {format_money(status.spent, policy.currency)} of its "
+            f"{format_money(policy.limit, policy.currency)} budget"
+        )
+        if status.reserved:
+            message += f" and {format_money(status.reserved, policy.currency)} is held by calls in flight"
+        if amount:
+            message += f"; the next step needs up to {format_money(amount, policy.currency)}"
+        raise BudgetExceeded(message, scope="run", key=status.key, limit=policy.limit, spent=status.spent,
+                             reserved=status.reserved, estimate=amount, budget=policy.name)  # fmt: skip

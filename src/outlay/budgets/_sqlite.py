@@ -1,0 +1,235 @@
+"""SQLite budget store: several processes on one machine share counters through one file.
+
+Every operation is one ``BEGIN IMMEDIATE`` transaction: SQLite takes the database's write lock at
+``BEGIN``, so two processes can never both read the same counters and both admit. Amounts are
+stored as exact decimal TEXT and summed in Python under ``MONEY_CONTEXT`` (SQLite's own ``SUM``
+would go through floats).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from decimal import Decimal
+from pathlib import Path
+from typing import Final
+
+from outlay._errors import BackendError, BackendUnavailable, InvalidInput
+from outlay._money import MONEY_CONTEXT, ZERO
+
+from ._store import (
+    DEFAULT_RETENTION,
+    EXPIRED,
+    HELD,
+    RELEASED,
+    SETTLED,
+    BudgetStore,
+    KeyLimit,
+    KeyStatus,
+    StoreResult,
+    check_keys,
+    rolling_slices,
+)
+
+__all__ = ["SQLiteBudgetStore"]
+
+_add: Final = MONEY_CONTEXT.add
+_sub: Final = MONEY_CONTEXT.subtract
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS budget_counters (
+    key TEXT PRIMARY KEY, spent TEXT NOT NULL, reserved TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS budget_slices (
+    key TEXT NOT NULL, idx INTEGER NOT NULL, spent TEXT NOT NULL, PRIMARY KEY (key, idx));
+CREATE TABLE IF NOT EXISTS budget_holds (
+    id TEXT PRIMARY KEY, keys TEXT NOT NULL, amount TEXT NOT NULL, expires REAL NOT NULL,
+    state TEXT NOT NULL, forget_at REAL);
+CREATE INDEX IF NOT EXISTS budget_holds_expiry ON budget_holds (state, expires);
+CREATE INDEX IF NOT EXISTS budget_holds_forget ON budget_holds (forget_at);
+"""
+
+
+class SQLiteBudgetStore(BudgetStore):
+    """Budget counters in a SQLite file (WAL), shared by every process that opens the same path."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        clock: Callable[[], float] = time.time,
+        retention: float = DEFAULT_RETENTION,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        self.clock = clock
+        self._retention = retention
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a process crash; only an OS crash can lose the last commits.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._tx() as db:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+        except sqlite3.Error as exc:
+            raise BackendUnavailable(f"cannot open budget store {str(path)!r}: {exc}") from exc
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise BackendError(f"budget store: cannot begin a transaction: {exc}") from exc
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException as exc:
+                with suppress(sqlite3.Error):  # the original error is the one to report
+                    db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise BackendError(f"budget store: {exc}") from exc
+                raise
+
+    # --- helpers, all inside a transaction ---------------------------------------------------
+
+    @staticmethod
+    def _reserved(db: sqlite3.Connection, key: str) -> tuple[Decimal, Decimal]:
+        row = db.execute("SELECT spent, reserved FROM budget_counters WHERE key = ?", (key,)).fetchone()
+        return (ZERO, ZERO) if row is None else (Decimal(row[0]), Decimal(row[1]))
+
+    @staticmethod
+    def _put(db: sqlite3.Connection, key: str, spent: Decimal, reserved: Decimal) -> None:
+        db.execute(
+            "INSERT INTO budget_counters (key, spent, reserved) VALUES (?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET spent = excluded.spent, reserved = excluded.reserved",
+            (key, str(spent), str(reserved)),
+        )
+
+    def _status(self, db: sqlite3.Connection, key: str, window: int | None, now: float) -> KeyStatus:
+        spent, reserved = self._reserved(db, key)
+        if window is not None:
+            current, kept = rolling_slices(window, now)
+            db.execute("DELETE FROM budget_slices WHERE key = ? AND idx < ?", (key, current - kept))
+            spent = ZERO
+            for (text,) in db.execute("SELECT spent FROM budget_slices WHERE key = ?", (key,)):
+                spent = _add(spent, Decimal(text))
+        return KeyStatus(key, spent, reserved)
+
+    def _shift_reserved(self, db: sqlite3.Connection, keys: Sequence[KeyLimit], delta: Decimal) -> None:
+        for kl in keys:
+            spent, reserved = self._reserved(db, kl.key)
+            self._put(db, kl.key, spent, _add(reserved, delta))
+
+    def _add_spend(self, db: sqlite3.Connection, keys: Sequence[KeyLimit], cost: Decimal, now: float) -> None:
+        for kl in keys:
+            if kl.window is None:
+                spent, reserved = self._reserved(db, kl.key)
+                self._put(db, kl.key, _add(spent, cost), reserved)
+                continue
+            index = rolling_slices(kl.window, now)[0]
+            row = db.execute(
+                "SELECT spent FROM budget_slices WHERE key = ? AND idx = ?", (kl.key, index)
+            ).fetchone()
+            total = _add(ZERO if row is None else Decimal(row[0]), cost)
+            db.execute(
+                "INSERT OR REPLACE INTO budget_slices (key, idx, spent) VALUES (?, ?, ?)",
+                (kl.key, index, str(total)),
+            )
+
+    @staticmethod
+    def _keys(text: str) -> tuple[KeyLimit, ...]:
+        return tuple(KeyLimit(key, None, window) for key, window in json.loads(text))
+
+    def _tick(self, db: sqlite3.Connection, now: float) -> None:
+        """Expire holds past their deadline (a crashed caller, maybe another process); forget old ones."""
+        expired = db.execute(
+            "SELECT id, keys, amount FROM budget_holds WHERE state = ? AND expires <= ?", (HELD, now)
+        ).fetchall()
+        for rid, keys, amount in expired:
+            self._shift_reserved(db, self._keys(keys), -Decimal(amount))
+            db.execute(
+                "UPDATE budget_holds SET state = ?, forget_at = ? WHERE id = ?",
+                (EXPIRED, now + self._retention, rid),
+            )
+        db.execute("DELETE FROM budget_holds WHERE forget_at <= ?", (now,))
+
+    def _hold(self, db: sqlite3.Connection, rid: str) -> tuple[tuple[KeyLimit, ...], Decimal, str]:
+        row = db.execute("SELECT keys, amount, state FROM budget_holds WHERE id = ?", (rid,)).fetchone()
+        if row is None:
+            raise InvalidInput(f"unknown (or long-expired) reservation {rid!r}", field="reservation")
+        return self._keys(row[0]), Decimal(row[1]), str(row[2])
+
+    # --- the seam -----------------------------------------------------------------------------
+
+    def reserve(
+        self, reservation_id: str, keys: Sequence[KeyLimit], amount: Decimal, ttl: float
+    ) -> StoreResult:
+        check_keys(keys, amount)
+        with self._tx() as db:
+            now = self.clock()
+            self._tick(db, now)
+            if db.execute("SELECT 1 FROM budget_holds WHERE id = ?", (reservation_id,)).fetchone():
+                raise InvalidInput(f"reservation {reservation_id!r} already exists", field="reservation_id")
+            statuses = tuple(self._status(db, kl.key, kl.window, now) for kl in keys)
+            for index, (kl, st) in enumerate(zip(keys, statuses, strict=True)):
+                if kl.limit is not None and _add(_add(st.spent, st.reserved), amount) > kl.limit:
+                    return StoreResult(False, statuses, index)
+            self._shift_reserved(db, keys, amount)
+            db.execute(
+                "INSERT INTO budget_holds (id, keys, amount, expires, state) VALUES (?, ?, ?, ?, ?)",
+                (reservation_id, json.dumps([[k.key, k.window] for k in keys]), str(amount), now + ttl, HELD),
+            )
+            return StoreResult(
+                True, tuple(KeyStatus(s.key, s.spent, _add(s.reserved, amount)) for s in statuses)
+            )
+
+    def settle(self, reservation_id: str, actual: Decimal | None) -> StoreResult:
+        if actual is not None and (not isinstance(actual, Decimal) or not actual.is_finite() or actual < 0):
+            raise InvalidInput(f"expected a non-negative Decimal, got {actual!r}", field="actual")
+        with self._tx() as db:
+            now = self.clock()
+            self._tick(db, now)
+            keys, amount, state = self._hold(db, reservation_id)
+            if state in (SETTLED, RELEASED):
+                return StoreResult(False, tuple(self._status(db, k.key, k.window, now) for k in keys))
+            if state == HELD:
+                self._shift_reserved(db, keys, -amount)
+            self._add_spend(db, keys, amount if actual is None else actual, now)
+            db.execute(
+                "UPDATE budget_holds SET state = ?, forget_at = COALESCE(forget_at, ?) WHERE id = ?",
+                (SETTLED, now + self._retention, reservation_id),
+            )
+            return StoreResult(True, tuple(self._status(db, k.key, k.window, now) for k in keys))
+
+    def release(self, reservation_id: str) -> bool:
+        with self._tx() as db:
+            now = self.clock()
+            self._tick(db, now)
+            keys, amount, state = self._hold(db, reservation_id)
+            if state != HELD:
+                return False
+            self._shift_reserved(db, keys, -amount)
+            db.execute(
+                "UPDATE budget_holds SET state = ?, forget_at = ? WHERE id = ?",
+                (RELEASED, now + self._retention, reservation_id),
+            )
+            return True
+
+    def status(self, key: str, window: int | None = None) -> KeyStatus:
+        with self._tx() as db:
+            now = self.clock()
+            self._tick(db, now)
+            return self._status(db, key, window, now)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

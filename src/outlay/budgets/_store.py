@@ -1,0 +1,299 @@
+"""The budget store seam: counters and reservations, admitted atomically.
+
+A store holds, per counter key, the settled ``spent`` and the ``reserved`` amount of calls in
+flight. ``reserve`` checks and holds on *every* key of a call in one atomic step (all admit or
+nothing is held): admit iff ``spent + reserved + amount <= limit`` on each key. Because the check
+and the hold are one step, N concurrent callers can never all pass the same check; spend can pass a
+limit only by the amount settled calls cost *beyond* their reservation.
+
+Implementations: :class:`InMemoryBudgetStore` (threads and asyncio in one process), SQLite
+(several processes on one machine), Redis later. ``tests/budgets/conformance.py`` runs against each.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final
+
+from outlay._errors import InvalidInput
+from outlay._money import MONEY_CONTEXT, ZERO
+
+__all__ = [
+    "BudgetStore",
+    "InMemoryBudgetStore",
+    "KeyLimit",
+    "KeyStatus",
+    "StoreResult",
+    "rolling_slices",
+]
+
+_add: Final = MONEY_CONTEXT.add
+_sub: Final = MONEY_CONTEXT.subtract
+
+HELD: Final = "held"
+SETTLED: Final = "settled"
+RELEASED: Final = "released"
+EXPIRED: Final = "expired"
+
+#: A finished reservation is remembered this long so a late or repeated settle is still exact.
+DEFAULT_RETENTION: Final = 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimit:
+    """One counter a reservation holds on. ``limit=None`` counts without ever denying (soft-only
+    policies); ``window`` makes it a rolling window of that many seconds."""
+
+    key: str
+    limit: Decimal | None = None
+    window: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyStatus:
+    """A counter's settled spend and in-flight reservations at one moment."""
+
+    key: str
+    spent: Decimal
+    reserved: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class StoreResult:
+    """What an operation did (``ok``) and every key's status right after it.
+
+    For a denied ``reserve``, ``denied`` is the index in ``statuses`` of the first key that refused.
+    """
+
+    ok: bool
+    statuses: tuple[KeyStatus, ...]
+    denied: int | None = None
+
+
+def rolling_slices(window: int, now: float) -> tuple[int, int]:
+    """``(current slice index, slices kept)`` for a rolling window.
+
+    Rolling spend is kept in slices of ``window // 60`` seconds (at least 1 s) so the store holds a
+    bounded number of rows per key. Spend settled at time t counts for at least ``window`` seconds
+    and at most two slices longer: a rolling limit errs on the side of refusing, never overspending.
+    """
+    size = max(1, window // 60)
+    return math.floor(now / size), math.ceil(window / size)
+
+
+def check_keys(keys: Sequence[KeyLimit], amount: Decimal) -> None:
+    """Validate a reservation request (shared by every store)."""
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount < 0:
+        raise InvalidInput(f"expected a non-negative Decimal, got {amount!r}", field="amount")
+    if not keys:
+        raise InvalidInput("a reservation needs at least one key", field="keys")
+    if len({k.key for k in keys}) != len(keys):
+        raise InvalidInput("a key appears twice in one reservation", field="keys")
+
+
+class BudgetStore(ABC):
+    """Interface of every budget store. All methods are atomic and safe from several threads.
+
+    ``clock`` (epoch seconds) decides reservation expiry and rolling windows; tests inject one.
+    """
+
+    clock: Callable[[], float]
+
+    @abstractmethod
+    def reserve(
+        self, reservation_id: str, keys: Sequence[KeyLimit], amount: Decimal, ttl: float
+    ) -> StoreResult:
+        """Hold ``amount`` on every key if all admit, else hold nothing (``ok=False``).
+
+        The hold expires ``ttl`` seconds from now if neither settled nor released.
+        """
+
+    @abstractmethod
+    def settle(self, reservation_id: str, actual: Decimal | None) -> StoreResult:
+        """Drop the hold and add ``actual`` (the estimate when ``None``: unknown is not zero) to spend.
+
+        Settling an expired reservation still records its spend. Settling twice, or after a
+        release, changes nothing (``ok=False``). An unknown id raises :class:`InvalidInput`.
+        """
+
+    @abstractmethod
+    def release(self, reservation_id: str) -> bool:
+        """Drop the hold without spend (the call failed). ``False`` if it was not held any more."""
+
+    @abstractmethod
+    def status(self, key: str, window: int | None = None) -> KeyStatus:
+        """The counter's spend (within ``window`` seconds for a rolling key) and reservations."""
+
+    def close(self) -> None:  # noqa: B027  # optional hook: in-memory stores hold nothing
+        """Release resources."""
+
+
+class _Counter:
+    __slots__ = ("reserved", "slices", "spent")
+
+    def __init__(self) -> None:
+        self.spent = ZERO
+        self.reserved = ZERO
+        self.slices: dict[int, Decimal] = {}
+
+    def spent_at(self, window: int | None, now: float) -> Decimal:
+        if window is None:
+            return self.spent
+        current, kept = rolling_slices(window, now)
+        oldest = current - kept
+        total = ZERO
+        for index in list(self.slices):
+            if index < oldest:
+                del self.slices[index]
+            else:
+                total = _add(total, self.slices[index])
+        return total
+
+    def add_spend(self, amount: Decimal, window: int | None, now: float) -> None:
+        if window is None:
+            self.spent = _add(self.spent, amount)
+        else:
+            index = rolling_slices(window, now)[0]
+            self.slices[index] = _add(self.slices.get(index, ZERO), amount)
+
+
+class _Hold:
+    __slots__ = ("amount", "expires", "keys", "state")
+
+    def __init__(self, keys: tuple[KeyLimit, ...], amount: Decimal, expires: float) -> None:
+        self.keys = keys
+        self.amount = amount
+        self.expires = expires
+        self.state = HELD
+
+
+class InMemoryBudgetStore(BudgetStore):
+    """Counters in this process, behind one lock (safe for threads; never awaits, so safe in asyncio)."""
+
+    def __init__(
+        self, *, clock: Callable[[], float] = time.time, retention: float = DEFAULT_RETENTION
+    ) -> None:
+        self.clock = clock
+        self._retention = retention
+        self._lock = threading.Lock()
+        self._counters: dict[str, _Counter] = {}
+        self._holds: dict[str, _Hold] = {}
+        self._expiry: list[tuple[float, str]] = []
+        self._forget: list[tuple[float, str]] = []
+
+    def _counter(self, key: str) -> _Counter:
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = _Counter()
+        return counter
+
+    def _tick(self, now: float) -> None:
+        """Expire holds past their deadline (a crashed caller) and forget old finished ones."""
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now:
+            _, rid = heapq.heappop(expiry)
+            hold = self._holds.get(rid)
+            if hold is not None and hold.state == HELD:
+                for kl in hold.keys:
+                    counter = self._counters[kl.key]
+                    counter.reserved = _sub(counter.reserved, hold.amount)
+                hold.state = EXPIRED
+                heapq.heappush(self._forget, (now + self._retention, rid))
+        forget = self._forget
+        while forget and forget[0][0] <= now:
+            _, rid = heapq.heappop(forget)
+            self._holds.pop(rid, None)
+
+    def _statuses(self, keys: Sequence[KeyLimit], now: float) -> tuple[KeyStatus, ...]:
+        out = []
+        for kl in keys:
+            counter = self._counter(kl.key)
+            out.append(KeyStatus(kl.key, counter.spent_at(kl.window, now), counter.reserved))
+        return tuple(out)
+
+    def reserve(
+        self, reservation_id: str, keys: Sequence[KeyLimit], amount: Decimal, ttl: float
+    ) -> StoreResult:
+        check_keys(keys, amount)
+        with self._lock:
+            now = self.clock()
+            self._tick(now)
+            if reservation_id in self._holds:
+                raise InvalidInput(f"reservation {reservation_id!r} already exists", field="reservation_id")
+            counters = [self._counter(kl.key) for kl in keys]
+            spent = [c.spent_at(kl.window, now) for c, kl in zip(counters, keys, strict=True)]
+            for index, kl in enumerate(keys):
+                if (
+                    kl.limit is not None
+                    and _add(_add(spent[index], counters[index].reserved), amount) > kl.limit
+                ):
+                    statuses = tuple(
+                        KeyStatus(k.key, s, c.reserved) for k, s, c in zip(keys, spent, counters, strict=True)
+                    )
+                    return StoreResult(False, statuses, index)
+            for counter in counters:
+                counter.reserved = _add(counter.reserved, amount)
+            self._holds[reservation_id] = _Hold(tuple(keys), amount, now + ttl)
+            heapq.heappush(self._expiry, (now + ttl, reservation_id))
+            return StoreResult(
+                True,
+                tuple(KeyStatus(k.key, s, c.reserved) for k, s, c in zip(keys, spent, counters, strict=True)),
+            )
+
+    def settle(self, reservation_id: str, actual: Decimal | None) -> StoreResult:
+        if actual is not None and (not isinstance(actual, Decimal) or not actual.is_finite() or actual < 0):
+            raise InvalidInput(f"expected a non-negative Decimal, got {actual!r}", field="actual")
+        with self._lock:
+            now = self.clock()
+            self._tick(now)
+            hold = self._holds.get(reservation_id)
+            if hold is None:
+                raise InvalidInput(
+                    f"unknown (or long-expired) reservation {reservation_id!r}", field="reservation"
+                )
+            if hold.state in (SETTLED, RELEASED):
+                return StoreResult(False, self._statuses(hold.keys, now))
+            cost = hold.amount if actual is None else actual
+            for kl in hold.keys:
+                counter = self._counters[kl.key]
+                if hold.state == HELD:
+                    counter.reserved = _sub(counter.reserved, hold.amount)
+                counter.add_spend(cost, kl.window, now)
+            if hold.state == HELD:
+                heapq.heappush(self._forget, (now + self._retention, reservation_id))
+            hold.state = SETTLED
+            return StoreResult(True, self._statuses(hold.keys, now))
+
+    def release(self, reservation_id: str) -> bool:
+        with self._lock:
+            now = self.clock()
+            self._tick(now)
+            hold = self._holds.get(reservation_id)
+            if hold is None:
+                raise InvalidInput(
+                    f"unknown (or long-expired) reservation {reservation_id!r}", field="reservation"
+                )
+            if hold.state != HELD:
+                return False
+            for kl in hold.keys:
+                counter = self._counters[kl.key]
+                counter.reserved = _sub(counter.reserved, hold.amount)
+            hold.state = RELEASED
+            heapq.heappush(self._forget, (now + self._retention, reservation_id))
+            return True
+
+    def status(self, key: str, window: int | None = None) -> KeyStatus:
+        with self._lock:
+            now = self.clock()
+            self._tick(now)
+            counter = self._counters.get(key)
+            if counter is None:
+                return KeyStatus(key, ZERO, ZERO)
+            return KeyStatus(key, counter.spent_at(window, now), counter.reserved)

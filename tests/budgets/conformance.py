@@ -1,0 +1,199 @@
+"""The conformance suite every :class:`~outlay.budgets.BudgetStore` must pass.
+
+A store's test module subclasses :class:`BudgetStoreConformance` and provides a ``make_store``
+fixture returning ``factory(clock) -> BudgetStore`` (a Redis store plugs in the same way).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from decimal import Decimal
+
+import pytest
+
+from outlay._errors import InvalidInput
+from outlay.budgets import BudgetStore, KeyLimit
+
+from .conftest import FakeClock
+
+Factory = Callable[[FakeClock], BudgetStore]
+D = Decimal
+
+
+class BudgetStoreConformance:
+    @pytest.fixture
+    def store(self, make_store: Factory, clock: FakeClock) -> BudgetStore:
+        return make_store(clock)
+
+    # --- admission rule ------------------------------------------------------------------------
+
+    def test_admits_up_to_the_limit_exactly_and_not_a_cent_more(self, store: BudgetStore) -> None:
+        key = [KeyLimit("tenant:acme", D("1.00"))]
+        assert store.reserve("a", key, D("0.60"), 60).ok
+        assert store.reserve("b", key, D("0.40"), 60).ok  # spent+reserved+estimate == limit admits
+        denied = store.reserve("c", key, D("0.000000001"), 60)
+        assert not denied.ok
+        assert denied.denied == 0
+        assert denied.statuses[0].reserved == D("1.00")
+
+    def test_settle_records_actual_and_frees_the_rest(self, store: BudgetStore) -> None:
+        key = [KeyLimit("k", D("1"))]
+        store.reserve("a", key, D("0.50"), 60)
+        result = store.settle("a", D("0.125"))
+        assert result.ok
+        assert store.status("k") == result.statuses[0]
+        assert (store.status("k").spent, store.status("k").reserved) == (D("0.125"), D(0))
+
+    def test_actual_above_estimate_is_recorded_in_full(self, store: BudgetStore) -> None:
+        key = [KeyLimit("k", D("1"))]
+        store.reserve("a", key, D("0.90"), 60)
+        store.settle("a", D("1.30"))
+        assert store.status("k").spent == D("1.30")
+        assert not store.reserve("b", key, D(0), 60).ok  # over the limit: even a free call waits
+
+    def test_settle_without_actual_charges_the_estimate(self, store: BudgetStore) -> None:
+        store.reserve("a", [KeyLimit("k")], D("0.3"), 60)
+        store.settle("a", None)
+        assert store.status("k").spent == D("0.3")
+
+    def test_amounts_stay_exact(self, store: BudgetStore) -> None:
+        key = [KeyLimit("k", D("1"))]
+        tiny = D("0.000000000000000001234567890123456789")
+        for index in range(5):
+            store.reserve(f"r{index}", key, tiny, 60)
+            store.settle(f"r{index}", tiny)
+        assert store.status("k").spent == tiny * 5
+
+    def test_no_limit_counts_without_denying(self, store: BudgetStore) -> None:
+        assert store.reserve("a", [KeyLimit("k", None)], D("1000000"), 60).ok
+        assert store.status("k").reserved == D("1000000")
+
+    # --- several keys: all or nothing ----------------------------------------------------------
+
+    def test_one_denying_key_holds_nothing_on_the_others(self, store: BudgetStore) -> None:
+        keys = [KeyLimit("tenant", D("10")), KeyLimit("feature", D("1")), KeyLimit("run", D("5"))]
+        store.reserve("seed", [KeyLimit("feature", D("1"))], D("0.9"), 60)
+        result = store.reserve("a", keys, D("0.2"), 60)
+        assert not result.ok
+        assert result.denied == 1
+        assert store.status("tenant").reserved == 0
+        assert store.status("run").reserved == 0
+        assert store.status("feature").reserved == D("0.9")
+
+    def test_settle_applies_to_every_key(self, store: BudgetStore) -> None:
+        keys = [KeyLimit("a", D("10")), KeyLimit("b", None)]
+        store.reserve("r", keys, D("1"), 60)
+        store.settle("r", D("0.5"))
+        assert store.status("a").spent == store.status("b").spent == D("0.5")
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def test_release_frees_without_spend(self, store: BudgetStore) -> None:
+        store.reserve("a", [KeyLimit("k", D("1"))], D("1"), 60)
+        assert store.release("a") is True
+        assert store.status("k").reserved == 0
+        assert store.status("k").spent == 0
+        assert store.release("a") is False
+        assert not store.settle("a", D("1")).ok  # a released call cannot be charged later
+
+    def test_double_settle_records_once(self, store: BudgetStore) -> None:
+        store.reserve("a", [KeyLimit("k")], D("1"), 60)
+        assert store.settle("a", D("0.7")).ok
+        assert not store.settle("a", D("0.7")).ok
+        assert store.status("k").spent == D("0.7")
+
+    def test_unknown_reservation_is_an_error(self, store: BudgetStore) -> None:
+        with pytest.raises(InvalidInput, match="reservation"):
+            store.settle("nope", D(1))
+        with pytest.raises(InvalidInput, match="reservation"):
+            store.release("nope")
+
+    def test_duplicate_id_and_bad_requests_are_refused(self, store: BudgetStore) -> None:
+        store.reserve("a", [KeyLimit("k")], D("1"), 60)
+        with pytest.raises(InvalidInput, match="already exists"):
+            store.reserve("a", [KeyLimit("k")], D("1"), 60)
+        with pytest.raises(InvalidInput, match="amount"):
+            store.reserve("b", [KeyLimit("k")], D("-1"), 60)
+        with pytest.raises(InvalidInput, match="keys"):
+            store.reserve("c", [KeyLimit("k"), KeyLimit("k")], D("1"), 60)
+        with pytest.raises(InvalidInput, match="keys"):
+            store.reserve("d", [], D("1"), 60)
+        with pytest.raises(InvalidInput, match="actual"):
+            store.settle("a", D("-0.1"))
+        assert store.status("k").reserved == D("1")
+
+    def test_crashed_callers_hold_expires(self, store: BudgetStore, clock: FakeClock) -> None:
+        key = [KeyLimit("k", D("1"))]
+        assert store.reserve("crashed", key, D("1"), 30).ok
+        assert not store.reserve("b", key, D("0.1"), 30).ok
+        clock.advance(29.9)
+        assert store.status("k").reserved == D("1")
+        clock.advance(0.1)
+        assert store.status("k").reserved == 0
+        assert store.reserve("c", key, D("1"), 30).ok
+
+    def test_settle_after_expiry_still_records_the_spend(self, store: BudgetStore, clock: FakeClock) -> None:
+        store.reserve("slow", [KeyLimit("k", D("1"))], D("0.4"), 10)
+        clock.advance(11)
+        assert store.status("k").reserved == 0
+        assert store.settle("slow", D("0.4")).ok
+        assert store.status("k").spent == D("0.4")
+        assert not store.settle("slow", D("0.4")).ok
+
+    def test_release_after_expiry_is_a_no_op(self, store: BudgetStore, clock: FakeClock) -> None:
+        store.reserve("a", [KeyLimit("k", D("1"))], D("0.4"), 10)
+        clock.advance(10)
+        assert store.release("a") is False
+        assert store.status("k").reserved == 0
+
+    # --- rolling windows ------------------------------------------------------------------------
+
+    def test_rolling_window_forgets_old_spend(self, store: BudgetStore, clock: FakeClock) -> None:
+        key = [KeyLimit("k:rolling:3600", D("1"), 3600)]
+        store.reserve("a", key, D("0.8"), 60)
+        store.settle("a", D("0.8"))
+        clock.advance(1800)
+        assert not store.reserve("b", key, D("0.3"), 60).ok
+        assert store.status("k:rolling:3600", 3600).spent == D("0.8")
+        clock.advance(1800 + 3600 // 60 * 2)  # the window plus at most two slices
+        assert store.status("k:rolling:3600", 3600).spent == 0
+        assert store.reserve("c", key, D("0.3"), 60).ok
+
+    def test_rolling_window_keeps_spend_for_the_whole_window(
+        self, store: BudgetStore, clock: FakeClock
+    ) -> None:
+        key = [KeyLimit("w", D("1"), 120)]
+        store.reserve("a", key, D("1"), 60)
+        store.settle("a", D("1"))
+        for step in range(1, 12):  # up to 110 s later: still inside the 120 s window
+            clock.advance(10)
+            assert not store.reserve(f"x{step}", key, D("0.01"), 60).ok, f"{step * 10}s after"
+        clock.advance(10 + 2 * 2)  # the window plus at most two 2 s slices
+        assert store.reserve("later", key, D("0.01"), 60).ok
+
+    # --- concurrency ----------------------------------------------------------------------------
+
+    def test_threads_never_overshoot_when_actual_equals_estimate(self, store: BudgetStore) -> None:
+        key = [KeyLimit("t", D("10"))]
+        admitted: list[int] = []
+        lock = threading.Lock()
+
+        def worker(n: int) -> None:
+            for index in range(30):
+                rid = f"{n}-{index}"
+                if store.reserve(rid, key, D("0.07"), 60).ok:
+                    with lock:
+                        admitted.append(1)
+                    store.settle(rid, D("0.07"))
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        status = store.status("t")
+        assert status.reserved == 0
+        assert status.spent == D("0.07") * len(admitted)
+        assert status.spent <= D("10")
+        assert len(admitted) == 142  # floor(10 / 0.07): every cent the limit allows was used

@@ -1,0 +1,348 @@
+"""The engine: several policies at once, hard/soft actions, downgrades, guards, throttling, plans."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from outlay._errors import ConfigError, InvalidInput
+from outlay.budgets import (
+    Budget,
+    BudgetEngine,
+    BudgetExceeded,
+    CostRateLimit,
+    Decision,
+    InMemoryBudgetStore,
+    InMemoryDecisionSink,
+    NotEntitled,
+    Plans,
+    RunGuards,
+    RunStopped,
+    Throttled,
+    fingerprint,
+)
+
+from .conftest import FakeClock
+
+D = Decimal
+ACME = {"tenant": "acme", "feature": "search", "user": "u1"}
+
+
+def engine_with(
+    clock: FakeClock, sink: InMemoryDecisionSink, *policies: Budget, **kw: object
+) -> BudgetEngine:
+    return BudgetEngine(InMemoryBudgetStore(clock=clock), policies=policies, decision_sink=sink, **kw)  # type: ignore[arg-type]
+
+
+def test_every_applicable_policy_must_admit_and_a_denial_holds_nothing(
+    clock: FakeClock, sink: InMemoryDecisionSink
+) -> None:
+    monthly = Budget(limit="100", scope="tenant", name="tenant-monthly")
+    daily = Budget(limit="1.00", scope="feature", period="day", name="search-daily")
+    other = Budget(limit="0.01", scope="tenant", key="globex")  # another tenant's: does not apply
+    engine = engine_with(clock, sink, monthly, daily, other)
+    engine.settle(engine.reserve(ACME, "0.90"))
+    with pytest.raises(BudgetExceeded) as info:
+        engine.reserve(ACME, "0.20")
+    error = info.value
+    assert (error.scope, error.budget, error.limit, error.spent, error.estimate) == (
+        "feature",
+        "search-daily",
+        D("1.00"),
+        D("0.90"),
+        D("0.20"),
+    )
+    assert (
+        str(error) == "feature search has spent $0.90 of its $1.00 daily budget; this call needs up to $0.20"
+    )
+    assert engine.status(ACME, monthly).reserved == 0  # nothing left held on the tenant counter
+    assert engine.status(ACME, monthly).spent == D("0.90")
+    [denied] = sink.of_kind("denied")
+    assert (denied.tenant, denied.key, denied.budget) == ("acme", error.key, "search-daily")
+
+
+def test_the_readable_sentence_of_the_issue(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    engine = engine_with(clock, sink, Budget(limit="25.00", scope="tenant"))
+    engine.settle(engine.reserve({"tenant": "acme"}, "24.80"))
+    with pytest.raises(BudgetExceeded) as info:
+        engine.reserve({"tenant": "acme"}, "0.40")
+    assert str(info.value) == (
+        "tenant acme has spent $24.80 of its $25.00 monthly budget; this call needs up to $0.40"
+    )
+    held = engine.reserve({"tenant": "acme"}, "0.15")
+    with pytest.raises(BudgetExceeded, match=r"and \$0\.15 is held by calls in flight"):
+        engine.reserve({"tenant": "acme"}, "0.10")
+    engine.release(held)
+    engine.reserve({"tenant": "acme"}, "0.10")
+
+
+def test_tenants_are_isolated(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    engine = engine_with(clock, sink, Budget(limit="1", scope="tenant"))
+    engine.settle(engine.reserve({"tenant": "acme"}, "1"))
+    engine.reserve({"tenant": "globex"}, "1")
+    with pytest.raises(BudgetExceeded):
+        engine.reserve({"tenant": "acme"}, "0.01")
+
+
+def test_settle_records_actual_beyond_estimate_and_unknown_as_estimate(
+    clock: FakeClock, sink: InMemoryDecisionSink
+) -> None:
+    budget = Budget(limit="10", scope="tenant")
+    engine = engine_with(clock, sink, budget)
+    first = engine.reserve(ACME, "0.10")
+    assert engine.settle(first, "0.35") == D("0.35")
+    assert engine.settle(first, "0.35") == 0  # a repeated settle never double counts
+    assert engine.settle(engine.reserve(ACME, "0.20"), None) == D("0.20")
+    assert engine.status(ACME, budget).spent == D("0.55")
+    with pytest.raises(InvalidInput, match="actual"):
+        engine.settle(engine.reserve(ACME, "0.1"), 0.1)
+    with pytest.raises(InvalidInput, match="estimate"):
+        engine.reserve(ACME, 0.1)
+
+
+def test_explicit_budgets_and_currency(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    engine = engine_with(clock, sink)
+    request = Budget(limit="0.05", scope="request")
+    engine.reserve({"request": "q1"}, "0.05", budgets=[request])
+    with pytest.raises(BudgetExceeded, match="request q1"):
+        engine.reserve({"request": "q1"}, "0.01", budgets=[request])
+    with pytest.raises(InvalidInput, match="no request"):
+        engine.reserve({"tenant": "a"}, "0.01", budgets=[request])
+    eur = Budget(limit="1", scope="tenant", currency="EUR")
+    with pytest.raises(InvalidInput, match="EUR"):
+        engine.reserve({"tenant": "a"}, "0.01", budgets=[eur])
+
+
+# --- soft limits and downgrades ------------------------------------------------------------------
+
+
+def test_soft_limit_calls_back_once_and_downgrades_next_calls(
+    clock: FakeClock, sink: InMemoryDecisionSink
+) -> None:
+    seen: list[Decision] = []
+    budget = Budget(
+        limit="10",
+        soft="8",
+        scope="tenant",
+        on_soft=seen.append,
+        downgrade={"gpt-4o": "gpt-4o-mini", "claude-opus-*": "claude-haiku-*"},
+    )
+    engine = engine_with(clock, sink, budget)
+    assert engine.model_for(ACME, "gpt-4o") == ("gpt-4o", False)
+    engine.settle(engine.reserve(ACME, "7.99", model="gpt-4o"))
+    assert seen == []
+    engine.settle(engine.reserve(ACME, "0.01", model="gpt-4o"))  # reaches 8.00
+    assert [d.kind for d in seen] == ["soft_exceeded"]
+    engine.settle(engine.reserve(ACME, "0.5"))
+    assert len(seen) == 1  # once per counter, not per call
+    assert engine.model_for(ACME, "gpt-4o") == ("gpt-4o-mini", True)
+    assert engine.model_for(ACME, "claude-opus-4-1") == ("claude-haiku-4-1", True)
+    assert engine.model_for(ACME, "gemini-2.5-pro") == ("gemini-2.5-pro", False)
+    assert engine.model_for({"tenant": "globex"}, "gpt-4o") == ("gpt-4o", False)  # other scope unaffected
+    downgraded = sink.of_kind("downgraded")
+    assert [(d.model, d.downgraded_to) for d in downgraded] == [
+        ("gpt-4o", "gpt-4o-mini"),
+        ("claude-opus-4-1", "claude-haiku-4-1"),
+    ]
+    assert sink.of_kind("soft_exceeded")[0].spent == D("7.99")
+
+
+def test_soft_limit_crossed_by_an_overrunning_settle(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    engine = engine_with(clock, sink, Budget(soft="1", scope="tenant"))
+    engine.settle(engine.reserve(ACME, "0.10"), "1.50")
+    [decision] = sink.of_kind("soft_exceeded")
+    assert decision.spent == D("1.50")
+
+
+def test_an_on_soft_hook_that_raises_escalates_and_holds_nothing(
+    clock: FakeClock, sink: InMemoryDecisionSink
+) -> None:
+    class NeedsReview(Exception):
+        pass
+
+    def escalate(decision: Decision) -> None:
+        raise NeedsReview(decision.message)
+
+    budget = Budget(soft="1", limit="5", scope="tenant", on_soft=escalate)
+    engine = engine_with(clock, sink, budget)
+    with pytest.raises(NeedsReview):
+        engine.reserve(ACME, "2")
+    assert engine.status(ACME, budget).reserved == 0
+
+
+# --- runaway guards -------------------------------------------------------------------------------
+
+
+def test_max_calls_stops_the_run_for_good(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    engine = engine_with(clock, sink)
+    engine.start_run("r1", budget=Budget(guards=RunGuards(max_calls=3)))
+    scope = {"tenant": "acme", "run_id": "r1"}
+    for _ in range(3):
+        engine.settle(engine.reserve(scope, "0.01"))
+    with pytest.raises(RunStopped) as info:
+        engine.reserve(scope, "0.01")
+    assert info.value.reason == "max_calls"
+    with pytest.raises(RunStopped):
+        engine.reserve(scope, "0")
+    with pytest.raises(RunStopped):
+        engine.check_run("r1")
+    [stopped] = sink.of_kind("run_stopped")  # recorded once
+    assert (stopped.run_id, stopped.reason) == ("r1", "max_calls")
+
+
+def test_a_retry_storm_stops_the_run(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    engine = engine_with(clock, sink, guards=RunGuards(max_identical_calls=3))
+    engine.start_run("r1")
+    scope = {"run_id": "r1"}
+    same = fingerprint("gpt-4o", [{"role": "user", "content": "hi"}])
+    assert same == fingerprint("gpt-4o", [{"content": "hi", "role": "user"}])
+    for index in range(3):
+        engine.settle(engine.reserve(scope, "0.01", fingerprint=same))
+        engine.settle(engine.reserve(scope, "0.01", fingerprint=fingerprint("gpt-4o", index)))
+    with pytest.raises(RunStopped, match="retry storm") as info:
+        engine.reserve(scope, "0.01", fingerprint=same)
+    assert info.value.reason == "retry_storm"
+
+
+def test_cost_velocity_guard_uses_the_last_minute(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    engine = engine_with(clock, sink)
+    engine.start_run("fast", budget=Budget(guards=RunGuards(max_cost_per_minute="1.00")))
+    engine.start_run("slow", budget=Budget(guards=RunGuards(max_cost_per_minute="1.00")))
+    for _ in range(10):  # $0.90 spread over ten minutes: fine
+        engine.settle(engine.reserve({"run_id": "slow"}, "0.09"))
+        clock.advance(60)
+    engine.settle(engine.reserve({"run_id": "fast"}, "0.60"))
+    clock.advance(30)
+    with pytest.raises(RunStopped, match="per minute") as info:
+        engine.reserve({"run_id": "fast"}, "0.50")
+    assert info.value.reason == "cost_velocity"
+
+
+def test_a_parent_runs_budget_covers_its_children(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    engine = engine_with(clock, sink)
+    engine.start_run("parent", budget=Budget(limit="1.00"))
+    engine.start_run("child", parent_id="parent", budget=Budget(limit="5"))
+    engine.start_run("grandchild", parent_id="child")
+    engine.settle(engine.reserve({"run_id": "grandchild"}, "0.70"))
+    with pytest.raises(BudgetExceeded, match=r"this run has spent \$0\.70 of its \$1\.00 budget"):
+        engine.reserve({"run_id": "child"}, "0.40")
+    assert engine.run_spent("parent") == engine.run_spent("child") == D("0.70")
+    status = engine.run_status("parent")
+    assert status is not None
+    assert status.remaining == D("0.30")
+    with pytest.raises(BudgetExceeded, match=r"needs up to \$0\.31"):
+        engine.check_run("parent", "0.31")
+    engine.check_run("parent", "0.30")
+    engine.end_run("grandchild")
+    assert engine.run_spent("grandchild") == D("0.70")  # still answers after the run ended
+    with pytest.raises(InvalidInput, match="scope='run'"):
+        engine.start_run("x", budget=Budget(limit="1", scope="tenant"))
+
+
+# --- noisy neighbours -----------------------------------------------------------------------------
+
+
+def test_token_bucket_throttles_with_retry_after(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    engine = engine_with(
+        clock,
+        sink,
+        rate_limit=CostRateLimit(rate="1.00", per=60),
+        rate_limits={"vip": CostRateLimit(rate="100", per=60)},
+    )
+    engine.settle(engine.reserve({"tenant": "acme"}, "0.80"))
+    with pytest.raises(Throttled) as info:
+        engine.reserve({"tenant": "acme"}, "0.50")
+    # 0.20 left, 0.30 missing at $1/60s: 18 seconds
+    assert info.value.retry_after == pytest.approx(18.0)
+    assert info.value.tenant == "acme"
+    [throttled] = sink.of_kind("throttled")
+    assert throttled.retry_after == pytest.approx(18.0)
+    engine.reserve({"tenant": "globex"}, "0.90")  # another tenant has its own bucket
+    engine.reserve({"tenant": "vip"}, "50")
+    clock.advance(18)
+    engine.reserve({"tenant": "acme"}, "0.50")
+
+
+def test_token_bucket_refunds_what_was_not_spent(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    budget = Budget(limit="0.50", scope="tenant")
+    engine = engine_with(clock, sink, budget, rate_limit=CostRateLimit(rate="1"))  # the clock stands still
+    a = {"tenant": "a"}
+    engine.settle(engine.reserve(a, "0.40"), "0.05")  # bucket 1.00 - 0.05 spent = 0.95
+    with pytest.raises(BudgetExceeded):
+        engine.reserve(a, "0.90")  # the budget denies: the bucket gets its 0.90 back
+    held = engine.reserve(a, "0.45")  # would be throttled had the denial kept its tokens
+    engine.release(held)  # a failed call gives its tokens back too
+    with pytest.raises(Throttled):
+        engine.reserve(a, "0.96")
+    engine.settle(engine.reserve(a, "0.45"))
+
+
+def test_bad_rate_limits() -> None:
+    with pytest.raises(InvalidInput, match="rate"):
+        CostRateLimit(rate="0")
+    with pytest.raises(InvalidInput, match="per"):
+        CostRateLimit(rate="1", per=0)
+    with pytest.raises(InvalidInput, match="rate"):
+        CostRateLimit(rate=1.5)  # type: ignore[arg-type]
+
+
+# --- entitlements ---------------------------------------------------------------------------------
+
+
+def test_entitlement_denial_is_raised_and_recorded(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    plans = Plans(["free", "pro", "enterprise"], {"acme": "enterprise", "globex": "pro"})
+    engine = engine_with(clock, sink, plans=plans)
+    engine.check_entitlement({"tenant": "acme"}, "enterprise")
+    engine.check_entitlement({"tenant": "globex"}, "free")
+    with pytest.raises(NotEntitled) as info:
+        engine.check_entitlement({"tenant": "globex", "run_id": "r9"}, "enterprise")
+    assert str(info.value) == "tenant globex is on the pro plan; this needs enterprise or above"
+    assert (info.value.tier, info.value.requires) == ("pro", "enterprise")
+    with pytest.raises(NotEntitled, match="has no plan"):
+        engine.check_entitlement({"tenant": "stranger"}, "free")
+    [first, _] = sink.of_kind("not_entitled")
+    assert (first.tenant, first.run_id) == ("globex", "r9")
+    with pytest.raises(InvalidInput, match="unknown tier"):
+        engine.check_entitlement({"tenant": "acme"}, "platinum")
+    with pytest.raises(ConfigError, match="plans file"):
+        engine_with(clock, sink).check_entitlement({"tenant": "acme"}, "pro")
+
+
+def test_decisions_are_complete_records(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    engine = engine_with(clock, sink, Budget(limit="1", scope="tenant"))
+    with pytest.raises(BudgetExceeded):
+        engine.reserve({"tenant": "acme", "run_id": "r1"}, "2", model="gpt-4o")
+    [decision] = sink.decisions
+    assert decision.time.timestamp() == clock.now
+    assert decision.id[14] == "7"  # UUIDv7
+    assert (decision.limit, decision.spent, decision.reserved, decision.estimate) == (D(1), D(0), D(0), D(2))
+    assert (decision.model, decision.run_id, decision.scope) == ("gpt-4o", "r1", "tenant")
+    with pytest.raises(ValueError, match="kind"):
+        Decision(kind="shrug", message="x")
+
+
+def test_a_failing_sink_does_not_change_the_decision(clock: FakeClock) -> None:
+    def broken(decision: Decision) -> None:
+        raise RuntimeError("ledger down")
+
+    engine = BudgetEngine(
+        InMemoryBudgetStore(clock=clock), policies=[Budget(limit="1", scope="tenant")], decision_sink=broken
+    )
+    with pytest.raises(BudgetExceeded):
+        engine.reserve({"tenant": "a"}, "2")
+
+
+def test_calls_no_policy_covers_settle_once_too(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    engine = engine_with(clock, sink)
+    engine.start_run("r1")  # a run with no budget: nothing is held in the store
+    reservation = engine.reserve({"run_id": "r1"}, "0.20")
+    assert reservation.keys == ()
+    assert engine.settle(reservation, "0.25") == D("0.25")
+    assert engine.settle(reservation, "0.25") == 0
+    assert engine.release(reservation) is False
+    assert engine.run_spent("r1") == D("0.25")
+    failed = engine.reserve({"run_id": "r1"}, "0.20")
+    assert engine.release(failed) is True
+    assert engine.settle(failed) == 0  # a released call cannot be charged later
+    assert engine.run_spent("r1") == D("0.25")

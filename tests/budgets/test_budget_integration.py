@@ -1,0 +1,105 @@
+"""``outlay.run(budget=..., requires=...)`` through the context package's run listener."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from outlay import budgets
+from outlay.budgets import (
+    Budget,
+    BudgetEngine,
+    BudgetExceeded,
+    InMemoryBudgetStore,
+    InMemoryDecisionSink,
+    NotEntitled,
+    Plans,
+    RunGuards,
+    RunStopped,
+)
+
+from .conftest import FakeClock
+
+context = pytest.importorskip("outlay.context", reason="outlay.context (cost context package) is not present")
+D = Decimal
+
+
+@pytest.fixture
+def engine(clock: FakeClock, sink: InMemoryDecisionSink) -> Iterator[BudgetEngine]:
+    previous = budgets.get_engine()
+    plans = Plans(["free", "pro", "enterprise"], {"acme": "enterprise", "globex": "pro"})
+    engine = budgets.configure(
+        BudgetEngine(
+            InMemoryBudgetStore(clock=clock),
+            policies=[Budget(limit="100", scope="tenant")],
+            decision_sink=sink,
+            plans=plans,
+        )
+    )
+    yield engine
+    budgets.configure(previous)
+
+
+def test_a_runs_budget_is_enforced_for_calls_inside_it(engine: BudgetEngine) -> None:
+    with (
+        context.attribute(tenant="acme"),
+        context.run("agent", budget=Budget(limit="0.50", soft="0.40")) as run,
+    ):
+        budgets.settle(budgets.reserve(context.current(), "0.30"))
+        with context.run("tool-step", kind="tool"):
+            budgets.settle(budgets.reserve(context.current(), "0.15"), "0.12")
+        assert budgets.run_spent(run) == D("0.42")
+        assert budgets.run_remaining(run) == D("0.08")
+        assert budgets.run_remaining() == D("0.08")  # the current run
+        with pytest.raises(BudgetExceeded, match=r"this run has spent \$0\.42 of its \$0\.50 budget"):
+            budgets.reserve(context.current(), "0.10")
+        budgets.check_run(run)
+        with pytest.raises(BudgetExceeded):
+            budgets.check_run(run, "0.09")
+    assert budgets.run_spent(run) == D("0.42")  # after the run closed
+
+
+def test_run_guards_through_outlay_run(engine: BudgetEngine) -> None:
+    with context.run("loop", budget=Budget(guards=RunGuards(max_calls=2))) as run:
+        for _ in range(2):
+            budgets.settle(budgets.reserve(context.current(), "0.01"))
+        with pytest.raises(RunStopped):
+            budgets.reserve(context.current(), "0.01")
+        with pytest.raises(RunStopped):
+            budgets.check_run(run)
+
+
+def test_requires_refuses_a_lower_tier(engine: BudgetEngine, sink: InMemoryDecisionSink) -> None:
+    with context.attribute(tenant="acme"), context.run("premium-research", requires="enterprise"):
+        pass
+    with (
+        pytest.raises(NotEntitled, match="globex is on the pro plan"),
+        context.attribute(tenant="globex"),
+        context.run("premium-research", requires="enterprise"),
+    ):
+        pytest.fail("the body of a refused run must not run")
+    [decision] = sink.of_kind("not_entitled")
+    assert decision.tenant == "globex"
+
+
+def test_a_run_budget_must_be_a_budget(engine: BudgetEngine) -> None:
+    with (
+        pytest.raises(
+            budgets.InvalidInput if hasattr(budgets, "InvalidInput") else ValueError, match="budget"
+        ),
+        context.run("agent", budget="0.50"),
+    ):
+        pass
+
+
+def test_uninstall_and_install(engine: BudgetEngine) -> None:
+    budgets.uninstall()
+    try:
+        with context.run("free-for-all", budget=Budget(limit="0")):
+            budgets.reserve(context.current(), "1")  # no run budget applies: nothing enforced it
+    finally:
+        assert budgets.install()
+    with pytest.raises(BudgetExceeded), context.run("enforced", budget=Budget(limit="0")):
+        budgets.reserve(context.current(), "1")

@@ -1,0 +1,98 @@
+"""Run the store conformance suite against the in-memory and SQLite stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from outlay._errors import BackendUnavailable
+from outlay.budgets import InMemoryBudgetStore, KeyLimit, SQLiteBudgetStore
+
+from .conformance import BudgetStoreConformance, Factory
+from .conftest import FakeClock
+
+
+class TestInMemoryStore(BudgetStoreConformance):
+    @pytest.fixture
+    def make_store(self) -> Factory:
+        return lambda clock: InMemoryBudgetStore(clock=clock)
+
+
+class TestSQLiteStore(BudgetStoreConformance):
+    @pytest.fixture
+    def make_store(self, tmp_path: Path) -> Factory:
+        return lambda clock: SQLiteBudgetStore(tmp_path / "budgets.db", clock=clock)
+
+
+def test_sqlite_state_is_shared_between_connections(tmp_path: Path, clock: FakeClock) -> None:
+    from decimal import Decimal
+
+    first = SQLiteBudgetStore(tmp_path / "b.db", clock=clock)
+    second = SQLiteBudgetStore(tmp_path / "b.db", clock=clock)
+    key = [KeyLimit("k", Decimal("1"))]
+    assert first.reserve("a", key, Decimal("0.75"), 60).ok
+    assert not second.reserve("b", key, Decimal("0.5"), 60).ok
+    second.settle("a", Decimal("0.75"))  # settled by another process than the one that reserved
+    assert first.status("k").spent == Decimal("0.75")
+    first.close()
+    second.close()
+
+
+def test_sqlite_unopenable_path_is_a_backend_error(tmp_path: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="cannot open budget store"):
+        SQLiteBudgetStore(tmp_path / "missing-dir" / "b.db")
+
+
+# --- a property: any interleaving keeps the counters exact and the limit respected ---------------
+
+from decimal import Decimal  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_ops = st.lists(
+    st.tuples(
+        st.sampled_from(["reserve", "settle", "release", "tick"]),
+        st.integers(0, 7),
+        st.integers(0, 300),  # cents
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_ops)
+def test_any_interleaving_keeps_exact_counters(ops: list[tuple[str, int, int]]) -> None:
+    clock = FakeClock(1_000_000.0)
+    store = InMemoryBudgetStore(clock=clock)
+    limit = Decimal("5.00")
+    keys = [KeyLimit("k", limit)]
+    held: dict[str, tuple[Decimal, float]] = {}  # the model: id -> (amount, expires)
+    spent = Decimal(0)
+    next_id = 0
+    for op, slot, cents in ops:
+        amount = Decimal(cents) / 100
+        # model expiry first, as the store does
+        held = {rid: (a, exp) for rid, (a, exp) in held.items() if exp > clock.now}
+        if op == "reserve":
+            rid = f"r{next_id}"
+            next_id += 1
+            ok = store.reserve(rid, keys, amount, 30.0).ok
+            assert ok == (spent + sum(a for a, _ in held.values()) + amount <= limit)
+            if ok:
+                held[rid] = (amount, clock.now + 30.0)
+        elif op in ("settle", "release") and held:
+            rid = sorted(held)[slot % len(held)]
+            if op == "settle":
+                assert store.settle(rid, amount).ok
+                spent += amount
+            else:
+                assert store.release(rid)
+            del held[rid]
+        elif op == "tick":
+            clock.advance(slot * 5)
+        held = {rid: (a, exp) for rid, (a, exp) in held.items() if exp > clock.now}
+        status = store.status("k")
+        assert status.spent == spent
+        assert status.reserved == sum((a for a, _ in held.values()), Decimal(0))
