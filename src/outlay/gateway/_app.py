@@ -1,0 +1,421 @@
+"""``Gateway``: the ASGI app that meters, guards and forwards OpenAI- and Anthropic-compatible calls.
+
+Per request: read the body (size-limited) -> authenticate -> parse and route the model -> admit
+(budgets; may downgrade the model) -> forward on a pooled connection -> stream or return the answer
+-> ``complete`` (settle, record). Every failure before the upstream answers is a 4xx/5xx in the
+client's provider format; every admitted call is completed exactly once, whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+from starlette.types import Message, Receive, Scope, Send
+
+from outlay._errors import OutlayError
+from outlay._money import money_str
+from outlay._usage import Usage
+
+from ._config import SERVES, Api, GatewayConfig, Upstream
+from ._errors import (
+    Dialect,
+    GatewayError,
+    from_outlay_error,
+    from_transport_error,
+    from_upstream_response,
+    render,
+)
+from ._hooks import Admission, Call, GatewayHooks, OpenHooks, Outcome, Settlement
+from ._metering import parse_response, stream_accumulator
+from ._models import model_page
+from ._streaming import HiddenUsageFilter, error_event
+from ._upstreams import TransportFactory, UpstreamPool
+
+__all__ = ["Gateway"]
+
+_ENDPOINTS: dict[str, tuple[str, Api | None]] = {
+    "/v1/chat/completions": ("POST", "chat"),
+    "/v1/responses": ("POST", "responses"),
+    "/v1/embeddings": ("POST", "embeddings"),
+    "/v1/messages": ("POST", "messages"),
+    "/v1/models": ("GET", None),
+}
+_PATH_FOR = {
+    "chat": "/v1/chat/completions",
+    "responses": "/v1/responses",
+    "embeddings": "/v1/embeddings",
+    "messages": "/v1/messages",
+}
+_PASS_HEADERS = ("x-request-id", "request-id")
+
+
+@dataclass(frozen=True, slots=True)
+class _Exchange:
+    """One admitted call in flight: who to answer, in which format, and how to settle it."""
+
+    admission: Admission
+    dialect: Dialect
+    receive: Receive
+    send: Send
+    complete: Callable[..., Awaitable[Settlement | None]]
+
+
+def _header_list(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+def _outlay_headers(settlement: Settlement | None, admission: Admission | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if settlement is not None:
+        out["x-outlay-cost"] = "unknown" if settlement.cost is None else money_str(settlement.cost)
+        remaining = settlement.budget_remaining
+    else:
+        remaining = admission.budget_remaining if admission else None
+        if admission is not None and admission.reserved is not None:
+            out["x-outlay-cost-reserved"] = money_str(admission.reserved)
+    out["x-outlay-budget-remaining"] = "unlimited" if remaining is None else money_str(remaining)
+    if admission is not None and admission.downgraded_from is not None:
+        out["x-outlay-model"] = admission.model
+        out["x-outlay-downgraded-from"] = admission.downgraded_from
+    return out
+
+
+class Gateway:
+    """ASGI app. ``hooks`` plug in keys, budgets and the ledger (default: :class:`OpenHooks`);
+    ``transport`` builds an httpx transport per upstream (tests, custom TLS)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig | None = None,
+        *,
+        hooks: GatewayHooks | None = None,
+        transport: TransportFactory | None = None,
+        trust_env: bool = True,
+    ) -> None:
+        self.config = config or GatewayConfig.from_env()
+        self.hooks: GatewayHooks = hooks or OpenHooks()
+        self.pool = UpstreamPool(self.config, transport=transport, trust_env=trust_env)
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"].rstrip("/") or "/"
+        dialect: Dialect = "anthropic" if path == "/v1/messages" else "openai"
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if path == "/v1/models" and "anthropic-version" in headers:
+            dialect = "anthropic"
+        try:
+            endpoint = _ENDPOINTS.get(path)
+            if endpoint is None:
+                raise GatewayError(
+                    404, f"unknown endpoint {scope['method']} {scope['path']}", code="unknown_url"
+                )
+            if scope["method"] != endpoint[0]:
+                raise GatewayError(
+                    405,
+                    f"{path} accepts {endpoint[0]}, not {scope['method']}",
+                    headers={"allow": endpoint[0]},
+                )
+            api = endpoint[1]
+            if api is None:
+                await self._models(headers, dialect, send)
+            else:
+                await self._proxy(api, dialect, headers, receive, send)
+        except GatewayError as error:
+            await self._send_error(send, error, dialect)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.pool.start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.pool.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _send_error(
+        self, send: Send, error: GatewayError, dialect: Dialect, extra: Mapping[str, str] | None = None
+    ) -> None:
+        body = render(error, dialect)
+        headers = {
+            "content-type": "application/json",
+            "content-length": str(len(body)),
+            **error.headers,
+            **(extra or {}),
+        }
+        await send(
+            {
+                "type": "http.response.start",
+                "status": error.status_for(dialect),
+                "headers": _header_list(headers),
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def _read_body(self, headers: Mapping[str, str], receive: Receive) -> bytes:
+        limit = self.config.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise GatewayError(400, f"invalid Content-Length {declared!r}", param="content-length")
+            if int(declared) > limit:
+                raise GatewayError(
+                    413,
+                    f"request body of {declared} bytes is over the {limit}-byte limit",
+                    code="request_too_large",
+                )
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise GatewayError(400, "client disconnected while sending the body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise GatewayError(
+                    413, f"request body is over the {limit}-byte limit", code="request_too_large"
+                )
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(parts)
+
+    async def _authenticate_and_parse(
+        self, headers: Mapping[str, str], body: bytes
+    ) -> tuple[Any, dict[str, Any]]:
+        try:
+            principal = await self.hooks.authenticate(headers)
+        except OutlayError as exc:
+            raise from_outlay_error(exc) from None
+        try:
+            request = json.loads(body)
+        except ValueError as exc:
+            raise GatewayError(400, f"request body is not valid JSON: {exc}") from None
+        if not isinstance(request, dict):
+            raise GatewayError(400, f"request body must be a JSON object, got {type(request).__name__}")
+        return principal, request
+
+    def _route(self, api: Api, request: Mapping[str, Any]) -> tuple[str, Upstream, str]:
+        model = request.get("model")
+        if not isinstance(model, str) or not model:
+            raise GatewayError(400, "model: required, a non-empty string", param="model")
+        resolved = self.config.resolve(model)
+        if resolved is None:
+            raise GatewayError(
+                404,
+                f"model {model!r} has no route: add a route or an alias for it",
+                code="model_not_found",
+                param="model",
+            )
+        upstream, upstream_model = resolved
+        if api not in SERVES[upstream.kind]:
+            hint = "/v1/messages" if upstream.kind == "anthropic" else "/v1/chat/completions"
+            raise GatewayError(
+                400,
+                f"model {model!r} is served by upstream {upstream.name!r}"
+                f" ({upstream.kind}), which does not serve {_PATH_FOR[api]}; use {hint}",
+                param="model",
+            )
+        return model, upstream, upstream_model
+
+    async def _proxy(
+        self, api: Api, dialect: Dialect, headers: Mapping[str, str], receive: Receive, send: Send
+    ) -> None:
+        started = time.perf_counter()
+        body = await self._read_body(headers, receive)
+        principal, request = await self._authenticate_and_parse(headers, body)
+        model, upstream, upstream_model = self._route(api, request)
+        stream = request.get("stream") is True
+        call = Call(api, model, upstream_model, upstream, stream, request, headers)
+        try:
+            admission = await self.hooks.admit(principal, call)
+        except OutlayError as exc:
+            raise from_outlay_error(exc) from None
+        completed = False
+
+        async def complete(status: int, usage: Usage | None, **fields: Any) -> Settlement | None:
+            nonlocal completed
+            if completed:
+                return None
+            completed = True
+            outcome = Outcome(status, usage, latency_s=time.perf_counter() - started, **fields)
+            try:
+                return await self.hooks.complete(admission, outcome)
+            except OutlayError as exc:  # e.g. the ledger is down: the caller must not get a silent 200
+                raise from_outlay_error(exc) from None
+
+        try:
+            exchange = _Exchange(admission, dialect, receive, send, complete)
+            await self._forward(exchange, body, request)
+        finally:
+            if not completed:  # cancelled or crashed mid-way: still settle, with unknown usage
+                await asyncio.shield(complete(499, None, model=None, error="request cancelled"))
+
+    def _upstream_body(
+        self, admission: Admission, body: bytes, request: dict[str, Any]
+    ) -> tuple[bytes, bool]:
+        """The bytes to send upstream, and whether the gateway added include_usage (to hide it)."""
+        changed, hide_usage = False, False
+        if request.get("model") != admission.model:
+            request = {**request, "model": admission.model}
+            changed = True
+        if admission.call.api == "chat" and admission.call.stream:
+            options = request.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage") is True):
+                extra = options if isinstance(options, dict) else {}
+                request = {**request, "stream_options": {**extra, "include_usage": True}}
+                changed = hide_usage = True
+        return (json.dumps(request).encode() if changed else body), hide_usage
+
+    async def _forward(self, exchange: _Exchange, body: bytes, request: dict[str, Any]) -> None:
+        admission, dialect, send, complete = (
+            exchange.admission,
+            exchange.dialect,
+            exchange.send,
+            exchange.complete,
+        )
+        call = admission.call
+        upstream = call.upstream
+        payload, hide_usage = self._upstream_body(admission, body, request)
+        client = self.pool.client(upstream)
+        outgoing = self.pool.request(upstream, call.api, call.headers, payload)
+        try:
+            response = await client.send(outgoing, stream=True)
+        except httpx.TransportError as exc:
+            error, usage = from_transport_error(exc, upstream.name)
+            settlement = await complete(error.status, usage, model=None, error=str(error))
+            await self._send_error(send, error, dialect, _outlay_headers(settlement, admission))
+            return
+        wire = "anthropic" if upstream.kind == "anthropic" else "openai"
+        try:
+            upstream_headers = {k.lower(): v for k, v in response.headers.items()}
+            passed = {k: upstream_headers[k] for k in _PASS_HEADERS if k in upstream_headers}
+            if response.status_code >= 400:
+                error_body = await response.aread()
+                error = from_upstream_response(
+                    response.status_code, error_body, upstream_headers, upstream.name, upstream.api_key
+                )
+                # Providers do not bill refused or failed requests: a known zero, not an unknown.
+                settlement = await complete(error.status, Usage(), model=None, error=error.message)
+                await self._send_error(
+                    send, error, dialect, {**passed, **_outlay_headers(settlement, admission)}
+                )
+                return
+            if upstream_headers.get("content-type", "").startswith("text/event-stream"):
+                await self._stream(exchange, response, wire, hide_usage=hide_usage, passed=passed)
+                return
+            try:
+                content = await response.aread()
+            except httpx.TransportError as exc:
+                error, _ = from_transport_error(exc, upstream.name)
+                settlement = await complete(error.status, None, model=None, error=str(error))
+                await self._send_error(send, error, dialect, _outlay_headers(settlement, admission))
+                return
+            usage, model, response_id = parse_response(wire, content, call.api)
+            settlement = await complete(response.status_code, usage, model=model, response_id=response_id)
+            out = {
+                "content-type": upstream_headers.get("content-type", "application/json"),
+                "content-length": str(len(content)),
+                **passed,
+                **_outlay_headers(settlement, admission),
+            }
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": _header_list(out)}
+            )
+            await send({"type": "http.response.body", "body": content})
+        finally:
+            await response.aclose()
+
+    async def _stream(
+        self,
+        exchange: _Exchange,
+        response: httpx.Response,
+        wire: str,
+        *,
+        hide_usage: bool,
+        passed: Mapping[str, str],
+    ) -> None:
+        admission, dialect, send, complete = (
+            exchange.admission,
+            exchange.dialect,
+            exchange.send,
+            exchange.complete,
+        )
+        receive = exchange.receive
+        accumulator = stream_accumulator(wire, admission.call.api)
+        hidden = HiddenUsageFilter() if hide_usage else None
+        headers = {
+            "content-type": response.headers.get("content-type", "text/event-stream"),
+            "cache-control": "no-cache",
+            **passed,
+            **_outlay_headers(None, admission),
+        }
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": _header_list(headers)}
+        )
+        disconnected = asyncio.ensure_future(_wait_disconnect(receive))
+        failure: GatewayError | None = None
+        try:
+            async for chunk in response.aiter_bytes():
+                accumulator.feed(chunk)
+                out = hidden.feed(chunk) if hidden is not None else chunk
+                if disconnected.done():
+                    break  # stop paying for tokens nobody will read
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            if hidden is not None and not disconnected.done() and (tail := hidden.flush()):
+                await send({"type": "http.response.body", "body": tail, "more_body": True})
+        except httpx.TransportError as exc:
+            failure, _ = from_transport_error(exc, admission.call.upstream.name)
+        except OSError:  # the client went away while we were writing
+            pass
+        finally:
+            gone = disconnected.done()
+            disconnected.cancel()
+        usage = accumulator.usage()
+        if usage is not None and (failure is not None or gone) and usage.complete:
+            usage = replace(usage, complete=False, reason="stream cut before the end")
+        await complete(
+            response.status_code if failure is None else failure.status,
+            usage,
+            model=accumulator.model,
+            error=failure.message if failure else None,
+            client_disconnected=gone,
+        )
+        if gone:
+            return
+        tail_event = error_event(failure, dialect) if failure is not None else b""
+        with contextlib.suppress(OSError):  # the client may be gone by now
+            await send({"type": "http.response.body", "body": tail_event, "more_body": False})
+
+    async def _models(self, headers: Mapping[str, str], dialect: Dialect, send: Send) -> None:
+        try:
+            await self.hooks.authenticate(headers)
+        except OutlayError as exc:
+            raise from_outlay_error(exc) from None
+        body = await model_page(self.pool, headers, dialect)
+        head = {"content-type": "application/json", "content-length": str(len(body))}
+        await send({"type": "http.response.start", "status": 200, "headers": _header_list(head)})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _wait_disconnect(receive: Receive) -> Message:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return message

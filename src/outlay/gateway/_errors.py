@@ -1,0 +1,193 @@
+"""Error responses in the client's own provider format, and translation of everything that can fail.
+
+A client speaking OpenAI gets ``{"error": {"message", "type", "param", "code"}}``; a client speaking
+Anthropic gets ``{"type": "error", "error": {"type", "message"}}`` — whatever went wrong and wherever
+(our validation, our budgets, or the upstream), so the official SDKs raise their usual typed errors.
+References: https://platform.openai.com/docs/guides/error-codes and
+https://docs.anthropic.com/en/api/errors (which documents 402 ``billing_error``, 504 ``timeout_error``
+and 529 ``overloaded_error``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import httpx
+
+from outlay._errors import (
+    BackendError,
+    BudgetExceeded,
+    InvalidInput,
+    NotEntitled,
+    OutlayError,
+    RunStopped,
+    Throttled,
+    Unauthenticated,
+)
+from outlay._money import money_str
+from outlay._usage import Usage
+
+__all__ = [
+    "Dialect",
+    "GatewayError",
+    "from_outlay_error",
+    "from_transport_error",
+    "from_upstream_response",
+    "render",
+]
+
+Dialect = Literal["openai", "anthropic"]
+
+# status -> (OpenAI error type, Anthropic error type)
+_TYPES: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "invalid_request_error"),
+    401: ("invalid_request_error", "authentication_error"),
+    402: ("insufficient_quota", "billing_error"),
+    403: ("permission_error", "permission_error"),
+    404: ("invalid_request_error", "not_found_error"),
+    405: ("invalid_request_error", "invalid_request_error"),
+    413: ("invalid_request_error", "request_too_large"),
+    429: ("rate_limit_error", "rate_limit_error"),
+    502: ("server_error", "api_error"),
+    503: ("server_error", "overloaded_error"),
+    504: ("server_error", "timeout_error"),
+    529: ("server_error", "overloaded_error"),
+}
+
+
+class GatewayError(Exception):
+    """An error answer the gateway sends; rendered per client dialect by :func:`render`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+        self.details = dict(details or {})
+
+    def status_for(self, dialect: Dialect) -> int:
+        # 529 is Anthropic's own; OpenAI clients understand 503 for the same condition.
+        return 503 if self.status == 529 and dialect == "openai" else self.status
+
+
+def render(error: GatewayError, dialect: Dialect) -> bytes:
+    """The JSON body of ``error`` in the client's provider format."""
+    openai_type, anthropic_type = _TYPES.get(
+        error.status, ("server_error", "api_error") if error.status >= 500 else ("invalid_request_error",) * 2
+    )
+    if dialect == "anthropic":
+        inner: dict[str, Any] = {"type": anthropic_type, "message": error.message}
+        if error.details:
+            inner["outlay"] = error.details
+        return json.dumps({"type": "error", "error": inner}).encode()
+    body: dict[str, Any] = {
+        "message": error.message,
+        "type": openai_type,
+        "param": error.param,
+        "code": error.code,
+    }
+    if error.details:
+        body["outlay"] = error.details
+    return json.dumps({"error": body}).encode()
+
+
+def from_outlay_error(exc: OutlayError) -> GatewayError:
+    """Translate an error raised by authentication or admission hooks."""
+    if isinstance(exc, Unauthenticated):
+        return GatewayError(401, exc.message, code="invalid_api_key", details={"reason": exc.reason})
+    if isinstance(exc, BudgetExceeded):
+        details = {
+            "scope": exc.scope,
+            "key": exc.key,
+            "limit": money_str(exc.limit),
+            "spent": money_str(exc.spent),
+            "reserved": money_str(exc.reserved),
+            "estimate": money_str(exc.estimate),
+        }
+        if exc.budget:
+            details["budget"] = exc.budget
+        return GatewayError(402, exc.message, code="budget_exceeded", details=details)
+    if isinstance(exc, RunStopped):
+        return GatewayError(402, exc.message, code="run_stopped", details={"reason": exc.reason})
+    if isinstance(exc, Throttled):
+        seconds = max(1, int(-(-exc.retry_after // 1)))  # Retry-After is whole seconds, never 0
+        return GatewayError(429, exc.message, code="cost_rate_limited", headers={"retry-after": str(seconds)})
+    if isinstance(exc, NotEntitled):
+        return GatewayError(403, exc.message, code="not_entitled", details={"requires": exc.requires})
+    if isinstance(exc, InvalidInput):
+        return GatewayError(400, str(exc), param=exc.field)
+    if isinstance(exc, BackendError):
+        return GatewayError(503, f"outlay backend unavailable: {exc}", code="backend_unavailable")
+    return GatewayError(500, f"outlay error: {exc}", code="internal_error")
+
+
+def _upstream_message(body: bytes) -> str | None:
+    """The human message inside any provider's error body (OpenAI, Anthropic, Gemini's list form)."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(data, list) and data:
+        data = data[0]  # Gemini's OpenAI-compatible endpoint wraps the error in a list
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    if isinstance(error, str):
+        return error
+    return None
+
+
+def from_upstream_response(
+    status: int, body: bytes, headers: Mapping[str, str], upstream: str, secret: str | None
+) -> GatewayError:
+    """Translate an upstream error status into the gateway's answer.
+
+    The status is kept (so SDK retry logic behaves as against the provider), except that the
+    upstream refusing *our* credentials (401/403) is a gateway fault — 502 — not the client's. The
+    upstream's message is kept with its key redacted, and 429 keeps ``Retry-After``.
+    """
+    message = _upstream_message(body) or f"HTTP {status}"
+    if secret:
+        message = message.replace(secret, "[redacted]")
+    keep: dict[str, str] = {}
+    for name in ("retry-after", "retry-after-ms"):
+        if name in headers:
+            keep[name] = headers[name]
+    if status in (401, 403):
+        return GatewayError(
+            502,
+            f"upstream {upstream} rejected the gateway's credentials: {message}",
+            code="upstream_auth_failed",
+        )
+    if status < 400 or status > 599:
+        return GatewayError(502, f"upstream {upstream} answered HTTP {status}", code="upstream_error")
+    return GatewayError(status, f"upstream {upstream}: {message}", code="upstream_error", headers=keep)
+
+
+def from_transport_error(exc: httpx.TransportError, upstream: str) -> tuple[GatewayError, Usage | None]:
+    """504 for timeouts, 502 for anything else; and the usage that implies.
+
+    A request that never left (connect failure) cost nothing — ``Usage()``; one that did may have
+    been billed by the provider — ``None``, unknown, never zero.
+    """
+    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    usage = Usage() if never_sent else None
+    if isinstance(exc, httpx.TimeoutException):
+        return GatewayError(
+            504, f"upstream {upstream} timed out ({type(exc).__name__})", code="upstream_timeout"
+        ), usage
+    message = f"upstream {upstream} unreachable or dropped the connection ({type(exc).__name__})"
+    return GatewayError(502, message, code="upstream_unavailable"), usage

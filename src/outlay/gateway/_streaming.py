@@ -1,0 +1,70 @@
+"""Server-sent events passing through the gateway, event by event, never buffered whole.
+
+When the gateway itself added ``stream_options.include_usage`` to a chat stream (so it can meter the
+call), the upstream sends one extra chunk the client never asked for: ``"choices": []`` with the
+usage. :class:`HiddenUsageFilter` removes exactly that chunk and forwards every other event as soon
+as its terminating blank line has arrived (https://platform.openai.com/docs/api-reference/chat/streaming).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ._errors import Dialect, GatewayError, render
+
+__all__ = ["HiddenUsageFilter", "error_event"]
+
+_EVENT_END = re.compile(rb"\r?\n\r?\n")
+
+
+def _is_usage_only(event: bytes) -> bool:
+    if b'"choices":[]' not in event and b'"choices": []' not in event:
+        return False  # fast path: every content chunk has a non-empty choices list
+    for line in event.splitlines():
+        if line.startswith(b"data:"):
+            try:
+                data: Any = json.loads(line[5:])
+            except ValueError:
+                return False
+            return (
+                isinstance(data, dict) and data.get("choices") == [] and isinstance(data.get("usage"), dict)
+            )
+    return False
+
+
+class HiddenUsageFilter:
+    """Feed upstream bytes, get back the bytes to forward (whole events, minus the usage-only one)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self.hidden = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._buffer += chunk
+        out: list[bytes] = []
+        start = 0
+        while (match := _EVENT_END.search(self._buffer, start)) is not None:
+            event = self._buffer[start : match.end()]
+            start = match.end()
+            if _is_usage_only(event):
+                self.hidden += 1
+            else:
+                out.append(event)
+        self._buffer = self._buffer[start:]
+        return b"".join(out)
+
+    def flush(self) -> bytes:
+        """Whatever is left when the stream ends (an unterminated last event is still forwarded)."""
+        rest, self._buffer = self._buffer, b""
+        return b"" if _is_usage_only(rest) else rest
+
+
+def error_event(error: GatewayError, dialect: Dialect) -> bytes:
+    """An in-stream error, once the 200 status line has gone: Anthropic's documented ``event: error``;
+    for OpenAI a ``data:`` line carrying ``{"error": ...}``, which the openai SDK raises as APIError."""
+    body = render(error, dialect)
+    if dialect == "anthropic":
+        return b"event: error\ndata: " + body + b"\n\n"
+    return b"data: " + body + b"\n\n"

@@ -1,0 +1,136 @@
+"""Upstream faults reach the client as the provider's own typed errors, and the call is still settled."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from outlay._usage import Usage
+from outlay.gateway import Gateway, InMemoryHooks
+from outlay.testing import FakeProvider, Fault, LiveServer
+
+from .conftest import CLIENT_KEY, UPSTREAM_KEY, gateway_config, make_hooks, wait_for
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def test_429_keeps_retry_after_and_openai_error_shape(
+    oai: openai.OpenAI, hooks: InMemoryHooks, fake: FakeProvider
+) -> None:
+    fake.fail(Fault.error(429, retry_after=7, message="slow down"))
+    with pytest.raises(openai.RateLimitError) as caught:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert caught.value.response.headers["retry-after"] == "7"
+    body = caught.value.response.json()
+    assert set(body["error"]) >= {"message", "type", "param", "code"}
+    assert "slow down" in body["error"]["message"]
+    _, outcome, settlement = hooks.outcomes[0]
+    assert outcome.status == 429
+    assert outcome.usage == Usage()
+    assert settlement.cost == 0
+
+
+def test_anthropic_529_is_an_overloaded_error(
+    claude: anthropic.Anthropic, hooks: InMemoryHooks, fake: FakeProvider
+) -> None:
+    fake.fail(Fault.error(529))
+    with pytest.raises(anthropic.OverloadedError) as caught:
+        claude.messages.create(model="claude-haiku-4-5", max_tokens=10, messages=MESSAGES)  # type: ignore[arg-type]
+    assert caught.value.response.json()["error"]["type"] == "overloaded_error"
+
+
+def test_upstream_500_is_a_server_error(oai: openai.OpenAI, hooks: InMemoryHooks, fake: FakeProvider) -> None:
+    fake.fail(Fault.error(500))
+    with pytest.raises(openai.InternalServerError):
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert hooks.outcomes[0][1].status == 500
+
+
+def test_gemini_list_shaped_error_becomes_openai_shaped(
+    oai: openai.OpenAI, hooks: InMemoryHooks, fake: FakeProvider
+) -> None:
+    fake.fail(Fault.error(400, message="Unknown name web_search_options"))
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai.chat.completions.create(model="gemini-2.0-flash", messages=MESSAGES)  # type: ignore[arg-type]
+    error = caught.value.response.json()["error"]
+    assert "Unknown name web_search_options" in error["message"]
+    assert error["type"] == "invalid_request_error"
+
+
+def test_hanging_upstream_is_a_504_and_usage_is_unknown_not_zero(
+    oai: openai.OpenAI, hooks: InMemoryHooks, fake: FakeProvider
+) -> None:
+    fake.fail(Fault.hang())
+    with pytest.raises(openai.APIStatusError) as caught:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert caught.value.status_code == 504
+    _, outcome, settlement = hooks.outcomes[0]
+    assert outcome.usage is None  # the provider may have billed it: unknown, never zero
+    assert settlement.cost is None
+
+
+def test_dropped_non_stream_response_is_a_502(
+    oai: openai.OpenAI, hooks: InMemoryHooks, fake: FakeProvider
+) -> None:
+    fake.fail(Fault.drop())
+    with pytest.raises(openai.APIStatusError) as caught:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert caught.value.status_code == 502
+
+
+def test_drop_mid_stream_raises_in_the_sdk_and_bills_what_is_known(
+    oai: openai.OpenAI, claude: anthropic.Anthropic, hooks: InMemoryHooks, fake: FakeProvider
+) -> None:
+    fake.fail(Fault.drop(after_chunks=3))
+    with pytest.raises(openai.APIError):
+        list(oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))  # type: ignore[arg-type]
+    fake.fail(Fault.drop(after_chunks=3))
+    with (
+        pytest.raises(anthropic.APIError),
+        claude.messages.stream(
+            model="claude-haiku-4-5",
+            max_tokens=10,
+            messages=MESSAGES,  # type: ignore[arg-type]
+        ) as stream,
+    ):
+        stream.get_final_message()
+    wait_for(lambda: len(hooks.outcomes) == 2)
+    (_, chat, _), (_, message, _) = hooks.outcomes
+    assert chat.status == 502
+    assert chat.usage is None
+    # Anthropic reported input usage in message_start: kept, flagged as a lower bound.
+    assert message.usage is not None
+    assert message.usage.input_tokens > 0
+    assert not message.usage.complete
+
+
+def test_upstream_rejecting_gateway_credentials_is_a_502_without_the_key(hooks: InMemoryHooks) -> None:
+    strict = FakeProvider(api_key="sk-a-different-key")
+    with LiveServer(strict) as upstream:
+        app = Gateway(gateway_config(upstream.url), hooks=make_hooks(), trust_env=False)
+        with LiveServer(app, lifespan="on") as gw:
+            client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+            with pytest.raises(openai.APIStatusError) as caught:
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+            client.close()
+    assert caught.value.status_code == 502
+    assert "credentials" in caught.value.message
+    assert UPSTREAM_KEY not in caught.value.response.text
+
+
+def test_unreachable_upstream_is_a_502(hooks: InMemoryHooks) -> None:
+    with LiveServer(FakeProvider()) as gone:
+        dead_url = gone.url
+    app = Gateway(gateway_config(dead_url), hooks=make_hooks(), trust_env=False)
+    with LiveServer(app, lifespan="on") as gw:
+        response = httpx.post(
+            gw.url + "/v1/messages",
+            headers={"x-api-key": CLIENT_KEY},
+            json={"model": "claude-haiku-4-5", "max_tokens": 5, "messages": MESSAGES},
+        )
+    assert response.status_code == 502
+    assert response.json()["type"] == "error"
+    assert response.json()["error"]["type"] == "api_error"
+    assert app.hooks.outcomes[0][1].usage == Usage()  # type: ignore[attr-defined]  # never sent: nothing billed

@@ -1,0 +1,188 @@
+"""The official SDKs, pointed at the gateway, get the provider's answers — and every call is metered."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import anthropic
+import openai
+
+from outlay._usage import Usage
+from outlay.gateway import InMemoryHooks
+from outlay.testing import FakeProvider, count_input_tokens
+
+from .conftest import CLIENT_KEY, UPSTREAM_KEY, wait_for
+
+MESSAGES = [{"role": "user", "content": "How much did tenant acme spend on agents last quarter?"}]
+
+
+def _only_outcome(hooks: InMemoryHooks):  # type: ignore[no-untyped-def]
+    wait_for(lambda: len(hooks.outcomes) == 1)
+    return hooks.outcomes[0]
+
+
+def test_chat_non_stream_returns_provider_answer_and_meters_it(
+    oai: openai.OpenAI, hooks: InMemoryHooks, fake: FakeProvider
+) -> None:
+    raw = oai.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    completion = raw.parse()
+    expected_in = count_input_tokens({"messages": MESSAGES})
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (expected_in, 16)
+    assert completion.choices[0].message.content
+    admission, outcome, settlement = _only_outcome(hooks)
+    assert admission.principal.tenant_id == "acme"
+    assert outcome.status == 200
+    assert outcome.usage == Usage(input_tokens=expected_in, output_tokens=16)
+    assert outcome.model == "gpt-4o-mini"
+    assert outcome.response_id == completion.id
+    assert settlement.cost == Decimal("0.000001") * (expected_in + 16)
+    assert raw.headers["x-outlay-cost"] == str(settlement.cost)
+    assert raw.headers["x-outlay-budget-remaining"] == "unlimited"
+
+
+def test_chat_stream_hides_the_usage_chunk_the_gateway_added(
+    oai: openai.OpenAI, hooks: InMemoryHooks, fake: FakeProvider
+) -> None:
+    chunks = list(oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))  # type: ignore[arg-type]
+    assert chunks, "the stream carried no chunks"
+    assert all(chunk.choices for chunk in chunks), "a usage-only chunk leaked to a client that did not ask"
+    assert all(getattr(chunk, "usage", None) is None for chunk in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks).startswith("lorem ipsum")
+    sent = fake.requests[-1].json()
+    assert sent["stream_options"] == {"include_usage": True}
+    _, outcome, settlement = _only_outcome(hooks)
+    assert outcome.usage is not None
+    assert outcome.usage.output_tokens == 16
+    assert outcome.usage.complete
+    assert settlement.cost is not None
+    assert settlement.cost > 0
+
+
+def test_chat_stream_keeps_the_usage_chunk_a_client_asked_for(
+    oai: openai.OpenAI, hooks: InMemoryHooks
+) -> None:
+    chunks = list(
+        oai.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == 16
+    _, outcome, _ = _only_outcome(hooks)
+    assert outcome.usage is not None
+    assert outcome.usage.output_tokens == 16
+
+
+def test_reasoning_and_cached_tokens_are_metered(oai: openai.OpenAI, hooks: InMemoryHooks) -> None:
+    oai.chat.completions.create(model="o4-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    _, outcome, _ = _only_outcome(hooks)
+    assert outcome.usage is not None
+    assert (outcome.usage.output_tokens, outcome.usage.reasoning_tokens, outcome.usage.cache_read_tokens) == (
+        20,
+        8,
+        3,
+    )
+
+
+def test_responses_non_stream_and_stream(oai: openai.OpenAI, hooks: InMemoryHooks) -> None:
+    response = oai.responses.create(model="gpt-4o", input="Summarise the ledger.")
+    assert response.output_text.startswith("lorem")
+    events = list(oai.responses.create(model="gpt-4o", input="Summarise the ledger.", stream=True))
+    assert events[-1].type == "response.completed"
+    wait_for(lambda: len(hooks.outcomes) == 2)
+    usages = [outcome.usage for _, outcome, _ in hooks.outcomes]
+    assert usages[0] == usages[1] == Usage(input_tokens=response.usage.input_tokens, output_tokens=16)  # type: ignore[union-attr]
+
+
+def test_embeddings_with_the_sdk_default_base64_encoding(oai: openai.OpenAI, hooks: InMemoryHooks) -> None:
+    result = oai.embeddings.create(model="text-embedding-3-small", input=["alpha beta", "gamma"])
+    assert [len(d.embedding) for d in result.data] == [8, 8]
+    _, outcome, _ = _only_outcome(hooks)
+    assert outcome.usage == Usage(input_tokens=result.usage.prompt_tokens)
+
+
+def test_anthropic_messages_non_stream_normalises_cache_tokens(
+    claude: anthropic.Anthropic, hooks: InMemoryHooks
+) -> None:
+    message = claude.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=MESSAGES)  # type: ignore[arg-type]
+    assert message.usage.cache_read_input_tokens == 6
+    _, outcome, _ = _only_outcome(hooks)
+    total_in = message.usage.input_tokens + 6 + 4
+    assert outcome.usage == Usage(
+        input_tokens=total_in, cache_read_tokens=6, cache_write_tokens=4, output_tokens=12
+    )
+
+
+def test_anthropic_messages_stream(claude: anthropic.Anthropic, hooks: InMemoryHooks) -> None:
+    with claude.messages.stream(model="claude-haiku-4-5", max_tokens=5, messages=MESSAGES) as stream:  # type: ignore[arg-type]
+        final = stream.get_final_message()
+    assert final.usage.output_tokens == 5
+    assert final.stop_reason == "max_tokens"
+    _, outcome, _ = _only_outcome(hooks)
+    assert outcome.usage is not None
+    assert outcome.usage.output_tokens == 5
+    assert outcome.usage.cache_read_tokens == 6
+    assert outcome.model == "claude-haiku-4-5"
+
+
+def test_client_key_never_reaches_upstream_and_upstream_key_never_reaches_client(
+    oai: openai.OpenAI, claude: anthropic.Anthropic, hooks: InMemoryHooks, fake: FakeProvider
+) -> None:
+    raw = oai.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    claude.messages.create(
+        model="claude-haiku-4-5",
+        max_tokens=10,
+        messages=MESSAGES,  # type: ignore[arg-type]
+        extra_headers={"x-api-key": CLIENT_KEY, "baggage": "tenant=evil"},
+    )
+    for request in fake.requests:
+        forwarded = " ".join(f"{k}: {v}" for k, v in request.headers.items())
+        assert CLIENT_KEY not in forwarded
+        assert CLIENT_KEY.encode() not in request.body
+        assert "baggage" not in request.headers
+    assert fake.requests[0].headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert fake.requests[1].headers["x-api-key"] == UPSTREAM_KEY
+    assert fake.requests[1].headers["anthropic-version"]
+    assert UPSTREAM_KEY not in str(raw.headers)
+    assert UPSTREAM_KEY not in raw.http_response.text
+
+
+def test_routes_gemini_selfhosted_and_aliases(
+    oai: openai.OpenAI, claude: anthropic.Anthropic, hooks: InMemoryHooks, fake: FakeProvider
+) -> None:
+    oai.chat.completions.create(model="gemini-2.0-flash", messages=MESSAGES)  # type: ignore[arg-type]
+    oai.chat.completions.create(model="llama-3.1-8b", messages=MESSAGES)  # type: ignore[arg-type]
+    oai.chat.completions.create(model="fast", messages=MESSAGES)  # type: ignore[arg-type]
+    oai.chat.completions.create(model="openai/gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
+    claude.messages.create(model="haiku", max_tokens=10, messages=MESSAGES)  # type: ignore[arg-type]
+    seen = [(r.path, r.json()["model"]) for r in fake.requests]
+    assert seen == [
+        ("/v1beta/openai/chat/completions", "gemini-2.0-flash"),
+        ("/v1/chat/completions", "llama-3.1-8b"),
+        ("/v1/chat/completions", "gpt-4o-mini"),
+        ("/v1/chat/completions", "gpt-4o"),
+        ("/v1/messages", "claude-haiku-4-5"),
+    ]
+    assert [a.call.upstream.name for a, _, _ in hooks.outcomes] == [
+        "gemini",
+        "local",
+        "openai",
+        "openai",
+        "anthropic",
+    ]
+
+
+def test_models_lists_every_openai_style_upstream_and_aliases(
+    oai: openai.OpenAI, claude: anthropic.Anthropic, hooks: InMemoryHooks
+) -> None:
+    ids = [m.id for m in oai.models.list()]
+    assert "gpt-4o-mini" in ids
+    assert "fast" in ids
+    assert "haiku" in ids
+    assert ids.count("gpt-4o-mini") == 3  # openai, gemini and the self-hosted upstream all answer
+    assert "claude-haiku-4-5" in [m.id for m in claude.models.list()]
