@@ -31,6 +31,7 @@ from ._errors import InvalidUsage
 
 __all__ = ["TOKEN_FIELDS", "Usage"]
 
+_NO_UNITS: Mapping[str, Decimal] = MappingProxyType({})
 UNIT_NAME = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
 
 #: The integer token/count fields of :class:`Usage`, in a stable order.
@@ -70,7 +71,7 @@ def _check_count(name: str, value: object) -> int:
 
 
 def _check_quantity(name: str, value: object) -> Decimal:
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, bool | float):
         raise InvalidUsage(f"must be an int, Decimal or decimal string, got {value!r}", field=f"units.{name}")
     try:
         amount = Decimal(value) if isinstance(value, int | str) else value
@@ -96,20 +97,39 @@ class Usage:
     input_image_tokens: int = 0
     output_image_tokens: int = 0
     web_searches: int = 0
-    units: Mapping[str, Decimal] = field(default_factory=lambda: MappingProxyType({}))
+    units: Mapping[str, Decimal] = field(default_factory=lambda: _NO_UNITS)
     complete: bool = True
     reason: str | None = None
 
     def __post_init__(self) -> None:
-        for name in TOKEN_FIELDS:
-            _check_count(name, getattr(self, name))
-        for part, whole in _PARTS:
-            if getattr(self, part) > getattr(self, whole):
-                raise InvalidUsage(
-                    f"{part}={getattr(self, part)} exceeds {whole}={getattr(self, whole)}"
-                    f" ({part} is counted inside {whole})",
-                    field=part,
-                )
+        # This runs on every metered call, so the common case (plain ints, no units) is kept to one
+        # pass over the values; the slow, field-naming checks run only when something is off.
+        values = (
+            self.input_tokens, self.cache_read_tokens, self.cache_write_tokens, self.cache_write_1h_tokens,
+            self.output_tokens, self.reasoning_tokens, self.input_audio_tokens, self.output_audio_tokens,
+            self.input_image_tokens, self.output_image_tokens, self.web_searches,
+        )  # fmt: skip
+        if not all(type(v) is int and v >= 0 for v in values):
+            for name in TOKEN_FIELDS:
+                _check_count(name, getattr(self, name))
+        if (
+            self.cache_read_tokens + self.cache_write_tokens > self.input_tokens
+            or self.input_audio_tokens + self.input_image_tokens > self.input_tokens
+            or self.reasoning_tokens > self.output_tokens
+            or self.output_audio_tokens + self.output_image_tokens > self.output_tokens
+            or self.cache_write_1h_tokens > self.cache_write_tokens
+        ):
+            for part, whole in _PARTS:
+                if getattr(self, part) > getattr(self, whole):
+                    raise InvalidUsage(
+                        f"{part}={getattr(self, part)} exceeds {whole}={getattr(self, whole)}"
+                        f" ({part} is counted inside {whole})",
+                        field=part,
+                    )
+        if type(self.complete) is not bool:
+            raise InvalidUsage(f"must be a bool, got {self.complete!r}", field="complete")
+        if self.units is _NO_UNITS:
+            return
         if not isinstance(self.units, Mapping):
             raise InvalidUsage("must be a mapping of unit name to quantity", field="units")
         units: dict[str, Decimal] = {}
@@ -122,9 +142,9 @@ class Usage:
             amount = _check_quantity(name, quantity)
             if amount:
                 units[name] = amount
-        object.__setattr__(self, "units", MappingProxyType(dict(sorted(units.items()))))
-        if not isinstance(self.complete, bool):
-            raise InvalidUsage(f"must be a bool, got {self.complete!r}", field="complete")
+        object.__setattr__(
+            self, "units", MappingProxyType(dict(sorted(units.items()))) if units else _NO_UNITS
+        )
 
     # -- derived parts, used by rating ------------------------------------------------------------
 

@@ -93,7 +93,7 @@ class BudgetEngine:
         self._policies: tuple[Budget, ...] = ()
         for policy in policies:
             self.add_policy(policy)
-        self._sink = decision_sink
+        self.decision_sink = decision_sink
         self.plans = plans
         self._rate_limit = rate_limit
         self._rate_limits = dict(rate_limits or {})
@@ -153,9 +153,9 @@ class BudgetEngine:
         decision = Decision(
             kind=kind, message=message, time=datetime.fromtimestamp(self.clock(), UTC), **fields
         )
-        if self._sink is not None:
+        if self.decision_sink is not None:
             try:
-                self._sink(decision)
+                self.decision_sink(decision)
             except Exception:  # the decision stands even if recording it failed; say so loudly
                 _log.exception("outlay: the decision sink failed for %s", decision.kind)
         return decision

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Final, Protocol, Self
 
 import uuid_utils
@@ -58,6 +59,28 @@ class Run:
         self.requires = requires
         self.started_at = datetime.now(UTC)
         self.ended_at: datetime | None = None
+
+    # The budget accessors live in outlay.budgets; imported lazily so the context package stays
+    # usable (and cheap to import) on its own.
+    @property
+    def spent(self) -> Decimal:
+        """What this run and its child runs have settled so far, in this process."""
+        from outlay.budgets import run_spent
+
+        return run_spent(self)
+
+    @property
+    def remaining(self) -> Decimal | None:
+        """What the run's budget still allows, or ``None`` when it has no hard limit."""
+        from outlay.budgets import run_remaining
+
+        return run_remaining(self)
+
+    def check(self, need: object = 0) -> None:
+        """A cooperative checkpoint: raise ``BudgetExceeded``/``RunStopped`` if the run must stop."""
+        from outlay.budgets import check_run
+
+        check_run(self, need)
 
     def __repr__(self) -> str:
         return f"Run(name={self.name!r}, kind={self.kind!r}, id={self.id!r}, parent_id={self.parent_id!r})"

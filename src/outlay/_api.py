@@ -1,0 +1,117 @@
+"""The process-wide default pipeline behind ``outlay.configure``/``outlay.record``/``outlay.reports``.
+
+Like logging's root logger: one default, created on first use from the environment (``OUTLAY_URL``
+and friends, see :mod:`outlay._runtime`) or explicitly by :func:`configure`, and closed — draining
+any batching buffer into the durable log — at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from ._recording import Metered
+from ._runtime import Outlay
+from ._usage import Usage
+from .events import CostEvent
+
+if TYPE_CHECKING:
+    from .reports import Reports
+
+__all__ = [
+    "configure",
+    "flush",
+    "get_outlay",
+    "meter",
+    "record",
+    "record_llm",
+    "record_tool",
+    "record_usage",
+    "reports",
+    "shutdown",
+]
+
+_default: Outlay | None = None
+_lock = threading.Lock()
+
+
+def configure(url: str | os.PathLike[str] | None = None, **options: Any) -> Outlay:
+    """Build the default pipeline (closing any previous one) and return it.
+
+    ``url``: the home/ledger URL (default ``OUTLAY_URL`` or ``./.outlay/outlay.db``); options are
+    those of :class:`outlay.Outlay`: ``mode="durable"|"batching"``, ``prices=`` (an overrides TOML),
+    ``stream_url=``, ``ledger_url=``, ``service=``, ``require_tenant=``.
+    """
+    global _default  # the one process-wide default
+    instance = Outlay(url, **options)
+    with _lock:
+        previous, _default = _default, instance
+    if previous is not None:
+        previous.close()
+    return instance
+
+
+def get_outlay() -> Outlay:
+    """The default pipeline, created from the environment on first use."""
+    global _default  # noqa: PLW0603
+    instance = _default
+    if instance is None:
+        with _lock:
+            if _default is None:
+                _default = Outlay()
+            instance = _default
+    return instance
+
+
+def record(event: CostEvent) -> CostEvent:
+    """Append a ready-made event to the default pipeline (durable on return in durable mode)."""
+    return get_outlay().record(event)
+
+
+def record_llm(**kwargs: Any) -> CostEvent:
+    """Record an LLM call in the current context. See :meth:`outlay.Recorder.record_llm`."""
+    return get_outlay().record_llm(**kwargs)
+
+
+def record_tool(name: str, quantity: object = 1, **kwargs: Any) -> CostEvent:
+    """Record a tool call (a custom unit). See :meth:`outlay.Recorder.record_tool`."""
+    return get_outlay().record_tool(name, quantity, **kwargs)
+
+
+def record_usage(*, usage: Usage | Mapping[str, Any], **kwargs: Any) -> CostEvent:
+    """Record any billable operation. See :meth:`outlay.Recorder.record_usage`."""
+    return get_outlay().record_usage(usage=usage, **kwargs)
+
+
+@contextmanager
+def meter(**kwargs: Any) -> Iterator[Metered]:
+    """Reserve a budget estimate, run the block, record and settle. See :meth:`outlay.Recorder.meter`."""
+    with get_outlay().recorder.meter(**kwargs) as metered:
+        yield metered
+
+
+def flush() -> None:
+    """Make every event recorded so far durable (batching mode); a no-op in durable mode."""
+    if _default is not None:
+        _default.flush()
+
+
+def reports() -> Reports:
+    """Reports over the default ledger (the embedded writer catches up first)."""
+    return get_outlay().reports()
+
+
+def shutdown() -> None:
+    """Close the default pipeline: drain buffers, let the embedded writer catch up."""
+    global _default
+    with _lock:
+        instance, _default = _default, None
+    if instance is not None:
+        instance.close()
+
+
+atexit.register(shutdown)

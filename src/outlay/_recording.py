@@ -1,0 +1,306 @@
+"""``Recorder``: turn what happened into priced, attributed cost events on the event log.
+
+An event is built from the current cost context (attribution and run ids), rated against the price
+catalog, encoded as CloudEvents JSON and appended to the event log. In ``durable`` mode ``record``
+returns once the event is committed (the SQLite log group-commits concurrent recorders); in
+``batching`` mode it returns once the event is buffered, and :meth:`Recorder.flush` (also run at a
+clean exit) makes everything buffered durable — a crash loses at most the unflushed buffer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from ._errors import AttributionMissing, InvalidInput
+from ._usage import Usage
+from .context import CostContext, current
+from .events import ATTRIBUTED, UNATTRIBUTED, CostEvent, encode_event
+from .pricing import PriceCatalog, default_catalog
+from .providers import parse_response
+from .stream import BatchingAppender, EventLog
+
+__all__ = ["MODES", "Metered", "Recorder"]
+
+MODES: Final = ("durable", "batching")
+
+
+def _origin(ctx: CostContext | None, service: str | None) -> str:
+    """Where unattributed spend came from: the innermost named thing we know of."""
+    if ctx is not None:
+        for value in (ctx.run_name, ctx.workflow_id, ctx.feature):
+            if value:
+                return value
+    return service or "unknown"
+
+
+class Recorder:
+    """Builds, rates and durably appends cost events. Thread-safe; one per process is typical."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        *,
+        catalog: PriceCatalog | None = None,
+        mode: str = "durable",
+        service: str | None = None,
+        require_tenant: bool = False,
+        batch_size: int = 1000,
+        max_delay: float = 0.05,
+        max_buffer: int = 10_000,
+    ) -> None:
+        if mode not in MODES:
+            raise InvalidInput(f"must be one of {', '.join(MODES)}, got {mode!r}", field="mode")
+        self.log = log
+        self.catalog = catalog or default_catalog()
+        self.mode = mode
+        self.service = service
+        self.require_tenant = require_tenant
+        self._batcher = (
+            BatchingAppender(log, max_events=batch_size, max_delay=max_delay, max_buffer=max_buffer)
+            if mode == "batching"
+            else None
+        )
+
+    # -- building -------------------------------------------------------------------------------
+
+    def build(
+        self,
+        *,
+        operation: str,
+        provider: str | None,
+        model: str | None,
+        usage: Usage,
+        at: datetime | None = None,
+        context: CostContext | None = None,
+        status: str = "ok",
+        latency_ms: float | None = None,
+        cost: Decimal | None = None,
+        **fields: Any,
+    ) -> CostEvent:
+        """A rated :class:`CostEvent` for ``usage`` in ``context`` (default: the current one).
+
+        ``cost`` given explicitly (an operation priced by its caller) is recorded as is; otherwise
+        the usage is rated against the catalog at ``at``. ``fields`` set any other event field
+        (``region``, ``retention``, ``labels``...); they win over the context.
+        """
+        ctx = context if context is not None else current()
+        moment = at or datetime.now(UTC)
+        attributed = ctx is not None and ctx.tenant is not None
+        if not attributed and self.require_tenant:
+            raise AttributionMissing(
+                f"{operation} on {provider}/{model} has no tenant (outlay.attribute(tenant=...) is missing)"
+            )
+        event_fields: dict[str, Any] = {
+            "time": moment,
+            "operation": operation,
+            "provider": provider,
+            "model": model,
+            "usage": usage,
+            "status": status,
+            "latency_ms": latency_ms,
+            "attribution": ATTRIBUTED if attributed else UNATTRIBUTED,
+        }
+        if self.service:
+            event_fields["source"] = self.service
+        if ctx is not None:
+            event_fields.update(
+                tenant_id=ctx.tenant, workspace_id=ctx.workspace, user_id=ctx.user,
+                billing_unit=ctx.billing_unit, feature=ctx.feature, environment=ctx.environment,
+                labels=ctx.labels, request_id=ctx.request_id, workflow_id=ctx.workflow_id,
+                run_id=ctx.run_id, parent_run_id=ctx.parent_run_id, root_run_id=ctx.root_run_id,
+                agent=ctx.run_name, run_kind=ctx.run_kind,
+            )  # fmt: skip
+        if not attributed:
+            event_fields["origin"] = fields.pop("origin", None) or _origin(ctx, self.service)
+        event_fields.update(fields)
+        if cost is not None:
+            return CostEvent(**event_fields, cost=cost, priced=True, price_version="caller")
+        if provider is None or model is None:
+            return CostEvent(
+                **event_fields,
+                priced=False,
+                unpriced_reason=f"{operation} has no provider/model to price it by",
+            )
+        rating = self.catalog.rate(usage, provider=provider, model=model, at=moment)
+        if not usage.complete and rating.priced:
+            # A lower bound is not the cost: keep it out of totals until re-rated or confirmed.
+            return CostEvent(
+                **event_fields, priced=False, price_version=rating.price_version,
+                unpriced_reason=f"usage incomplete: {usage.reason or 'not reported'}",
+                unit_prices=rating.unit_prices, cost_breakdown=rating.breakdown,
+            )  # fmt: skip
+        return CostEvent(
+            **event_fields, cost=rating.cost, priced=rating.priced, unpriced_reason=rating.reason,
+            price_version=rating.price_version, unit_prices=rating.unit_prices,
+            cost_breakdown=rating.breakdown,
+        )  # fmt: skip
+
+    # -- recording ------------------------------------------------------------------------------
+
+    def record(self, event: CostEvent) -> CostEvent:
+        """Append ``event``; durable on return in ``durable`` mode. Returns it for chaining."""
+        payload = encode_event(event)
+        if self._batcher is not None:
+            self._batcher.append((payload,))
+        else:
+            self.log.append((payload,))
+        return event
+
+    def record_llm(
+        self,
+        *,
+        provider: str,
+        model: str | None = None,
+        usage: Usage | None = None,
+        response: object = None,
+        api: str | None = None,
+        operation: str | None = None,
+        **fields: Any,
+    ) -> CostEvent:
+        """Record one LLM call from its ``usage`` or from the provider's ``response`` (dict, JSON or
+        SDK object: the model it reports is the one priced)."""
+        if (usage is None) == (response is None):
+            raise InvalidInput("pass exactly one of usage= or response=", field="usage")
+        if response is not None:
+            parsed = parse_response(provider, response, api)
+            usage, model = parsed.usage, parsed.model or model
+        if model is None:
+            raise InvalidInput("the model is not known: pass model=", field="model")
+        assert usage is not None
+        op = operation or ("embedding" if api == "embeddings" else "chat")
+        return self.record(self.build(operation=op, provider=provider, model=model, usage=usage, **fields))
+
+    def record_tool(
+        self, name: str, quantity: object = 1, *, unit: str = "calls", provider: str = "tools", **fields: Any
+    ) -> CostEvent:
+        """Record ``quantity`` ``unit``s of a tool (priced by a custom unit ``provider``/``name``)."""
+        usage = Usage(units={unit: quantity})  # type: ignore[dict-item]  # validated by Usage
+        return self.record(
+            self.build(
+                operation=fields.pop("operation", "tool"),
+                provider=provider,
+                model=name,
+                usage=usage,
+                **fields,
+            )
+        )
+
+    def record_usage(
+        self,
+        *,
+        operation: str,
+        provider: str | None,
+        model: str | None,
+        usage: Usage | Mapping[str, Any],
+        **fields: Any,
+    ) -> CostEvent:
+        """Record any billable operation: retrieval, embeddings, GPU time, ... (``usage`` may be a dict)."""
+        if not isinstance(usage, Usage):
+            usage = Usage.from_dict(usage)
+        return self.record(
+            self.build(operation=operation, provider=provider, model=model, usage=usage, **fields)
+        )
+
+    @contextmanager
+    def meter(
+        self,
+        *,
+        provider: str,
+        model: str,
+        input_tokens: int = 0,
+        max_output_tokens: int = 0,
+        api: str | None = None,
+        operation: str = "chat",
+        budgets: Any = None,
+        fingerprint: str | None = None,
+    ) -> Iterator[Metered]:
+        """Reserve an estimate with the budget engine, yield, then record and settle the actual cost.
+
+        ``budgets`` is a ``BudgetEngine`` (default: ``outlay.budgets.get_engine()``). Raises
+        ``BudgetExceeded``/``Throttled``/``RunStopped`` *before* the call when it may not go ahead;
+        ``metered.model`` is the model to call (a soft limit may have downgraded it).
+        """
+        from .budgets import get_engine
+
+        engine = budgets or get_engine()
+        ctx = current()
+        scope: object = ctx if ctx is not None else {}
+        chosen, downgraded = engine.model_for(scope, model)
+        estimate = self.catalog.estimate(
+            provider=provider, model=chosen, input_tokens=input_tokens, max_output_tokens=max_output_tokens
+        )
+        reservation = engine.reserve(scope, estimate or Decimal(0), model=chosen, fingerprint=fingerprint)
+        metered = Metered(
+            provider=provider, model=chosen, requested_model=model, downgraded=downgraded, api=api
+        )
+        started = time.perf_counter()
+        try:
+            yield metered
+        except BaseException:
+            event = self._failed_event(metered, operation, ctx, started)
+            self.record(event)
+            engine.settle(reservation, event.cost) if event.priced else engine.release(reservation)
+            raise
+        latency = (time.perf_counter() - started) * 1000
+        if metered.usage is None:
+            engine.release(reservation)
+            raise InvalidInput(
+                "the metered block reported no usage: call metered.response(...) or .set_usage(...)"
+            )
+        event = self.record(
+            self.build(operation=operation, provider=provider, model=metered.model, usage=metered.usage,
+                       context=ctx, latency_ms=latency)
+        )  # fmt: skip
+        metered.event = event
+        # Unpriced: settle the estimate, so unknown spend still counts against the budget.
+        engine.settle(reservation, event.cost)
+
+    def _failed_event(
+        self, metered: Metered, operation: str, ctx: CostContext | None, started: float
+    ) -> CostEvent:
+        latency = (time.perf_counter() - started) * 1000
+        if metered.usage is not None and not metered.usage.is_empty:
+            usage = metered.usage
+        else:
+            usage = Usage(complete=False, reason="the call failed before usage was reported")
+        return self.build(
+            operation=operation, provider=metered.provider, model=metered.model, usage=usage,
+            context=ctx, status="error", latency_ms=latency,
+        )  # fmt: skip
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Make every event recorded so far durable (a no-op in durable mode)."""
+        if self._batcher is not None:
+            self._batcher.flush(timeout)
+
+    def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
+
+
+@dataclass
+class Metered:
+    """The call inside :meth:`Recorder.meter`: report its response or usage before the block ends."""
+
+    provider: str
+    model: str
+    requested_model: str
+    downgraded: bool
+    api: str | None = None
+    usage: Usage | None = None
+    event: CostEvent | None = field(default=None, repr=False)
+
+    def response(self, body: object) -> None:
+        parsed = parse_response(self.provider, body, self.api)
+        self.usage = parsed.usage
+        if parsed.model:
+            self.model = parsed.model
+
+    def set_usage(self, usage: Usage) -> None:
+        self.usage = usage

@@ -1,0 +1,206 @@
+"""``Outlay``: one assembled pipeline — event log, recorder, ledger writer, ledger and reports.
+
+Where things live is chosen by URLs, each with an embedded default so ``pip install`` is enough:
+
+============  =======================  =========================================================
+what          setting                  default
+============  =======================  =========================================================
+home          ``url`` / OUTLAY_URL     ``./.outlay/outlay.db`` (the SQLite ledger; a directory
+                                       means ``<dir>/outlay.db``; ``memory://`` keeps all in RAM)
+event log     OUTLAY_STREAM_URL        ``events.db`` beside the SQLite ledger (or ``nats://...``)
+ledger        OUTLAY_LEDGER_URL        the home URL (or ``postgresql://...``)
+============  =======================  =========================================================
+
+With an embedded event log (SQLite or memory), :meth:`Outlay.reports` first lets the ledger writer
+catch up, so a report sees every event recorded before it was asked for. With a distributed log
+the ``outlay worker`` processes do the writing and reports read the ledger as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._recording import Recorder
+from ._usage import Usage
+from .events import CostEvent
+from .ledger import LedgerStore, LedgerWriter, open_ledger
+from .pricing import PriceCatalog, default_catalog
+from .stream import EventLog, InMemoryEventLog, open_event_log
+
+if TYPE_CHECKING:
+    from .budgets import BudgetEngine, Decision
+    from .reports import Reports
+
+__all__ = ["Outlay", "decision_event"]
+
+_DEFAULT_HOME = Path(".outlay") / "outlay.db"
+
+
+def _ledger_path(url: str) -> Path | None:
+    """The SQLite file a home/ledger URL names, or None when it is not SQLite."""
+    if url.startswith(("postgresql://", "postgres://", "memory://", "nats://")):
+        return None
+    target = url.removeprefix("sqlite:")
+    target = target[2:] if target.startswith("//") else target
+    if "://" in target:
+        return None
+    path = Path(target).expanduser()
+    return path / _DEFAULT_HOME.name if path.is_dir() or target.endswith("/") else path
+
+
+def decision_event(decision: Decision, *, environment: str | None = None) -> CostEvent:
+    """A budget decision as a zero-cost event (``operation="decision:<kind>"``), so it travels the
+    same durable path as costs and shows in the ledger, breakdowns and audit exports."""
+    from .context import current
+
+    ctx = current()
+    labels = {"message": decision.message}
+    for name in ("scope", "key", "budget", "reason", "downgraded_to"):
+        value = getattr(decision, name)
+        if value is not None:
+            labels[name] = str(value)
+    for name in ("limit", "spent", "reserved", "estimate"):
+        amount = getattr(decision, name)
+        if amount is not None:
+            labels[name] = format(amount, "f")
+    if decision.retry_after is not None:
+        labels["retry_after"] = f"{decision.retry_after:.3f}"
+    tenant = decision.tenant or (ctx.tenant if ctx is not None else None)
+    return CostEvent(
+        event_id=decision.id,
+        time=decision.time,
+        operation=f"decision:{decision.kind}",
+        tenant_id=tenant,
+        attribution="attributed" if tenant else "unattributed",
+        origin=None if tenant else (ctx.run_name if ctx and ctx.run_name else "budgets"),
+        feature=ctx.feature if ctx else None,
+        workspace_id=ctx.workspace if ctx else None,
+        environment=environment or (ctx.environment if ctx else "production"),
+        run_id=decision.run_id or (ctx.run_id if ctx else None),
+        root_run_id=ctx.root_run_id if ctx else None,
+        agent=ctx.run_name if ctx else None,
+        model=decision.model,
+        labels=labels,
+        priced=True,
+        cost=Decimal(0),
+        price_version="decision",
+    )
+
+
+class Outlay:
+    """The pipeline of DESIGN.md in one object. Thread-safe; close it (or let atexit) when done."""
+
+    def __init__(
+        self,
+        url: str | os.PathLike[str] | None = None,
+        *,
+        stream_url: str | None = None,
+        ledger_url: str | None = None,
+        mode: str = "durable",
+        prices: str | os.PathLike[str] | None = None,
+        catalog: PriceCatalog | None = None,
+        service: str | None = None,
+        require_tenant: bool = False,
+        log: EventLog | None = None,
+        ledger: LedgerStore | None = None,
+    ) -> None:
+        home = str(url) if url is not None else os.environ.get("OUTLAY_URL") or str(_DEFAULT_HOME)
+        self.ledger_url = ledger_url or os.environ.get("OUTLAY_LEDGER_URL") or home
+        stream = stream_url or os.environ.get("OUTLAY_STREAM_URL")
+        if catalog is None:
+            catalog = PriceCatalog.load(prices) if prices is not None else default_catalog()
+        self.catalog = catalog
+        if log is None:
+            if home == "memory://" and stream is None:
+                log = InMemoryEventLog()
+                ledger = ledger or open_ledger("memory://")
+            else:
+                log = open_event_log(stream or self._embedded_log_path(home))
+        self.log = log
+        self.embedded = not (stream or "").startswith("nats://")
+        self._ledger = ledger
+        self._lock = threading.Lock()
+        self.recorder = Recorder(
+            log, catalog=catalog, mode=mode, service=service, require_tenant=require_tenant
+        )
+        self._writer: LedgerWriter | None = None
+        self._closed = False
+
+    def _embedded_log_path(self, home: str) -> str:
+        path = _ledger_path(home)
+        if path is None:
+            path = _DEFAULT_HOME  # a distributed ledger with no stream URL: spool events locally
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return str(path.parent / "events.db")
+
+    # -- the pipeline's parts, opened when first needed ------------------------------------------
+
+    @property
+    def ledger(self) -> LedgerStore:
+        with self._lock:
+            if self._ledger is None:
+                path = _ledger_path(self.ledger_url)
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                self._ledger = open_ledger(self.ledger_url)
+            return self._ledger
+
+    @property
+    def writer(self) -> LedgerWriter:
+        ledger = self.ledger
+        with self._lock:
+            if self._writer is None:
+                self._writer = LedgerWriter(self.log, ledger)
+            return self._writer
+
+    def catch_up(self) -> None:
+        """Write every event in the log so far into the ledger (what ``outlay worker`` does)."""
+        self.recorder.flush()
+        self.writer.catch_up()
+
+    def reports(self) -> Reports:
+        from .reports import Reports
+
+        if self.embedded:
+            self.catch_up()
+        return Reports(self.ledger)
+
+    # -- recording (see Recorder) -----------------------------------------------------------------
+
+    def record(self, event: CostEvent) -> CostEvent:
+        return self.recorder.record(event)
+
+    def record_llm(self, **kwargs: Any) -> CostEvent:
+        return self.recorder.record_llm(**kwargs)
+
+    def record_tool(self, name: str, quantity: object = 1, **kwargs: Any) -> CostEvent:
+        return self.recorder.record_tool(name, quantity, **kwargs)
+
+    def record_usage(self, *, usage: Usage | Mapping[str, Any], **kwargs: Any) -> CostEvent:
+        return self.recorder.record_usage(usage=usage, **kwargs)
+
+    def record_decision(self, decision: Decision) -> None:
+        """A ``decision_sink`` for :class:`outlay.budgets.BudgetEngine`: decisions go to the ledger."""
+        self.recorder.record(decision_event(decision))
+
+    def install_decision_sink(self, engine: BudgetEngine) -> None:
+        engine.decision_sink = self.record_decision
+
+    def flush(self) -> None:
+        self.recorder.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.recorder.close()
+        if self.embedded and self._ledger is not None:
+            self.writer.catch_up()
+        self.log.close()
+        if self._ledger is not None:
+            self._ledger.close()
