@@ -20,8 +20,9 @@ from typing import Any, Final
 
 import orjson
 
-from .._errors import InvalidEvent, InvalidInput
-from .._usage import Usage
+from outlay._errors import InvalidEvent, InvalidInput
+from outlay._usage import Usage
+
 from ._event import SCHEMA_VERSION, CostEvent
 
 __all__ = ["CLOUDEVENT_TYPE", "decode_event", "encode_event", "from_cloudevent", "to_cloudevent"]
@@ -30,14 +31,43 @@ CLOUDEVENT_TYPE: Final = f"dev.outlay.cost.v{SCHEMA_VERSION}"
 _TYPE_PREFIX: Final = "dev.outlay.cost.v"
 
 _STR_FIELDS: Final = (
-    "tenant_id", "workspace_id", "user_id", "billing_unit", "feature", "environment", "attribution",
-    "origin", "request_id", "run_id", "parent_run_id", "root_run_id", "agent", "run_kind",
-    "workflow_id", "operation", "provider", "model", "status", "currency", "unpriced_reason",
-    "price_version", "region", "retention",
+    "tenant_id",
+    "workspace_id",
+    "user_id",
+    "billing_unit",
+    "feature",
+    "environment",
+    "attribution",
+    "origin",
+    "request_id",
+    "run_id",
+    "parent_run_id",
+    "root_run_id",
+    "agent",
+    "run_kind",
+    "workflow_id",
+    "operation",
+    "provider",
+    "model",
+    "status",
+    "currency",
+    "unpriced_reason",
+    "price_version",
+    "region",
+    "retention",
 )
 _DATA_FIELDS: Final = frozenset(
-    (*_STR_FIELDS, "schema_version", "labels", "usage", "latency_ms", "cost", "priced",
-     "unit_prices", "cost_breakdown")
+    (
+        *_STR_FIELDS,
+        "schema_version",
+        "labels",
+        "usage",
+        "latency_ms",
+        "cost",
+        "priced",
+        "unit_prices",
+        "cost_breakdown",
+    )
 )
 
 
@@ -90,7 +120,7 @@ def _money(value: object, field: str) -> Decimal:
     if isinstance(value, float):
         raise InvalidEvent(f"money must be a decimal string, not a JSON number ({value!r})", field=field)
     if not isinstance(value, str):
-        raise InvalidEvent(f"money must be a decimal string like \"0.0125\", got {value!r}", field=field)
+        raise InvalidEvent(f'money must be a decimal string like "0.0125", got {value!r}', field=field)
     try:
         amount = Decimal(value)
     except InvalidOperation:
@@ -125,7 +155,7 @@ def from_cloudevent(envelope: Mapping[str, Any]) -> CostEvent:
     if not isinstance(envelope, Mapping):
         raise InvalidEvent(f"expected a JSON object, got {type(envelope).__name__}", field="event")
     if envelope.get("specversion") != "1.0":
-        raise InvalidEvent(f"must be \"1.0\", got {envelope.get('specversion')!r}", field="specversion")
+        raise InvalidEvent(f'must be "1.0", got {envelope.get("specversion")!r}', field="specversion")
     event_type = envelope.get("type")
     if not isinstance(event_type, str) or not event_type.startswith(_TYPE_PREFIX):
         raise InvalidEvent(f"must be {CLOUDEVENT_TYPE!r}, got {event_type!r}", field="type")
@@ -148,9 +178,14 @@ def from_cloudevent(envelope: Mapping[str, Any]) -> CostEvent:
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise InvalidEvent(
-            f"unknown schema version {version!r} (this outlay reads {SCHEMA_VERSION})", field="data.schema_version"
+            f"unknown schema version {version!r} (this outlay reads {SCHEMA_VERSION})",
+            field="data.schema_version",
         )
-    kwargs: dict[str, Any] = {"event_id": event_id, "source": source, "time": _parse_time(envelope.get("time"))}
+    kwargs: dict[str, Any] = {
+        "event_id": event_id,
+        "source": source,
+        "time": _parse_time(envelope.get("time")),
+    }
     for name in _STR_FIELDS:
         if name in data and data[name] is not None:
             if not isinstance(data[name], str):

@@ -12,9 +12,9 @@ from typing import Any, Final
 
 import uuid_utils
 
-from .._errors import InvalidEvent
-from .._rating import Rating
-from .._usage import Usage
+from outlay._errors import InvalidEvent
+from outlay._rating import Rating
+from outlay._usage import Usage
 
 __all__ = [
     "ATTRIBUTED",
@@ -133,9 +133,7 @@ class CostEvent:
         if self.attribution not in (ATTRIBUTED, UNATTRIBUTED):
             raise InvalidEvent(f"must be {ATTRIBUTED!r} or {UNATTRIBUTED!r}", field="attribution")
         if (self.tenant_id is None) != (self.attribution == UNATTRIBUTED):
-            raise InvalidEvent(
-                "an event has a tenant_id exactly when it is attributed", field="attribution"
-            )
+            raise InvalidEvent("an event has a tenant_id exactly when it is attributed", field="attribution")
         if not isinstance(self.usage, Usage):
             raise InvalidEvent("must be a Usage", field="usage")
         if not isinstance(self.operation, str) or not self.operation:
@@ -146,7 +144,9 @@ class CostEvent:
             or not isinstance(self.latency_ms, int | float)
             or not (0 <= self.latency_ms < float("inf"))
         ):
-            raise InvalidEvent(f"must be a finite non-negative number, got {self.latency_ms!r}", field="latency_ms")
+            raise InvalidEvent(
+                f"must be a finite non-negative number, got {self.latency_ms!r}", field="latency_ms"
+            )
         object.__setattr__(self, "labels", _frozen_str_map("labels", self.labels))
         object.__setattr__(self, "unit_prices", _frozen_money_map("unit_prices", self.unit_prices))
         object.__setattr__(self, "cost_breakdown", _frozen_money_map("cost_breakdown", self.cost_breakdown))
@@ -157,9 +157,25 @@ class CostEvent:
         except (TypeError, ValueError, AttributeError):
             raise InvalidEvent(f"must be a UUID string, got {self.event_id!r}", field="event_id") from None
         for name in (
-            "tenant_id", "workspace_id", "user_id", "billing_unit", "feature", "origin", "request_id",
-            "run_id", "parent_run_id", "root_run_id", "agent", "run_kind", "workflow_id", "provider",
-            "model", "price_version", "region", "retention", "source",
+            "tenant_id",
+            "workspace_id",
+            "user_id",
+            "billing_unit",
+            "feature",
+            "origin",
+            "request_id",
+            "run_id",
+            "parent_run_id",
+            "root_run_id",
+            "agent",
+            "run_kind",
+            "workflow_id",
+            "provider",
+            "model",
+            "price_version",
+            "region",
+            "retention",
+            "source",
         ):
             value = getattr(self, name)
             if value is None:
@@ -170,7 +186,9 @@ class CostEvent:
     def _check_cost(self) -> None:
         if self.priced:
             if not isinstance(self.cost, Decimal) or not self.cost.is_finite():
-                raise InvalidEvent(f"a priced event needs a finite Decimal cost, got {self.cost!r}", field="cost")
+                raise InvalidEvent(
+                    f"a priced event needs a finite Decimal cost, got {self.cost!r}", field="cost"
+                )
             if self.cost < 0:
                 raise InvalidEvent(f"must not be negative, got {self.cost}", field="cost")
         else:
@@ -179,7 +197,9 @@ class CostEvent:
             if not self.unpriced_reason:
                 raise InvalidEvent("an unpriced event needs a reason", field="unpriced_reason")
         if not isinstance(self.currency, str) or len(self.currency) != 3 or not self.currency.isupper():
-            raise InvalidEvent(f"must be an ISO 4217 code such as 'USD', got {self.currency!r}", field="currency")
+            raise InvalidEvent(
+                f"must be an ISO 4217 code such as 'USD', got {self.currency!r}", field="currency"
+            )
 
     @property
     def attributed(self) -> bool:

@@ -1,0 +1,232 @@
+"""The recording API end to end on the embedded pipeline: context -> rating -> log -> ledger -> reports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+import outlay
+from outlay import Budget, BudgetEngine, Outlay, Usage, budgets
+from outlay.budgets import InMemoryBudgetStore
+
+WINDOW = ("2000-01-01", "2100-01-01")
+CHILD = Path(__file__).with_name("_record_child.py")
+
+CHAT_RESPONSE = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o-2024-08-06",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+    "usage": {
+        "prompt_tokens": 1000,
+        "completion_tokens": 300,
+        "total_tokens": 1300,
+        "prompt_tokens_details": {"cached_tokens": 200},
+    },
+}
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path) -> Iterator[Outlay]:
+    instance = Outlay(tmp_path / "home" / "outlay.db")
+    yield instance
+    instance.close()
+
+
+def test_an_llm_response_becomes_an_exact_attributed_event_in_the_ledger(pipeline: Outlay) -> None:
+    with outlay.attribute(tenant="acme", feature="chat", user="u1"), outlay.run("orchestrator") as run:
+        event = pipeline.record_llm(provider="openai", response=CHAT_RESPONSE)
+    # gpt-4o: 800 uncached x $2.50/M + 200 cached x $1.25/M + 300 out x $10/M
+    assert event.cost == Decimal("0.002") + Decimal("0.00025") + Decimal("0.003")
+    assert (event.tenant_id, event.feature, event.user_id, event.run_id) == ("acme", "chat", "u1", run.id)
+    assert event.model == "gpt-4o-2024-08-06"
+    assert event.price_version and event.price_version.startswith("genai-prices@")
+    rows = pipeline.reports().tenants(*WINDOW)
+    assert rows == [
+        {
+            "tenant": "acme", "events": 1, "cost": "0.00525", "unpriced_events": 0, "input_tokens": 1000,
+            "cache_read_tokens": 200, "cache_write_tokens": 0, "output_tokens": 300, "reasoning_tokens": 0,
+        }
+    ]  # fmt: skip
+
+
+def test_no_tenant_is_recorded_as_unattributed_with_its_origin(pipeline: Outlay) -> None:
+    with outlay.run("nightly-reindex", kind="job"):
+        event = pipeline.record_usage(
+            operation="embedding", provider="openai", model="text-embedding-3-small",
+            usage={"input_tokens": 50_000},
+        )  # fmt: skip
+    assert event.attribution == "unattributed" and event.origin == "nightly-reindex"
+    [row] = pipeline.reports().unattributed(*WINDOW)
+    assert row["origin"] == "nightly-reindex" and row["cost"] == "0.001"
+
+
+def test_require_tenant_refuses_unattributed_calls(tmp_path: Path) -> None:
+    strict = Outlay(tmp_path / "outlay.db", require_tenant=True)
+    try:
+        with pytest.raises(outlay.AttributionMissing, match="no tenant"):
+            strict.record_llm(provider="openai", model="gpt-4o", usage=Usage(input_tokens=1))
+    finally:
+        strict.close()
+
+
+def test_unknown_model_and_incomplete_usage_are_never_zero(pipeline: Outlay) -> None:
+    with outlay.attribute(tenant="acme"):
+        unknown = pipeline.record_llm(
+            provider="openai", model="ft:my-private-model", usage=Usage(input_tokens=5)
+        )
+        cut = pipeline.record_llm(
+            provider="openai", model="gpt-4o",
+            usage=Usage(input_tokens=5, complete=False, reason="stream ended before usage"),
+        )  # fmt: skip
+    assert unknown.cost is None and not unknown.priced and unknown.unpriced_reason
+    assert cut.cost is None and "incomplete" in (cut.unpriced_reason or "")
+    [row] = pipeline.reports().tenants(*WINDOW)
+    assert row["cost"] is None and row["unpriced_events"] == 2
+
+
+def test_tool_calls_are_priced_by_custom_units(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[[price]]\nprovider = "tools"\nmodel = "web-search"\nunits = { calls = "0.005" }\n')
+    instance = Outlay(tmp_path / "outlay.db", prices=prices)
+    try:
+        with outlay.attribute(tenant="acme"):
+            event = instance.record_tool("web-search", 3)
+        assert event.cost == Decimal("0.015")
+    finally:
+        instance.close()
+
+
+def test_batching_mode_drains_on_flush(tmp_path: Path) -> None:
+    instance = Outlay(tmp_path / "outlay.db", mode="batching")
+    try:
+        with outlay.attribute(tenant="acme"):
+            costs = [
+                instance.record_llm(
+                    provider="openai", model="gpt-4o-mini", usage=Usage(input_tokens=i + 1)
+                ).cost
+                for i in range(500)
+            ]
+        instance.flush()
+        [row] = instance.reports().tenants(*WINDOW)
+        assert row["events"] == 500
+        assert Decimal(row["cost"]) == sum(c for c in costs if c is not None)
+    finally:
+        instance.close()
+
+
+@pytest.fixture
+def engine() -> Iterator[BudgetEngine]:
+    """A fresh default engine: run budgets (outlay.run(budget=...)) are kept by the default one."""
+    previous = budgets.get_engine()
+    yield budgets.configure(BudgetEngine(InMemoryBudgetStore()))
+    budgets.configure(previous)
+
+
+def test_meter_enforces_a_run_budget_and_records_the_decision(pipeline: Outlay, engine: BudgetEngine) -> None:
+    pipeline.install_decision_sink(engine)
+    calls = 0
+    with (
+        outlay.attribute(tenant="acme"),
+        outlay.run("agent", budget=Budget(limit="0.01")),
+        pytest.raises(outlay.BudgetExceeded) as info,
+    ):
+        for _ in range(10):
+            with pipeline.recorder.meter(
+                provider="openai", model="gpt-4o", input_tokens=1000, max_output_tokens=200
+            ) as call:
+                call.set_usage(Usage(input_tokens=1000, output_tokens=200))
+            calls += 1
+    # each call: 1000 x $2.5/M + 200 x $10/M = $0.0045; the third would need $0.0045 more than is left
+    assert calls == 2
+    assert "0.01" in str(info.value)
+    rows = pipeline.reports().breakdown("operation", *WINDOW)
+    by_op = {r["operation"]: r for r in rows}
+    assert by_op["chat"]["cost"] == "0.009"
+    assert by_op["decision:denied"]["events"] == 1
+
+
+def test_meter_records_a_failed_call_and_releases_its_reservation(
+    pipeline: Outlay, engine: BudgetEngine
+) -> None:
+    budget = Budget(limit="1", scope="tenant", key="acme")
+    engine.add_policy(budget)
+    with outlay.attribute(tenant="acme"), pytest.raises(ConnectionError):
+        with pipeline.recorder.meter(provider="openai", model="gpt-4o", input_tokens=10, budgets=engine):
+            raise ConnectionError("upstream went away")
+    pipeline.catch_up()
+    [entry] = list(pipeline.ledger.entries(*_instants()))
+    assert entry.event.status == "error"
+    assert entry.event.cost is None  # failed before usage: unknown, not 0
+    status = engine.status({"tenant": "acme"}, budget)
+    assert status.reserved == 0
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_recording_process_loses_no_returned_event(tmp_path: Path) -> None:
+    home = tmp_path / "outlay.db"
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), str(home), "acme", "100000"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert child.stdout is not None
+    returned: dict[str, Decimal] = {}
+    deadline = time.monotonic() + 30
+    while len(returned) < 150 and time.monotonic() < deadline:
+        event_id, cost = child.stdout.readline().split()
+        returned[event_id] = Decimal(cost)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    for line in child.stdout.read().splitlines():  # what it printed before dying also returned
+        event_id, cost = line.split()
+        returned[event_id] = Decimal(cost)
+    child.stdout.close()
+    instance = Outlay(home)
+    try:
+        reports = instance.reports()
+        ids = {entry.event.event_id for entry in instance.ledger.entries(*_instants())}
+        assert set(returned) <= ids  # every event whose record() returned is there...
+        assert instance.ledger.event_count() == len(ids)  # ...once
+        [row] = reports.tenants(*WINDOW)
+        assert Decimal(row["cost"]) >= sum(returned.values())
+    finally:
+        instance.close()
+
+
+@pytest.mark.slow
+def test_several_processes_recording_at_once_sum_exactly(tmp_path: Path) -> None:
+    home = tmp_path / "outlay.db"
+    children = [
+        subprocess.Popen(
+            [sys.executable, str(CHILD), str(home), f"t{i}", "200"], stdout=subprocess.PIPE, text=True
+        )
+        for i in range(3)
+    ]
+    expected = Decimal(0)
+    for child in children:
+        out, _ = child.communicate(timeout=60)
+        assert child.returncode == 0
+        expected += sum(Decimal(line.split()[1]) for line in out.splitlines())
+    instance = Outlay(home)
+    try:
+        rows = instance.reports().tenants(*WINDOW)
+        assert sorted(r["tenant"] for r in rows) == ["t0", "t1", "t2"]
+        assert sum(r["events"] for r in rows) == 600
+        assert sum(Decimal(r["cost"]) for r in rows) == expected
+    finally:
+        instance.close()
+
+
+def _instants() -> tuple[object, object]:
+    from datetime import UTC, datetime
+
+    return datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
