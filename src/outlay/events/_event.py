@@ -35,6 +35,11 @@ UNATTRIBUTED: Final = "unattributed"
 STATUSES: Final = frozenset({"ok", "error", "estimated"})
 
 _MAX_ID = 200
+_ID_FIELDS: Final = (
+    "tenant_id", "workspace_id", "user_id", "billing_unit", "feature", "origin", "request_id", "run_id",
+    "parent_run_id", "root_run_id", "agent", "run_kind", "workflow_id", "provider", "model", "price_version",
+    "region", "retention", "source",
+)  # fmt: skip
 
 
 def new_event_id() -> str:
@@ -42,26 +47,34 @@ def new_event_id() -> str:
     return str(uuid_utils.uuid7())
 
 
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
 def _frozen_str_map(name: str, mapping: Mapping[str, Any] | None) -> Mapping[str, str]:
-    if mapping is None:
-        return MappingProxyType({})
+    if not mapping:
+        return _EMPTY
     if not isinstance(mapping, Mapping):
         raise InvalidEvent("must be a mapping of strings", field=name)
     for key, value in mapping.items():
-        if not isinstance(key, str) or not isinstance(value, str):
+        if type(key) is not str or type(value) is not str:
             raise InvalidEvent(f"keys and values must be strings, got {key!r}: {value!r}", field=name)
-    return MappingProxyType(dict(sorted(mapping.items())))
+    # A read-only view is already immutable (CostContext and Rating hand over such views): share it.
+    return mapping if type(mapping) is MappingProxyType else MappingProxyType(dict(mapping))
 
 
 def _frozen_money_map(name: str, mapping: Mapping[str, Any] | None) -> Mapping[str, Decimal]:
-    if mapping is None:
-        return MappingProxyType({})
-    out: dict[str, Decimal] = {}
+    if not mapping:
+        return _EMPTY
+    if not isinstance(mapping, Mapping):
+        raise InvalidEvent("must be a mapping of decimals", field=name)
     for key, value in mapping.items():
-        if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
+        if type(value) is not Decimal or not value.is_finite() or value < 0:
             raise InvalidEvent(f"{key}: must be a finite non-negative Decimal, got {value!r}", field=name)
-        out[str(key)] = value
-    return MappingProxyType(dict(sorted(out.items())))
+    return (
+        mapping
+        if type(mapping) is MappingProxyType
+        else MappingProxyType({str(k): v for k, v in mapping.items()})
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,7 +99,7 @@ class CostEvent:
     environment: str = "production"
     attribution: str = ATTRIBUTED
     origin: str | None = None
-    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     # run tree
     request_id: str | None = None
     run_id: str | None = None
@@ -108,8 +121,8 @@ class CostEvent:
     priced: bool = False
     unpriced_reason: str | None = None
     price_version: str | None = None
-    unit_prices: Mapping[str, Decimal] = field(default_factory=lambda: MappingProxyType({}))
-    cost_breakdown: Mapping[str, Decimal] = field(default_factory=lambda: MappingProxyType({}))
+    unit_prices: Mapping[str, Decimal] = field(default_factory=lambda: _EMPTY)
+    cost_breakdown: Mapping[str, Decimal] = field(default_factory=lambda: _EMPTY)
     # data handling
     region: str | None = None
     retention: str | None = None
@@ -152,35 +165,17 @@ class CostEvent:
         object.__setattr__(self, "cost_breakdown", _frozen_money_map("cost_breakdown", self.cost_breakdown))
 
     def _check_ids(self) -> None:
+        if type(self.event_id) is not str or len(self.event_id) != 36:
+            raise InvalidEvent(f"must be a UUID string, got {self.event_id!r}", field="event_id")
         try:
             uuid.UUID(self.event_id)
-        except (TypeError, ValueError, AttributeError):
+        except ValueError:
             raise InvalidEvent(f"must be a UUID string, got {self.event_id!r}", field="event_id") from None
-        for name in (
-            "tenant_id",
-            "workspace_id",
-            "user_id",
-            "billing_unit",
-            "feature",
-            "origin",
-            "request_id",
-            "run_id",
-            "parent_run_id",
-            "root_run_id",
-            "agent",
-            "run_kind",
-            "workflow_id",
-            "provider",
-            "model",
-            "price_version",
-            "region",
-            "retention",
-            "source",
-        ):
+        for name in _ID_FIELDS:
             value = getattr(self, name)
             if value is None:
                 continue
-            if not isinstance(value, str) or not value or len(value) > _MAX_ID:
+            if type(value) is not str or not value or len(value) > _MAX_ID:
                 raise InvalidEvent(f"must be a non-empty string of at most {_MAX_ID} characters", field=name)
 
     def _check_cost(self) -> None:
