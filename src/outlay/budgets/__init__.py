@@ -25,8 +25,10 @@ from ._downgrade import DowngradeMap
 from ._engine import BudgetEngine, BudgetStatus, Reservation
 from ._guards import CostRateLimit, RunGuards, fingerprint
 from ._integration import BudgetRunListener, install, uninstall
+from ._open import open_budget_store
 from ._plans import Plans, load_plans
 from ._policy import PERIODS, SCOPES, Budget, Scope
+from ._redis import RedisBudgetStore
 from ._sqlite import SQLiteBudgetStore
 from ._store import BudgetStore, InMemoryBudgetStore, KeyLimit, KeyStatus, StoreResult
 
@@ -51,6 +53,7 @@ __all__ = [
     "KeyStatus",
     "NotEntitled",
     "Plans",
+    "RedisBudgetStore",
     "Reservation",
     "RunGuards",
     "RunStopped",
@@ -66,6 +69,7 @@ __all__ = [
     "load_plans",
     "load_policies",
     "model_for",
+    "open_budget_store",
     "release",
     "reserve",
     "run_remaining",

@@ -1,0 +1,299 @@
+"""The Lua scripts of the Redis budget store: every operation is one atomic script.
+
+Redis runs one script at a time, so a reserve's check and hold on every key happen with nothing in
+between, whichever gateway replica sent it. Money never becomes a Lua number: Lua numbers are
+doubles (exact only to 2^53), so amounts stay canonical decimal strings ("0.125") and the scripts
+add, subtract and compare them digit by digit, in chunks of 14 digits that a double holds exactly.
+That is arbitrary-precision decimal arithmetic: any sum is exact, whatever its size; the Python side
+only bounds the digits of each amount it sends (see ``_redis.py``).
+
+Layout under the store's prefix ``P``:
+``P c:<key>`` hash {spent, reserved}; ``P s:<key>`` hash {slice index: spent} for rolling windows;
+``P h:<id>`` hash {k: keys JSON [[key, window]], a: amount, s: state, n: reserve nonce,
+sn: settle/release nonce}; ``P expiry`` sorted set of held ids by deadline (ms).
+
+Every script takes ``ARGV[1]`` = prefix and ``ARGV[2]`` = now in ms, or "" to read the Redis
+server's ``TIME``, so that every replica agrees on the clock (tests pass an injected clock).
+Nonces make a retried call (a reply lost to a dropped connection) answer as the first attempt did.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["RELEASE", "RESERVE", "SETTLE", "STATUS"]
+
+_COMMON: Final = r"""
+local P = ARGV[1]
+local EXPIRY = P .. 'expiry'
+local CHUNK = 14
+
+local function now_ms()
+  if ARGV[2] ~= '' then return tonumber(ARGV[2]) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- decimal strings -------------------------------------------------------------------------------
+-- a literal table: building it in a loop costs more than the rest of a call
+local FMT = {'%01d', '%02d', '%03d', '%04d', '%05d', '%06d', '%07d',
+             '%08d', '%09d', '%010d', '%011d', '%012d', '%013d', '%014d'}
+
+-- Two decimals as digit strings of equal length, plus their number of fraction digits.
+local function align(a, b)
+  local ai, af = string.match(a, '^(%d*)%.?(%d*)$')
+  local bi, bf = string.match(b, '^(%d*)%.?(%d*)$')
+  local il, fl = math.max(#ai, #bi), math.max(#af, #bf)
+  return string.rep('0', il - #ai) .. ai .. af .. string.rep('0', fl - #af),
+         string.rep('0', il - #bi) .. bi .. bf .. string.rep('0', fl - #bf), fl
+end
+
+local function canonical(digits, fl)
+  local n = #digits
+  local ip = string.match(string.sub(digits, 1, n - fl), '^0*(%d-)$')
+  if ip == '' then ip = '0' end
+  if fl == 0 then return ip end
+  local fp = string.match(string.sub(digits, n - fl + 1), '^(%d-)0*$')
+  if fp == '' then return ip end
+  return ip .. '.' .. fp
+end
+
+-- a + sign * b on equal-length digit strings; nil when the result would be negative.
+local function digit_op(a, b, sign)
+  local n = #a
+  if n <= CHUNK then  -- the common case: one chunk, exact in a double (a carry adds a digit)
+    local v = tonumber(a) + sign * tonumber(b)
+    if v < 0 then return nil end
+    return string.format(FMT[n], v)
+  end
+  local out, carry, i = {}, 0, n
+  while i >= 1 do
+    local j = math.max(1, i - CHUNK + 1)
+    local width = i - j + 1
+    local base = 10 ^ width
+    local v = tonumber(string.sub(a, j, i)) + sign * tonumber(string.sub(b, j, i)) + carry
+    if v >= base then v = v - base; carry = 1
+    elseif v < 0 then v = v + base; carry = -1
+    else carry = 0 end
+    out[#out + 1] = string.format(FMT[width], v)
+    i = j - 1
+  end
+  if carry < 0 then return nil end
+  if carry > 0 then out[#out + 1] = '1' end
+  local m = #out
+  for k = 1, math.floor(m / 2) do out[k], out[m - k + 1] = out[m - k + 1], out[k] end
+  return table.concat(out)
+end
+
+local function dadd(a, b)
+  local x, y, fl = align(a, b)
+  return canonical(digit_op(x, y, 1), fl)
+end
+
+local function dsub(a, b)
+  local x, y, fl = align(a, b)
+  local d = digit_op(x, y, -1)
+  if not d then error('outlay budget store: a counter would go negative: ' .. a .. ' - ' .. b) end
+  return canonical(d, fl)
+end
+
+local function dle(a, b)
+  local x, y = align(a, b)
+  local i = 1
+  while i <= #x do
+    local j = math.min(#x, i + CHUNK - 1)
+    local p, q = tonumber(string.sub(x, i, j)), tonumber(string.sub(y, i, j))
+    if p ~= q then return p < q end
+    i = j + 1
+  end
+  return true
+end
+
+-- counters --------------------------------------------------------------------------------------
+local function ckey(key) return P .. 'c:' .. key end
+local function skey(key) return P .. 's:' .. key end
+
+local function reserved_of(key) return redis.call('HGET', ckey(key), 'reserved') or '0' end
+
+-- Same slicing as outlay.budgets._store.rolling_slices, on milliseconds.
+local function slices(window, now)
+  local size = math.max(1, math.floor(window / 60))
+  return math.floor(now / (size * 1000)), math.ceil(window / size), size
+end
+
+local function window_spent(key, window, now)
+  local current, kept = slices(window, now)
+  local flat = redis.call('HGETALL', skey(key))
+  local total = '0'
+  for i = 1, #flat, 2 do
+    if tonumber(flat[i]) < current - kept then redis.call('HDEL', skey(key), flat[i])
+    else total = dadd(total, flat[i + 1]) end
+  end
+  return total
+end
+
+-- A counter's spend (within its window, for a rolling key) and reservations.
+local function load(key, window, now)
+  local c = redis.call('HMGET', ckey(key), 'spent', 'reserved')
+  if window ~= 0 then return window_spent(key, window, now), c[2] or '0' end
+  return c[1] or '0', c[2] or '0'
+end
+
+-- Settle on one key: drop the hold (if still held), add the cost; returns the new status.
+local function charge(key, window, held, cost, now)
+  local spent, reserved = load(key, 0, now)
+  if held then reserved = dsub(reserved, held) end
+  if window == 0 then
+    spent = dadd(spent, cost)
+    redis.call('HSET', ckey(key), 'spent', spent, 'reserved', reserved)
+    return spent, reserved
+  end
+  if held then redis.call('HSET', ckey(key), 'reserved', reserved) end
+  local current, kept, size = slices(window, now)
+  local field = string.format('%d', current)
+  redis.call('HSET', skey(key), field, dadd(redis.call('HGET', skey(key), field) or '0', cost))
+  -- old slices are pruned by window_spent; the key's own TTL frees a window nobody reads any more
+  redis.call('PEXPIRE', skey(key), (window + 2 * size) * 1000 + 60000)
+  return window_spent(key, window, now), reserved
+end
+
+local function unreserve(keys, amount)
+  for _, kw in ipairs(keys) do
+    redis.call('HSET', ckey(kw[1]), 'reserved', dsub(reserved_of(kw[1]), amount))
+  end
+end
+
+local function statuses(keys, now)
+  local out = {}
+  for _, kw in ipairs(keys) do
+    local spent, reserved = load(kw[1], kw[2], now)
+    out[#out + 1] = spent
+    out[#out + 1] = reserved
+  end
+  return out
+end
+
+-- Release the holds of crashed callers whose deadline passed (bounded work per call).
+local function tick(now, retention)
+  local due = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', now, 'LIMIT', 0, 1000)
+  for _, rid in ipairs(due) do
+    local h = P .. 'h:' .. rid
+    local f = redis.call('HMGET', h, 's', 'a', 'k')
+    if f[1] == 'held' then
+      unreserve(cjson.decode(f[3]), f[2])
+      redis.call('HSET', h, 's', 'expired')
+      redis.call('PEXPIRE', h, retention)
+    end
+    redis.call('ZREM', EXPIRY, rid)
+  end
+end
+"""
+
+#: KEYS: expiry, hold. ARGV: prefix, now, id, amount, ttl ms, retention ms, nonce,
+#: requests JSON [[key, limit or "", window or 0], ...].
+#: Returns {"ok"|"denied"|"exists", denied index, spent1, reserved1, spent2, ...}.
+RESERVE: Final = (
+    _COMMON
+    + r"""
+local now = now_ms()
+tick(now, tonumber(ARGV[6]))
+local rid, amount, nonce = ARGV[3], ARGV[4], ARGV[7]
+local h = P .. 'h:' .. rid
+local requests = cjson.decode(ARGV[8])
+local keys, stats = {}, {}
+for i, req in ipairs(requests) do
+  keys[i] = {req[1], req[3]}
+  stats[2 * i - 1], stats[2 * i] = load(req[1], req[3], now)
+end
+local existing = redis.call('HGET', h, 'n')
+if existing then
+  if existing == nonce then return {'ok', 0, unpack(stats)} end
+  return {'exists', 0}
+end
+for i, req in ipairs(requests) do
+  if req[2] ~= '' and not dle(dadd(dadd(stats[2 * i - 1], stats[2 * i]), amount), req[2]) then
+    return {'denied', i - 1, unpack(stats)}
+  end
+end
+for i, req in ipairs(requests) do
+  stats[2 * i] = dadd(stats[2 * i], amount)
+  redis.call('HSET', ckey(req[1]), 'reserved', stats[2 * i])
+end
+redis.call('HSET', h, 'k', cjson.encode(keys), 'a', amount, 's', 'held', 'n', nonce)
+redis.call('ZADD', EXPIRY, now + tonumber(ARGV[5]), rid)
+return {'ok', 0, unpack(stats)}
+"""
+)
+
+#: KEYS: expiry, hold. ARGV: prefix, now, id, actual or "" (the estimate), retention ms, nonce,
+#: keys JSON or "" and amount: a hold admitted locally while Redis was down, recorded if unknown.
+#: Returns {"ok"|"done"|"unknown", keys JSON, spent1, reserved1, ...}.
+SETTLE: Final = (
+    _COMMON
+    + r"""
+local now = now_ms()
+local retention = tonumber(ARGV[5])
+tick(now, retention)
+local rid = ARGV[3]
+local h = P .. 'h:' .. rid
+local f = redis.call('HMGET', h, 's', 'a', 'k', 'sn')
+local state, amount, names = f[1], f[2], f[3]
+if not state then
+  if ARGV[7] == '' then return {'unknown'} end
+  state, amount, names = 'expired', ARGV[8], ARGV[7]
+  redis.call('HSET', h, 'k', names, 'a', amount, 's', state)
+end
+local keys = cjson.decode(names)
+if state == 'settled' or state == 'released' then
+  if f[4] == ARGV[6] then return {'ok', names, unpack(statuses(keys, now))} end
+  return {'done', names, unpack(statuses(keys, now))}
+end
+local cost = ARGV[4]
+if cost == '' then cost = amount end
+local held = state == 'held' and amount or nil
+local out = {'ok', names}
+for _, kw in ipairs(keys) do
+  local spent, reserved = charge(kw[1], kw[2], held, cost, now)
+  out[#out + 1] = spent
+  out[#out + 1] = reserved
+end
+redis.call('HSET', h, 's', 'settled', 'sn', ARGV[6])
+redis.call('PEXPIRE', h, retention)
+if held then redis.call('ZREM', EXPIRY, rid) end
+return out
+"""
+)
+
+#: KEYS: expiry, hold. ARGV: prefix, now, id, retention ms, nonce. Returns "ok"|"done"|"unknown".
+RELEASE: Final = (
+    _COMMON
+    + r"""
+local now = now_ms()
+local retention = tonumber(ARGV[4])
+tick(now, retention)
+local rid = ARGV[3]
+local h = P .. 'h:' .. rid
+local f = redis.call('HMGET', h, 's', 'a', 'k', 'sn')
+if not f[1] then return 'unknown' end
+if f[1] ~= 'held' then
+  if f[4] == ARGV[5] then return 'ok' end
+  return 'done'
+end
+unreserve(cjson.decode(f[3]), f[2])
+redis.call('HSET', h, 's', 'released', 'sn', ARGV[5])
+redis.call('PEXPIRE', h, retention)
+redis.call('ZREM', EXPIRY, rid)
+return 'ok'
+"""
+)
+
+#: KEYS: expiry. ARGV: prefix, now, key, window or 0, retention ms. Returns {spent, reserved}.
+STATUS: Final = (
+    _COMMON
+    + r"""
+local now = now_ms()
+tick(now, tonumber(ARGV[5]))
+local spent, reserved = load(ARGV[3], tonumber(ARGV[4]), now)
+return {spent, reserved}
+"""
+)

@@ -1,0 +1,433 @@
+"""The Redis budget store on the real Redis of this machine: conformance, replicas, expiry on the
+server clock, Redis unreachable (fail closed / fail open + reconcile), and money precision."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from outlay._errors import BackendError, BackendUnavailable, ConfigError, InvalidInput
+from outlay._money import MONEY_CONTEXT
+from outlay.budgets import (
+    Budget,
+    BudgetEngine,
+    BudgetExceeded,
+    InMemoryBudgetStore,
+    KeyLimit,
+    RedisBudgetStore,
+    SQLiteBudgetStore,
+    open_budget_store,
+)
+
+from .conformance import BudgetStoreConformance, Factory
+from .redis_helpers import TcpProxy, closed_port
+
+D = Decimal
+MakeStore = Callable[..., RedisBudgetStore]
+
+
+@pytest.fixture
+def prefix() -> str:
+    # a hash tag keeps one test's keys in one slot; the uuid keeps tests apart
+    return f"outlay-test:{{{uuid.uuid4().hex}}}:"
+
+
+@pytest.fixture
+def make(redis_url: str, prefix: str) -> Iterator[MakeStore]:
+    """Stores on the real Redis under this test's own prefix; every key is deleted afterwards."""
+    stores: list[RedisBudgetStore] = []
+
+    def factory(url: str = redis_url, **options: Any) -> RedisBudgetStore:
+        options.setdefault("prefix", prefix)
+        store = RedisBudgetStore(url, **options)
+        stores.append(store)
+        return store
+
+    yield factory
+    for store in stores:
+        store.close()
+    cleaner = RedisBudgetStore(redis_url, prefix=prefix)
+    cleaner.clear()
+    cleaner.close()
+
+
+class TestRedisStore(BudgetStoreConformance):
+    @pytest.fixture
+    def make_store(self, make: MakeStore) -> Factory:
+        return lambda clock: make(clock=clock)
+
+
+# --- replicas and the server clock ---------------------------------------------------------------
+
+
+def test_replicas_share_counters_and_settle_each_others_calls(make: MakeStore) -> None:
+    first, second = make(), make()
+    key = [KeyLimit("tenant:acme", D("1"))]
+    assert first.reserve("a", key, D("0.75"), 60).ok
+    denied = second.reserve("b", key, D("0.5"), 60)
+    assert not denied.ok
+    assert denied.statuses[0].reserved == D("0.75")
+    assert second.settle("a", D("0.7")).ok  # settled by another replica than the one that reserved
+    assert first.status("tenant:acme") == second.status("tenant:acme")
+    assert first.status("tenant:acme").spent == D("0.7")
+
+
+def _poll(condition: Callable[[], bool], within: float = 15.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_holds_expire_on_the_redis_server_clock(make: MakeStore) -> None:
+    store, other = make(), make()  # no injected clock: deadlines come from Redis TIME
+    key = [KeyLimit("k", D("1"))]
+    assert store.reserve("crashed", key, D("1"), 1.0).ok
+    assert not other.reserve("b", key, D("0.1"), 60).ok  # held for every replica meanwhile
+    assert _poll(lambda: other.status("k").reserved == 0), "the 1 s hold never expired"
+    assert other.reserve("c", key, D("1"), 60).ok
+    assert store.settle("crashed", D("0.2")).ok  # a late settle still records the spend
+    assert (other.status("k").spent, other.status("k").reserved) == (D("0.2"), D("1"))
+
+
+def _crash_after_reserving(url: str, prefix: str) -> None:
+    store = RedisBudgetStore(url, prefix=prefix)
+    store.reserve("crashed-call", [KeyLimit("tenant:acme", D("1"))], D("1"), 1.0)
+    os._exit(3)  # dies mid-call: never settles, never releases
+
+
+@pytest.mark.slow
+def test_a_crashed_replicas_hold_expires(make: MakeStore, redis_url: str, prefix: str) -> None:
+    import multiprocessing
+
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_crash_after_reserving, args=(redis_url, prefix)
+    )
+    proc.start()
+    proc.join(timeout=60)
+    assert proc.exitcode == 3
+    store = make()
+    assert store.status("tenant:acme").reserved in (D(0), D(1))  # held unless already past 1 s
+    assert _poll(lambda: store.status("tenant:acme").reserved == 0)
+    assert store.reserve("after", [KeyLimit("tenant:acme", D("1"))], D("1"), 60).ok
+
+
+def test_a_retried_call_after_a_lost_reply_holds_once(make: MakeStore, prefix: str) -> None:
+    store = make()
+    hold = prefix + "h:r"
+    args = [prefix, "", "r", "0.4", "60000", "60000", "nonce-1", '[["k", "1", 0]]']
+    first = store._reserve(keys=[prefix + "expiry", hold], args=args, client=store._client)
+    again = store._reserve(keys=[prefix + "expiry", hold], args=args, client=store._client)
+    assert first[0] == again[0] == "ok"
+    assert store.status("k").reserved == D("0.4")
+    with pytest.raises(InvalidInput, match="already exists"):  # a different call with that id
+        store.reserve("r", [KeyLimit("k", D("1"))], D("0.4"), 60)
+
+
+# --- Redis unreachable ---------------------------------------------------------------------------
+
+
+def test_fail_closed_refuses_and_holds_nothing(make: MakeStore) -> None:
+    store = make(f"redis://127.0.0.1:{closed_port()}/0", on_unavailable="deny")
+    with pytest.raises(BackendUnavailable, match="on_unavailable='deny'") as caught:
+        store.reserve("a", [KeyLimit("k", D("1"))], D("0.1"), 60)
+    assert isinstance(caught.value, BackendError)
+    assert isinstance(caught.value.__cause__, BackendUnavailable)  # which names the Redis error
+    with pytest.raises(BackendUnavailable, match="unknown"):
+        store.status("k")
+    engine = BudgetEngine(store, policies=[Budget(limit="5", scope="tenant")])
+    with pytest.raises(BackendUnavailable):  # the gateway answers 503 backend_unavailable
+        engine.reserve({"tenant": "acme"}, "0.10")
+
+
+def test_fail_open_admits_up_to_the_local_cap(make: MakeStore) -> None:
+    store = make(f"redis://127.0.0.1:{closed_port()}/0", on_unavailable="allow", local_cap="1.00")
+    key = [KeyLimit("k", D("0.01"))]  # the shared limit cannot be checked: only the cap applies
+    for index in range(3):
+        assert store.reserve(f"r{index}", key, D("0.30"), 60).ok
+    assert store.local_spend == D("0.90")
+    with pytest.raises(BackendUnavailable, match=r"allowance of \$1 is used up \(\$0.9 admitted"):
+        store.reserve("r3", key, D("0.30"), 60)
+    assert store.settle("r0", D("0.10")).ok  # cost less than estimated: 0.20 of the cap comes back
+    assert store.release("r1") is True
+    assert store.local_spend == D("0.40")  # r0's 0.10 spent + r2's 0.30 held, not yet in Redis
+    assert store.reserve("r4", key, D("0.60"), 60).ok
+    with pytest.raises(BackendUnavailable):
+        store.reserve("r5", key, D("0.000001"), 60)
+    with pytest.raises(InvalidInput, match="already exists"):
+        store.reserve("r4", key, D("0.01"), 60)
+
+
+def test_fail_open_reconciles_when_redis_returns(make: MakeStore, redis_url: str) -> None:
+    with TcpProxy(6379) as proxy:
+        flaky = make(f"redis://127.0.0.1:{proxy.port}/0", on_unavailable="allow", local_cap="1",
+                     retry_interval=0)  # fmt: skip
+        observer = make()
+        key = [KeyLimit("tenant:acme", D("10"))]
+        assert flaky.reserve("before", key, D("0.50"), 60).statuses  # held in Redis
+        proxy.stop()
+        local = flaky.reserve("during", key, D("0.30"), 60)
+        assert local.ok
+        assert local.statuses == ()  # admitted un-checked: no counter status is known
+        assert flaky.settle("before", D("0.40")).ok  # queued: Redis is down
+        assert flaky.settle("during", D("0.25")).ok
+        assert flaky.settle("during", D("0.25")).ok is False  # recorded once, even queued
+        assert flaky.pending == 2
+        assert flaky.local_spend == D("0.25")
+        seen = flaky.status("tenant:acme")  # fail open: the last status seen + what is local
+        assert (seen.spent, seen.reserved) == (D("0.25"), D("0.5"))
+        assert (observer.status("tenant:acme").spent, observer.status("tenant:acme").reserved) == (
+            D(0),
+            D("0.5"),
+        )
+        proxy.start()
+        assert flaky.status("tenant:acme").spent == D("0.65")  # the first call back replays the queue
+        assert flaky.pending == 0
+        assert flaky.local_spend == 0
+        assert (observer.status("tenant:acme").spent, observer.status("tenant:acme").reserved) == (
+            D("0.65"),
+            D(0),
+        )
+        assert observer.settle("during", D("0.25")).ok is False  # reconciled like any settled call
+
+
+def test_fail_closed_recovers_and_applies_queued_settles(make: MakeStore) -> None:
+    with TcpProxy(6379) as proxy:
+        store = make(f"redis://127.0.0.1:{proxy.port}/0", on_unavailable="deny", retry_interval=0)
+        key = [KeyLimit("k", D("1"))]
+        assert store.reserve("a", key, D("0.5"), 60).ok
+        proxy.stop()
+        with pytest.raises(BackendUnavailable):
+            store.reserve("b", key, D("0.1"), 60)
+        assert store.settle("a", D("0.5")).ok  # the call already happened: its cost is kept
+        assert store.pending == 1
+        proxy.start()
+        assert store.reserve("c", key, D("0.5"), 60).ok  # after the queued settle: 0.5 + 0.5 <= 1
+        assert not store.reserve("d", key, D("0.01"), 60).ok
+        assert store.status("k").spent == D("0.5")
+
+
+def test_backoff_skips_redis_after_a_failure(make: MakeStore) -> None:
+    store = make(f"redis://127.0.0.1:{closed_port()}/0", on_unavailable="deny", retry_interval=60)
+    with pytest.raises(BackendUnavailable) as first:
+        store.reserve("a", [KeyLimit("k")], D("1"), 60)
+    assert first.value.__cause__ is not None  # the connection error
+    with pytest.raises(BackendUnavailable) as second:
+        store.reserve("b", [KeyLimit("k")], D("1"), 60)
+    assert second.value.__cause__ is None  # not tried again within retry_interval
+
+
+# --- precision -----------------------------------------------------------------------------------
+
+
+def test_forty_decimal_places_are_exact_and_forty_one_are_refused(make: MakeStore) -> None:
+    store = make()
+    finest = D("1E-40")
+    for index in range(3):
+        assert store.reserve(f"r{index}", [KeyLimit("k", D("1"))], finest, 60).ok
+        store.settle(f"r{index}", finest)
+    assert store.status("k").spent == D("3E-40")
+    with pytest.raises(InvalidInput, match="41 decimal places") as caught:
+        store.reserve("x", [KeyLimit("k")], D("1E-41"), 60)
+    assert caught.value.field == "amount"
+    with pytest.raises(InvalidInput) as caught:
+        store.reserve("y", [KeyLimit("k", D("0.12345678901234567890123456789012345678901"))], D(1), 60)
+    assert caught.value.field == "keys"
+    store.reserve("z", [KeyLimit("k")], D(1), 60)
+    with pytest.raises(InvalidInput) as caught:
+        store.settle("z", D("1E-41"))
+    assert caught.value.field == "actual"
+    assert store.status("k").reserved == D(1)  # the refused calls held nothing
+
+
+def test_largest_amounts_stay_exact_far_past_double_precision(make: MakeStore) -> None:
+    store = make()
+    largest = D("999999999999999." + "9" * 40)  # 55 significant digits
+    assert store.reserve("a", [KeyLimit("k")], largest, 60).ok
+    store.settle("a", largest)
+    assert store.reserve("b", [KeyLimit("k")], largest, 60).ok
+    store.settle("b", largest)
+    assert store.status("k").spent == MONEY_CONTEXT.multiply(largest, 2)  # 56 digits, all exact
+    with pytest.raises(InvalidInput, match="too large"):
+        store.reserve("c", [KeyLimit("k")], D("1E15"), 60)
+
+
+def test_admission_compares_exactly_at_the_limit(make: MakeStore) -> None:
+    store = make()
+    key = [KeyLimit("k", D("0.3"))]
+    assert store.reserve("a", key, D("0.1"), 60).ok
+    assert store.reserve("b", key, D("0.2"), 60).ok  # 0.1 + 0.2 == 0.3 (not 0.30000000000000004)
+    assert not store.reserve("c", key, D("1E-40"), 60).ok
+    carry = [KeyLimit("carry", D("1"))]
+    assert store.reserve("d", carry, D("0.99999999999999"), 60).ok  # 14 nines: one full chunk
+    assert store.reserve("e", carry, D("0.00000000000001"), 60).ok
+    assert store.status("carry").reserved == D(1)
+
+
+_amounts = st.decimals(min_value=0, max_value=D("999999999999999"), places=40, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_amounts, min_size=1, max_size=4), _amounts)
+def test_redis_arithmetic_matches_decimal(make: MakeStore, amounts: list[Decimal], limit: Decimal) -> None:
+    store = make()
+    key = f"k-{uuid.uuid4().hex}"
+    spent = D(0)
+    for index, amount in enumerate(amounts):
+        result = store.reserve(f"{key}-{index}", [KeyLimit(key, limit)], amount, 60)
+        assert result.ok == (MONEY_CONTEXT.add(spent, amount) <= limit)
+        if result.ok:
+            exponent = amount.as_tuple().exponent
+            halved = isinstance(exponent, int) and exponent >= -39
+            actual = MONEY_CONTEXT.multiply(amount, D("0.5")) if halved else amount
+            store.settle(f"{key}-{index}", actual)
+            spent = MONEY_CONTEXT.add(spent, actual)
+        assert store.status(key) == store.status(key)
+        assert (store.status(key).spent, store.status(key).reserved) == (spent, D(0))
+
+
+# --- bad input and configuration -----------------------------------------------------------------
+
+
+def test_bad_input_names_the_field(make: MakeStore) -> None:
+    store = make()
+    for ttl in (-1, float("nan"), "60"):
+        with pytest.raises(InvalidInput) as caught:
+            store.reserve("a", [KeyLimit("k")], D(1), ttl)  # type: ignore[arg-type]
+        assert caught.value.field == "ttl"
+    with pytest.raises(InvalidInput) as caught:
+        store.reserve("a", [KeyLimit("k", D(1), 0)], D(1), 60)
+    assert caught.value.field == "keys"
+    with pytest.raises(InvalidInput) as caught:
+        store.reserve("a", [KeyLimit("k", D(-1))], D(1), 60)
+    assert caught.value.field == "keys"
+    with pytest.raises(InvalidInput) as caught:
+        make(on_unavailable="maybe")
+    assert caught.value.field == "on_unavailable"
+    with pytest.raises(InvalidInput) as caught:
+        make(local_cap=0.5)
+    assert caught.value.field == "local_cap"
+    with pytest.raises(ConfigError) as caught:
+        RedisBudgetStore("http://127.0.0.1:6379")
+    assert caught.value.field == "url"
+
+
+def test_open_budget_store_selects_by_url(
+    make: MakeStore, redis_url: str, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "OUTLAY_BUDGET_URL", f"{redis_url}?prefix={prefix}&on_unavailable=allow&local_cap=2.50"
+    )
+    store = open_budget_store()
+    assert isinstance(store, RedisBudgetStore)
+    assert store.on_unavailable == "allow"
+    assert store.reserve("a", [KeyLimit("k", D(1))], D("0.5"), 60).ok
+    assert make().status("k").reserved == D("0.5")  # the same prefix: the same counters
+    store.close()
+    assert isinstance(open_budget_store("memory://"), InMemoryBudgetStore)
+    sqlite = open_budget_store(f"sqlite:{tmp_path / 'b.db'}")
+    assert isinstance(sqlite, SQLiteBudgetStore)
+    sqlite.close()
+    with pytest.raises(ConfigError, match="unsupported") as caught:
+        open_budget_store("postgresql://x/y")
+    assert caught.value.field == "OUTLAY_BUDGET_URL"
+    with pytest.raises(ConfigError) as caught:
+        open_budget_store(f"{redis_url}?on_unavailable=sometimes")
+    assert caught.value.field == "on_unavailable"
+
+
+# --- three gateway replicas (real processes) against one hard limit -------------------------------
+
+LIMIT = D("10.00")
+CALLERS = 64  # threads per replica
+
+
+def _three_replicas(redis_url: str, prefix: str, estimate: str, actual: str, use_engine: bool) -> list[Any]:
+    import multiprocessing
+
+    from .redis_helpers import replica
+
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Barrier(3)
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=replica, args=(redis_url, prefix, estimate, actual, CALLERS, use_engine, start, out)
+        )
+        for _ in range(3)
+    ]
+    for proc in procs:
+        proc.start()
+    results = [out.get(timeout=90) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+        assert proc.exitcode == 0
+    assert len({pid for pid, _ in results}) == 3
+    return [admitted for _, admitted in results]
+
+
+@pytest.mark.slow
+def test_three_replicas_never_overshoot_when_actual_equals_estimate(
+    make: MakeStore, redis_url: str, prefix: str
+) -> None:
+    per_replica = _three_replicas(redis_url, prefix, "0.03", "0.03", use_engine=True)
+    status = make().status(f"tenant:acme:month:{time.strftime('%Y-%m', time.gmtime())}")
+    total = sum((D(cost) for admitted in per_replica for cost, _ in admitted), D(0))
+    assert status.spent == total  # every settle of every replica counted, once
+    assert status.reserved == 0
+    assert total == D("9.99")  # floor(10 / 0.03) calls: never over the limit, and all of it usable
+    assert all(per_replica), "a replica was starved for the whole run"
+    print(f"3 replicas x {CALLERS} threads: {[len(a) for a in per_replica]} calls, spent {total} of {LIMIT}")
+
+
+@pytest.mark.slow
+def test_three_replicas_overshoot_is_bounded_by_calls_in_flight(
+    make: MakeStore, redis_url: str, prefix: str
+) -> None:
+    estimate, actual = D("0.10"), D("0.13")  # every call costs 30% more than its estimate
+    per_replica = _three_replicas(redis_url, prefix, str(estimate), str(actual), use_engine=False)
+    admitted = [(D(cost), D(held)) for calls in per_replica for cost, held in calls]
+    status = make().status("tenant:acme")
+    assert status.spent == sum(cost for cost, _ in admitted)
+    assert status.reserved == 0
+    # After the last admission (spent + held <= limit), only the calls then in flight settle; each
+    # adds its overrun. The most calls ever in flight at an admission bounds that, exactly.
+    most_in_flight = max(held for _, held in admitted) / estimate
+    bound = LIMIT + most_in_flight * (actual - estimate)
+    overshoot = status.spent - LIMIT
+    assert status.spent <= bound, f"overshoot {overshoot} beyond {most_in_flight} calls in flight"
+    assert most_in_flight <= 3 * CALLERS  # each caller has at most one call in flight
+    print(f"3 replicas: spent {status.spent} of {LIMIT}, overshoot {overshoot}, "
+          f"bound {bound - LIMIT} ({most_in_flight} in flight at most)")  # fmt: skip
+
+
+async def test_64_asyncio_tasks_on_one_replica_never_overshoot(make: MakeStore) -> None:
+    import asyncio
+
+    engine = BudgetEngine(make(), policies=[Budget(limit=LIMIT, scope="tenant", key="acme")])
+    spent: list[Decimal] = []
+
+    async def task() -> None:
+        while True:
+            try:
+                reservation = engine.reserve({"tenant": "acme"}, "0.07")
+            except BudgetExceeded:
+                return
+            await asyncio.sleep(0)  # the provider call: every other task runs meanwhile
+            spent.append(engine.settle(reservation, "0.07"))
+
+    await asyncio.gather(*(task() for _ in range(64)))
+    status = engine.status({"tenant": "acme"}, engine.policies[0])
+    assert status.spent == sum(spent) == D("0.07") * 142  # floor(10 / 0.07) calls, never over
+    assert status.reserved == 0
