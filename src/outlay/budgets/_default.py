@@ -7,6 +7,7 @@ pipeline use.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterable
 from decimal import Decimal
@@ -14,6 +15,7 @@ from decimal import Decimal
 from outlay._errors import InvalidInput
 
 from ._engine import BudgetEngine, BudgetStatus, Reservation
+from ._open import open_budget_store
 from ._policy import Budget
 
 __all__ = [
@@ -44,13 +46,16 @@ def configure(engine: BudgetEngine) -> BudgetEngine:
 
 
 def get_engine() -> BudgetEngine:
-    """The default engine (an in-memory one with no policies until :func:`configure` is called)."""
+    """The default engine: until :func:`configure` is called, one with no policies on the store named
+    by ``OUTLAY_BUDGET_URL``, else in memory."""
     global _engine  # noqa: PLW0603
     engine = _engine
     if engine is None:
         with _lock:
             if _engine is None:
-                _engine = BudgetEngine()
+                # OUTLAY_BUDGET_URL (redis://, sqlite:PATH) shares counters across processes/replicas.
+                url = os.environ.get("OUTLAY_BUDGET_URL")
+                _engine = BudgetEngine(open_budget_store(url) if url else None)
             engine = _engine
     return engine
 
