@@ -12,6 +12,7 @@ that talks to them, so callers only ever catch these::
     ├── Unpriced                    strict rating of a model/unit with no price
     ├── AttributionMissing          strict mode: a billable call with no tenant
     ├── Unauthenticated             a missing, unknown or revoked credential (gateway key)
+    ├── Forbidden                   a valid credential asks for what it may not (another tenant)
     ├── BudgetError
     │   ├── BudgetExceeded          a hard limit stops the call or run
     │   ├── RunStopped              a runaway guard stopped the run
@@ -32,6 +33,7 @@ __all__ = [
     "BudgetError",
     "BudgetExceeded",
     "ConfigError",
+    "Forbidden",
     "InvalidBaggage",
     "InvalidEvent",
     "InvalidInput",
@@ -88,6 +90,15 @@ class Unauthenticated(OutlayError):
     """A request's credential (gateway virtual key) is missing, unknown or revoked (``reason``)."""
 
     def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
+class Forbidden(OutlayError):
+    """A valid credential asks for something it may not do, e.g. attribution to another tenant."""
+
+    def __init__(self, message: str, *, reason: str = "forbidden") -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason

@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import anthropic
 import openai
 import pytest
 
+from outlay._runtime import Outlay
 from outlay._usage import Usage
-from outlay.gateway import Gateway, GatewayConfig, InMemoryHooks, Principal, Route, Upstream
+from outlay.budgets import BudgetEngine
+from outlay.events import CostEvent
+from outlay.gateway import Gateway, GatewayConfig, InMemoryHooks, OutlayHooks, Principal, Route, Upstream
+from outlay.keys import InMemoryKeyStore, VirtualKey
 from outlay.testing import FakeProvider, LiveServer, ModelBehaviour
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
@@ -113,3 +119,69 @@ def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(0.01)
+
+
+# -- the real hooks: virtual keys, budgets and the ledger --------------------------------------------
+
+
+@dataclass
+class Stack:
+    """The gateway wired with :class:`OutlayHooks` over fresh in-memory keys, budgets and ledger."""
+
+    url: str
+    outlay: Outlay
+    keys: InMemoryKeyStore
+    engine: BudgetEngine
+    hooks: OutlayHooks
+    key: VirtualKey
+    secret: str  # a key of tenant acme
+    clients: list[openai.OpenAI | anthropic.Anthropic] = field(default_factory=list)
+
+    def events(self) -> list[CostEvent]:
+        """Every event in the ledger (the embedded writer catches up first)."""
+        self.outlay.catch_up()
+        start, end = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+        return [entry.event for entry in self.outlay.ledger.entries(start, end)]
+
+    def wait_events(self, count: int) -> list[CostEvent]:
+        wait_for(lambda: len(self.events()) >= count)
+        return self.events()
+
+    def openai(self, secret: str | None = None, **headers: str) -> openai.OpenAI:
+        client = openai.OpenAI(
+            base_url=self.url + "/v1", api_key=secret or self.secret, max_retries=0, timeout=10,
+            default_headers=headers or None,
+        )  # fmt: skip
+        self.clients.append(client)
+        return client
+
+    def anthropic(self, secret: str | None = None, **headers: str) -> anthropic.Anthropic:
+        client = anthropic.Anthropic(
+            base_url=self.url, api_key=secret or self.secret, max_retries=0, timeout=10,
+            default_headers=headers or None,
+        )  # fmt: skip
+        self.clients.append(client)
+        return client
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.outlay.close()
+
+
+def make_stack(url: str, **hook_options: Any) -> Stack:
+    ol = Outlay("memory://")
+    store = InMemoryKeyStore()
+    engine = hook_options.pop("engine", None) or BudgetEngine()
+    hooks = OutlayHooks(store, outlay=ol, engine=engine, cache_ttl=0, **hook_options)
+    key, secret = store.create("acme", name="acme-default")
+    return Stack(url, ol, store, engine, hooks, key, secret)
+
+
+@pytest.fixture
+def stack(gateway: Gateway, fake: FakeProvider) -> Iterator[Stack]:
+    fake.reset()
+    built = make_stack(gateway.url)  # type: ignore[attr-defined]
+    gateway.hooks = built.hooks
+    yield built
+    built.close()

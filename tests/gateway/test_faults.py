@@ -97,13 +97,20 @@ def test_drop_mid_stream_raises_in_the_sdk_and_bills_what_is_known(
     ):
         stream.get_final_message()
     wait_for(lambda: len(hooks.outcomes) == 2)
-    (_, chat, _), (_, message, _) = hooks.outcomes
+    (_, chat, chat_bill), (_, message, message_bill) = hooks.outcomes
     assert chat.status == 502
-    assert chat.usage is None
+    # OpenAI sends usage only in its last chunk: nothing is known, and that is flagged, not zero.
+    assert chat.usage is not None
+    assert not chat.usage.complete
+    assert chat.usage.reason
+    assert chat_bill.cost is not None
+    assert chat_bill.cost == hooks.estimate > 0  # billed the estimate, never zero
     # Anthropic reported input usage in message_start: kept, flagged as a lower bound.
     assert message.usage is not None
     assert message.usage.input_tokens > 0
     assert not message.usage.complete
+    assert message_bill.cost is not None
+    assert message_bill.cost > 0
 
 
 def test_upstream_rejecting_gateway_credentials_is_a_502_without_the_key(hooks: InMemoryHooks) -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from outlay._errors import ConfigError
 from outlay._usage import Usage
 from outlay.gateway import GatewayConfig, Route, Upstream
-from outlay.gateway._metering import _FallbackAccumulator
+from outlay.gateway._metering import read_response, read_stream, stream_accumulator
 from outlay.gateway._streaming import HiddenUsageFilter
 from outlay.testing._wire import Reply, anthropic_stream, chat_stream
 
@@ -78,35 +78,30 @@ def test_hidden_usage_filter_removes_exactly_the_usage_chunk(cuts: list[int], cr
     assert hidden.hidden == 1
 
 
-@given(st.lists(st.integers(min_value=0), max_size=12))
-def test_fallback_accumulator_reads_usage_across_any_chunking(cuts: list[int]) -> None:
-    chat = _FallbackAccumulator("openai", "chat")
-    for piece in _cut(b"".join(chat_stream(REPLY, include_usage=True)), cuts):
-        chat.feed(piece)
-    assert chat.usage() == Usage(input_tokens=30, cache_read_tokens=10, output_tokens=3)
-    assert chat.model == "gpt-4o-mini"
-    message = _FallbackAccumulator("anthropic", "messages")
+def test_stream_reader_flags_a_stream_without_usage_as_incomplete() -> None:
+    accumulator = stream_accumulator("openai", "chat")
+    for event in chat_stream(REPLY, include_usage=False):
+        accumulator.feed(event)
+    usage = read_stream(accumulator)
+    assert not usage.complete
+    assert usage.reason
+
+
+def test_stream_reader_reads_a_whole_stream() -> None:
+    accumulator = stream_accumulator("anthropic", "messages")
     reply = Reply("msg_1", "claude-haiku-4-5", ("a", "b"), 30, 3, cached_tokens=10, cache_write_tokens=5)
-    for piece in _cut(b"".join(anthropic_stream(reply)), cuts):
-        message.feed(piece)
-    assert message.usage() == Usage(
+    for event in anthropic_stream(reply):
+        accumulator.feed(event)
+    assert read_stream(accumulator) == Usage(
         input_tokens=30, cache_read_tokens=10, cache_write_tokens=5, output_tokens=3
     )
 
 
-def test_anthropic_stream_cut_before_message_stop_is_a_flagged_lower_bound() -> None:
-    reply = Reply("msg_1", "claude-haiku-4-5", ("a", "b"), 30, 9)
-    accumulator = _FallbackAccumulator("anthropic", "messages")
-    accumulator.feed(next(iter(anthropic_stream(reply))))
-    usage = accumulator.usage()
-    assert usage is not None
-    assert usage.input_tokens == 30
-    assert usage.output_tokens == 1
+@pytest.mark.parametrize(
+    "body", [b'{"id": "x", "object": "chat.completion", "choices": []}', b"not json", b"[]"]
+)
+def test_a_2xx_without_readable_usage_is_incomplete_never_zero(body: bytes) -> None:
+    usage, _, _ = read_response("openai", body, "chat")
     assert not usage.complete
-
-
-def test_stream_without_usage_is_unknown_not_zero() -> None:
-    accumulator = _FallbackAccumulator("openai", "chat")
-    for event in chat_stream(REPLY, include_usage=False):
-        accumulator.feed(event)
-    assert accumulator.usage() is None
+    assert usage.reason is not None
+    assert "usage" in usage.reason

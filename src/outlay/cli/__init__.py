@@ -18,6 +18,9 @@ _COMMANDS = (
     ("outlay.cli._report", "report"),
     ("outlay.cli._report", "rerate"),
     ("outlay.cli._demo", "demo"),
+    ("outlay.cli._gateway", "gateway"),
+    ("outlay.cli._gateway", "keys"),
+    ("outlay.cli._api", "api"),
 )
 
 

@@ -2,8 +2,11 @@
 
 ::
 
-    from outlay.gateway import Gateway, GatewayConfig, InMemoryHooks, Principal
-    app = Gateway(GatewayConfig.from_env(), hooks=my_hooks)   # any ASGI server: uvicorn, hypercorn
+    from outlay.gateway import create_app
+    app = create_app("gateway.toml")          # keys, budgets and the ledger, as configured
+
+    from outlay.gateway import Gateway, GatewayConfig, OutlayHooks
+    app = Gateway(GatewayConfig.from_env(), hooks=OutlayHooks(keys, outlay=outlay, engine=engine))
 
 See docs/gateway.md.
 """
@@ -24,6 +27,8 @@ from ._hooks import (
     Settlement,
     client_key,
 )
+from ._outlay_hooks import OutlayHooks
+from ._server import GatewaySettings, app_from_env, create_app, load_settings
 
 __all__ = [
     "DEFAULT_ROUTES",
@@ -33,12 +38,17 @@ __all__ = [
     "GatewayConfig",
     "GatewayError",
     "GatewayHooks",
+    "GatewaySettings",
     "InMemoryHooks",
     "OpenHooks",
     "Outcome",
+    "OutlayHooks",
     "Principal",
     "Route",
     "Settlement",
     "Upstream",
+    "app_from_env",
     "client_key",
+    "create_app",
+    "load_settings",
 ]

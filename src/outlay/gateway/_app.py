@@ -33,7 +33,7 @@ from ._errors import (
     render,
 )
 from ._hooks import Admission, Call, GatewayHooks, OpenHooks, Outcome, Settlement
-from ._metering import parse_response, stream_accumulator
+from ._metering import read_response, read_stream, stream_accumulator
 from ._models import model_page
 from ._streaming import HiddenUsageFilter, error_event
 from ._upstreams import TransportFactory, UpstreamPool
@@ -84,6 +84,7 @@ def _outlay_headers(settlement: Settlement | None, admission: Admission | None) 
     if admission is not None and admission.downgraded_from is not None:
         out["x-outlay-model"] = admission.model
         out["x-outlay-downgraded-from"] = admission.downgraded_from
+        out["x-outlay-model-downgraded"] = f"{admission.downgraded_from} -> {admission.model}"
     return out
 
 
@@ -104,7 +105,11 @@ class Gateway:
         self.pool = UpstreamPool(self.config, transport=transport, trust_env=trust_env)
 
     async def aclose(self) -> None:
+        """Close the upstream pools, then the hooks (which flush and close what they own)."""
         await self.pool.aclose()
+        closer = getattr(self.hooks, "aclose", None)
+        if closer is not None:
+            await closer()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -144,7 +149,8 @@ class Gateway:
                 self.pool.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await self.pool.aclose()
+                # The server has drained in-flight requests by now; every event is recorded.
+                await self.aclose()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -241,7 +247,7 @@ class Gateway:
         principal, request = await self._authenticate_and_parse(headers, body)
         model, upstream, upstream_model = self._route(api, request)
         stream = request.get("stream") is True
-        call = Call(api, model, upstream_model, upstream, stream, request, headers)
+        call = Call(api, model, upstream_model, upstream, stream, request, headers, raw=body)
         try:
             admission = await self.hooks.admit(principal, call)
         except OutlayError as exc:
@@ -326,7 +332,7 @@ class Gateway:
                 settlement = await complete(error.status, None, model=None, error=str(error))
                 await self._send_error(send, error, dialect, _outlay_headers(settlement, admission))
                 return
-            usage, model, response_id = parse_response(wire, content, call.api)
+            usage, model, response_id = read_response(wire, content, call.api)
             settlement = await complete(response.status_code, usage, model=model, response_id=response_id)
             out = {
                 "content-type": upstream_headers.get("content-type", "application/json"),
@@ -387,16 +393,21 @@ class Gateway:
         finally:
             gone = disconnected.done()
             disconnected.cancel()
-        usage = accumulator.usage()
-        if usage is not None and (failure is not None or gone) and usage.complete:
-            usage = replace(usage, complete=False, reason="stream cut before the end")
-        await complete(
-            response.status_code if failure is None else failure.status,
-            usage,
-            model=accumulator.model,
-            error=failure.message if failure else None,
-            client_disconnected=gone,
-        )
+        # What the provider reported is what it bills; a stream cut before its final usage gives a
+        # lower bound flagged incomplete (the hooks bill an estimate for it, never zero).
+        usage = read_stream(accumulator)
+        if gone and not usage.complete:
+            usage = replace(usage, reason=f"client disconnected mid-stream; {usage.reason}")
+        try:
+            await complete(
+                response.status_code if failure is None else failure.status,
+                usage,
+                model=accumulator.model,
+                error=failure.message if failure else None,
+                client_disconnected=gone,
+            )
+        except GatewayError as error:  # recording failed: the client must hear it, in the stream
+            failure = failure or error
         if gone:
             return
         tail_event = error_event(failure, dialect) if failure is not None else b""

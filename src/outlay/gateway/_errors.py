@@ -19,6 +19,7 @@ import httpx
 from outlay._errors import (
     BackendError,
     BudgetExceeded,
+    Forbidden,
     InvalidInput,
     NotEntitled,
     OutlayError,
@@ -26,7 +27,7 @@ from outlay._errors import (
     Throttled,
     Unauthenticated,
 )
-from outlay._money import money_str
+from outlay._money import MONEY_CONTEXT, ZERO, money_str
 from outlay._usage import Usage
 
 __all__ = [
@@ -119,12 +120,16 @@ def from_outlay_error(exc: OutlayError) -> GatewayError:
         }
         if exc.budget:
             details["budget"] = exc.budget
-        return GatewayError(402, exc.message, code="budget_exceeded", details=details)
+        left = MONEY_CONTEXT.subtract(MONEY_CONTEXT.subtract(exc.limit, exc.spent), exc.reserved)
+        headers = {"x-outlay-cost": "0", "x-outlay-budget-remaining": money_str(max(ZERO, left))}
+        return GatewayError(402, exc.message, code="budget_exceeded", details=details, headers=headers)
     if isinstance(exc, RunStopped):
         return GatewayError(402, exc.message, code="run_stopped", details={"reason": exc.reason})
     if isinstance(exc, Throttled):
         seconds = max(1, int(-(-exc.retry_after // 1)))  # Retry-After is whole seconds, never 0
         return GatewayError(429, exc.message, code="cost_rate_limited", headers={"retry-after": str(seconds)})
+    if isinstance(exc, Forbidden):
+        return GatewayError(403, exc.message, code=exc.reason, details={"reason": exc.reason})
     if isinstance(exc, NotEntitled):
         return GatewayError(403, exc.message, code="not_entitled", details={"requires": exc.requires})
     if isinstance(exc, InvalidInput):

@@ -68,6 +68,7 @@ class Call:
     stream: bool
     body: Mapping[str, Any]  # the parsed JSON body (read-only by convention)
     headers: Mapping[str, str]  # the client's headers, lower-cased (baggage, X-Outlay-*, ...)
+    raw: bytes = b""  # the body as received (its size estimates input; its hash spots retry storms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +87,8 @@ class Admission:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What happened upstream. ``usage`` is ``None`` when unknown (e.g. a timeout after sending the
-    request: the provider may have billed it) — never silently zero."""
+    request: the provider may have billed it) and ``complete=False`` when it is a lower bound (a
+    stream cut before its final usage, a 2xx without usage) — never silently zero."""
 
     status: int  # HTTP status the client got
     usage: Usage | None
@@ -218,10 +220,13 @@ class InMemoryHooks:
     async def complete(self, admission: Admission, outcome: Outcome) -> Settlement:
         tenant = admission.reservation
         cost: Decimal | None = None
-        if outcome.usage is not None and self.price is not None:
-            cost = self.price(outcome.model or admission.model, outcome.usage)
-        elif outcome.usage is not None and outcome.usage.is_empty:
+        usage = outcome.usage
+        if usage is not None and usage.complete and usage.is_empty and outcome.status >= 400:
             cost = ZERO  # the provider billed nothing (an error answer)
+        elif usage is not None and self.price is not None:
+            cost = self.price(outcome.model or admission.model, usage)
+            if not usage.complete and cost is not None:  # a lower bound: bill at least the estimate
+                cost = max(cost, admission.reserved or self.estimate)
         remaining = None
         if isinstance(tenant, str):
             with localcontext(MONEY_CONTEXT):

@@ -1,0 +1,96 @@
+"""Who a gateway call is for: the key's tenant, plus what the client says inside that tenant.
+
+Clients attribute calls with W3C ``baggage`` (``outlay.inject``) and/or ``X-Outlay-*`` headers (the
+headers win over baggage). Both are trusted only *within* the key's tenant: a claim of another
+tenant is refused (403, never applied — it would bill one customer for another's calls), and so is
+a workspace or feature that contradicts the one the key is bound to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from outlay._errors import Forbidden
+from outlay.context import CostContext, extract
+
+__all__ = ["HEADERS", "attribute"]
+
+#: ``X-Outlay-*`` request headers and the cost-context field each one sets.
+HEADERS: Final[Mapping[str, str]] = {
+    "x-outlay-tenant": "tenant",
+    "x-outlay-workspace": "workspace",
+    "x-outlay-feature": "feature",
+    "x-outlay-user": "user",
+    "x-outlay-billing-unit": "billing_unit",
+    "x-outlay-environment": "environment",
+    "x-outlay-request-id": "request_id",
+    "x-outlay-workflow-id": "workflow_id",
+    "x-outlay-run-id": "run_id",
+    "x-outlay-parent-run-id": "parent_run_id",
+    "x-outlay-root-run-id": "root_run_id",
+    "x-outlay-agent": "run_name",
+    "x-outlay-run-kind": "run_kind",
+}
+_FIELDS: Final = (
+    "tenant", "workspace", "user", "billing_unit", "feature", "environment", "request_id",
+    "workflow_id", "run_id", "parent_run_id", "root_run_id", "run_name", "run_kind", "labels",
+)  # fmt: skip
+
+
+def _claims(headers: Mapping[str, str]) -> dict[str, Any] | None:
+    """What the request says about itself, or ``None`` when it says nothing (the common case)."""
+    values: dict[str, Any] | None = None
+    if "baggage" in headers:
+        # Malformed baggage raises InvalidBaggage (an InvalidInput: a 400 naming the header).
+        remote = extract(headers).context
+        if remote is not None:
+            values = {name: getattr(remote, name) for name in _FIELDS}
+            values = {k: v for k, v in values.items() if v is not None}
+    for header, name in HEADERS.items():
+        value = headers.get(header)
+        if value is not None:
+            if values is None:
+                values = {}
+            values[name] = value
+    return values
+
+
+def _bind(values: dict[str, Any], name: str, bound: str | None, what: str) -> None:
+    claimed = values.get(name)
+    if bound is None:
+        return
+    if claimed is not None and claimed != bound:
+        raise Forbidden(
+            f"the request attributes the call to {name} {claimed!r}, but this API key is bound to"
+            f" {name} {bound!r} ({what}); remove the {name} from the baggage/X-Outlay-* headers",
+            reason="forged_attribution",
+        )
+    values[name] = bound
+
+
+def attribute(
+    tenant: str | None,
+    workspace: str | None,
+    feature: str | None,
+    headers: Mapping[str, str],
+    *,
+    environment: str = "production",
+    default: CostContext | None = None,
+) -> CostContext:
+    """The call's cost context. ``default`` (the key's own context) is returned as is when the
+    request carries no attribution, so the common case builds nothing."""
+    values = _claims(headers)
+    if values is None and default is not None:
+        return default
+    values = values or {}
+    _bind(values, "tenant", tenant, "a key attributes only to its own tenant")
+    if tenant is None and values.get("tenant") is not None:
+        raise Forbidden(
+            "this gateway runs without tenant keys; a tenant may not be claimed by a header",
+            reason="forged_attribution",
+        )
+    _bind(values, "workspace", workspace, "set when the key was created")
+    _bind(values, "feature", feature, "set when the key was created")
+    values.setdefault("environment", environment)
+    return CostContext(**values)  # validates every value, naming the field (a 400)

@@ -1,0 +1,353 @@
+"""``OutlayHooks``: the gateway's real metering — virtual keys, budgets, and the cost ledger.
+
+Per call: the key names the tenant (401 if missing, unknown or revoked); baggage and ``X-Outlay-*``
+headers attribute it within that tenant (403 if they claim another); a soft limit may downgrade the
+model; an estimate is reserved (402 over a hard limit, 429 over a cost rate); after the upstream
+answered, one :class:`~outlay.CostEvent` is recorded — durably, before a non-streamed answer leaves —
+and the reservation is settled with the actual cost (or released when the provider bills nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any, Final, TypeVar
+
+from outlay._errors import InvalidInput, Unauthenticated
+from outlay._money import MONEY_CONTEXT, ZERO, money_sum
+from outlay._recording import Recorder
+from outlay._runtime import Outlay
+from outlay._usage import Usage
+from outlay.budgets import Budget, BudgetEngine, InMemoryBudgetStore, Reservation, Scope
+from outlay.context import CostContext, attach, detach
+from outlay.events import CostEvent
+from outlay.keys import KeyStore, VirtualKey
+from outlay.stream import InMemoryEventLog
+
+from ._attribution import attribute
+from ._hooks import Admission, Call, Outcome, Principal, Settlement, client_key
+
+__all__ = ["OutlayHooks"]
+
+T = TypeVar("T")
+_PROVIDER: Final = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
+_OUTPUT_FIELDS: Final = {
+    "chat": ("max_completion_tokens", "max_tokens"),
+    "responses": ("max_output_tokens",),
+    "messages": ("max_tokens",),
+    "embeddings": (),
+}
+_CACHE_MAX: Final = 10_000
+#: Price version of an upstream error answer: the provider bills nothing for it.
+NOT_BILLED: Final = "not-billed:upstream-error"
+
+
+@dataclass(frozen=True, slots=True)
+class _Ticket:
+    """What ``complete`` needs of one admitted call (``Admission.reservation``)."""
+
+    context: CostContext
+    key: VirtualKey | None
+    provider: str
+    holds: tuple[Reservation, ...]
+    estimate: Decimal
+    estimate_priced: bool  # False: the model has no price and ``estimate`` is the fallback
+
+
+def _output_tokens(call: Call, default: int) -> int:
+    """The most output the call may produce, from the request (``n`` choices count n times)."""
+    body = call.body
+    for name in _OUTPUT_FIELDS[call.api]:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInput(f"expected a non-negative integer, got {value!r}", field=name)
+        break
+    else:
+        value = 0 if call.api == "embeddings" else default
+    choices = body.get("n")
+    if call.api == "chat" and isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
+        value *= choices
+    return value
+
+
+class OutlayHooks:
+    """The :class:`GatewayHooks` of a real deployment.
+
+    ``keys`` resolves virtual keys (a positive lookup is cached ``cache_ttl`` seconds, so a
+    revocation takes effect within that time on every worker). ``outlay`` (or ``recorder``) records
+    events; ``engine`` enforces budgets (the key's own budget is added to the engine's policies).
+    Calls whose price is unknown reserve and, unless usage says otherwise, are charged
+    ``unpriced_estimate``; requests without an output limit are estimated at ``default_output_tokens``.
+
+    Blocking work (a durable append, a SQLite budget transaction) runs on a thread pool so the event
+    loop keeps serving, and so concurrent appends share one fsync; with in-memory backends it runs
+    inline (``offload`` overrides the choice).
+    """
+
+    def __init__(
+        self,
+        keys: KeyStore,
+        *,
+        outlay: Outlay | None = None,
+        recorder: Recorder | None = None,
+        engine: BudgetEngine | None = None,
+        default_output_tokens: int = 1024,
+        unpriced_estimate: Decimal = Decimal("0.01"),
+        environment: str = "production",
+        cache_ttl: float = 1.0,
+        offload: bool | None = None,
+        owned: bool = False,
+    ) -> None:
+        if recorder is None:
+            if outlay is None:
+                raise InvalidInput("pass outlay= (or recorder=) to record events", field="outlay")
+            recorder = outlay.recorder
+        self.keys = keys
+        self.outlay = outlay
+        self.recorder = recorder
+        self.catalog = recorder.catalog
+        self.engine = engine if engine is not None else BudgetEngine()
+        if outlay is not None and self.engine.decision_sink is None:
+            outlay.install_decision_sink(self.engine)  # refusals and downgrades land in the ledger
+        self.default_output_tokens = default_output_tokens
+        self.unpriced_estimate = unpriced_estimate
+        self.environment = environment
+        self.cache_ttl = cache_ttl
+        self.owned = owned
+        if offload is None:
+            memory = isinstance(recorder.log, InMemoryEventLog) or recorder.mode == "batching"
+            offload = not (memory and isinstance(self.engine.store, InMemoryBudgetStore))
+        self._executor = ThreadPoolExecutor(64, thread_name_prefix="outlay-gateway") if offload else None
+        self._cache: dict[str, tuple[VirtualKey, float]] = {}
+        self._contexts: dict[str, CostContext] = {}
+        self._scopes: dict[int, Scope] = {}  # the budget Scope of each cached key context
+        self._estimates: dict[tuple[str, str, int, int], tuple[Decimal | None, float]] = {}
+
+    async def aclose(self) -> None:
+        """Finish blocking work in flight, then (``owned``) close the key store and the pipeline."""
+        if self._executor is not None:
+            await asyncio.to_thread(self._executor.shutdown, True)
+        if self.owned:
+            self.keys.close()
+            if self.outlay is not None:
+                self.outlay.close()
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            return fn(*args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _estimate(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> Decimal | None:
+        """The catalog's worst case, memoised: input is rounded *up* to 1/16 of its magnitude (at most
+        6.25% more, so still a worst case) to make the cache hit, and entries expire after a minute
+        so a price taking effect is picked up."""
+        step = 1 << max(0, input_tokens.bit_length() - 4)
+        rounded = -(-input_tokens // step) * step
+        now = time.monotonic()
+        cache_key = (provider, model, rounded, output_tokens)
+        hit = self._estimates.get(cache_key)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        value = self.catalog.estimate(
+            provider=provider, model=model, input_tokens=rounded, max_output_tokens=output_tokens
+        )
+        if len(self._estimates) >= _CACHE_MAX:
+            self._estimates.clear()
+        self._estimates[cache_key] = (value, now + 60.0)
+        return value
+
+    # -- authenticate -----------------------------------------------------------------------------
+
+    def _lookup(self, secret: str) -> VirtualKey | None:
+        now = time.monotonic()
+        hit = self._cache.get(secret)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        key = self.keys.lookup(secret)
+        if key is not None and self.cache_ttl > 0:
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()  # bounded: unknown keys are never cached, live ones come back
+            self._cache[secret] = (key, now + self.cache_ttl)
+        return key
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
+        secret = client_key(headers)
+        if secret is None:
+            raise Unauthenticated(
+                "missing API key: send your outlay key as 'Authorization: Bearer <key>' or 'x-api-key'",
+                reason="missing",
+            )
+        key = self._lookup(secret) if len(secret) <= 256 else None
+        if key is None:
+            raise Unauthenticated("unknown API key", reason="unknown")
+        if key.revoked:
+            raise Unauthenticated(f"API key {key.prefix}... has been revoked", reason="revoked")
+        return Principal(key.tenant, key_id=key.id, workspace_id=key.workspace, policies={"key": key})
+
+    # -- admit ------------------------------------------------------------------------------------
+
+    def _context(
+        self, principal: Principal, key: VirtualKey | None, headers: Mapping[str, str]
+    ) -> CostContext:
+        default = self._contexts.get(principal.key_id or "") if key is not None else None
+        if default is None and key is not None:
+            default = CostContext(
+                tenant=key.tenant, workspace=key.workspace, feature=key.feature, environment=self.environment
+            )
+            if len(self._contexts) >= _CACHE_MAX:
+                self._contexts.clear()
+                self._scopes.clear()
+            self._contexts[key.id] = default
+            self._scopes[id(default)] = Scope.of(default)  # kept alive by _contexts
+        feature = key.feature if key is not None else None
+        return attribute(
+            principal.tenant_id, principal.workspace_id, feature, headers,
+            environment=self.environment, default=default,
+        )  # fmt: skip
+
+    async def admit(self, principal: Principal, call: Call) -> Admission:
+        found = principal.policies.get("key")
+        key = found if isinstance(found, VirtualKey) else None
+        ctx = self._context(principal, key, call.headers)
+        provider = _PROVIDER.get(call.upstream.kind) or call.upstream.name.lower()
+        output = _output_tokens(call, self.default_output_tokens)
+        return await self._run(self._admit, principal, call, ctx, (key, provider, output))
+
+    def _admit(
+        self,
+        principal: Principal,
+        call: Call,
+        ctx: CostContext,
+        how: tuple[VirtualKey | None, str, int],  # key, provider, max output tokens
+    ) -> Admission:
+        key, provider, output = how
+        token = attach(ctx)  # so budget decisions recorded now carry the call's attribution
+        try:
+            scope = self._scopes.get(id(ctx)) or Scope.of(ctx)
+            model, downgraded = self.engine.model_for(scope, call.model)
+            estimate = self._estimate(provider, model, max(1, len(call.raw) // 4), output)
+            priced = estimate is not None
+            amount = estimate if estimate is not None else self.unpriced_estimate
+            # Identical repeated bodies within a run trip its retry-storm guard.
+            fp = hashlib.sha256(call.raw).hexdigest() if ctx.run_id is not None else None
+            holds = self._reserve(scope, key, amount, model, fp)
+        finally:
+            detach(token)
+        ticket = _Ticket(ctx, key, provider, holds, amount, priced)
+        return Admission(
+            principal, call, model, reservation=ticket, reserved=amount,
+            budget_remaining=self._remaining(holds), downgraded_from=call.model if downgraded else None,
+        )  # fmt: skip
+
+    def _reserve(
+        self, scope: Scope, key: VirtualKey | None, amount: Decimal, model: str, fp: str | None
+    ) -> tuple[Reservation, ...]:
+        own = key.policies if key is not None else ()
+        tenant_wide = [p for p in own if p.scope != "feature"]
+        main = self.engine.reserve(scope, amount, budgets=tenant_wide, model=model, fingerprint=fp)
+        per_feature: list[Budget] = [p for p in own if p.scope == "feature"]
+        if not per_feature or key is None:
+            return (main,)
+        try:
+            # The key's feature budget counts on a tenant-qualified counter (two tenants may both
+            # have a "chat" feature): a second hold, taken all-or-nothing with the first.
+            extra = self.engine.reserve(
+                Scope(feature=key.feature_key), amount, budgets=per_feature, model=model
+            )
+        except BaseException:
+            self.engine.release(main)
+            raise
+        return (main, extra)
+
+    def _remaining(self, holds: tuple[Reservation, ...]) -> Decimal | None:
+        """What the tightest hard limit of the call still allows, now (None: no hard limit)."""
+        best: Decimal | None = None
+        for hold in holds:
+            for limit in hold.keys:
+                if limit.limit is None:
+                    continue
+                status = self.engine.store.status(limit.key, limit.window)
+                left = MONEY_CONTEXT.subtract(
+                    MONEY_CONTEXT.subtract(limit.limit, status.spent), status.reserved
+                )
+                left = max(ZERO, left)
+                best = left if best is None or left < best else best
+        return best
+
+    # -- complete ---------------------------------------------------------------------------------
+
+    async def complete(self, admission: Admission, outcome: Outcome) -> Settlement:
+        ticket = admission.reservation
+        if not isinstance(ticket, _Ticket):
+            return Settlement()
+        return await self._run(self._complete, admission, ticket, outcome)
+
+    def _complete(self, admission: Admission, ticket: _Ticket, outcome: Outcome) -> Settlement:
+        event, bill = self._event(admission, ticket, outcome)
+        try:
+            self.recorder.record(event)  # durable before the answer leaves (invariant 3)
+        finally:
+            # Whatever happened to the record, the hold must not linger until its TTL.
+            for hold in ticket.holds:
+                if bill:
+                    self.engine.settle(hold, event.cost if event.priced else None)
+                else:
+                    self.engine.release(hold)
+        return Settlement(event.cost if event.priced else None, self._remaining(ticket.holds))
+
+    def _event(self, admission: Admission, ticket: _Ticket, outcome: Outcome) -> tuple[CostEvent, bool]:
+        """The call's event, and whether it is billed (settled) or not (released)."""
+        call, key = admission.call, ticket.key
+        labels = dict(ticket.context.labels)
+        if key is not None:
+            labels["gateway.key"] = key.id
+        if admission.downgraded_from is not None:
+            labels["gateway.requested_model"] = admission.downgraded_from
+        if outcome.error:
+            labels["gateway.error"] = outcome.error[:200]
+        if outcome.status >= 400 or outcome.client_disconnected:
+            labels["gateway.status"] = "499" if outcome.client_disconnected else str(outcome.status)
+        common: dict[str, Any] = {
+            "operation": "embedding" if call.api == "embeddings" else "chat",
+            "provider": ticket.provider,
+            "model": outcome.model or admission.model,
+            "context": ticket.context,
+            "latency_ms": outcome.latency_s * 1000,
+            "labels": labels,
+        }
+        usage = outcome.usage
+        if usage is not None and usage.complete and usage.is_empty and outcome.status >= 400:
+            # An error answer (or a request that never left): OpenAI and Anthropic do not bill
+            # failed requests (4xx/5xx), so this is a known zero — priced, cost 0 — not an unknown.
+            event = self.recorder.build(usage=Usage(), status="error", cost=ZERO, **common)
+            return replace(event, price_version=NOT_BILLED), False
+        if usage is not None and usage.complete:
+            status = "ok" if outcome.status < 400 else "error"
+            return self.recorder.build(usage=usage, status=status, **common), True
+        # Unknown or a lower bound (timeout after sending, stream cut, client gone, 2xx without
+        # usage): the provider may have billed more than we saw. Bill the larger of what was seen
+        # and the reservation's worst-case estimate, flagged "estimated" — never zero.
+        seen = usage or Usage(complete=False, reason=outcome.error or "usage unknown")
+        event = self.recorder.build(usage=seen, status="estimated", **common)
+        if (
+            not ticket.estimate_priced
+            or event.price_version is None
+            or (
+                event.unpriced_reason is not None and not event.unpriced_reason.startswith("usage incomplete")
+            )
+        ):
+            return (
+                event,
+                True,
+            )  # no price at all: stays unpriced with its reason; the budget gets the fallback
+        lower = money_sum(event.cost_breakdown.values())
+        cost = max(lower, ticket.estimate)
+        labels["gateway.estimate"] = "max(lower bound seen, reserved worst case)"
+        return replace(event, priced=True, cost=cost, unpriced_reason=None, labels=labels), True

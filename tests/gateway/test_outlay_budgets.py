@@ -1,0 +1,232 @@
+"""Budgets and faults through the gateway's real hooks: 402, 429, downgrades, releases, estimates."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from decimal import Decimal
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from outlay._money import money_str, money_sum
+from outlay.budgets import Budget, BudgetEngine, CostRateLimit, Scope
+from outlay.events import CostEvent
+from outlay.gateway import Gateway
+from outlay.gateway._outlay_hooks import NOT_BILLED
+from outlay.keys import VirtualKey
+from outlay.testing import FakeProvider, Fault
+
+from .conftest import Stack, make_stack, wait_for
+
+MESSAGES = [{"role": "user", "content": "plan the quarter"}]
+
+
+@pytest.fixture
+def build(gateway: Gateway, fake: FakeProvider) -> Iterator[object]:
+    made: list[Stack] = []
+
+    def factory(**options: object) -> Stack:
+        fake.reset()
+        stack = make_stack(gateway.url, **options)  # type: ignore[attr-defined]
+        gateway.hooks = stack.hooks
+        made.append(stack)
+        return stack
+
+    yield factory
+    for stack in made:
+        stack.close()
+
+
+def _calls(stack: Stack) -> list[CostEvent]:
+    """Call events only (budget decisions are recorded as zero-cost events beside them)."""
+    return [e for e in stack.events() if not e.operation.startswith("decision:")]
+
+
+def _prespend(stack: Stack, key: VirtualKey, amount: str, policy: int = 0) -> None:
+    budget = key.policies[policy]
+    scope = Scope(tenant=key.tenant) if budget.scope == "tenant" else Scope(feature=key.feature_key)
+    stack.engine.settle(stack.engine.reserve(scope, amount, budgets=[budget]), amount)
+
+
+def _spent(stack: Stack, key: VirtualKey, policy: int = 0) -> tuple[Decimal, Decimal]:
+    budget = key.policies[policy]
+    scope = Scope(tenant=key.tenant) if budget.scope == "tenant" else Scope(feature=key.feature_key)
+    status = stack.engine.status(scope, budget)
+    return status.spent, status.reserved
+
+
+def test_hard_limit_is_402_with_scope_limit_and_spent_in_both_formats(build, fake: FakeProvider) -> None:  # type: ignore[no-untyped-def]
+    stack = build()
+    key, secret = stack.keys.create("acme", budget="1.00/month")
+    _prespend(stack, key, "0.9999")
+    with pytest.raises(openai.APIStatusError) as caught:
+        stack.openai(secret).chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=1000)  # type: ignore[arg-type]
+    assert caught.value.status_code == 402
+    details = caught.value.response.json()["error"]["outlay"]
+    assert (details["scope"], details["limit"], details["spent"]) == ("tenant", "1", "0.9999")
+    assert caught.value.response.headers["x-outlay-budget-remaining"] == "0.0001"
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        stack.anthropic(secret).messages.create(model="claude-haiku-4-5", max_tokens=1000, messages=MESSAGES)  # type: ignore[arg-type]
+    assert refused.value.status_code == 402
+    error = refused.value.response.json()["error"]
+    assert error["type"] == "billing_error"
+    assert error["outlay"]["limit"] == "1"
+    assert "$0.9999" in error["message"]
+    assert fake.requests == []
+    assert _calls(stack) == []
+    denied = [e for e in stack.events() if e.operation == "decision:denied"]
+    assert len(denied) == 2 and all(e.tenant_id == "acme" for e in denied)
+    # The refusal is the budget's, not the tenant's: its other (unbudgeted) key still works.
+    assert stack.openai().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices  # type: ignore[arg-type]
+
+
+def test_a_feature_budget_is_per_tenant(build) -> None:  # type: ignore[no-untyped-def]
+    stack = build()
+    acme, acme_secret = stack.keys.create("acme", feature="chat", budget="1/month")
+    _, globex_secret = stack.keys.create("globex", feature="chat", budget="1/month")
+    _prespend(stack, acme, "0.9999", policy=1)
+    with pytest.raises(openai.APIStatusError) as caught:
+        stack.openai(acme_secret).chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=1000)  # type: ignore[arg-type]
+    assert caught.value.response.json()["error"]["outlay"]["scope"] == "feature"
+    globex = stack.openai(globex_secret)
+    assert globex.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=1000).choices  # type: ignore[arg-type]
+    assert _spent(stack, acme, policy=0) == (0, 0)  # the refused call left no hold on the tenant counter
+
+
+def test_soft_limit_downgrades_and_the_response_says_so(build, fake: FakeProvider) -> None:  # type: ignore[no-untyped-def]
+    soft = Budget(soft="0.0001", scope="tenant", downgrade={"gpt-4o": "gpt-4o-mini"})
+    stack = build(engine=BudgetEngine(policies=[soft]))
+    stack.engine.settle(stack.engine.reserve(Scope(tenant="acme"), "0.0002"), "0.0002")
+    raw = stack.openai().chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)  # type: ignore[arg-type]
+    assert raw.headers["x-outlay-model-downgraded"] == "gpt-4o -> gpt-4o-mini"
+    assert fake.requests[-1].json()["model"] == "gpt-4o-mini"
+    (event,) = _calls(stack)
+    assert event.model == "gpt-4o-mini"
+    assert event.labels["gateway.requested_model"] == "gpt-4o"
+    downgrades = [e for e in stack.events() if e.operation == "decision:downgraded"]
+    assert len(downgrades) == 1
+    assert downgrades[0].labels["downgraded_to"] == "gpt-4o-mini"
+
+
+def test_cost_rate_is_429_with_retry_after(build, fake: FakeProvider) -> None:  # type: ignore[no-untyped-def]
+    stack = build(engine=BudgetEngine(rate_limit=CostRateLimit("0.000001", per=3600)))
+    client = stack.anthropic()
+    client.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=MESSAGES)  # type: ignore[arg-type]
+    with pytest.raises(anthropic.RateLimitError) as caught:
+        client.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=MESSAGES)  # type: ignore[arg-type]
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+    assert len(fake.requests) == 1
+
+
+def test_upstream_500_releases_the_hold_and_records_an_unbilled_error(build, fake: FakeProvider) -> None:  # type: ignore[no-untyped-def]
+    stack = build()
+    key, secret = stack.keys.create("acme", budget="5/month")
+    fake.fail(Fault.error(500))
+    with pytest.raises(openai.InternalServerError) as caught:
+        stack.openai(secret).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert caught.value.response.headers["x-outlay-cost"] == "0"
+    assert _spent(stack, key) == (0, 0)
+    (event,) = _calls(stack)
+    assert (event.status, event.priced, event.cost, event.price_version) == ("error", True, 0, NOT_BILLED)
+    assert event.labels["gateway.status"] == "500"
+
+
+def test_timeout_bills_the_estimate_flagged_as_such(build, fake: FakeProvider) -> None:  # type: ignore[no-untyped-def]
+    stack = build()
+    key, secret = stack.keys.create("acme", budget="5/month")
+    fake.fail(Fault.hang())
+    with pytest.raises(openai.APIStatusError) as caught:
+        stack.openai(secret).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=100)  # type: ignore[arg-type]
+    assert caught.value.status_code == 504
+    (event,) = _calls(stack)
+    assert event.status == "estimated"
+    assert event.priced and event.cost is not None and event.cost > 0
+    assert "gateway.estimate" in event.labels
+    assert caught.value.response.headers["x-outlay-cost"] == money_str(event.cost)
+    assert _spent(stack, key) == (event.cost, 0)  # unknown is charged, never zero
+
+
+def test_client_gone_mid_stream_bills_at_least_what_was_reported(build, fake: FakeProvider) -> None:  # type: ignore[no-untyped-def]
+    stack = build()
+    fake.chunk_delay = 0.2
+    try:
+        with stack.anthropic().messages.stream(
+            model="claude-haiku-4-5", max_tokens=50, messages=MESSAGES
+        ) as s:  # type: ignore[arg-type]
+            next(iter(s))  # message_start (with the input usage) arrived; then the client walks away
+        wait_for(lambda: len(_calls(stack)) == 1)
+    finally:
+        fake.chunk_delay = 0.0
+    (event,) = _calls(stack)
+    assert event.status == "estimated"
+    assert event.usage.input_tokens > 0
+    assert not event.usage.complete
+    assert event.usage.reason and "disconnected" in event.usage.reason
+    assert event.cost is not None
+    assert event.cost >= money_sum(event.cost_breakdown.values()) > 0
+    assert event.labels["gateway.status"] == "499"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/v1/chat/completions", b"{oops", 400),
+        ("/v1/messages", b'{"model": "claude-haiku-4-5", "max_tokens": "lots", "messages": []}', 400),
+        ("/v1/chat/completions", b'{"model": "gpt-4o-mini", "max_tokens": -1, "messages": []}', 400),
+        ("/v1/chat/completions", b'{"model": "no-such-model", "messages": []}', 404),
+        ("/v1/chat/completions", b'{"model": "gpt-4o-mini", "pad": "' + b"x" * 70_000 + b'"}', 413),
+    ],
+)
+def test_bad_input_is_a_4xx_never_a_5xx(
+    build, fake: FakeProvider, path: str, body: bytes, status: int
+) -> None:  # type: ignore[no-untyped-def]
+    stack = build()
+    response = httpx.post(
+        stack.url + path,
+        content=body,
+        headers={"x-api-key": stack.secret, "content-type": "application/json"},
+    )
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert error["message"]
+    assert fake.requests == []
+    assert _calls(stack) == []
+
+
+async def test_64_concurrent_streams_against_one_hard_limit_never_overshoot(build) -> None:  # type: ignore[no-untyped-def]
+    stack = build()
+    limit = Decimal("0.006")
+    key, secret = stack.keys.create("acme", budget=f"{limit}/month")
+    client = openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key=secret, max_retries=0, timeout=30)
+
+    async def one() -> int:
+        try:
+            stream = await client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                max_tokens=1000,  # the worst case reserved: ~0.0006 each, about ten fit the limit
+                stream=True,
+            )
+            async for _ in stream:
+                pass
+        except openai.APIStatusError as exc:
+            return exc.status_code
+        return 200
+
+    statuses = await asyncio.gather(*(one() for _ in range(64)))
+    await client.close()
+    admitted = statuses.count(200)
+    assert set(statuses) <= {200, 402}
+    await asyncio.to_thread(wait_for, lambda: len(_calls(stack)) == admitted)
+    events = _calls(stack)
+    recorded = money_sum(e.cost for e in events if e.cost is not None)
+    assert all(e.status == "ok" and e.priced for e in events)
+    # The measurement: the sum of what was recorded against the limit. The gateway reserves the
+    # worst case (every max_tokens), so actual <= estimate and the overshoot is exactly zero.
+    assert recorded <= limit
+    assert admitted >= 9  # no call was refused while ten worst cases still fitted
+    assert admitted < 64
+    assert _spent(stack, key) == (recorded, 0)  # the budget saw exactly what the ledger saw

@@ -1,0 +1,255 @@
+"""The gateway with its real hooks: virtual keys, attribution within a tenant, exact costs in the ledger."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+import outlay.pricing as pricing
+from outlay._money import money_str
+from outlay._runtime import Outlay
+from outlay._usage import Usage
+from outlay.budgets import BudgetEngine
+from outlay.context import CostContext, inject
+from outlay.events import CostEvent
+from outlay.gateway import Gateway, OutlayHooks
+from outlay.keys import InMemoryKeyStore
+from outlay.testing import FakeProvider, count_input_tokens
+
+from .conftest import Stack
+
+MESSAGES = [{"role": "user", "content": "What did tenant acme spend on agents last quarter?"}]
+
+
+def _only(stack: Stack) -> CostEvent:
+    events = stack.wait_events(1)
+    assert len(events) == 1, events
+    return events[0]
+
+
+def _rated(provider: str, model: str, usage: Usage) -> Decimal:
+    cost = pricing.rate(usage, provider=provider, model=model).cost
+    assert cost is not None and cost > 0
+    return cost
+
+
+# -- keys ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("secret", [None, "olk_not-a-key", "sk-" + "x" * 600])
+def test_missing_or_unknown_key_is_401_in_both_formats(stack: Stack, secret: str | None) -> None:
+    headers = {} if secret is None else {"authorization": f"Bearer {secret}"}
+    chat = httpx.post(stack.url + "/v1/chat/completions", headers=headers, json={"model": "gpt-4o-mini"})
+    assert chat.status_code == 401
+    assert chat.json()["error"]["code"] == "invalid_api_key"
+    message = httpx.post(
+        stack.url + "/v1/messages",
+        headers={} if secret is None else {"x-api-key": secret},
+        json={"model": "claude-haiku-4-5", "max_tokens": 5, "messages": MESSAGES},
+    )
+    assert message.status_code == 401
+    assert message.json()["type"] == "error"
+    assert message.json()["error"]["type"] == "authentication_error"
+    assert stack.events() == []
+
+
+def test_revoked_key_is_401_for_the_sdks(stack: Stack) -> None:
+    client = stack.openai()
+    assert client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES).choices  # type: ignore[arg-type]
+    stack.keys.revoke(stack.key.id)
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert "revoked" in caught.value.message
+    with pytest.raises(anthropic.AuthenticationError):
+        stack.anthropic().messages.create(model="claude-haiku-4-5", max_tokens=5, messages=MESSAGES)  # type: ignore[arg-type]
+    assert len(stack.events()) == 1  # only the call made before the revocation
+
+
+def test_the_client_key_never_reaches_the_upstream(stack: Stack, fake: FakeProvider) -> None:
+    stack.openai().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    forwarded = fake.requests[-1].headers
+    assert stack.secret not in str(dict(forwarded))
+
+
+# -- attribution ------------------------------------------------------------------------------------
+
+
+def _baggage(**fields: str) -> str:
+    carrier: dict[str, str] = {}
+    inject(carrier, context=CostContext(**fields))  # type: ignore[arg-type]
+    return carrier["baggage"]
+
+
+def test_attribution_from_baggage_and_headers_lands_in_the_ledger(stack: Stack) -> None:
+    baggage = _baggage(tenant="acme", feature="search", user="u-7", run_id="run-1", run_name="planner")
+    client = stack.openai(baggage=baggage, **{"X-Outlay-Workflow-Id": "nightly"})
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    event = _only(stack)
+    assert (event.tenant_id, event.feature, event.user_id) == ("acme", "search", "u-7")
+    assert (event.run_id, event.agent, event.workflow_id) == ("run-1", "planner", "nightly")
+    assert event.labels["gateway.key"] == stack.key.id
+    rows = stack.outlay.reports().breakdown(("tenant", "feature"), "2000-01-01", "2100-01-01")
+    assert [(r["tenant"], r["feature"], r["events"]) for r in rows] == [("acme", "search", 1)]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"baggage": _baggage(tenant="globex")},
+        {"X-Outlay-Tenant": "globex"},
+        {"baggage": _baggage(tenant="acme"), "X-Outlay-Tenant": "globex"},
+    ],
+)
+def test_forged_tenant_is_403_and_nothing_is_forwarded_or_recorded(
+    stack: Stack, fake: FakeProvider, headers: dict[str, str]
+) -> None:
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        stack.openai(**headers).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert "globex" in caught.value.message
+    assert caught.value.response.json()["error"]["code"] == "forged_attribution"
+    with pytest.raises(anthropic.PermissionDeniedError):
+        stack.anthropic(**headers).messages.create(model="claude-haiku-4-5", max_tokens=5, messages=MESSAGES)  # type: ignore[arg-type]
+    assert fake.requests == []
+    assert stack.events() == []
+
+
+def test_a_key_bound_to_a_feature_wins_and_refuses_another(stack: Stack) -> None:
+    _, secret = stack.keys.create("acme", feature="chat")
+    stack.openai(secret).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert _only(stack).feature == "chat"
+    with pytest.raises(openai.PermissionDeniedError):
+        stack.openai(secret, **{"X-Outlay-Feature": "search"}).chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,  # type: ignore[arg-type]
+        )
+
+
+@pytest.mark.parametrize(
+    ("headers", "needle"),
+    [
+        ({"baggage": "not baggage at all"}, "baggage"),
+        ({"X-Outlay-Environment": "moon"}, "environment"),
+        ({"X-Outlay-User": "u" * 300}, "user"),
+    ],
+)
+def test_malformed_attribution_is_a_400_naming_it(stack: Stack, headers: dict[str, str], needle: str) -> None:
+    response = httpx.post(
+        stack.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {stack.secret}", **headers},
+        json={"model": "gpt-4o-mini", "messages": MESSAGES},
+    )
+    assert response.status_code == 400
+    assert needle in response.json()["error"]["message"]
+
+
+# -- exact costs ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_chat_cost_is_exact_and_in_the_header(stack: Stack, stream: bool) -> None:
+    client = stack.openai()
+    if stream:
+        with client.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+        ) as raw:
+            assert raw.headers["x-outlay-cost-reserved"]
+            list(raw.iter_lines())
+    else:
+        raw_answer = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        completion = raw_answer.parse()
+        assert completion.usage is not None
+    event = _only(stack)
+    usage = Usage(input_tokens=count_input_tokens({"messages": MESSAGES}), output_tokens=16)
+    assert event.usage == usage
+    assert (event.status, event.priced, event.provider, event.model) == ("ok", True, "openai", "gpt-4o-mini")
+    assert event.cost == _rated("openai", "gpt-4o-mini", usage)
+    if not stream:
+        assert raw_answer.headers["x-outlay-cost"] == money_str(event.cost)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_api_cost_is_exact(stack: Stack, stream: bool) -> None:
+    client = stack.openai()
+    if stream:
+        with client.responses.stream(model="gpt-4o-mini", input="price this") as events:
+            final = events.get_final_response()
+    else:
+        final = client.responses.create(model="gpt-4o-mini", input="price this")
+    assert final.usage is not None
+    event = _only(stack)
+    usage = Usage(input_tokens=final.usage.input_tokens, output_tokens=final.usage.output_tokens)
+    assert event.usage == usage
+    assert event.cost == _rated("openai", "gpt-4o-mini", usage)
+
+
+def test_embeddings_cost_is_exact(stack: Stack) -> None:
+    result = stack.openai().embeddings.create(model="text-embedding-3-small", input=["a b c d", "e f"])
+    event = _only(stack)
+    assert event.operation == "embedding"
+    assert event.usage == Usage(input_tokens=result.usage.prompt_tokens)
+    assert event.cost == _rated("openai", "text-embedding-3-small", event.usage)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_messages_cost_is_exact_cache_included(stack: Stack, stream: bool) -> None:
+    client = stack.anthropic()
+    if stream:
+        with client.messages.stream(model="claude-haiku-4-5", max_tokens=40, messages=MESSAGES) as events:  # type: ignore[arg-type]
+            message = events.get_final_message()
+    else:
+        message = client.messages.create(model="claude-haiku-4-5", max_tokens=40, messages=MESSAGES)  # type: ignore[arg-type]
+    reported = message.usage
+    read, write = reported.cache_read_input_tokens or 0, reported.cache_creation_input_tokens or 0
+    usage = Usage(
+        input_tokens=reported.input_tokens + read + write,
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+        output_tokens=reported.output_tokens,
+    )
+    assert read and write  # the fake's claude behaviour caches: the split is exercised
+    event = _only(stack)
+    assert event.usage == usage
+    assert (event.provider, event.model) == ("anthropic", "claude-haiku-4-5")
+    assert event.cost == _rated("anthropic", "claude-haiku-4-5", usage)
+
+
+def test_unpriced_model_is_recorded_unpriced_and_charged_the_fallback(stack: Stack) -> None:
+    stack.openai().chat.completions.create(model="llama-3-70b", messages=MESSAGES)  # type: ignore[arg-type]
+    event = _only(stack)
+    assert (event.provider, event.priced, event.cost) == ("local", False, None)
+    assert event.unpriced_reason and "llama-3-70b" in event.unpriced_reason
+
+
+# -- durability ---------------------------------------------------------------------------------------
+
+
+def test_event_is_durable_before_a_non_streamed_answer_and_survives_shutdown(
+    gateway: Gateway, fake: FakeProvider, tmp_path: Path
+) -> None:
+    fake.reset()
+    home = Outlay(tmp_path / "outlay.db")  # SQLite event log: appends run on the hooks' thread pool
+    store = InMemoryKeyStore()
+    _, secret = store.create("acme")
+    hooks = OutlayHooks(store, outlay=home, engine=BudgetEngine(), cache_ttl=0)
+    assert hooks._executor is not None
+    gateway.hooks = hooks
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)  # type: ignore[attr-defined]
+    before = home.log.end_offset()
+    for _ in range(3):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        assert home.log.end_offset() == before + 1  # committed before the client had its answer
+        before += 1
+    client.close()
+    home.close()
+    reopened = Outlay(tmp_path / "outlay.db")
+    totals = reopened.reports().breakdown(("tenant",), "2000-01-01", "2100-01-01")
+    assert totals[0]["tenant"] == "acme"
+    assert totals[0]["events"] == 3
+    reopened.close()
