@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -10,16 +9,11 @@ import pytest
 from outlay import budgets
 from outlay.budgets import InMemoryDecisionSink
 
-# Importing outlay.budgets registers its run listener process-wide. Keep it registered only while
-# a budgets test runs, so other packages' tests in the same session see no extra listener.
-budgets.uninstall()
-
 
 @pytest.fixture(autouse=True)
-def _budget_listener() -> Iterator[None]:
+def _budget_listener() -> None:
+    """Importing outlay.budgets registers its run listener; make sure it is there for these tests."""
     budgets.install()
-    yield
-    budgets.uninstall()
 
 
 class FakeClock:
