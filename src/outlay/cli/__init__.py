@@ -21,6 +21,7 @@ _COMMANDS = (
     ("outlay.cli._gateway", "gateway"),
     ("outlay.cli._gateway", "keys"),
     ("outlay.cli._api", "api"),
+    ("outlay.cli._worker", "worker"),
 )
 
 

@@ -1,0 +1,3 @@
+from outlay.cli import main
+
+main()
