@@ -8,7 +8,8 @@ that talks to them, so callers only ever catch these::
     ├── InvalidInput (ValueError)   bad input, named field by field
     │   ├── InvalidUsage            negative/non-integer counts, missing usage, bad JSON
     │   ├── InvalidEvent            a cost event that fails validation or decoding
-    │   └── InvalidBaggage          malformed or oversized W3C baggage
+    │   ├── InvalidBaggage          malformed or oversized W3C baggage
+    │   └── NotFound                a named tenant, run or period that does not exist (API 404)
     ├── Unpriced                    strict rating of a model/unit with no price
     ├── AttributionMissing          strict mode: a billable call with no tenant
     ├── Unauthenticated             a missing, unknown or revoked credential (gateway key)
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidInput",
     "InvalidUsage",
     "NotEntitled",
+    "NotFound",
     "OutlayError",
     "RunStopped",
     "Throttled",
@@ -73,6 +75,10 @@ class InvalidEvent(InvalidInput):
 
 class InvalidBaggage(InvalidInput):
     """A W3C ``baggage`` header that is malformed or over the size limits."""
+
+
+class NotFound(InvalidInput):
+    """A named thing (tenant, run, billing period) that does not exist; the reporting API's 404."""
 
 
 class Unpriced(OutlayError):

@@ -1,0 +1,80 @@
+"""``Endpoint``: one row of the route table, which builds the routes, the OpenAPI document and the
+isolation test matrix alike — an endpoint cannot exist without being described and tested."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from outlay._errors import NotFound
+
+from ._auth import Principal
+from ._params import Filters, Query
+from ._query import tenant_known
+
+if TYPE_CHECKING:
+    from outlay import Outlay
+    from outlay.reports import Reports
+
+__all__ = ["Call", "Endpoint", "Reply"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A response other than a 200 JSON object: another status, or another media type."""
+
+    body: Any
+    status: int = 200
+    media_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a handler gets: who calls, the checked query string, path parameters and body."""
+
+    outlay: Outlay
+    principal: Principal
+    query: Query
+    path: Mapping[str, str]
+    body: bytes
+    catch_up_lock: threading.Lock
+
+    def reports(self) -> Reports:
+        """Reports over the ledger, caught up with the event log (one writer at a time)."""
+        with self.catch_up_lock:
+            return self.outlay.reports()
+
+    def filters(self) -> Filters:
+        """The request's filters with the tenant forced to the caller's own for a tenant token."""
+        filters = self.query.filters()
+        tenant = self.principal.scope_tenant(filters.get("tenant"))
+        if self.principal.is_admin and tenant is not None:
+            self.check_tenant(tenant)
+        return filters.with_tenant(tenant)
+
+    def check_tenant(self, tenant: str) -> None:
+        """404 for a tenant that never recorded anything (admins only; a tenant knows itself)."""
+        if self.principal.is_admin and not tenant_known(self.reports().ledger, tenant):
+            raise NotFound(f"no events were ever recorded for tenant {tenant!r}", field="tenant")
+
+
+Handler = Callable[[Call], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """``handler`` runs in a worker thread (the ledger is synchronous) and returns a JSON-ready
+    value or a :class:`Reply`. ``params`` are the query parameters it accepts, nothing else."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    params: tuple[str, ...] = ()
+    tag: str = "usage"
+    admin_only: bool = False
+    body: str | None = None  # description of the request body, if any
+    responses: Mapping[int, str] = field(default_factory=dict)

@@ -1,0 +1,188 @@
+"""The event ledger, read page by page with an opaque cursor, and run trees."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+import orjson
+
+from outlay._errors import InvalidInput, NotFound
+from outlay.events import to_cloudevent
+from outlay.ledger import LedgerEntry, Window
+from outlay.ledger._rows import time_us
+
+from ._endpoint import Call, Endpoint
+from ._ingest import ingest
+from ._params import FILTER_KEYS, Filters, parse_limit
+from ._query import add_cost, cost_text
+from ._usage import window_json
+
+__all__ = ["ENDPOINTS", "entry_json", "matching_entries"]
+
+#: At most this many ledger entries are read per request, so a sparse filter over a huge ledger
+#: answers in bounded time: the page may then be short, with a cursor to continue from.
+MAX_SCAN: Final = 20_000
+_FIELD_OF: Final = {"tenant": "tenant_id"}
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def entry_json(entry: LedgerEntry) -> dict[str, Any]:
+    """An event as recorded plus its *effective* rating (``cost`` includes re-rating adjustments)."""
+    envelope = to_cloudevent(entry.event)
+    row: dict[str, Any] = {"event_id": envelope["id"], "time": envelope["time"], "source": envelope["source"]}
+    row.update(envelope["data"])
+    row["recorded_cost"] = row.pop("cost", None)
+    row["cost"] = cost_text(entry.cost)
+    row["priced"] = entry.priced
+    row["price_version"] = entry.price_version
+    row["unpriced_reason"] = entry.unpriced_reason
+    row["adjustments"] = entry.adjustments
+    return row
+
+
+def _matches(entry: LedgerEntry, filters: Filters) -> bool:
+    event = entry.event
+    return all(getattr(event, _FIELD_OF.get(name, name)) == value for name, value in filters.values.items())
+
+
+def _fingerprint(window: Window, filters: Filters) -> str:
+    text = orjson.dumps([window.start.isoformat(), window.end.isoformat(), sorted(filters.values.items())])
+    return hashlib.sha256(text).hexdigest()[:16]
+
+
+def _encode_cursor(us: int, event_id: str, query: str) -> str:
+    raw = orjson.dumps({"t": us, "id": event_id, "q": query})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(text: str, query: str) -> tuple[int, str]:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        us, event_id, owner = data["t"], data["id"], data["q"]
+        if type(us) is not int or not isinstance(event_id, str) or not isinstance(owner, str):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, orjson.JSONDecodeError):
+        raise InvalidInput("not a cursor this API returned", field="cursor") from None
+    if owner != query:
+        raise InvalidInput(
+            "this cursor belongs to another query (same filters and window, please)", field="cursor"
+        )
+    return us, event_id
+
+
+def _after(entries: Iterator[LedgerEntry], us: int, event_id: str) -> Iterator[LedgerEntry]:
+    """``entries`` (from instant ``us`` on) after the one with ``event_id``. Ties at one instant
+    keep their recording order in every ledger, so the position is stable; should the event not be
+    found, the entries at that instant are all given again (duplicates, never a gap)."""
+    held: list[LedgerEntry] = []
+    entries = iter(entries)
+    for entry in entries:
+        if time_us(entry.event.time) != us:
+            yield from held
+            held = []
+            yield entry
+            yield from entries
+            return
+        if entry.event.event_id == event_id:
+            held = []
+            yield from entries
+            return
+        held.append(entry)
+    yield from held
+
+
+def matching_entries(
+    call: Call, window: Window, filters: Filters, start: datetime, skip: tuple[int, str] | None
+) -> Iterator[LedgerEntry]:
+    call.reports()  # catch the ledger up with the log first
+    entries = call.outlay.ledger.entries(start, window.end)
+    return _after(entries, *skip) if skip else entries
+
+
+def list_events(call: Call) -> dict[str, Any]:
+    window = call.query.window(all_time=True)
+    filters = call.filters()
+    limit = parse_limit(call.query.get("limit"), default=100, maximum=1000)
+    query = _fingerprint(window, filters)
+    cursor_text = call.query.get("cursor")
+    start, skip = window.start, None
+    if cursor_text is not None:
+        us, event_id = _decode_cursor(cursor_text, query)
+        skip = (us, event_id)
+        start = max(window.start, _EPOCH + timedelta(microseconds=us))
+    page: list[dict[str, Any]] = []
+    scanned, last = 0, None
+    exhausted = True
+    for entry in matching_entries(call, window, filters, start, skip):
+        if len(page) >= limit or scanned >= MAX_SCAN:
+            exhausted = False
+            break
+        scanned += 1
+        last = entry
+        if _matches(entry, filters):
+            page.append(entry_json(entry))
+    next_cursor = None
+    if not exhausted and last is not None:
+        next_cursor = _encode_cursor(time_us(last.event.time), last.event.event_id, query)
+    return {
+        "window": window_json(window),
+        "filters": dict(filters.values),
+        "events": page,
+        "next_cursor": next_cursor,
+        "scanned": scanned,
+    }
+
+
+def _prune(node: dict[str, Any], tenant: str) -> dict[str, Any] | None:
+    """The subtree a tenant may see: its own runs, and structure-only runs that lead to them."""
+    kids = [kept for kid in node["children"] if (kept := _prune(kid, tenant)) is not None]
+    own = node["tenant"] == tenant
+    if not own and not (node["inferred"] and kids):
+        return None
+    total = None if not own or node["cost"] is None else Decimal(node["cost"])
+    for kid in kids:
+        total = add_cost(total, None if kid["total_cost"] is None else Decimal(kid["total_cost"]))
+    return {
+        **node,
+        "children": kids,
+        "total_events": node["events"] + sum(k["total_events"] for k in kids),
+        "total_unpriced_events": node["unpriced_events"] + sum(k["total_unpriced_events"] for k in kids),
+        "total_cost": cost_text(total),
+    }
+
+
+def run_tree(call: Call) -> dict[str, Any]:
+    run_id = call.path["run_id"]
+    missing = NotFound(f"no events recorded for run {run_id!r} or any run under it", field="run_id")
+    try:
+        tree = call.reports().run_tree(run_id)
+    except NotFound:
+        raise
+    except InvalidInput:
+        raise missing from None
+    tenant = call.principal.tenant
+    if tenant is not None:
+        pruned = _prune(tree, tenant)
+        if pruned is None:
+            raise missing  # another tenant's run: as if it did not exist
+        tree = pruned
+    return tree
+
+
+_EVENT_PARAMS: Final = ("from", "to", "cursor", "limit", *FILTER_KEYS)
+
+ENDPOINTS: Final = (
+    Endpoint("GET", "/api/v1/events", list_events, "The event ledger in time order, cursor-paginated",
+             _EVENT_PARAMS, tag="ledger"),
+    Endpoint("POST", "/api/v1/events", ingest, "Ingest a batch of CloudEvents cost events", (), tag="ledger",
+             body="A JSON array of CloudEvents (or {\"events\": [...]}), at most 1000",
+             responses={207: "some events accepted, some refused", 403: "every event is another tenant's",
+                        422: "no event was accepted"}),
+    Endpoint("GET", "/api/v1/runs/{run_id}", run_tree, "A run and its descendants with rolled-up cost", (),
+             tag="ledger", responses={404: "no such run (or not this tenant's)"}),
+)  # fmt: skip

@@ -1,0 +1,60 @@
+"""``outlay api``: serve the reporting API (and its docs) with uvicorn."""
+
+from __future__ import annotations
+
+import click
+
+from outlay._errors import BackendError, InvalidInput
+
+__all__ = ["api"]
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8790, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
+@click.option(
+    "--tokens",
+    "tokens_file",
+    metavar="FILE",
+    help="Tokens file (TOML or JSON, tokens stored as SHA-256); default $OUTLAY_API_TOKENS.",
+)
+@click.option(
+    "--url", metavar="URL", help="outlay home (ledger) URL; default $OUTLAY_URL or .outlay/outlay.db"
+)
+@click.option(
+    "--hash-token", "to_hash", metavar="TOKEN", help="Print the sha256 to store for TOKEN and exit."
+)
+@click.option(
+    "--new-token", "make_token", is_flag=True, help="Print a fresh random token and its hash, and exit."
+)
+def api(
+    *, host: str, port: int, tokens_file: str | None, url: str | None, to_hash: str | None, make_token: bool
+) -> None:
+    """Serve the reporting API under /api/v1 (OpenAPI at /openapi.json, docs at /docs)."""
+    from outlay.api import create_app, hash_token, load_tokens, new_token
+
+    if to_hash is not None:
+        click.echo(hash_token(to_hash))
+        return
+    if make_token:
+        token = new_token()
+        click.echo(f"token  = {token}\nsha256 = {hash_token(token)}")
+        return
+    try:
+        import uvicorn
+    except ModuleNotFoundError:  # pragma: no cover - depends on the install
+        raise click.ClickException("serving the API needs uvicorn: pip install 'outlay[gateway]'") from None
+    from outlay import Outlay
+
+    try:
+        tokens = load_tokens(tokens_file)
+        outlay = Outlay(url)
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc)) from None
+    except BackendError as exc:
+        raise click.ClickException(str(exc)) from None
+    app = create_app(outlay, tokens=tokens)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    finally:
+        outlay.close()

@@ -1,0 +1,116 @@
+"""Bad input gets a 4xx naming the field; injection attempts through every parameter do nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from outlay.api import ENDPOINTS
+
+from .conftest import ACME, ADMIN, GLOBEX_MARKERS, WINDOW, auth
+
+INJECTIONS = (
+    "' OR 1=1 --",
+    "acme' OR '1'='1",
+    "x'); DROP TABLE ledger_events; --",
+    '" OR ""="',
+    "%' OR tenant_id LIKE '%",
+    "acme\x00",
+    "1 UNION SELECT * FROM ledger_events",
+)
+GETS = [e for e in ENDPOINTS if e.method == "GET"]
+CASES = [(e, name) for e in GETS for name in e.params]
+
+
+def _empty(body: dict[str, Any]) -> bool:
+    for key in ("rows", "events", "series", "decisions", "lines"):
+        if key in body:
+            return bool(body[key] == [])
+    if "totals" in body:
+        return bool(body["totals"]["events"] == 0)
+    return False
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+@pytest.mark.parametrize(("endpoint", "param"), CASES, ids=lambda v: getattr(v, "path", v))
+@pytest.mark.parametrize("token", [ADMIN, ACME], ids=["admin", "tenant"])
+async def test_injection_through_every_parameter_has_no_effect(
+    client: httpx.AsyncClient, endpoint: Any, param: str, payload: str, token: str
+) -> None:
+    path = endpoint.path.format(run_id="acme-run", tenant="acme")
+    params = {**({"period": "2026-03"} if "period" in endpoint.params else WINDOW), param: payload}
+    params = {k: v for k, v in params.items() if k in endpoint.params}
+    r = await client.get(path, params=params, headers=auth(token))
+    assert r.status_code < 500, r.text
+    assert r.status_code in (200, 400, 403, 404), r.text
+    if r.status_code == 200:
+        assert _empty(r.json()), (param, r.text[:300])
+    else:
+        assert r.json()["message"]
+    if token == ACME:
+        for marker in GLOBEX_MARKERS:
+            assert marker not in r.text.lower()
+
+
+@pytest.mark.parametrize("payload", INJECTIONS)
+async def test_injection_through_path_parameters(client: httpx.AsyncClient, payload: str) -> None:
+    for path in (
+        f"/api/v1/runs/{quote(payload, safe='')}",
+        f"/api/v1/tenants/{quote(payload, safe='')}/invoice",
+    ):
+        r = await client.get(path, params={"period": "2026-03"}, headers=auth(ADMIN))
+        assert r.status_code in (400, 404), r.text
+    # the ledger is intact afterwards
+    r = await client.get("/api/v1/usage/totals", params=WINDOW, headers=auth(ADMIN))
+    assert r.json()["totals"]["events"] == 12
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "field"),
+    [
+        ("/api/v1/usage/totals", {"from": "yesterday"}, 400, "from"),
+        ("/api/v1/usage/totals", {"from": "2026-03-05", "to": "2026-03-01"}, 400, "to"),
+        ("/api/v1/usage/totals", {"from": "2026-03-05", "to": "2026-03-05"}, 400, "to"),
+        ("/api/v1/usage/totals", {"from": "1066-10-14"}, 400, "from"),
+        ("/api/v1/usage/totals", {"to": "2026-13-01"}, 400, "to"),
+        ("/api/v1/usage/totals", {"environment": "prod"}, 400, "environment"),
+        ("/api/v1/usage/totals", {"tennant": "acme"}, 400, "tennant"),
+        ("/api/v1/usage/totals", {"tenant": "nobody"}, 404, "tenant"),
+        ("/api/v1/usage/totals", {"feature": ""}, 400, "feature"),
+        ("/api/v1/usage/totals", {"feature": "x" * 201}, 400, "feature"),
+        ("/api/v1/usage/breakdown", {"by": "tenant,colour"}, 400, "by"),
+        ("/api/v1/usage/breakdown", {"by": "tenant,tenant"}, 400, "by"),
+        ("/api/v1/usage/breakdown", {"by": ""}, 400, "by"),
+        ("/api/v1/usage/timeseries", {"by": "day"}, 400, "by"),
+        ("/api/v1/usage/timeseries", {"from": "2000-01-01", "to": "2100-01-01"}, 400, "from"),
+        ("/api/v1/events", {"limit": "0"}, 400, "limit"),
+        ("/api/v1/events", {"limit": "1001"}, 400, "limit"),
+        ("/api/v1/events", {"limit": "²"}, 400, "limit"),
+        ("/api/v1/events", {"limit": "-1"}, 400, "limit"),
+        ("/api/v1/tenants/acme/invoice", {}, 400, "period"),
+        ("/api/v1/tenants/acme/invoice", {"period": "2026-3"}, 400, "period"),
+        ("/api/v1/tenants/acme/invoice", {"period": "2026-13"}, 400, "period"),
+        ("/api/v1/tenants/acme/invoice", {"period": "March"}, 400, "period"),
+        ("/api/v1/tenants/nobody/invoice", {"period": "2026-03"}, 404, "tenant"),
+        ("/api/v1/budgets/decisions", {"kind": "exploded"}, 400, "kind"),
+        ("/api/v1/budgets/decisions", {"tenant": "nobody"}, 404, "tenant"),
+    ],
+)
+async def test_bad_input_is_a_clear_4xx(
+    client: httpx.AsyncClient, path: str, params: dict[str, str], status: int, field: str
+) -> None:
+    r = await client.get(path, params=params, headers=auth(ADMIN))
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field and r.json()["message"]
+
+
+async def test_repeated_parameter_and_unknown_route(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/usage/totals?tenant=acme&tenant=globex", headers=auth(ADMIN))
+    assert r.status_code == 400 and r.json()["field"] == "tenant"
+    r = await client.get("/api/v1/nothing", headers=auth(ADMIN))
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = await client.delete("/api/v1/events", headers=auth(ADMIN))
+    assert r.status_code == 405

@@ -1,0 +1,147 @@
+"""The event ledger (cursor pagination), ingest, and run trees."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from outlay import Outlay
+from outlay.api import create_app
+
+from .conftest import ACME, ADMIN, GLOBEX, T0, TOKENS, WINDOW, auth, cloud, seed_decisions, seed_events
+
+
+async def pages(client: httpx.AsyncClient, token: str = ADMIN, **params: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        r = await client.get("/api/v1/events", params=query, headers=auth(token))
+        assert r.status_code == 200, r.text
+        events.extend(r.json()["events"])
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            return events
+
+
+async def test_pages_cover_every_event_once_in_time_order(client: httpx.AsyncClient, outlay: Outlay) -> None:
+    events = await pages(client, limit="3")
+    ids = [e["event_id"] for e in events]
+    ledger = outlay.reports().ledger
+    expected = {e.event.event_id for e in ledger.entries(T0 - timedelta(days=365), T0 + timedelta(days=365))}
+    assert len(expected) == len(seed_events()) + len(seed_decisions())
+    assert len(ids) == len(set(ids)) and set(ids) == expected
+    assert [e["time"] for e in events] == sorted(e["time"] for e in events)  # many ties at T0, none lost
+
+
+async def test_cursor_is_stable_while_events_arrive(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/events", params={"limit": "2"}, headers=auth(ADMIN))
+    first = r.json()["events"]
+    cursor = r.json()["next_cursor"]
+    # New events at the very instant of the page's last event and later: not skipped, not repeated.
+    late = [cloud(time=T0), cloud(time=T0 + timedelta(days=20))]
+    assert (await client.post("/api/v1/events", json=late, headers=auth(ADMIN))).status_code == 200
+    rest: list[dict[str, Any]] = []
+    while cursor:
+        r = await client.get("/api/v1/events", params={"limit": "2", "cursor": cursor}, headers=auth(ADMIN))
+        rest.extend(r.json()["events"])
+        cursor = r.json()["next_cursor"]
+    ids = [e["event_id"] for e in first + rest]
+    assert len(ids) == len(set(ids))
+    assert {e["id"] for e in late} <= set(ids)
+
+
+async def test_filters_and_effective_cost(client: httpx.AsyncClient) -> None:
+    events = await pages(client, **WINDOW, tenant="acme", model="gpt-4o", environment="production")
+    assert {e["tenant_id"] for e in events} == {"acme"} and len(events) == 3
+    assert all(e["cost"] == "0.1" and e["priced"] for e in events)
+
+
+async def test_cursor_of_another_query_or_garbage_is_refused(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/events", params={"limit": "1"}, headers=auth(ADMIN))
+    cursor = r.json()["next_cursor"]
+    other = await client.get(
+        "/api/v1/events", params={"cursor": cursor, "tenant": "acme"}, headers=auth(ADMIN)
+    )
+    assert other.status_code == 400 and other.json()["field"] == "cursor"
+    for garbage in ("x", "eyJ0IjoxfQ", "%%%", "e30"):
+        bad = await client.get("/api/v1/events", params={"cursor": garbage}, headers=auth(ADMIN))
+        assert bad.status_code == 400 and bad.json()["field"] == "cursor", garbage
+
+
+async def test_ingest_is_validated_idempotent_and_visible(client: httpx.AsyncClient) -> None:
+    good = cloud(tenant_id="acme", feature="ingested", time=T0)
+    bad_money = cloud(feature="ingested")
+    bad_money["data"]["cost"] = 0.25  # a float: exactness already lost, refused
+    batch = [good, bad_money, good, {"specversion": "1.0"}, "not an object"]
+    r = await client.post("/api/v1/events", json=batch, headers=auth(ADMIN))
+    assert r.status_code == 207, r.text
+    body = r.json()
+    assert body["accepted"] == [good["id"]] and body["duplicates"] == [good["id"]]
+    errors = {e["index"]: e for e in body["errors"]}
+    assert set(errors) == {1, 3, 4}
+    assert errors[1]["field"] == "data.cost" and "decimal string" in errors[1]["message"]
+    assert errors[3]["field"] == "type"
+    # a replay of the same batch changes no total
+    again = await client.post("/api/v1/events", json=[good], headers=auth(ADMIN))
+    assert again.status_code == 200
+    totals = await client.get("/api/v1/usage/totals", params={**WINDOW, "feature": "ingested"},
+                              headers=auth(ADMIN))  # fmt: skip
+    assert totals.json()["totals"]["events"] == 1 and totals.json()["totals"]["cost"] == "0.1"
+
+
+async def test_ingest_refuses_whole_bad_bodies(client: httpx.AsyncClient) -> None:
+    for body in (b"", b"{", b"[]", b'{"events": 3}', b"[" + b"{}," * 1000 + b"{}]"):
+        r = await client.post("/api/v1/events", content=body, headers=auth(ADMIN))
+        assert r.status_code == 400 and r.json()["field"] == "body", body[:20]
+    huge = b'["' + b"x" * (9 * 1024 * 1024) + b'"]'
+    r = await client.post("/api/v1/events", content=huge, headers=auth(ADMIN))
+    assert r.status_code == 400 and "bytes" in r.json()["message"]
+
+
+async def test_ingest_is_durable_before_the_answer(tmp_path: Path) -> None:
+    home = tmp_path / "outlay.db"
+    first = Outlay(str(home))
+    app = create_app(first, tokens=TOKENS)
+    sent = [cloud(feature="durable", time=T0 + timedelta(minutes=i)) for i in range(5)]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+        r = await c.post("/api/v1/events", json=sent, headers=auth(ACME))
+        assert r.status_code == 200
+    # a new process (a new Outlay on the same files) finds every accepted event: nothing was buffered
+    second = Outlay(str(home))
+    try:
+        totals = second.reports().breakdown("feature", WINDOW["from"], WINDOW["to"])
+        assert {row["feature"]: row["events"] for row in totals} == {"durable": 5}
+    finally:
+        second.close()
+        first.close()
+
+
+async def test_concurrent_ingest_counts_each_event_once(client: httpx.AsyncClient) -> None:
+    batch = [cloud(feature="race", time=T0) for _ in range(20)]
+    replies = await asyncio.gather(
+        *(client.post("/api/v1/events", json=batch, headers=auth(ADMIN)) for _ in range(8))
+    )
+    assert all(r.status_code == 200 for r in replies)
+    totals = await client.get(
+        "/api/v1/usage/totals", params={**WINDOW, "feature": "race"}, headers=auth(ADMIN)
+    )
+    assert totals.json()["totals"]["events"] == 20 and totals.json()["totals"]["cost"] == "2"
+
+
+async def test_run_tree_rolls_up_and_is_pruned_for_a_tenant(client: httpx.AsyncClient) -> None:
+    admin = (await client.get("/api/v1/runs/acme-run", headers=auth(ADMIN))).json()
+    assert admin["total_cost"] == "1.2"  # acme 0.1 + 0.1, globex's run under it 1.00
+    assert {c["run_id"] for c in admin["children"]} == {"acme-run-1", "globex-run-in-acme"}
+    acme = await client.get("/api/v1/runs/acme-run", headers=auth(ACME))
+    assert acme.status_code == 200
+    assert acme.json()["total_cost"] == "0.2"
+    assert [c["run_id"] for c in acme.json()["children"]] == ["acme-run-1"]
+    assert (await client.get("/api/v1/runs/globex-run", headers=auth(ACME))).status_code == 404
+    assert (await client.get("/api/v1/runs/globex-run", headers=auth(GLOBEX))).status_code == 200
+    missing = await client.get("/api/v1/runs/no-such-run", headers=auth(ADMIN))
+    assert missing.status_code == 404 and missing.json()["field"] == "run_id"

@@ -1,0 +1,84 @@
+"""The OpenAPI document describes every endpoint; /docs is self-contained; `outlay api` options."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+from click.testing import CliRunner
+
+from outlay.api import ENDPOINTS, hash_token
+from outlay.cli._api import api
+
+
+async def test_openapi_describes_every_endpoint(client: httpx.AsyncClient) -> None:
+    r = await client.get("/openapi.json")
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["openapi"].startswith("3.")
+    described = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    assert described == {(e.method, e.path) for e in ENDPOINTS}
+    for endpoint in ENDPOINTS:
+        op = doc["paths"][endpoint.path][endpoint.method.lower()]
+        assert {p["name"] for p in op["parameters"] if p["in"] == "query"} == set(endpoint.params)
+        assert {"401", "403", "400"} <= set(op["responses"])
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
+
+
+async def test_docs_page_lists_endpoints_and_fetches_nothing(client: httpx.AsyncClient) -> None:
+    r = await client.get("/docs")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    for endpoint in ENDPOINTS:
+        assert endpoint.path in r.text
+    assert not re.search(r"(src|href)=['\"]?(https?:)?//", r.text)  # no CDN, no remote asset
+    assert "<script" not in r.text
+
+
+def test_cli_hashes_and_makes_tokens() -> None:
+    runner = CliRunner()
+    out = runner.invoke(api, ["--hash-token", "secret-token-123456"])
+    assert out.exit_code == 0 and out.output.strip() == hash_token("secret-token-123456")
+    made = runner.invoke(api, ["--new-token"])
+    token = re.search(r"token  = (\S+)", made.output)
+    assert token is not None and hash_token(token.group(1)) in made.output
+
+
+def test_cli_without_tokens_is_a_usage_error(monkeypatch: object) -> None:
+    runner = CliRunner(env={"OUTLAY_API_TOKENS": ""})
+    out = runner.invoke(api, ["--url", "memory://"])
+    assert out.exit_code == 2 and "OUTLAY_API_TOKENS" in out.output
+
+
+def test_a_real_server_in_a_thread_serves_the_api() -> None:
+    import socket
+    import threading
+
+    import uvicorn
+
+    from outlay import Outlay
+    from outlay.api import create_app
+
+    from .conftest import ACME, TOKENS, auth, cloud
+
+    outlay = Outlay("memory://")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(outlay, tokens=TOKENS), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            for _ in range(200):
+                if server.started:
+                    break
+                threading.Event().wait(0.05)
+            assert c.post("/api/v1/events", json=[cloud()], headers=auth(ACME)).status_code == 200
+            r = c.get("/api/v1/usage/totals", params={"from": "2026-03-01", "to": "2026-04-01"},
+                      headers=auth(ACME))  # fmt: skip
+            assert r.json()["totals"]["cost"] == "0.1"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        outlay.close()

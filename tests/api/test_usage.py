@@ -1,0 +1,120 @@
+"""Usage, tenants, concentration, unattributed, unpriced, invoices and decisions over HTTP."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import httpx
+
+from .conftest import ACME, ADMIN, WINDOW, auth
+
+PROD = {**WINDOW, "environment": "production"}
+
+
+async def get(client: httpx.AsyncClient, path: str, token: str = ADMIN, **params: str) -> httpx.Response:
+    return await client.get(path, params=params, headers=auth(token))
+
+
+async def test_totals_are_exact_and_filtered(client: httpx.AsyncClient) -> None:
+    r = await get(client, "/api/v1/usage/totals", **PROD, tenant="acme")
+    assert r.status_code == 200, r.text
+    totals = r.json()["totals"]
+    # 3 x 0.10 + 1e-18: summed exactly, never through a float
+    assert totals["cost"] == "0.300000000000000001"
+    assert totals["unpriced_events"] == 1
+    r = await get(client, "/api/v1/usage/totals", **PROD, tenant="acme", feature="index")
+    assert r.json()["totals"]["cost"] == "0.000000000000000001"
+    assert r.json()["totals"]["events"] == 1
+
+
+async def test_totals_of_nothing_are_zero_and_all_unpriced_is_null(client: httpx.AsyncClient) -> None:
+    r = await get(client, "/api/v1/usage/totals", **PROD, tenant="acme", feature="no-such-feature")
+    assert r.json()["totals"]["events"] == 0 and r.json()["totals"]["cost"] == "0"
+    r = await get(client, "/api/v1/usage/totals", **PROD, model="mystery-model")
+    assert r.json()["totals"] == {**r.json()["totals"], "events": 1, "cost": None, "unpriced_events": 1}
+
+
+async def test_breakdown_by_several_keys_with_filters(client: httpx.AsyncClient) -> None:
+    r = await get(client, "/api/v1/usage/breakdown", **PROD, by="tenant,model", provider="openai")
+    assert r.status_code == 200, r.text
+    rows = {(row["tenant"], row["model"]): row for row in r.json()["rows"]}
+    assert rows[("acme", "gpt-4o")]["cost"] == "0.3"
+    assert rows[("acme", "gpt-4o")]["events"] == 3
+    assert rows[(None, "gpt-4o")]["cost"] == "0.5"  # unattributed spend shows as tenant null
+    assert all(model != "claude-secret" for _, model in rows)  # provider filter applied
+    # most expensive first, unknown cost last
+    costs = [row["cost"] for row in r.json()["rows"]]
+    known = [Decimal(c) for c in costs if c is not None]
+    assert known == sorted(known, reverse=True)
+    assert costs[len(known) :] == [None] * (len(costs) - len(known))
+
+
+async def test_timeseries_fills_every_day(client: httpx.AsyncClient) -> None:
+    r = await get(client, "/api/v1/usage/timeseries", **{"from": "2026-03-01", "to": "2026-03-06"},
+                  tenant="acme", feature="search", environment="production")  # fmt: skip
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["days"] == ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05"]
+    (series,) = body["series"]
+    assert [p["cost"] for p in series["points"]] == ["0", "0.1", "0.1", "0.1", "0"]
+    r = await get(client, "/api/v1/usage/timeseries", **PROD, by="tenant")
+    assert {s["tenant"] for s in r.json()["series"]} == {"acme", "globex", None}
+
+
+async def test_tenants_concentration_unattributed_unpriced(client: httpx.AsyncClient) -> None:
+    r = await get(client, "/api/v1/tenants", **PROD)
+    assert {row["tenant"] for row in r.json()["rows"]} == {"acme", "globex", None}
+    r = await get(client, "/api/v1/concentration", **PROD)
+    assert r.json()["top_1_share"] is not None and r.json()["tenants"] == 2
+    r = await get(client, "/api/v1/unattributed", **PROD)
+    assert r.json()["rows"][0]["origin"] == "nightly-job" and r.json()["rows"][0]["cost"] == "0.5"
+    r = await get(client, "/api/v1/unpriced", **PROD)
+    assert {row["model"] for row in r.json()["rows"]} == {"mystery-model", "claude-secret-unpriced"}
+
+
+async def test_invoice_is_production_only_by_default(client: httpx.AsyncClient) -> None:
+    r = await get(client, "/api/v1/tenants/acme/invoice", ACME, period="2026-03")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["environment"] == "production" and body["period"] == "2026-03"
+    assert body["total_cost"] == "0.300000000000000001"  # the 5.00 staging call is not billed
+    assert body["unpriced_events"] == 1 and body["complete"] is False
+    assert all(not (line["operation"] or "").startswith("decision:") for line in body["lines"])
+    staging = await get(client, "/api/v1/tenants/acme/invoice", ACME, period="2026-03", environment="staging")
+    assert staging.json()["total_cost"] == "5"
+    empty = await get(client, "/api/v1/tenants/acme/invoice", ACME, period="2026-02")
+    assert empty.json()["lines"] == [] and empty.json()["total_cost"] == "0"
+
+
+async def test_budget_decisions(client: httpx.AsyncClient) -> None:
+    r = await get(client, "/api/v1/budgets/decisions", **WINDOW)
+    assert r.status_code == 200, r.text
+    kinds = {(d["kind"], d["tenant"]) for d in r.json()["decisions"]}
+    assert kinds == {("denied", "acme"), ("throttled", "globex")}
+    denied = next(d for d in r.json()["decisions"] if d["kind"] == "denied")
+    assert denied["limit"] == "10" and denied["spent"] == "10.5"
+    r = await get(client, "/api/v1/budgets/decisions", **WINDOW, kind="throttled")
+    assert [d["tenant"] for d in r.json()["decisions"]] == ["globex"]
+    r = await get(client, "/api/v1/budgets/decisions", **WINDOW, limit="1")
+    assert len(r.json()["decisions"]) == 1 and r.json()["truncated"] is True
+
+
+async def test_csv_exports_carry_their_hash(client: httpx.AsyncClient) -> None:
+    import csv
+    import hashlib
+    import io
+
+    r = await get(client, "/api/v1/tenants/acme/export.csv", ACME, period="2026-03")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.headers["x-outlay-sha256"] == hashlib.sha256(r.content).hexdigest()
+    lines = list(csv.DictReader(io.StringIO(r.text)))
+    assert sum(Decimal(row["cost"]) for row in lines if row["cost"]) == Decimal("0.300000000000000001")
+    entries = await get(client, "/api/v1/tenants/acme/export.csv", ACME, period="2026-03", what="entries")
+    rows = list(csv.DictReader(io.StringIO(entries.text)))
+    assert {row["tenant_id"] for row in rows} == {"acme"}
+    assert {row["environment"] for row in rows} == {"production"}
+    assert len(rows) == 6  # 3 chats, an embedding, an unpriced call, a budget decision
+    unpriced = [row for row in rows if row["priced"] == "False"]
+    assert [row["cost"] for row in unpriced] == [""]  # unknown stays empty, not 0
+    again = await get(client, "/api/v1/tenants/acme/export.csv", ACME, period="2026-03", what="entries")
+    assert again.headers["x-outlay-sha256"] == entries.headers["x-outlay-sha256"]  # reproducible
