@@ -43,7 +43,7 @@ def api(
     try:
         import uvicorn
     except ModuleNotFoundError:  # pragma: no cover - depends on the install
-        raise click.ClickException("serving the API needs uvicorn: pip install 'outlay[gateway]'") from None
+        raise click.ClickException("serving the API needs uvicorn: pip install 'outlay[api]'") from None
     from outlay import Outlay
 
     try:
