@@ -1,0 +1,189 @@
+"""Ledger benchmarks: sustained ingestion into the SQLite ledger, and breakdown queries from rollups.
+
+    python bench/bench_ledger.py                       # 200k ingested, 1M-event ledger queried
+    python bench/bench_ledger.py --events 10000000     # the DESIGN target: breakdown over 10M events
+    python bench/bench_ledger.py --ingest 500000 --events 0 --batch 5000
+
+The workload is shaped like a real platform: 500 tenants over 30 days, each using a handful of
+(feature, agent, model) combinations, 95% production, 3% unpriced, 4% unattributed, costs with up
+to 24 decimals. Ingestion is measured two ways: ``LedgerStore.write`` with the payloads the
+log already holds (what the writer does after decoding), and the whole ``LedgerWriter`` step
+(CloudEvents decode + write + ack) from an in-memory log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from outlay._usage import Usage
+from outlay.events import CostEvent, encode_event
+from outlay.ledger import LedgerWriter, SQLiteLedger
+from outlay.reports import Reports
+from outlay.stream import InMemoryEventLog
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+DAYS = 30
+MODELS = (
+    ("openai", "gpt-4o", Decimal("0.0000025"), "chat"),
+    ("openai", "gpt-4o-mini", Decimal("0.00000015"), "chat"),
+    ("openai", "text-embedding-3-small", Decimal("0.00000002"), "embedding"),
+    ("anthropic", "claude-sonnet-4", Decimal("0.000003"), "chat"),
+    ("anthropic", "claude-haiku-4", Decimal("0.000000800000000000000001"), "chat"),
+    ("google", "gemini-2.5-pro", Decimal("0.00000125"), "chat"),
+    ("google", "gemini-2.5-flash", Decimal("0.000000018750000000"), "chat"),
+    ("mistral", "mistral-large", Decimal("0.000002"), "chat"),
+)
+FEATURES = tuple(f"feature-{i}" for i in range(20))
+
+
+def make_events(count: int, seed: int = 1) -> list[CostEvent]:
+    # Each tenant uses the same four (feature, agent, model) combinations in every chunk of the
+    # build, as real products do: the rollup cardinality is that of the product, not of the seed.
+    shape = random.Random(0)
+    combos = {
+        t: [(shape.choice(FEATURES), f"agent-{shape.randrange(6)}", shape.choice(MODELS)) for _ in range(4)]
+        for t in range(500)
+    }
+    rng = random.Random(seed)
+    span = DAYS * 86_400_000_000
+    events = []
+    for i in range(count):
+        tenant = rng.randrange(500)
+        feature, agent, (provider, model, price, operation) = rng.choice(combos[tenant])
+        tokens = rng.randrange(1, 20_000)
+        priced = rng.random() >= 0.03
+        attributed = rng.random() >= 0.04
+        events.append(
+            CostEvent(
+                time=START + timedelta(microseconds=span * i // count),
+                tenant_id=f"tenant-{tenant:03}" if attributed else None,
+                attribution="attributed" if attributed else "unattributed",
+                origin=None if attributed else f"job-{tenant % 7}",
+                feature=feature,
+                agent=agent,
+                environment="production" if rng.random() < 0.95 else "staging",
+                run_id=f"run-{i // 8}",
+                operation=operation,
+                provider=provider,
+                model=model,
+                usage=Usage(input_tokens=tokens, output_tokens=tokens // 10),
+                priced=priced,
+                cost=price * tokens if priced else None,
+                unpriced_reason=None if priced else f"no price for {provider}/{model}",
+                price_version="genai-prices-0.2.3",
+            )
+        )
+    return events
+
+
+def bench_write(path: Path, events: list[CostEvent], payloads: list[bytes], batch: int) -> float:
+    ledger = SQLiteLedger(path)
+    began = time.perf_counter()
+    for at in range(0, len(events), batch):
+        ledger.write(events[at : at + batch], payloads[at : at + batch])
+    elapsed = time.perf_counter() - began
+    ledger.close()
+    return len(events) / elapsed
+
+
+def bench_writer(path: Path, payloads: list[bytes], batch: int) -> float:
+    log = InMemoryEventLog()
+    for at in range(0, len(payloads), 10_000):
+        log.append(payloads[at : at + 10_000])
+    ledger = SQLiteLedger(path)
+    began = time.perf_counter()
+    stats = LedgerWriter(log, ledger, batch_size=batch).catch_up()
+    elapsed = time.perf_counter() - began
+    ledger.close()
+    assert stats.inserted == len(payloads)
+    return len(payloads) / elapsed
+
+
+def build(path: Path, total: int, batch: int) -> None:
+    ledger = SQLiteLedger(path)
+    have = ledger.event_count()
+    chunk = 200_000
+    began = time.perf_counter()
+    for seed, at in enumerate(range(have, total, chunk), start=100):
+        events = make_events(min(chunk, total - at), seed=seed)
+        payloads = [encode_event(e) for e in events]
+        for i in range(0, len(events), batch):
+            ledger.write(events[i : i + batch], payloads[i : i + batch])
+        print(f"  built {at + len(events):,} events ({time.perf_counter() - began:.0f} s)", flush=True)
+    ledger.close()
+
+
+def _timed(call: Callable[[], object], repeats: int) -> tuple[object, list[float]]:
+    timings, result = [], None
+    for _ in range(repeats):
+        began = time.perf_counter()
+        result = call()
+        timings.append((time.perf_counter() - began) * 1000)
+    return result, timings
+
+
+def bench_queries(path: Path, repeats: int) -> None:
+    ledger = SQLiteLedger(path)
+    reports = Reports(ledger)
+    print(f"ledger: {ledger.event_count():,} events, {path.stat().st_size / 1e9:.2f} GB")
+    windows = {
+        "month (Mar 1 - Apr 1)": (START.date(), date(2026, 4, 1)),
+        "days (Mar 3 - Mar 29)": (date(2026, 3, 3), date(2026, 3, 29)),
+        "to the second": (
+            START + timedelta(days=2, hours=13),
+            START + timedelta(days=28, hours=6, seconds=1),
+        ),
+    }
+    for label, (start, end) in windows.items():
+        for by in ("tenant", "tenant,model", "feature,agent", "provider,model,environment", "day"):
+            rows, timings = _timed(lambda: reports.breakdown(by, start, end), repeats)  # noqa: B023
+            print(
+                f"{label:<22} breakdown --by {by:<27} {len(rows):>6} rows"  # type: ignore[arg-type]
+                f"  median {statistics.median(timings):7.1f} ms  max {max(timings):7.1f} ms"
+            )
+    _, timings = _timed(lambda: reports.concentration(START.date(), date(2026, 4, 1)), repeats)
+    print(f"concentration, month: median {statistics.median(timings):.1f} ms")
+    ledger.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--ingest", type=int, default=200_000, help="events for the ingestion runs")
+    parser.add_argument("--events", type=int, default=1_000_000, help="ledger size for the queries (0: skip)")
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--dir", help="keep the ledgers here (the query ledger is reused if present)")
+    args = parser.parse_args()
+    workdir = Path(args.dir or tempfile.mkdtemp(prefix="outlay-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    if args.ingest:
+        events = make_events(args.ingest)
+        payloads = [encode_event(e) for e in events]
+        for run in range(2):
+            ingest = workdir / f"ingest-{run}.db"
+            ingest.unlink(missing_ok=True)
+            rate = bench_write(ingest, events, payloads, args.batch)
+            print(f"SQLiteLedger.write, batch {args.batch}: {rate:,.0f} events/s ({args.ingest:,} events)")
+        writer_db = workdir / "writer.db"
+        writer_db.unlink(missing_ok=True)
+        rate = bench_writer(writer_db, payloads, args.batch)
+        print(f"LedgerWriter (decode + write + ack), batch {args.batch}: {rate:,.0f} events/s")
+    if args.events:
+        query_db = workdir / f"query-{args.events}.db"
+        build(query_db, args.events, args.batch)
+        bench_queries(query_db, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,309 @@
+"""``outlay report ...`` and ``outlay rerate``: reports and re-rating from the command line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from outlay._errors import BackendError, InvalidInput
+from outlay._rating import Rating
+from outlay.events import CostEvent
+from outlay.ledger import LedgerStore, RateFunction, open_ledger
+
+__all__ = ["report", "rerate"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_FORMATS = ("table", "json", "csv")
+_TABLE_COLUMNS = ("events", "cost", "unpriced_events")  # tokens too: --format json or csv
+_DEFAULT_DAYS = 30
+
+
+def _default_window() -> tuple[str, str]:
+    end = datetime.now(UTC).date() + timedelta(days=1)
+    return (end - timedelta(days=_DEFAULT_DAYS)).isoformat(), end.isoformat()
+
+
+@contextmanager
+def _ledger(url: str | None) -> Iterator[LedgerStore]:
+    """Open the ledger read-mostly, turning outlay errors into clean CLI errors (never a traceback)."""
+    try:
+        ledger = open_ledger(url, create=False)
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc)) from None
+    except BackendError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        yield ledger
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc)) from None
+    except BackendError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        ledger.close()
+
+
+def _ledger_option(func: F) -> F:
+    return click.option(
+        "--ledger",
+        "ledger_url",
+        metavar="URL",
+        help="Ledger path or URL (sqlite:PATH, postgresql://...); default $OUTLAY_URL or .outlay/outlay.db",
+    )(func)
+
+
+def _window_options(func: F) -> F:
+    func = click.option("--from", "start", metavar="DATE", help="Start (inclusive); default 30 days ago.")(
+        func
+    )
+    return click.option("--to", "end", metavar="DATE", help="End (exclusive); default tomorrow (UTC).")(func)
+
+
+def _common(func: F) -> F:
+    func = click.option("--environment", help="Only this environment (production, staging, ...).")(func)
+    func = click.option("--format", "fmt", type=click.Choice(_FORMATS), default="table", show_default=True)(
+        func
+    )
+    return _ledger_option(_window_options(func))
+
+
+def _window(start: str | None, end: str | None) -> tuple[str, str]:
+    default_start, default_end = _default_window()
+    return start or default_start, end or default_end
+
+
+def _plain(name: str, value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _cell(name: str, value: Any) -> str:
+    if value is None:
+        if name == "cost":
+            return "[yellow]unknown[/]"
+        return "[dim](unattributed)[/]" if name == "tenant" else "[dim]-[/]"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _print_rows(rows: Sequence[Mapping[str, Any]], fmt: str, columns: Sequence[str], title: str) -> None:
+    from outlay.reports import render_csv, render_json
+
+    if fmt == "json":
+        click.echo(render_json(list(rows)))
+    elif fmt == "csv":
+        click.echo(render_csv(rows), nl=False)
+    else:
+        table = Table(title=title)
+        for name in columns:
+            # Money is never cut short with an ellipsis: amounts keep every digit, names fold.
+            widest = max((len(_plain(name, row.get(name))) for row in rows), default=0)
+            table.add_column(
+                _HEADERS.get(name, name),
+                justify="left" if name in _KEY_NAMES else "right",
+                overflow="fold",
+                min_width=widest if name in _MONEY_NAMES else None,
+            )
+        for row in rows:
+            table.add_row(*(_cell(name, row.get(name)) for name in columns))
+        _print_table(table)
+        if not rows:
+            click.echo("no events in this window")
+
+
+_MONEY_NAMES = frozenset(("cost", "delta"))
+_HEADERS = {"unpriced_events": "unpriced", "input_tokens": "input tokens"}
+_KEY_NAMES = frozenset(
+    ("tenant", "day", "feature", "agent", "model", "provider", "operation", "environment", "origin", "reason")
+)
+
+
+def _print_table(table: Table) -> None:
+    # crop=False: on a narrow terminal lines wrap instead of amounts being cut off.
+    Console().print(table, crop=False)
+
+
+@click.group()
+def report() -> None:
+    """Cost reports from the ledger (per tenant, breakdowns, run trees, unattributed, unpriced)."""
+
+
+def _reports(ledger: LedgerStore) -> Any:
+    from outlay.reports import Reports
+
+    return Reports(ledger)
+
+
+@report.command()
+@_common
+def tenants(
+    *, start: str | None, end: str | None, environment: str | None, fmt: str, ledger_url: str | None
+) -> None:
+    """Spend per tenant, most expensive first."""
+    start, end = _window(start, end)
+    with _ledger(ledger_url) as ledger:
+        rows = _reports(ledger).tenants(start, end, environment=environment)
+    _print_rows(rows, fmt, ("tenant", *_TABLE_COLUMNS), f"Spend per tenant, {start} to {end}")
+
+
+@report.command()
+@click.option("--by", default="tenant", show_default=True, help="Comma-separated group-by keys.")
+@click.option("--tenant", help="Only this tenant.")
+@_common
+def breakdown(
+    *,
+    by: str,
+    tenant: str | None,
+    start: str | None,
+    end: str | None,
+    environment: str | None,
+    fmt: str,
+    ledger_url: str | None,
+) -> None:
+    """Spend grouped by tenant, day, feature, agent, model, provider, operation, environment, origin."""
+    start, end = _window(start, end)
+    keys = [part.strip() for part in by.split(",")]
+    with _ledger(ledger_url) as ledger:
+        rows = _reports(ledger).breakdown(keys, start, end, environment=environment, tenant=tenant)
+    _print_rows(rows, fmt, (*keys, *_TABLE_COLUMNS), f"Spend by {', '.join(keys)}, {start} to {end}")
+
+
+@report.command()
+@_common
+def unattributed(
+    *, start: str | None, end: str | None, environment: str | None, fmt: str, ledger_url: str | None
+) -> None:
+    """Spend with no tenant, by origin (the workflow, job or service that made it)."""
+    start, end = _window(start, end)
+    with _ledger(ledger_url) as ledger:
+        rows = _reports(ledger).unattributed(start, end, environment=environment)
+    _print_rows(rows, fmt, ("origin", *_TABLE_COLUMNS), f"Unattributed spend, {start} to {end}")
+
+
+@report.command()
+@click.option("--tenant", help="Only this tenant.")
+@_common
+def unpriced(
+    *,
+    tenant: str | None,
+    start: str | None,
+    end: str | None,
+    environment: str | None,
+    fmt: str,
+    ledger_url: str | None,
+) -> None:
+    """Events with no known cost, by provider, model and reason (re-rate them once priced)."""
+    start, end = _window(start, end)
+    with _ledger(ledger_url) as ledger:
+        rows = _reports(ledger).unpriced(start, end, environment=environment, tenant=tenant)
+    columns = ("provider", "model", "reason", "unpriced_events", "input_tokens")
+    _print_rows(rows, fmt, columns, f"Unpriced events, {start} to {end}")
+
+
+@report.command()
+@_common
+def concentration(
+    *, start: str | None, end: str | None, environment: str | None, fmt: str, ledger_url: str | None
+) -> None:
+    """How concentrated spend is across tenants: top 1/5/10 shares and each tenant vs the median."""
+    start, end = _window(start, end)
+    with _ledger(ledger_url) as ledger:
+        result = _reports(ledger).concentration(start, end, environment=environment)
+    if fmt == "json":
+        from outlay.reports import render_json
+
+        click.echo(render_json(result))
+        return
+    columns = ("rank", "tenant", "events", "cost", "share", "vs_median", "unpriced_events")
+    _print_rows(result["rows"], fmt, columns, f"Spend concentration, {start} to {end}")
+    if fmt == "table":
+        click.echo(
+            f"tenants: {result['tenants']} ({result['priced_tenants']} priced)  total: {result['total_cost']}"
+            f"  median: {result['median_cost']}  top 1/5/10 share: {result['top_1_share']}"
+            f" / {result['top_5_share']} / {result['top_10_share']}"
+            f"  unattributed: {result['unattributed_cost']}"
+        )
+
+
+@report.command()
+@click.argument("run_id")
+@click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table", show_default=True)
+@_ledger_option
+def run(run_id: str, fmt: str, ledger_url: str | None) -> None:
+    """The cost tree of a run: each run's own cost and the cost rolled up from its children."""
+    with _ledger(ledger_url) as ledger:
+        tree = _reports(ledger).run_tree(run_id)
+    if fmt == "json":
+        from outlay.reports import render_json
+
+        click.echo(render_json(tree))
+        return
+    root = Tree(_run_label(tree))
+    stack = [(root, tree)]
+    while stack:
+        branch, node = stack.pop()
+        for child in node["children"]:
+            stack.append((branch.add(_run_label(child)), child))
+    Console().print(root)
+
+
+def _run_label(node: Mapping[str, Any]) -> str:
+    name = node["run_id"] + (f" [cyan]{node['agent']}[/]" if node["agent"] else "")
+    if node["inferred"]:
+        name += " [dim](no events of its own)[/]"
+    own = node["cost"] if node["cost"] is not None else "unknown"
+    total = node["total_cost"] if node["total_cost"] is not None else "unknown"
+    unpriced_note = f", {node['total_unpriced_events']} unpriced" if node["total_unpriced_events"] else ""
+    return f"{name}  own {own}  total [bold]{total}[/] ({node['total_events']} events{unpriced_note})"
+
+
+@click.command()
+@click.option("--from", "start", metavar="DATE", required=True, help="Start (inclusive).")
+@click.option("--to", "end", metavar="DATE", required=True, help="End (exclusive).")
+@click.option("--prices", metavar="FILE", help="Price overrides file (default: $OUTLAY_PRICES).")
+@click.option("--format", "fmt", type=click.Choice(_FORMATS), default="table", show_default=True)
+@_ledger_option
+def rerate(*, start: str, end: str, prices: str | None, fmt: str, ledger_url: str | None) -> None:
+    """Re-rate a window with the current prices; appends adjustments and prints the delta per tenant."""
+    from outlay.ledger import rerate as rerate_window
+
+    rate = _catalog_rate(prices)
+    with _ledger(ledger_url) as ledger:
+        result = rerate_window(ledger, rate, start, end)
+    rows = [
+        {"tenant": tenant, "delta": str(delta)}
+        for tenant, delta in sorted(
+            result.by_tenant.items(), key=lambda item: (item[0] is None, item[0] or "")
+        )
+    ]
+    _print_rows(rows, fmt, ("tenant", "delta"), f"Re-rating {start} to {end}")
+    if fmt == "table":
+        click.echo(
+            f"examined {result.examined:,}, adjusted {result.adjusted:,}"
+            f" ({result.newly_priced:,} newly priced), still unpriced {result.still_unpriced:,},"
+            f" skipped {result.skipped:,}; total delta {result.delta}"
+        )
+
+
+def _catalog_rate(prices: str | None) -> RateFunction:
+    try:
+        from outlay.pricing import PriceCatalog, default_catalog
+
+        catalog = PriceCatalog.load(prices) if prices else default_catalog()
+    except InvalidInput as exc:
+        raise click.UsageError(str(exc)) from None
+
+    def rate(event: CostEvent) -> Rating | None:
+        # Events without a provider and model (tools, custom units priced by the caller) keep
+        # their own rating: the catalog has nothing to say about them.
+        if event.provider is None or event.model is None:
+            return None
+        return catalog.rate(event.usage, provider=event.provider, model=event.model, at=event.time)
+
+    return rate

@@ -1,0 +1,64 @@
+"""``open_ledger``: a ledger from a URL, as the CLI and configuration name it."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Final
+
+from outlay._errors import ConfigError
+
+from ._base import LedgerStore
+from ._memory import InMemoryLedger
+from ._sqlite import SQLiteLedger
+
+__all__ = ["DEFAULT_PATH", "ledger_url", "open_ledger"]
+
+#: The embedded default, shared with ``outlay.configure`` (log and ledger live in ``./.outlay/``).
+DEFAULT_PATH: Final = Path(".outlay") / "outlay.db"
+
+
+def ledger_url(url: str | None = None) -> str:
+    """``url``, else the environment variable ``OUTLAY_URL``, else the embedded default path."""
+    return url or os.environ.get("OUTLAY_URL") or str(DEFAULT_PATH)
+
+
+def open_ledger(url: str | None = None, *, create: bool = True) -> LedgerStore:
+    """Open the ledger named by ``url`` (see :func:`ledger_url` for the default).
+
+    - ``sqlite:///abs/path.db``, ``sqlite:rel/path.db`` or a plain path: :class:`SQLiteLedger`
+      (a directory means ``<dir>/outlay.db``);
+    - ``postgresql://...``: the PostgreSQL ledger (needs ``outlay[postgres]``);
+    - ``memory://``: a new, empty :class:`InMemoryLedger`.
+
+    With ``create=False`` a missing SQLite file is an error instead of a new, empty ledger, so a
+    report never silently reads nothing from a mistyped path.
+    """
+    target = ledger_url(url)
+    if target == "memory://":
+        return InMemoryLedger()
+    if target.startswith(("postgresql://", "postgres://")):
+        try:
+            module = importlib.import_module("outlay.ledger._postgres")
+        except ModuleNotFoundError as exc:
+            raise ConfigError(
+                f"the PostgreSQL ledger is not available here ({exc.name} is missing);"
+                " install outlay[postgres]",
+                field="ledger",
+            ) from None
+        store: LedgerStore = module.PostgresLedger(target)
+        return store
+    if target.startswith("sqlite:"):
+        target = target.removeprefix("sqlite:")
+        target = target[2:] if target.startswith("//") else target
+    elif "://" in target:
+        raise ConfigError(
+            f"unsupported ledger URL {target!r}; use a path, sqlite:PATH or postgresql://", field="ledger"
+        )
+    path = Path(target).expanduser()
+    if path.is_dir():
+        path = path / DEFAULT_PATH.name
+    if not create and not path.exists():
+        raise ConfigError(f"no ledger at {str(path)!r} (pass --ledger or set OUTLAY_URL)", field="ledger")
+    return SQLiteLedger(path)

@@ -1,0 +1,310 @@
+"""Pieces every ledger implementation shares: rollup keys, per-batch pre-aggregation, re-rating rules.
+
+Keeping them here means the in-memory, SQLite and PostgreSQL ledgers cannot disagree on what a
+rollup key is or on when a re-rating appends an adjustment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from functools import lru_cache
+from typing import Final
+
+from outlay._errors import InvalidInput
+from outlay._money import MONEY_CONTEXT
+from outlay._rating import Rating
+from outlay.events import CostEvent
+
+from ._base import GROUP_KEYS, Totals
+
+__all__ = [
+    "CURRENCY",
+    "Acc",
+    "RollupDeltas",
+    "RunAcc",
+    "add_cost",
+    "check_by",
+    "check_events",
+    "check_rating",
+    "day_of",
+    "event_group_value",
+    "group_totals",
+    "merge_acc",
+    "merge_run",
+    "rollup_key",
+    "time_us",
+    "tokens_of",
+    "wants_adjustment",
+]
+
+#: The ledger sums one currency; an event in another would silently corrupt every total.
+CURRENCY: Final = "USD"
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+_US_PER_DAY: Final = 86_400_000_000
+_ADD: Final = MONEY_CONTEXT.add
+
+
+def time_us(moment: datetime) -> int:
+    """Microseconds since the Unix epoch (exact, timezone-aware input)."""
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+@lru_cache(maxsize=4096)
+def _day_text(day_number: int) -> str:
+    return date.fromordinal(_EPOCH_ORDINAL + day_number).isoformat()
+
+
+def day_of(us: int) -> str:
+    """The UTC day (``YYYY-MM-DD``) of an instant given in epoch microseconds."""
+    return _day_text(us // _US_PER_DAY)
+
+
+def rollup_key(event: CostEvent, day: str) -> tuple[str, ...]:
+    """The rollup key of ``event`` in :data:`GROUP_KEYS` order; absent values are ``""``.
+
+    ``origin`` is part of the key only for unattributed events: that is where it matters (which job
+    or service spent without a tenant), and it keeps attributed rollups from multiplying.
+    """
+    return (
+        event.tenant_id or "",
+        day,
+        event.feature or "",
+        event.agent or "",
+        event.model or "",
+        event.provider or "",
+        event.operation,
+        event.environment,
+        (event.origin or "") if event.tenant_id is None else "",
+    )
+
+
+def tokens_of(event: CostEvent) -> tuple[int, int, int, int, int]:
+    """Token totals kept in rollups: input, cache read, cache write, output, reasoning."""
+    usage = event.usage
+    return (
+        usage.input_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+        usage.output_tokens,
+        usage.reasoning_tokens,
+    )
+
+
+def add_cost(total: Decimal | None, amount: Decimal | None) -> Decimal | None:
+    """Exact sum where ``None`` means "nothing priced yet" (so ``None + None`` stays ``None``)."""
+    if amount is None:
+        return total
+    if total is None:
+        return amount
+    return MONEY_CONTEXT.add(total, amount)
+
+
+def check_events(events: Sequence[CostEvent], payloads: Sequence[bytes] | None) -> None:
+    """Refuse, before anything is written, a batch the ledger could not total correctly."""
+    if payloads is not None and len(payloads) != len(events):
+        raise InvalidInput(f"got {len(payloads)} payloads for {len(events)} events", field="payloads")
+    for index, event in enumerate(events):
+        if not isinstance(event, CostEvent):
+            raise InvalidInput(f"expected a CostEvent, got {type(event).__name__}", field=f"events[{index}]")
+        if event.currency != CURRENCY:
+            raise InvalidInput(
+                f"the ledger totals {CURRENCY} only; event {event.event_id} is in {event.currency}",
+                field=f"events[{index}].currency",
+            )
+
+
+def check_rating(event_id: str, rating: Rating) -> None:
+    if not isinstance(rating, Rating):
+        raise InvalidInput(f"expected a Rating, got {type(rating).__name__}", field=f"ratings[{event_id}]")
+    if rating.currency != CURRENCY:
+        raise InvalidInput(
+            f"the ledger totals {CURRENCY} only; rating of {event_id} is in {rating.currency}",
+            field="rating.currency",
+        )
+
+
+def wants_adjustment(priced: bool, cost: Decimal | None, rating: Rating) -> bool:
+    """Whether ``rating`` changes the effective cost of an event now at (``priced``, ``cost``).
+
+    A new price version with the same cost changes nothing a report shows, so it appends nothing;
+    an unpriced rating never erases a known cost (unknown is not zero, and not "forget" either).
+    """
+    if not rating.priced:
+        return False
+    return not (priced and cost == rating.cost)
+
+
+def check_by(by: Sequence[str], allowed: Sequence[str] = GROUP_KEYS) -> tuple[str, ...]:
+    keys = tuple(by)
+    for name in keys:
+        if name not in allowed:
+            raise InvalidInput(f"unknown group-by key {name!r}; choose from {', '.join(allowed)}", field="by")
+    if len(set(keys)) != len(keys):
+        raise InvalidInput(f"repeated group-by key in {', '.join(keys)}", field="by")
+    return keys
+
+
+@dataclass(slots=True)
+class Acc:
+    """Mutable totals of one group while a batch (or a query) is being added up."""
+
+    events: int = 0
+    unpriced: int = 0
+    cost: Decimal | None = None
+    tokens: list[int] = field(default_factory=lambda: [0, 0, 0, 0, 0])
+
+    def add_event(self, priced: bool, cost: Decimal | None, tokens: Sequence[int]) -> None:
+        self.events += 1
+        if priced:
+            self.cost = add_cost(self.cost, cost)
+        else:
+            self.unpriced += 1
+        own = self.tokens
+        for i in range(5):
+            own[i] += tokens[i]
+
+    def add_adjustment(self, delta: Decimal, unpriced_delta: int) -> None:
+        # Pricing a formerly unpriced event turns a ``None`` group cost into its new cost.
+        self.cost = add_cost(self.cost, delta)
+        self.unpriced += unpriced_delta
+
+
+@dataclass(slots=True)
+class RunAcc:
+    """Totals of one run within a batch, with the run-tree links of its first event."""
+
+    parent_run_id: str | None
+    root_run_id: str | None
+    tenant_id: str | None
+    agent: str | None
+    first_us: int
+    last_us: int
+    acc: Acc = field(default_factory=Acc)
+
+
+class RollupDeltas:
+    """Pre-aggregates one transaction's changes per rollup key and per run.
+
+    Writing 5,000 events then touches one rollup row per distinct key instead of 5,000 times.
+    """
+
+    __slots__ = ("groups", "runs")
+
+    def __init__(self) -> None:
+        self.groups: dict[tuple[str, ...], Acc] = {}
+        self.runs: dict[str, RunAcc] = {}
+
+    def add_event(self, event: CostEvent, key: tuple[str, ...], us: int, tokens: Sequence[int]) -> None:
+        # Inlined (no Acc.add_event calls): this runs once per ingested event, on the hot path.
+        cost = event.cost  # None exactly when the event is unpriced (a CostEvent invariant)
+        acc = self.groups.get(key)
+        if acc is None:
+            acc = self.groups[key] = Acc()
+        acc.events += 1
+        if cost is None:
+            acc.unpriced += 1
+        else:
+            acc.cost = cost if acc.cost is None else _ADD(acc.cost, cost)
+        own = acc.tokens
+        own[0] += tokens[0]
+        own[1] += tokens[1]
+        own[2] += tokens[2]
+        own[3] += tokens[3]
+        own[4] += tokens[4]
+        run_id = event.run_id
+        if run_id is None:
+            return
+        run = self.runs.get(run_id)
+        if run is None:
+            run = self.runs[run_id] = RunAcc(
+                event.parent_run_id, event.root_run_id, event.tenant_id, event.agent, us, us
+            )
+        elif us < run.first_us:
+            run.first_us = us
+        elif us > run.last_us:
+            run.last_us = us
+        racc = run.acc
+        racc.events += 1
+        if cost is None:
+            racc.unpriced += 1
+        else:
+            racc.cost = cost if racc.cost is None else _ADD(racc.cost, cost)
+
+    def months(self) -> dict[tuple[str, ...], Acc]:
+        """The day groups folded into month groups (key with ``YYYY-MM`` in place of the day)."""
+        months: dict[tuple[str, ...], Acc] = {}
+        for key, acc in self.groups.items():
+            month_key = (key[0], key[1][:7], *key[2:])
+            target = months.get(month_key)
+            if target is None:
+                target = months[month_key] = Acc()
+            merge_acc(target, acc)
+        return months
+
+    def add_adjustment(
+        self, key: tuple[str, ...], run_id: str | None, us: int, delta: Decimal, unpriced_delta: int
+    ) -> None:
+        acc = self.groups.get(key)
+        if acc is None:
+            acc = self.groups[key] = Acc()
+        acc.add_adjustment(delta, unpriced_delta)
+        if run_id is not None:
+            run = self.runs.get(run_id)
+            if run is None:
+                run = self.runs[run_id] = RunAcc(None, None, None, None, us, us)
+            run.acc.add_adjustment(delta, unpriced_delta)
+
+
+def event_group_value(name: str, key: tuple[str, ...], reason: str | None) -> str | None:
+    """Value of group-by key ``name`` for an event with rollup ``key`` (``None`` when absent)."""
+    if name == "reason":
+        return reason
+    value = key[GROUP_KEYS.index(name)]
+    return value or None
+
+
+def merge_acc(target: Acc, source: Acc) -> None:
+    target.events += source.events
+    target.unpriced += source.unpriced
+    target.cost = add_cost(target.cost, source.cost)
+    for i in range(5):
+        target.tokens[i] += source.tokens[i]
+
+
+def merge_run(runs: dict[str, RunAcc], run_id: str, source: RunAcc) -> None:
+    """Fold a batch's run totals into ``runs``; the first known parent/root/tenant/agent is kept."""
+    target = runs.get(run_id)
+    if target is None:
+        runs[run_id] = RunAcc(
+            source.parent_run_id,
+            source.root_run_id,
+            source.tenant_id,
+            source.agent,
+            source.first_us,
+            source.last_us,
+        )
+        target = runs[run_id]
+    else:
+        target.parent_run_id = target.parent_run_id or source.parent_run_id
+        target.root_run_id = target.root_run_id or source.root_run_id
+        target.tenant_id = target.tenant_id or source.tenant_id
+        target.agent = target.agent or source.agent
+        target.first_us = min(target.first_us, source.first_us)
+        target.last_us = max(target.last_us, source.last_us)
+    merge_acc(target.acc, source.acc)
+
+
+def group_totals(rows: Iterable[tuple[tuple[str | None, ...], Acc]]) -> list[Totals]:
+    """Add up ``(group key, totals)`` pairs into one :class:`Totals` per distinct key."""
+    merged: dict[tuple[str | None, ...], Acc] = {}
+    for key, acc in rows:
+        target = merged.get(key)
+        if target is None:
+            target = merged[key] = Acc()
+        merge_acc(target, acc)
+    return [Totals(key, acc.events, acc.unpriced, acc.cost, *acc.tokens) for key, acc in merged.items()]

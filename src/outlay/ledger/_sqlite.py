@@ -1,0 +1,461 @@
+"""``SQLiteLedger``: the embedded ledger, one SQLite file (WAL), safe across threads and processes.
+
+Each thread gets its own connection; writes take ``BEGIN IMMEDIATE`` so concurrent writers (threads
+or processes) serialise on SQLite's write lock instead of failing, and the duplicate check runs
+inside the same transaction as the inserts. ``synchronous=FULL``: a committed batch survives a power
+cut, because the writer acknowledges the event log as soon as ``write`` returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+import uuid_utils
+
+from outlay._errors import BackendError, InvalidInput
+from outlay._money import MONEY_CONTEXT, ZERO, money_str
+from outlay._rating import Rating
+from outlay.events import CostEvent, decode_event, encode_event
+
+from ._base import (
+    EVENT_GROUP_KEYS,
+    Adjustment,
+    LedgerEntry,
+    LedgerStore,
+    Rejected,
+    RunTotals,
+    Totals,
+    WriteResult,
+)
+from ._grain import combine, plan
+from ._rows import (
+    RollupDeltas,
+    check_by,
+    check_events,
+    check_rating,
+    day_of,
+    rollup_key,
+    time_us,
+    tokens_of,
+    wants_adjustment,
+)
+from ._sqlite_schema import (
+    EFFECTIVE,
+    FROM_EVENTS,
+    INSERT_EVENT,
+    SCHEMA,
+    SUMS,
+    TOKENS,
+    UPSERT_MONTH,
+    UPSERT_ROLLUP,
+    UPSERT_RUN,
+    filters,
+    register_functions,
+    totals,
+)
+
+__all__ = ["SQLiteLedger"]
+
+_CHUNK: Final = 4000  # ids per IN (...) list; well under SQLite's 32,766 variable limit
+_PAGE: Final = 1000
+
+
+def _money(text: str | None) -> Decimal | None:
+    return None if text is None else Decimal(text)
+
+
+def _text(amount: Decimal | None) -> str | None:
+    return None if amount is None else money_str(amount)
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+class SQLiteLedger(LedgerStore):
+    """The embedded ledger at ``path`` (created, with its parent directory, if missing)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
+        text = os.fspath(path)
+        if text == ":memory:" or text.startswith("file:"):
+            raise InvalidInput("give a file path (use InMemoryLedger for an in-memory ledger)", field="path")
+        self.path = Path(text)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._timeout = timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        with self._translate():
+            self._connection().executescript(SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"SQLiteLedger({str(self.path)!r})"
+
+    # -- connections and transactions -------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
+        if self._closed:
+            raise BackendError(f"{self!r} is closed")
+        connection = sqlite3.connect(
+            self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
+        )
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages of a big ledger stay hot
+        register_functions(connection)
+        self._local.connection = connection
+        with self._connections_lock:
+            self._connections.append(connection)
+        return connection
+
+    @contextmanager
+    def _translate(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise BackendError(f"SQLite ledger {str(self.path)!r}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        connection = self._connection()
+        with self._translate():
+            cursor = connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                connection.rollback()
+                raise
+            cursor.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._translate():
+            return self._connection().execute(sql, params).fetchall()
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def write(self, events: Sequence[CostEvent], payloads: Sequence[bytes] | None = None) -> WriteResult:
+        check_events(events, payloads)
+        first: dict[str, int] = {}
+        for index, event in enumerate(events):
+            first.setdefault(event.event_id, index)
+        if not first:
+            return WriteResult(0, 0)
+        rows = []
+        prepared = []
+        for event_id, index in first.items():
+            event = events[index]
+            us = time_us(event.time)
+            key = rollup_key(event, day_of(us))
+            tokens = tokens_of(event)
+            prepared.append((event, key, us, tokens))
+            cost = event.cost
+            rows.append(
+                (
+                    event_id,
+                    us,
+                    key[1],
+                    key[0],
+                    *key[2:],
+                    event.run_id,
+                    event.priced,
+                    None if cost is None else format(cost, "f"),
+                    event.unpriced_reason,
+                    event.price_version,
+                    *tokens,
+                    payloads[index] if payloads is not None else encode_event(event),
+                )
+            )
+        with self._transaction() as cursor:
+            before = cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger_events").fetchone()[0]
+            cursor.executemany(INSERT_EVENT, rows)
+            inserted = cursor.rowcount
+            fresh: set[str] | None = None
+            if inserted != len(rows):
+                # Some ids were already known: the new rows are exactly those past the old max seq
+                # (we hold the write lock), so only they reach the rollups.
+                fresh = {
+                    r[0]
+                    for r in cursor.execute("SELECT event_id FROM ledger_events WHERE seq > ?", (before,))
+                }
+            deltas = RollupDeltas()
+            for event, key, us, tokens in prepared:
+                if fresh is None or event.event_id in fresh:
+                    deltas.add_event(event, key, us, tokens)
+            self._apply(cursor, deltas)
+        return WriteResult(inserted, len(events) - inserted)
+
+    @staticmethod
+    def _apply(cursor: sqlite3.Cursor, deltas: RollupDeltas) -> None:
+        cursor.executemany(
+            UPSERT_ROLLUP,
+            [(*key, a.events, a.unpriced, _text(a.cost), *a.tokens) for key, a in deltas.groups.items()],
+        )
+        cursor.executemany(
+            UPSERT_MONTH,
+            [(*key, a.events, a.unpriced, _text(a.cost), *a.tokens) for key, a in deltas.months().items()],
+        )
+        cursor.executemany(
+            UPSERT_RUN,
+            [
+                (
+                    run_id,
+                    r.parent_run_id,
+                    r.root_run_id,
+                    r.tenant_id,
+                    r.agent,
+                    r.acc.events,
+                    r.acc.unpriced,
+                    _text(r.acc.cost),
+                    r.first_us,
+                    r.last_us,
+                )
+                for run_id, r in deltas.runs.items()
+            ],
+        )
+
+    def reject(self, payload: bytes, reason: str) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "INSERT OR IGNORE INTO ledger_rejects VALUES (?, ?, ?, ?)",
+                (hashlib.sha256(payload).digest(), time_us(datetime.now(UTC)), reason, bytes(payload)),
+            )
+
+    def rejected(self, limit: int = 100) -> list[Rejected]:
+        rows = self._query(
+            "SELECT time_us, reason, payload FROM ledger_rejects ORDER BY time_us DESC LIMIT ?", (limit,)
+        )
+        return [Rejected(_from_us(us), reason, payload) for us, reason, payload in rows]
+
+    def append_adjustments(
+        self, ratings: Sequence[tuple[str, Rating]], *, at: datetime | None = None
+    ) -> list[Adjustment]:
+        for event_id, rating in ratings:
+            check_rating(event_id, rating)
+        if not ratings:
+            return []
+        moment = at or datetime.now(UTC)
+        appended: list[Adjustment] = []
+        with self._transaction() as cursor:
+            current: dict[str, list[Any]] = {}
+            ids = list(dict.fromkeys(event_id for event_id, _ in ratings))
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                sql = (
+                    f"SELECT e.event_id, e.time_us, e.tenant, e.day, e.feature, e.agent, e.model, e.provider,"
+                    f" e.operation, e.environment, e.origin, e.run_id, {EFFECTIVE} FROM {FROM_EVENTS}"
+                    f" WHERE e.event_id IN ({_placeholders(len(chunk))})"
+                )
+                for row in cursor.execute(sql, chunk):
+                    current[row[0]] = list(row)
+            missing = [event_id for event_id in ids if event_id not in current]
+            if missing:
+                raise InvalidInput(f"no event {missing[0]!r} in the ledger", field="event_id")
+            deltas = RollupDeltas()
+            for event_id, rating in ratings:
+                row = current[event_id]
+                priced, cost = bool(row[12]), _money(row[13])
+                if not wants_adjustment(priced, cost, rating):
+                    continue
+                assert rating.cost is not None  # a priced rating has a cost
+                delta = MONEY_CONTEXT.subtract(rating.cost, cost or ZERO)
+                appended.append(
+                    Adjustment(
+                        str(uuid_utils.uuid7()),
+                        event_id,
+                        moment,
+                        rating.price_version,
+                        True,
+                        rating.cost,
+                        cost,
+                        delta,
+                    )
+                )
+                deltas.add_adjustment(tuple(row[2:11]), row[11], row[1], delta, 0 if priced else -1)
+                row[12:17] = [1, money_str(rating.cost), rating.price_version, None, row[16] + 1]
+            cursor.executemany(
+                "INSERT INTO ledger_adjustments VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        a.adjustment_id,
+                        a.event_id,
+                        time_us(a.time),
+                        a.price_version,
+                        a.priced,
+                        _text(a.cost),
+                        _text(a.previous_cost),
+                        money_str(a.delta),
+                        a.unpriced_reason,
+                    )
+                    for a in appended
+                ],
+            )
+            cursor.executemany(
+                "INSERT OR REPLACE INTO ledger_event_state VALUES (?, ?, ?, ?, ?, ?)",
+                [(event_id, *current[event_id][12:17]) for event_id in {a.event_id: 0 for a in appended}],
+            )
+            self._apply(cursor, deltas)
+        return appended
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def adjustments(self, event_id: str | None = None) -> list[Adjustment]:
+        sql = (
+            "SELECT adjustment_id, event_id, time_us, price_version, priced, cost, previous_cost, delta,"
+            " unpriced_reason FROM ledger_adjustments"
+        )
+        rows = (
+            self._query(sql + " ORDER BY seq")
+            if event_id is None
+            else self._query(sql + " WHERE event_id = ? ORDER BY seq", (event_id,))
+        )
+        return [
+            Adjustment(
+                aid,
+                eid,
+                _from_us(us),
+                version,
+                bool(priced),
+                _money(cost),
+                _money(previous),
+                Decimal(delta),
+                reason,
+            )
+            for aid, eid, us, version, priced, cost, previous, delta, reason in rows
+        ]
+
+    def entries(self, start: datetime, end: datetime) -> Iterator[LedgerEntry]:
+        high = time_us(end)
+        position = (time_us(start), -1)  # seq > -1: the first page includes time == start
+        sql = (
+            f"SELECT e.seq, e.time_us, e.payload, {EFFECTIVE} FROM {FROM_EVENTS}"
+            " WHERE e.time_us < ? AND (e.time_us > ? OR (e.time_us = ? AND e.seq > ?))"
+            " ORDER BY e.time_us, e.seq LIMIT ?"
+        )
+        while True:
+            # Page by (time, seq) so no read transaction stays open while the caller works.
+            rows = self._query(sql, (high, position[0], position[0], position[1], _PAGE))
+            for seq, us, payload, priced, cost, version, reason, count in rows:
+                position = (us, seq)
+                yield LedgerEntry(decode_event(payload), bool(priced), _money(cost), version, reason, count)
+            if len(rows) < _PAGE:
+                return
+
+    def event_count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM ledger_events")[0][0])
+
+    def rollup_totals(
+        self,
+        by: Sequence[str],
+        start: date,
+        end: date,
+        *,
+        environment: str | None = None,
+        tenant: str | None = None,
+        unattributed: bool = False,
+    ) -> list[Totals]:
+        keys = check_by(by)
+        parts = [(1, "day", start, end)] if "day" in keys or start >= end else plan(start, end)
+        signed: list[tuple[int, Totals]] = []
+        for sign, grain, low, high in parts:
+            table, column = ("ledger_rollups", "day") if grain == "day" else ("ledger_rollups_month", "month")
+            bounds = (
+                (low.isoformat(), high.isoformat())
+                if grain == "day"
+                else (low.isoformat()[:7], high.isoformat()[:7])
+            )
+            where, params = [f"{column} >= ?", f"{column} < ?"], list(bounds)
+            filters(where, params, "", environment=environment, tenant=tenant, unattributed=unattributed)
+            columns = ", ".join(keys)
+            sums = f"SUM(events), SUM(unpriced_events), outlay_dsum(cost), {SUMS}"
+            select = f"{columns}, {sums}" if keys else sums
+            sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}"
+            if keys:
+                sql += f" GROUP BY {columns}"
+            signed.extend((sign, t) for t in totals(self._query(sql, params), len(keys)))
+        if len(parts) == 1 and parts[0][0] == 1:
+            return [t for _, t in signed]
+        return combine(signed)
+
+    def event_totals(
+        self,
+        by: Sequence[str],
+        start: datetime,
+        end: datetime,
+        *,
+        environment: str | None = None,
+        tenant: str | None = None,
+        unattributed: bool = False,
+        unpriced_only: bool = False,
+    ) -> list[Totals]:
+        keys = check_by(by, EVENT_GROUP_KEYS)
+        where, params = ["e.time_us >= ?", "e.time_us < ?"], [time_us(start), time_us(end)]
+        filters(where, params, "e.", environment=environment, tenant=tenant, unattributed=unattributed)
+        if unpriced_only:
+            # Re-rating never unprices an event, so effective-unpriced ones are originally unpriced:
+            # ``e.priced = 0`` lets SQLite use the partial index.
+            where.append("e.priced = 0 AND COALESCE(s.priced, 0) = 0")
+        columns = ", ".join("eff_reason" if name == "reason" else f"e.{name}" for name in keys)
+        select = (
+            f"{columns + ', ' if keys else ''}COUNT(*), SUM(1 - eff_priced), outlay_dsum(eff_cost), "
+            + ", ".join(f"SUM(e.{name})" for name in TOKENS.split(", "))
+        )
+        inner = f"SELECT e.*, {EFFECTIVE} FROM {FROM_EVENTS} WHERE {' AND '.join(where)}"
+        sql = f"SELECT {select} FROM ({inner}) e"
+        if keys:
+            sql += f" GROUP BY {columns}"
+        return totals(self._query(sql, params), len(keys))
+
+    def runs(
+        self,
+        *,
+        run_ids: Sequence[str] = (),
+        parent_run_ids: Sequence[str] = (),
+        root_run_id: str | None = None,
+    ) -> list[RunTotals]:
+        where: list[str] = []
+        params: list[Any] = []
+        if run_ids:
+            where.append(f"run_id IN ({_placeholders(len(run_ids))})")
+            params.extend(run_ids)
+        if parent_run_ids:
+            where.append(f"parent_run_id IN ({_placeholders(len(parent_run_ids))})")
+            params.extend(parent_run_ids)
+        if root_run_id is not None:
+            where.append("root_run_id = ?")
+            params.append(root_run_id)
+        if not where:
+            return []
+        rows = self._query(
+            "SELECT run_id, parent_run_id, root_run_id, tenant_id, agent, events, unpriced_events, cost"
+            f" FROM ledger_runs WHERE {' OR '.join(where)}",
+            params,
+        )
+        return [
+            RunTotals(run_id, parent, root, tenant, agent, events, unpriced, _money(cost))
+            for run_id, parent, root, tenant, agent, events, unpriced, cost in rows
+        ]
+
+    def close(self) -> None:
+        self._closed = True
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for connection in connections:
+            connection.close()
+
+
+def _from_us(us: int) -> datetime:
+    return datetime.fromtimestamp(us // 1_000_000, UTC).replace(microsecond=us % 1_000_000)

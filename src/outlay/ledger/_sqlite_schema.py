@@ -1,0 +1,272 @@
+"""Schema and exact-decimal SQL functions of the SQLite ledger.
+
+Money columns are TEXT holding the exact decimal ("0.000000018750000000" stays exact): SQLite's
+REAL would round and its INTEGER cannot hold 18-decimal prices in any fixed unit. Sums run in
+Python ``Decimal`` under ``MONEY_CONTEXT`` through two registered functions, ``outlay_dadd(a, b)``
+(used by the rollup upserts) and the aggregate ``outlay_dsum(x)`` (used by queries). ``NULL`` means
+"no priced event", so ``outlay_dadd(NULL, NULL)`` stays ``NULL``: unknown never becomes zero.
+
+Dimension columns of events and rollups hold ``''`` for an absent value, so that the rollup
+primary key is a plain unique key (SQLite treats NULLs in a unique key as distinct). Tables are
+prefixed ``ledger_`` so the ledger can share a database file with the SQLite event log.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from decimal import Decimal
+from typing import Any, Final, cast
+
+from outlay._money import MONEY_CONTEXT, money_str
+from outlay.ledger._base import Totals
+
+__all__ = [
+    "EFFECTIVE",
+    "FROM_EVENTS",
+    "INSERT_EVENT",
+    "SCHEMA",
+    "SUMS",
+    "TOKENS",
+    "UPSERT_MONTH",
+    "UPSERT_ROLLUP",
+    "UPSERT_RUN",
+    "filters",
+    "register_functions",
+    "totals",
+]
+
+SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS ledger_events (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    time_us INTEGER NOT NULL,
+    day TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    feature TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    run_id TEXT,
+    priced INTEGER NOT NULL,
+    cost TEXT,
+    unpriced_reason TEXT,
+    price_version TEXT,
+    input_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    payload BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_events_time ON ledger_events (time_us);
+CREATE INDEX IF NOT EXISTS ledger_events_unpriced ON ledger_events (time_us) WHERE priced = 0;
+
+CREATE TABLE IF NOT EXISTS ledger_rollups (
+    day TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    feature TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    unpriced_events INTEGER NOT NULL,
+    cost TEXT,
+    input_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    PRIMARY KEY (day, tenant, feature, agent, model, provider, operation, environment, origin)
+) WITHOUT ROWID;
+
+-- The same totals per calendar month ("YYYY-MM" in ``month``): a month-long breakdown reads one
+-- row per key instead of ~30. Maintained in the same transaction as ledger_rollups.
+CREATE TABLE IF NOT EXISTS ledger_rollups_month (
+    month TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    feature TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    unpriced_events INTEGER NOT NULL,
+    cost TEXT,
+    input_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    PRIMARY KEY (month, tenant, feature, agent, model, provider, operation, environment, origin)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS ledger_runs (
+    run_id TEXT PRIMARY KEY,
+    parent_run_id TEXT,
+    root_run_id TEXT,
+    tenant_id TEXT,
+    agent TEXT,
+    events INTEGER NOT NULL,
+    unpriced_events INTEGER NOT NULL,
+    cost TEXT,
+    first_us INTEGER NOT NULL,
+    last_us INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_runs_parent ON ledger_runs (parent_run_id);
+CREATE INDEX IF NOT EXISTS ledger_runs_root ON ledger_runs (root_run_id);
+
+CREATE TABLE IF NOT EXISTS ledger_adjustments (
+    seq INTEGER PRIMARY KEY,
+    adjustment_id TEXT NOT NULL UNIQUE,
+    event_id TEXT NOT NULL,
+    time_us INTEGER NOT NULL,
+    price_version TEXT NOT NULL,
+    priced INTEGER NOT NULL,
+    cost TEXT,
+    previous_cost TEXT,
+    delta TEXT NOT NULL,
+    unpriced_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS ledger_adjustments_event ON ledger_adjustments (event_id);
+
+-- Effective rating of adjusted events (derived from ledger_adjustments, like the rollups).
+CREATE TABLE IF NOT EXISTS ledger_event_state (
+    event_id TEXT PRIMARY KEY,
+    priced INTEGER NOT NULL,
+    cost TEXT,
+    price_version TEXT,
+    unpriced_reason TEXT,
+    adjustments INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS ledger_rejects (
+    digest BLOB PRIMARY KEY,
+    time_us INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    payload BLOB NOT NULL
+);
+"""
+
+
+def _dadd(left: str | None, right: str | None) -> str | None:
+    if left is None:
+        return right
+    if right is None:
+        return left
+    return money_str(MONEY_CONTEXT.add(Decimal(left), Decimal(right)))
+
+
+class _DecimalSum:
+    """``outlay_dsum``: exact sum of decimal TEXT values; NULL when every value is NULL."""
+
+    def __init__(self) -> None:
+        self.total: Decimal | None = None
+
+    def step(self, value: str | None) -> None:
+        if value is not None:
+            amount = Decimal(value)
+            self.total = amount if self.total is None else MONEY_CONTEXT.add(self.total, amount)
+
+    def finalize(self) -> str | None:
+        return None if self.total is None else money_str(self.total)
+
+
+def register_functions(connection: sqlite3.Connection) -> None:
+    connection.create_function("outlay_dadd", 2, _dadd, deterministic=True)
+    # typeshed types aggregate values as int; ours are TEXT, which SQLite passes as str.
+    connection.create_aggregate("outlay_dsum", 1, cast(Any, _DecimalSum))
+
+
+# -- statements --------------------------------------------------------------------------------
+
+INSERT_EVENT: Final = (
+    "INSERT INTO ledger_events VALUES (NULL" + ", ?" * 22 + ") ON CONFLICT (event_id) DO NOTHING"
+)
+TOKENS: Final = "input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens"
+SUMS: Final = ", ".join(f"SUM({name})" for name in TOKENS.split(", "))
+UPSERT_ROLLUP: Final = f"""
+INSERT INTO ledger_rollups (tenant, day, feature, agent, model, provider, operation, environment, origin,
+    events, unpriced_events, cost, {TOKENS})
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (day, tenant, feature, agent, model, provider, operation, environment, origin) DO UPDATE SET
+    events = events + excluded.events,
+    unpriced_events = unpriced_events + excluded.unpriced_events,
+    cost = outlay_dadd(cost, excluded.cost),
+    input_tokens = input_tokens + excluded.input_tokens,
+    cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens,
+    cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+    output_tokens = output_tokens + excluded.output_tokens,
+    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens
+"""
+UPSERT_MONTH: Final = (
+    UPSERT_ROLLUP.replace("ledger_rollups", "ledger_rollups_month")
+    .replace("(tenant, day,", "(tenant, month,")
+    .replace("(day, tenant,", "(month, tenant,")
+)
+UPSERT_RUN: Final = """
+INSERT INTO ledger_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id) DO UPDATE SET
+    parent_run_id = COALESCE(parent_run_id, excluded.parent_run_id),
+    root_run_id = COALESCE(root_run_id, excluded.root_run_id),
+    tenant_id = COALESCE(tenant_id, excluded.tenant_id),
+    agent = COALESCE(agent, excluded.agent),
+    events = events + excluded.events,
+    unpriced_events = unpriced_events + excluded.unpriced_events,
+    cost = outlay_dadd(cost, excluded.cost),
+    first_us = MIN(first_us, excluded.first_us),
+    last_us = MAX(last_us, excluded.last_us)
+"""
+# The effective rating of an event: its latest adjustment (ledger_event_state) or its own.
+EFFECTIVE: Final = """
+    COALESCE(s.priced, e.priced) AS eff_priced,
+    CASE WHEN s.event_id IS NULL THEN e.cost ELSE s.cost END AS eff_cost,
+    CASE WHEN s.event_id IS NULL THEN e.price_version ELSE s.price_version END AS eff_version,
+    CASE WHEN s.event_id IS NULL THEN e.unpriced_reason ELSE s.unpriced_reason END AS eff_reason,
+    COALESCE(s.adjustments, 0) AS eff_adjustments
+"""
+FROM_EVENTS: Final = "ledger_events e LEFT JOIN ledger_event_state s ON s.event_id = e.event_id"
+
+
+def filters(
+    where: list[str],
+    params: list[Any],
+    prefix: str,
+    *,
+    environment: str | None,
+    tenant: str | None,
+    unattributed: bool,
+) -> None:
+    if environment is not None:
+        where.append(f"{prefix}environment = ?")
+        params.append(environment)
+    if tenant is not None:
+        where.append(f"{prefix}tenant = ?")
+        params.append(tenant)
+    if unattributed:
+        where.append(f"{prefix}tenant = ''")
+
+
+def totals(rows: list[Any], width: int) -> list[Totals]:
+    out = []
+    for row in rows:
+        if not row[width]:  # an aggregate over no rows (no GROUP BY) still returns one row
+            continue
+        key = tuple(None if value in ("", None) else value for value in row[:width])
+        out.append(
+            Totals(
+                key,
+                row[width],
+                row[width + 1],
+                None if row[width + 2] is None else Decimal(row[width + 2]),
+                *row[width + 3 :],
+            )
+        )
+    return out

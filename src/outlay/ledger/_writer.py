@@ -1,0 +1,134 @@
+"""``LedgerWriter``: moves events from the event log into the ledger, exactly once in totals.
+
+Each step reads a batch, decodes it (a payload that cannot be decoded or held is rejected into
+the ledger's reject table, never into the totals), writes the batch in one ledger transaction and
+only *then* acknowledges the log. A crash anywhere before the ack means the batch is read again;
+the ledger ignores the event ids it already has, so nothing is lost and nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from outlay._errors import BackendError, InvalidInput
+from outlay.events import CostEvent, decode_event
+from outlay.stream import EventLog
+
+from ._base import LedgerStore
+from ._rows import CURRENCY
+
+__all__ = ["LedgerWriter", "WriterStats"]
+
+logger = logging.getLogger("outlay.ledger")
+
+_MAX_BACKOFF: Final = 30.0
+
+
+@dataclass(slots=True)
+class WriterStats:
+    """Counts of what a writer did (one step, or accumulated since it started)."""
+
+    read: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    batches: int = 0
+
+    def add(self, other: WriterStats) -> None:
+        self.read += other.read
+        self.inserted += other.inserted
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.batches += other.batches
+
+
+class LedgerWriter:
+    """Consumes ``log`` as ``consumer`` and writes into ``ledger``.
+
+    Run one writer per consumer name at a time (the log hands a consumer's records to whoever
+    reads them); several writers are still safe for the totals, just wasteful.
+    """
+
+    def __init__(
+        self,
+        log: EventLog,
+        ledger: LedgerStore,
+        consumer: str = "ledger",
+        *,
+        batch_size: int = 5000,
+        decode: Callable[[bytes], CostEvent] = decode_event,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInput(f"must be a positive integer, got {batch_size!r}", field="batch_size")
+        self.log = log
+        self.ledger = ledger
+        self.consumer = consumer
+        self.batch_size = batch_size
+        self._decode = decode
+        self.stats = WriterStats()
+
+    def run_once(self, max_records: int | None = None, timeout: float = 0.0) -> WriterStats:
+        """Read, write and acknowledge one batch (waiting up to ``timeout`` s for the first record)."""
+        records = self.log.read(self.consumer, max_records or self.batch_size, timeout)
+        step = WriterStats(read=len(records))
+        if not records:
+            return step
+        events: list[CostEvent] = []
+        payloads: list[bytes] = []
+        for record in records:
+            try:
+                event = self._decode(record.payload)
+                if event.currency != CURRENCY:
+                    raise InvalidInput(
+                        f"the ledger totals {CURRENCY} only, got {event.currency}", field="currency"
+                    )
+            except Exception as exc:
+                # Decoding is pure: whatever it raises, this payload can never be written, and
+                # retrying it would block the log forever. It goes to the reject table instead.
+                reason = str(exc) if isinstance(exc, InvalidInput) else f"{type(exc).__name__}: {exc}"
+                self.ledger.reject(record.payload, f"offset {record.offset}: {reason}")
+                step.rejected += 1
+                continue
+            events.append(event)
+            payloads.append(record.payload)
+        if events:
+            result = self.ledger.write(events, payloads)
+            step.inserted, step.duplicates = result.inserted, result.duplicates
+        # Only now, with the batch committed (or rejected durably), may the log forget it.
+        self.log.ack(self.consumer, records[-1].offset)
+        step.batches = 1
+        self.stats.add(step)
+        return step
+
+    def catch_up(self) -> WriterStats:
+        """Write everything up to the end of the log as it is now; returns this call's counts."""
+        total = WriterStats()
+        target = self.log.end_offset()
+        while self.log.committed(self.consumer) < target:
+            step = self.run_once()
+            if not step.read:
+                break
+            total.add(step)
+        return total
+
+    def run_forever(self, stop: threading.Event, *, poll: float = 0.5) -> WriterStats:
+        """Write until ``stop`` is set. Backend failures are retried with backoff, never skipped."""
+        total = WriterStats()
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                step = self.run_once(timeout=poll)
+            except BackendError:
+                logger.exception(
+                    "ledger writer %r: backend failed; retrying in %.1fs", self.consumer, backoff
+                )
+                stop.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+                continue
+            backoff = 0.1
+            total.add(step)
+        return total

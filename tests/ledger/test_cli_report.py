@@ -1,0 +1,157 @@
+"""``outlay report ...`` and ``outlay rerate`` through the real command group."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from outlay._usage import Usage
+from outlay.cli import main
+from outlay.ledger import SQLiteLedger
+from outlay.pricing import PriceCatalog
+
+from .conftest import T0, D, awkward_events, event, unpriced
+
+WINDOW = ["--from", "2026-03-01", "--to", "2026-04-01"]
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> str:
+    path = tmp_path / "outlay.db"
+    with SQLiteLedger(path) as ledger:
+        ledger.write(awkward_events(200))
+        ledger.write(
+            [
+                event(
+                    tenant_id="acme", run_id="root", root_run_id="root", agent="orchestrator", cost=D("0.5")
+                ),
+                event(
+                    tenant_id="acme", run_id="step", parent_run_id="root", root_run_id="root", cost=D("0.25")
+                ),
+            ]
+        )
+    return str(path)
+
+
+def _run(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_breakdown_json_is_exact(ledger_path: str) -> None:
+    rows = json.loads(
+        _run(
+            "report",
+            "breakdown",
+            "--by",
+            "tenant,model",
+            *WINDOW,
+            "--format",
+            "json",
+            "--ledger",
+            ledger_path,
+        )
+    )
+    with SQLiteLedger(ledger_path) as ledger:
+        expected = ledger.rollup_totals(
+            ["tenant", "model"], T0.date().replace(day=1), T0.date().replace(month=4, day=1)
+        )
+    assert {(r["tenant"], r["model"]): r["cost"] for r in rows} == {
+        t.key: (None if t.cost is None else format(t.cost.normalize(), "f")) for t in expected
+    }
+    assert all(isinstance(r["cost"], str | None) for r in rows)
+
+
+def test_tenants_table_and_csv(ledger_path: str) -> None:
+    table = _run("report", "tenants", *WINDOW, "--ledger", ledger_path)
+    assert "acme" in table
+    assert "(unattributed)" in table
+    assert "…" not in table
+    csv_text = _run("report", "tenants", *WINDOW, "--format", "csv", "--ledger", ledger_path)
+    assert csv_text.splitlines()[0].startswith("tenant,events,cost,unpriced_events")
+
+
+def test_other_reports_run(ledger_path: str) -> None:
+    assert "job-0" in _run("report", "unattributed", *WINDOW, "--ledger", ledger_path)
+    assert "no price" in _run("report", "unpriced", *WINDOW, "--ledger", ledger_path)
+    tree = json.loads(_run("report", "run", "root", "--format", "json", "--ledger", ledger_path))
+    assert (tree["total_cost"], tree["children"][0]["run_id"]) == ("0.75", "step")
+    assert "orchestrator" in _run("report", "run", "root", "--ledger", ledger_path)
+    shares = json.loads(_run("report", "concentration", *WINDOW, "--format", "json", "--ledger", ledger_path))
+    assert shares["tenants"] == 4
+    assert "top 1/5/10 share" in _run("report", "concentration", *WINDOW, "--ledger", ledger_path)
+
+
+def test_default_ledger_comes_from_outlay_url(ledger_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OUTLAY_URL", f"sqlite://{ledger_path}")
+    assert "acme" in _run("report", "tenants", *WINDOW)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["report", "breakdown", "--by", "tenant,colour", *WINDOW], "by: unknown group-by key 'colour'"),
+        (["report", "tenants", "--from", "2026-04-01", "--to", "2026-03-01"], "end: must be after start"),
+        (["report", "tenants", "--from", "March"], "start: not an ISO date"),
+        (["report", "tenants", "--environment", "prod"], "environment: must be one of"),
+        (["report", "run", "missing-run"], "no events recorded for run 'missing-run'"),
+        (["report", "tenants", "--format", "xml"], "Invalid value for '--format'"),
+    ],
+)
+def test_bad_input_is_a_clear_usage_error(ledger_path: str, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, [*args, "--ledger", ledger_path])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_ledger_is_an_error_not_an_empty_report(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["report", "tenants", "--ledger", str(tmp_path / "typo.db")])
+    assert result.exit_code == 2
+    assert "no ledger at" in result.output
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_rerate_prices_what_the_catalog_now_knows(tmp_path: Path) -> None:
+    path = str(tmp_path / "outlay.db")
+    usage = Usage(input_tokens=12_345, cache_read_tokens=1_000, output_tokens=678)
+    events = [
+        unpriced(
+            tenant_id="acme", provider="openai", model="gpt-4o", usage=usage, unpriced_reason="no price then"
+        ),
+        unpriced(
+            tenant_id="globex",
+            provider="openai",
+            model="gpt-4o",
+            usage=usage,
+            unpriced_reason="no price then",
+        ),
+        unpriced(tenant_id="globex", provider="nobody", model="imaginary-1", usage=usage),
+        event(tenant_id="acme", provider=None, model=None, operation="tool", cost=D("0.01")),
+    ]
+    with SQLiteLedger(path) as ledger:
+        ledger.write(events)
+    expected = PriceCatalog.load().rate(usage, provider="openai", model="gpt-4o", at=T0).cost
+    assert expected is not None
+    assert expected > 0
+    rows = json.loads(_run("rerate", *WINDOW, "--format", "json", "--ledger", path))
+    assert rows == [{"tenant": "acme", "delta": str(expected)}, {"tenant": "globex", "delta": str(expected)}]
+    summary = _run("rerate", *WINDOW, "--ledger", path)  # again: nothing changes
+    assert "adjusted 0" in summary
+    assert "still unpriced 1" in summary
+    assert "skipped 1" in summary
+    with SQLiteLedger(path) as ledger:
+        assert len(ledger.adjustments()) == 2
+        assert ledger.event_totals(["tenant"], T0, T0.replace(hour=23), unpriced_only=True)[0].key == (
+            "globex",
+        )
+
+
+def test_rerate_needs_a_window(ledger_path: str) -> None:
+    result = CliRunner().invoke(main, ["rerate", "--ledger", ledger_path])
+    assert result.exit_code == 2
+    assert "--from" in result.output

@@ -1,0 +1,122 @@
+"""Re-rating appends adjustments (never rewrites events), reports include them, and reruns are no-ops."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from outlay._errors import InvalidInput
+from outlay._money import MONEY_CONTEXT
+from outlay._rating import Rating
+from outlay.events import CostEvent
+from outlay.ledger import LedgerStore, rerate
+from outlay.reports import Reports
+
+from .conformance import grand_total
+from .conftest import T0, D, LedgerFactory, awkward_events, event, unpriced
+
+NEW_PRICE = D("0.000000000000000003")  # per input token, 18 decimals
+
+
+def corrected(e: CostEvent) -> Rating:
+    """The corrected catalog: every model priced at NEW_PRICE per input token."""
+    return Rating(
+        cost=MONEY_CONTEXT.multiply(NEW_PRICE, D(e.usage.input_tokens)), priced=True, price_version="fix-1"
+    )
+
+
+def test_rerate_prices_the_unpriced_and_corrects_the_rest(ledger: LedgerStore) -> None:
+    events = awkward_events(70)
+    ledger.write(events)
+    result = rerate(ledger, corrected, T0.date(), T0.date() + timedelta(days=30))
+    expected_total = sum((corrected(e).cost or D(0) for e in events), D(0))
+    assert (result.examined, result.adjusted, result.newly_priced) == (70, 70, 10)
+    total = grand_total(ledger)
+    assert total is not None
+    assert (total.cost, total.unpriced_events) == (expected_total, 0)
+    old_total = sum((e.cost for e in events if e.cost is not None), D(0))
+    assert result.delta == expected_total - old_total
+    assert sum(result.by_tenant.values(), D(0)) == result.delta
+    assert None in result.by_tenant  # unattributed spend is re-rated too, reported under None
+    # The events themselves are untouched: their rows still say what they said.
+    for entry in ledger.entries(T0, T0 + timedelta(days=30)):
+        assert entry.event in events
+        assert entry.cost == corrected(entry.event).cost
+
+
+def test_rerunning_with_the_same_prices_appends_nothing(ledger: LedgerStore) -> None:
+    ledger.write(awkward_events(40))
+    first = rerate(ledger, corrected, "2026-03-01", "2026-04-01")
+    again = rerate(ledger, corrected, "2026-03-01", "2026-04-01")
+    assert first.adjusted == 40
+    assert (again.examined, again.adjusted, again.delta, dict(again.by_tenant)) == (40, 0, D(0), {})
+    assert len(ledger.adjustments()) == 40
+
+
+def test_concurrent_reruns_adjust_each_event_once(make_ledger: LedgerFactory) -> None:
+    ledger = make_ledger()
+    events = awkward_events(300)
+    ledger.write(events)
+    threads = [
+        threading.Thread(
+            target=rerate, args=(ledger, corrected, "2026-03-01", "2026-05-01"), kwargs={"batch_size": 7}
+        )
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(ledger.adjustments()) == 300
+    total = grand_total(ledger)
+    assert total is not None
+    assert total.cost == sum((corrected(e).cost or D(0) for e in events), D(0))
+
+
+def test_only_the_window_is_rerated(ledger: LedgerStore) -> None:
+    inside, before, after = (
+        event(time=T0),
+        event(time=T0 - timedelta(days=1)),
+        event(time=T0 + timedelta(days=1)),
+    )
+    ledger.write([inside, before, after])
+    result = rerate(ledger, corrected, T0, T0 + timedelta(hours=1))
+    assert result.examined == 1
+    assert [a.event_id for a in ledger.adjustments()] == [inside.event_id]
+
+
+def test_unknown_prices_never_erase_and_none_means_leave_alone(ledger: LedgerStore) -> None:
+    known, missing, tool = event(cost=D("1")), unpriced(), event(provider=None, model=None, operation="tool")
+    ledger.write([known, missing, tool])
+
+    def still_unknown(e: CostEvent) -> Rating | None:
+        if e.provider is None:
+            return None
+        return Rating(cost=None, priced=False, price_version="v2", reason="no price")
+
+    result = rerate(ledger, still_unknown, "2026-03-16", "2026-03-17")
+    assert (result.adjusted, result.still_unpriced, result.skipped) == (0, 1, 2)
+    assert ledger.adjustments() == []
+
+
+def test_reports_include_adjustments(ledger: LedgerStore) -> None:
+    e = unpriced(tenant_id="acme", model="new-model", unpriced_reason="no price for openai/new-model")
+    ledger.write([e, event(tenant_id="acme", cost=D("1"))])
+    reports = Reports(ledger)
+    assert reports.unpriced("2026-03-01", "2026-04-01")[0]["unpriced_events"] == 1
+    rerate(
+        ledger, lambda ev: Rating(cost=D("0.25"), priced=True, price_version="v2"), "2026-03-01", "2026-04-01"
+    )
+    assert reports.tenants("2026-03-01", "2026-04-01")[0]["cost"] == "0.5"  # 1 re-rated to 0.25, + 0.25
+    rows = reports.breakdown("tenant", T0, T0 + timedelta(minutes=1))  # served from events (partial day)
+    assert (rows[0]["cost"], rows[0]["unpriced_events"]) == ("0.5", 0)
+    assert reports.unpriced("2026-03-01", "2026-04-01") == []
+
+
+def test_bad_window_is_refused(ledger: LedgerStore) -> None:
+    with pytest.raises(InvalidInput, match="end: must be after start"):
+        rerate(ledger, corrected, "2026-03-02", "2026-03-01")
+    with pytest.raises(InvalidInput, match="start: not an ISO date"):
+        rerate(ledger, corrected, "yesterday", "2026-03-01")

@@ -1,0 +1,244 @@
+"""The log -> ledger writer: exactly-once totals under redelivery, replay, bad payloads and crashes."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import orjson
+import pytest
+
+from outlay._errors import BackendError, InvalidInput
+from outlay._money import money_sum
+from outlay.events import CostEvent, encode_event
+from outlay.ledger import GROUP_KEYS, InMemoryLedger, LedgerStore, LedgerWriter, SQLiteLedger, WriteResult
+from outlay.stream import EventLog, InMemoryEventLog, SQLiteEventLog
+
+from .conformance import DAY0, DAY_END, by_key, grand_total, recompute
+from .conftest import LedgerFactory, awkward_events, event
+
+CHILD = Path(__file__).with_name("_writer_child.py")
+
+
+def _log_with(events: Sequence[CostEvent], log: EventLog | None = None) -> EventLog:
+    log = log or InMemoryEventLog()
+    log.append([encode_event(e) for e in events])
+    return log
+
+
+def _assert_exactly(ledger: LedgerStore, events: Sequence[CostEvent]) -> None:
+    assert ledger.event_count() == len({e.event_id for e in events})
+    total = grand_total(ledger)
+    assert total is not None
+    assert total.cost == money_sum(e.cost for e in events if e.cost is not None)
+    assert by_key(ledger.rollup_totals(list(GROUP_KEYS), DAY0, DAY_END)) == recompute(
+        events, list(GROUP_KEYS)
+    )
+
+
+def test_catch_up_writes_everything_and_acks(make_ledger: LedgerFactory) -> None:
+    ledger, events = make_ledger(), awkward_events(1200)
+    log = _log_with(events)
+    stats = LedgerWriter(log, ledger, batch_size=500).catch_up()
+    assert (stats.read, stats.inserted, stats.duplicates, stats.batches) == (1200, 1200, 0, 3)
+    assert log.committed("ledger") == 1200
+    _assert_exactly(ledger, events)
+    assert LedgerWriter(log, ledger).catch_up().read == 0
+
+
+def test_replay_from_offset_zero_changes_no_total(make_ledger: LedgerFactory) -> None:
+    ledger, events = make_ledger(), awkward_events(300)
+    log = _log_with(events + events[:100])  # the producer also retried a hundred events
+    LedgerWriter(log, ledger).catch_up()
+    before = ledger.rollup_totals(list(GROUP_KEYS), DAY0, DAY_END)
+    replay = LedgerWriter(log, ledger, consumer="replay-from-zero").catch_up()
+    assert (replay.inserted, replay.duplicates) == (0, 400)
+    assert ledger.rollup_totals(list(GROUP_KEYS), DAY0, DAY_END) == before
+    _assert_exactly(ledger, events)
+
+
+def test_bad_payloads_are_rejected_and_never_reach_the_totals(make_ledger: LedgerFactory) -> None:
+    ledger = make_ledger()
+    good = awkward_events(5)
+    euro = orjson.loads(encode_event(event()))
+    euro["data"]["currency"] = "EUR"
+    typo = orjson.loads(encode_event(event()))
+    typo["data"]["tenant"] = "acme"
+    floaty = orjson.loads(encode_event(event()))
+    floaty["data"]["cost"] = 0.1
+    bad = [b"not json", orjson.dumps(euro), orjson.dumps(typo), orjson.dumps(floaty), b"[]"]
+    log = InMemoryEventLog()
+    log.append([encode_event(good[0]), *bad[:3], *(encode_event(e) for e in good[1:]), *bad[3:]])
+    stats = LedgerWriter(log, ledger).catch_up()
+    assert (stats.inserted, stats.rejected) == (5, 5)
+    assert log.committed("ledger") == 10  # rejects do not block the log
+    _assert_exactly(ledger, good)
+    reasons = {r.payload: r.reason for r in ledger.rejected()}
+    assert set(reasons) == set(bad)
+    assert "invalid JSON" in reasons[b"not json"]
+    assert "currency" in reasons[orjson.dumps(euro)]
+    assert "tenant" in reasons[orjson.dumps(typo)]
+    assert "data.cost" in reasons[orjson.dumps(floaty)]
+    LedgerWriter(log, ledger, consumer="again").catch_up()
+    assert len(ledger.rejected()) == 5  # a replay rejects the same payloads once
+
+
+class _FailingLedger(InMemoryLedger):
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def write(self, events: Sequence[CostEvent], payloads: Sequence[bytes] | None = None) -> WriteResult:
+        if self.failures:
+            self.failures -= 1
+            raise BackendError("disk full")
+        return super().write(events, payloads)
+
+
+def test_nothing_is_acked_when_the_write_fails() -> None:
+    events = awkward_events(20)
+    log, ledger = _log_with(events), _FailingLedger(failures=1)
+    writer = LedgerWriter(log, ledger)
+    with pytest.raises(BackendError):
+        writer.run_once()
+    assert log.committed("ledger") == 0
+    assert writer.catch_up().inserted == 20
+    _assert_exactly(ledger, events)
+
+
+def test_run_forever_retries_failures_and_stops_on_request() -> None:
+    events = awkward_events(600)
+    log, ledger = InMemoryEventLog(), _FailingLedger(failures=2)
+    stop = threading.Event()
+    writer = LedgerWriter(log, ledger, batch_size=100)
+    thread = threading.Thread(target=writer.run_forever, args=(stop,), kwargs={"poll": 0.05})
+    thread.start()
+    try:
+        for start in range(0, 600, 60):
+            log.append([encode_event(e) for e in events[start : start + 60]])
+        deadline = time.monotonic() + 30
+        while log.committed("ledger") < 600 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    _assert_exactly(ledger, events)
+
+
+def test_producers_and_a_writer_running_together(tmp_path: Path) -> None:
+    events = awkward_events(2000)
+    log = SQLiteEventLog(tmp_path / "log.db")
+    ledger = SQLiteLedger(tmp_path / "ledger.db")
+    stop = threading.Event()
+    writer = threading.Thread(target=LedgerWriter(log, ledger, batch_size=300).run_forever, args=(stop,))
+    writer.start()
+
+    def produce(part: Sequence[CostEvent]) -> None:
+        for start in range(0, len(part), 25):
+            log.append([encode_event(e) for e in part[start : start + 25]])
+
+    producers = [threading.Thread(target=produce, args=(events[i::4],)) for i in range(4)]
+    for p in producers:
+        p.start()
+    for p in producers:
+        p.join()
+    deadline = time.monotonic() + 60
+    while log.committed("ledger") < 2000 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    stop.set()
+    writer.join(timeout=30)
+    _assert_exactly(ledger, events)
+    ledger.close()
+    log.close()
+
+
+def test_bad_batch_size_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="batch_size"):
+        LedgerWriter(InMemoryEventLog(), InMemoryLedger(), batch_size=0)
+
+
+# --- kill -9 of a real writer process ----------------------------------------------------------
+
+
+def _child(tmp_path: Path, mode: str, batch: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), str(tmp_path / "log.db"), str(tmp_path / "ledger.db"), mode, str(batch)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _kill_when(child: subprocess.Popen[str], marker: str) -> list[str]:
+    assert child.stdout is not None
+    lines = []
+    for line in child.stdout:
+        lines.append(line.strip())
+        if line.startswith(marker):
+            break
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    child.stdout.close()
+    assert child.returncode == -signal.SIGKILL, f"the writer ended before it was killed: {lines}"
+    return lines
+
+
+def _fill_log(tmp_path: Path, events: Sequence[CostEvent]) -> None:
+    with SQLiteEventLog(tmp_path / "log.db") as log:
+        for start in range(0, len(events), 1000):
+            log.append([encode_event(e) for e in events[start : start + 1000]])
+
+
+def _restart_and_check(tmp_path: Path, events: Sequence[CostEvent]) -> WriteResult:
+    with SQLiteEventLog(tmp_path / "log.db") as log, SQLiteLedger(tmp_path / "ledger.db") as ledger:
+        stats = LedgerWriter(log, ledger).catch_up()
+        _assert_exactly(ledger, events)
+        assert log.committed("ledger") == len(events)
+        return WriteResult(stats.inserted, stats.duplicates)
+
+
+@pytest.mark.slow
+def test_kill_9_inside_the_ledger_transaction_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    events = awkward_events(3000)
+    _fill_log(tmp_path, events)
+    lines = _kill_when(_child(tmp_path, "stall-in-transaction", 1000), "in-transaction")
+    assert lines == ["batch 1000", "in-transaction"]
+    with SQLiteLedger(tmp_path / "ledger.db") as ledger:
+        assert ledger.event_count() == 1000  # the killed batch rolled back: no half batch, no rollup
+        _assert_exactly(ledger, events[:1000])
+    assert _restart_and_check(tmp_path, events) == WriteResult(2000, 0)
+
+
+@pytest.mark.slow
+def test_kill_9_between_commit_and_ack_is_replayed_without_doubling(tmp_path: Path) -> None:
+    events = awkward_events(2500)
+    _fill_log(tmp_path, events)
+    lines = _kill_when(_child(tmp_path, "stall-before-ack", 1000), "committed")
+    assert lines == ["committed 1000"]
+    # The batch was committed but not acknowledged: the restarted writer reads it again.
+    assert _restart_and_check(tmp_path, events) == WriteResult(1500, 1000)
+
+
+@pytest.mark.slow
+def test_repeated_kill_9_at_random_moments(tmp_path: Path) -> None:
+    rng = random.Random()
+    events = awkward_events(12_000)
+    _fill_log(tmp_path, events)
+    for _ in range(3):
+        child = _child(tmp_path, "run", 700)
+        assert child.stdout is not None
+        for _batch in range(rng.randint(1, 4)):
+            assert child.stdout.readline().startswith("batch")
+        time.sleep(rng.uniform(0, 0.05))  # somewhere in the next read, decode, write or ack
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        child.stdout.close()
+        assert child.returncode == -signal.SIGKILL, "the writer finished before it was killed"
+    _restart_and_check(tmp_path, events)
