@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .budgets import BudgetEngine, Decision
     from .reports import Reports
 
-__all__ = ["Outlay", "decision_event"]
+__all__ = ["Outlay", "decision_event", "embedded_log_path"]
 
 _DEFAULT_HOME = Path(".outlay") / "outlay.db"
 
@@ -51,6 +51,12 @@ def _ledger_path(url: str) -> Path | None:
         return None
     path = Path(target).expanduser()
     return path / _DEFAULT_HOME.name if path.is_dir() or target.endswith("/") else path
+
+
+def embedded_log_path(home: str) -> Path | None:
+    """Where the embedded event log of a SQLite home lives: ``events.db`` beside the ledger."""
+    path = _ledger_path(home)
+    return None if path is None else path.parent / "events.db"
 
 
 def decision_event(decision: Decision, *, environment: str | None = None) -> CostEvent:
@@ -132,11 +138,9 @@ class Outlay:
         self._closed = False
 
     def _embedded_log_path(self, home: str) -> str:
-        path = _ledger_path(home)
-        if path is None:
-            path = _DEFAULT_HOME  # a distributed ledger with no stream URL: spool events locally
+        path = embedded_log_path(home) or _DEFAULT_HOME.parent / "events.db"
         path.parent.mkdir(parents=True, exist_ok=True)
-        return str(path.parent / "events.db")
+        return str(path)
 
     # -- the pipeline's parts, opened when first needed ------------------------------------------
 

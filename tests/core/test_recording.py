@@ -230,3 +230,19 @@ def _instants() -> tuple[object, object]:
     from datetime import UTC, datetime
 
     return datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def test_outlay_report_sees_events_only_the_embedded_log_holds(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from outlay.cli import main
+
+    home = tmp_path / "outlay.db"
+    instance = Outlay(home)
+    with outlay.attribute(tenant="zed"):
+        instance.record_llm(provider="openai", model="gpt-4o", usage=Usage(input_tokens=1000))
+    instance.log.close()  # like a process that exits without ever reading a report
+    assert not home.exists()
+    result = CliRunner().invoke(main, ["report", "tenants", "--ledger", str(home), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert '"cost": "0.0025"' in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -14,8 +15,9 @@ from rich.tree import Tree
 
 from outlay._errors import BackendError, InvalidInput
 from outlay._rating import Rating
+from outlay._runtime import embedded_log_path
 from outlay.events import CostEvent
-from outlay.ledger import LedgerStore, RateFunction, open_ledger
+from outlay.ledger import LedgerStore, RateFunction, ledger_url, open_ledger
 
 __all__ = ["report", "rerate"]
 
@@ -30,16 +32,37 @@ def _default_window() -> tuple[str, str]:
     return (end - timedelta(days=_DEFAULT_DAYS)).isoformat(), end.isoformat()
 
 
+def _catch_up_embedded(url: str | None, ledger: LedgerStore) -> None:
+    """In embedded mode the event log sits beside the ledger (``events.db``): write what it holds
+    first, so a report sees every event recorded before it was asked for."""
+    from outlay.ledger import LedgerWriter
+    from outlay.stream import SQLiteEventLog
+
+    if os.environ.get("OUTLAY_STREAM_URL"):
+        return  # a distributed log: the workers write, reports read the ledger as it is
+    log_path = embedded_log_path(ledger_url(url))
+    if log_path is None or not log_path.exists():
+        return
+    log = SQLiteEventLog(log_path)
+    try:
+        LedgerWriter(log, ledger).catch_up()
+    finally:
+        log.close()
+
+
 @contextmanager
 def _ledger(url: str | None) -> Iterator[LedgerStore]:
     """Open the ledger read-mostly, turning outlay errors into clean CLI errors (never a traceback)."""
     try:
-        ledger = open_ledger(url, create=False)
+        # A recording process that never read a report has only written the embedded event log.
+        log_path = embedded_log_path(ledger_url(url))
+        ledger = open_ledger(url, create=log_path is not None and log_path.exists())
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from None
     except BackendError as exc:
         raise click.ClickException(str(exc)) from None
     try:
+        _catch_up_embedded(url, ledger)
         yield ledger
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from None
