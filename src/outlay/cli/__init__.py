@@ -22,6 +22,7 @@ _COMMANDS = (
     ("outlay.cli._gateway", "keys"),
     ("outlay.cli._api", "api"),
     ("outlay.cli._worker", "worker"),
+    ("outlay.cli._serve", "serve"),
 )
 
 

@@ -1,0 +1,54 @@
+"""``outlay serve``: the gateway, the reporting API and the ledger writer in one process."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from outlay._errors import OutlayError
+
+__all__ = ["serve"]
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=4000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Gateway config file (TOML).")
+@click.option("--tokens", "tokens_file", envvar="OUTLAY_API_TOKENS_FILE", help="API tokens file (TOML/JSON).")
+@click.option("--log-level", default="warning", show_default=True)
+def serve(host: str, port: int, config_path: str | None, tokens_file: str | None, log_level: str) -> None:
+    """Run everything on the embedded default in one process: the gateway (/v1/...), the reporting
+    API (/api/v1, /docs) and the ledger writer (reports catch it up before answering).
+
+    The API needs tokens (--tokens FILE or OUTLAY_API_TOKENS); without them only the gateway is
+    served, and this says so. For several processes use outlay gateway / worker / api instead.
+    """
+    try:
+        import uvicorn
+
+        from outlay.gateway import create_app as create_gateway
+        from outlay.gateway import load_settings
+    except ImportError as exc:
+        raise click.ClickException(
+            f"outlay serve needs the gateway extra: pip install 'outlay[gateway]' ({exc.name})"
+        ) from None
+    from outlay import Outlay
+    from outlay._serve import CombinedApp
+    from outlay.api import create_app as create_api
+
+    try:
+        settings = load_settings(config_path)
+        gateway = create_gateway(settings)
+        api = None
+        if tokens_file or os.environ.get("OUTLAY_API_TOKENS"):
+            api = create_api(Outlay(settings.ledger), tokens=tokens_file)
+    except OutlayError as exc:
+        raise click.ClickException(str(exc)) from None
+    if api is None:
+        click.echo("no API tokens (--tokens or OUTLAY_API_TOKENS): serving the gateway only", err=True)
+    click.echo(f"outlay serve on http://{host}:{port} (ledger: {settings.ledger})", err=True)
+    uvicorn.run(
+        CombinedApp(gateway, api), host=host, port=port, log_level=log_level, access_log=False,
+        lifespan="on", timeout_graceful_shutdown=30,
+    )  # fmt: skip
