@@ -9,6 +9,7 @@ clean exit) makes everything buffered durable — a crash loses at most the unfl
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -226,6 +227,31 @@ class Recorder:
         ``BudgetExceeded``/``Throttled``/``RunStopped`` *before* the call when it may not go ahead;
         ``metered.model`` is the model to call (a soft limit may have downgraded it).
         """
+        metered = self.open_meter(
+            provider=provider, model=model, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
+            api=api, operation=operation, budgets=budgets, fingerprint=fingerprint,
+        )  # fmt: skip
+        try:
+            yield metered
+        except BaseException:
+            metered.fail()
+            raise
+        metered.finish()
+
+    def open_meter(
+        self,
+        *,
+        provider: str,
+        model: str,
+        input_tokens: int = 0,
+        max_output_tokens: int = 0,
+        api: str | None = None,
+        operation: str = "chat",
+        budgets: Any = None,
+        fingerprint: str | None = None,
+    ) -> Metered:
+        """:meth:`meter` without the ``with`` block, for a call that ends elsewhere (a stream closed
+        later, by another callback): admit now, then call ``finish()`` or ``fail()`` exactly once."""
         from .budgets import get_engine
 
         engine = budgets or get_engine()
@@ -239,40 +265,8 @@ class Recorder:
         metered = Metered(
             provider=provider, model=chosen, requested_model=model, downgraded=downgraded, api=api
         )
-        started = time.perf_counter()
-        try:
-            yield metered
-        except BaseException:
-            event = self._failed_event(metered, operation, ctx, started)
-            self.record(event)
-            engine.settle(reservation, event.cost) if event.priced else engine.release(reservation)
-            raise
-        latency = (time.perf_counter() - started) * 1000
-        if metered.usage is None:
-            engine.release(reservation)
-            raise InvalidInput(
-                "the metered block reported no usage: call metered.response(...) or .set_usage(...)"
-            )
-        event = self.record(
-            self.build(operation=operation, provider=provider, model=metered.model, usage=metered.usage,
-                       context=ctx, latency_ms=latency)
-        )  # fmt: skip
-        metered.event = event
-        # Unpriced: settle the estimate, so unknown spend still counts against the budget.
-        engine.settle(reservation, event.cost)
-
-    def _failed_event(
-        self, metered: Metered, operation: str, ctx: CostContext | None, started: float
-    ) -> CostEvent:
-        latency = (time.perf_counter() - started) * 1000
-        if metered.usage is not None and not metered.usage.is_empty:
-            usage = metered.usage
-        else:
-            usage = Usage(complete=False, reason="the call failed before usage was reported")
-        return self.build(
-            operation=operation, provider=metered.provider, model=metered.model, usage=usage,
-            context=ctx, status="error", latency_ms=latency,
-        )  # fmt: skip
+        metered._admitted = _Admitted(self, engine, reservation, ctx, operation, time.perf_counter())
+        return metered
 
     def flush(self, timeout: float | None = None) -> None:
         """Make every event recorded so far durable (a no-op in durable mode)."""
@@ -304,3 +298,73 @@ class Metered:
 
     def set_usage(self, usage: Usage) -> None:
         self.usage = usage
+
+    # -- ending the call (``meter`` does this for you) ---------------------------------------------
+
+    _admitted: _Admitted | None = field(default=None, repr=False, compare=False)
+    _ended: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def _take(self) -> _Admitted:
+        admitted = self._admitted
+        if admitted is None:
+            raise InvalidInput("this call was not opened by Recorder.open_meter", field="metered")
+        if not self._ended.acquire(blocking=False):
+            raise InvalidInput("this call has already been finished or failed", field="metered")
+        return admitted
+
+    def finish(self, status: str = "ok") -> CostEvent:
+        """Record the reported usage and settle the reservation with its cost (once). ``status``
+        ``"error"`` records a call that failed after the provider started billing it (a broken
+        stream): its usage, even incomplete, is what it cost."""
+        admitted = self._take()
+        latency = (time.perf_counter() - admitted.started) * 1000
+        if self.usage is None:
+            admitted.engine.release(admitted.reservation)
+            raise InvalidInput(
+                "the metered block reported no usage: call metered.response(...) or .set_usage(...)"
+            )
+        event = admitted.recorder.record(
+            admitted.recorder.build(operation=admitted.operation, provider=self.provider, model=self.model,
+                                    usage=self.usage, context=admitted.ctx, latency_ms=latency,
+                                    status=status)
+        )  # fmt: skip
+        self.event = event
+        # Unpriced: settle the estimate, so unknown spend still counts against the budget.
+        admitted.engine.settle(admitted.reservation, event.cost)
+        return event
+
+    def fail(self, usage: Usage | None = None) -> CostEvent:
+        """Record the call as failed (``status="error"``) and release its reservation (once).
+
+        ``usage`` is what the provider billed for the failure (``Usage()`` when it billed nothing,
+        as for an error answer); by default whatever usage was reported, else unknown (unpriced).
+        """
+        admitted = self._take()
+        latency = (time.perf_counter() - admitted.started) * 1000
+        if usage is None:
+            if self.usage is not None and not self.usage.is_empty:
+                usage = self.usage
+            else:
+                usage = Usage(complete=False, reason="the call failed before usage was reported")
+        event = admitted.recorder.record(
+            admitted.recorder.build(operation=admitted.operation, provider=self.provider, model=self.model,
+                                    usage=usage, context=admitted.ctx, status="error", latency_ms=latency)
+        )  # fmt: skip
+        self.event = event
+        if event.priced and event.cost:
+            admitted.engine.settle(admitted.reservation, event.cost)
+        else:
+            admitted.engine.release(admitted.reservation)
+        return event
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """What :meth:`Recorder.open_meter` holds for a call until it finishes or fails."""
+
+    recorder: Recorder
+    engine: Any  # a BudgetEngine (typed loosely: budgets imports this module's package lazily)
+    reservation: Any
+    ctx: CostContext | None
+    operation: str
+    started: float

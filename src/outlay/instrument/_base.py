@@ -1,0 +1,202 @@
+"""The transport logic shared by the httpx2 and httpx flavours (same API, different modules).
+
+Each flavour's classes combine one mixin here with that library's ``BaseTransport`` /
+``SyncByteStream`` (which its ``Client`` and ``Response`` check for) and name the module in
+``_lib``. Requests and responses are that library's objects, hence typed ``Any`` here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, ClassVar
+
+import anyio
+
+from outlay._errors import BudgetError
+
+from ._core import Meter, MeteredCall, StreamMeter, for_sdk
+
+__all__ = [
+    "DOWNGRADE_HEADER",
+    "AsyncStreamMixin",
+    "AsyncTransportMixin",
+    "SyncStreamMixin",
+    "SyncTransportMixin",
+]
+
+DOWNGRADE_HEADER = "x-outlay-downgraded-from"
+
+
+def _admit(meter: Meter, lib: Any, request: Any, body: bytes) -> tuple[MeteredCall | None, Any]:
+    endpoint = meter.endpoint(request.method, request.url.host, request.url.path)
+    if endpoint is None:
+        return None, request
+    try:
+        call = meter.admit(endpoint, body)
+    except BudgetError as exc:
+        raise for_sdk(exc, request.headers.get("user-agent", "")) from None
+    if call is None:
+        return None, request
+    if call.body is None and not call.stream:
+        return call, request
+    headers = request.headers.copy()
+    content = body if call.body is None else call.body
+    headers["content-length"] = str(len(content))
+    headers.pop("transfer-encoding", None)
+    if call.stream:
+        # Usage is read from the bytes as they pass: ask for them uncompressed (SSE gains little).
+        headers["accept-encoding"] = "identity"
+    rebuilt = lib.Request(
+        request.method, request.url, headers=headers, content=content, extensions=request.extensions
+    )
+    return call, rebuilt
+
+
+def _decoded(lib: Any, headers: Any, raw: bytes) -> bytes | None:
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding in ("", "identity"):
+        return raw
+    try:  # decode a copy with the library's own decoders; the SDK still gets the raw bytes
+        decoded: bytes = lib.Response(200, headers={"content-encoding": encoding}, content=raw).content
+    except lib.DecodingError:
+        return None
+    return decoded
+
+
+def _mark(call: MeteredCall, response: Any) -> None:
+    if call.downgraded_from is not None:
+        response.headers[DOWNGRADE_HEADER] = call.downgraded_from
+
+
+class SyncStreamMixin:
+    """A response stream passed on chunk by chunk while its usage is read."""
+
+    def __init__(self, wrapped: Any, meter: StreamMeter) -> None:
+        self._wrapped = wrapped
+        self._meter = meter
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._wrapped:
+                out = self._meter.feed(chunk)
+                if out:
+                    yield out
+            rest = self._meter.flush()
+        except GeneratorExit:
+            raise  # the reader stopped early: close() records it
+        except BaseException as exc:
+            self._meter.end(exc)
+            raise
+        # Read to the end: durable before the reader sees the stream finish.
+        self._meter.end()
+        if rest:
+            yield rest
+
+    def close(self) -> None:
+        try:
+            self._wrapped.close()
+        finally:
+            self._meter.end()
+
+
+class AsyncStreamMixin:
+    def __init__(self, wrapped: Any, meter: StreamMeter) -> None:
+        self._wrapped = wrapped
+        self._meter = meter
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._wrapped:
+                out = self._meter.feed(chunk)
+                if out:
+                    yield out
+            rest = self._meter.flush()
+        except (GeneratorExit, anyio.get_cancelled_exc_class()):
+            raise  # the reader stopped early (or was cancelled): aclose() records it
+        except BaseException as exc:
+            await _off_loop(self._meter.end, exc)
+            raise
+        await _off_loop(self._meter.end)
+        if rest:
+            yield rest
+
+    async def aclose(self) -> None:
+        try:
+            await self._wrapped.aclose()
+        finally:
+            await _off_loop(self._meter.end)
+
+
+async def _off_loop(func: Any, *args: Any) -> None:
+    # Recording waits for a durable commit: do it in a thread, and shielded, so a cancelled reader
+    # (a timeout, a disconnect) still gets its call recorded and its reservation settled.
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(func, *args)
+
+
+class SyncTransportMixin:
+    _lib: ClassVar[Any]
+    _stream_class: ClassVar[type[SyncStreamMixin]]
+    _wrapped: Any
+    _meter: Meter
+
+    def handle_request(self, request: Any) -> Any:
+        call, request = _admit(self._meter, self._lib, request, request.read())
+        if call is None:
+            return self._wrapped.handle_request(request)
+        try:
+            response = self._wrapped.handle_request(request)
+        except BaseException:
+            call.failed()
+            raise
+        _mark(call, response)
+        if call.stream and response.status_code < 400:
+            response.stream = self._stream_class(response.stream, call.stream_meter())
+            return response
+        try:
+            raw = b"".join(response.stream)
+        except BaseException:
+            call.failed()
+            raise
+        finally:
+            response.stream.close()
+        response.stream = self._lib.ByteStream(raw)
+        call.answered(response.status_code, _decoded(self._lib, response.headers, raw))
+        return response
+
+    def close(self) -> None:
+        self._wrapped.close()
+
+
+class AsyncTransportMixin:
+    _lib: ClassVar[Any]
+    _stream_class: ClassVar[type[AsyncStreamMixin]]
+    _wrapped: Any
+    _meter: Meter
+
+    async def handle_async_request(self, request: Any) -> Any:
+        call, request = _admit(self._meter, self._lib, request, await request.aread())
+        if call is None:
+            return await self._wrapped.handle_async_request(request)
+        try:
+            response = await self._wrapped.handle_async_request(request)
+        except BaseException:
+            await _off_loop(call.failed)
+            raise
+        _mark(call, response)
+        if call.stream and response.status_code < 400:
+            response.stream = self._stream_class(response.stream, call.stream_meter())
+            return response
+        try:
+            raw = b"".join([chunk async for chunk in response.stream])
+        except BaseException:
+            await _off_loop(call.failed)
+            raise
+        finally:
+            await response.stream.aclose()
+        response.stream = self._lib.ByteStream(raw)
+        await _off_loop(call.answered, response.status_code, _decoded(self._lib, response.headers, raw))
+        return response
+
+    async def aclose(self) -> None:
+        await self._wrapped.aclose()

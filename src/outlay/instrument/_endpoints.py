@@ -1,0 +1,84 @@
+"""Which requests are billable LLM calls, whose API they are, and what their JSON body asks for.
+
+A request is metered when it is a ``POST`` to one of the documented generation endpoints; anything
+else (model lists, file uploads, batches, ``/messages/count_tokens``...) passes through untouched.
+The provider is the one given to the transport, else the one whose API host the request goes to,
+else guessed from the path (``/messages`` is Anthropic's, the rest speak OpenAI's wire format, as
+self-hosted servers do). Gemini's OpenAI-compatible endpoint is billed as ``google`` but its answers
+are read with OpenAI's wire format (https://ai.google.dev/gemini-api/docs/openai).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from outlay.providers import normalize_provider
+
+__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "Endpoint", "check_provider", "classify", "max_output_tokens"]
+
+#: Output tokens assumed for a budget estimate when the request sets no limit of its own.
+DEFAULT_MAX_OUTPUT_TOKENS: Final = 1024
+
+_HOSTS: Final = {
+    "api.openai.com": "openai",
+    "api.anthropic.com": "anthropic",
+    "generativelanguage.googleapis.com": "google",
+}
+_GEMINI_COMPAT: Final = "/openai/"  # .../v1beta/openai/chat/completions
+
+# path suffix -> (API name as outlay.providers knows it, operation recorded on the event)
+_OPENAI_APIS: Final = (
+    ("/chat/completions", "chat", "chat"),
+    ("/responses", "responses", "chat"),
+    ("/embeddings", "embeddings", "embedding"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A billable call: ``provider`` bills and prices it, ``wire`` is the format its answer is in."""
+
+    provider: str
+    wire: str  # what to hand outlay.providers: "openai", "anthropic", or a declared provider
+    api: str  # chat | responses | embeddings | messages
+    operation: str  # chat | embedding
+
+
+def classify(method: str, host: str, path: str, provider: str | None) -> Endpoint | None:
+    """The endpoint a request calls, or ``None`` when it is not a metered one."""
+    if method != "POST":
+        return None
+    path = path.rstrip("/")
+    if path.endswith("/messages"):
+        name = provider or _HOSTS.get(host) or "anthropic"
+        return Endpoint(name, name, "messages", "chat")
+    for suffix, api, operation in _OPENAI_APIS:
+        if path.endswith(suffix):
+            name = provider or _HOSTS.get(host) or ("google" if _GEMINI_COMPAT in path else "openai")
+            wire = "openai" if name == "google" else name
+            return Endpoint(name, wire, api, operation)
+    return None
+
+
+def check_provider(provider: str | None) -> str | None:
+    """``provider`` as outlay knows it (``gemini`` -> ``google``); InvalidInput names the field."""
+    return None if provider is None else normalize_provider(provider)
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def max_output_tokens(api: str, body: dict[str, Any], default: int) -> int:
+    """The most output the request allows, for the worst-case estimate (``default`` if unset)."""
+    if api == "embeddings":
+        return 0
+    names = ("max_output_tokens",) if api == "responses" else ("max_completion_tokens", "max_tokens")
+    for name in names:
+        found = _count(body.get(name))
+        if found is not None:
+            return found
+    return default

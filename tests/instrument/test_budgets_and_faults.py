@@ -1,0 +1,255 @@
+"""Budgets applied before anything is sent, streams cut short, upstream faults, bad configuration."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+from typing import Any
+
+import anthropic
+import httpx
+import httpx2
+import openai
+import pytest
+
+import outlay
+from outlay.budgets import Budget, BudgetEngine
+from outlay.instrument import (
+    DOWNGRADE_HEADER,
+    AsyncMeteringTransport,
+    HttpxMeteringTransport,
+    MeteringTransport,
+    async_openai_client,
+    openai_client,
+)
+from outlay.testing import FakeProvider, Fault
+
+from .conftest import events, expected_cost
+
+HELLO: Any = [{"role": "user", "content": "Say hello to the metering transport, please."}]
+
+
+def test_a_run_budget_stops_the_second_call_before_it_is_sent(
+    fake: FakeProvider, openai_sdk: openai.OpenAI, pipeline: outlay.Outlay
+) -> None:
+    # Estimate of each call: ~27 input tokens (body bytes / 4) + 50 output at gpt-4o prices is
+    # ~$0.00057; the first one costs $0.0002 (15 in, 16 out), so $0.0007 admits it, not the next.
+    with outlay.attribute(tenant="acme"), outlay.run("agent", budget=Budget(limit="0.0007")):
+        openai_sdk.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=50)
+        with pytest.raises(outlay.BudgetExceeded) as info:
+            openai_sdk.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=50)
+    assert "0.0007" in str(info.value)
+    assert len(fake.requests) == 1  # the refused call never reached the provider
+    [event] = events(pipeline)
+    assert event.status == "ok"
+
+
+def test_the_anthropic_sdk_gets_the_budget_error_itself_not_retried(
+    fake: FakeProvider, anthropic_sdk: anthropic.Anthropic, pipeline: outlay.Outlay
+) -> None:
+    with outlay.attribute(tenant="acme"), outlay.run("agent", budget=Budget(limit="0.0001")):
+        with pytest.raises(outlay.BudgetExceeded) as info:
+            anthropic_sdk.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=HELLO)
+    assert isinstance(info.value, anthropic.AnthropicError)  # so the SDK neither wrapped nor retried it
+    assert info.value.limit == Decimal("0.0001")
+    assert fake.requests == []
+    assert events(pipeline) == []
+
+
+def test_a_soft_limit_downgrades_the_model_in_the_request(
+    fake: FakeProvider, openai_sdk: openai.OpenAI, pipeline: outlay.Outlay, engine: BudgetEngine
+) -> None:
+    engine.add_policy(
+        Budget(scope="tenant", period="month", soft="0.0000001", downgrade={"gpt-4o": "gpt-4o-mini"})
+    )
+    with outlay.attribute(tenant="acme"):
+        openai_sdk.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=5)  # crosses soft
+        raw = openai_sdk.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=HELLO, max_tokens=5
+        )
+    reply = raw.parse()
+    assert [r.json()["model"] for r in fake.requests] == ["gpt-4o", "gpt-4o-mini"]
+    assert reply.model == "gpt-4o-mini"
+    assert raw.headers[DOWNGRADE_HEADER] == "gpt-4o"
+    first, second = events(pipeline)
+    assert (first.model, second.model) == ("gpt-4o", "gpt-4o-mini")
+    assert reply.usage is not None
+    assert second.cost == expected_cost("gpt-4o-mini", reply.usage.prompt_tokens, 5)
+
+
+def test_a_stream_closed_early_is_recorded_incomplete_never_as_zero(
+    openai_sdk: openai.OpenAI, pipeline: outlay.Outlay, engine: BudgetEngine
+) -> None:
+    budget = Budget(scope="tenant", period="month", limit="10")
+    engine.add_policy(budget)
+    with outlay.attribute(tenant="acme"):
+        stream = openai_sdk.chat.completions.create(
+            model="gpt-4o", messages=HELLO, stream=True, max_tokens=50
+        )
+        next(iter(stream))
+        stream.close()
+    [event] = events(pipeline)
+    assert not event.usage.complete and not event.priced and event.cost is None
+    assert "incomplete" in (event.unpriced_reason or "")
+    status = engine.status({"tenant": "acme"}, budget)
+    assert status.reserved == 0 and status.spent > 0  # the estimate is charged: unknown is not free
+
+
+def test_an_anthropic_stream_closed_early_keeps_the_usage_seen_so_far(
+    anthropic_sdk: anthropic.Anthropic, pipeline: outlay.Outlay
+) -> None:
+    with anthropic_sdk.messages.stream(model="claude-haiku-4-5", max_tokens=100, messages=HELLO) as stream:
+        next(iter(stream))  # message_start: carries the input tokens
+    [event] = events(pipeline)
+    assert event.usage.input_tokens > 0 and not event.usage.complete
+    assert event.cost is None and event.status == "ok"
+
+
+def test_upstream_500_releases_the_reservation_and_records_an_error(
+    fake: FakeProvider, base_url: str, pipeline: outlay.Outlay, engine: BudgetEngine
+) -> None:
+    budget = Budget(scope="tenant", period="month", limit="10")
+    engine.add_policy(budget)
+    fake.fail(Fault.error(500))
+    with (
+        openai_client(
+            outlay=pipeline, budgets=engine, base_url=base_url + "/v1", api_key="k", max_retries=0
+        ) as c,
+        outlay.attribute(tenant="acme"),
+        pytest.raises(openai.InternalServerError),
+    ):
+        c.chat.completions.create(model="gpt-4o", messages=HELLO)
+    [event] = events(pipeline)
+    assert (event.status, event.cost, event.tenant_id) == ("error", Decimal(0), "acme")  # billed nothing
+    status = engine.status({"tenant": "acme"}, budget)
+    assert status.reserved == 0 and status.spent == 0
+
+
+def test_each_sdk_retry_is_its_own_metered_attempt(
+    fake: FakeProvider, openai_sdk: openai.OpenAI, pipeline: outlay.Outlay
+) -> None:
+    fake.fail(Fault.error(429, retry_after=0))
+    reply = openai_sdk.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=3)
+    failed, ok = events(pipeline)
+    assert (failed.status, ok.status) == ("error", "ok")
+    assert reply.usage is not None
+    assert ok.cost == expected_cost("gpt-4o", reply.usage.prompt_tokens, 3)
+
+
+def test_a_dropped_connection_is_an_error_of_unknown_cost(
+    fake: FakeProvider, base_url: str, pipeline: outlay.Outlay
+) -> None:
+    fake.fail(Fault.drop())
+    with (
+        openai_client(outlay=pipeline, base_url=base_url + "/v1", api_key="k", max_retries=0) as client,
+        pytest.raises(openai.APIConnectionError),
+    ):
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    [event] = events(pipeline)
+    assert event.status == "error" and event.cost is None and not event.priced
+
+
+def test_a_stream_broken_by_the_upstream_is_recorded_as_an_error(
+    fake: FakeProvider, anthropic_sdk: anthropic.Anthropic, pipeline: outlay.Outlay
+) -> None:
+    fake.fail(Fault.drop(after_chunks=2))
+    stream = anthropic_sdk.messages.create(
+        model="claude-haiku-4-5", max_tokens=100, messages=HELLO, stream=True
+    )
+    with pytest.raises(httpx2.RemoteProtocolError):  # the SDK does not wrap errors met mid-stream
+        list(stream)
+    [event] = events(pipeline)
+    assert event.status == "error" and not event.usage.complete and event.usage.input_tokens > 0
+
+
+async def test_concurrent_calls_cannot_overshoot_a_hard_limit(
+    base_url: str, pipeline: outlay.Outlay, engine: BudgetEngine
+) -> None:
+    budget = Budget(scope="tenant", period="month", limit="0.005")
+    engine.add_policy(budget)
+    client = async_openai_client(outlay=pipeline, budgets=engine, base_url=base_url + "/v1", api_key="k")
+
+    async def call() -> bool:
+        try:
+            await client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=100)
+        except outlay.BudgetExceeded:
+            return False
+        return True
+
+    async with client:
+        with outlay.attribute(tenant="acme"):
+            admitted = await asyncio.gather(*(call() for _ in range(32)))
+    recorded = events(pipeline)
+    assert 0 < sum(admitted) < 32
+    assert len(recorded) == sum(admitted)
+    assert sum(e.cost for e in recorded if e.cost is not None) <= Decimal("0.005")
+    assert engine.status({"tenant": "acme"}, budget).reserved == 0
+
+
+def test_plain_httpx_clients_are_metered_too(base_url: str, pipeline: outlay.Outlay) -> None:
+    # The openai SDK still accepts a plain httpx client (its type hints name only httpx2's).
+    legacy: Any = httpx.Client(transport=HttpxMeteringTransport(outlay=pipeline, provider="openai"))
+    with openai.OpenAI(base_url=base_url + "/v1", api_key="k", http_client=legacy) as c:
+        stream = c.chat.completions.create(model="gpt-4o-mini", messages=HELLO, stream=True)
+        assert all(chunk.choices for chunk in stream)
+    [event] = events(pipeline)
+    assert event.usage.complete and event.cost == expected_cost("gpt-4o-mini", event.usage.input_tokens, 16)
+
+
+def test_a_transport_passed_by_hand_records_into_the_default_pipeline(base_url: str) -> None:
+    pipeline = outlay.configure("memory://")
+    try:
+        client = openai.OpenAI(
+            base_url=base_url + "/v1", api_key="k", http_client=httpx2.Client(transport=MeteringTransport())
+        )
+        with client, outlay.attribute(tenant="initech"):
+            client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=2)
+        [event] = events(pipeline)
+        assert event.tenant_id == "initech"
+    finally:
+        outlay.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"provider": "not-a-provider"}, "provider"),
+        ({"default_max_output_tokens": -1}, "default_max_output_tokens"),
+        ({"default_max_output_tokens": True}, "default_max_output_tokens"),
+    ],
+)
+def test_bad_transport_settings_are_refused_naming_the_field(kwargs: dict[str, object], field: str) -> None:
+    for transport in (MeteringTransport, AsyncMeteringTransport):
+        with pytest.raises(outlay.InvalidInput) as info:
+            transport(httpx2.HTTPTransport(), **kwargs)  # type: ignore[arg-type]
+        assert info.value.field == field
+
+
+def test_the_helper_refuses_a_second_http_client() -> None:
+    with pytest.raises(outlay.InvalidInput) as info:
+        openai_client(api_key="k", http_client=httpx2.Client())
+    assert info.value.field == "http_client"
+
+
+async def test_an_async_stream_closed_early_is_recorded_once(
+    base_url: str, pipeline: outlay.Outlay, engine: BudgetEngine
+) -> None:
+    client = async_openai_client(outlay=pipeline, budgets=engine, base_url=base_url + "/v1", api_key="k")
+    async with client:
+        stream = await client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True)
+        async for _ in stream:
+            break
+        await stream.close()
+        await stream.close()
+    [event] = events(pipeline)
+    assert not event.usage.complete and event.cost is None
+
+
+def test_open_meter_ends_a_call_exactly_once(pipeline: outlay.Outlay, engine: BudgetEngine) -> None:
+    metered = pipeline.recorder.open_meter(provider="openai", model="gpt-4o", input_tokens=10)
+    metered.set_usage(outlay.Usage(input_tokens=10, output_tokens=2))
+    assert metered.finish().cost == expected_cost("gpt-4o", 10, 2)
+    for end in (metered.finish, metered.fail):
+        with pytest.raises(outlay.InvalidInput, match="already been finished"):
+            end()
+    assert len(events(pipeline)) == 1
