@@ -96,7 +96,7 @@ def test_real_anthropic_client_stream_helper_events() -> None:
     client = anthropic.Anthropic(api_key="sk-ant-test", http_client=_client(data, "text/event-stream"))
     acc = stream_accumulator("anthropic", "messages")
     with client.messages.stream(
-        model="claude-opus-4-5", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+        model="claude-sonnet-4-5", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
     ) as stream:
         for event in stream:  # includes the helper's own "text" events, which carry no usage
             acc.feed_event(event)
