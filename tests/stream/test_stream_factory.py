@@ -43,9 +43,17 @@ def test_a_plain_path_is_a_sqlite_log(tmp_path: Path, as_path: bool) -> None:
         assert isinstance(log, SQLiteEventLog)
 
 
-def test_nats_says_it_is_not_available_yet() -> None:
-    with pytest.raises(ConfigError, match=r"nats extra.*not available yet") as info:
-        open_event_log("nats://127.0.0.1:4222")
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("nats://127.0.0.1:4222?bogus=1", r"unknown option 'bogus'.*expected ack_wait"),
+        ("nats://127.0.0.1:4222?ack_wait=abc", r"'ack_wait' must be a number, got 'abc'"),
+    ],
+)
+def test_bad_nats_options_are_refused_before_connecting(url: str, says: str) -> None:
+    # (nats:// URLs that open a NatsEventLog are tested against the real server in test_stream_nats.py)
+    with pytest.raises(ConfigError, match=says) as info:
+        open_event_log(url)
     assert info.value.field == "url"
 
 

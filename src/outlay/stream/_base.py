@@ -46,6 +46,8 @@ class EventLog(ABC):
         """Append encoded events; durable when this returns (or raise ``BackendError``).
 
         Returns the offsets given to ``payloads``, in order. An empty sequence is a no-op.
+        A log with a producer spool (NATS while its server is unreachable) returns offset 0 for a
+        payload it committed to the local spool instead: durable, but not yet in the stream.
         """
 
     @abstractmethod

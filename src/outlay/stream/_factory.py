@@ -21,6 +21,7 @@ def open_event_log(url: str | os.PathLike[str]) -> EventLog:
     - ``memory://`` -> :class:`InMemoryEventLog` (a new, empty log each call)
     - ``sqlite:///abs/path.db`` (absolute) or ``sqlite://relative.db`` -> :class:`SQLiteEventLog`
     - a plain file path (no ``scheme://``) -> :class:`SQLiteEventLog`
+    - ``nats://host:4222[?stream=...&spool=/path/spool.db]`` -> :class:`NatsEventLog` (docs/nats.md)
 
     Anything else raises :class:`~outlay.ConfigError` naming the ``url`` field.
     """
@@ -45,11 +46,14 @@ def open_event_log(url: str | os.PathLike[str]) -> EventLog:
             )
         return SQLiteEventLog(path)
     if scheme in {"nats", "tls"}:
-        raise ConfigError(
-            f"{scheme}:// (NATS JetStream) needs the nats extra (pip install 'outlay[nats]')"
-            " and is not available yet in this version of outlay",
-            field="url",
-        )
+        try:
+            from ._nats import NatsEventLog
+        except ImportError as exc:
+            raise ConfigError(
+                f"{scheme}:// (NATS JetStream) needs the nats extra: pip install 'outlay[nats]' ({exc})",
+                field="url",
+            ) from None
+        return NatsEventLog.from_url(url)
     raise ConfigError(
         f"unknown event log scheme {scheme!r} in {url!r}; expected memory://, sqlite:// or a file path",
         field="url",
