@@ -1,0 +1,399 @@
+"""The PostgreSQL ledger on the machine's real PostgreSQL: conformance, schema, failures, reports.
+
+Each ledger gets its own throwaway schema, dropped afterwards. Without PostgreSQL these tests skip,
+or fail under ``OUTLAY_REQUIRE_SERVICES=1`` (the ``postgres_url`` fixture).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+import pytest
+
+from outlay._errors import BackendError, BackendUnavailable, ConfigError, InvalidInput
+from outlay._rating import Rating
+from outlay.events import encode_event
+from outlay.ledger import (
+    GROUP_KEYS,
+    InMemoryLedger,
+    LedgerStore,
+    LedgerWriter,
+    _postgres_schema,
+    _postgres_session,
+    open_ledger,
+)
+from outlay.ledger._postgres import PostgresLedger
+from outlay.reports import Reports
+from outlay.stream import InMemoryEventLog
+
+from ._pg_proxy import Proxy
+from .conformance import DAY0, DAY_END, LedgerStoreConformance, by_key, recompute
+from .conftest import T0, D, awkward_events, event, unpriced
+
+Factory = Callable[..., PostgresLedger]
+
+
+def _schema() -> str:
+    return f"t_{uuid.uuid4().hex[:16]}"
+
+
+def _admin(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as connection:
+        cursor = connection.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def _terminate(url: str, ledger: PostgresLedger, *, waiting: bool = False) -> int:
+    """Kill the backends of ``ledger``'s connections from another connection; returns how many."""
+    condition = " AND wait_event_type = 'Lock'" if waiting else ""
+    rows = _admin(
+        url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        f" WHERE application_name = %s AND pid <> pg_backend_pid(){condition}",
+        (ledger.application_name,),
+    )
+    return sum(1 for (done,) in rows if done)
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[Factory]:
+    """Makes ledgers in fresh schemas; drops them all at the end."""
+    made: list[PostgresLedger] = []
+
+    def factory(**kwargs: Any) -> PostgresLedger:
+        ledger = PostgresLedger(
+            kwargs.pop("url", postgres_url), schema=kwargs.pop("schema", _schema()), **kwargs
+        )
+        made.append(ledger)
+        return ledger
+
+    yield factory
+    for ledger in made:
+        ledger.close()
+    for schema in {ledger.schema for ledger in made}:
+        _admin(postgres_url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def make_ledger(pg: Factory) -> Callable[[], LedgerStore]:
+    # Hypothesis calls this once per example: a ledger of an earlier example is never used again,
+    # so its connection is closed rather than kept (PostgreSQL's connection slots are shared).
+    previous: list[PostgresLedger] = []
+
+    def factory() -> LedgerStore:
+        for ledger in previous:
+            ledger.close()
+        previous[:] = [pg()]
+        return previous[0]
+
+    return factory
+
+
+@pytest.fixture
+def ledger(pg: Factory) -> PostgresLedger:
+    return pg()
+
+
+class TestPostgresConformance(LedgerStoreConformance):
+    """The conformance suite every ledger passes, on PostgreSQL."""
+
+
+# --- schema, partitions, money ---------------------------------------------------------------------
+
+
+def test_events_go_to_monthly_partitions_created_on_demand(ledger: PostgresLedger, postgres_url: str) -> None:
+    months = [datetime(2026, 1, 31, 23, 59, 59, 999999, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)]
+    months.append(datetime(2027, 12, 15, tzinfo=UTC))  # across a year boundary, far from the others
+    ledger.write([event(time=moment, cost=D("1")) for moment in months])
+    rows = _admin(
+        postgres_url,
+        "SELECT c.relname, count(*) FILTER (WHERE true) FROM pg_inherits i"
+        " JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent"
+        " JOIN pg_namespace n ON n.oid = p.relnamespace"
+        " WHERE p.relname = 'events' AND n.nspname = %s GROUP BY 1 ORDER BY 1",
+        (ledger.schema,),
+    )
+    assert [name for name, _ in rows] == ["events_2026_01", "events_2026_02", "events_2027_12"]
+    for name, moment in zip(["events_2026_01", "events_2026_02", "events_2027_12"], months, strict=True):
+        count = _admin(postgres_url, f'SELECT count(*), min(time) FROM "{ledger.schema}".{name}')
+        assert count == [(1, moment)]  # each event in its own month, boundaries exact in UTC
+
+
+def test_separate_ledgers_creating_the_same_partitions_at_once(pg: Factory) -> None:
+    schema = _schema()
+    ledgers = [pg(schema=schema) for _ in range(6)]  # separate caches: each thinks it must create
+    barrier = threading.Barrier(len(ledgers))
+    errors: list[BaseException] = []
+
+    def write(index: int, ledger: PostgresLedger) -> None:
+        events = [event(time=datetime(2026, m, 3, tzinfo=UTC), cost=D(index)) for m in range(1, 13)]
+        barrier.wait()
+        try:
+            ledger.write(events)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=pair) for pair in enumerate(ledgers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert ledgers[0].event_count() == 72
+    assert ledgers[0].rollup_totals([], DAY0, DAY_END)[0].cost == D(12 * sum(range(6)))
+
+
+def test_money_is_stored_as_exact_numeric(ledger: PostgresLedger, postgres_url: str) -> None:
+    cost = D("0.000000123456789012345678") * 49_999
+    ledger.write([event(cost=cost)])
+    rows = _admin(
+        postgres_url,
+        "SELECT table_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = %s AND column_name IN ('cost', 'delta', 'previous_cost')"
+        " AND table_name NOT LIKE 'events\\_2%%' ORDER BY 1",
+        (ledger.schema,),
+    )
+    assert {data_type for _, data_type in rows} == {"numeric"}
+    assert {name for name, _ in rows} >= {"events", "rollups", "rollups_month", "runs", "adjustments"}
+    stored = _admin(postgres_url, f'SELECT cost::text FROM "{ledger.schema}".events')
+    assert D(stored[0][0]) == cost
+    total = ledger.rollup_totals([], DAY0, DAY_END)[0].cost
+    assert isinstance(total, D) and total == cost
+
+
+def test_migrations_apply_once_when_workers_start_together(
+    pg: Factory, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = _schema()
+    # A second migration that fails if run twice (ADD COLUMN without IF NOT EXISTS).
+    migrations = [
+        *_postgres_schema.MIGRATIONS,
+        (2, "rejects note", "ALTER TABLE {s}.rejects ADD COLUMN note text"),
+    ]
+    monkeypatch.setattr(_postgres_session, "MIGRATIONS", migrations)
+    barrier = threading.Barrier(8)
+    made: list[PostgresLedger] = []
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            made.append(pg(schema=schema))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(made) == 8
+    versions = _admin(postgres_url, f'SELECT version, name FROM "{schema}".schema_migrations ORDER BY 1')
+    assert versions == [(1, "ledger tables"), (2, "rejects note")]
+    made[0].write([event()])
+    assert made[-1].event_count() == 1  # every worker sees the one ledger
+
+
+def test_a_newer_database_schema_is_refused(pg: Factory, postgres_url: str) -> None:
+    ledger = pg()
+    ledger.close()
+    _admin(
+        postgres_url, f"INSERT INTO \"{ledger.schema}\".schema_migrations (version, name) VALUES (99, 'x')"
+    )
+    with pytest.raises(BackendError, match="version 99, newer"):
+        pg(schema=ledger.schema)
+
+
+def test_bad_configuration_is_named(postgres_url: str) -> None:
+    with pytest.raises(InvalidInput, match="schema"):
+        PostgresLedger(postgres_url, schema='x"; DROP TABLE y; --')
+    with pytest.raises(ConfigError, match="url"):
+        PostgresLedger("mysql://localhost/test")
+    with pytest.raises(ConfigError, match="URL names 'b'"):
+        PostgresLedger(postgres_url + "?schema=b", schema="a")
+
+
+def test_unreachable_server_is_backend_unavailable() -> None:
+    with pytest.raises(BackendUnavailable, match="cannot connect") as caught:
+        PostgresLedger("postgresql://postgres:secret@127.0.0.1:1/test", connect_timeout=1)
+    assert "secret" not in str(caught.value)  # the password never reaches logs
+
+
+def test_open_ledger_selects_postgres_with_schema_in_url(pg: Factory, postgres_url: str) -> None:
+    schema = _schema()
+    pg(schema=schema).close()  # registered for the drop at the end
+    with open_ledger(f"{postgres_url}?schema={schema}") as ledger:
+        assert isinstance(ledger, PostgresLedger)
+        assert ledger.schema == schema
+        ledger.write([event()])
+        assert ledger.event_count() == 1
+
+
+def test_closed_ledger_refuses_work(ledger: PostgresLedger) -> None:
+    ledger.close()
+    with pytest.raises(BackendError, match="closed"):
+        ledger.write([event()])
+
+
+# --- lost connections ------------------------------------------------------------------------------
+
+
+def test_connection_killed_between_batches_reconnects(ledger: PostgresLedger, postgres_url: str) -> None:
+    events = awkward_events(300)
+    assert ledger.write(events[:100]).inserted == 100
+    assert _terminate(postgres_url, ledger) == 1
+    assert ledger.write(events[100:200]).inserted == 100  # on a fresh connection, transparently
+    assert _terminate(postgres_url, ledger) == 1
+    assert ledger.event_count() == 200  # reads reconnect too
+    ledger.write(events)  # the log redelivers everything: only the last 100 are new
+    assert ledger.event_count() == 300
+    assert by_key(ledger.rollup_totals(list(GROUP_KEYS), DAY0, DAY_END)) == recompute(
+        events, list(GROUP_KEYS)
+    )
+
+
+def test_connection_killed_mid_transaction_loses_and_doubles_nothing(
+    ledger: PostgresLedger, postgres_url: str
+) -> None:
+    first, second = awkward_events(100), awkward_events(100, start=T0 + timedelta(hours=1))
+    ledger.write(first)
+    # Hold every rollup row, so the next write stops inside its transaction, after it has copied
+    # its rows and claimed its event ids; then kill its backend there.
+    with psycopg.connect(postgres_url) as locker:
+        locker.execute(f'SELECT * FROM "{ledger.schema}".rollups FOR UPDATE').fetchall()
+        results: list[Any] = []
+        writer = threading.Thread(target=lambda: results.append(ledger.write(second)))
+        writer.start()
+        deadline = time.monotonic() + 30
+        while not _terminate(postgres_url, ledger, waiting=True):
+            assert time.monotonic() < deadline, "the write never waited on the locked rollups"
+            time.sleep(0.02)
+        locker.rollback()
+    writer.join(30)
+    assert [(r.inserted, r.duplicates) for r in results] == [(100, 0)]  # retried whole, nothing half-kept
+    assert ledger.event_count() == 200
+    both = first + second
+    assert by_key(ledger.rollup_totals(list(GROUP_KEYS), DAY0, DAY_END)) == recompute(both, list(GROUP_KEYS))
+    assert by_key(ledger.event_totals(["tenant"], T0 - timedelta(1), T0 + timedelta(30))) == recompute(
+        both, ["tenant"]
+    )
+
+
+def test_writer_catches_up_after_postgres_goes_away(
+    pg: Factory, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL "restarted" (a proxy in front of it cut, then restored) while the writer runs."""
+    parts = urlsplit(postgres_url)
+    host_port = (parts.hostname or "127.0.0.1", parts.port or 5432)
+    events = awkward_events(3000, step=timedelta(seconds=41))
+    log = InMemoryEventLog()
+    with Proxy(host_port) as proxy:
+        ledger = pg(url=proxy.url(), connect_timeout=1)
+        writer = LedgerWriter(log, ledger, batch_size=200)
+        stop = threading.Event()
+        thread = threading.Thread(target=writer.run_forever, args=(stop,), kwargs={"poll": 0.05})
+        thread.start()
+        try:
+            for round_ in range(6):
+                down = round_ % 2 == 1
+                if down:
+                    proxy.cut()  # open connections reset, new ones refused
+                log.append([encode_event(e) for e in events[round_ * 500 : (round_ + 1) * 500]])
+                if down:
+                    time.sleep(0.5)  # the writer fails to write this chunk and backs off
+                    proxy.restore()
+            deadline = time.monotonic() + 60
+            while log.committed("ledger") < log.end_offset():
+                assert time.monotonic() < deadline, "the writer did not catch up"
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            thread.join(30)
+        assert any("backend failed" in r.getMessage() for r in caplog.records)  # the outages were real
+        assert writer.stats.inserted == 3000
+        assert ledger.event_count() == 3000
+        expected = recompute(events, ["tenant", "day"])
+        assert by_key(ledger.rollup_totals(["tenant", "day"], DAY0, DAY_END)) == expected
+
+
+# --- reports -----------------------------------------------------------------------------------------
+
+
+def test_every_report_matches_the_in_memory_ledger(ledger: PostgresLedger) -> None:
+    events = awkward_events(700, start=datetime(2026, 2, 20, tzinfo=UTC), step=timedelta(hours=2, minutes=7))
+    events += [
+        event(run_id="root", cost=D("1"), time=T0),
+        event(run_id="child", parent_run_id="root", root_run_id="root", cost=D("2"), time=T0),
+        unpriced(
+            run_id="leaf", parent_run_id="child", root_run_id="root", time=T0, unpriced_reason="new model"
+        ),
+    ]
+    reference = InMemoryLedger()
+    for store in (ledger, reference):
+        store.write(events)
+        store.append_adjustments(
+            [
+                (e.event_id, Rating(cost=D("0.000000000000000003"), priced=True, price_version="v9"))
+                for e in events[::9]
+            ]
+        )
+    ours, theirs = Reports(ledger), Reports(reference)
+    windows = [
+        ("2026-02-01", "2026-05-01"),
+        ("2026-03-02", "2026-04-01"),
+        ("2026-02-21T05:17:00", "2026-03-29T23:00"),
+    ]
+    for start, end in windows:
+        for by in ("tenant", "tenant,model", "day", "feature,agent,environment", "origin"):
+            assert ours.breakdown(by, start, end) == theirs.breakdown(by, start, end)
+        assert ours.tenants(start, end, environment="production") == theirs.tenants(
+            start, end, environment="production"
+        )
+        assert ours.unattributed(start, end) == theirs.unattributed(start, end)
+        assert ours.unpriced(start, end) == theirs.unpriced(start, end)
+        assert ours.concentration(start, end) == theirs.concentration(start, end)
+    assert ours.run_tree("root") == theirs.run_tree("root")
+    assert ours.breakdown("model", *windows[0], tenant="acme") == theirs.breakdown(
+        "model", *windows[0], tenant="acme"
+    )
+    assert [e.event for e in ledger.entries(T0, T0 + timedelta(1))] == [
+        e.event for e in reference.entries(T0, T0 + timedelta(1))
+    ]
+    assert ledger.adjustments()[0].cost == D("0.000000000000000003")
+
+
+def test_report_windows_are_one_snapshot_under_concurrent_writes(ledger: PostgresLedger) -> None:
+    # "Month minus days" is read in one snapshot: while writes land, a total never goes negative
+    # nor counts a half-applied batch.
+    stop = threading.Event()
+    batches = [
+        awkward_events(50, start=datetime(2026, 3, 1, tzinfo=UTC), step=timedelta(hours=14))
+        for _ in range(20)
+    ]
+
+    def keep_writing() -> None:
+        for batch in batches:
+            if stop.is_set():
+                return
+            ledger.write(batch)
+
+    thread = threading.Thread(target=keep_writing)
+    thread.start()
+    seen = []
+    try:
+        while thread.is_alive():
+            rows = ledger.rollup_totals([], date(2026, 3, 2), date(2026, 4, 1))  # March minus 1 March
+            seen.append(rows[0].events if rows else 0)
+    finally:
+        stop.set()
+        thread.join()
+    per_batch = sum(1 for e in batches[0] if date(2026, 3, 2) <= e.time.date() < date(2026, 4, 1))
+    assert all(count % per_batch == 0 and count >= 0 for count in seen)
