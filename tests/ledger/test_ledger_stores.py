@@ -59,6 +59,10 @@ def test_open_ledger_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     with open_ledger() as from_env:
         assert isinstance(from_env, SQLiteLedger)
         assert from_env.path == tmp_path / "env.db"
+    monkeypatch.setenv("OUTLAY_LEDGER_URL", f"sqlite://{tmp_path}/ledger-only.db")  # wins, as in Outlay
+    with open_ledger() as from_ledger_env:
+        assert isinstance(from_ledger_env, SQLiteLedger)
+        assert from_ledger_env.path == tmp_path / "ledger-only.db"
     with pytest.raises(ConfigError, match="no ledger at"):
         open_ledger(str(tmp_path / "missing.db"), create=False)
     with pytest.raises(ConfigError, match="unsupported ledger URL"):

@@ -20,8 +20,12 @@ DEFAULT_PATH: Final = Path(".outlay") / "outlay.db"
 
 
 def ledger_url(url: str | None = None) -> str:
-    """``url``, else the environment variable ``OUTLAY_URL``, else the embedded default path."""
-    return url or os.environ.get("OUTLAY_URL") or str(DEFAULT_PATH)
+    """``url``, else ``OUTLAY_LEDGER_URL``, else ``OUTLAY_URL``, else the embedded default path.
+
+    The same order as :class:`outlay.Outlay`, so ``outlay report``, ``outlay worker`` and ``outlay api``
+    read the ledger that recording writes to.
+    """
+    return url or os.environ.get("OUTLAY_LEDGER_URL") or os.environ.get("OUTLAY_URL") or str(DEFAULT_PATH)
 
 
 def open_ledger(url: str | None = None, *, create: bool = True) -> LedgerStore:
@@ -60,5 +64,8 @@ def open_ledger(url: str | None = None, *, create: bool = True) -> LedgerStore:
     if path.is_dir():
         path = path / DEFAULT_PATH.name
     if not create and not path.exists():
-        raise ConfigError(f"no ledger at {str(path)!r} (pass --ledger or set OUTLAY_URL)", field="ledger")
+        raise ConfigError(
+            f"no ledger at {str(path)!r} (pass --ledger or set OUTLAY_LEDGER_URL or OUTLAY_URL)",
+            field="ledger",
+        )
     return SQLiteLedger(path)
