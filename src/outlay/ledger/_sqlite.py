@@ -145,6 +145,21 @@ class SQLiteLedger(LedgerStore):
         with self._translate():
             return self._connection().execute(sql, params).fetchall()
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """One read transaction: several queries see the same committed state (WAL snapshot)."""
+        connection = self._connection()
+        if connection.in_transaction:  # already inside one (nested use): it is the snapshot
+            yield
+            return
+        with self._translate():
+            connection.execute("BEGIN")
+        try:
+            yield
+        finally:
+            with self._translate():
+                connection.execute("COMMIT")
+
     # -- writes -----------------------------------------------------------------------------------
 
     def write(self, events: Sequence[CostEvent], payloads: Sequence[bytes] | None = None) -> WriteResult:
@@ -370,22 +385,27 @@ class SQLiteLedger(LedgerStore):
         keys = check_by(by)
         parts = [(1, "day", start, end)] if "day" in keys or start >= end else plan(start, end)
         signed: list[tuple[int, Totals]] = []
-        for sign, grain, low, high in parts:
-            table, column = ("ledger_rollups", "day") if grain == "day" else ("ledger_rollups_month", "month")
-            bounds = (
-                (low.isoformat(), high.isoformat())
-                if grain == "day"
-                else (low.isoformat()[:7], high.isoformat()[:7])
-            )
-            where, params = [f"{column} >= ?", f"{column} < ?"], list(bounds)
-            filters(where, params, "", environment=environment, tenant=tenant, unattributed=unattributed)
-            columns = ", ".join(keys)
-            sums = f"SUM(events), SUM(unpriced_events), outlay_dsum(cost), {SUMS}"
-            select = f"{columns}, {sums}" if keys else sums
-            sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}"
-            if keys:
-                sql += f" GROUP BY {columns}"
-            signed.extend((sign, t) for t in totals(self._query(sql, params), len(keys)))
+        # A month read minus its day reads must see one state, or a write landing between them
+        # would be counted in one part and not the other.
+        with self._snapshot():
+            for sign, grain, low, high in parts:
+                table, column = (
+                    ("ledger_rollups", "day") if grain == "day" else ("ledger_rollups_month", "month")
+                )
+                bounds = (
+                    (low.isoformat(), high.isoformat())
+                    if grain == "day"
+                    else (low.isoformat()[:7], high.isoformat()[:7])
+                )
+                where, params = [f"{column} >= ?", f"{column} < ?"], list(bounds)
+                filters(where, params, "", environment=environment, tenant=tenant, unattributed=unattributed)
+                columns = ", ".join(keys)
+                sums = f"SUM(events), SUM(unpriced_events), outlay_dsum(cost), {SUMS}"
+                select = f"{columns}, {sums}" if keys else sums
+                sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}"
+                if keys:
+                    sql += f" GROUP BY {columns}"
+                signed.extend((sign, t) for t in totals(self._query(sql, params), len(keys)))
         if len(parts) == 1 and parts[0][0] == 1:
             return [t for _, t in signed]
         return combine(signed)
