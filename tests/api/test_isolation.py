@@ -16,6 +16,7 @@ import pytest
 from outlay._errors import ConfigError
 from outlay.api import ENDPOINTS, create_app, hash_token, load_tokens
 
+from ._finance_cases import FINANCE_CASES
 from .conftest import ACME, ADMIN, GLOBEX, GLOBEX_MARKERS, TOKENS, WINDOW, auth, cloud
 
 Check = Callable[[httpx.AsyncClient], Awaitable[None]]
@@ -140,6 +141,7 @@ CASES: dict[tuple[str, str], Check] = {
     ("GET", "/api/v1/tenants/{tenant}/invoice"): check_invoice,
     ("GET", "/api/v1/budgets/decisions"): check_decisions,
     ("GET", "/api/v1/tenants/{tenant}/export.csv"): check_export,
+    **FINANCE_CASES,
 }
 
 
@@ -160,7 +162,7 @@ async def test_tenant_token_sees_only_its_tenant(client: httpx.AsyncClient, rout
 async def test_every_endpoint_needs_a_valid_token(
     client: httpx.AsyncClient, endpoint: object, header: str | None
 ) -> None:
-    path = endpoint.path.format(run_id="acme-run", tenant="acme")  # type: ignore[attr-defined]
+    path = endpoint.path.format(run_id="acme-run", tenant="acme", period="2026-03")  # type: ignore[attr-defined]
     headers = {"Authorization": header} if header else {}
     r = await client.request(endpoint.method, path, headers=headers, json=[cloud()])  # type: ignore[attr-defined]
     assert r.status_code == 401 and r.json()["error"] == "unauthenticated"

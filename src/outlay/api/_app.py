@@ -25,7 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from outlay._errors import BackendError, Forbidden, InvalidInput, NotFound, Unauthenticated
 
-from . import _billing, _events, _exports, _usage
+from . import _audit, _billing, _events, _exports, _finance, _usage
 from ._auth import ApiTokens, Principal, load_tokens
 from ._endpoint import Call, Endpoint, Reply
 from ._ingest import MAX_BODY
@@ -52,6 +52,8 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
     *_events.ENDPOINTS,
     *_billing.ENDPOINTS,
     *_exports.ENDPOINTS,
+    *_finance.ENDPOINTS,
+    *_audit.ENDPOINTS,
 )
 
 
@@ -142,6 +144,12 @@ def _tokens(tokens: ApiTokens | str | os.PathLike[str] | Sequence[Mapping[str, A
     return load_tokens(tokens)  # type: ignore[arg-type]
 
 
+def _dashboard_routes() -> list[BaseRoute]:
+    from outlay.dashboard import dashboard_routes  # imported late: the dashboard imports this package
+
+    return dashboard_routes()
+
+
 def create_app(
     outlay: Outlay | None = None,
     *,
@@ -189,10 +197,13 @@ def create_app(
         Route("/docs", docs, methods=["GET"]),
         Route("/", root, methods=["GET"]),
         *(_route(endpoint, state) for endpoint in ENDPOINTS),
+        *_dashboard_routes(),  # the web dashboard at /dashboard (reads the app state set below)
         *extra_routes,
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan)
     app.state.outlay = outlay
     app.state.endpoints = ENDPOINTS
     app.state.authenticate = state.authenticate
+    app.state.tokens = credentials
+    app.state.catch_up_lock = state.catch_up_lock
     return app

@@ -1,0 +1,189 @@
+"""Dashboard routes, mounted at ``/dashboard`` inside the API app.
+
+Authentication uses the API's tokens: an ``Authorization: Bearer`` header, or — for a browser — the
+``outlay_dashboard`` cookie set by ``/dashboard/login``. The login takes the token from a POSTed form
+or, once, from ``?token=`` and immediately redirects to a URL without it, so the token does not stay
+in the address bar, history or Referer. The cookie is HttpOnly and SameSite=Strict (Secure over
+HTTPS); every dashboard page is a read-only GET, so there is nothing for another site to forge.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Final
+from urllib.parse import parse_qsl, urlsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from outlay._errors import BackendError, Forbidden, InvalidInput, NotFound, Unauthenticated
+from outlay.api._auth import ApiTokens, Principal
+from outlay.api._endpoint import Reply
+from outlay.api._params import Query
+
+from ._context import PAGE_PARAMS, Context
+from ._finance_view import finance_view
+from ._html import login_page, message_page
+from ._tenant_view import tenant_view
+
+__all__ = ["COOKIE", "dashboard_routes"]
+
+COOKIE: Final = "outlay_dashboard"
+_MAX_FORM: Final = 4096
+_EXPORT_PATH: Final = "/api/v1/tenants/{tenant}/export.csv"
+# Nothing may be fetched from anywhere: no script at all, styles only inline, forms only to us.
+_HEADERS: Final = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+_log = logging.getLogger("outlay.dashboard")
+
+
+def _html(body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(body, status_code=status, headers=_HEADERS)
+
+
+def _principal(request: Request) -> Principal:
+    tokens: ApiTokens = request.app.state.tokens
+    header = request.headers.get("authorization")
+    if header:
+        return tokens.authenticate(header)
+    cookie = request.cookies.get(COOKIE)
+    if cookie:
+        return tokens.authenticate(f"Bearer {cookie}")
+    raise Unauthenticated("log in with an API token", reason="missing")
+
+
+def _context(request: Request, principal: Principal) -> Context:
+    state = request.app.state
+    return Context(state.outlay, principal, state.endpoints, state.catch_up_lock)
+
+
+def _error_page(exc: Exception, request: Request) -> Response:
+    if isinstance(exc, Unauthenticated):
+        response = _html(login_page(exc.message, next_path=_safe_next(request.url.path)), 401)
+        if request.cookies.get(COOKIE):  # a stale or revoked token: forget it
+            response.delete_cookie(COOKIE, path="/dashboard")
+        return response
+    if isinstance(exc, NotFound):
+        return _html(message_page("Not found", str(exc).removeprefix(f"{exc.field}: "), field=exc.field), 404)
+    if isinstance(exc, InvalidInput):
+        return _html(
+            message_page("Bad request", str(exc).removeprefix(f"{exc.field}: "), field=exc.field), 400
+        )
+    if isinstance(exc, Forbidden):
+        return _html(message_page("Forbidden", exc.message), 403)
+    if isinstance(exc, BackendError):
+        _log.warning("backend error while serving the dashboard: %s", exc)
+        return _html(message_page("Unavailable", "the ledger is not available; retry later"), 503)
+    _log.exception("unexpected error while serving the dashboard")
+    return _html(message_page("Error", "internal error; see the server log"), 500)
+
+
+def _page(view: Callable[[Context, Query], str], name: str) -> Callable[[Request], object]:
+    async def serve(request: Request) -> Response:
+        try:
+            principal = _principal(request)
+            query = Query(request.query_params.multi_items(), PAGE_PARAMS[name])
+            body = await run_in_threadpool(view, _context(request, principal), query)
+        except Exception as exc:  # every failure is a page with the right status, never a crash
+            return _error_page(exc, request)
+        return _html(body)
+
+    return serve
+
+
+async def _index(request: Request) -> Response:
+    try:
+        principal = _principal(request)
+    except Unauthenticated as exc:
+        return _error_page(exc, request)
+    return RedirectResponse("/dashboard/finance" if principal.is_admin else "/dashboard/tenant", 303)
+
+
+def _safe_next(raw: str | None) -> str:
+    """Only a path inside the dashboard: a login link must not redirect to another site."""
+    if not raw:
+        return "/dashboard"
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/dashboard") or "\\" in raw:
+        return "/dashboard"
+    if parts.path.startswith("/dashboard/login"):
+        return "/dashboard"
+    return raw
+
+
+async def _login(request: Request) -> Response:
+    if request.method == "POST":
+        body = await request.body()
+        if len(body) > _MAX_FORM:
+            return _html(login_page("the form is too large"), 400)
+        form = dict(parse_qsl(body.decode("utf-8", "replace")))
+    else:
+        form = dict(request.query_params)
+    target = _safe_next(form.get("next"))
+    token = (form.get("token") or "").strip()
+    if not token:
+        return _html(login_page(next_path=target))
+    tokens: ApiTokens = request.app.state.tokens
+    try:
+        tokens.authenticate(f"Bearer {token}")
+    except Unauthenticated as exc:
+        return _html(login_page(exc.message, next_path=target), 401)
+    response = RedirectResponse(
+        target, 303, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    )
+    response.set_cookie(
+        COOKIE,
+        token,
+        path="/dashboard",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+async def _logout(request: Request) -> Response:
+    response = RedirectResponse("/dashboard/login", 303)
+    response.delete_cookie(COOKIE, path="/dashboard")
+    return response
+
+
+async def _export(request: Request) -> Response:
+    """The API's CSV export, reachable with the dashboard cookie (a link cannot send a header)."""
+    try:
+        principal = _principal(request)
+        query = Query(request.query_params.multi_items(), ("tenant", "period", "what", "environment"))
+        tenant = principal.scope_tenant(query.get("tenant"))
+        if tenant is None:
+            raise InvalidInput("is required", field="tenant")
+        params = {k: query.get(k) for k in ("period", "what", "environment")}
+        reply = await run_in_threadpool(_context(request, principal).api, _EXPORT_PATH, params, tenant=tenant)
+    except Exception as exc:
+        return _error_page(exc, request)
+    assert isinstance(reply, Reply)
+    return Response(
+        reply.body, reply.status, {**reply.headers, "Cache-Control": "no-store"}, media_type=reply.media_type
+    )
+
+
+def dashboard_routes() -> list[BaseRoute]:
+    """The dashboard, as routes to add to :func:`outlay.api.create_app` (which mounts them by
+    default). They read ``outlay``, ``tokens``, ``endpoints`` and ``catch_up_lock`` from the app's
+    state."""
+    routes = [
+        Route("/", _index, methods=["GET"]),
+        Route("/login", _login, methods=["GET", "POST"]),
+        Route("/logout", _logout, methods=["POST"]),
+        Route("/finance", _page(finance_view, "finance"), methods=["GET"]),
+        Route("/tenant", _page(tenant_view, "tenant"), methods=["GET"]),
+        Route("/export.csv", _export, methods=["GET"]),
+    ]
+    return [Route("/dashboard", _index, methods=["GET"]), Mount("/dashboard", routes=routes)]

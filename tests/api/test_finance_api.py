@@ -1,0 +1,211 @@
+"""The finance, period-close and audit endpoints: exact numbers, the seal through a rerate, bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from outlay import Outlay
+from outlay._rating import Rating
+from outlay.finance import audit_csv_sha256, period_store_for, verify_period
+
+from ._finance_cases import PLANS, plans_file
+from .conftest import ACME, ADMIN, auth
+
+MARGINS = "/api/v1/finance/margins"
+
+
+async def test_margins_are_exact_and_flag_unpriced(client: httpx.AsyncClient) -> None:
+    with plans_file():
+        r = await client.get(MARGINS, params={"period": "2026-03"}, headers=auth(ADMIN))
+    assert r.status_code == 200, r.text
+    rows = {row["tenant"]: row for row in r.json()["rows"]}
+    # acme production March: 3 x 0.10 + 1e-18 embedding, one unpriced call (staging's 5 left out)
+    assert rows["acme"] == {
+        "tenant": "acme", "plan": "flat", "revenue": "10", "cost": "0.300000000000000001",
+        "margin": "9.699999999999999999", "margin_ratio": "0.970000", "events": 5, "unpriced_events": 1,
+        "bound": "at_most",
+    }  # fmt: skip
+    assert rows["globex"]["revenue"] == "6" and rows["globex"]["margin"] == "4"
+    with plans_file():
+        low = await client.get(MARGINS, params={"period": "2026-03", "below": "0.9"}, headers=auth(ADMIN))
+    # globex's 0.67 is under 0.9; acme's 0.97 is only an upper bound, so it cannot be ruled out
+    assert [row["tenant"] for row in low.json()["rows"]] == ["globex", "acme"]
+
+
+@pytest.mark.parametrize(
+    ("params", "plans", "field"),
+    [
+        ({"period": "2026-3"}, PLANS, "period"),
+        ({}, PLANS, "period"),
+        ({"period": "2026-03", "below": "lots"}, PLANS, "below"),
+        ({"period": "2026-03", "environment": "prod"}, PLANS, "environment"),
+        (
+            {"period": "2026-03"},
+            '[tenants.acme]\nmodel = "flat"\nmonthly_fee = 10.5\n',
+            "tenants.acme.monthly_fee",
+        ),
+        ({"period": "2026-03"}, "[tenants.acme\n", "plans"),
+    ],
+)
+async def test_bad_margin_requests_are_400_naming_the_field(
+    client: httpx.AsyncClient, params: dict[str, str], plans: str, field: str
+) -> None:
+    with plans_file(plans):
+        r = await client.get(MARGINS, params=params, headers=auth(ADMIN))
+    assert r.status_code == 400 and r.json()["field"] == field, r.text
+
+
+async def test_margins_without_a_plans_file_say_how_to_configure_one(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OUTLAY_PLANS", raising=False)
+    r = await client.get(MARGINS, params={"period": "2026-03"}, headers=auth(ADMIN))
+    assert r.status_code == 400 and "OUTLAY_PLANS" in r.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b"not json", "body"),
+        (b"[]", "body"),
+        (b'{"period": "2026-03"}', "proposal"),
+        (b'{"period": "2026-03", "markup": 1.3}', "markup"),
+        (b'{"period": "2026-03", "markup": "-1"}', "markup"),
+        (b'{"period": "2026-03", "markup": "x"}', "markup"),
+        (b'{"period": "2026-03", "markup": "1e999999"}', "markup"),
+        (b'{"period": "2026-03", "per_1m_tokens": "0.1234567890123456789"}', "per_1m_tokens"),
+        (b'{"period": "March", "markup": "1.3"}', "period"),
+        (b'{"period": "2026-03", "markup": "1.3", "tenant": "acme"}', "tenant"),
+        (b'{"period": "2026-03", "markup": "1.3", "tenants": "acme"}', "tenants"),
+    ],
+)
+async def test_bad_simulations_are_400(client: httpx.AsyncClient, body: bytes, field: str) -> None:
+    r = await client.post("/api/v1/finance/simulate", content=body, headers=auth(ADMIN))
+    assert r.status_code == 400 and r.json()["field"] == field, r.text
+
+
+async def test_simulation_against_current_plans(client: httpx.AsyncClient) -> None:
+    body = {"period": "2026-03", "per_1m_tokens": "1000", "tenants": ["acme"]}
+    with plans_file():
+        r = await client.post("/api/v1/finance/simulate", json=body, headers=auth(ADMIN))
+    # acme production March: 5 events x 110 tokens = 550 tokens -> 0.55 at 1000 per million
+    assert r.json()["rows"] == [{"tenant": "acme", "cost": "0.300000000000000001", "current": "10",
+                                 "proposed": "0.55", "change": "-9.45", "unpriced_events": 1,
+                                 "complete": False}]  # fmt: skip
+
+
+@pytest.mark.parametrize("period", ["2026-3", "2026-00", "x' OR 1=1 --", "2199-13"])
+async def test_bad_period_in_the_path(client: httpx.AsyncClient, period: str) -> None:
+    for method, path in (("POST", f"/api/v1/periods/{period}/close"), ("GET", f"/api/v1/periods/{period}")):
+        r = await client.request(method, path, headers=auth(ADMIN))
+        assert r.status_code == 400 and r.json()["field"] == "period"
+
+
+async def test_an_open_month_cannot_be_closed(client: httpx.AsyncClient) -> None:
+    month = datetime.now(UTC).strftime("%Y-%m")
+    r = await client.post(f"/api/v1/periods/{month}/close", headers=auth(ADMIN))
+    assert r.status_code == 400 and "has not ended" in r.json()["message"]
+
+
+async def test_rerate_after_close_keeps_the_seal_and_goes_to_the_next_month(
+    client: httpx.AsyncClient, outlay: Outlay
+) -> None:
+    closed = await client.post("/api/v1/periods/2026-03/close", headers=auth(ADMIN))
+    assert closed.status_code == 201
+    again = await client.post("/api/v1/periods/2026-03/close", headers=auth(ADMIN))
+    assert again.status_code == 200 and again.json()["sha256"] == closed.json()["sha256"]
+    before = await client.get(
+        "/api/v1/tenants/acme/audit.csv", params={"period": "2026-03"}, headers=auth(ACME)
+    )
+    ledger = outlay.reports().ledger
+    march = ledger.entries(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+    unpriced = next(e for e in march if e.event.model == "mystery-model")
+    now = datetime.now(UTC)
+    ledger.append_adjustments([(unpriced.event.event_id, Rating(Decimal("0.07"), True, "v9"))], at=now)
+    seal = await client.get("/api/v1/periods/2026-03", headers=auth(ADMIN))
+    assert seal.json()["verified"] and seal.json()["sha256"] == closed.json()["sha256"]
+    assert verify_period(ledger, "2026-03", period_store_for(ledger)).ok
+    after = await client.get(
+        "/api/v1/tenants/acme/audit.csv", params={"period": "2026-03"}, headers=auth(ACME)
+    )
+    assert after.content == before.content  # the sealed month reads exactly as it was sealed
+    # the tenant checks the export against the published seal with nothing but the file
+    published = dict(part.split("=", 1) for part in after.headers["x-outlay-seal"].split("; "))
+    assert published["sha256"] == audit_csv_sha256(after.content)
+    assert published["sha256"] == closed.json()["tenants"]["acme"]["sha256"]
+    carried = await client.get(
+        "/api/v1/tenants/acme/audit.csv", params={"period": now.strftime("%Y-%m")}, headers=auth(ACME)
+    )
+    rows = [r for r in csv.DictReader(io.StringIO(carried.text)) if r["kind"] == "correction"]
+    assert [(r["event_id"], r["cost"], r["price_version"]) for r in rows] == [
+        (unpriced.event.event_id, "0.07", "v9")
+    ]
+
+
+async def test_audit_export_has_cost_price_version_and_data_handling(client: httpx.AsyncClient) -> None:
+    r = await client.get("/api/v1/tenants/acme/audit.csv", params={"period": "2026-03"}, headers=auth(ACME))
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert {row["tenant"] for row in rows} == {"acme"}
+    assert {row["environment"] for row in rows} == {"production", "staging"}  # audit covers every environment
+    priced = [row for row in rows if row["operation"] == "chat" and row["priced"] == "true"]
+    assert priced and all(row["price_version"] == "v1" for row in priced)
+    assert {row["run_id"] for row in rows} >= {"acme-run", "acme-run-1"}
+    assert any(row["priced"] == "false" and row["unpriced_reason"] for row in rows)
+    assert {"region", "retention"} <= set(rows[0])
+    missing = await client.get(
+        "/api/v1/tenants/nobody/audit.csv", params={"period": "2026-03"}, headers=auth(ADMIN)
+    )
+    assert missing.status_code == 404
+    bad = await client.get("/api/v1/tenants/acme/audit.csv", params={"period": "03/2026"}, headers=auth(ACME))
+    assert bad.status_code == 400 and bad.json()["field"] == "period"
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/api/v1/finance/spikes", {"factor": "abc"}, "factor"),
+        ("/api/v1/finance/spikes", {"factor": "0.5"}, "factor"),
+        ("/api/v1/finance/spikes", {"min": "NaN"}, "min"),
+        ("/api/v1/finance/spikes", {"by": "model"}, "by"),
+        ("/api/v1/finance/spikes", {"days": "0"}, "days"),
+        ("/api/v1/finance/spikes", {"days": "-3"}, "days"),
+        ("/api/v1/finance/spikes", {"from": "2026-04-01", "to": "2026-03-01"}, "to"),
+        ("/api/v1/finance/spikes", {"tenant": "nobody"}, "tenant"),
+        ("/api/v1/finance/runaway-runs", {"min_runs": "1"}, "min_runs"),
+        ("/api/v1/finance/runaway-runs", {"factor": "1e999999"}, "factor"),
+        ("/api/v1/finance/runaway-runs", {"environment": "live"}, "environment"),
+        ("/api/v1/finance/runaway-runs", {"period": "2026-03"}, "period"),
+    ],
+)
+async def test_bad_analytics_parameters_are_4xx_naming_the_field(
+    client: httpx.AsyncClient, path: str, params: dict[str, str], field: str
+) -> None:
+    r = await client.get(path, params=params, headers=auth(ADMIN))
+    assert 400 <= r.status_code < 500 and r.json()["field"] == field, r.text
+
+
+async def test_spikes_and_runaway_runs_over_the_api(client: httpx.AsyncClient) -> None:
+    # seed: acme spends 0.10 on 2 Mar, then its 0.10 calls go on; globex's run tree reaches into acme's
+    r = await client.get(
+        "/api/v1/finance/spikes",
+        params={"from": "2026-03-01", "to": "2026-03-06", "min": "0.5", "factor": "1"},
+        headers=auth(ADMIN),
+    )
+    # globex: 1.00 on 2 and 3 Mar against a median of 0 (one day of history is not a baseline)
+    assert r.json()["spikes"] == [
+        {"day": "2026-03-02", "tenant": "globex", "cost": "1", "baseline": "0", "unpriced_events": 1},
+        {"day": "2026-03-03", "tenant": "globex", "cost": "1", "baseline": "0", "unpriced_events": 0},
+    ]
+    runs = await client.get(
+        "/api/v1/finance/runaway-runs",
+        params={"from": "2026-03-01", "to": "2026-04-01", "min_runs": "2", "factor": "1"},
+        headers=auth(ADMIN),
+    )
+    # planner's two root runs: acme-run (rolled up with globex's child: 0.1 + 0.1 + 1.00) and globex-run
+    assert [(x["run_id"], x["cost"]) for x in runs.json()["runs"]] == [("acme-run", "1.2")]

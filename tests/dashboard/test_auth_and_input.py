@@ -1,0 +1,113 @@
+"""Logging in, the cookie, and bad input: every failure is a page with the right 4xx."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from .conftest import ADMIN, TOKENS_BY_TENANT, WINDOW, auth
+
+QUOKKA = TOKENS_BY_TENANT["quokka-labs"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/dashboard", "/dashboard/finance", "/dashboard/tenant", "/dashboard/export.csv"]
+)
+async def test_no_token_gets_the_login_page_with_401(client: httpx.AsyncClient, path: str) -> None:
+    r = await client.get(path)
+    assert r.status_code == 401
+    assert 'name="token"' in r.text and 'type="password"' in r.text
+
+
+async def test_an_unknown_token_is_401_and_shows_nothing(client: httpx.AsyncClient) -> None:
+    r = await client.get("/dashboard/finance", params=WINDOW, headers=auth("not-a-real-token-000000"))
+    assert r.status_code == 401 and "zanzibar" not in r.text
+
+
+async def test_login_by_query_sets_an_httponly_cookie_and_drops_the_token_from_the_url(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.get(
+        "/dashboard/login", params={"token": QUOKKA, "next": "/dashboard/tenant?from=2026-03-01"}
+    )
+    assert r.status_code == 303
+    assert r.headers["location"] == "/dashboard/tenant?from=2026-03-01"
+    assert QUOKKA not in r.headers["location"]
+    cookie = r.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/dashboard" in cookie
+    page = await client.get("/dashboard/tenant", params=WINDOW)  # the client keeps the cookie
+    assert page.status_code == 200 and "hop-summarize" in page.text
+    assert QUOKKA not in page.text
+
+
+async def test_login_by_form_post_then_logout(client: httpx.AsyncClient) -> None:
+    r = await client.post("/dashboard/login", data={"token": ADMIN, "next": "/dashboard/finance"})
+    assert (r.status_code, r.headers["location"]) == (303, "/dashboard/finance")
+    assert (await client.get("/dashboard/finance", params=WINDOW)).status_code == 200
+    out = await client.post("/dashboard/logout")
+    assert out.status_code == 303
+    assert (await client.get("/dashboard/finance", params=WINDOW)).status_code == 401
+
+
+async def test_a_wrong_token_at_login_sets_no_cookie(client: httpx.AsyncClient) -> None:
+    r = await client.post("/dashboard/login", data={"token": "wrong-token-0000000000"})
+    assert r.status_code == 401 and "set-cookie" not in r.headers
+    assert "unknown token" in r.text
+
+
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/", "//evil.example/x", "/api/v1/me", "/\\evil.example"]
+)
+async def test_login_never_redirects_off_the_dashboard(client: httpx.AsyncClient, target: str) -> None:
+    r = await client.get("/dashboard/login", params={"token": ADMIN, "next": target})
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard"
+
+
+async def test_a_stale_cookie_is_cleared(client: httpx.AsyncClient) -> None:
+    client.cookies.set("outlay_dashboard", "revoked-token-000000000", path="/dashboard")
+    r = await client.get("/dashboard/finance")
+    assert r.status_code == 401
+    assert 'outlay_dashboard=""' in r.headers["set-cookie"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"from": "yesterday"}, "from"),
+        ({"from": "2026-03-10", "to": "2026-03-01"}, "to"),
+        ({"environment": "moon"}, "environment"),
+        ({"tennant": "acme"}, "tennant"),
+        ({"from": "2026-03-01' OR '1'='1"}, "from"),
+    ],
+)
+async def test_bad_parameters_are_400_naming_the_field(
+    client: httpx.AsyncClient, params: dict[str, str], field: str
+) -> None:
+    for path, token in (("/dashboard/finance", ADMIN), ("/dashboard/tenant", QUOKKA)):
+        r = await client.get(path, params=params, headers=auth(token))
+        assert r.status_code == 400, (path, params)
+        assert f"<code>{field}</code>" in r.text
+
+
+async def test_bad_period_and_unknown_tenant(client: httpx.AsyncClient) -> None:
+    r = await client.get("/dashboard/tenant", params={**WINDOW, "period": "2026-13"}, headers=auth(QUOKKA))
+    assert r.status_code == 400 and "<code>period</code>" in r.text
+    r = await client.get("/dashboard/tenant", params={"tenant": "nobody' OR 1=1 --"}, headers=auth(ADMIN))
+    assert r.status_code == 404 and "<code>tenant</code>" in r.text
+    r = await client.get("/dashboard/export.csv", params={"period": "2026-03"}, headers=auth(ADMIN))
+    assert r.status_code == 400 and "<code>tenant</code>" in r.text
+    r = await client.get(
+        "/dashboard/export.csv",
+        params={"tenant": "quokka-labs", "period": "2026-03", "what": "everything"},
+        headers=auth(QUOKKA),
+    )
+    assert r.status_code == 400 and "<code>what</code>" in r.text
+
+
+async def test_an_oversized_login_form_is_refused(client: httpx.AsyncClient) -> None:
+    r = await client.post(
+        "/dashboard/login",
+        content=b"token=" + b"x" * 10_000,
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 400

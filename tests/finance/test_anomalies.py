@@ -1,0 +1,84 @@
+"""Spikes against a tenant's own baseline, and runaway runs against the agent's median run."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from outlay._errors import InvalidInput
+from outlay.finance import runaway_runs, spikes
+from outlay.ledger import InMemoryLedger
+
+from .conftest import D, event
+
+DAY0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def _history(ledger: InMemoryLedger) -> None:
+    events = []
+    for n in range(20):  # acme: a steady 1.00 a day, then 5.00 on day 16; globex: steady 10.00
+        events.append(event(time=DAY0 + timedelta(days=n), cost=D("5") if n == 16 else D("1")))
+        events.append(event(time=DAY0 + timedelta(days=n), tenant_id="globex", agent="bot", cost=D("10")))
+    events.append(event(time=DAY0 + timedelta(days=18), tenant_id="newco", cost=D("0.5")))  # new, but tiny
+    events.append(event(time=DAY0 + timedelta(days=18), tenant_id="newco", priced=False))
+    ledger.write(events)
+
+
+def test_spike_against_own_baseline(ledger: InMemoryLedger) -> None:
+    _history(ledger)
+    found = spikes(ledger, date(2026, 3, 15), date(2026, 3, 21), minimum=D("1"))
+    assert [(s.day, s.key, s.cost, s.baseline) for s in found] == [
+        (date(2026, 3, 17), "acme", D("5"), D("1"))
+    ]
+    assert found[0].to_json() == {
+        "day": "2026-03-17",
+        "tenant": "acme",
+        "cost": "5",
+        "baseline": "1",
+        "unpriced_events": 0,
+    }
+    # globex spends 10x acme every day: steady, so never a spike; newco is new but under the minimum
+    lenient = spikes(ledger, date(2026, 3, 15), date(2026, 3, 21), factor=D(4), minimum=D("0.1"))
+    assert {(s.key, s.day) for s in lenient} == {("acme", date(2026, 3, 17)), ("newco", date(2026, 3, 19))}
+    by_agent = spikes(ledger, date(2026, 3, 15), date(2026, 3, 21), by="agent", tenant="acme")
+    assert [(s.key, s.tenant) for s in by_agent] == [("planner", "acme")]
+    assert spikes(ledger, date(2026, 3, 15), date(2026, 3, 21), factor=D(6)) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"by": "model"}, "by"), ({"factor": D("0.5")}, "factor"), ({"minimum": D(-1)}, "minimum"),
+     ({"baseline_days": 0}, "days")],
+)  # fmt: skip
+def test_bad_spike_parameters(ledger: InMemoryLedger, kwargs: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        spikes(ledger, date(2026, 3, 1), date(2026, 3, 2), **kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+def test_runaway_run_is_rolled_up_and_compared_with_its_agent(ledger: InMemoryLedger) -> None:
+    events = []
+    for n in range(6):
+        run = f"run-{n}"
+        events.append(event(run_id=run, root_run_id=run, cost=D("0.1")))
+    # run-x costs 0.1 itself but its children spend 2.00: the rolled-up cost is what matters
+    events.append(event(run_id="run-x", root_run_id="run-x", cost=D("0.1")))
+    for n in range(4):
+        events.append(
+            event(run_id=f"c{n}", parent_run_id="run-x", root_run_id="run-x", agent="tool", cost=D("0.5"))
+        )
+    events.append(event(run_id="run-x", root_run_id="run-x", priced=False))
+    events.append(event(run_id="g", root_run_id="g", tenant_id="globex", agent="solo", cost=D("99")))
+    ledger.write(events)
+    start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)
+    found = runaway_runs(ledger, start, end)
+    assert [r.to_json() for r in found] == [
+        {"run_id": "run-x", "tenant": "acme", "agent": "planner", "cost": "2.1", "agent_median": "0.1",
+         "runs_of_agent": 7, "events": 6, "unpriced_events": 1}
+    ]  # fmt: skip
+    assert runaway_runs(ledger, start, end, tenant="globex") == []  # one run: no median to speak of
+    assert runaway_runs(ledger, start, end, factor=D(30)) == []
+    with pytest.raises(InvalidInput) as info:
+        runaway_runs(ledger, start, end, min_runs=1)
+    assert info.value.field == "min_runs"

@@ -1,0 +1,147 @@
+"""Plans file and margins: exact arithmetic, unpriced usage flagged, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from outlay._errors import ConfigError, InvalidInput
+from outlay.finance import Proposal, load_plans, margins, parse_plans, simulate
+from outlay.ledger import InMemoryLedger
+
+from .conftest import MARCH, D, event
+
+PLANS = """
+[tenants.acme]
+model = "flat"
+monthly_fee = "1.00"
+
+[tenants.globex]
+model = "per_seat"
+seat_price = "0.15"
+seats = 3
+
+[tenants.initech]
+model = "consumption"
+markup = "1.3"
+
+[tenants.hooli]
+model = "consumption"
+per_1k_tokens = "0.002"
+"""
+
+
+def test_plans_file_reads_every_model_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "plans.toml"
+    path.write_text(PLANS)
+    plans = load_plans(path)
+    assert plans.get("acme").monthly_fee == D("1.00")  # type: ignore[union-attr]
+    assert plans.get("globex").revenue(None, 0) == D("0.45")  # type: ignore[union-attr]
+    assert plans.get("initech").revenue(D("0.1"), 0) == D("0.13")  # type: ignore[union-attr]
+    assert plans.get("hooli").revenue(None, 1500) == D("0.003")  # type: ignore[union-attr]
+    assert load_plans(PLANS).by_tenant.keys() == plans.by_tenant.keys()
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('[tenants.a]\nmodel = "flat"\nmonthly_fee = 1.5\n', "tenants.a.monthly_fee"),
+        ('[tenants.a]\nmodel = "flat"\n', "tenants.a.monthly_fee"),
+        ('[tenants.a]\nmodel = "free"\n', "tenants.a.model"),
+        ('[tenants.a]\nmodel = "per_seat"\nseat_price = "1"\nseats = -1\n', "tenants.a.seats"),
+        ('[tenants.a]\nmodel = "per_seat"\nseat_price = "1"\nseats = 2\nfee = "1"\n', "tenants.a.fee"),
+        ('[tenants.a]\nmodel = "consumption"\n', "tenants.a"),
+        ('[tenants.a]\nmodel = "consumption"\nmarkup = "1"\nper_1k_tokens = "1"\n', "tenants.a"),
+        ('[tenants.a]\nmodel = "consumption"\nmarkup = "-1"\n', "tenants.a.markup"),
+        ('[tenants.a]\nmodel = "flat"\nmonthly_fee = "abc"\n', "tenants.a.monthly_fee"),
+        ("tenants = 3\n", "tenants"),
+        ('[tenants.a]\nmodel = "consumption"\nmarkup = "1e30"\n', "tenants.a.markup"),
+        ('[tenants.a]\nmodel = "flat"\nmonthly_fee = "0.0000000000001"\n', "tenants.a.monthly_fee"),
+        ('[tenant.a]\nmodel = "flat"\n', "tenant"),
+        ("[tenants.a\n", "plans"),
+    ],
+)
+def test_bad_plans_file_names_the_field(text: str, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_plans(text if "\n" in text else text + "\n")
+    assert info.value.field == field
+
+
+def test_missing_plans_file_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read plans file"):
+        load_plans(tmp_path / "nope.toml")
+
+
+def test_margins_are_exact_per_model(ledger: InMemoryLedger) -> None:
+    ledger.write([
+        event(cost=D("0.1")), event(cost=D("0.2")),                         # acme: cost 0.3
+        event(tenant_id="globex", cost=D("0.000000000000000001")),          # globex: tiny cost
+        event(tenant_id="initech", cost=D("0.25")),
+        event(tenant_id="hooli", cost=D("0.01")),                           # 1500 tokens
+        event(tenant_id="acme", cost=D("9"), environment="staging"),        # not production
+        event(tenant_id="acme", cost=D("9"), time=MARCH.replace(month=4)),  # not March
+    ])  # fmt: skip
+    rows = {r.tenant: r for r in margins(ledger, parse_plans(_doc()), "2026-03")}
+    assert rows["acme"].cost == D("0.3") and rows["acme"].margin == D("0.70")
+    assert rows["acme"].ratio == D("0.7") and rows["acme"].bound == "exact"
+    assert rows["globex"].margin == D("0.449999999999999999")
+    assert rows["initech"].revenue == D("0.325") and rows["initech"].margin == D("0.075")
+    assert rows["hooli"].revenue == D("0.003") and rows["hooli"].margin == D("-0.007")
+    assert rows["hooli"].to_json()["margin"] == "-0.007"
+    below = margins(ledger, parse_plans(_doc()), "2026-03", below=D("0.5"))
+    assert [r.tenant for r in below] == ["hooli", "initech"]
+
+
+def test_unpriced_usage_is_flagged_never_zero(ledger: InMemoryLedger) -> None:
+    ledger.write([
+        event(cost=D("0.5")), event(priced=False),                     # acme: known 0.5, one unknown
+        event(tenant_id="initech", priced=False),                      # initech: all unknown
+        event(tenant_id="stranger", cost=D("2")),                      # no plan
+    ])  # fmt: skip
+    rows = {r.tenant: r for r in margins(ledger, parse_plans(_doc()), "2026-03")}
+    assert rows["acme"].bound == "at_most" and rows["acme"].unpriced_events == 1
+    assert rows["acme"].margin == D("0.5")  # revenue 1.00 - known cost 0.5: at most
+    assert rows["initech"].margin is None and rows["initech"].bound == "unknown"
+    assert rows["initech"].to_json()["cost"] is None
+    assert rows["stranger"].plan is None and rows["stranger"].margin is None
+    # a margin that is only an upper bound cannot be ruled out as "below"
+    below = {r.tenant for r in margins(ledger, parse_plans(_doc()), "2026-03", below=D("0.1"))}
+    assert {"acme", "initech", "stranger"} <= below
+    assert "globex" not in below  # a plan with no spend has its whole fee as margin
+
+
+def test_a_tenant_with_a_plan_and_no_spend_has_its_revenue_as_margin(ledger: InMemoryLedger) -> None:
+    rows = {r.tenant: r for r in margins(ledger, parse_plans(_doc()), "2026-03")}
+    assert rows["globex"].margin == D("0.45") and rows["globex"].cost == 0
+
+
+@pytest.mark.parametrize("period", ["2026-3", "2026-13", "26-03", "1999-12", "2026-03-01", "abcd-ef"])
+def test_bad_period_is_refused(ledger: InMemoryLedger, period: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        margins(ledger, parse_plans(_doc()), period)
+    assert info.value.field == "period"
+
+
+def test_simulator_prices_history_exactly(ledger: InMemoryLedger) -> None:
+    ledger.write([event(cost=D("0.1")), event(cost=D("0.2")), event(tenant_id="globex", priced=False)])
+    plans = parse_plans(_doc())
+    rows = {
+        r.tenant: r.to_json() for r in simulate(ledger, Proposal(markup=D("1.3")), "2026-03", plans=plans)
+    }
+    assert rows["acme"] == {"tenant": "acme", "cost": "0.3", "current": "1", "proposed": "0.39",
+                            "change": "-0.61", "unpriced_events": 0, "complete": True}  # fmt: skip
+    assert rows["globex"]["proposed"] is None and rows["globex"]["complete"] is False
+    by_tokens = simulate(ledger, Proposal(per_1m_tokens=D("2.5")), "2026-03", plans=plans)
+    assert [r.proposed for r in by_tokens] == [D("0.0075"), D("0.00375")]  # 3000 and 1500 tokens
+    with pytest.raises(InvalidInput, match="exactly one"):
+        Proposal(markup=D(1), per_1m_tokens=D(1))
+    with pytest.raises(InvalidInput) as info:
+        Proposal(markup=D(-1))
+    assert info.value.field == "markup"
+
+
+def _doc() -> dict[str, object]:
+    import tomllib
+
+    return tomllib.loads(PLANS)
