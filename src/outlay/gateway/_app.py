@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import httpx
+import httpx2 as httpx
 from starlette.types import Message, Receive, Scope, Send
 
 from outlay._errors import OutlayError

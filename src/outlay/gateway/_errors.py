@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import httpx
+import httpx2 as httpx
 
 from outlay._errors import (
     BackendError,

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import httpx2 as httpx
 
 from ._config import Upstream
 from ._errors import Dialect, GatewayError, from_transport_error, from_upstream_response

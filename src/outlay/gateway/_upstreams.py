@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Literal
 
-import httpx
+import httpx2 as httpx
 
 from ._config import Api, GatewayConfig, Upstream
 
