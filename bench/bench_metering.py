@@ -54,13 +54,17 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=50_000)
     args = parser.parse_args()
     log = InMemoryEventLog()
-    recorder = Recorder(log, catalog=default_catalog(), mode="batching", batch_size=5000, max_buffer=1_000_000)
+    recorder = Recorder(
+        log, catalog=default_catalog(), mode="batching", batch_size=5000, max_buffer=1_000_000
+    )
 
     def meter_only() -> object:
         ctx = current()
         parsed = parse_response("openai", RESPONSE, "chat")
         assert parsed.model is not None
-        return recorder.build(operation="chat", provider="openai", model=parsed.model, usage=parsed.usage, context=ctx)
+        return recorder.build(
+            operation="chat", provider="openai", model=parsed.model, usage=parsed.usage, context=ctx
+        )
 
     def meter_encode() -> object:
         return encode_event(meter_only())  # type: ignore[arg-type]

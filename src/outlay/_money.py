@@ -73,4 +73,3 @@ def money_sum(amounts: Iterable[Decimal]) -> Decimal:
         for amount in amounts:
             total += amount
         return total
-

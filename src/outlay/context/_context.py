@@ -154,7 +154,7 @@ _new = object.__new__
 _set = object.__setattr__
 
 
-def derive_run(  # noqa: PLR0917  # positional on purpose: this is the hot path
+def derive_run(  # positional on purpose: this is the hot path
     base: CostContext,
     environment: str,
     run_id: str,
