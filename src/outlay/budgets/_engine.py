@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -48,6 +48,8 @@ class Reservation:
     runs: tuple[str, ...]
     model: str | None
     currency: str
+    #: The counters as the store left them when it admitted this hold (spent, reserved incl. it).
+    admitted: tuple[KeyStatus, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +218,7 @@ class BudgetEngine:
                     self._buckets.adjust(sc.tenant, rate, -amount, now)
                 assert result.denied is not None
                 raise self._denied(reservation, result.statuses[result.denied])
+            reservation = replace(reservation, admitted=result.statuses)
             try:
                 self._check_soft(reservation, result.statuses)
             except BaseException:
@@ -303,13 +306,22 @@ class BudgetEngine:
     def settle(self, reservation: Reservation, actual: object = None) -> Decimal:
         """Record the call's actual cost (the estimate when ``None``: unknown is not zero) and free
         the rest of the hold. Settling twice records once. Returns the cost recorded."""
+        return self.settle_status(reservation, actual)[0]
+
+    def settle_status(
+        self, reservation: Reservation, actual: object = None
+    ) -> tuple[Decimal, tuple[KeyStatus, ...]]:
+        """:meth:`settle`, also returning the counters as the store left them (no second read),
+        e.g. to tell a caller what it has left."""
         cost = reservation.estimate if actual is None else to_money(actual, field="actual")
+        statuses: tuple[KeyStatus, ...] = ()
         if reservation.keys:
             result = self.store.settle(reservation.id, cost)
+            statuses = result.statuses
             if not result.ok:
-                return ZERO
+                return ZERO, statuses
         elif not self._finish_keyless(reservation):
-            return ZERO
+            return ZERO, statuses
         tenant = reservation.scope.tenant
         rate = self._rate_for(tenant)
         now = self.clock()
@@ -323,8 +335,8 @@ class BudgetEngine:
                 if info is not None and guards is not None and guards.max_cost_per_minute is not None:
                     info.guards.recent.append((now, cost))
         if reservation.keys and cost > reservation.estimate:
-            self._check_soft(reservation, result.statuses)
-        return cost
+            self._check_soft(reservation, statuses)
+        return cost, statuses
 
     def release(self, reservation: Reservation) -> bool:
         """Give the hold back without spend (the call failed before costing anything)."""
