@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import httpx2 as httpx
 from starlette.types import Message, Receive, Scope, Send
 
 from outlay._errors import OutlayError
@@ -36,7 +35,7 @@ from ._hooks import Admission, Call, GatewayHooks, OpenHooks, Outcome, Settlemen
 from ._metering import read_response, read_stream, stream_accumulator
 from ._models import model_page
 from ._streaming import HiddenUsageFilter, error_event
-from ._upstreams import TransportFactory, UpstreamPool
+from ._upstreams import UpstreamError, UpstreamPool, UpstreamResponse
 
 __all__ = ["Gateway"]
 
@@ -90,19 +89,18 @@ def _outlay_headers(settlement: Settlement | None, admission: Admission | None) 
 
 class Gateway:
     """ASGI app. ``hooks`` plug in keys, budgets and the ledger (default: :class:`OpenHooks`);
-    ``transport`` builds an httpx transport per upstream (tests, custom TLS)."""
+    ``trust_env`` lets the upstream client use the ``HTTP(S)_PROXY`` environment variables."""
 
     def __init__(
         self,
         config: GatewayConfig | None = None,
         *,
         hooks: GatewayHooks | None = None,
-        transport: TransportFactory | None = None,
         trust_env: bool = True,
     ) -> None:
         self.config = config or GatewayConfig.from_env()
         self.hooks: GatewayHooks = hooks or OpenHooks()
-        self.pool = UpstreamPool(self.config, transport=transport, trust_env=trust_env)
+        self.pool = UpstreamPool(self.config, trust_env=trust_env)
 
     async def aclose(self) -> None:
         """Close the upstream pools, then the hooks (which flush and close what they own)."""
@@ -298,23 +296,24 @@ class Gateway:
         call = admission.call
         upstream = call.upstream
         payload, hide_usage = self._upstream_body(admission, body, request)
-        client = self.pool.client(upstream)
-        outgoing = self.pool.request(upstream, call.api, call.headers, payload)
         try:
-            response = await client.send(outgoing, stream=True)
-        except httpx.TransportError as exc:
+            response = await self.pool.send(upstream, call.api, call.headers, payload)
+        except UpstreamError as exc:
             error, usage = from_transport_error(exc, upstream.name)
             settlement = await complete(error.status, usage, model=None, error=str(error))
             await self._send_error(send, error, dialect, _outlay_headers(settlement, admission))
             return
         wire = "anthropic" if upstream.kind == "anthropic" else "openai"
         try:
-            upstream_headers = {k.lower(): v for k, v in response.headers.items()}
+            upstream_headers = response.headers
             passed = {k: upstream_headers[k] for k in _PASS_HEADERS if k in upstream_headers}
-            if response.status_code >= 400:
-                error_body = await response.aread()
+            if response.status >= 400:
+                try:
+                    error_body = await response.read()
+                except UpstreamError:
+                    error_body = b""  # the status says enough
                 error = from_upstream_response(
-                    response.status_code, error_body, upstream_headers, upstream.name, upstream.api_key
+                    response.status, error_body, upstream_headers, upstream.name, upstream.api_key
                 )
                 # Providers do not bill refused or failed requests: a known zero, not an unknown.
                 settlement = await complete(error.status, Usage(), model=None, error=error.message)
@@ -326,14 +325,14 @@ class Gateway:
                 await self._stream(exchange, response, wire, hide_usage=hide_usage, passed=passed)
                 return
             try:
-                content = await response.aread()
-            except httpx.TransportError as exc:
+                content = await response.read()
+            except UpstreamError as exc:
                 error, _ = from_transport_error(exc, upstream.name)
                 settlement = await complete(error.status, None, model=None, error=str(error))
                 await self._send_error(send, error, dialect, _outlay_headers(settlement, admission))
                 return
             usage, model, response_id = read_response(wire, content, call.api)
-            settlement = await complete(response.status_code, usage, model=model, response_id=response_id)
+            settlement = await complete(response.status, usage, model=model, response_id=response_id)
             out = {
                 "content-type": upstream_headers.get("content-type", "application/json"),
                 "content-length": str(len(content)),
@@ -341,7 +340,7 @@ class Gateway:
                 **_outlay_headers(settlement, admission),
             }
             await send(
-                {"type": "http.response.start", "status": response.status_code, "headers": _header_list(out)}
+                {"type": "http.response.start", "status": response.status, "headers": _header_list(out)}
             )
             await send({"type": "http.response.body", "body": content})
         finally:
@@ -350,7 +349,7 @@ class Gateway:
     async def _stream(
         self,
         exchange: _Exchange,
-        response: httpx.Response,
+        response: UpstreamResponse,
         wire: str,
         *,
         hide_usage: bool,
@@ -372,12 +371,12 @@ class Gateway:
             **_outlay_headers(None, admission),
         }
         await send(
-            {"type": "http.response.start", "status": response.status_code, "headers": _header_list(headers)}
+            {"type": "http.response.start", "status": response.status, "headers": _header_list(headers)}
         )
         disconnected = asyncio.ensure_future(_wait_disconnect(receive))
         failure: GatewayError | None = None
         try:
-            async for chunk in response.aiter_bytes():
+            async for chunk in response.chunks():
                 accumulator.feed(chunk)
                 out = hidden.feed(chunk) if hidden is not None else chunk
                 if disconnected.done():
@@ -386,7 +385,7 @@ class Gateway:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             if hidden is not None and not disconnected.done() and (tail := hidden.flush()):
                 await send({"type": "http.response.body", "body": tail, "more_body": True})
-        except httpx.TransportError as exc:
+        except UpstreamError as exc:
             failure, _ = from_transport_error(exc, admission.call.upstream.name)
         except OSError:  # the client went away while we were writing
             pass
@@ -400,7 +399,7 @@ class Gateway:
             usage = replace(usage, reason=f"client disconnected mid-stream; {usage.reason}")
         try:
             await complete(
-                response.status_code if failure is None else failure.status,
+                response.status if failure is None else failure.status,
                 usage,
                 model=accumulator.model,
                 error=failure.message if failure else None,

@@ -14,8 +14,6 @@ import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import httpx2 as httpx
-
 from outlay._errors import (
     BackendError,
     BudgetExceeded,
@@ -29,6 +27,8 @@ from outlay._errors import (
 )
 from outlay._money import MONEY_CONTEXT, ZERO, money_str
 from outlay._usage import Usage
+
+from ._upstreams import UpstreamError
 
 __all__ = [
     "Dialect",
@@ -182,17 +182,16 @@ def from_upstream_response(
     return GatewayError(status, f"upstream {upstream}: {message}", code="upstream_error", headers=keep)
 
 
-def from_transport_error(exc: httpx.TransportError, upstream: str) -> tuple[GatewayError, Usage | None]:
+def from_transport_error(exc: UpstreamError, upstream: str) -> tuple[GatewayError, Usage | None]:
     """504 for timeouts, 502 for anything else; and the usage that implies.
 
     A request that never left (connect failure) cost nothing — ``Usage()``; one that did may have
     been billed by the provider — ``None``, unknown, never zero.
     """
-    never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-    usage = Usage() if never_sent else None
-    if isinstance(exc, httpx.TimeoutException):
+    usage = Usage() if exc.never_sent else None
+    if exc.timeout:
         return GatewayError(
-            504, f"upstream {upstream} timed out ({type(exc).__name__})", code="upstream_timeout"
+            504, f"upstream {upstream} timed out ({exc.kind})", code="upstream_timeout"
         ), usage
-    message = f"upstream {upstream} unreachable or dropped the connection ({type(exc).__name__})"
+    message = f"upstream {upstream} unreachable or dropped the connection ({exc.kind})"
     return GatewayError(502, message, code="upstream_unavailable"), usage

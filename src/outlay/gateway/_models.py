@@ -12,11 +12,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import httpx2 as httpx
-
 from ._config import Upstream
 from ._errors import Dialect, GatewayError, from_transport_error, from_upstream_response
-from ._upstreams import UpstreamPool
+from ._upstreams import UpstreamError, UpstreamPool
 
 __all__ = ["model_page"]
 
@@ -25,16 +23,19 @@ async def _list(
     pool: UpstreamPool, upstream: Upstream, headers: Mapping[str, str]
 ) -> list[Any] | GatewayError:
     try:
-        response = await pool.client(upstream).send(pool.request(upstream, "models", headers))
-    except httpx.TransportError as exc:
+        response = await pool.send(upstream, "models", headers)
+        try:
+            content = await response.read()
+        finally:
+            await response.aclose()
+    except UpstreamError as exc:
         return from_transport_error(exc, upstream.name)[0]
-    if response.status_code >= 400:
-        lowered = {k.lower(): v for k, v in response.headers.items()}
+    if response.status >= 400:
         return from_upstream_response(
-            response.status_code, response.content, lowered, upstream.name, upstream.api_key
+            response.status, content, response.headers, upstream.name, upstream.api_key
         )
     try:
-        data = response.json().get("data")
+        data = json.loads(content).get("data")
     except (ValueError, AttributeError):
         return GatewayError(502, f"upstream {upstream.name} sent an unreadable model list")
     return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
