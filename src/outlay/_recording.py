@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -152,6 +152,16 @@ class Recorder:
         else:
             self.log.append((payload,))
         return event
+
+    def record_many(self, events: Sequence[CostEvent]) -> None:
+        """Append ``events`` together: one durable commit for all of them in ``durable`` mode."""
+        payloads = [encode_event(event) for event in events]
+        if not payloads:
+            return
+        if self._batcher is not None:
+            self._batcher.append(payloads)
+        else:
+            self.log.append(payloads)
 
     def record_llm(
         self,

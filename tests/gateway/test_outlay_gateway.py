@@ -238,7 +238,7 @@ def test_event_is_durable_before_a_non_streamed_answer_and_survives_shutdown(
     store = InMemoryKeyStore()
     _, secret = store.create("acme")
     hooks = OutlayHooks(store, outlay=home, engine=BudgetEngine(), cache_ttl=0)
-    assert hooks._executor is not None
+    assert hooks._batches is not None  # offloaded to the blocking thread
     gateway.hooks = hooks
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)  # type: ignore[attr-defined]
     before = home.log.end_offset()

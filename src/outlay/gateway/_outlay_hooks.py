@@ -10,20 +10,22 @@ and the reservation is settled with the actual cost (or released when the provid
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from outlay._errors import InvalidInput, Unauthenticated
 from outlay._money import MONEY_CONTEXT, ZERO, money_sum
 from outlay._recording import Recorder
 from outlay._runtime import Outlay
 from outlay._usage import Usage
-from outlay.budgets import Budget, BudgetEngine, InMemoryBudgetStore, Reservation, Scope
+from outlay.budgets import Budget, BudgetEngine, InMemoryBudgetStore, KeyStatus, Reservation, Scope
 from outlay.context import CostContext, attach, detach
 from outlay.events import CostEvent
 from outlay.keys import KeyStore, VirtualKey
@@ -34,7 +36,6 @@ from ._hooks import Admission, Call, Outcome, Principal, Settlement, client_key
 
 __all__ = ["OutlayHooks"]
 
-T = TypeVar("T")
 _PROVIDER: Final = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
 _OUTPUT_FIELDS: Final = {
     "chat": ("max_completion_tokens", "max_tokens"),
@@ -57,6 +58,92 @@ class _Ticket:
     holds: tuple[Reservation, ...]
     estimate: Decimal
     estimate_priced: bool  # False: the model has no price and ``estimate`` is the fallback
+
+
+_Job = tuple[str, tuple[Any, ...]]  # ("admit" | "complete", arguments)
+_Result = tuple[bool, object]  # (True, value) or (False, exception)
+_Orphan = tuple[_Job, _Result, Callable[[_Job, _Result], None]]
+
+
+class _SerialBatches:
+    """Blocking work (SQLite budget transactions, durable appends) on one thread, in batches.
+
+    A job submitted while a batch runs joins the next one, so N concurrent requests cost one
+    thread hop per batch, and their events one durable commit — not N hops, N fsyncs and N threads
+    fighting for the GIL and the store's lock. The lists are touched only on the event loop.
+    """
+
+    def __init__(self, run: Callable[[Sequence[_Job]], list[_Result]]) -> None:
+        self._run = run
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="outlay-gateway-io")
+        self._pending: list[tuple[_Job, asyncio.Future[_Result]]] = []
+        self._orphans: list[_Orphan] = []
+        self._busy = False
+
+    async def submit_result(self, job: _Job) -> _Result:
+        """``(True, value)`` or ``(False, exception)`` of ``job``, run in the next batch."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_Result] = loop.create_future()
+        self._pending.append((job, future))
+        if not self._busy:
+            self._busy = True
+            self._launch(loop)
+        return await future
+
+    async def submit(self, job: _Job, orphaned: Callable[[_Job, _Result], None]) -> object:
+        """The job's value (or its exception, raised); ``orphaned`` gets, in a later batch, the
+        result of a job whose caller was cancelled while it waited."""
+        future = asyncio.ensure_future(self.submit_result(job))
+        try:
+            ok, value = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(
+                lambda f: None if f.cancelled() else self._orphan((job, f.result(), orphaned))
+            )
+            raise
+        if not ok:
+            assert isinstance(value, BaseException)
+            raise value
+        return value
+
+    def _orphan(self, orphan: _Orphan) -> None:
+        self._orphans.append(orphan)
+        if not self._busy:
+            self._busy = True
+            self._launch(asyncio.get_running_loop())
+
+    def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending, []
+        orphans, self._orphans = self._orphans, []
+        done = self._executor.submit(self._work, [job for job, _ in batch], orphans)
+        done.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finished, loop, batch, f))
+
+    def _work(self, jobs: Sequence[_Job], orphans: Sequence[_Orphan]) -> list[_Result]:
+        for job, result, handler in orphans:
+            with contextlib.suppress(Exception):
+                handler(job, result)
+        return self._run(jobs) if jobs else []
+
+    def _finished(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: Sequence[tuple[_Job, asyncio.Future[_Result]]],
+        done: concurrent.futures.Future[list[_Result]],
+    ) -> None:
+        error = done.exception()
+        results: list[_Result] = done.result() if error is None else [(False, error)] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.cancelled():
+                future.set_result(result)
+        if self._pending or self._orphans:
+            self._launch(loop)
+        else:
+            self._busy = False
+
+    async def aclose(self) -> None:
+        while self._busy:  # batches in flight, and what joined them, finish first
+            await asyncio.sleep(0.005)
+        await asyncio.to_thread(self._executor.shutdown, True)
 
 
 def _output_tokens(call: Call, default: int) -> int:
@@ -124,7 +211,7 @@ class OutlayHooks:
         if offload is None:
             memory = isinstance(recorder.log, InMemoryEventLog) or recorder.mode == "batching"
             offload = not (memory and isinstance(self.engine.store, InMemoryBudgetStore))
-        self._executor = ThreadPoolExecutor(64, thread_name_prefix="outlay-gateway") if offload else None
+        self._batches = _SerialBatches(self._run_batch) if offload else None
         self._cache: dict[str, tuple[VirtualKey, float]] = {}
         self._contexts: dict[str, CostContext] = {}
         self._scopes: dict[int, Scope] = {}  # the budget Scope of each cached key context
@@ -132,17 +219,27 @@ class OutlayHooks:
 
     async def aclose(self) -> None:
         """Finish blocking work in flight, then (``owned``) close the key store and the pipeline."""
-        if self._executor is not None:
-            await asyncio.to_thread(self._executor.shutdown, True)
+        if self._batches is not None:
+            await self._batches.aclose()
         if self.owned:
             self.keys.close()
             if self.outlay is not None:
                 self.outlay.close()
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    def _run_batch(self, jobs: Sequence[_Job]) -> list[_Result]:
+        """Run a batch of jobs on the blocking thread: completions first (they free budget), their
+        events in one durable append, then admissions in arrival order."""
+        results: list[_Result] = [(False, RuntimeError("not run"))] * len(jobs)
+        completions = [(i, job[1]) for i, job in enumerate(jobs) if job[0] == "complete"]
+        if completions:
+            self._complete_many(completions, results)
+        for i, (kind, args) in enumerate(jobs):
+            if kind == "admit":
+                try:
+                    results[i] = (True, self._admit(*args))
+                except Exception as exc:
+                    results[i] = (False, exc)
+        return results
 
     def _estimate(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> Decimal | None:
         """The catalog's worst case, memoised: input is rounded *up* to 1/16 of its magnitude (at most
@@ -218,7 +315,24 @@ class OutlayHooks:
         ctx = self._context(principal, key, call.headers)
         provider = _PROVIDER.get(call.upstream.kind) or call.upstream.name.lower()
         output = _output_tokens(call, self.default_output_tokens)
-        return await self._run(self._admit, principal, call, ctx, (key, provider, output))
+        args = (principal, call, ctx, (key, provider, output))
+        if self._batches is None:
+            return self._admit(*args)
+        admission = await self._batches.submit(("admit", args), self._orphaned)
+        assert isinstance(admission, Admission)
+        return admission
+
+    def _orphaned(self, job: _Job, result: _Result) -> None:
+        """A job whose caller was cancelled while it ran: an admission nobody will complete gives
+        its holds back now rather than at their TTL (runs on the blocking thread's next batch)."""
+        ok, value = result
+        if (
+            job[0] == "admit"
+            and ok
+            and isinstance(value, Admission)
+            and isinstance(value.reservation, _Ticket)
+        ):
+            self._release_all(value.reservation)
 
     def _admit(
         self,
@@ -243,7 +357,8 @@ class OutlayHooks:
         ticket = _Ticket(ctx, key, provider, holds, amount, priced)
         return Admission(
             principal, call, model, reservation=ticket, reserved=amount,
-            budget_remaining=self._remaining(holds), downgraded_from=call.model if downgraded else None,
+            budget_remaining=self._remaining(holds, {st.key: st for h in holds for st in h.admitted}),
+            downgraded_from=call.model if downgraded else None,
         )  # fmt: skip
 
     def _reserve(
@@ -266,14 +381,20 @@ class OutlayHooks:
             raise
         return (main, extra)
 
-    def _remaining(self, holds: tuple[Reservation, ...]) -> Decimal | None:
-        """What the tightest hard limit of the call still allows, now (None: no hard limit)."""
+    def _remaining(
+        self, holds: tuple[Reservation, ...], seen: Mapping[str, KeyStatus] | None = None
+    ) -> Decimal | None:
+        """What the tightest hard limit of the call still allows (None: no hard limit), from the
+        counters the store returned with the reservation or settlement (``seen``, by counter key) —
+        no second read on the hot path; a counter not in ``seen`` is read."""
         best: Decimal | None = None
         for hold in holds:
             for limit in hold.keys:
                 if limit.limit is None:
                     continue
-                status = self.engine.store.status(limit.key, limit.window)
+                status = seen.get(limit.key) if seen is not None else None
+                if status is None:
+                    status = self.engine.store.status(limit.key, limit.window)
                 left = MONEY_CONTEXT.subtract(
                     MONEY_CONTEXT.subtract(limit.limit, status.spent), status.reserved
                 )
@@ -287,20 +408,60 @@ class OutlayHooks:
         ticket = admission.reservation
         if not isinstance(ticket, _Ticket):
             return Settlement()
-        return await self._run(self._complete, admission, ticket, outcome)
+        job: _Job = ("complete", (admission, ticket, outcome))
+        if self._batches is None:
+            ok, value = self._run_batch([job])[0]
+        else:
+            # Not cancellable half-way: once handed over, the call is recorded and settled.
+            ok, value = await asyncio.shield(self._batches.submit_result(job))
+        if not ok:
+            assert isinstance(value, BaseException)
+            raise value
+        assert isinstance(value, Settlement)
+        return value
 
-    def _complete(self, admission: Admission, ticket: _Ticket, outcome: Outcome) -> Settlement:
-        event, bill = self._event(admission, ticket, outcome)
+    def _complete_many(
+        self, items: Sequence[tuple[int, tuple[Admission, _Ticket, Outcome]]], results: list[_Result]
+    ) -> None:
+        """Record the calls' events in one durable append (invariant 3: before any answer leaves),
+        then settle each hold with its actual cost — or release it when the provider bills nothing.
+        Whatever happens to the append, no hold lingers until its TTL."""
+        built: list[tuple[int, _Ticket, CostEvent, bool]] = []
+        for i, (admission, ticket, outcome) in items:
+            try:
+                event, bill = self._event(admission, ticket, outcome)
+            except Exception as exc:
+                results[i] = (False, exc)
+                self._release_all(ticket)
+                continue
+            built.append((i, ticket, event, bill))
+        failure: Exception | None = None
         try:
-            self.recorder.record(event)  # durable before the answer leaves (invariant 3)
-        finally:
-            # Whatever happened to the record, the hold must not linger until its TTL.
-            for hold in ticket.holds:
-                if bill:
-                    self.engine.settle(hold, event.cost if event.priced else None)
-                else:
-                    self.engine.release(hold)
-        return Settlement(event.cost if event.priced else None, self._remaining(ticket.holds))
+            self.recorder.record_many([event for _, _, event, _ in built])
+        except Exception as exc:
+            failure = exc
+        for i, ticket, event, bill in built:
+            seen: dict[str, KeyStatus] = {}
+            try:
+                for hold in ticket.holds:
+                    if bill:
+                        _, statuses = self.engine.settle_status(hold, event.cost if event.priced else None)
+                        seen.update((st.key, st) for st in statuses)
+                    else:
+                        self.engine.release(hold)
+            except Exception as exc:
+                results[i] = (False, failure or exc)
+                continue
+            if failure is not None:
+                results[i] = (False, failure)
+                continue
+            cost = event.cost if event.priced else None
+            results[i] = (True, Settlement(cost, self._remaining(ticket.holds, seen)))
+
+    def _release_all(self, ticket: _Ticket) -> None:
+        for hold in ticket.holds:
+            with contextlib.suppress(Exception):
+                self.engine.release(hold)
 
     def _event(self, admission: Admission, ticket: _Ticket, outcome: Outcome) -> tuple[CostEvent, bool]:
         """The call's event, and whether it is billed (settled) or not (released)."""

@@ -1,0 +1,107 @@
+"""The hooks' blocking work in batches on one thread: concurrent calls share durable commits, and a
+failure of the event log fails each call of the batch clearly without leaving a hold behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from pathlib import Path
+
+import openai
+import pytest
+
+from outlay._errors import BackendUnavailable
+from outlay._money import money_sum
+from outlay._runtime import Outlay
+from outlay.budgets import Budget, BudgetEngine, Scope, SQLiteBudgetStore
+from outlay.gateway import Gateway, OutlayHooks
+from outlay.keys import InMemoryKeyStore
+from outlay.stream import SQLiteEventLog
+from outlay.testing import FakeProvider
+
+MESSAGES = [{"role": "user", "content": "summarise the incident"}]
+BUDGET = Budget(scope="tenant", period="month", limit="100.00")
+
+
+class _CountingLog(SQLiteEventLog):
+    """A SQLite log that counts its appends (commits), and can be told to fail them."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.appends = 0
+        self.failing = False
+
+    def append(self, payloads: Sequence[bytes]) -> list[int]:
+        if self.failing:
+            raise BackendUnavailable("event log disk is full (test)")
+        self.appends += 1
+        return super().append(payloads)
+
+
+@pytest.fixture
+def durable(
+    gateway: Gateway, fake: FakeProvider, tmp_path: Path
+) -> Iterator[tuple[OutlayHooks, _CountingLog]]:
+    fake.reset()
+    log = _CountingLog(tmp_path / "events.db")
+    home = Outlay(tmp_path / "outlay.db", log=log)
+    engine = BudgetEngine(store=SQLiteBudgetStore(tmp_path / "budgets.db"), policies=[BUDGET])
+    hooks = OutlayHooks(InMemoryKeyStore(), outlay=home, engine=engine, cache_ttl=0)
+    assert hooks._batches is not None  # SQLite backends: the blocking work leaves the event loop
+    gateway.hooks = hooks
+    yield hooks, log
+    home.close()
+
+
+async def _calls(url: str, secret: str, n: int) -> list[tuple[int, str | None]]:
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key=secret, max_retries=0, timeout=30)
+
+    async def one() -> tuple[int, str | None]:
+        try:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                max_tokens=50,
+            )
+        except openai.APIStatusError as exc:
+            return exc.status_code, exc.message
+        return raw.http_response.status_code, raw.headers.get("x-outlay-cost")
+
+    try:
+        return await asyncio.gather(*(one() for _ in range(n)))
+    finally:
+        await client.close()
+
+
+async def test_concurrent_calls_are_each_recorded_once_with_fewer_commits_than_calls(
+    gateway: Gateway, durable: tuple[OutlayHooks, _CountingLog]
+) -> None:
+    hooks, log = durable
+    _, secret = hooks.keys.create("acme")
+    answers = await _calls(gateway.url, secret, 48)  # type: ignore[attr-defined]
+    assert {status for status, _ in answers} == {200}
+    costs = [Decimal(cost) for _, cost in answers if cost is not None]
+    assert len(costs) == 48
+    assert log.end_offset() == 48  # every call durable once
+    assert log.appends < 48  # calls that met in a batch shared one commit
+    status = hooks.engine.status(Scope(tenant="acme"), BUDGET)
+    assert status.reserved == 0  # every hold settled
+    assert status.spent == money_sum(costs)  # and the budget saw exactly what the clients were told
+
+
+async def test_a_failing_event_log_fails_every_call_of_the_batch_and_keeps_no_hold(
+    gateway: Gateway, durable: tuple[OutlayHooks, _CountingLog]
+) -> None:
+    hooks, log = durable
+    _, secret = hooks.keys.create("acme")
+    log.failing = True
+    answers = await _calls(gateway.url, secret, 16)  # type: ignore[attr-defined]
+    assert {status for status, _ in answers} == {503}
+    assert all(message is not None and "disk is full" in message for _, message in answers)
+    status = hooks.engine.status(Scope(tenant="acme"), BUDGET)
+    assert status.reserved == 0  # the holds did not wait for their TTL
+    assert status.spent > 0  # the provider did bill these calls: the budget counts them
+    log.failing = False
+    answers = await _calls(gateway.url, secret, 4)  # type: ignore[attr-defined]
+    assert {status for status, _ in answers} == {200}  # and the gateway recovers at once
