@@ -17,7 +17,8 @@ import math
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
@@ -130,6 +131,12 @@ class BudgetStore(ABC):
     @abstractmethod
     def status(self, key: str, window: int | None = None) -> KeyStatus:
         """The counter's spend (within ``window`` seconds for a rolling key) and reservations."""
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group the operations made inside into one round trip or transaction where the store can
+        (each stays atomic on its own, and one failing does not undo the others). A no-op here."""
+        yield
 
     def close(self) -> None:  # noqa: B027  # optional hook: in-memory stores hold nothing
         """Release resources."""

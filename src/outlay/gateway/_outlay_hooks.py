@@ -231,14 +231,18 @@ class OutlayHooks:
         events in one durable append, then admissions in arrival order."""
         results: list[_Result] = [(False, RuntimeError("not run"))] * len(jobs)
         completions = [(i, job[1]) for i, job in enumerate(jobs) if job[0] == "complete"]
-        if completions:
-            self._complete_many(completions, results)
-        for i, (kind, args) in enumerate(jobs):
-            if kind == "admit":
-                try:
-                    results[i] = (True, self._admit(*args))
-                except Exception as exc:
-                    results[i] = (False, exc)
+        try:
+            with self.engine.store.batch():  # SQLite: one transaction for the batch's budget work
+                if completions:
+                    self._complete_many(completions, results)
+                for i, (kind, args) in enumerate(jobs):
+                    if kind == "admit":
+                        try:
+                            results[i] = (True, self._admit(*args))
+                        except Exception as exc:
+                            results[i] = (False, exc)
+        except Exception as exc:  # the batch's commit failed: nothing of it holds
+            return [(False, exc)] * len(jobs)
         return results
 
     def _estimate(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> Decimal | None:
