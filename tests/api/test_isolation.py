@@ -16,6 +16,8 @@ import pytest
 from outlay._errors import ConfigError
 from outlay.api import ENDPOINTS, create_app, hash_token, load_tokens
 
+from ._budget_cases import BUDGET_CASES
+from ._export_cases import EXPORT_CASES
 from ._finance_cases import FINANCE_CASES
 from .conftest import ACME, ADMIN, GLOBEX, GLOBEX_MARKERS, TOKENS, WINDOW, auth, cloud
 
@@ -142,6 +144,8 @@ CASES: dict[tuple[str, str], Check] = {
     ("GET", "/api/v1/budgets/decisions"): check_decisions,
     ("GET", "/api/v1/tenants/{tenant}/export.csv"): check_export,
     **FINANCE_CASES,
+    **EXPORT_CASES,
+    **BUDGET_CASES,
 }
 
 

@@ -25,8 +25,10 @@ from starlette.routing import BaseRoute, Route
 
 from outlay._errors import BackendError, Forbidden, InvalidInput, NotFound, Unauthenticated
 
-from . import _audit, _billing, _events, _exports, _finance, _usage
+from . import _audit, _billing, _events, _exports, _finance, _reconcile, _usage
 from ._auth import ApiTokens, Principal, load_tokens
+from ._budgets import ENDPOINTS as BUDGET_ENDPOINTS
+from ._budgets import KeySource, Policies, StoreSource, open_budget_view, register
 from ._endpoint import Call, Endpoint, Reply
 from ._ingest import MAX_BODY
 from ._openapi import docs_html, openapi_document
@@ -51,8 +53,10 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
     *_usage.ENDPOINTS,
     *_events.ENDPOINTS,
     *_billing.ENDPOINTS,
+    *BUDGET_ENDPOINTS,
     *_exports.ENDPOINTS,
     *_finance.ENDPOINTS,
+    *_reconcile.ENDPOINTS,
     *_audit.ENDPOINTS,
 )
 
@@ -154,19 +158,27 @@ def create_app(
     outlay: Outlay | None = None,
     *,
     tokens: ApiTokens | str | os.PathLike[str] | Sequence[Mapping[str, Any]] | None = None,
+    budgets: Policies | None = None,
+    budget_store: StoreSource | None = None,
+    keys: KeySource | None = None,
     extra_routes: Iterable[BaseRoute] = (),
 ) -> Starlette:
     """The reporting API over ``outlay`` (default: ``Outlay()`` from the environment, closed with
     the app). ``tokens``: an :class:`ApiTokens`, a tokens file path, inline JSON, a list of token
     entries, or ``None`` for ``$OUTLAY_API_TOKENS``; with no token at all this raises ``ConfigError``
-    rather than serve an open API."""
+    rather than serve an open API. ``budgets`` (a policies file or a list of ``Budget``, default
+    ``$OUTLAY_BUDGETS_FILE``), ``budget_store`` (a ``BudgetEngine``, ``BudgetStore`` or URL, default
+    ``$OUTLAY_BUDGET_URL``) and ``keys`` (the gateway's key store, default ``$OUTLAY_KEYS_URL``) are
+    what ``/api/v1/budgets/status`` reports; see ``open_budget_view``."""
     credentials = _tokens(tokens)
+    budget_view = open_budget_view(budgets, budget_store, keys)
     owned = outlay is None
     if outlay is None:
         from outlay import Outlay
 
         outlay = Outlay()
     state = _State(outlay, credentials)
+    register(state.catch_up_lock, budget_view)
     document = openapi_document(ENDPOINTS, _version())
     page = docs_html(document)
 
@@ -191,6 +203,7 @@ def create_app(
         finally:
             if owned:
                 state.outlay.close()
+            budget_view.close()
 
     routes: list[BaseRoute] = [
         Route("/openapi.json", openapi, methods=["GET"]),

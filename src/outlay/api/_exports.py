@@ -1,8 +1,8 @@
-"""CSV exports of a billing period: a tenant's invoice lines and its ledger entries.
+"""CSV and Parquet exports of a billing period: a tenant's invoice lines and its ledger entries.
 
-Each export carries ``X-Outlay-SHA256``, the hash of the exact bytes sent, so a customer can check
-later that a file they were given is the one outlay produced. (Sealing a *closed* period — storing
-that hash and refusing later changes to it — is not done yet; see docs/api.md.)
+Both formats carry the same rows and columns. Each export carries ``X-Outlay-SHA256``, the hash of
+the exact bytes sent, so a customer can check later that a file they were given is the one outlay
+produced. Parquet needs the ``parquet`` extra (pyarrow); without it the endpoint answers 501.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from outlay._errors import InvalidInput
@@ -19,6 +20,16 @@ from ._billing import invoice_lines
 from ._endpoint import Call, Endpoint, Reply
 from ._events import entry_json
 from ._params import Filters, parse_period
+from ._parquet import (
+    BOOLEAN,
+    INSTANT,
+    INTEGER,
+    MEDIA_TYPE,
+    MONEY,
+    MissingExtra,
+    Unrepresentable,
+    parquet_bytes,
+)
 
 __all__ = ["ENDPOINTS"]
 
@@ -31,6 +42,12 @@ _ENTRY_COLUMNS: Final = (
 _LINE_COLUMNS: Final = ("feature", "operation", "model", "events", "unpriced_events", "cost",
                         "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
                         "reasoning_tokens")  # fmt: skip
+#: Parquet types of the columns that are not strings.
+_KINDS: Final = {
+    "time": INSTANT, "priced": BOOLEAN, "cost": MONEY, "recorded_cost": MONEY, "adjustments": INTEGER,
+    "events": INTEGER, "unpriced_events": INTEGER, "input_tokens": INTEGER, "cache_read_tokens": INTEGER,
+    "cache_write_tokens": INTEGER, "output_tokens": INTEGER, "reasoning_tokens": INTEGER,
+}  # fmt: skip
 
 
 def _csv(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> bytes:
@@ -42,15 +59,29 @@ def _csv(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> bytes:
     return buffer.getvalue().encode()
 
 
-def _reply(body: bytes, name: str) -> Reply:
+def _reply(body: bytes, name: str, media_type: str) -> Reply:
     headers = {
         "Content-Disposition": f'attachment; filename="{name}"',
         "X-Outlay-SHA256": hashlib.sha256(body).hexdigest(),
     }
-    return Reply(body, media_type="text/csv; charset=utf-8", headers=headers)
+    return Reply(body, media_type=media_type, headers=headers)
 
 
-def _scope(call: Call) -> tuple[str, str, Any]:
+@dataclass(frozen=True, slots=True)
+class _Export:
+    tenant: str
+    period: str
+    what: str
+    environment: str
+    columns: tuple[str, ...]
+    rows: Iterable[dict[str, Any]]
+
+    def filename(self, suffix: str) -> str:
+        return f"{self.tenant}-{self.period}-{self.what}.{suffix}"
+
+
+def _export(call: Call) -> _Export:
+    """The rows of the export asked for (both formats share them)."""
     tenant = call.principal.scope_tenant(call.path["tenant"])
     assert tenant is not None
     call.check_tenant(tenant)
@@ -58,15 +89,10 @@ def _scope(call: Call) -> tuple[str, str, Any]:
     what = call.query.get("what") or "invoice"
     if what not in ("invoice", "entries"):
         raise InvalidInput(f"must be invoice or entries, got {what!r}", field="what")
-    return tenant, period, (what, window)
-
-
-def export_csv(call: Call) -> Reply:
-    tenant, period, (what, window) = _scope(call)
     environment = call.query.filters().get("environment") or "production"
     if what == "invoice":
         lines = invoice_lines(call, tenant, window, environment)["lines"]
-        return _reply(_csv(_LINE_COLUMNS, lines), f"{tenant}-{period}-invoice.csv")
+        return _Export(tenant, period, what, environment, _LINE_COLUMNS, lines)
     call.reports()  # catch the ledger up first
     filters = Filters({"tenant": tenant, "environment": environment})
     rows = (
@@ -74,11 +100,40 @@ def export_csv(call: Call) -> Reply:
         for e in call.outlay.ledger.entries(window.start, window.end)
         if e.event.tenant_id == filters.get("tenant") and e.event.environment == environment
     )
-    return _reply(_csv(_ENTRY_COLUMNS, rows), f"{tenant}-{period}-entries.csv")
+    return _Export(tenant, period, "entries", environment, _ENTRY_COLUMNS, rows)
+
+
+def export_csv(call: Call) -> Reply:
+    export = _export(call)
+    body = _csv(export.columns, export.rows)
+    return _reply(body, export.filename("csv"), "text/csv; charset=utf-8")
+
+
+def _failure(status: int, error: str, exc: InvalidInput) -> Reply:
+    message = str(exc).removeprefix(f"{exc.field}: ")
+    return Reply({"error": error, "field": exc.field, "message": message}, status=status)
+
+
+def export_parquet(call: Call) -> Reply:
+    export = _export(call)
+    metadata = {"outlay.tenant": export.tenant, "outlay.period": export.period, "outlay.what": export.what,
+                "outlay.environment": export.environment}  # fmt: skip
+    try:
+        body = parquet_bytes(export.columns, _KINDS, export.rows, metadata)
+    except MissingExtra as exc:  # the server lacks an optional part: not the caller's mistake
+        return _failure(501, "not_implemented", exc)
+    except Unrepresentable as exc:  # the request is fine; the format cannot carry the value exactly
+        return _failure(422, "not_representable", exc)
+    return _reply(body, export.filename("parquet"), MEDIA_TYPE)
 
 
 ENDPOINTS: Final = (
     Endpoint("GET", "/api/v1/tenants/{tenant}/export.csv", export_csv,
              "CSV of a tenant's invoice lines (what=invoice) or ledger entries (what=entries) for a month",
              ("period", "what", "environment"), tag="billing", responses={404: "unknown tenant"}),
+    Endpoint("GET", "/api/v1/tenants/{tenant}/export.parquet", export_parquet,
+             "The same export as Parquet: typed columns, money as exact decimal128(38, 24)",
+             ("period", "what", "environment"), tag="billing",
+             responses={404: "unknown tenant", 422: "a cost with more than 24 decimal places (use the CSV)",
+                        501: "the server lacks the parquet extra (pyarrow)"}),
 )  # fmt: skip

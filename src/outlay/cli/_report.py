@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -140,11 +141,14 @@ def _print_rows(rows: Sequence[Mapping[str, Any]], fmt: str, columns: Sequence[s
             click.echo("no events in this window")
 
 
-_MONEY_NAMES = frozenset(("cost", "delta"))
-_HEADERS = {"unpriced_events": "unpriced", "input_tokens": "input tokens"}
+_MONEY_NAMES = frozenset(("cost", "delta", "ours_cost", "theirs_cost", "drift"))
+_HEADERS = {"unpriced_events": "unpriced", "input_tokens": "input tokens", "ours_cost": "ours",
+            "theirs_cost": "theirs", "drift_pct": "drift %", "ours_tokens": "our tokens",
+            "theirs_tokens": "their tokens"}  # fmt: skip
 _KEY_NAMES = frozenset(
-    ("tenant", "day", "feature", "agent", "model", "provider", "operation", "environment", "origin", "reason")
-)
+    ("tenant", "day", "feature", "agent", "model", "provider", "operation", "environment", "origin", "reason",
+     "status")
+)  # fmt: skip
 
 
 def _print_table(table: Table) -> None:
@@ -274,6 +278,60 @@ def run(run_id: str, fmt: str, ledger_url: str | None) -> None:
         for child in node["children"]:
             stack.append((branch.add(_run_label(child)), child))
     Console().print(root)
+
+
+_RECONCILE_COLUMNS = ("day", "model", "status", "ours_cost", "theirs_cost", "drift", "drift_pct",
+                      "ours_tokens", "theirs_tokens")  # fmt: skip
+
+
+@report.command()
+@click.option("--provider", required=True, help="Whose export it is: openai, anthropic, ...")
+@click.option("--csv", "csv_path", required=True, type=click.Path(dir_okay=False), help="The export file.")
+@click.option("--from", "start", metavar="DATE", help="First UTC day; default the export's first.")
+@click.option("--to", "end", metavar="DATE", help="Day after the last; default after the export's last.")
+@click.option("--columns", metavar="MAP", help="Map another CSV: date=Day,model=Model,cost=Spend[,tokens=T].")
+@click.option("--tolerance", default="0.01", show_default=True, help="USD within which amounts match.")
+@click.option("--environment", help="Only this environment (default: all; the provider bills them all).")
+@click.option("--format", "fmt", type=click.Choice(_FORMATS), default="table", show_default=True)
+@_ledger_option
+def reconcile(
+    *,
+    provider: str,
+    csv_path: str,
+    start: str | None,
+    end: str | None,
+    columns: str | None,
+    tolerance: str,
+    environment: str | None,
+    fmt: str,
+    ledger_url: str | None,
+) -> None:
+    """Our cost per model and UTC day against a provider's usage or cost export (drift = ours - theirs)."""
+    from outlay.finance import reconcile as compare
+
+    try:
+        data = Path(csv_path).read_bytes()
+    except OSError as exc:
+        raise click.UsageError(f"cannot read {csv_path}: {exc.strerror}") from None
+    with _ledger(ledger_url) as ledger:
+        result = compare(ledger, provider, data, start=start, end=end, columns=columns,
+                         tolerance=tolerance, environment=environment).to_json()  # fmt: skip
+    if fmt == "json":
+        from outlay.reports import render_json
+
+        click.echo(render_json(result))
+        return
+    rows = [{name: row[name] for name in _RECONCILE_COLUMNS} for row in result["rows"]]
+    title = f"{result['provider']} ({result['shape']}), {result['from']} to {result['to']}"
+    _print_rows(rows, fmt, _RECONCILE_COLUMNS, f"Reconciliation: {title}")
+    if fmt == "table":
+        counts = ", ".join(f"{n} {status}" for status, n in result["counts"].items() if n)
+        theirs, drift, pct = (result[k] or "-" for k in ("theirs_cost", "drift", "drift_pct"))
+        click.echo(
+            f"ours {result['ours_cost']}  theirs {theirs}  drift {drift} ({pct}%)  rows: {counts or 'none'};"
+            f" {result['unpriced_events']} unpriced events;"
+            f" {result['skipped_lines']} export lines outside the window"
+        )
 
 
 def _run_label(node: Mapping[str, Any]) -> str:

@@ -1,5 +1,6 @@
 """Finance analytics over the ledger: plans and margins, spikes and runaway runs, a pricing
-simulator, period close with a verifiable seal, and the audit export.
+simulator, period close with a verifiable seal, the audit export, and reconciliation with a
+provider's usage export.
 
 ::
 
@@ -20,6 +21,8 @@ from ._audit import AUDIT_COLUMNS, audit_csv, audit_csv_sha256, audit_rows
 from ._margin import TenantCost, TenantMargin, margins, tenant_costs
 from ._period import Period, parse_period
 from ._plans import MODELS, Plan, Plans, load_plans, parse_plans
+from ._provider_csv import SHAPES, ProviderExport, model_key, parse_provider_csv
+from ._reconcile import Reconciled, Reconciliation, reconcile
 from ._seal import (
     CANONICAL_FIELDS,
     Item,
@@ -38,6 +41,7 @@ __all__ = [
     "AUDIT_COLUMNS",
     "CANONICAL_FIELDS",
     "MODELS",
+    "SHAPES",
     "InMemoryPeriodStore",
     "Item",
     "Period",
@@ -45,6 +49,9 @@ __all__ = [
     "Plan",
     "Plans",
     "Proposal",
+    "ProviderExport",
+    "Reconciled",
+    "Reconciliation",
     "RunawayRun",
     "SQLitePeriodStore",
     "Seal",
@@ -62,10 +69,13 @@ __all__ = [
     "close_period",
     "load_plans",
     "margins",
+    "model_key",
     "parse_period",
     "parse_plans",
+    "parse_provider_csv",
     "period_items",
     "period_store_for",
+    "reconcile",
     "runaway_runs",
     "seal_items",
     "simulate",
