@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 
 from outlay._errors import BackendError, InvalidInput
@@ -22,13 +25,36 @@ __all__ = ["api"]
     "--url", metavar="URL", help="outlay home (ledger) URL; default $OUTLAY_URL or .outlay/outlay.db"
 )
 @click.option(
+    "--budgets",
+    "budgets_file",
+    metavar="FILE",
+    envvar="OUTLAY_BUDGETS_FILE",
+    help="[[budget]] policies file (the gateway's) for /api/v1/budgets/status; default "
+    "$OUTLAY_BUDGETS_FILE. Counters are read from $OUTLAY_BUDGET_URL, else budgets.db beside the keys.",
+)
+@click.option(
+    "--keys",
+    "keys_url",
+    metavar="URL",
+    help="The gateway's key store, for key budgets; default $OUTLAY_KEYS_URL, else keys.db beside "
+    "the ledger if it exists.",
+)
+@click.option(
     "--hash-token", "to_hash", metavar="TOKEN", help="Print the sha256 to store for TOKEN and exit."
 )
 @click.option(
     "--new-token", "make_token", is_flag=True, help="Print a fresh random token and its hash, and exit."
 )
 def api(
-    *, host: str, port: int, tokens_file: str | None, url: str | None, to_hash: str | None, make_token: bool
+    *,
+    host: str,
+    port: int,
+    tokens_file: str | None,
+    url: str | None,
+    budgets_file: str | None,
+    keys_url: str | None,
+    to_hash: str | None,
+    make_token: bool,
 ) -> None:
     """Serve the reporting API under /api/v1 (OpenAPI at /openapi.json, docs at /docs)."""
     from outlay.api import create_app, hash_token, load_tokens, new_token
@@ -53,8 +79,32 @@ def api(
         raise click.UsageError(str(exc)) from None
     except BackendError as exc:
         raise click.ClickException(str(exc)) from None
-    app = create_app(outlay, tokens=tokens)
+    keys, store = _gateway_budgets(url, keys_url, budgets_file)
+    try:
+        app = create_app(outlay, tokens=tokens, budgets=budgets_file, budget_store=store, keys=keys)
+    except (InvalidInput, BackendError) as exc:
+        outlay.close()
+        raise click.ClickException(str(exc)) from None
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
     finally:
         outlay.close()
+
+
+def _gateway_budgets(
+    url: str | None, keys_url: str | None, budgets_file: str | None
+) -> tuple[str | None, str | None]:
+    """``(keys, budget store)`` as the gateway finds them: the key store from --keys or
+    ``$OUTLAY_KEYS_URL``, else keys.db beside the ledger if it exists (its key budgets are reported);
+    the store from ``$OUTLAY_BUDGET_URL``, else budgets.db beside the key store."""
+    from outlay.api._budgets import default_store_url
+    from outlay.keys import default_keys_url
+
+    env = dict(os.environ)
+    if url:
+        env["OUTLAY_URL"] = url
+    default = default_keys_url(env)
+    keys = keys_url or env.get("OUTLAY_KEYS_URL") or (default if Path(default).is_file() else None)
+    if keys is None and budgets_file is None:
+        return None, None  # nothing configured: nothing to open
+    return keys, env.get("OUTLAY_BUDGET_URL") or default_store_url(keys or default)

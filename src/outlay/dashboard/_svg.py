@@ -1,4 +1,4 @@
-"""Inline SVG charts: a daily area/line chart and a horizontal bar chart.
+"""Inline SVG charts: a daily area/line chart, a horizontal bar chart and budget gauges.
 
 Charts are plain SVG strings embedded in the page, so the dashboard needs no script, font or
 stylesheet from anywhere. Amounts stay exact ``Decimal`` values; only pixel geometry is rounded
@@ -9,13 +9,14 @@ stylesheet from anywhere. Amounts stay exact ``Decimal`` values; only pixel geom
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Context, Decimal
 from html import escape
 from typing import Final
 
-from outlay._money import money_sum
+from outlay._money import MONEY_CONTEXT, money_sum
 
-__all__ = ["Bar", "bar_chart", "line_chart", "short_money"]
+__all__ = ["Bar", "BudgetBar", "bar_chart", "budget_chart", "line_chart", "short_money"]
 
 _GEOMETRY: Final = Context(prec=12)  # pixel maths only: rounding here is harmless
 _PIXEL: Final = Decimal("0.1")
@@ -138,6 +139,88 @@ def bar_chart(bars: Sequence[Bar], *, title: str, width: int = 1000, limit: int 
             )
         parts.append(
             f'<text class="value" x="{width - value_w + 6}" y="{y + 15}">{_text(short_money(cost))}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetBar:
+    """One budget's counter: settled ``spent`` and in-flight ``reserved`` against its limits."""
+
+    label: str
+    spent: Decimal
+    reserved: Decimal
+    limit: Decimal | None
+    soft: Decimal | None
+
+
+# Colours as presentation attributes: the page stylesheet styles only the other charts' classes.
+_TRACK: Final = "#eceff3"
+_HELD: Final = "#93c5fd"
+_OVER: Final = "#dc2626"
+_SOFT: Final = "#b45309"
+
+
+def _budget_value(bar: BudgetBar) -> str:
+    text = short_money(bar.spent)
+    if bar.reserved:
+        text += f" + {short_money(bar.reserved)} held"
+    if bar.limit is not None:
+        return f"{text} of {short_money(bar.limit)}"
+    return f"{text} (soft {short_money(bar.soft)})" if bar.soft is not None else f"{text} (no limit)"
+
+
+def budget_chart(bars: Sequence[BudgetBar], *, title: str, width: int = 1000) -> str:
+    """A gauge per budget, each on its own scale (its hard limit, else its soft limit): spent, then
+    held, a tick at the soft limit; red once the hard limit is reached. Spend past the scale fills
+    the track (the label says by how much)."""
+    row_h, label_w, value_w = 26, 220, 250
+    span = width - label_w - value_w
+    height = row_h * len(bars) + 8
+    parts = [
+        f'<svg class="chart" role="img" viewBox="0 0 {width} {height}" width="{width}" height="{height}"'
+        f' xmlns="http://www.w3.org/2000/svg"><title>{_text(title)}</title>'
+    ]
+    for i, bar in enumerate(bars):
+        y = 4 + i * row_h
+        used = MONEY_CONTEXT.add(bar.spent, bar.reserved)
+        full = bar.limit if bar.limit is not None else bar.soft if bar.soft is not None else used
+        name = bar.label if len(bar.label) <= 32 else bar.label[:31] + "…"
+        exact = f"spent {bar.spent}, held {bar.reserved}, limit {bar.limit}, soft limit {bar.soft}"
+        parts.append(
+            f'<text class="label" x="{label_w - 8}" y="{y + 17}" text-anchor="end">'
+            f"{_text(name)}<title>{_text(bar.label)}</title></text>"
+            f'<rect x="{label_w}" y="{y + 4}" width="{span}" height="{row_h - 8}" fill="{_TRACK}">'
+            f"<title>{_text(bar.label)}: {_text(exact)}</title></rect>"
+        )
+        over = bar.limit is not None and used >= bar.limit
+        if full > 0:
+            spent_w = min(_scale(bar.spent, full, span), Decimal(span))
+            used_w = min(_scale(used, full, span), Decimal(span))
+        else:  # a zero limit: anything at all fills it
+            spent_w = Decimal(span) if bar.spent > 0 else Decimal(0)
+            used_w = Decimal(span) if used > 0 else Decimal(0)
+        fill = f'fill="{_OVER}"' if over else 'class="bar"'
+        if spent_w > 0:
+            parts.append(
+                f'<rect {fill} x="{label_w}" y="{y + 4}" width="{_px(spent_w)}" height="{row_h - 8}">'
+                f"<title>spent {_text(str(bar.spent))}</title></rect>"
+            )
+        if used_w > spent_w:
+            parts.append(
+                f'<rect fill="{_OVER if over else _HELD}" x="{_px(Decimal(label_w) + spent_w)}" y="{y + 4}"'
+                f' width="{_px(used_w - spent_w)}" height="{row_h - 8}">'
+                f"<title>held by calls in flight {_text(str(bar.reserved))}</title></rect>"
+            )
+        if bar.soft is not None and full > 0:
+            x = _px(Decimal(label_w) + min(_scale(bar.soft, full, span), Decimal(span)))
+            parts.append(
+                f'<line class="soft" x1="{x}" y1="{y + 1}" x2="{x}" y2="{y + row_h - 1}" stroke="{_SOFT}"'
+                f' stroke-width="2"><title>soft limit {_text(str(bar.soft))}</title></line>'
+            )
+        parts.append(
+            f'<text class="value" x="{width - value_w + 6}" y="{y + 17}">{_text(_budget_value(bar))}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)

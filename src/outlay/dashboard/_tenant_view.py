@@ -1,11 +1,13 @@
-"""The tenant self-service view (a tenant token, or an admin choosing a tenant): usage by feature,
-agent and model, spend over time, budget decisions, and a period's invoice lines with CSV links."""
+"""The tenant self-service view (a tenant token, or an admin choosing a tenant): budget status, usage
+by feature, agent and model, spend over time, budget decisions, and a period's invoice lines with CSV
+links."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from html import escape
-from typing import Final
+from typing import Any, Final
 
 from outlay.api._params import Query
 
@@ -21,11 +23,24 @@ from ._context import (
     window_values,
 )
 from ._html import page, table, url
-from ._svg import bar_chart
+from ._svg import BudgetBar, bar_chart, budget_chart
 
 __all__ = ["tenant_view"]
 
 _EXPORT: Final = "/dashboard/export.csv"
+_STATUS: Final = "/api/v1/budgets/status"
+_BUDGET_COLUMNS: Final = (
+    ("budget", "Budget"),
+    ("applies", "Applies to"),
+    ("period", "Period"),
+    ("limit", "Limit"),
+    ("soft", "Soft limit"),
+    ("spent", "Spent"),
+    ("reserved", "Held"),
+    ("remaining", "Left"),
+    ("state", "State"),
+)
+_BUDGET_NUMERIC: Final = ("limit", "soft", "spent", "reserved", "remaining")
 
 
 def _tenant_picker(ctx: Context, values: Mapping[str, str | None]) -> str:
@@ -64,6 +79,53 @@ def _breakdown(ctx: Context, params: Mapping[str, str | None], key: str, heading
     )
 
 
+def _budget_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    state = "ok"
+    if row["hard_reached"]:
+        state = "hard limit reached"
+    elif row["soft_reached"]:
+        state = "soft limit reached"
+    via = f" (key {row['key_id']})" if row["key_id"] else ""
+    return {
+        "budget": row["name"] or "(unnamed)",
+        "applies": f"{row['scope']} {row['scope_key']}{via}",
+        "period": row["period"] + (f" · {row['bucket']}" if row["bucket"] else ""),
+        **{k: row[k] for k in _BUDGET_NUMERIC},
+        "state": state,
+    }
+
+
+def _budgets(ctx: Context, tenant: str) -> str:
+    """The tenant's budgets now (not the page's window): a gauge and the exact counters each."""
+    if not ctx.has(_STATUS):
+        return ""
+    answer = ctx.api(_STATUS, {"tenant": tenant})
+    if not answer["configured"]:
+        return '<section><h2>Budgets</h2><p class="muted">No budget policies are configured.</p></section>'
+    rows = answer["rows"]
+    if not rows:
+        return '<section><h2>Budgets</h2><p class="muted">No budget applies to this tenant.</p></section>'
+    bars = [
+        BudgetBar(
+            label=f"{r['name'] or r['scope'] + ' ' + r['scope_key']} ({r['period']})",
+            spent=Decimal(r["spent"]),
+            reserved=Decimal(r["reserved"]),
+            limit=None if r["limit"] is None else Decimal(r["limit"]),
+            soft=None if r["soft"] is None else Decimal(r["soft"]),
+        )
+        for r in rows
+    ]
+    return (
+        "<section><h2>Budgets</h2>"
+        f'<p class="muted">Now ({escape(answer["time"][:19])} UTC), as the gateway checks them: '
+        "spent, then held by calls in flight; the tick is the soft limit. Run and request budgets "
+        "are per run, not listed here.</p>"
+        + budget_chart(bars, title="Budgets: spent and held against each limit")
+        + table(_BUDGET_COLUMNS, [_budget_row(r) for r in rows], numeric=_BUDGET_NUMERIC)
+        + "</section>"
+    )
+
+
 def tenant_view(ctx: Context, query: Query) -> str:
     values = window_values(query)
     requested = query.get("tenant")
@@ -93,6 +155,7 @@ def tenant_view(ctx: Context, query: Query) -> str:
                 ("Output tokens", str(totals["output_tokens"])),
             ]
         ),
+        _budgets(ctx, tenant),
         f"<section><h2>Spend per day</h2>{series_chart(ctx, params, 'Spend per day')}</section>",
         _breakdown(ctx, params, "feature", "feature"),
         _breakdown(ctx, params, "agent", "agent"),
