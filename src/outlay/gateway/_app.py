@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -145,6 +146,10 @@ class Gateway:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.pool.start()
+                # What exists now (price data, config, modules) lives as long as the process: keep
+                # it out of the cyclic GC's full collections, whose pauses would land on requests.
+                gc.collect()
+                gc.freeze()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 # The server has drained in-flight requests by now; every event is recorded.
