@@ -26,7 +26,7 @@ from pathlib import Path
 from outlay._usage import Usage
 from outlay.events import CostEvent, encode_event
 from outlay.ledger import LedgerWriter, SQLiteLedger
-from outlay.reports import Reports
+from outlay.reporting import Reports
 from outlay.stream import InMemoryEventLog
 
 START = datetime(2026, 3, 1, tzinfo=UTC)

@@ -28,7 +28,7 @@ from bench_ledger import START, make_events
 from outlay.events import encode_event
 from outlay.ledger import LedgerWriter
 from outlay.ledger._postgres import PostgresLedger
-from outlay.reports import Reports
+from outlay.reporting import Reports
 from outlay.stream import InMemoryEventLog
 
 

@@ -20,7 +20,7 @@ from ._usage import Usage
 from .events import CostEvent
 
 if TYPE_CHECKING:
-    from .reports import Reports
+    from .reporting import Reports
 
 __all__ = [
     "configure",

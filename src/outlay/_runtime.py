@@ -34,7 +34,7 @@ from .stream import EventLog, InMemoryEventLog, open_event_log
 
 if TYPE_CHECKING:
     from .budgets import BudgetEngine, Decision
-    from .reports import Reports
+    from .reporting import Reports
 
 __all__ = ["Outlay", "decision_event", "embedded_log_path"]
 
@@ -168,7 +168,7 @@ class Outlay:
         self.writer.catch_up()
 
     def reports(self) -> Reports:
-        from .reports import Reports
+        from .reporting import Reports
 
         if self.embedded:
             self.catch_up()

@@ -18,3 +18,21 @@ def test_every_error_derives_from_outlay_error() -> None:
             assert issubclass(cls, outlay.OutlayError), cls
     assert issubclass(outlay.InvalidInput, ValueError)
     assert issubclass(outlay.BudgetExceeded, outlay.BudgetError)
+
+
+def test_no_subpackage_shadows_a_top_level_function() -> None:
+    # Importing a subpackage sets it as an attribute of ``outlay``: one named like a function of
+    # the API (``outlay.reports``, once) replaced that function after its first use.
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(outlay.__path__):
+        importlib.import_module(f"outlay.{module.name}")
+    for name in outlay.__all__:
+        assert not isinstance(getattr(outlay, name), type(outlay)), f"outlay.{name} is a module"
+    outlay.configure(url="memory://")
+    try:
+        assert outlay.reports().tenants("2026-01-01", "2026-02-01") == []
+        assert outlay.reports().tenants("2026-01-01", "2026-02-01") == []  # and again
+    finally:
+        outlay.shutdown()

@@ -16,7 +16,7 @@ from outlay.cli import main
 from outlay.demo import END, START, DemoConfig, run_demo
 from outlay.demo import _jobs as jobs
 from outlay.ledger import SQLiteLedger
-from outlay.reports import Reports
+from outlay.reporting import Reports
 
 FAST = ["--tenants", "6", "--runs", "24"]
 

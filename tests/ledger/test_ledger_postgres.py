@@ -30,7 +30,7 @@ from outlay.ledger import (
     open_ledger,
 )
 from outlay.ledger._postgres import PostgresLedger
-from outlay.reports import Reports
+from outlay.reporting import Reports
 from outlay.stream import InMemoryEventLog
 
 from ._pg_proxy import Proxy

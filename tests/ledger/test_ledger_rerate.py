@@ -12,7 +12,7 @@ from outlay._money import MONEY_CONTEXT
 from outlay._rating import Rating
 from outlay.events import CostEvent
 from outlay.ledger import LedgerStore, rerate
-from outlay.reports import Reports
+from outlay.reporting import Reports
 
 from .conformance import grand_total
 from .conftest import T0, D, LedgerFactory, awkward_events, event, unpriced

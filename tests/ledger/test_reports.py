@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from outlay._errors import InvalidInput
 from outlay._money import money_str, money_sum
 from outlay.ledger import LedgerStore
-from outlay.reports import Reports, render_csv, render_json
+from outlay.reporting import Reports, render_csv, render_json
 
 from .conftest import T0, D, LedgerFactory, awkward_events, event, unpriced
 

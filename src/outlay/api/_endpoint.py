@@ -16,7 +16,7 @@ from ._query import tenant_known
 
 if TYPE_CHECKING:
     from outlay import Outlay
-    from outlay.reports import Reports
+    from outlay.reporting import Reports
 
 __all__ = ["Call", "Endpoint", "Reply"]
 

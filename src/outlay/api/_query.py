@@ -1,4 +1,4 @@
-"""Filtered, grouped totals on top of :class:`outlay.reports.Reports`.
+"""Filtered, grouped totals on top of :class:`outlay.reporting.Reports`.
 
 The ledger filters on tenant and environment itself; any other filter (feature, model, ...) is
 applied by grouping on that key too and keeping the matching groups, then adding the groups back
@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from outlay._money import MONEY_CONTEXT, ZERO, money_str
 from outlay.ledger import LedgerStore, Totals, Window
-from outlay.reports import TOKEN_COLUMNS, Reports
+from outlay.reporting import TOKEN_COLUMNS, Reports
 
 from ._params import Filters
 

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from outlay._errors import InvalidInput
 from outlay.demo import DEFAULT_HOME, MIN_TENANTS, DemoConfig, render_report, run_demo
-from outlay.reports import render_json
+from outlay.reporting import render_json
 
 __all__ = ["demo"]
 

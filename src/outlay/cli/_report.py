@@ -117,7 +117,7 @@ def _cell(name: str, value: Any) -> str:
 
 
 def _print_rows(rows: Sequence[Mapping[str, Any]], fmt: str, columns: Sequence[str], title: str) -> None:
-    from outlay.reports import render_csv, render_json
+    from outlay.reporting import render_csv, render_json
 
     if fmt == "json":
         click.echo(render_json(list(rows)))
@@ -162,7 +162,7 @@ def report() -> None:
 
 
 def _reports(ledger: LedgerStore) -> Any:
-    from outlay.reports import Reports
+    from outlay.reporting import Reports
 
     return Reports(ledger)
 
@@ -243,7 +243,7 @@ def concentration(
     with _ledger(ledger_url) as ledger:
         result = _reports(ledger).concentration(start, end, environment=environment)
     if fmt == "json":
-        from outlay.reports import render_json
+        from outlay.reporting import render_json
 
         click.echo(render_json(result))
         return
@@ -267,7 +267,7 @@ def run(run_id: str, fmt: str, ledger_url: str | None) -> None:
     with _ledger(ledger_url) as ledger:
         tree = _reports(ledger).run_tree(run_id)
     if fmt == "json":
-        from outlay.reports import render_json
+        from outlay.reporting import render_json
 
         click.echo(render_json(tree))
         return
@@ -317,7 +317,7 @@ def reconcile(
         result = compare(ledger, provider, data, start=start, end=end, columns=columns,
                          tolerance=tolerance, environment=environment).to_json()  # fmt: skip
     if fmt == "json":
-        from outlay.reports import render_json
+        from outlay.reporting import render_json
 
         click.echo(render_json(result))
         return

@@ -1,4 +1,4 @@
-"""The CFO's report, as data: every number read back from the ledger through :class:`outlay.reports.Reports`.
+"""The CFO's report, as data: every number read back from the ledger (:class:`outlay.reporting.Reports`).
 
 The simulation's own tally (what ``record`` returned) is used only to reconcile: the ledger's total
 from the rollups, the sum of the ledger's events, and the sum of the recorded events must be the
@@ -12,7 +12,7 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any, Final
 
 from outlay._money import MONEY_CONTEXT, ZERO, money_str, money_sum
-from outlay.reports import Reports
+from outlay.reporting import Reports
 
 from ._platform import DAYS, START
 from ._simulate import Simulation

@@ -16,7 +16,7 @@ from typing import Any, Final
 from outlay._errors import InvalidInput
 from outlay._money import MONEY_CONTEXT, money_str
 from outlay.ledger import LedgerStore
-from outlay.reports import Reports
+from outlay.reporting import Reports
 
 __all__ = ["RunawayRun", "Spike", "runaway_runs", "spikes"]
 

@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from outlay._money import MONEY_CONTEXT, money_str
 from outlay.ledger import LedgerStore, Totals
-from outlay.reports import Reports
+from outlay.reporting import Reports
 
 from ._period import Period, parse_period
 from ._plans import Plans

@@ -3,7 +3,7 @@
 ::
 
     from outlay.ledger import SQLiteLedger
-    from outlay.reports import Reports
+    from outlay.reporting import Reports
 
     reports = Reports(SQLiteLedger(".outlay/outlay.db"))
     reports.breakdown("tenant,model", "2026-03-01", "2026-04-01")
