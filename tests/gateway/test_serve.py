@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from outlay._runtime import Outlay
-from outlay._serve import CombinedApp
-from outlay.api import create_app as create_api
-from outlay.gateway import create_app as create_gateway
+from outlay.cli._serve import assemble
 from outlay.gateway import load_settings
 from outlay.testing import FakeProvider, LiveServer
 
@@ -26,25 +25,31 @@ def test_a_call_through_the_gateway_shows_in_the_api_of_the_same_process(
     fake.reset()
     for name, value in _env(fake.url).items():
         monkeypatch.setenv(name, value)
-    settings = load_settings(_config(tmp_path))
-    secret = _new_key(tmp_path)
-    reporting = Outlay(settings.ledger)
-    app = CombinedApp(
-        create_gateway(settings),
-        create_api(reporting, tokens=[{"name": "f", "token": ADMIN, "role": "admin"}]),
-    )
+    budgets = tmp_path / "budgets.toml"
+    budgets.write_text('[[budget]]\nname = "monthly"\nscope = "tenant"\nlimit = "50.00"\nperiod = "month"\n')
+    settings = load_settings(_config(tmp_path, f'budgets = "{budgets}"\n'))
+    secret = _new_key(tmp_path, "--budget", "25.00/month")
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps([{"name": "f", "token": ADMIN, "role": "admin"}]))
+    app, with_api = assemble(settings, str(tokens))  # exactly what `outlay serve` runs
+    assert with_api
     with LiveServer(app, lifespan="on") as server:
         client = openai.OpenAI(base_url=server.url + "/v1", api_key=secret, max_retries=0)
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        admin = {"Authorization": f"Bearer {ADMIN}"}
         answer = httpx.get(
-            server.url + "/api/v1/tenants",
-            params={"from": "2000-01-01", "to": "2100-01-01"},
-            headers={"Authorization": f"Bearer {ADMIN}"},
+            server.url + "/api/v1/tenants", params={"from": "2000-01-01", "to": "2100-01-01"}, headers=admin
         )
+        status = httpx.get(server.url + "/api/v1/budgets/status", params={"tenant": "acme"}, headers=admin)
         assert httpx.get(server.url + "/openapi.json").status_code == 200
+    # The API reports the gateway's own counters: the file's policy and the key's budget, both
+    # charged with the call just made.
+    assert status.status_code == 200, status.text
+    rows = {(row["source"], row["name"] or ""): row for row in status.json()["rows"]}
+    assert {source for source, _ in rows} == {"policies", "key"}
+    assert all(Decimal(row["spent"]) > 0 and Decimal(row["reserved"]) == 0 for row in rows.values())
     assert answer.status_code == 200, answer.text
     rows = answer.json()["rows"] if isinstance(answer.json(), dict) else answer.json()
     [row] = [r for r in rows if r["tenant"] == "acme"]
     assert row["events"] == 1
     assert row["cost"] is not None
-    reporting.close()

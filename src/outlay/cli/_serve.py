@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import click
 
 from outlay._errors import OutlayError
+
+if TYPE_CHECKING:
+    from outlay._serve import CombinedApp
+    from outlay.gateway import GatewaySettings
 
 __all__ = ["serve"]
 
@@ -27,28 +32,41 @@ def serve(host: str, port: int, config_path: str | None, tokens_file: str | None
     try:
         import uvicorn
 
-        from outlay.gateway import create_app as create_gateway
         from outlay.gateway import load_settings
     except ImportError as exc:
         raise click.ClickException(
             f"outlay serve needs the gateway extra: pip install 'outlay[gateway]' ({exc.name})"
         ) from None
-    from outlay import Outlay
-    from outlay._serve import CombinedApp
-    from outlay.api import create_app as create_api
-
     try:
         settings = load_settings(config_path)
-        gateway = create_gateway(settings)
-        api = None
-        if tokens_file or os.environ.get("OUTLAY_API_TOKENS"):
-            api = create_api(Outlay(settings.ledger), tokens=tokens_file)
+        app, with_api = assemble(settings, tokens_file)
     except OutlayError as exc:
         raise click.ClickException(str(exc)) from None
-    if api is None:
+    if not with_api:
         click.echo("no API tokens (--tokens or OUTLAY_API_TOKENS): serving the gateway only", err=True)
     click.echo(f"outlay serve on http://{host}:{port} (ledger: {settings.ledger})", err=True)
     uvicorn.run(
-        CombinedApp(gateway, api), host=host, port=port, log_level=log_level, access_log=False,
+        app, host=host, port=port, log_level=log_level, access_log=False,
         lifespan="on", timeout_graceful_shutdown=30,
     )  # fmt: skip
+
+
+def assemble(settings: GatewaySettings, tokens: str | None) -> tuple[CombinedApp, bool]:
+    """The one-process app of ``outlay serve``, and whether the API is in it (it needs tokens).
+
+    The API reports budget status from the gateway's own engine (its store, policies and plans)
+    and key store, so both halves show the same counters.
+    """
+    from outlay import Outlay
+    from outlay._serve import CombinedApp
+    from outlay.api import create_app as create_api
+    from outlay.gateway import OutlayHooks
+    from outlay.gateway import create_app as create_gateway
+
+    gateway = create_gateway(settings)
+    api = None
+    if tokens or os.environ.get("OUTLAY_API_TOKENS"):
+        hooks = gateway.hooks
+        engine, keys = (hooks.engine, hooks.keys) if isinstance(hooks, OutlayHooks) else (None, None)
+        api = create_api(Outlay(settings.ledger), tokens=tokens, budget_store=engine, keys=keys)
+    return CombinedApp(gateway, api), api is not None
