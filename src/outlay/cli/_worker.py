@@ -23,7 +23,12 @@ __all__ = ["worker"]
     "--consumer", default="ledger", show_default=True, help="durable consumer name (shared by workers)."
 )
 @click.option("--batch-size", default=5000, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--once", is_flag=True, help="catch up to the end of the log, then exit.")
+@click.option(
+    "--once",
+    is_flag=True,
+    help="catch up to the end of the log, then exit (on NATS it waits up to 30 s for batches "
+    "held by other or killed workers).",
+)
 def worker(
     url: str | None,
     stream_url: str | None,

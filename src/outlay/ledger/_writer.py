@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -104,15 +105,27 @@ class LedgerWriter:
         self.stats.add(step)
         return step
 
-    def catch_up(self) -> WriterStats:
-        """Write everything up to the end of the log as it is now; returns this call's counts."""
+    def catch_up(self, *, patience: float = 30.0) -> WriterStats:
+        """Write everything up to the end of the log as it is now; returns this call's counts.
+
+        On a shared log (NATS) records past this consumer's position may be held by another
+        worker — or by one that died, until the log hands them out again (``ack_wait``). Then this
+        waits for them, up to ``patience`` seconds without progress, rather than stop short.
+        """
         total = WriterStats()
         target = self.log.end_offset()
+        idle_since: float | None = None
         while self.log.committed(self.consumer) < target:
-            step = self.run_once()
-            if not step.read:
+            step = self.run_once(timeout=0.0 if idle_since is None else 0.5)
+            if step.read:
+                total.add(step)
+                idle_since = None
+                continue
+            now = time.monotonic()
+            if idle_since is None:
+                idle_since = now
+            elif now - idle_since > patience:
                 break
-            total.add(step)
         return total
 
     def run_forever(self, stop: threading.Event, *, poll: float = 0.5) -> WriterStats:
