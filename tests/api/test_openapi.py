@@ -24,6 +24,11 @@ async def test_openapi_describes_every_endpoint(client: httpx.AsyncClient) -> No
         assert {"401", "403", "400"} <= set(op["responses"])
     ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
     assert len(ids) == len(set(ids))
+    # Request bodies say what they are: CloudEvents JSON for ingest, the provider's CSV to reconcile.
+    ingest = doc["paths"]["/api/v1/events"]["post"]["requestBody"]["content"]
+    reconcile = doc["paths"]["/api/v1/finance/reconcile"]["post"]["requestBody"]["content"]
+    assert ingest["application/json"]["schema"]["type"] == "array"
+    assert reconcile == {"text/csv": {"schema": {"type": "string"}}}
 
 
 async def test_docs_page_lists_endpoints_and_fetches_nothing(client: httpx.AsyncClient) -> None:

@@ -77,4 +77,5 @@ class Endpoint:
     tag: str = "usage"
     admin_only: bool = False
     body: str | None = None  # description of the request body, if any
+    body_media: str = "application/json"  # its media type (a JSON array of objects, or text)
     responses: Mapping[int, str] = field(default_factory=dict)

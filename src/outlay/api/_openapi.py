@@ -75,7 +75,13 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         op["requestBody"] = {
             "required": True,
             "description": endpoint.body,
-            "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}},
+            "content": {
+                endpoint.body_media: {
+                    "schema": {"type": "array", "items": {"type": "object"}}
+                    if endpoint.body_media == "application/json"
+                    else {"type": "string"}
+                }
+            },
         }
     return op
 

@@ -53,5 +53,6 @@ ENDPOINTS: Final = (
              "export's days", ("provider", "from", "to", "environment", "tolerance", "columns"),
              tag="finance", admin_only=True,
              body="The provider's usage or cost export as CSV text (OpenAI, Anthropic or date,model,cost)",
+             body_media="text/csv",
              responses={400: "a malformed export: the message names the line and column"}),
 )  # fmt: skip
