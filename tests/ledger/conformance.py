@@ -337,6 +337,24 @@ class LedgerStoreConformance:
         ids = [e.event.event_id for e in ledger.entries(T0, T0 + timedelta(seconds=1))]
         assert sorted(ids) == sorted(e.event_id for e in events)
 
+    def test_entries_of_one_tenant_page_through_interleaved_tenants(self, ledger: LedgerStore) -> None:
+        # Two tenants interleaved over the same instants, across several pages: one tenant's
+        # entries are all of its events, in time order, and nobody else's.
+        events = [
+            event(time=T0 + timedelta(milliseconds=i // 3), tenant_id="acme" if i % 3 else "globex")
+            for i in range(3100)
+        ]
+        ledger.write(events)
+        end = T0 + timedelta(seconds=5)
+        acme = list(ledger.entries(T0, end, tenant="acme"))
+        assert sorted(e.event.event_id for e in acme) == sorted(
+            e.event_id for e in events if e.tenant_id == "acme"
+        )
+        assert [e.event.time for e in acme] == sorted(e.event.time for e in acme)
+        assert {e.event.tenant_id for e in ledger.entries(T0, end, tenant="globex")} == {"globex"}
+        assert list(ledger.entries(T0, end, tenant="nobody")) == []
+        assert len(list(ledger.entries(T0, end))) == 3100
+
     # --- concurrency -----------------------------------------------------------------------------
 
     def test_threads_writing_overlapping_batches_count_each_event_once(self, ledger: LedgerStore) -> None:

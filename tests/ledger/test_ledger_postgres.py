@@ -175,7 +175,7 @@ def test_migrations_apply_once_when_workers_start_together(
     # A second migration that fails if run twice (ADD COLUMN without IF NOT EXISTS).
     migrations = [
         *_postgres_schema.MIGRATIONS,
-        (2, "rejects note", "ALTER TABLE {s}.rejects ADD COLUMN note text"),
+        (3, "rejects note", "ALTER TABLE {s}.rejects ADD COLUMN note text"),
     ]
     monkeypatch.setattr(_postgres_session, "MIGRATIONS", migrations)
     barrier = threading.Barrier(8)
@@ -197,7 +197,7 @@ def test_migrations_apply_once_when_workers_start_together(
     assert errors == []
     assert len(made) == 8
     versions = _admin(postgres_url, f'SELECT version, name FROM "{schema}".schema_migrations ORDER BY 1')
-    assert versions == [(1, "ledger tables"), (2, "rejects note")]
+    assert versions == [(1, "ledger tables"), (2, "events by tenant and time"), (3, "rejects note")]
     made[0].write([event()])
     assert made[-1].event_count() == 1  # every worker sees the one ledger
 

@@ -92,7 +92,7 @@ def decisions(call: Call) -> dict[str, Any]:
     for day in days:
         first = datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC)
         low, high = max(first, window.start), min(first + timedelta(days=1), window.end)
-        for entry in call.outlay.ledger.entries(low, high):
+        for entry in call.outlay.ledger.entries(low, high, tenant=tenant):
             event = entry.event
             if not event.operation.startswith(_DECISION) or (
                 tenant is not None and event.tenant_id != tenant

@@ -100,7 +100,7 @@ def matching_entries(
     call: Call, window: Window, filters: Filters, start: datetime, skip: tuple[int, str] | None
 ) -> Iterator[LedgerEntry]:
     call.reports()  # catch the ledger up with the log first
-    entries = call.outlay.ledger.entries(start, window.end)
+    entries = call.outlay.ledger.entries(start, window.end, tenant=filters.get("tenant"))
     return _after(entries, *skip) if skip else entries
 
 

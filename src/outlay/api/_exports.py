@@ -97,7 +97,7 @@ def _export(call: Call) -> _Export:
     filters = Filters({"tenant": tenant, "environment": environment})
     rows = (
         entry_json(e)
-        for e in call.outlay.ledger.entries(window.start, window.end)
+        for e in call.outlay.ledger.entries(window.start, window.end, tenant=tenant)
         if e.event.tenant_id == filters.get("tenant") and e.event.environment == environment
     )
     return _Export(tenant, period, "entries", environment, _ENTRY_COLUMNS, rows)

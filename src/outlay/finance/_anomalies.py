@@ -160,7 +160,7 @@ def runaway_runs(
     if not 2 <= min_runs <= 10_000:
         raise InvalidInput(f"must be from 2 to 10000, got {min_runs}", field="min_runs")
     runs: dict[str, _Run] = {}
-    for entry in ledger.entries(start.astimezone(UTC), end.astimezone(UTC)):
+    for entry in ledger.entries(start.astimezone(UTC), end.astimezone(UTC), tenant=tenant):
         event = entry.event
         root = event.root_run_id or event.run_id
         if root is None or (environment is not None and event.environment != environment):

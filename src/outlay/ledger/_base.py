@@ -176,8 +176,9 @@ class LedgerStore(ABC):
         """Adjustments in the order they were appended, all or those of one event."""
 
     @abstractmethod
-    def entries(self, start: datetime, end: datetime) -> Iterator[LedgerEntry]:
-        """Events with ``start <= time < end`` with their effective rating, in time order."""
+    def entries(self, start: datetime, end: datetime, *, tenant: str | None = None) -> Iterator[LedgerEntry]:
+        """Events with ``start <= time < end`` with their effective rating, in time order; only
+        ``tenant``'s when given (read through an index, not filtered after reading everyone's)."""
 
     @abstractmethod
     def event_count(self) -> int:

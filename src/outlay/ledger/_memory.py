@@ -157,10 +157,17 @@ class InMemoryLedger(LedgerStore):
         with self._lock:
             return [a for a in self._adjustments if event_id is None or a.event_id == event_id]
 
-    def entries(self, start: datetime, end: datetime) -> Iterator[LedgerEntry]:
+    def entries(self, start: datetime, end: datetime, *, tenant: str | None = None) -> Iterator[LedgerEntry]:
         low, high = time_us(start), time_us(end)
         with self._lock:
-            chosen = sorted((s for s in self._events.values() if low <= s.us < high), key=lambda s: s.us)
+            chosen = sorted(
+                (
+                    s
+                    for s in self._events.values()
+                    if low <= s.us < high and (tenant is None or s.event.tenant_id == tenant)
+                ),
+                key=lambda s: s.us,
+            )
             snapshot = [
                 LedgerEntry(s.event, s.priced, s.cost, s.price_version, s.unpriced_reason, s.adjustments)
                 for s in chosen

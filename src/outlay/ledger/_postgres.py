@@ -114,16 +114,19 @@ class PostgresLedger(LedgerStore):
             rows = self._query(sql + " WHERE event_id = %s ORDER BY seq", (event_id,))
         return [Adjustment(*row) for row in rows]
 
-    def entries(self, start: datetime, end: datetime) -> Iterator[LedgerEntry]:
+    def entries(self, start: datetime, end: datetime, *, tenant: str | None = None) -> Iterator[LedgerEntry]:
+        where = "e.time >= %s AND e.time < %s AND (e.time, e.seq) > (%s, %s)"
+        if tenant is not None:
+            where = "e.tenant = %s AND " + where  # index events_tenant_time
         sql = (
             f"SELECT e.seq, e.time, e.payload, {EFFECTIVE} FROM {FROM_EVENTS}"
-            " WHERE e.time >= %s AND e.time < %s AND (e.time, e.seq) > (%s, %s)"
-            " ORDER BY e.time, e.seq LIMIT %s"
+            f" WHERE {where} ORDER BY e.time, e.seq LIMIT %s"
         )
+        first = () if tenant is None else (tenant,)
         position: tuple[datetime, int] = (start, -1)  # seq > -1: the first page includes time == start
         while True:
             # Page by (time, seq) so no transaction stays open while the caller works.
-            rows = self._query(sql, (start, end, *position, _PAGE))
+            rows = self._query(sql, (*first, start, end, *position, _PAGE))
             for seq, moment, payload, priced, cost, version, reason, count in rows:
                 position = (moment, seq)
                 yield LedgerEntry(decode_event(payload), priced, cost, version, reason, count)

@@ -157,7 +157,11 @@ CREATE INDEX rejects_time ON {{s}}.rejects (time);
 """
 
 #: ``(version, name, sql)`` in order; applied once each, recorded in ``schema_migrations``.
-MIGRATIONS: Final[list[tuple[int, str, str]]] = [(1, "ledger tables", _V1)]
+MIGRATIONS: Final[list[tuple[int, str, str]]] = [
+    (1, "ledger tables", _V1),
+    # One tenant's events of a window (exports, audit, the event list) without reading everyone's.
+    (2, "events by tenant and time", "CREATE INDEX events_tenant_time ON {s}.events (tenant, time, seq);"),
+]
 
 # -- per-session staging tables -----------------------------------------------------------------
 

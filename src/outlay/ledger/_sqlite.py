@@ -352,17 +352,22 @@ class SQLiteLedger(LedgerStore):
             for aid, eid, us, version, priced, cost, previous, delta, reason in rows
         ]
 
-    def entries(self, start: datetime, end: datetime) -> Iterator[LedgerEntry]:
+    def entries(self, start: datetime, end: datetime, *, tenant: str | None = None) -> Iterator[LedgerEntry]:
         high = time_us(end)
         position = (time_us(start), -1)  # seq > -1: the first page includes time == start
+        # A row-value bound, so each page is an index seek to where the last one stopped (an OR of
+        # time and seq made SQLite rescan from the window's start on every page: quadratic).
+        where = "(e.time_us, e.seq) > (?, ?) AND e.time_us < ?"
+        if tenant is not None:
+            where = "e.tenant = ? AND " + where  # index ledger_events_tenant_time
         sql = (
             f"SELECT e.seq, e.time_us, e.payload, {EFFECTIVE} FROM {FROM_EVENTS}"
-            " WHERE e.time_us < ? AND (e.time_us > ? OR (e.time_us = ? AND e.seq > ?))"
-            " ORDER BY e.time_us, e.seq LIMIT ?"
+            f" WHERE {where} ORDER BY e.time_us, e.seq LIMIT ?"
         )
+        first = () if tenant is None else (tenant,)
         while True:
             # Page by (time, seq) so no read transaction stays open while the caller works.
-            rows = self._query(sql, (high, position[0], position[0], position[1], _PAGE))
+            rows = self._query(sql, (*first, position[0], position[1], high, _PAGE))
             for seq, us, payload, priced, cost, version, reason, count in rows:
                 position = (us, seq)
                 yield LedgerEntry(decode_event(payload), bool(priced), _money(cost), version, reason, count)

@@ -63,6 +63,7 @@ CREATE TABLE IF NOT EXISTS ledger_events (
 );
 CREATE INDEX IF NOT EXISTS ledger_events_time ON ledger_events (time_us);
 CREATE INDEX IF NOT EXISTS ledger_events_unpriced ON ledger_events (time_us) WHERE priced = 0;
+CREATE INDEX IF NOT EXISTS ledger_events_tenant_time ON ledger_events (tenant, time_us);
 
 CREATE TABLE IF NOT EXISTS ledger_rollups (
     day TEXT NOT NULL,
