@@ -110,10 +110,6 @@ class UpstreamPool:
         self._proxies: dict[str, str | None] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    @property
-    def started(self) -> bool:
-        return bool(self._sessions)
-
     def start(self) -> None:
         """Create the sessions for the running loop (idempotent). Connections open lazily and are
         then kept alive; a pool made on another loop (a test's) is dropped, not shared."""
