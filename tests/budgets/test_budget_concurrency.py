@@ -103,6 +103,7 @@ def _worker(path: str, start: Any, estimate: str, actual: str, out: Any) -> None
             reservation = engine.reserve(TENANT, estimate)
         except BudgetExceeded:
             break
+        time.sleep(0.0005)  # the provider call: the store's lock is free meanwhile, as in real use
         engine.settle(reservation, actual)
         spent.append(actual)
     store.close()

@@ -223,7 +223,11 @@ class SQLiteBudgetStore(BudgetStore):
             for index, (kl, st) in enumerate(zip(keys, statuses, strict=True)):
                 if kl.limit is not None and _add(_add(st.spent, st.reserved), amount) > kl.limit:
                     return StoreResult(False, statuses, index)
-            self._shift_reserved(db, keys, amount)
+            for kl, st in zip(keys, statuses, strict=True):
+                if kl.window is None:  # the status read is the counter row: no second read
+                    self._put(db, kl.key, st.spent, _add(st.reserved, amount))
+                else:
+                    self._shift_reserved(db, (kl,), amount)
             db.execute(
                 "INSERT INTO budget_holds (id, keys, amount, expires, state) VALUES (?, ?, ?, ?, ?)",
                 (reservation_id, json.dumps([[k.key, k.window] for k in keys]), str(amount), now + ttl, HELD),
@@ -241,14 +245,26 @@ class SQLiteBudgetStore(BudgetStore):
             keys, amount, state = self._hold(db, reservation_id)
             if state in (SETTLED, RELEASED):
                 return StoreResult(False, tuple(self._status(db, k.key, k.window, now) for k in keys))
-            if state == HELD:
-                self._shift_reserved(db, keys, -amount)
-            self._add_spend(db, keys, amount if actual is None else actual, now)
+            cost = amount if actual is None else actual
+            statuses: list[KeyStatus] = []
+            for kl in keys:
+                if kl.window is None:  # one read and one write of the counter row
+                    spent, reserved = self._reserved(db, kl.key)
+                    if state == HELD:
+                        reserved = _sub(reserved, amount)
+                    spent = _add(spent, cost)
+                    self._put(db, kl.key, spent, reserved)
+                    statuses.append(KeyStatus(kl.key, spent, reserved))
+                    continue
+                if state == HELD:
+                    self._shift_reserved(db, (kl,), -amount)
+                self._add_spend(db, (kl,), cost, now)
+                statuses.append(self._status(db, kl.key, kl.window, now))
             db.execute(
                 "UPDATE budget_holds SET state = ?, forget_at = COALESCE(forget_at, ?) WHERE id = ?",
                 (SETTLED, now + self._retention, reservation_id),
             )
-            return StoreResult(True, tuple(self._status(db, k.key, k.window, now) for k in keys))
+            return StoreResult(True, tuple(statuses))
 
     def release(self, reservation_id: str) -> bool:
         with self._tx() as db:
