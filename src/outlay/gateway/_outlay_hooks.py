@@ -241,7 +241,10 @@ class OutlayHooks:
                             results[i] = (True, self._admit(*args))
                         except Exception as exc:
                             results[i] = (False, exc)
-        except Exception as exc:  # the batch's commit failed: nothing of it holds
+        except Exception as exc:
+            # The budget transaction failed to commit: its holds and settles are undone (the
+            # events already appended stay recorded; their holds lapse at their TTL), and every
+            # call of the batch is answered with the error rather than a silent success.
             return [(False, exc)] * len(jobs)
         return results
 
