@@ -12,13 +12,15 @@ import json
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
-from outlay._errors import BackendError, BackendUnavailable, InvalidInput
+from outlay._checkpoint import DEFAULT_INTERVAL, Checkpointer
+from outlay._errors import BackendError, BackendUnavailable, ConfigError, InvalidInput
 from outlay._money import MONEY_CONTEXT, ZERO
 
 from ._store import (
@@ -56,7 +58,11 @@ CREATE INDEX IF NOT EXISTS budget_holds_forget ON budget_holds (forget_at);
 
 
 class SQLiteBudgetStore(BudgetStore):
-    """Budget counters in a SQLite file (WAL), shared by every process that opens the same path."""
+    """Budget counters in a SQLite file (WAL), shared by every process that opens the same path.
+
+    ``checkpoint_interval``: seconds between WAL checkpoints run on a background thread (see
+    :mod:`outlay._checkpoint`); ``None`` leaves them to SQLite, inside whichever commit fills the log.
+    """
 
     def __init__(
         self,
@@ -65,7 +71,10 @@ class SQLiteBudgetStore(BudgetStore):
         clock: Callable[[], float] = time.time,
         retention: float = DEFAULT_RETENTION,
         busy_timeout: float = 30.0,
+        checkpoint_interval: float | None = DEFAULT_INTERVAL,
     ) -> None:
+        if checkpoint_interval is not None and not checkpoint_interval > 0:
+            raise ConfigError("checkpoint_interval must be > 0 seconds or None", field="checkpoint_interval")
         self.clock = clock
         self._retention = retention
         self._lock = threading.RLock()  # re-entered by the operations of a batch()
@@ -82,6 +91,14 @@ class SQLiteBudgetStore(BudgetStore):
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+            # WAL checkpoints on a background thread, not inside an unlucky reserve or settle.
+            self._checkpointer = (
+                Checkpointer(str(path), self._db, synchronous="NORMAL", interval=checkpoint_interval)
+                if checkpoint_interval is not None
+                else None
+            )
+            if self._checkpointer is not None:  # a store dropped without close() stops it too
+                weakref.finalize(self, self._checkpointer.close)
         except sqlite3.Error as exc:
             raise BackendUnavailable(f"cannot open budget store {str(path)!r}: {exc}") from exc
 
@@ -287,5 +304,7 @@ class SQLiteBudgetStore(BudgetStore):
             return self._status(db, key, window, now)
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._lock:
             self._db.close()

@@ -16,11 +16,13 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Final
 
+from outlay._checkpoint import DEFAULT_INTERVAL, Checkpointer
 from outlay._errors import BackendError, ConfigError, InvalidInput
 
 from ._base import EventLog, LogRecord, check_consumer, check_offset, check_payloads, check_read_args
@@ -65,12 +67,19 @@ class SQLiteEventLog(EventLog):
 
     ``busy_timeout`` is how long a write waits for another *process* holding the file's write
     lock; ``poll_interval`` bounds how late a waiting ``read`` sees records appended by another
-    process (appends in this process wake readers at once). Open the log after ``fork()``, never
+    process (appends in this process wake readers at once); ``checkpoint_interval`` is the seconds
+    between WAL checkpoints on a background thread (:mod:`outlay._checkpoint`; ``None``: SQLite runs
+    them inside whichever append's commit fills the log). Open the log after ``fork()``, never
     before: SQLite connections must not cross a fork.
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0, poll_interval: float = 0.05
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 30.0,
+        poll_interval: float = 0.05,
+        checkpoint_interval: float | None = DEFAULT_INTERVAL,
     ) -> None:
         self._path = os.fspath(path)
         if not self._path or self._path == ":memory:" or self._path.startswith("file:"):
@@ -80,6 +89,8 @@ class SQLiteEventLog(EventLog):
             )
         if not busy_timeout > 0 or not poll_interval > 0:
             raise ConfigError("busy_timeout and poll_interval must be > 0 seconds", field="busy_timeout")
+        if checkpoint_interval is not None and not checkpoint_interval > 0:
+            raise ConfigError("checkpoint_interval must be > 0 seconds or None", field="checkpoint_interval")
         self._busy_timeout = busy_timeout
         self._poll_interval = poll_interval
         self._closed = False
@@ -104,6 +115,14 @@ class SQLiteEventLog(EventLog):
                 raise
             try:
                 self._init_schema()
+                # WAL checkpoints on a background thread, not inside an unlucky append's commit.
+                self._checkpointer = (
+                    Checkpointer(self._path, self._writer, synchronous="FULL", interval=checkpoint_interval)
+                    if checkpoint_interval is not None
+                    else None
+                )
+                if self._checkpointer is not None:  # a store dropped without close() stops it too
+                    weakref.finalize(self, self._checkpointer.close)
             except BaseException:
                 self._reader.close()
                 self._writer.close()
@@ -314,6 +333,8 @@ class SQLiteEventLog(EventLog):
             # Appends already queued still commit (their callers are waiting); new ones are refused.
             while self._leading or self._queue:
                 self._group.wait()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._write_lock, self._read_lock, self._translate("close"):
             self._reader.close()
             self._writer.close()

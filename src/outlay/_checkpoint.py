@@ -1,0 +1,84 @@
+"""WAL checkpoints off the committing thread, for the SQLite files on a request path.
+
+SQLite checkpoints inside whichever ``COMMIT`` grows the write-ahead log past
+``wal_autocheckpoint`` pages (1000 by default): that commit then copies the log into the database
+file and fsyncs it, a stall of one to a few milliseconds every few hundred commits that lands on
+whatever call happened to commit — in the gateway, the p99 of admissions. A
+:class:`Checkpointer` raises the hot connection's threshold to ``fallback_pages`` (so the log stays
+bounded even if the checkpointer stops) and runs ``SELECT 1`` every
+``interval`` seconds from its own connection on a daemon thread. A passive checkpoint never blocks
+a writer or a reader, and the sqlite3 module releases the GIL while it runs, so it proceeds on
+another core while commits continue. Durability is unchanged: a commit is as durable as the
+connection's ``synchronous`` setting makes it before any checkpoint; the checkpointer's connection
+uses the same setting, so a checkpoint syncs what it copies.
+
+Several processes may each run one on the same file: a checkpoint that finds another in progress
+returns at once (busy) and the next one catches up.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from typing import Final
+
+__all__ = ["DEFAULT_INTERVAL", "Checkpointer"]
+
+#: Seconds between background checkpoints.
+DEFAULT_INTERVAL: Final = 0.2
+#: The hot connection's own threshold (pages of ~4 KiB), reached only if the checkpointer stalls.
+FALLBACK_PAGES: Final = 20_000
+
+
+class Checkpointer:
+    """Checkpoints the WAL of the SQLite file ``path`` every ``interval`` seconds on a daemon thread.
+
+    ``connection`` is the caller's hot (committing) connection: its ``wal_autocheckpoint`` is raised
+    to ``fallback_pages``. Call :meth:`close` before closing that connection's database for good.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        connection: sqlite3.Connection,
+        *,
+        synchronous: str,
+        interval: float = DEFAULT_INTERVAL,
+        fallback_pages: int = FALLBACK_PAGES,
+        name: str = "outlay-checkpoint",
+    ) -> None:
+        if not interval > 0:
+            raise ValueError(f"interval must be > 0 seconds, got {interval!r}")
+        if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+            raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, got {synchronous!r}")
+        self.interval = interval
+        self.checkpoints = 0  # completed passes (for tests and diagnostics)
+        self._stop = threading.Event()
+        self._own = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+        try:
+            self._own.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            connection.execute(f"PRAGMA wal_autocheckpoint={int(fallback_pages)}")
+        except BaseException:
+            self._own.close()
+            raise
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.interval):
+                try:
+                    self._own.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error:
+                    # Busy or a transient I/O error: the next pass retries, and the hot connection's
+                    # fallback threshold bounds the log meanwhile.
+                    continue
+                self.checkpoints += 1
+        finally:
+            self._own.close()
+
+    def close(self) -> None:
+        """Stop the thread (after the pass in progress, if any). Idempotent."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
