@@ -27,7 +27,7 @@ __all__ = ["DEFAULT_INTERVAL", "Checkpointer"]
 #: Seconds between background checkpoints.
 DEFAULT_INTERVAL: Final = 0.2
 #: The hot connection's own threshold (pages of ~4 KiB), reached only if the checkpointer stalls.
-FALLBACK_PAGES: Final = 20_000
+FALLBACK_PAGES: Final = 4000
 
 
 class Checkpointer:
