@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
+import pytest
 
-from .conftest import ACME, ADMIN, WINDOW, auth
+from outlay import Outlay
+from outlay._runtime import decision_event
+from outlay.api import create_app
+from outlay.budgets import Decision
+
+from .conftest import ACME, ADMIN, GLOBEX, T0, TOKENS, WINDOW, auth, event
 
 PROD = {**WINDOW, "environment": "production"}
 
@@ -97,6 +105,52 @@ async def test_budget_decisions(client: httpx.AsyncClient) -> None:
     assert [d["tenant"] for d in r.json()["decisions"]] == ["globex"]
     r = await get(client, "/api/v1/budgets/decisions", **WINDOW, limit="1")
     assert len(r.json()["decisions"]) == 1 and r.json()["truncated"] is True
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_decisions_are_only_the_asked_tenants_decisions_of_the_day(
+    backend: str, tmp_path: Path
+) -> None:
+    # One day holding both tenants' decisions among many ordinary events (more than a ledger page)
+    # and operations that only look like decisions: a listing shows exactly the decisions asked for.
+    def decision(kind: str, tenant: str, minutes: int) -> Decision:
+        return Decision(
+            kind=kind, message=f"{tenant} {kind}", tenant=tenant, time=T0 + timedelta(minutes=minutes)
+        )
+
+    acme = [
+        decision("denied", "acme", 1),
+        decision("soft_exceeded", "acme", 30),
+        decision("denied", "acme", 90),
+    ]
+    globex = [decision("denied", "globex", 2), decision("throttled", "globex", 60)]
+    noise = [
+        event(time=T0 + timedelta(seconds=i), tenant_id=("acme", "globex")[i % 2], cost=Decimal("0.01"))
+        for i in range(2500)
+    ]
+    noise += [event(time=T0 + timedelta(minutes=5), operation=op) for op in ("decision", "decisions:denied")]
+    # Listed as a decision (its operation starts with "decision:") but never as a "denied" one.
+    lookalike = event(time=T0 + timedelta(minutes=6), operation="decision:deniedly", cost=Decimal("0"))
+    noise.append(lookalike)
+    instance = Outlay("memory://" if backend == "memory" else str(tmp_path / "outlay.db"))
+    instance.ledger.write([*noise, *(decision_event(d) for d in acme + globex)])
+    app = create_app(instance, tokens=TOKENS)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+
+            async def ids(token: str, **params: str) -> list[str]:
+                r = await get(c, "/api/v1/budgets/decisions", token, **WINDOW, **params)
+                assert r.status_code == 200, r.text
+                return [d["id"] for d in r.json()["decisions"]]
+
+            acme_ids = [d.id for d in acme]
+            assert await ids(ACME) == [acme_ids[0], lookalike.event_id, *acme_ids[1:]]
+            assert await ids(ADMIN, tenant="acme", kind="denied") == [acme_ids[0], acme_ids[2]]
+            assert await ids(GLOBEX, kind="denied") == [globex[0].id]
+            assert await ids(GLOBEX) == [d.id for d in globex]
+            assert await ids(ADMIN, kind="soft_exceeded") == [acme_ids[1]]
+    finally:
+        instance.close()
 
 
 async def test_csv_exports_carry_their_hash(client: httpx.AsyncClient) -> None:

@@ -355,6 +355,86 @@ class LedgerStoreConformance:
         assert list(ledger.entries(T0, end, tenant="nobody")) == []
         assert len(list(ledger.entries(T0, end))) == 3100
 
+    def test_entries_by_operation_prefix_page_through_with_a_tenant(self, ledger: LedgerStore) -> None:
+        # More matching events than one page, interleaved with near misses ("decisions",
+        # "decision;", a different case) and another tenant, several per instant: every page must
+        # keep the filter, and no matching event may be skipped or repeated at a page boundary.
+        operations = (
+            "decision:denied",
+            "chat",
+            "decision:downgraded",
+            "decisions",
+            "decision",
+            "decision;",
+            "Decision:denied",
+            "decision:",
+        )
+        events = [
+            event(
+                time=T0 + timedelta(milliseconds=i // 4),
+                tenant_id="acme" if i % 5 else "globex",
+                operation=operations[i % len(operations)],
+            )
+            for i in range(6000)
+        ]
+        ledger.write(events)
+        end = T0 + timedelta(seconds=5)
+
+        def expect(prefix: str, tenant: str | None) -> list[str]:
+            return sorted(
+                e.event_id for e in events if e.operation.startswith(prefix) and tenant in (None, e.tenant_id)
+            )
+
+        for prefix, tenant in (
+            ("decision:", "acme"),
+            ("decision:", None),
+            ("decision:", "globex"),
+            ("decision:down", "acme"),
+            ("decision", "acme"),
+        ):
+            found = list(ledger.entries(T0, end, tenant=tenant, operation_prefix=prefix))
+            assert sorted(e.event.event_id for e in found) == expect(prefix, tenant), (prefix, tenant)
+            assert [e.event.time for e in found] == sorted(e.event.time for e in found)
+        assert len(expect("decision:", "acme")) > 1000  # more than a page of matches
+        assert {e.event.operation for e in ledger.entries(T0, end, operation_prefix="decision:")} == {
+            "decision:denied",
+            "decision:downgraded",
+            "decision:",
+        }
+        # An empty prefix keeps everything, like str.startswith(""); an unknown one keeps nothing.
+        assert len(list(ledger.entries(T0, end, tenant="acme", operation_prefix=""))) == 4800
+        assert list(ledger.entries(T0, end, tenant="acme", operation_prefix="decision:throttled")) == []
+
+    def test_operation_prefix_has_no_wildcards(self, ledger: LedgerStore) -> None:
+        operations = (
+            "cost_50%:a",
+            "cost_50%",
+            "cost_50%%",
+            "costX50%:b",  # would match if "_" were a wildcard
+            "cost_50X:c",  # would match if "%" were a wildcard
+            "cost_5",
+            "cost_50&",  # "%" + 1: the first string past the range
+            "op\U0010ffff",
+            "op\U0010ffffz",
+            "oq",  # past "op\U0010ffff...", but must not match it
+            "a\ud7ffz",
+            "a\ue000",  # the code point after U+D7FF once surrogates are skipped
+        )
+        events = [event(time=T0 + timedelta(seconds=i), operation=op) for i, op in enumerate(operations)]
+        ledger.write(events)
+        end = T0 + timedelta(minutes=1)
+
+        def found(prefix: str) -> list[str]:
+            return [
+                e.event.operation for e in ledger.entries(T0, end, tenant="acme", operation_prefix=prefix)
+            ]
+
+        assert found("cost_50%") == ["cost_50%:a", "cost_50%", "cost_50%%"]
+        assert found("cost_") == ["cost_50%:a", "cost_50%", "cost_50%%", "cost_50X:c", "cost_5", "cost_50&"]
+        assert found("%") == found("_") == []
+        assert found("op\U0010ffff") == ["op\U0010ffff", "op\U0010ffffz"]
+        assert found("a\ud7ff") == ["a\ud7ffz"]
+
     # --- concurrency -----------------------------------------------------------------------------
 
     def test_threads_writing_overlapping_batches_count_each_event_once(self, ledger: LedgerStore) -> None:

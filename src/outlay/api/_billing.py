@@ -82,23 +82,24 @@ def decisions(call: Call) -> dict[str, Any]:
     limit = parse_limit(call.query.get("limit"), default=100, maximum=1000)
     filters = Filters({} if tenant is None else {"tenant": tenant})
     reports = call.reports()
+    prefix = _DECISION + (kind or "")
     # Find the days with decisions from the rollups, then read only those days' events.
     days = sorted(
         {str(t.key[0]) for t in filtered_totals(reports, ("day", "operation"), window, filters)
-         if (t.key[1] or "").startswith(_DECISION + (kind or ""))}
+         if (t.key[1] or "").startswith(prefix)}
     )  # fmt: skip
     rows: list[dict[str, Any]] = []
     truncated = False
     for day in days:
         first = datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC)
         low, high = max(first, window.start), min(first + timedelta(days=1), window.end)
-        for entry in call.outlay.ledger.entries(low, high, tenant=tenant):
+        # The ledger filters on the prefix, so the day's other events are never decoded; a kind is
+        # still compared exactly, as its prefix would also match a longer kind.
+        for entry in call.outlay.ledger.entries(low, high, tenant=tenant, operation_prefix=prefix):
             event = entry.event
-            if not event.operation.startswith(_DECISION) or (
+            if (kind is not None and event.operation != prefix) or (
                 tenant is not None and event.tenant_id != tenant
             ):
-                continue
-            if kind is not None and event.operation != _DECISION + kind:
                 continue
             if len(rows) >= limit:
                 truncated = True

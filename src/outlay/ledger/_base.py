@@ -35,6 +35,7 @@ __all__ = [
     "RunTotals",
     "Totals",
     "WriteResult",
+    "prefix_bounds",
 ]
 
 #: Keys the rollups are grouped by (``origin`` is set only for unattributed events).
@@ -51,6 +52,24 @@ GROUP_KEYS: Final = (
 )
 #: Keys :meth:`LedgerStore.event_totals` accepts: the rollup keys plus the unpriced reason.
 EVENT_GROUP_KEYS: Final = (*GROUP_KEYS, "reason")
+_MAX_CODE_POINT: Final = chr(0x10FFFF)
+
+
+def prefix_bounds(prefix: str) -> tuple[str, str | None]:
+    """``(low, high)`` such that a string starts with ``prefix`` exactly when ``low <= s < high``.
+
+    In code-point order, which is UTF-8 byte order: SQLite's ``BINARY`` and PostgreSQL's ``"C"``
+    collation. So a prefix filter is an index-friendly range, and ``%`` or ``_`` in the prefix are
+    plain characters (as they would not be in an unescaped ``LIKE``). ``high`` is ``None`` when no
+    string bounds the range (a prefix of U+10FFFF characters only).
+    """
+    stem = prefix.rstrip(_MAX_CODE_POINT)
+    if not stem:
+        return prefix, None
+    point = ord(stem[-1]) + 1
+    if 0xD800 <= point <= 0xDFFF:
+        point = 0xE000  # surrogates cannot be stored (nor bound as UTF-8): skip to the next code point
+    return prefix, stem[:-1] + chr(point)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +195,21 @@ class LedgerStore(ABC):
         """Adjustments in the order they were appended, all or those of one event."""
 
     @abstractmethod
-    def entries(self, start: datetime, end: datetime, *, tenant: str | None = None) -> Iterator[LedgerEntry]:
+    def entries(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        tenant: str | None = None,
+        operation_prefix: str | None = None,
+    ) -> Iterator[LedgerEntry]:
         """Events with ``start <= time < end`` with their effective rating, in time order; only
-        ``tenant``'s when given (read through an index, not filtered after reading everyone's)."""
+        ``tenant``'s when given (read through an index, not filtered after reading everyone's).
+
+        ``operation_prefix`` keeps only events whose ``operation`` starts with it, compared
+        character by character (no wildcards); filtered by the store, so events left out are never
+        decoded. An empty prefix keeps every event, as ``str.startswith("")`` does.
+        """
 
     @abstractmethod
     def event_count(self) -> int:

@@ -157,14 +157,23 @@ class InMemoryLedger(LedgerStore):
         with self._lock:
             return [a for a in self._adjustments if event_id is None or a.event_id == event_id]
 
-    def entries(self, start: datetime, end: datetime, *, tenant: str | None = None) -> Iterator[LedgerEntry]:
+    def entries(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        tenant: str | None = None,
+        operation_prefix: str | None = None,
+    ) -> Iterator[LedgerEntry]:
         low, high = time_us(start), time_us(end)
         with self._lock:
             chosen = sorted(
                 (
                     s
                     for s in self._events.values()
-                    if low <= s.us < high and (tenant is None or s.event.tenant_id == tenant)
+                    if low <= s.us < high
+                    and (tenant is None or s.event.tenant_id == tenant)
+                    and (operation_prefix is None or s.event.operation.startswith(operation_prefix))
                 ),
                 key=lambda s: s.us,
             )

@@ -26,6 +26,7 @@ from ._base import (
     RunTotals,
     Totals,
     WriteResult,
+    prefix_bounds,
 )
 from ._grain import combine, plan
 from ._postgres_query import EFFECTIVE, FROM_EVENTS, event_totals_sql, rollup_totals_sql, runs_sql, to_totals
@@ -114,19 +115,33 @@ class PostgresLedger(LedgerStore):
             rows = self._query(sql + " WHERE event_id = %s ORDER BY seq", (event_id,))
         return [Adjustment(*row) for row in rows]
 
-    def entries(self, start: datetime, end: datetime, *, tenant: str | None = None) -> Iterator[LedgerEntry]:
+    def entries(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        tenant: str | None = None,
+        operation_prefix: str | None = None,
+    ) -> Iterator[LedgerEntry]:
         where = "e.time >= %s AND e.time < %s AND (e.time, e.seq) > (%s, %s)"
+        first: tuple[str, ...] = ()
         if tenant is not None:
             where = "e.tenant = %s AND " + where  # index events_tenant_time
+            first = (tenant,)
+        rest: tuple[str, ...] = ()
+        if operation_prefix:
+            # A range, not LIKE: no wildcards to escape, and operation is COLLATE "C" (byte order).
+            low, above = prefix_bounds(operation_prefix)
+            where += " AND e.operation >= %s" + ("" if above is None else " AND e.operation < %s")
+            rest = (low,) if above is None else (low, above)
         sql = (
             f"SELECT e.seq, e.time, e.payload, {EFFECTIVE} FROM {FROM_EVENTS}"
             f" WHERE {where} ORDER BY e.time, e.seq LIMIT %s"
         )
-        first = () if tenant is None else (tenant,)
         position: tuple[datetime, int] = (start, -1)  # seq > -1: the first page includes time == start
         while True:
             # Page by (time, seq) so no transaction stays open while the caller works.
-            rows = self._query(sql, (*first, start, end, *position, _PAGE))
+            rows = self._query(sql, (*first, start, end, *position, *rest, _PAGE))
             for seq, moment, payload, priced, cost, version, reason, count in rows:
                 position = (moment, seq)
                 yield LedgerEntry(decode_event(payload), priced, cost, version, reason, count)

@@ -35,6 +35,7 @@ from ._base import (
     RunTotals,
     Totals,
     WriteResult,
+    prefix_bounds,
 )
 from ._grain import combine, plan
 from ._rows import (
@@ -352,22 +353,36 @@ class SQLiteLedger(LedgerStore):
             for aid, eid, us, version, priced, cost, previous, delta, reason in rows
         ]
 
-    def entries(self, start: datetime, end: datetime, *, tenant: str | None = None) -> Iterator[LedgerEntry]:
+    def entries(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        tenant: str | None = None,
+        operation_prefix: str | None = None,
+    ) -> Iterator[LedgerEntry]:
         high = time_us(end)
         position = (time_us(start), -1)  # seq > -1: the first page includes time == start
         # A row-value bound, so each page is an index seek to where the last one stopped (an OR of
         # time and seq made SQLite rescan from the window's start on every page: quadratic).
         where = "(e.time_us, e.seq) > (?, ?) AND e.time_us < ?"
+        first: tuple[str, ...] = ()
         if tenant is not None:
             where = "e.tenant = ? AND " + where  # index ledger_events_tenant_time
+            first = (tenant,)
+        rest: tuple[str, ...] = ()
+        if operation_prefix:
+            # A range, not LIKE: no wildcards to escape, and TEXT compares bytewise (BINARY collation).
+            low, above = prefix_bounds(operation_prefix)
+            where += " AND e.operation >= ?" + ("" if above is None else " AND e.operation < ?")
+            rest = (low,) if above is None else (low, above)
         sql = (
             f"SELECT e.seq, e.time_us, e.payload, {EFFECTIVE} FROM {FROM_EVENTS}"
             f" WHERE {where} ORDER BY e.time_us, e.seq LIMIT ?"
         )
-        first = () if tenant is None else (tenant,)
         while True:
             # Page by (time, seq) so no read transaction stays open while the caller works.
-            rows = self._query(sql, (*first, position[0], position[1], high, _PAGE))
+            rows = self._query(sql, (*first, position[0], position[1], high, *rest, _PAGE))
             for seq, us, payload, priced, cost, version, reason, count in rows:
                 position = (us, seq)
                 yield LedgerEntry(decode_event(payload), bool(priced), _money(cost), version, reason, count)
