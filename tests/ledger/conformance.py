@@ -124,6 +124,29 @@ class LedgerStoreConformance:
         assert (result.inserted, result.duplicates) == (1, 2)
         assert ledger.rollup_totals(["tenant"], DAY0, DAY_END)[0].cost == D("1.10")
 
+    def test_a_batch_mixing_known_and_new_events_adds_only_the_new_ones(self, ledger: LedgerStore) -> None:
+        # The writer's redelivery case: part of a batch was written before a crash, the rest was not.
+        # Rollups, month totals and run totals must count each event once.
+        known = [
+            event(cost=D("1.5"), run_id="run-a", time=T0),
+            event(cost=D("0.25"), run_id="run-b", time=T0),
+        ]
+        ledger.write(known)
+        new = [
+            event(cost=D("2"), run_id="run-a", time=T0 + timedelta(days=1)),
+            event(cost=D("0.125"), run_id="run-c", time=T0 + timedelta(days=40)),
+            unpriced(run_id="run-a", time=T0 + timedelta(hours=1)),
+        ]
+        result = ledger.write([known[1], new[0], known[0], new[1], new[2]])
+        assert (result.inserted, result.duplicates) == (3, 2)
+        total = grand_total(ledger)
+        assert total is not None
+        assert (total.events, total.unpriced_events, total.cost) == (5, 1, D("3.875"))
+        by_day = {t.key[0]: t.cost for t in ledger.rollup_totals(["day"], DAY0, DAY_END)}
+        assert sum(by_day.values()) == D("3.875") and len(by_day) == 3
+        runs = {r.run_id: (r.events, r.cost) for r in ledger.runs(run_ids=["run-a", "run-b", "run-c"])}
+        assert runs == {"run-a": (3, D("3.5")), "run-b": (1, D("0.25")), "run-c": (1, D("0.125"))}
+
     def test_first_write_of_an_id_wins(self, ledger: LedgerStore) -> None:
         first = event(cost=D("1"))
         ledger.write([first])

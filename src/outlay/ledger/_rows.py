@@ -241,9 +241,10 @@ class RollupDeltas:
         for key, acc in self.groups.items():
             month_key = (key[0], key[1][:7], *key[2:])
             target = months.get(month_key)
-            if target is None:
-                target = months[month_key] = Acc()
-            merge_acc(target, acc)
+            if target is None:  # most often: a copy, cheaper than merging into an empty Acc
+                months[month_key] = Acc(acc.events, acc.unpriced, acc.cost, acc.tokens.copy())
+            else:
+                merge_acc(target, acc)
         return months
 
     def add_adjustment(

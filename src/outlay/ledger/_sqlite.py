@@ -170,14 +170,21 @@ class SQLiteLedger(LedgerStore):
             first.setdefault(event.event_id, index)
         if not first:
             return WriteResult(0, 0)
+        # Rows and rollup deltas in one pass, before the write lock is taken: the deltas assume
+        # every event is new, and are rebuilt in the (rare) case that some were already written.
         rows = []
-        prepared = []
+        deltas = RollupDeltas()
+        add = deltas.add_event
         for event_id, index in first.items():
             event = events[index]
             us = time_us(event.time)
             key = rollup_key(event, day_of(us))
-            tokens = tokens_of(event)
-            prepared.append((event, key, us, tokens))
+            usage = event.usage
+            tokens = (
+                usage.input_tokens, usage.cache_read_tokens, usage.cache_write_tokens,
+                usage.output_tokens, usage.reasoning_tokens,
+            )  # fmt: skip
+            add(event, key, us, tokens)
             cost = event.cost
             rows.append(
                 (
@@ -199,7 +206,6 @@ class SQLiteLedger(LedgerStore):
             before = cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger_events").fetchone()[0]
             cursor.executemany(INSERT_EVENT, rows)
             inserted = cursor.rowcount
-            fresh: set[str] | None = None
             if inserted != len(rows):
                 # Some ids were already known: the new rows are exactly those past the old max seq
                 # (we hold the write lock), so only they reach the rollups.
@@ -207,10 +213,12 @@ class SQLiteLedger(LedgerStore):
                     r[0]
                     for r in cursor.execute("SELECT event_id FROM ledger_events WHERE seq > ?", (before,))
                 }
-            deltas = RollupDeltas()
-            for event, key, us, tokens in prepared:
-                if fresh is None or event.event_id in fresh:
-                    deltas.add_event(event, key, us, tokens)
+                deltas = RollupDeltas()
+                for event_id, index in first.items():
+                    if event_id in fresh:
+                        event = events[index]
+                        us = time_us(event.time)
+                        deltas.add_event(event, rollup_key(event, day_of(us)), us, tokens_of(event))
             self._apply(cursor, deltas)
         return WriteResult(inserted, len(events) - inserted)
 
