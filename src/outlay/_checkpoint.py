@@ -1,4 +1,4 @@
-"""WAL checkpoints off the committing thread, for the SQLite files on a request path.
+"""WAL checkpoints off the committing thread, for the SQLite files outlay writes (log, budgets, ledger).
 
 SQLite checkpoints inside whichever ``COMMIT`` grows the write-ahead log past
 ``wal_autocheckpoint`` pages (1000 by default): that commit then copies the log into the database
@@ -22,7 +22,7 @@ import sqlite3
 import threading
 from typing import Final
 
-__all__ = ["DEFAULT_INTERVAL", "Checkpointer"]
+__all__ = ["DEFAULT_INTERVAL", "FALLBACK_PAGES", "Checkpointer"]
 
 #: Seconds between background checkpoints.
 DEFAULT_INTERVAL: Final = 0.2

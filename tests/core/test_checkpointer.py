@@ -11,6 +11,7 @@ import gc
 import sqlite3
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,6 +20,8 @@ import pytest
 from outlay import ConfigError
 from outlay._checkpoint import Checkpointer
 from outlay.budgets import KeyLimit, SQLiteBudgetStore
+from outlay.events import CostEvent
+from outlay.ledger import SQLiteLedger
 from outlay.stream import SQLiteEventLog
 
 
@@ -78,6 +81,32 @@ def test_budget_store_checkpoints_in_the_background_and_keeps_counters(tmp_path:
     reopened.close()
 
 
+def test_ledger_checkpoints_in_the_background_and_keeps_every_event(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.db"
+    before = _checkpoint_threads()
+    ledger = SQLiteLedger(path, checkpoint_interval=0.05)
+    empty = path.stat().st_size
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+    events = [
+        CostEvent(time=t0 + timedelta(seconds=i), tenant_id="acme", priced=True, cost=Decimal("0.001"))
+        for i in range(300)
+    ]
+    assert ledger.write(events).inserted == 300
+    assert _wait(lambda: path.stat().st_size > empty + 100_000), "the background checkpoint never ran"
+    # A connection made later, on another thread, leaves checkpoints to the thread too.
+    other: list[int] = []
+    worker = threading.Thread(target=lambda: other.append(ledger.event_count()))
+    worker.start()
+    worker.join()
+    assert other == [300]
+    ledger.close()
+    assert not _checkpoint_threads() - before
+    reopened = SQLiteLedger(path, checkpoint_interval=None)
+    total = reopened.rollup_totals([], t0.date(), (t0 + timedelta(days=1)).date())[0]
+    assert (total.events, total.cost) == (300, Decimal("0.300"))
+    reopened.close()
+
+
 def test_hot_connection_keeps_a_fallback_threshold(tmp_path: Path) -> None:
     path = str(tmp_path / "x.db")
     hot = sqlite3.connect(path, isolation_level=None)
@@ -102,5 +131,7 @@ def test_a_log_dropped_without_close_stops_its_thread(tmp_path: Path) -> None:
 def test_bad_checkpoint_interval_is_refused(tmp_path: Path, interval: float) -> None:
     with pytest.raises(ConfigError, match="checkpoint_interval"):
         SQLiteEventLog(tmp_path / "log.db", checkpoint_interval=interval)
+    with pytest.raises(ConfigError, match="checkpoint_interval"):
+        SQLiteLedger(tmp_path / "l.db", checkpoint_interval=interval)
     with pytest.raises(ConfigError, match="checkpoint_interval"):
         SQLiteBudgetStore(tmp_path / "b.db", checkpoint_interval=interval)
