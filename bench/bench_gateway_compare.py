@@ -363,6 +363,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=15, help="wrk duration (throughput)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the whole comparison (servers restarted each round)"
+    )
+    parser.add_argument(
         "--breakdown", action="store_true", help="also measure the gateway's proxy core alone (no hooks)"
     )
     args = parser.parse_args()
@@ -370,7 +373,8 @@ def main() -> None:
         serve_upstream(args.port)
         return
     rates = [int(r) for r in args.rates.split(",")]
-    results: dict[str, dict[str, object]] = {}
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     with tempfile.TemporaryDirectory(prefix="bench-gw-") as tmp:
         home = Path(tmp)
         up_port = _free_port()
@@ -391,14 +395,22 @@ def main() -> None:
                 ll_port = _free_port()
                 ll_cmd, token = litellm_proxy(args.litellm, home, upstream, ll_port, args.workers)
                 targets.append(("litellm", ll_cmd, {}, ll_port, token))
-            for name, command, environ, port, token in targets:
-                print(f"== {name}", flush=True)
-                server = _process(command, port, name, environ) if command else _nothing()
-                with server:
-                    results[name] = _measure(args, home, port, token, rates)
-    _print(results, rates)
+            rounds: list[dict[str, dict[str, object]]] = []
+            for round_number in range(1, args.rounds + 1):
+                results = {}
+                for name, command, environ, port, token in targets:
+                    print(f"== {name} (round {round_number}/{args.rounds})", flush=True)
+                    server = _process(command, port, name, environ) if command else _nothing()
+                    with server:
+                        results[name] = _measure(args, home, port, token, rates)
+                rounds.append(results)
+                if args.rounds > 1:
+                    print(f"\n-- round {round_number}")
+                _print(results, rates)
+    if args.rounds > 1:
+        _print_rounds(rounds, rates)
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        Path(args.json).write_text(json.dumps(rounds if args.rounds > 1 else rounds[0], indent=2))
 
 
 @contextmanager
@@ -445,6 +457,48 @@ def _print(results: dict[str, dict[str, object]], rates: list[int]) -> None:
         if isinstance(best, dict):
             cells = f"{best['rps']:.0f} | {best['p50_ms']:.2f} | {best['p99_ms']:.2f} | {best['non_2xx']:.0f}"
             print(f"| {name} | {cells} |")
+
+
+def _max_rps(found: dict[str, object]) -> float | None:
+    best = found.get("max")
+    return float(best["rps"]) if isinstance(best, dict) else None
+
+
+def _spread(values: list[float], digits: int) -> str:
+    low, mid, high = min(values), statistics.median(values), max(values)
+    return f"{mid:.{digits}f} ({low:.{digits}f} to {high:.{digits}f})"
+
+
+def _print_rounds(rounds: list[dict[str, dict[str, object]]], rates: list[int]) -> None:
+    """Per path: the median over the rounds of added p50/p99 at each rate and of max req/s, with the
+    range, and the ratio to LiteLLM's throughput within each round (both saw the same machine)."""
+    print(f"\n## Over {len(rounds)} rounds: median (min to max)")
+    print("\n| path | rate | added p50 ms | added p99 ms |")
+    print("|---|---|---|---|")
+    for name in rounds[0]:
+        if name == "direct":
+            continue
+        for rate in rates:
+            p50s, p99s = [], []
+            for found in rounds:
+                row, base = found[name][f"rate_{rate}"], found["direct"][f"rate_{rate}"]
+                assert isinstance(row, dict)
+                assert isinstance(base, dict)
+                p50s.append(row["p50_ms"] - base["p50_ms"])
+                p99s.append(row["p99_ms"] - base["p99_ms"])
+            print(f"| {name} | {rate} | {_spread(p50s, 2)} | {_spread(p99s, 2)} |")
+    print("\n| path | max req/s | × LiteLLM (same round) |")
+    print("|---|---|---|")
+    for name in rounds[0]:
+        rps = [r for found in rounds if (r := _max_rps(found[name])) is not None]
+        if not rps:
+            continue
+        ratios = []
+        for found in rounds:
+            ours, theirs = _max_rps(found[name]), _max_rps(found.get("litellm", {}))
+            if ours is not None and theirs:
+                ratios.append(ours / theirs)
+        print(f"| {name} | {_spread(rps, 0)} | {_spread(ratios, 1) if ratios else '—'} |")
 
 
 if __name__ == "__main__":
