@@ -80,6 +80,7 @@ class SQLiteBudgetStore(BudgetStore):
         self._lock = threading.RLock()  # re-entered by the operations of a batch()
         self._batch_owner: int | None = None
         self._next_forget = float("-inf")
+        self._checkpointer: Checkpointer | None = None
         try:
             self._db = sqlite3.connect(
                 str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -93,7 +94,9 @@ class SQLiteBudgetStore(BudgetStore):
                         db.execute(statement)
             # WAL checkpoints on a background thread, not inside an unlucky reserve or settle.
             self._checkpointer = (
-                Checkpointer(str(path), self._db, synchronous="NORMAL", interval=checkpoint_interval)
+                Checkpointer(
+                    str(path), self._db, synchronous="NORMAL", interval=checkpoint_interval, commits=40
+                )
                 if checkpoint_interval is not None
                 else None
             )
@@ -118,6 +121,8 @@ class SQLiteBudgetStore(BudgetStore):
             try:
                 yield db
                 db.execute("COMMIT")
+                if self._checkpointer is not None:
+                    self._checkpointer.note_commit()
             except BaseException as exc:
                 with suppress(sqlite3.Error):  # the original error is the one to report
                     db.execute("ROLLBACK")

@@ -165,6 +165,8 @@ class SQLiteLedger(LedgerStore):
                 connection.rollback()
                 raise
             cursor.execute("COMMIT")
+            if self._checkpointer is not None:
+                self._checkpointer.note_commit()
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._translate():

@@ -94,6 +94,7 @@ class SQLiteEventLog(EventLog):
         self._busy_timeout = busy_timeout
         self._poll_interval = poll_interval
         self._closed = False
+        self._checkpointer: Checkpointer | None = None
         # Group commit state: the queue of waiting appends and whether a leader is committing.
         self._group = threading.Condition()
         self._queue: list[_Pending] = []
@@ -117,7 +118,9 @@ class SQLiteEventLog(EventLog):
                 self._init_schema()
                 # WAL checkpoints on a background thread, not inside an unlucky append's commit.
                 self._checkpointer = (
-                    Checkpointer(self._path, self._writer, synchronous="FULL", interval=checkpoint_interval)
+                    Checkpointer(
+                        self._path, self._writer, synchronous="FULL", interval=checkpoint_interval, commits=20
+                    )
                     if checkpoint_interval is not None
                     else None
                 )
@@ -250,6 +253,8 @@ class SQLiteEventLog(EventLog):
             # Under the write lock AUTOINCREMENT hands out last+1, last+2, ...; check, never assume.
             if self._end(conn) != last + len(rows):
                 raise BackendError(f"SQLite event log {self._path}: offsets were not contiguous")
+        if self._checkpointer is not None:
+            self._checkpointer.note_commit()
         offset = last + 1
         for pending in batch:
             pending.first_offset = offset
