@@ -5,8 +5,8 @@ SQLite checkpoints inside whichever ``COMMIT`` grows the write-ahead log past
 file and fsyncs it, a stall of one to a few milliseconds every few hundred commits that lands on
 whatever call happened to commit — in the gateway, the p99 of admissions. A
 :class:`Checkpointer` raises the hot connection's threshold to ``fallback_pages`` (so the log stays
-bounded even if the checkpointer stops) and runs ``PRAGMA wal_checkpoint(PASSIVE)`` every
-``interval`` seconds from its own connection on a daemon thread. A passive checkpoint never blocks
+bounded even if the checkpointer stops) and runs ``PRAGMA wal_checkpoint(PASSIVE)`` from its own
+connection on a daemon thread, as often as the commits call for. A passive checkpoint never blocks
 a writer or a reader, and the sqlite3 module releases the GIL while it runs, so it proceeds on
 another core while commits continue. Durability is unchanged: a commit is as durable as the
 connection's ``synchronous`` setting makes it before any checkpoint; the checkpointer's connection

@@ -205,11 +205,7 @@ class SQLiteLedger(LedgerStore):
             event = events[index]
             us = time_us(event.time)
             key = rollup_key(event, day_of(us))
-            usage = event.usage
-            tokens = (
-                usage.input_tokens, usage.cache_read_tokens, usage.cache_write_tokens,
-                usage.output_tokens, usage.reasoning_tokens,
-            )  # fmt: skip
+            tokens = tokens_of(event)
             add(event, key, us, tokens)
             cost = event.cost
             rows.append(
