@@ -35,7 +35,7 @@ __all__ = [
     "RunTotals",
     "Totals",
     "WriteResult",
-    "prefix_bounds",
+    "prefix_filter",
 ]
 
 #: Keys the rollups are grouped by (``origin`` is set only for unattributed events).
@@ -55,21 +55,22 @@ EVENT_GROUP_KEYS: Final = (*GROUP_KEYS, "reason")
 _MAX_CODE_POINT: Final = chr(0x10FFFF)
 
 
-def prefix_bounds(prefix: str) -> tuple[str, str | None]:
-    """``(low, high)`` such that a string starts with ``prefix`` exactly when ``low <= s < high``.
+def prefix_filter(column: str, prefix: str, mark: str) -> tuple[str, tuple[str, ...]]:
+    """An SQL condition (with ``mark`` as the placeholder) and its parameters keeping the rows whose
+    ``column`` starts with ``prefix``: the range ``low <= column < high``.
 
     In code-point order, which is UTF-8 byte order: SQLite's ``BINARY`` and PostgreSQL's ``"C"``
     collation. So a prefix filter is an index-friendly range, and ``%`` or ``_`` in the prefix are
-    plain characters (as they would not be in an unescaped ``LIKE``). ``high`` is ``None`` when no
-    string bounds the range (a prefix of U+10FFFF characters only).
+    plain characters (as they would not be in an unescaped ``LIKE``). There is no upper bound when
+    no string bounds the range (a prefix of U+10FFFF characters only).
     """
     stem = prefix.rstrip(_MAX_CODE_POINT)
     if not stem:
-        return prefix, None
+        return f"{column} >= {mark}", (prefix,)
     point = ord(stem[-1]) + 1
     if 0xD800 <= point <= 0xDFFF:
         point = 0xE000  # surrogates cannot be stored (nor bound as UTF-8): skip to the next code point
-    return prefix, stem[:-1] + chr(point)
+    return f"{column} >= {mark} AND {column} < {mark}", (prefix, stem[:-1] + chr(point))
 
 
 @dataclass(frozen=True, slots=True)

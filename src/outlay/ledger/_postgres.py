@@ -26,7 +26,7 @@ from ._base import (
     RunTotals,
     Totals,
     WriteResult,
-    prefix_bounds,
+    prefix_filter,
 )
 from ._grain import combine, plan
 from ._postgres_query import EFFECTIVE, FROM_EVENTS, event_totals_sql, rollup_totals_sql, runs_sql, to_totals
@@ -131,9 +131,8 @@ class PostgresLedger(LedgerStore):
         rest: tuple[str, ...] = ()
         if operation_prefix:
             # A range, not LIKE: no wildcards to escape, and operation is COLLATE "C" (byte order).
-            low, above = prefix_bounds(operation_prefix)
-            where += " AND e.operation >= %s" + ("" if above is None else " AND e.operation < %s")
-            rest = (low,) if above is None else (low, above)
+            condition, rest = prefix_filter("e.operation", operation_prefix, "%s")
+            where += " AND " + condition
         sql = (
             f"SELECT e.seq, e.time, e.payload, {EFFECTIVE} FROM {FROM_EVENTS}"
             f" WHERE {where} ORDER BY e.time, e.seq LIMIT %s"

@@ -37,7 +37,7 @@ from ._base import (
     RunTotals,
     Totals,
     WriteResult,
-    prefix_bounds,
+    prefix_filter,
 )
 from ._grain import combine, plan
 from ._rows import (
@@ -403,9 +403,8 @@ class SQLiteLedger(LedgerStore):
         rest: tuple[str, ...] = ()
         if operation_prefix:
             # A range, not LIKE: no wildcards to escape, and TEXT compares bytewise (BINARY collation).
-            low, above = prefix_bounds(operation_prefix)
-            where += " AND e.operation >= ?" + ("" if above is None else " AND e.operation < ?")
-            rest = (low,) if above is None else (low, above)
+            condition, rest = prefix_filter("e.operation", operation_prefix, "?")
+            where += " AND " + condition
         sql = (
             f"SELECT e.seq, e.time_us, e.payload, {EFFECTIVE} FROM {FROM_EVENTS}"
             f" WHERE {where} ORDER BY e.time_us, e.seq LIMIT ?"
