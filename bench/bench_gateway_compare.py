@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import re
@@ -36,12 +37,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 MODEL = "gpt-4o-mini"
 MAX_IN_FLIGHT = 512  # open-loop requests outstanding at once; more are counted as errors
+KEEPALIVE_REUSE = 4.0  # seconds an idle connection is reused: under every server's keep-alive timeout
 BODY = json.dumps(
     {"model": MODEL, "messages": [{"role": "user", "content": "hello " * 20}], "max_tokens": 16}
 ).encode()
@@ -230,6 +232,7 @@ class Latencies:
     p90_ms: float
     p99_ms: float
     max_lag_ms: float  # how late the generator sent its latest request (it must keep up)
+    error_kinds: dict[str, int] = field(default_factory=dict)  # "HTTP 502", "ConnectionResetError", ...
 
 
 async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
@@ -250,25 +253,32 @@ async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, 
 
 
 async def _fixed_rate(port: int, request: bytes, rate: int, duration: float) -> Latencies:
-    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
     latencies: list[float] = []
-    errors = 0
+    kinds: collections.Counter[str] = collections.Counter()
     max_lag = 0.0
 
     async def fire() -> None:
-        nonlocal errors
-        conn = idle.pop() if idle else await asyncio.open_connection("127.0.0.1", port)
+        conn = None
+        while idle:  # newest first; one idle for longer than the servers' keep-alive (uvicorn: 5 s)
+            reader, writer, used = idle.pop()  # may be closed by now, as any HTTP client knows
+            if time.perf_counter() - used < KEEPALIVE_REUSE:
+                conn = (reader, writer)
+                break
+            writer.close()
+        if conn is None:
+            conn = await asyncio.open_connection("127.0.0.1", port)
         began = time.perf_counter()  # uvloop's loop.time() only has millisecond resolution
         try:
             status = await _exchange(*conn, request)
-        except (OSError, asyncio.IncompleteReadError, ValueError):
-            errors += 1
+        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+            kinds[type(exc).__name__] += 1
             conn[1].close()
             return
         latencies.append(time.perf_counter() - began)
         if status != 200:
-            errors += 1
-        idle.append(conn)
+            kinds[f"HTTP {status}"] += 1
+        idle.append((*conn, time.perf_counter()))
 
     total = int(rate * duration)
     tasks: set[asyncio.Task[None]] = set()
@@ -280,17 +290,20 @@ async def _fixed_rate(port: int, request: bytes, rate: int, duration: float) -> 
             await asyncio.sleep(delay)
         max_lag = max(max_lag, time.perf_counter() - due)
         if len(tasks) >= MAX_IN_FLIGHT:  # saturated: count the request as failed rather than queue forever
-            errors += 1
+            kinds["saturated"] += 1
             continue
         task = asyncio.create_task(fire())
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     while tasks:
         await asyncio.gather(*tasks)
-    for _, writer in idle:
+    for _, writer, _ in idle:
         writer.close()
     cuts = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
-    return Latencies(rate, total, errors, cuts[49] * 1000, cuts[89] * 1000, cuts[98] * 1000, max_lag * 1000)
+    return Latencies(
+        rate, total, sum(kinds.values()), cuts[49] * 1000, cuts[89] * 1000, cuts[98] * 1000,
+        max_lag * 1000, dict(kinds),
+    )  # fmt: skip
 
 
 def fixed_rate(port: int, path: str, token: str, rate: int, duration: float, warmup: float) -> Latencies:
@@ -435,6 +448,11 @@ def _measure(
     return out
 
 
+def _kinds(row: dict[str, Any]) -> str:
+    kinds = row.get("error_kinds") or {}
+    return f" ({', '.join(f'{kind}: {count}' for kind, count in sorted(kinds.items()))})" if kinds else ""
+
+
 def _print(results: dict[str, dict[str, object]], rates: list[int]) -> None:
     direct = results["direct"]
     print("\n| path | rate | p50 ms | p99 ms | added p50 | added p99 | errors |")
@@ -448,7 +466,7 @@ def _print(results: dict[str, dict[str, object]], rates: list[int]) -> None:
             print(
                 f"| {name} | {rate} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
                 f"{row['p50_ms'] - base['p50_ms']:+.2f} | {row['p99_ms'] - base['p99_ms']:+.2f} | "
-                f"{row['errors']}/{row['sent']} |"
+                f"{row['errors']}/{row['sent']}{_kinds(row)} |"
             )
     print("\n| path | max req/s (wrk, 64 conns) | wrk p50 ms | wrk p99 ms | non-2xx |")
     print("|---|---|---|---|---|")
