@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from ._errors import InvalidUsage
 
@@ -109,7 +109,11 @@ class Usage:
             self.output_tokens, self.reasoning_tokens, self.input_audio_tokens, self.output_audio_tokens,
             self.input_image_tokens, self.output_image_tokens, self.web_searches,
         )  # fmt: skip
-        if not all(type(v) is int and v >= 0 for v in values):
+        try:  # in C: no Python-level loop over the eleven counts
+            plain = min(values) >= 0 and set(map(type, values)) == _INT_ONLY
+        except TypeError:  # a count that is not a number at all
+            plain = False
+        if not plain:
             for name in TOKEN_FIELDS:
                 _check_count(name, getattr(self, name))
         if (
@@ -190,18 +194,22 @@ class Usage:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Usage:
         """Inverse of :meth:`to_dict`; unknown keys are an error, not silently dropped."""
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):
             raise InvalidUsage(f"expected an object, got {type(data).__name__}", field="usage")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
+        if not _FIELD_NAMES.issuperset(data):
+            unknown = sorted(map(str, set(data) - _FIELD_NAMES))
             raise InvalidUsage(f"unknown usage field(s): {', '.join(unknown)}", field="usage")
         units = data.get("units") or {}
         if not isinstance(units, Mapping):
             raise InvalidUsage("must be an object", field="usage.units")
         return cls(
-            **{name: data.get(name, 0) for name in TOKEN_FIELDS},
-            units={str(k): _check_quantity(str(k), v) for k, v in units.items()},
+            **{name: value for name, value in data.items() if name in _TOKEN_SET},
+            units={str(k): _check_quantity(str(k), v) for k, v in units.items()} if units else _NO_UNITS,
             complete=data.get("complete", True),
             reason=data.get("reason"),
         )
+
+
+_FIELD_NAMES: Final = frozenset(f.name for f in fields(Usage))
+_TOKEN_SET: Final = frozenset(TOKEN_FIELDS)
+_INT_ONLY: Final = {int}

@@ -56,6 +56,7 @@ _STR_FIELDS: Final = (
     "region",
     "retention",
 )
+_STR_FIELD_SET: Final = frozenset(_STR_FIELDS)
 _DATA_FIELDS: Final = frozenset(
     (
         *_STR_FIELDS,
@@ -152,7 +153,7 @@ def _parse_time(value: object) -> datetime:
 
 def from_cloudevent(envelope: Mapping[str, Any]) -> CostEvent:
     """Validate a CloudEvents dict and return its :class:`CostEvent`; errors name the field."""
-    if not isinstance(envelope, Mapping):
+    if type(envelope) is not dict and not isinstance(envelope, Mapping):  # (dict: no ABC check)
         raise InvalidEvent(f"expected a JSON object, got {type(envelope).__name__}", field="event")
     if envelope.get("specversion") != "1.0":
         raise InvalidEvent(f'must be "1.0", got {envelope.get("specversion")!r}', field="specversion")
@@ -170,11 +171,11 @@ def from_cloudevent(envelope: Mapping[str, Any]) -> CostEvent:
     if not isinstance(source, str) or not source:
         raise InvalidEvent("is required", field="source")
     data = envelope.get("data")
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):
         raise InvalidEvent("must be an object", field="data")
-    unknown = sorted(set(data) - _DATA_FIELDS)
-    if unknown:
-        raise InvalidEvent(f"unknown field(s): {', '.join(unknown)}", field="data")
+    if not _DATA_FIELDS.issuperset(data):
+        unknown = sorted(set(data) - _DATA_FIELDS)
+        raise InvalidEvent(f"unknown field(s): {', '.join(map(str, unknown))}", field="data")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
         raise InvalidEvent(
@@ -186,11 +187,11 @@ def from_cloudevent(envelope: Mapping[str, Any]) -> CostEvent:
         "source": source,
         "time": _parse_time(envelope.get("time")),
     }
-    for name in _STR_FIELDS:
-        if name in data and data[name] is not None:
-            if not isinstance(data[name], str):
-                raise InvalidEvent(f"must be a string, got {data[name]!r}", field=f"data.{name}")
-            kwargs[name] = data[name]
+    for name, value in data.items():  # only the fields present (a few of the 24)
+        if value is not None and name in _STR_FIELD_SET:
+            if type(value) is not str and not isinstance(value, str):
+                raise InvalidEvent(f"must be a string, got {value!r}", field=f"data.{name}")
+            kwargs[name] = value
     priced = data.get("priced", False)
     if not isinstance(priced, bool):
         raise InvalidEvent(f"must be true or false, got {priced!r}", field="data.priced")
@@ -206,7 +207,8 @@ def from_cloudevent(envelope: Mapping[str, Any]) -> CostEvent:
     if "cost_breakdown" in data:
         kwargs["cost_breakdown"] = _money_map(data["cost_breakdown"], "data.cost_breakdown")
     try:
-        kwargs["usage"] = Usage.from_dict(data.get("usage") or {})
+        usage = data.get("usage")  # absent or null: no usage; any other non-object is an error
+        kwargs["usage"] = Usage.from_dict({} if usage is None else usage)
         return CostEvent(**kwargs)
     except InvalidEvent:
         raise

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import uuid
+import operator
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -40,6 +41,11 @@ _ID_FIELDS: Final = (
     "parent_run_id", "root_run_id", "agent", "run_kind", "workflow_id", "provider", "model", "price_version",
     "region", "retention", "source",
 )  # fmt: skip
+
+
+#: A UUID in its canonical 8-4-4-4-12 hex form (what every producer of event ids writes).
+_UUID: Final = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_ids_of: Final = operator.attrgetter(*_ID_FIELDS)
 
 
 def new_event_id() -> str:
@@ -165,17 +171,10 @@ class CostEvent:
         object.__setattr__(self, "cost_breakdown", _frozen_money_map("cost_breakdown", self.cost_breakdown))
 
     def _check_ids(self) -> None:
-        if type(self.event_id) is not str or len(self.event_id) != 36:
+        if type(self.event_id) is not str or _UUID.fullmatch(self.event_id) is None:
             raise InvalidEvent(f"must be a UUID string, got {self.event_id!r}", field="event_id")
-        try:
-            uuid.UUID(self.event_id)
-        except ValueError:
-            raise InvalidEvent(f"must be a UUID string, got {self.event_id!r}", field="event_id") from None
-        for name in _ID_FIELDS:
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if type(value) is not str or not value or len(value) > _MAX_ID:
+        for name, value in zip(_ID_FIELDS, _ids_of(self), strict=True):
+            if value is not None and (type(value) is not str or not value or len(value) > _MAX_ID):
                 raise InvalidEvent(f"must be a non-empty string of at most {_MAX_ID} characters", field=name)
 
     def _check_cost(self) -> None:
