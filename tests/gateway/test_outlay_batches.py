@@ -4,6 +4,7 @@ failure of the event log fails each call of the batch clearly without leaving a 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
@@ -14,8 +15,9 @@ import pytest
 from outlay._errors import BackendUnavailable
 from outlay._money import money_sum
 from outlay._runtime import Outlay
+from outlay._usage import Usage
 from outlay.budgets import Budget, BudgetEngine, Scope, SQLiteBudgetStore
-from outlay.gateway import Gateway, OutlayHooks
+from outlay.gateway import Call, Gateway, Outcome, OutlayHooks, Upstream
 from outlay.keys import InMemoryKeyStore
 from outlay.stream import SQLiteEventLog
 from outlay.testing import FakeProvider
@@ -105,3 +107,57 @@ async def test_a_failing_event_log_fails_every_call_of_the_batch_and_keeps_no_ho
     log.failing = False
     answers = await _calls(gateway.url, secret, 4)  # type: ignore[attr-defined]
     assert {status for status, _ in answers} == {200}  # and the gateway recovers at once
+
+
+def _call() -> Call:
+    upstream = Upstream("openai", "openai", "http://127.0.0.1:9/v1")
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 50}
+    raw = json.dumps(body).encode()
+    return Call("chat", "gpt-4o-mini", "gpt-4o-mini", upstream, False, body, {}, raw)
+
+
+async def _idle(hooks: OutlayHooks) -> None:
+    assert hooks._batches is not None
+    for _ in range(400):  # the batch in flight, then the one that handles what it orphaned
+        if not hooks._batches._busy:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the hooks' blocking thread never went idle")
+
+
+async def test_a_caller_cancelled_during_its_admission_leaves_no_hold(
+    durable: tuple[OutlayHooks, _CountingLog],
+) -> None:
+    hooks, _ = durable
+    _, secret = hooks.keys.create("acme")
+    principal = await hooks.authenticate({"authorization": f"Bearer {secret}"})
+    waiting = [asyncio.ensure_future(hooks.admit(principal, _call())) for _ in range(8)]
+    await asyncio.sleep(0)  # every admission is handed to the blocking thread...
+    for task in waiting:
+        task.cancel()  # ...and its client goes away before the answer
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.gather(*waiting)
+    await _idle(hooks)
+    status = hooks.engine.status(Scope(tenant="acme"), BUDGET)
+    assert status.reserved == 0  # released at once, not at the holds' TTL
+    assert status.spent == 0
+
+
+async def test_a_caller_cancelled_during_its_completion_is_still_recorded_and_settled(
+    durable: tuple[OutlayHooks, _CountingLog],
+) -> None:
+    hooks, log = durable
+    _, secret = hooks.keys.create("acme")
+    principal = await hooks.authenticate({"authorization": f"Bearer {secret}"})
+    admission = await hooks.admit(principal, _call())
+    usage = Usage(input_tokens=1000, output_tokens=50)
+    task = asyncio.ensure_future(hooks.complete(admission, Outcome(200, usage, "gpt-4o-mini", 0.2)))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await _idle(hooks)
+    assert log.end_offset() == 1  # the event is recorded all the same
+    status = hooks.engine.status(Scope(tenant="acme"), BUDGET)
+    assert status.reserved == 0
+    assert status.spent > 0  # and the hold settled with the call's cost
