@@ -227,9 +227,12 @@ async def test_key_budgets_show_the_counters_the_gateway_holds(
     gateway_outlay = Outlay("memory://")
     hooks = OutlayHooks(keys, outlay=gateway_outlay, engine=engine, cache_ttl=0)
     try:
-        # the gateway's own admission for a call made with the key: tenant and feature holds
-        holds = hooks._reserve(Scope(tenant="acme", feature="chat"), key, D("1.5"), "gpt-4o", None)
-        engine.settle(holds[0], "1.25")
+        # the gateway's own admissions for calls made with the key: one hold on the tenant and the
+        # feature counters; the first call settled, the second still in flight
+        scope = Scope(tenant="acme", feature="chat")
+        (done,) = hooks._reserve(scope, key, D("1.5"), "gpt-4o", None)
+        engine.settle(done, "1.25")
+        hooks._reserve(scope, key, D("1.5"), "gpt-4o", None)
         app = create_app(outlay, tokens=TOKENS, budget_store=engine, keys=keys)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
             answer = (await get(c, ACME)).json()
@@ -243,10 +246,10 @@ async def test_key_budgets_show_the_counters_the_gateway_holds(
     assert (tenant_row["source"], tenant_row["key_id"], tenant_row["counter"]) == (
         "key", key.id, "tenant:acme:day:2026-03-31",
     )  # fmt: skip
-    assert (tenant_row["spent"], tenant_row["reserved"], tenant_row["remaining"]) == ("1.25", "0", "3.75")
-    # the feature hold is still in flight, on the tenant-qualified feature counter
+    assert (tenant_row["spent"], tenant_row["reserved"], tenant_row["remaining"]) == ("1.25", "1.5", "2.25")
+    # the same calls on the tenant-qualified feature counter
     assert (feature_row["scope_key"], feature_row["shared"]) == ("acme/chat", False)
-    assert (feature_row["spent"], feature_row["reserved"], feature_row["remaining"]) == ("0", "1.5", "3.5")
+    assert (feature_row["spent"], feature_row["reserved"], feature_row["remaining"]) == ("1.25", "1.5", "2.25")
     assert {(r["tenant"], r["name"]) for r in admin["rows"]} >= {("globex", "key globex-key")}
 
 

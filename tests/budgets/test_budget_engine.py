@@ -19,6 +19,7 @@ from outlay.budgets import (
     Plans,
     RunGuards,
     RunStopped,
+    Scope,
     Throttled,
     fingerprint,
 )
@@ -346,3 +347,30 @@ def test_calls_no_policy_covers_settle_once_too(clock: FakeClock, sink: InMemory
     assert engine.release(failed) is True
     assert engine.settle(failed) == 0  # a released call cannot be charged later
     assert engine.run_spent("r1") == D("0.25")
+
+
+def test_budgets_of_another_scope_share_the_hold_all_or_nothing(
+    clock: FakeClock, sink: InMemoryDecisionSink
+) -> None:
+    tenant = Budget(limit="10", scope="tenant", key="acme", name="key")
+    per_feature = Budget(limit="1.00", scope="feature", key="acme/search", name="key (search)")
+    engine = engine_with(clock, sink)
+    also = [(Scope(feature="acme/search"), [per_feature])]
+    hold = engine.reserve(ACME, "0.60", budgets=[tenant], also=also)
+    assert {k.key.split(":")[0] for k in hold.keys} == {"tenant", "feature"}  # one hold, both counters
+    engine.settle(hold, "0.70")
+    feature_scope = Scope(feature="acme/search")
+    assert engine.status(ACME, tenant).spent == D("0.70")
+    assert engine.status(feature_scope, per_feature).spent == D("0.70")
+    with pytest.raises(BudgetExceeded) as info:  # fits the tenant's 10, not the feature's 1.00
+        engine.reserve(ACME, "0.40", budgets=[tenant], also=also)
+    assert info.value.budget == "key (search)"
+    assert engine.status(ACME, tenant).reserved == 0  # the refusal held nothing, anywhere
+    assert engine.status(feature_scope, per_feature).reserved == 0
+    with pytest.raises(InvalidInput, match="has no feature"):
+        engine.reserve(ACME, "0.01", also=[(Scope(tenant="acme"), [per_feature])])
+    with pytest.raises(InvalidInput, match="expected a Scope"):
+        engine.reserve(ACME, "0.01", also=[({"feature": "acme/search"}, [per_feature])])  # type: ignore[list-item]
+    with pytest.raises(InvalidInput, match="expected a Budget"):
+        engine.reserve(ACME, "0.01", also=[(feature_scope, ["1.00"])])  # type: ignore[list-item]
+    assert engine.status(ACME, tenant).reserved == 0

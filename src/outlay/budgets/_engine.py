@@ -130,6 +130,17 @@ class BudgetEngine:
             return ZoneInfo(self.plans.timezones[tenant])
         return self._tz
 
+    def _scoped(self, sc: Scope, budgets: Iterable[Budget], now: float) -> list[tuple[Budget, str, str]]:
+        found: list[tuple[Budget, str, str]] = []
+        for policy in budgets:
+            if not isinstance(policy, Budget):
+                raise InvalidInput(f"expected a Budget, got {type(policy).__name__}", field="also")
+            value = policy.scope_key(sc)
+            if value is None:
+                raise InvalidInput(f"the scope has no {policy.scope} to apply this budget to", field="also")
+            found.append((policy, value, policy.counter_key(value, now, self._zone(policy, sc.tenant))))
+        return found
+
     def _applicable(
         self, sc: Scope, runs: Sequence[str], extra: Iterable[Budget], now: float
     ) -> list[tuple[Budget, str, str]]:
@@ -170,19 +181,28 @@ class BudgetEngine:
         estimate: object,
         *,
         budgets: Iterable[Budget] = (),
+        also: Iterable[tuple[Scope, Iterable[Budget]]] = (),
         model: str | None = None,
         fingerprint: str | None = None,
         currency: str = "USD",
         ttl: float | None = None,
     ) -> Reservation:
         """Hold ``estimate`` on every budget that applies to ``scope`` (a Scope, mapping or
-        CostContext), or raise BudgetExceeded / RunStopped / Throttled and hold nothing."""
+        CostContext), or raise BudgetExceeded / RunStopped / Throttled and hold nothing.
+
+        ``also``: ``(scope, budgets)`` pairs counted for another scope in the same hold — all or
+        nothing, one store operation (e.g. a virtual key's per-feature budget, whose counter is
+        qualified by the tenant)."""
         sc = Scope.of(scope)
         amount = to_money(estimate, field="estimate")
         now = self.clock()
         runs = tuple(self.runs.chain(sc.runs or ((sc.run,) if sc.run else ())))
         self._check_guards(sc, runs, amount, fingerprint, now)
         policies = self._applicable(sc, runs, budgets, now)
+        for other, other_budgets in also:
+            if not isinstance(other, Scope):
+                raise InvalidInput(f"expected a Scope, got {type(other).__name__}", field="also")
+            policies.extend(self._scoped(other, other_budgets, now))
         keys: dict[str, KeyLimit] = {}
         for policy, _, counter in policies:
             if policy.currency != currency:

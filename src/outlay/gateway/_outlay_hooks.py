@@ -363,20 +363,12 @@ class OutlayHooks:
     ) -> tuple[Reservation, ...]:
         own = key.policies if key is not None else ()
         tenant_wide = [p for p in own if p.scope != "feature"]
-        main = self.engine.reserve(scope, amount, budgets=tenant_wide, model=model, fingerprint=fp)
         per_feature: list[Budget] = [p for p in own if p.scope == "feature"]
-        if not per_feature or key is None:
-            return (main,)
-        try:
-            # The key's feature budget counts on a tenant-qualified counter (two tenants may both
-            # have a "chat" feature): a second hold, taken all-or-nothing with the first.
-            extra = self.engine.reserve(
-                Scope(feature=key.feature_key), amount, budgets=per_feature, model=model
-            )
-        except BaseException:
-            self.engine.release(main)
-            raise
-        return (main, extra)
+        # The key's feature budget counts on a tenant-qualified counter (two tenants may both have
+        # a "chat" feature): the same hold, so one store transaction takes both, all or nothing.
+        also = ((Scope(feature=key.feature_key), per_feature),) if per_feature and key is not None else ()
+        hold = self.engine.reserve(scope, amount, budgets=tenant_wide, also=also, model=model, fingerprint=fp)
+        return (hold,)
 
     def _remaining(
         self, holds: tuple[Reservation, ...], seen: Mapping[str, KeyStatus] | None = None
