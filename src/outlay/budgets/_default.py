@@ -16,7 +16,7 @@ from outlay._errors import InvalidInput
 
 from ._engine import BudgetEngine, BudgetStatus, Reservation
 from ._open import open_budget_store
-from ._policy import Budget
+from ._policy import Budget, Scope
 
 __all__ = [
     "check_run",
@@ -65,6 +65,7 @@ def reserve(
     estimate: object,
     *,
     budgets: Iterable[Budget] = (),
+    also: Iterable[tuple[Scope, Iterable[Budget]]] = (),
     model: str | None = None,
     fingerprint: str | None = None,
     currency: str = "USD",
@@ -72,7 +73,14 @@ def reserve(
 ) -> Reservation:
     """:meth:`BudgetEngine.reserve` on the default engine."""
     return get_engine().reserve(
-        scope, estimate, budgets=budgets, model=model, fingerprint=fingerprint, currency=currency, ttl=ttl
+        scope,
+        estimate,
+        budgets=budgets,
+        also=also,
+        model=model,
+        fingerprint=fingerprint,
+        currency=currency,
+        ttl=ttl,
     )
 
 
