@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import threading
+import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
 import openai
 import pytest
 
-from outlay._errors import BackendUnavailable
+from outlay._errors import BackendUnavailable, BudgetExceeded
 from outlay._money import money_sum
 from outlay._runtime import Outlay
 from outlay._usage import Usage
 from outlay.budgets import Budget, BudgetEngine, Scope, SQLiteBudgetStore
+from outlay.events import decode_event
 from outlay.gateway import Call, Gateway, Outcome, OutlayHooks, Upstream
+from outlay.gateway._outlay_hooks import _Job
 from outlay.keys import InMemoryKeyStore
 from outlay.stream import SQLiteEventLog
 from outlay.testing import FakeProvider
@@ -125,18 +131,39 @@ async def _idle(hooks: OutlayHooks) -> None:
     raise AssertionError("the hooks' blocking thread never went idle")
 
 
+@contextmanager
+def _store_busy(hooks: OutlayHooks) -> Iterator[None]:
+    """Another thread of this process holds the budget store until the block ends."""
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with hooks.engine.store.batch():
+            holding.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    holding.wait(10)
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
 async def test_a_caller_cancelled_during_its_admission_leaves_no_hold(
     durable: tuple[OutlayHooks, _CountingLog],
 ) -> None:
     hooks, _ = durable
     _, secret = hooks.keys.create("acme")
     principal = await hooks.authenticate({"authorization": f"Bearer {secret}"})
-    waiting = [asyncio.ensure_future(hooks.admit(principal, _call())) for _ in range(8)]
-    await asyncio.sleep(0)  # every admission is handed to the blocking thread...
-    for task in waiting:
-        task.cancel()  # ...and its client goes away before the answer
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.gather(*waiting)
+    with _store_busy(hooks):  # so every admission is handed to the blocking thread...
+        waiting = [asyncio.ensure_future(hooks.admit(principal, _call())) for _ in range(8)]
+        await asyncio.sleep(0)
+        for task in waiting:
+            task.cancel()  # ...and its client goes away before the answer
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.gather(*waiting)
     await _idle(hooks)
     status = hooks.engine.status(Scope(tenant="acme"), BUDGET)
     assert status.reserved == 0  # released at once, not at the holds' TTL
@@ -161,3 +188,62 @@ async def test_a_caller_cancelled_during_its_completion_is_still_recorded_and_se
     status = hooks.engine.status(Scope(tenant="acme"), BUDGET)
     assert status.reserved == 0
     assert status.spent > 0  # and the hold settled with the call's cost
+
+
+async def test_an_admission_runs_on_the_event_loop_when_the_store_is_free(
+    durable: tuple[OutlayHooks, _CountingLog],
+) -> None:
+    hooks, log = durable
+    _, secret = hooks.keys.create("acme")
+    principal = await hooks.authenticate({"authorization": f"Bearer {secret}"})
+    assert hooks._batches is not None
+    handed: list[_Job] = []
+    submit = hooks._batches.submit
+    hooks._batches.submit = lambda job, *rest: (handed.append(job), submit(job, *rest))[1]  # type: ignore[method-assign]
+    admission = await hooks.admit(principal, _call())
+    assert handed == []  # no hand-off to the blocking thread and back
+    status = hooks.engine.status(Scope(tenant="acme"), BUDGET)
+    assert status.reserved == admission.reserved > 0  # committed: visible to every process
+    with _store_busy(hooks):
+        waiting = asyncio.ensure_future(hooks.admit(principal, _call()))
+        await asyncio.sleep(0.05)
+        assert [kind for kind, _ in handed] == ["admit"]  # the store was busy: handed over, loop free
+        assert not waiting.done()
+    await waiting
+    assert log.end_offset() == 0  # admissions record nothing unless they decide something
+
+
+async def test_a_refusal_decided_on_the_loop_is_recorded_before_the_caller_hears_of_it(
+    durable: tuple[OutlayHooks, _CountingLog],
+) -> None:
+    hooks, log = durable
+    _, secret = hooks.keys.create("acme", budget="0.00001/day")
+    principal = await hooks.authenticate({"authorization": f"Bearer {secret}"})
+    with pytest.raises(BudgetExceeded):
+        await hooks.admit(principal, _call())
+    assert log.end_offset() == 1  # the decision, durable already
+    (record,) = log.read("test-reader", 10)
+    event = decode_event(record.payload)
+    assert (event.operation, event.tenant_id) == ("decision:denied", "acme")
+    assert hooks.engine.status(Scope(tenant="acme"), BUDGET).reserved == 0
+
+
+async def test_another_process_writing_never_blocks_the_event_loop(
+    durable: tuple[OutlayHooks, _CountingLog], tmp_path: Path
+) -> None:
+    hooks, _ = durable
+    _, secret = hooks.keys.create("acme")
+    principal = await hooks.authenticate({"authorization": f"Bearer {secret}"})
+    other = sqlite3.connect(tmp_path / "budgets.db", isolation_level=None)  # as another gateway worker
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        began = time.perf_counter()
+        waiting = asyncio.ensure_future(hooks.admit(principal, _call()))
+        await asyncio.sleep(0.2)
+        assert time.perf_counter() - began < 1.0  # the loop was not stuck behind the file lock
+        assert not waiting.done()  # the admission waits for it on the blocking thread
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    admission = await waiting
+    assert admission.reserved is not None and admission.reserved > 0

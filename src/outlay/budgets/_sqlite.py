@@ -78,6 +78,7 @@ class SQLiteBudgetStore(BudgetStore):
         self.clock = clock
         self._retention = retention
         self._lock = threading.RLock()  # re-entered by the operations of a batch()
+        self._busy_ms = int(busy_timeout * 1000)
         self._batch_owner: int | None = None
         self._next_forget = float("-inf")
         self._checkpointer: Checkpointer | None = None
@@ -156,6 +157,48 @@ class SQLiteBudgetStore(BudgetStore):
                 yield
             finally:
                 self._batch_owner = None
+
+    @contextmanager
+    def try_batch(self) -> Iterator[bool]:
+        """:meth:`batch` if no thread of this process holds the store and no process holds the
+        database's write lock (``BEGIN IMMEDIATE`` tried without a busy wait); else ``False``."""
+        if not self._lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            db = self._db
+            try:
+                db.execute("PRAGMA busy_timeout = 0")
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                finally:
+                    db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            except sqlite3.OperationalError:  # another process is writing: do not wait for it here
+                began = False
+            else:
+                began = True
+            if not began:
+                yield False
+                return
+            self._batch_owner = threading.get_ident()
+            try:
+                yield True
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
+            finally:
+                self._batch_owner = None
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise BackendError(f"budget store: {exc}") from exc
+            if self._checkpointer is not None:
+                self._checkpointer.note_commit()
+        finally:
+            self._lock.release()
 
     # --- helpers, all inside a transaction ---------------------------------------------------
 

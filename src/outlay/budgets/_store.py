@@ -138,6 +138,13 @@ class BudgetStore(ABC):
         (each stays atomic on its own, and one failing does not undo the others). A no-op here."""
         yield
 
+    @contextmanager
+    def try_batch(self) -> Iterator[bool]:
+        """:meth:`batch` if it can begin at once, for a caller that must not block (an event loop):
+        yields ``True`` inside it, or ``False`` (and nothing begun) when the store would first wait
+        for a lock or the network. Here: ``False`` — the caller hands the work to a thread."""
+        yield False
+
     def close(self) -> None:  # noqa: B027  # optional hook: in-memory stores hold nothing
         """Release resources."""
 
@@ -194,6 +201,11 @@ class InMemoryBudgetStore(BudgetStore):
         self._holds: dict[str, _Hold] = {}
         self._expiry: list[tuple[float, str]] = []
         self._forget: list[tuple[float, str]] = []
+
+    @contextmanager
+    def try_batch(self) -> Iterator[bool]:
+        """Always ``True``: every operation holds this store's lock for microseconds, never waits on I/O."""
+        yield True
 
     def _counter(self, key: str) -> _Counter:
         counter = self._counters.get(key)

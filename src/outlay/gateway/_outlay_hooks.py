@@ -13,6 +13,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
+import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +27,15 @@ from outlay._money import MONEY_CONTEXT, ZERO, money_sum
 from outlay._recording import Recorder
 from outlay._runtime import Outlay
 from outlay._usage import Usage
-from outlay.budgets import Budget, BudgetEngine, InMemoryBudgetStore, KeyStatus, Reservation, Scope
+from outlay.budgets import (
+    Budget,
+    BudgetEngine,
+    Decision,
+    InMemoryBudgetStore,
+    KeyStatus,
+    Reservation,
+    Scope,
+)
 from outlay.context import CostContext, attach, detach
 from outlay.events import CostEvent
 from outlay.keys import KeyStore, VirtualKey
@@ -35,6 +45,8 @@ from ._attribution import attribute
 from ._hooks import Admission, Call, Outcome, Principal, Settlement, client_key
 
 __all__ = ["OutlayHooks"]
+
+_log = logging.getLogger("outlay.gateway")
 
 _PROVIDER: Final = {"openai": "openai", "anthropic": "anthropic", "gemini": "google"}
 _OUTPUT_FIELDS: Final = {
@@ -60,7 +72,7 @@ class _Ticket:
     estimate_priced: bool  # False: the model has no price and ``estimate`` is the fallback
 
 
-_Job = tuple[str, tuple[Any, ...]]  # ("admit" | "complete", arguments)
+_Job = tuple[str, tuple[Any, ...]]  # ("admit" | "complete" | "decide", arguments)
 _Result = tuple[bool, object]  # (True, value) or (False, exception)
 _Orphan = tuple[_Job, _Result, Callable[[_Job, _Result], None]]
 _Pending = tuple[_Job, asyncio.Future[_Result], Callable[[_Job, _Result], None] | None]
@@ -160,9 +172,10 @@ class OutlayHooks:
     Calls whose price is unknown reserve and, unless usage says otherwise, are charged
     ``unpriced_estimate``; requests without an output limit are estimated at ``default_output_tokens``.
 
-    Blocking work (a durable append, a SQLite budget transaction) runs on a thread pool so the event
-    loop keeps serving, and so concurrent appends share one fsync; with in-memory backends it runs
-    inline (``offload`` overrides the choice).
+    Blocking work (a durable append, a SQLite budget transaction) runs on one thread, in batches, so
+    the event loop keeps serving and concurrent appends share one fsync; with in-memory backends it
+    runs inline (``offload`` overrides the choice). An admission runs on the loop when the budget
+    store can begin at once (:meth:`BudgetStore.try_batch`), and joins a batch when it cannot.
     """
 
     def __init__(
@@ -199,6 +212,13 @@ class OutlayHooks:
             memory = isinstance(recorder.log, InMemoryEventLog) or recorder.mode == "batching"
             offload = not (memory and isinstance(self.engine.store, InMemoryBudgetStore))
         self._batches = _SerialBatches(self._run_batch) if offload else None
+        # Admissions run on the event loop when the budget store can begin at once (no hand-off to
+        # the blocking thread and back); the decisions they make (a refusal, a downgrade) are then
+        # recorded by that thread, before the answer leaves.
+        self._deferred = threading.local()
+        self._sink = self.engine.decision_sink
+        if self._batches is not None and self._sink is not None:
+            self.engine.decision_sink = self._defer_on_loop
         self._cache: dict[str, tuple[VirtualKey, float]] = {}
         self._contexts: dict[str, CostContext] = {}
         self._scopes: dict[int, Scope] = {}  # the budget Scope of each cached key context
@@ -228,6 +248,9 @@ class OutlayHooks:
                             results[i] = (True, self._admit(*args))
                         except Exception as exc:
                             results[i] = (False, exc)
+                    elif kind == "decide":
+                        self._record_decisions(*args)
+                        results[i] = (True, None)
         except Exception as exc:
             # The budget transaction failed to commit: its holds and settles are undone (the
             # events already appended stay recorded; their holds lapse at their TTL), and every
@@ -312,12 +335,51 @@ class OutlayHooks:
         args = (principal, call, ctx, (key, provider, output))
         if self._batches is None:
             return self._admit(*args)
-        ok, admission = await self._batches.submit(("admit", args), self._orphaned)
+        inline = self._admit_inline(args)
+        if inline is not None:
+            (ok, admission), decisions = inline
+            if decisions:  # durable before the caller hears of them, as on the blocking thread
+                await self._batches.submit(("decide", (decisions,)))
+        else:
+            ok, admission = await self._batches.submit(("admit", args), self._orphaned)
         if not ok:
             assert isinstance(admission, BaseException)
             raise admission
         assert isinstance(admission, Admission)
         return admission
+
+    def _admit_inline(self, args: tuple[Any, ...]) -> tuple[_Result, list[Decision]] | None:
+        """The admission, run here in a budget transaction that could begin without waiting; None
+        when it could not (the blocking thread or another process holds the store)."""
+        decisions: list[Decision] = []
+        with self.engine.store.try_batch() as began:
+            if not began:
+                return None
+            self._deferred.decisions = decisions
+            try:
+                result: _Result = (True, self._admit(*args))
+            except Exception as exc:  # a refusal: the transaction commits what it did (nothing)
+                result = (False, exc)
+            finally:
+                self._deferred.decisions = None
+        return result, decisions
+
+    def _defer_on_loop(self, decision: Decision) -> None:
+        """The engine's decision sink: kept for later on an inline admission, else passed on."""
+        kept: list[Decision] | None = getattr(self._deferred, "decisions", None)
+        if kept is not None:
+            kept.append(decision)
+        elif self._sink is not None:
+            self._sink(decision)
+
+    def _record_decisions(self, decisions: Sequence[Decision]) -> None:
+        for decision in decisions:
+            if self._sink is None:
+                return
+            try:
+                self._sink(decision)
+            except Exception:  # the decision stands even if recording it failed, as in the engine
+                _log.exception("outlay: the decision sink failed for %s", decision.kind)
 
     def _orphaned(self, job: _Job, result: _Result) -> None:
         """A job whose caller was cancelled while it ran: an admission nobody will complete gives
