@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -22,7 +23,7 @@ from outlay._runtime import Outlay
 from outlay._usage import Usage
 from outlay.budgets import Budget, BudgetEngine, Scope, SQLiteBudgetStore
 from outlay.events import decode_event
-from outlay.gateway import Call, Gateway, Outcome, OutlayHooks, Upstream
+from outlay.gateway import Call, Gateway, Outcome, OutlayHooks, Principal, Upstream
 from outlay.gateway._outlay_hooks import _Job
 from outlay.keys import InMemoryKeyStore
 from outlay.stream import SQLiteEventLog
@@ -122,6 +123,12 @@ def _call() -> Call:
     return Call("chat", "gpt-4o-mini", "gpt-4o-mini", upstream, False, body, {}, raw)
 
 
+async def _principal(hooks: OutlayHooks, **key: str) -> Principal:
+    """Who calls with a new key of tenant acme (``key``: its options, e.g. a budget)."""
+    _, secret = hooks.keys.create("acme", **key)
+    return await hooks.authenticate({"authorization": f"Bearer {secret}"})
+
+
 async def _idle(hooks: OutlayHooks) -> None:
     assert hooks._batches is not None
     for _ in range(400):  # the batch in flight, then the one that handles what it orphaned
@@ -155,8 +162,7 @@ async def test_a_caller_cancelled_during_its_admission_leaves_no_hold(
     durable: tuple[OutlayHooks, _CountingLog],
 ) -> None:
     hooks, _ = durable
-    _, secret = hooks.keys.create("acme")
-    principal = await hooks.authenticate({"authorization": f"Bearer {secret}"})
+    principal = await _principal(hooks)
     with _store_busy(hooks):  # so every admission is handed to the blocking thread...
         waiting = [asyncio.ensure_future(hooks.admit(principal, _call())) for _ in range(8)]
         await asyncio.sleep(0)
@@ -174,8 +180,7 @@ async def test_a_caller_cancelled_during_its_completion_is_still_recorded_and_se
     durable: tuple[OutlayHooks, _CountingLog],
 ) -> None:
     hooks, log = durable
-    _, secret = hooks.keys.create("acme")
-    principal = await hooks.authenticate({"authorization": f"Bearer {secret}"})
+    principal = await _principal(hooks)
     admission = await hooks.admit(principal, _call())
     usage = Usage(input_tokens=1000, output_tokens=50)
     task = asyncio.ensure_future(hooks.complete(admission, Outcome(200, usage, "gpt-4o-mini", 0.2)))
@@ -194,16 +199,21 @@ async def test_an_admission_runs_on_the_event_loop_when_the_store_is_free(
     durable: tuple[OutlayHooks, _CountingLog],
 ) -> None:
     hooks, log = durable
-    _, secret = hooks.keys.create("acme")
-    principal = await hooks.authenticate({"authorization": f"Bearer {secret}"})
+    principal = await _principal(hooks)
     assert hooks._batches is not None
     handed: list[_Job] = []
     submit = hooks._batches.submit
-    hooks._batches.submit = lambda job, *rest: (handed.append(job), submit(job, *rest))[1]  # type: ignore[method-assign]
+
+    def spy(job: _Job, *rest: Any) -> asyncio.Future[tuple[bool, object]]:
+        handed.append(job)
+        return submit(job, *rest)
+
+    hooks._batches.submit = spy  # type: ignore[method-assign,assignment]
     admission = await hooks.admit(principal, _call())
     assert handed == []  # no hand-off to the blocking thread and back
     status = hooks.engine.status(Scope(tenant="acme"), BUDGET)
-    assert status.reserved == admission.reserved > 0  # committed: visible to every process
+    assert admission.reserved is not None and admission.reserved > 0
+    assert status.reserved == admission.reserved  # committed: visible to every process
     with _store_busy(hooks):
         waiting = asyncio.ensure_future(hooks.admit(principal, _call()))
         await asyncio.sleep(0.05)
@@ -217,8 +227,7 @@ async def test_a_refusal_decided_on_the_loop_is_recorded_before_the_caller_hears
     durable: tuple[OutlayHooks, _CountingLog],
 ) -> None:
     hooks, log = durable
-    _, secret = hooks.keys.create("acme", budget="0.00001/day")
-    principal = await hooks.authenticate({"authorization": f"Bearer {secret}"})
+    principal = await _principal(hooks, budget="0.00001/day")
     with pytest.raises(BudgetExceeded):
         await hooks.admit(principal, _call())
     assert log.end_offset() == 1  # the decision, durable already
@@ -232,8 +241,7 @@ async def test_another_process_writing_never_blocks_the_event_loop(
     durable: tuple[OutlayHooks, _CountingLog], tmp_path: Path
 ) -> None:
     hooks, _ = durable
-    _, secret = hooks.keys.create("acme")
-    principal = await hooks.authenticate({"authorization": f"Bearer {secret}"})
+    principal = await _principal(hooks)
     other = sqlite3.connect(tmp_path / "budgets.db", isolation_level=None)  # as another gateway worker
     other.execute("BEGIN IMMEDIATE")
     try:
