@@ -255,3 +255,26 @@ async def test_another_process_writing_never_blocks_the_event_loop(
         other.close()
     admission = await waiting
     assert admission.reserved is not None and admission.reserved > 0
+
+
+async def test_a_settlement_failing_after_the_call_was_recorded_is_logged_and_the_call_answered(
+    durable: tuple[OutlayHooks, _CountingLog],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    hooks, log = durable
+    principal = await _principal(hooks)
+    admission = await hooks.admit(principal, _call())
+
+    def broken_settle(*args: Any) -> Any:
+        raise BackendUnavailable("budget store disk is gone (test)")
+
+    monkeypatch.setattr(hooks.engine.store, "settle", broken_settle)
+    usage = Usage(input_tokens=1000, output_tokens=50)
+    settlement = await hooks.complete(admission, Outcome(200, usage, "gpt-4o-mini", 0.2))
+    assert settlement.cost is not None and settlement.cost > 0  # the caller got its answer
+    assert settlement.budget_remaining is None  # unknown now: no figure rather than a wrong one
+    assert log.end_offset() == 1  # the call is in the ledger
+    assert "lapses at its TTL" in caplog.text and "disk is gone" in caplog.text
+    status = hooks.engine.status(Scope(tenant="acme"), BUDGET)
+    assert status.reserved == admission.reserved  # the hold stands until its TTL, never lost early

@@ -476,7 +476,8 @@ class OutlayHooks:
     ) -> None:
         """Record the calls' events in one durable append (invariant 3: before any answer leaves),
         then settle each hold with its actual cost — or release it when the provider bills nothing.
-        Whatever happens to the append, no hold lingers until its TTL."""
+        Whatever happens to the append, no hold lingers until its TTL; a settlement that fails
+        after the call was recorded is logged, not turned into an error for a call that happened."""
         built: list[tuple[int, _Ticket, CostEvent, bool]] = []
         for i, (admission, ticket, outcome) in items:
             try:
@@ -493,6 +494,7 @@ class OutlayHooks:
             failure = exc
         for i, ticket, event, bill in built:
             seen: dict[str, KeyStatus] = {}
+            settled = True
             try:
                 for hold in ticket.holds:
                     if bill:
@@ -500,14 +502,19 @@ class OutlayHooks:
                         seen.update((st.key, st) for st in statuses)
                     else:
                         self.engine.release(hold)
-            except Exception as exc:
-                results[i] = (False, failure or exc)
-                continue
+            except Exception:
+                # The call happened and is recorded: failing it now would invite a retry the
+                # provider bills again. The hold stands until its TTL; the operator hears of it.
+                _log.exception(
+                    "outlay: settling the hold of event %s failed; it lapses at its TTL", event.event_id
+                )
+                settled = False  # what is left is unknown: no figure rather than a wrong one
             if failure is not None:
                 results[i] = (False, failure)
                 continue
             cost = event.cost if event.priced else None
-            results[i] = (True, Settlement(cost, self._remaining(ticket.holds, seen)))
+            left = self._remaining(ticket.holds, seen) if settled else None
+            results[i] = (True, Settlement(cost, left))
 
     def _release_all(self, ticket: _Ticket) -> None:
         for hold in ticket.holds:
