@@ -163,6 +163,15 @@ class Recorder:
         else:
             self.log.append(payloads)
 
+    def try_record_many(self, events: Sequence[CostEvent]) -> bool:
+        """:meth:`record_many` if the log can append without waiting for another writer (see
+        :meth:`EventLog.try_append`); False, having recorded nothing, if it would wait — or in
+        ``batching`` mode, whose buffer is drained by its own thread."""
+        if self._batcher is not None:
+            return False
+        payloads = [encode_event(event) for event in events]
+        return not payloads or self.log.try_append(payloads) is not None
+
     def record_llm(
         self,
         *,

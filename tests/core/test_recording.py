@@ -124,6 +124,26 @@ def test_batching_mode_drains_on_flush(tmp_path: Path) -> None:
         instance.close()
 
 
+def test_try_record_many_records_at_once_or_not_at_all(tmp_path: Path) -> None:
+    durable = Outlay(tmp_path / "durable" / "outlay.db")  # each its own directory: its own log
+    batching = Outlay(tmp_path / "batching" / "outlay.db", mode="batching")
+    try:
+        for instance in (durable, batching):
+            with outlay.attribute(tenant="acme"):
+                event = instance.recorder.build(
+                    operation="chat", provider="openai", model="gpt-4o-mini", usage=Usage(input_tokens=7)
+                )
+            instance.recorder.try_record_many([event])
+        # Durable: committed at once. Batching: refused (its buffer drains on its own thread), and
+        # nothing was buffered half-way.
+        assert durable.log.end_offset() == 1
+        batching.flush()
+        assert batching.log.end_offset() == 0
+    finally:
+        durable.close()
+        batching.close()
+
+
 @pytest.fixture
 def engine() -> Iterator[BudgetEngine]:
     """A fresh default engine: run budgets (outlay.run(budget=...)) are kept by the default one."""

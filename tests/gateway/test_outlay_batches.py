@@ -47,6 +47,13 @@ class _CountingLog(SQLiteEventLog):
         self.appends += 1
         return super().append(payloads)
 
+    def try_append(self, payloads: Sequence[bytes]) -> list[int] | None:
+        if self.failing:
+            raise BackendUnavailable("event log disk is full (test)")
+        offsets = super().try_append(payloads)
+        self.appends += offsets is not None
+        return offsets
+
 
 @pytest.fixture
 def durable(
@@ -182,6 +189,7 @@ async def test_a_caller_cancelled_during_its_completion_is_still_recorded_and_se
     hooks, log = durable
     principal = await _principal(hooks)
     admission = await hooks.admit(principal, _call())
+    await hooks.admit(principal, _call())  # in flight too: the completion is handed over
     usage = Usage(input_tokens=1000, output_tokens=50)
     task = asyncio.ensure_future(hooks.complete(admission, Outcome(200, usage, "gpt-4o-mini", 0.2)))
     await asyncio.sleep(0)
@@ -191,7 +199,7 @@ async def test_a_caller_cancelled_during_its_completion_is_still_recorded_and_se
     await _idle(hooks)
     assert log.end_offset() == 1  # the event is recorded all the same
     status = hooks.engine.status(Scope(tenant="acme"), BUDGET)
-    assert status.reserved == 0
+    assert status.reserved == admission.reserved  # only the other call's hold is left
     assert status.spent > 0  # and the hold settled with the call's cost
 
 
@@ -200,15 +208,7 @@ async def test_an_admission_runs_on_the_event_loop_when_the_store_is_free(
 ) -> None:
     hooks, log = durable
     principal = await _principal(hooks)
-    assert hooks._batches is not None
-    handed: list[_Job] = []
-    submit = hooks._batches.submit
-
-    def spy(job: _Job, *rest: Any) -> asyncio.Future[tuple[bool, object]]:
-        handed.append(job)
-        return submit(job, *rest)
-
-    hooks._batches.submit = spy  # type: ignore[method-assign,assignment]
+    handed = _spy_hand_offs(hooks)
     admission = await hooks.admit(principal, _call())
     assert handed == []  # no hand-off to the blocking thread and back
     status = hooks.engine.status(Scope(tenant="acme"), BUDGET)
@@ -278,3 +278,91 @@ async def test_a_settlement_failing_after_the_call_was_recorded_is_logged_and_th
     assert "lapses at its TTL" in caplog.text and "disk is gone" in caplog.text
     status = hooks.engine.status(Scope(tenant="acme"), BUDGET)
     assert status.reserved == admission.reserved  # the hold stands until its TTL, never lost early
+
+
+def _spy_hand_offs(hooks: OutlayHooks) -> list[_Job]:
+    """The jobs handed to the blocking thread from now on."""
+    assert hooks._batches is not None
+    handed: list[_Job] = []
+    submit = hooks._batches.submit
+
+    def spy(job: _Job, *rest: Any) -> asyncio.Future[tuple[bool, object]]:
+        handed.append(job)
+        return submit(job, *rest)
+
+    hooks._batches.submit = spy  # type: ignore[method-assign,assignment]
+    return handed
+
+
+USAGE = Usage(input_tokens=1000, output_tokens=50)
+
+
+async def test_a_completion_alone_runs_on_the_event_loop_recorded_and_settled(
+    durable: tuple[OutlayHooks, _CountingLog],
+) -> None:
+    hooks, log = durable
+    principal = await _principal(hooks)
+    admission = await hooks.admit(principal, _call())
+    handed = _spy_hand_offs(hooks)
+    settlement = await hooks.complete(admission, Outcome(200, USAGE, "gpt-4o-mini", 0.2))
+    assert handed == []  # no hand-off to the blocking thread and back
+    assert log.end_offset() == 1  # durable before complete() returned
+    status = hooks.engine.status(Scope(tenant="acme"), BUDGET)
+    assert (status.spent, status.reserved) == (settlement.cost, Decimal(0))
+
+
+async def test_a_completion_is_handed_over_while_another_call_is_in_flight(
+    durable: tuple[OutlayHooks, _CountingLog],
+) -> None:
+    hooks, log = durable
+    principal = await _principal(hooks)
+    first = await hooks.admit(principal, _call())
+    second = await hooks.admit(principal, _call())
+    handed = _spy_hand_offs(hooks)
+    await hooks.complete(first, Outcome(200, USAGE, "gpt-4o-mini", 0.2))
+    assert [kind for kind, _ in handed] == ["complete"]  # the loop serves the other call meanwhile
+    await hooks.complete(second, Outcome(200, USAGE, "gpt-4o-mini", 0.2))
+    assert [kind for kind, _ in handed] == ["complete"]  # now alone: on the loop
+    assert log.end_offset() == 2
+    assert hooks.engine.status(Scope(tenant="acme"), BUDGET).reserved == 0
+
+
+async def test_another_process_writing_the_event_log_never_blocks_the_event_loop(
+    durable: tuple[OutlayHooks, _CountingLog], tmp_path: Path
+) -> None:
+    hooks, log = durable
+    principal = await _principal(hooks)
+    admission = await hooks.admit(principal, _call())
+    handed = _spy_hand_offs(hooks)
+    other = sqlite3.connect(tmp_path / "events.db", isolation_level=None)  # as another worker
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        began = time.perf_counter()
+        waiting = asyncio.ensure_future(hooks.complete(admission, Outcome(200, USAGE, "gpt-4o-mini", 0.2)))
+        await asyncio.sleep(0.2)
+        assert time.perf_counter() - began < 1.0  # the loop was not stuck behind the file lock
+        assert not waiting.done()  # the completion waits for it on the blocking thread
+        assert [kind for kind, _ in handed] == ["complete"]
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    settlement = await waiting
+    assert settlement.cost is not None and log.end_offset() == 1
+    assert hooks.engine.status(Scope(tenant="acme"), BUDGET).reserved == 0
+
+
+async def test_a_completion_is_handed_over_while_the_budget_store_is_busy(
+    durable: tuple[OutlayHooks, _CountingLog],
+) -> None:
+    hooks, log = durable
+    principal = await _principal(hooks)
+    admission = await hooks.admit(principal, _call())
+    handed = _spy_hand_offs(hooks)
+    with _store_busy(hooks):
+        waiting = asyncio.ensure_future(hooks.complete(admission, Outcome(200, USAGE, "gpt-4o-mini", 0.2)))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        assert log.end_offset() == 0  # nothing was recorded on the loop before it gave up
+    await waiting
+    assert [kind for kind, _ in handed] == ["complete"]
+    assert log.end_offset() == 1  # recorded once, by the blocking thread

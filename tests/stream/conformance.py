@@ -83,6 +83,16 @@ class EventLogConformance:
         assert log.append(()) == []
         assert log.end_offset() == 1
 
+    def test_try_append_appends_as_append_would_or_appends_nothing(self, log: EventLog) -> None:
+        log.append([b"a"])
+        offsets = log.try_append([b"b", b"c"])  # nothing else writes: a log that can tell, does
+        if offsets is None:  # a log that cannot tell (NATS) never appends half-way
+            assert log.end_offset() == 1
+            return
+        assert offsets == [2, 3]
+        assert payloads_of(log.read("c")) == [b"a", b"b", b"c"]
+        assert log.try_append([]) == []
+
     # -- consumers -------------------------------------------------------------------------------
 
     def test_consumers_read_independently(self, log: EventLog) -> None:

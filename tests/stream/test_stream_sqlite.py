@@ -234,3 +234,49 @@ def test_a_waiting_reader_sees_records_another_process_appends(log: SQLiteEventL
     finally:
         child.wait(timeout=30)
     assert [r.payload for r in records] == [b"remote-0"]
+
+
+# -- try_append: for callers that must not wait (the gateway's event loop) ------------------------
+
+
+def test_try_append_gives_up_at_once_while_another_process_holds_the_write_lock(
+    log: SQLiteEventLog,
+) -> None:
+    blocker = _hold_write_lock(log.path)
+    began = time.monotonic()
+    assert log.try_append([b"now"]) is None
+    assert time.monotonic() - began < 1.0  # no busy wait (the log's busy_timeout is 30 s)
+    blocker.execute("COMMIT")
+    blocker.close()
+    assert log.end_offset() == 0  # nothing was appended
+    # The busy wait is back for everyone else: a plain append still waits for the lock.
+    assert log._writer.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+    assert log.try_append([b"later"]) == [1]
+
+
+def test_try_append_gives_up_while_an_append_of_this_process_is_committing(log: SQLiteEventLog) -> None:
+    blocker = _hold_write_lock(log.path)
+    leader, result = _append_in_threads(log, [b"leader"])
+    _wait_until(lambda: log._leading, "the first append to lead")
+    assert log.try_append([b"impatient"]) is None  # it would queue behind the leader
+    blocker.execute("COMMIT")
+    blocker.close()
+    for t in leader:
+        t.join()
+    assert result[b"leader"] == [1]
+    assert log.try_append([b"next"]) == [2]  # and the group commit is left in order
+
+
+def test_try_append_that_fails_raises_and_the_log_goes_on(log: SQLiteEventLog) -> None:
+    conn = sqlite3.connect(log.path)
+    conn.execute(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON log WHEN NEW.payload = x'706f69736f6e'"
+        " BEGIN SELECT RAISE(ABORT, 'poison refused'); END"
+    )
+    conn.commit()
+    conn.close()
+    with pytest.raises(BackendError, match="poison refused"):
+        log.try_append([b"poison"])
+    assert log.end_offset() == 0
+    assert log.append([b"fine"]) == [1]
+    assert log.try_append([b"also fine"]) == [2]

@@ -139,10 +139,19 @@ class _SerialBatches:
         else:
             self._busy = False
 
+    @property
+    def idle(self) -> bool:
+        """No batch is running or waiting to run."""
+        return not self._busy
+
     async def aclose(self) -> None:
         while self._busy:  # batches in flight, and what joined them, finish first
             await asyncio.sleep(0.005)
         await asyncio.to_thread(self._executor.shutdown, True)
+
+
+class _WouldWait(Exception):
+    """An inline completion found the event log busy: the blocking thread takes the call instead."""
 
 
 def _output_tokens(call: Call, default: int) -> int:
@@ -219,6 +228,7 @@ class OutlayHooks:
         self._sink = self.engine.decision_sink
         if self._batches is not None and self._sink is not None:
             self.engine.decision_sink = self._defer_on_loop
+        self._inflight = 0  # calls admitted (or being admitted) and not yet completed
         self._cache: dict[str, tuple[VirtualKey, float]] = {}
         self._contexts: dict[str, CostContext] = {}
         self._scopes: dict[int, Scope] = {}  # the budget Scope of each cached key context
@@ -327,6 +337,14 @@ class OutlayHooks:
         )  # fmt: skip
 
     async def admit(self, principal: Principal, call: Call) -> Admission:
+        self._inflight += 1
+        try:
+            return await self._admit_call(principal, call)
+        except BaseException:
+            self._inflight -= 1  # refused, failed or cancelled: there will be no completion
+            raise
+
+    async def _admit_call(self, principal: Principal, call: Call) -> Admission:
         found = principal.policies.get("key")
         key = found if isinstance(found, VirtualKey) else None
         ctx = self._context(principal, key, call.headers)
@@ -456,6 +474,12 @@ class OutlayHooks:
     # -- complete ---------------------------------------------------------------------------------
 
     async def complete(self, admission: Admission, outcome: Outcome) -> Settlement:
+        try:
+            return await self._complete(admission, outcome)
+        finally:
+            self._inflight -= 1
+
+    async def _complete(self, admission: Admission, outcome: Outcome) -> Settlement:
         ticket = admission.reservation
         if not isinstance(ticket, _Ticket):
             return Settlement()
@@ -463,16 +487,49 @@ class OutlayHooks:
         if self._batches is None:
             ok, value = self._run_batch([job])[0]
         else:
-            # Not cancellable half-way: once handed over, the call is recorded and settled.
-            ok, value = await self._batches.submit(job)
+            # Alone (no other call of this process in flight, the blocking thread idle), the
+            # completion runs here if both stores can begin at once: the loop delays nobody by
+            # waiting on the fsync itself, and the call saves two hand-offs between threads.
+            inline = self._complete_inline(job) if self._inflight <= 1 and self._batches.idle else None
+            if inline is not None:
+                (ok, value), decisions = inline
+                if decisions:  # durable before the caller hears of them, as on the blocking thread
+                    await self._batches.submit(("decide", (decisions,)))
+            else:
+                # Not cancellable half-way: once handed over, the call is recorded and settled.
+                ok, value = await self._batches.submit(job)
         if not ok:
             assert isinstance(value, BaseException)
             raise value
         assert isinstance(value, Settlement)
         return value
 
+    def _complete_inline(self, job: _Job) -> tuple[_Result, list[Decision]] | None:
+        """The completion, run here in a budget transaction that could begin without waiting, with
+        an append that could too; None (nothing recorded or settled) when either would wait."""
+        decisions: list[Decision] = []
+        results: list[_Result] = [(False, RuntimeError("not run"))]
+        with self.engine.store.try_batch() as began:
+            if not began:
+                return None
+            self._deferred.decisions = decisions
+            try:
+                self._complete_many([(0, job[1])], results, self._append_now)
+            except _WouldWait:
+                return None  # the transaction wrote nothing: its commit is empty
+            finally:
+                self._deferred.decisions = None
+        return results[0], decisions
+
+    def _append_now(self, events: Sequence[CostEvent]) -> None:
+        if not self.recorder.try_record_many(events):
+            raise _WouldWait
+
     def _complete_many(
-        self, items: Sequence[tuple[int, tuple[Admission, _Ticket, Outcome]]], results: list[_Result]
+        self,
+        items: Sequence[tuple[int, tuple[Admission, _Ticket, Outcome]]],
+        results: list[_Result],
+        append: Callable[[Sequence[CostEvent]], None] | None = None,
     ) -> None:
         """Record the calls' events in one durable append (invariant 3: before any answer leaves),
         then settle each hold with its actual cost — or release it when the provider bills nothing.
@@ -489,7 +546,9 @@ class OutlayHooks:
             built.append((i, ticket, event, bill))
         failure: Exception | None = None
         try:
-            self.recorder.record_many([event for _, _, event, _ in built])
+            (append or self.recorder.record_many)([event for _, _, event, _ in built])
+        except _WouldWait:
+            raise
         except Exception as exc:
             failure = exc
         for i, ticket, event, bill in built:

@@ -50,6 +50,12 @@ class EventLog(ABC):
         payload it committed to the local spool instead: durable, but not yet in the stream.
         """
 
+    def try_append(self, payloads: Sequence[bytes]) -> list[int] | None:
+        """:meth:`append` if it can be done without waiting for another writer (a thread or process
+        of this log); ``None``, having appended nothing, when it would have to wait — or when this
+        log cannot tell, as here. For callers that must never block on a lock (an event loop)."""
+        return None
+
     @abstractmethod
     def read(self, consumer: str, max_records: int = 1000, timeout: float = 0.0) -> list[LogRecord]:
         """Up to ``max_records`` records after ``consumer``'s acknowledged offset, in order.

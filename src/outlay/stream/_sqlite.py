@@ -176,10 +176,11 @@ class SQLiteEventLog(EventLog):
 
     @staticmethod
     @contextmanager
-    def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    def _transaction(conn: sqlite3.Connection, *, began: bool = False) -> Iterator[sqlite3.Connection]:
         # IMMEDIATE takes the write lock up front, so a transaction that reads then writes cannot
         # fail half-way with SQLITE_BUSY when another process writes (busy_timeout applies here).
-        conn.execute("BEGIN IMMEDIATE")
+        if not began:
+            conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
             conn.execute("COMMIT")
@@ -216,6 +217,25 @@ class SQLiteEventLog(EventLog):
                 batch, self._queue = self._queue, []
         if lead:
             self._lead(batch)
+        return self._offsets(pending, lead)
+
+    def try_append(self, payloads: Sequence[bytes]) -> list[int] | None:
+        """:meth:`append` now, or ``None`` (nothing appended) if it would wait: another append of
+        this process is committing or queued, or another process holds the file's write lock
+        (``BEGIN IMMEDIATE`` tried without a busy wait)."""
+        pending = _Pending(check_payloads(payloads))
+        with self._group:
+            self._check_open()
+            if not pending.payloads:
+                return []
+            if self._leading or self._queue:
+                return None
+            self._leading = True
+        if not self._lead([pending], wait=False):
+            return None
+        return self._offsets(pending, lead=True)
+
+    def _offsets(self, pending: _Pending, lead: bool) -> list[int]:
         error = pending.error
         if error is None:
             return list(range(pending.first_offset, pending.first_offset + len(pending.payloads)))
@@ -227,10 +247,14 @@ class SQLiteEventLog(EventLog):
             raise BackendError(str(error)) from error.__cause__
         raise BackendError(f"SQLite event log {self._path}: append failed: {error!r}") from error
 
-    def _lead(self, batch: list[_Pending]) -> None:
+    def _lead(self, batch: list[_Pending], *, wait: bool = True) -> bool:
+        """Commit ``batch`` as the group's leader. True once its outcome is decided (committed, or
+        failed: the error is on each pending); False, nothing written, when ``wait`` is False and
+        the write lock was taken. Either way the next queued append may lead once this returns."""
         error: BaseException | None = None
+        committed = False
         try:
-            self._commit(batch)
+            committed = self._commit(batch, wait=wait)
         except BaseException as exc:
             error = exc
         with self._group:
@@ -239,26 +263,51 @@ class SQLiteEventLog(EventLog):
                 pending.done = True
             self._leading = False
             self._group.notify_all()  # followers return, and one of the newly queued leads next
-        if error is None:
+        if error is None and committed:
             with self._appended:
                 self._generation += 1
                 self._appended.notify_all()
+        return committed or error is not None
 
-    def _commit(self, batch: list[_Pending]) -> None:
+    def _begin_now(self, conn: sqlite3.Connection) -> bool:
+        """``BEGIN IMMEDIATE`` without a busy wait: False if another process holds the write lock."""
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                return False
+            raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        return True
+
+    def _commit(self, batch: list[_Pending], *, wait: bool = True) -> bool:
         now = time.time_ns() // 1000
         rows = [(payload, now) for pending in batch for payload in pending.payloads]
-        with self._write_lock, self._translate("append"), self._transaction(self._writer) as conn:
-            last = self._end(conn)
-            conn.executemany(_INSERT, rows)
-            # Under the write lock AUTOINCREMENT hands out last+1, last+2, ...; check, never assume.
-            if self._end(conn) != last + len(rows):
-                raise BackendError(f"SQLite event log {self._path}: offsets were not contiguous")
+        if not self._write_lock.acquire(blocking=wait):
+            return False
+        try:
+            with self._translate("append"):
+                began = not wait
+                if began and not self._begin_now(self._writer):
+                    return False
+                with self._transaction(self._writer, began=began) as conn:
+                    last = self._end(conn)
+                    conn.executemany(_INSERT, rows)
+                    # Under the write lock AUTOINCREMENT hands out last+1, last+2, ...; check, never
+                    # assume.
+                    if self._end(conn) != last + len(rows):
+                        raise BackendError(f"SQLite event log {self._path}: offsets were not contiguous")
+        finally:
+            self._write_lock.release()
         if self._checkpointer is not None:
             self._checkpointer.note_commit()
         offset = last + 1
         for pending in batch:
             pending.first_offset = offset
             offset += len(pending.payloads)
+        return True
 
     # -- consumers -------------------------------------------------------------------------------
 
