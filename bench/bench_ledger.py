@@ -3,6 +3,7 @@
     python bench/bench_ledger.py                       # 200k ingested, 1M-event ledger queried
     python bench/bench_ledger.py --events 10000000     # the DESIGN target: breakdown over 10M events
     python bench/bench_ledger.py --ingest 500000 --events 0 --batch 5000
+    python bench/bench_ledger.py --ingest 100000 --events 0 --floor   # + the lower bound of the layout
 
 The workload is shaped like a real platform: 500 tenants over 30 days, each using a handful of
 (feature, agent, model) combinations, 95% production, 3% unpriced, 4% unattributed, costs with up
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -118,6 +120,57 @@ def bench_decode(payloads: list[bytes], repeats: int = 5) -> float:
     return best / len(payloads) * 1e6
 
 
+def bench_floor(workdir: Path, events: list[CostEvent], payloads: list[bytes], batch: int) -> None:
+    """What any row-per-event layout costs at least, measured apart: building the rows and rollup
+    deltas in Python exactly as ``SQLiteLedger.write`` does, and inserting the same rows into a
+    table with the same columns but no index, no uniqueness check and no rollups (durable commits
+    per batch, as the ledger's). Their sum bounds ``write`` from below."""
+    from outlay.ledger._rows import RollupDeltas, day_of, rollup_key, time_us, tokens_of
+    from outlay.ledger._sqlite_schema import INSERT_EVENT, SCHEMA
+
+    def rows_of(chunk: list[CostEvent], chunk_payloads: list[bytes]) -> list[tuple[object, ...]]:
+        rows: list[tuple[object, ...]] = []
+        add = RollupDeltas().add_event
+        for event, payload in zip(chunk, chunk_payloads, strict=True):
+            us = time_us(event.time)
+            key = rollup_key(event, day_of(us))
+            tokens = tokens_of(event)
+            add(event, key, us, tokens)
+            cost = event.cost
+            rows.append(
+                (event.event_id, us, key[1], key[0], *key[2:], event.run_id, event.priced,
+                 None if cost is None else format(cost, "f"), event.unpriced_reason, event.price_version,
+                 *tokens, payload)
+            )  # fmt: skip
+        return rows
+
+    began = time.process_time()
+    spans = range(0, len(events), batch)
+    chunks = [rows_of(events[at : at + batch], payloads[at : at + batch]) for at in spans]
+    build_us = (time.process_time() - began) / len(events) * 1e6
+    table = SCHEMA[: SCHEMA.index("CREATE INDEX")].replace("event_id TEXT NOT NULL UNIQUE", "event_id TEXT")
+    insert = INSERT_EVENT[: INSERT_EVENT.index(" ON CONFLICT")]
+    print(f"floor: building rows + rollup deltas in Python: {build_us:.1f} us CPU per event")
+    for label, keep_payload in (("with", True), ("without", False)):
+        path = workdir / f"floor-{label}.db"
+        path.unlink(missing_ok=True)
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(table)
+        began = time.perf_counter()
+        for rows in chunks:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(insert, rows if keep_payload else [(*r[:-1], b"") for r in rows])
+            db.execute("COMMIT")
+        insert_us = (time.perf_counter() - began) / len(events) * 1e6
+        db.close()
+        print(
+            f"floor: insert into a bare table (no index, no rollups), {label} the payload: {insert_us:.1f} us"
+            f" per event; with the row building: {1e6 / (insert_us + build_us):,.0f} events/s at most"
+        )
+
+
 def build(path: Path, total: int, batch: int) -> None:
     ledger = SQLiteLedger(path)
     have = ledger.event_count()
@@ -174,6 +227,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--dir", help="keep the ledgers here (the query ledger is reused if present)")
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure the lower bound of any row-per-event layout"
+    )
     args = parser.parse_args()
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="outlay-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -191,6 +247,8 @@ def main() -> None:
         rate = bench_writer(writer_db, payloads, args.batch)
         print(f"LedgerWriter (decode + write + ack), batch {args.batch}: {rate:,.0f} events/s")
         print(f"CloudEvents decode: {bench_decode(payloads[:20_000]):.1f} us CPU per event (best of 5)")
+        if args.floor:
+            bench_floor(workdir, events, payloads, args.batch)
     if args.events:
         query_db = workdir / f"query-{args.events}.db"
         build(query_db, args.events, args.batch)
