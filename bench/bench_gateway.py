@@ -5,7 +5,8 @@ Each server runs in its own uvicorn process (no shared GIL with the load generat
     python bench/bench_gateway.py --requests 2000 --concurrency 32
 
 Reports p50/p99 latency and throughput for both paths and the difference (the gateway's added
-latency). The LiteLLM side-by-side is still to come (see issue 5, section 8).
+latency), with in-memory hooks. The side-by-side with the real backends and LiteLLM's proxy is
+``bench/bench_gateway_compare.py`` (docs/benchmarks-gateway.md).
 """
 
 from __future__ import annotations
