@@ -125,24 +125,11 @@ def bench_floor(workdir: Path, events: list[CostEvent], payloads: list[bytes], b
     deltas in Python exactly as ``SQLiteLedger.write`` does, and inserting the same rows into a
     table with the same columns but no index, no uniqueness check and no rollups (durable commits
     per batch, as the ledger's). Their sum bounds ``write`` from below."""
-    from outlay.ledger._rows import RollupDeltas, day_of, rollup_key, time_us, tokens_of
+    from outlay.ledger._sqlite import event_rows
     from outlay.ledger._sqlite_schema import INSERT_EVENT, SCHEMA
 
     def rows_of(chunk: list[CostEvent], chunk_payloads: list[bytes]) -> list[tuple[object, ...]]:
-        rows: list[tuple[object, ...]] = []
-        add = RollupDeltas().add_event
-        for event, payload in zip(chunk, chunk_payloads, strict=True):
-            us = time_us(event.time)
-            key = rollup_key(event, day_of(us))
-            tokens = tokens_of(event)
-            add(event, key, us, tokens)
-            cost = event.cost
-            rows.append(
-                (event.event_id, us, key[1], key[0], *key[2:], event.run_id, event.priced,
-                 None if cost is None else format(cost, "f"), event.unpriced_reason, event.price_version,
-                 *tokens, payload)
-            )  # fmt: skip
-        return rows
+        return event_rows(chunk, chunk_payloads, {event.event_id: i for i, event in enumerate(chunk)})[0]
 
     began = time.process_time()
     spans = range(0, len(events), batch)

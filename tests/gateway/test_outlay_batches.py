@@ -8,11 +8,11 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 import pytest
@@ -23,12 +23,13 @@ from outlay._runtime import Outlay
 from outlay._usage import Usage
 from outlay.budgets import Budget, BudgetEngine, Scope, SQLiteBudgetStore
 from outlay.events import decode_event
-from outlay.gateway import Call, Gateway, Outcome, OutlayHooks, Principal, Upstream
+from outlay.gateway import Admission, Call, Gateway, Outcome, OutlayHooks, Principal, Upstream
 from outlay.gateway._outlay_hooks import _Job
 from outlay.keys import InMemoryKeyStore
 from outlay.stream import SQLiteEventLog
 from outlay.testing import FakeProvider
 
+T = TypeVar("T")
 MESSAGES = [{"role": "user", "content": "summarise the incident"}]
 BUDGET = Budget(scope="tenant", period="month", limit="100.00")
 
@@ -237,23 +238,30 @@ async def test_a_refusal_decided_on_the_loop_is_recorded_before_the_caller_hears
     assert hooks.engine.status(Scope(tenant="acme"), BUDGET).reserved == 0
 
 
+async def _waits_off_the_loop(db: Path, start: Callable[[], Awaitable[T]]) -> T:
+    """``start()`` while another connection holds ``db``'s write lock, as another gateway worker
+    would: the event loop stays free and the call waits on the blocking thread; its result once the
+    lock is released."""
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        began = time.perf_counter()
+        waiting = asyncio.ensure_future(start())
+        await asyncio.sleep(0.2)
+        assert time.perf_counter() - began < 1.0  # the loop was not stuck behind the file lock
+        assert not waiting.done()  # the call waits for it on the blocking thread
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    return await waiting
+
+
 async def test_another_process_writing_never_blocks_the_event_loop(
     durable: tuple[OutlayHooks, _CountingLog], tmp_path: Path
 ) -> None:
     hooks, _ = durable
     principal = await _principal(hooks)
-    other = sqlite3.connect(tmp_path / "budgets.db", isolation_level=None)  # as another gateway worker
-    other.execute("BEGIN IMMEDIATE")
-    try:
-        began = time.perf_counter()
-        waiting = asyncio.ensure_future(hooks.admit(principal, _call()))
-        await asyncio.sleep(0.2)
-        assert time.perf_counter() - began < 1.0  # the loop was not stuck behind the file lock
-        assert not waiting.done()  # the admission waits for it on the blocking thread
-    finally:
-        other.execute("COMMIT")
-        other.close()
-    admission = await waiting
+    admission = await _waits_off_the_loop(tmp_path / "budgets.db", lambda: hooks.admit(principal, _call()))
     assert admission.reserved is not None and admission.reserved > 0
 
 
@@ -295,16 +303,21 @@ def _spy_hand_offs(hooks: OutlayHooks) -> list[_Job]:
 
 
 USAGE = Usage(input_tokens=1000, output_tokens=50)
+ANSWERED = Outcome(200, USAGE, "gpt-4o-mini", 0.2)
+
+
+async def _admitted(hooks: OutlayHooks) -> tuple[Admission, list[_Job]]:
+    """One admitted call, and the jobs handed to the blocking thread after its admission."""
+    admission = await hooks.admit(await _principal(hooks), _call())
+    return admission, _spy_hand_offs(hooks)
 
 
 async def test_a_completion_alone_runs_on_the_event_loop_recorded_and_settled(
     durable: tuple[OutlayHooks, _CountingLog],
 ) -> None:
     hooks, log = durable
-    principal = await _principal(hooks)
-    admission = await hooks.admit(principal, _call())
-    handed = _spy_hand_offs(hooks)
-    settlement = await hooks.complete(admission, Outcome(200, USAGE, "gpt-4o-mini", 0.2))
+    admission, handed = await _admitted(hooks)
+    settlement = await hooks.complete(admission, ANSWERED)
     assert handed == []  # no hand-off to the blocking thread and back
     assert log.end_offset() == 1  # durable before complete() returned
     status = hooks.engine.status(Scope(tenant="acme"), BUDGET)
@@ -319,9 +332,9 @@ async def test_a_completion_is_handed_over_while_another_call_is_in_flight(
     first = await hooks.admit(principal, _call())
     second = await hooks.admit(principal, _call())
     handed = _spy_hand_offs(hooks)
-    await hooks.complete(first, Outcome(200, USAGE, "gpt-4o-mini", 0.2))
+    await hooks.complete(first, ANSWERED)
     assert [kind for kind, _ in handed] == ["complete"]  # the loop serves the other call meanwhile
-    await hooks.complete(second, Outcome(200, USAGE, "gpt-4o-mini", 0.2))
+    await hooks.complete(second, ANSWERED)
     assert [kind for kind, _ in handed] == ["complete"]  # now alone: on the loop
     assert log.end_offset() == 2
     assert hooks.engine.status(Scope(tenant="acme"), BUDGET).reserved == 0
@@ -331,22 +344,10 @@ async def test_another_process_writing_the_event_log_never_blocks_the_event_loop
     durable: tuple[OutlayHooks, _CountingLog], tmp_path: Path
 ) -> None:
     hooks, log = durable
-    principal = await _principal(hooks)
-    admission = await hooks.admit(principal, _call())
-    handed = _spy_hand_offs(hooks)
-    other = sqlite3.connect(tmp_path / "events.db", isolation_level=None)  # as another worker
-    other.execute("BEGIN IMMEDIATE")
-    try:
-        began = time.perf_counter()
-        waiting = asyncio.ensure_future(hooks.complete(admission, Outcome(200, USAGE, "gpt-4o-mini", 0.2)))
-        await asyncio.sleep(0.2)
-        assert time.perf_counter() - began < 1.0  # the loop was not stuck behind the file lock
-        assert not waiting.done()  # the completion waits for it on the blocking thread
-        assert [kind for kind, _ in handed] == ["complete"]
-    finally:
-        other.execute("COMMIT")
-        other.close()
-    settlement = await waiting
+    admission, handed = await _admitted(hooks)
+    events_db = tmp_path / "events.db"
+    settlement = await _waits_off_the_loop(events_db, lambda: hooks.complete(admission, ANSWERED))
+    assert [kind for kind, _ in handed] == ["complete"]
     assert settlement.cost is not None and log.end_offset() == 1
     assert hooks.engine.status(Scope(tenant="acme"), BUDGET).reserved == 0
 
@@ -355,11 +356,9 @@ async def test_a_completion_is_handed_over_while_the_budget_store_is_busy(
     durable: tuple[OutlayHooks, _CountingLog],
 ) -> None:
     hooks, log = durable
-    principal = await _principal(hooks)
-    admission = await hooks.admit(principal, _call())
-    handed = _spy_hand_offs(hooks)
+    admission, handed = await _admitted(hooks)
     with _store_busy(hooks):
-        waiting = asyncio.ensure_future(hooks.complete(admission, Outcome(200, USAGE, "gpt-4o-mini", 0.2)))
+        waiting = asyncio.ensure_future(hooks.complete(admission, ANSWERED))
         await asyncio.sleep(0.05)
         assert not waiting.done()
         assert log.end_offset() == 0  # nothing was recorded on the loop before it gave up

@@ -110,6 +110,17 @@ def _hold_write_lock(path: str) -> sqlite3.Connection:
     return other
 
 
+def _refuse_poison(path: str) -> None:
+    """Make the file refuse a payload of b"poison" (a commit that fails half-way through a group)."""
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TRIGGER refuse_poison BEFORE INSERT ON log WHEN NEW.payload = x'706f69736f6e'"
+        " BEGIN SELECT RAISE(ABORT, 'poison refused'); END"
+    )
+    conn.commit()
+    conn.close()
+
+
 def _append_in_threads(
     log: SQLiteEventLog, payloads: list[bytes]
 ) -> tuple[list[threading.Thread], dict[bytes, object]]:
@@ -150,13 +161,7 @@ def test_appends_that_arrive_during_a_commit_share_the_next_one(log: SQLiteEvent
 def test_a_failed_commit_fails_every_caller_in_its_group_and_writes_none_of_them(
     log: SQLiteEventLog,
 ) -> None:
-    conn = sqlite3.connect(log.path)
-    conn.execute(
-        "CREATE TRIGGER refuse_poison BEFORE INSERT ON log WHEN NEW.payload = x'706f69736f6e'"
-        " BEGIN SELECT RAISE(ABORT, 'poison refused'); END"
-    )
-    conn.commit()
-    conn.close()
+    _refuse_poison(log.path)
     blocker = _hold_write_lock(log.path)
     leader, leader_result = _append_in_threads(log, [b"leader"])
     _wait_until(lambda: log._leading, "the first append to lead")
@@ -268,13 +273,7 @@ def test_try_append_gives_up_while_an_append_of_this_process_is_committing(log: 
 
 
 def test_try_append_that_fails_raises_and_the_log_goes_on(log: SQLiteEventLog) -> None:
-    conn = sqlite3.connect(log.path)
-    conn.execute(
-        "CREATE TRIGGER refuse_poison BEFORE INSERT ON log WHEN NEW.payload = x'706f69736f6e'"
-        " BEGIN SELECT RAISE(ABORT, 'poison refused'); END"
-    )
-    conn.commit()
-    conn.close()
+    _refuse_poison(log.path)
     with pytest.raises(BackendError, match="poison refused"):
         log.try_append([b"poison"])
     assert log.end_offset() == 0

@@ -84,6 +84,40 @@ def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
 
+def event_rows(
+    events: Sequence[CostEvent], payloads: Sequence[bytes] | None, first: dict[str, int]
+) -> tuple[list[tuple[Any, ...]], RollupDeltas]:
+    """The ``ledger_events`` rows of the events at ``first``'s indexes (one per distinct id), and
+    their rollup deltas as if every one were new. Hot: it runs once per ingested event."""
+    rows = []
+    deltas = RollupDeltas()
+    add = deltas.add_event
+    for event_id, index in first.items():
+        event = events[index]
+        us = time_us(event.time)
+        key = rollup_key(event, day_of(us))
+        tokens = tokens_of(event)
+        add(event, key, us, tokens)
+        cost = event.cost
+        rows.append(
+            (
+                event_id,
+                us,
+                key[1],
+                key[0],
+                *key[2:],
+                event.run_id,
+                event.priced,
+                None if cost is None else format(cost, "f"),
+                event.unpriced_reason,
+                event.price_version,
+                *tokens,
+                payloads[index] if payloads is not None else encode_event(event),
+            )
+        )
+    return rows, deltas
+
+
 class SQLiteLedger(LedgerStore):
     """The embedded ledger at ``path`` (created, with its parent directory, if missing)."""
 
@@ -198,32 +232,7 @@ class SQLiteLedger(LedgerStore):
             return WriteResult(0, 0)
         # Rows and rollup deltas in one pass, before the write lock is taken: the deltas assume
         # every event is new, and are rebuilt in the (rare) case that some were already written.
-        rows = []
-        deltas = RollupDeltas()
-        add = deltas.add_event
-        for event_id, index in first.items():
-            event = events[index]
-            us = time_us(event.time)
-            key = rollup_key(event, day_of(us))
-            tokens = tokens_of(event)
-            add(event, key, us, tokens)
-            cost = event.cost
-            rows.append(
-                (
-                    event_id,
-                    us,
-                    key[1],
-                    key[0],
-                    *key[2:],
-                    event.run_id,
-                    event.priced,
-                    None if cost is None else format(cost, "f"),
-                    event.unpriced_reason,
-                    event.price_version,
-                    *tokens,
-                    payloads[index] if payloads is not None else encode_event(event),
-                )
-            )
+        rows, deltas = event_rows(events, payloads, first)
         with self._transaction() as cursor:
             before = cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger_events").fetchone()[0]
             cursor.executemany(INSERT_EVENT, rows)
