@@ -184,7 +184,10 @@ class OutlayHooks:
     Blocking work (a durable append, a SQLite budget transaction) runs on one thread, in batches, so
     the event loop keeps serving and concurrent appends share one fsync; with in-memory backends it
     runs inline (``offload`` overrides the choice). An admission runs on the loop when the budget
-    store can begin at once (:meth:`BudgetStore.try_batch`), and joins a batch when it cannot.
+    store can begin at once (:meth:`BudgetStore.try_batch`), and joins a batch when it cannot; so
+    does a completion when no other admitted call awaits its own. Call :meth:`complete` once for
+    every admission that succeeded (the gateway does, even for a cancelled request): it settles
+    the hold, and the count of calls in flight depends on it.
     """
 
     def __init__(
