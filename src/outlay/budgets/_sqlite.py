@@ -22,6 +22,7 @@ from typing import Final
 from outlay._checkpoint import DEFAULT_INTERVAL, Checkpointer
 from outlay._errors import BackendError, BackendUnavailable, ConfigError, InvalidInput
 from outlay._money import MONEY_CONTEXT, ZERO
+from outlay._sqlite import begin_now
 
 from ._store import (
     DEFAULT_RETENTION,
@@ -168,15 +169,9 @@ class SQLiteBudgetStore(BudgetStore):
         try:
             db = self._db
             try:
-                db.execute("PRAGMA busy_timeout = 0")
-                try:
-                    db.execute("BEGIN IMMEDIATE")
-                finally:
-                    db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            except sqlite3.OperationalError:  # another process is writing: do not wait for it here
-                began = False
-            else:
-                began = True
+                began = begin_now(db, self._busy_ms)  # another process writing: do not wait here
+            except sqlite3.Error as exc:
+                raise BackendError(f"budget store: cannot begin a transaction: {exc}") from exc
             if not began:
                 yield False
                 return

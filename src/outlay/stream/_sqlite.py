@@ -24,6 +24,7 @@ from typing import Final
 
 from outlay._checkpoint import DEFAULT_INTERVAL, Checkpointer
 from outlay._errors import BackendError, ConfigError, InvalidInput
+from outlay._sqlite import begin_now
 
 from ._base import EventLog, LogRecord, check_consumer, check_offset, check_payloads, check_read_args
 
@@ -269,19 +270,6 @@ class SQLiteEventLog(EventLog):
                 self._appended.notify_all()
         return committed or error is not None
 
-    def _begin_now(self, conn: sqlite3.Connection) -> bool:
-        """``BEGIN IMMEDIATE`` without a busy wait: False if another process holds the write lock."""
-        conn.execute("PRAGMA busy_timeout = 0")
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode == sqlite3.SQLITE_BUSY:
-                return False
-            raise
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-        return True
-
     def _commit(self, batch: list[_Pending], *, wait: bool = True) -> bool:
         now = time.time_ns() // 1000
         rows = [(payload, now) for pending in batch for payload in pending.payloads]
@@ -290,7 +278,7 @@ class SQLiteEventLog(EventLog):
         try:
             with self._translate("append"):
                 began = not wait
-                if began and not self._begin_now(self._writer):
+                if began and not begin_now(self._writer, int(self._busy_timeout * 1000)):
                     return False
                 with self._transaction(self._writer, began=began) as conn:
                     last = self._end(conn)
