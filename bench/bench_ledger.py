@@ -4,10 +4,14 @@
     python bench/bench_ledger.py --events 10000000     # the DESIGN target: breakdown over 10M events
     python bench/bench_ledger.py --ingest 500000 --events 0 --batch 5000
     python bench/bench_ledger.py --ingest 100000 --events 0 --floor   # + the lower bound of the layout
+    python bench/bench_ledger.py --ingest 200000 --events 0 --batch 50000 --ingest-days 1   # live
 
 The workload is shaped like a real platform: 500 tenants over 30 days, each using a handful of
 (feature, agent, model) combinations, 95% production, 3% unpriced, 4% unattributed, costs with up
-to 24 decimals. Ingestion is measured two ways: ``LedgerStore.write`` with the payloads the
+to 24 decimals. The ingested events span 30 days too unless ``--ingest-days`` says otherwise: a
+sparse spread, where nearly every event of a batch lands on a rollup row of its own (3,000 day keys
+per 5,000 events); live ingestion — events of the last hours, ``--ingest-days 1`` — lands many
+events of a batch on each rollup row, the more so the bigger the batch. Ingestion is measured two ways: ``LedgerStore.write`` with the payloads the
 log already holds (what the writer does after decoding), and the whole ``LedgerWriter`` step
 (CloudEvents decode + write + ack) from an in-memory log.
 """
@@ -46,7 +50,7 @@ MODELS = (
 FEATURES = tuple(f"feature-{i}" for i in range(20))
 
 
-def make_events(count: int, seed: int = 1) -> list[CostEvent]:
+def make_events(count: int, seed: int = 1, days: float = DAYS) -> list[CostEvent]:
     # Each tenant uses the same four (feature, agent, model) combinations in every chunk of the
     # build, as real products do: the rollup cardinality is that of the product, not of the seed.
     shape = random.Random(0)
@@ -55,7 +59,7 @@ def make_events(count: int, seed: int = 1) -> list[CostEvent]:
         for t in range(500)
     }
     rng = random.Random(seed)
-    span = DAYS * 86_400_000_000
+    span = int(days * 86_400_000_000)
     events = []
     for i in range(count):
         tenant = rng.randrange(500)
@@ -212,6 +216,9 @@ def main() -> None:
     parser.add_argument("--ingest", type=int, default=200_000, help="events for the ingestion runs")
     parser.add_argument("--events", type=int, default=1_000_000, help="ledger size for the queries (0: skip)")
     parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument(
+        "--ingest-days", type=float, default=DAYS, help="time spread of the ingested events, in days"
+    )
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--dir", help="keep the ledgers here (the query ledger is reused if present)")
     parser.add_argument(
@@ -222,7 +229,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
 
     if args.ingest:
-        events = make_events(args.ingest)
+        events = make_events(args.ingest, days=args.ingest_days)
         payloads = [encode_event(e) for e in events]
         for run in range(2):
             ingest = workdir / f"ingest-{run}.db"
