@@ -513,3 +513,58 @@ class LedgerStoreConformance:
         midnight = datetime.combine(start, datetime.min.time(), UTC)
         from_events = ledger.event_totals(by, midnight, midnight + timedelta(days=length))
         assert by_key(from_rollups) == by_key(from_events)
+
+    @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(
+        start=st.integers(0, 4 * 24 * 60),
+        length=st.integers(1, 3 * 24 * 60),
+        seconds=st.integers(0, 59),
+        by=st.sampled_from(
+            [
+                [],
+                ["tenant"],
+                ["day"],
+                ["model", "environment"],
+                ["origin"],
+                ["tenant", "day"],
+                list(GROUP_KEYS),
+            ]
+        ),
+        tenant=st.sampled_from([None, "acme"]),
+    )
+    def test_any_window_with_times_of_day_equals_the_events_in_it(
+        self,
+        make_ledger: LedgerFactory,
+        start: int,
+        length: int,
+        seconds: int,
+        by: list[str],
+        tenant: str | None,
+    ) -> None:
+        # A window to the second, however a ledger serves it (whole hours from hour rollups, the
+        # events not rolled up yet and the minutes left from the events, or all from the events),
+        # equals adding up the events in it — after duplicates, re-rating (of events rolled up and
+        # not) and the pricing of formerly unpriced events.
+        ledger = make_ledger()
+        base = datetime(2026, 3, 1, tzinfo=UTC)
+        events = awkward_events(
+            320, start=base + timedelta(minutes=7), step=timedelta(minutes=23, seconds=11)
+        )
+        ledger.write(events[:200])
+        while ledger.maintain():  # background upkeep (SQLite: rolls these up by hour)
+            pass
+        ledger.write(events[150:])  # an overlap: 50 duplicates, and events not rolled up yet
+        adjusted = {
+            e.event_id: D("0.000000000000000003") * (i + 1) for i, e in enumerate(events) if i % 6 == 0
+        }
+        ledger.append_adjustments(
+            [
+                (event_id, Rating(cost=cost, priced=True, price_version="v2"))
+                for event_id, cost in adjusted.items()
+            ]
+        )
+        low = base + timedelta(minutes=start, seconds=seconds)
+        high = low + timedelta(minutes=length, seconds=seconds)
+        inside = [e for e in events if low <= e.time < high and (tenant is None or e.tenant_id == tenant)]
+        got = ledger.event_totals(by, low, high, tenant=tenant)
+        assert by_key(got) == recompute(inside, by, adjusted)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import sqlite3
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from outlay._errors import ConfigError, InvalidInput
+from outlay._rating import Rating
 from outlay.ledger import InMemoryLedger, SQLiteLedger, open_ledger
 from outlay.stream import SQLiteEventLog
 
-from .conformance import DAY0, DAY_END, LedgerStoreConformance
+from .conformance import DAY0, DAY_END, LedgerStoreConformance, by_key
 from .conftest import awkward_events
 
 
@@ -26,6 +30,91 @@ def test_sqlite_ledger_survives_reopening(tmp_path: Path) -> None:
     with SQLiteLedger(tmp_path / "l.db") as reopened:
         assert reopened.write(events).duplicates == 100
         assert reopened.rollup_totals(["tenant", "day"], DAY0, DAY_END) == before
+
+
+def _rolled_to(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT value FROM ledger_meta WHERE name = 'hours_rolled_to'").fetchone()
+    db.close()
+    return 0 if row is None else int(row[0])
+
+
+def test_sqlite_ledger_rolls_up_hours_in_bounded_steps_and_totals_never_change(tmp_path: Path) -> None:
+    # Windows to the second over events that are not rolled up by hour, partly rolled up, then all:
+    # the totals are the same each time; re-rating a rolled-up event and writing a late event into
+    # a rolled-up hour change them exactly as they change the day rollups.
+    path = tmp_path / "l.db"
+    events = awkward_events(600, step=timedelta(minutes=11))
+    windows = [
+        (events[5].time + timedelta(seconds=7), events[-5].time - timedelta(minutes=3)),
+        (events[40].time - timedelta(minutes=1), events[41].time + timedelta(hours=5, seconds=1)),
+    ]
+    by = ["tenant", "day", "model", "environment"]
+
+    def snapshot(ledger: SQLiteLedger) -> list[dict[object, object]]:
+        return [by_key(ledger.event_totals(by, low, high)) for low, high in windows]
+
+    with SQLiteLedger(path) as ledger:
+        ledger.write(events[:500])
+        before = snapshot(ledger)
+        assert ledger.maintain(max_events=200) is True
+        assert _rolled_to(path) == 200
+        assert snapshot(ledger) == before
+        while ledger.maintain(max_events=200):
+            pass
+        assert _rolled_to(path) == 500
+        assert snapshot(ledger) == before
+        assert ledger.maintain() is False  # nothing left: no change
+        # Late arrivals into rolled-up hours, and a re-rating of rolled-up events.
+        ledger.write(events[100:600])
+        ledger.append_adjustments(
+            [
+                (
+                    e.event_id,
+                    Rating(cost=Decimal("0.000000000000000011") * i, priced=True, price_version="v2"),
+                )
+                for i, e in enumerate(events)
+                if i % 7 == 0
+            ]
+        )
+        after = snapshot(ledger)
+    with SQLiteLedger(tmp_path / "reference.db") as reference:  # the same, never rolled up
+        reference.write(events)
+        reference.append_adjustments(
+            [
+                (
+                    e.event_id,
+                    Rating(cost=Decimal("0.000000000000000011") * i, priced=True, price_version="v2"),
+                )
+                for i, e in enumerate(events)
+                if i % 7 == 0
+            ]
+        )
+        assert snapshot(reference) == after
+        assert after != before
+
+
+def test_sqlite_ledger_from_before_hour_rollups_opens_and_rolls_up(tmp_path: Path) -> None:
+    # A ledger file written before hour rollups existed: no hour table, no watermark. It opens,
+    # answers from the events, and rolls up like any other.
+    path = tmp_path / "old.db"
+    events = awkward_events(300, step=timedelta(minutes=17))
+    low, high = events[2].time + timedelta(seconds=30), events[-2].time
+    with SQLiteLedger(path) as ledger:
+        ledger.write(events)
+        expected = by_key(ledger.event_totals(["tenant", "model"], low, high))
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE ledger_rollups_hour")
+        db.execute("DROP TABLE ledger_meta")
+    db.close()
+    with SQLiteLedger(path) as reopened:
+        assert by_key(reopened.event_totals(["tenant", "model"], low, high)) == expected
+        while reopened.maintain():
+            pass
+        assert _rolled_to(path) == 300
+        assert by_key(reopened.event_totals(["tenant", "model"], low, high)) == expected
+        with pytest.raises(InvalidInput, match="max_events"):
+            reopened.maintain(max_events=0)
 
 
 def test_sqlite_ledger_can_share_a_file_with_the_event_log(tmp_path: Path) -> None:

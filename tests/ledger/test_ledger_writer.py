@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
@@ -242,3 +243,70 @@ def test_repeated_kill_9_at_random_moments(tmp_path: Path) -> None:
         child.stdout.close()
         assert child.returncode == -signal.SIGKILL, "the writer finished before it was killed"
     _restart_and_check(tmp_path, events)
+
+
+class _CountingLedger(InMemoryLedger):
+    """An in-memory ledger whose upkeep takes three steps, and says when it ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.upkeep_steps = 0
+        self.steps_before_write: list[int] = []
+
+    def write(self, events: Sequence[CostEvent], payloads: Sequence[bytes] | None = None) -> WriteResult:
+        self.steps_before_write.append(self.upkeep_steps)
+        return super().write(events, payloads)
+
+    def maintain(self) -> bool:
+        self.upkeep_steps += 1
+        return self.upkeep_steps % 3 != 0
+
+
+def test_run_forever_does_the_ledgers_upkeep_when_idle_and_only_then() -> None:
+    # Upkeep runs a step at a time while the log is empty, until the ledger says it is done (then
+    # the writer waits on the log again), and starts over after new records have been written.
+    log, ledger = InMemoryEventLog(), _CountingLedger()
+    stop = threading.Event()
+    writer = LedgerWriter(log, ledger, batch_size=100)
+    thread = threading.Thread(target=writer.run_forever, args=(stop,), kwargs={"poll": 0.05})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while ledger.upkeep_steps < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # several polls of an empty log: no more upkeep once it said it was done
+        assert ledger.upkeep_steps == 3
+        log.append([encode_event(e) for e in awkward_events(10)])
+        while ledger.upkeep_steps < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        assert ledger.upkeep_steps == 6
+        assert ledger.steps_before_write == [3]
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def test_the_worker_rolls_up_hours_so_a_sqlite_ledger_has_nothing_left(tmp_path: Path) -> None:
+    events = awkward_events(500, step=timedelta(minutes=9))
+    log = SQLiteEventLog(tmp_path / "log.db")
+    ledger = SQLiteLedger(tmp_path / "ledger.db")
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=LedgerWriter(log, ledger, batch_size=100).run_forever, args=(stop,), kwargs={"poll": 0.05}
+    )
+    thread.start()
+    try:
+        log.append([encode_event(e) for e in events])
+        deadline = time.monotonic() + 30
+        while log.committed("ledger") < 500 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # idle: the writer rolls the 500 events up
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert ledger.maintain() is False
+    _assert_exactly(ledger, events)
+    ledger.close()
+    log.close()

@@ -42,7 +42,8 @@ def worker(
     Each batch is committed to the ledger (idempotently, with its rollups) before it is
     acknowledged, so a worker killed at any moment loses nothing and doubles nothing. Run several
     workers with one NATS stream and the same --consumer to share the load. On SIGTERM the batch in
-    hand is finished and acknowledged, then the worker exits.
+    hand is finished and acknowledged, then the worker exits. When the log has nothing new, the
+    worker rolls the SQLite ledger's events up by hour (for reports over windows with times of day).
     """
     from outlay._runtime import Outlay
     from outlay.ledger import LedgerWriter

@@ -261,6 +261,12 @@ class LedgerStore(ABC):
     ) -> list[RunTotals]:
         """Per-run totals of the runs matching any of the given ids, parents or root."""
 
+    def maintain(self) -> bool:
+        """Do a bounded step of background upkeep (the SQLite ledger rolls events up by hour, so
+        that windows given with times of day read whole hours from rollups); ``True`` if there is
+        more to do. The writer calls it when idle. Totals are exact whether or not it ran."""
+        return False
+
     @abstractmethod
     def close(self) -> None:
         """Release connections; the ledger is not used afterwards."""

@@ -22,6 +22,7 @@ from ._base import GROUP_KEYS, Totals
 
 __all__ = [
     "CURRENCY",
+    "US_PER_HOUR",
     "Acc",
     "RollupDeltas",
     "RunAcc",
@@ -32,6 +33,7 @@ __all__ = [
     "day_of",
     "event_group_value",
     "group_totals",
+    "hour_of",
     "merge_acc",
     "merge_run",
     "rollup_key",
@@ -46,6 +48,7 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 _EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 _US_PER_DAY: Final = 86_400_000_000
+US_PER_HOUR: Final = 3_600_000_000
 _ADD: Final = MONEY_CONTEXT.add
 
 
@@ -62,6 +65,17 @@ def _day_text(day_number: int) -> str:
 def day_of(us: int) -> str:
     """The UTC day (``YYYY-MM-DD``) of an instant given in epoch microseconds."""
     return _day_text(us // _US_PER_DAY)
+
+
+@lru_cache(maxsize=8192)
+def _hour_text(hour_number: int) -> str:
+    return f"{_day_text(hour_number // 24)}T{hour_number % 24:02d}"
+
+
+def hour_of(us: int) -> str:
+    """The UTC hour (``YYYY-MM-DDTHH``) of an instant given in epoch microseconds: its first 10
+    characters are its day, its first 7 its month."""
+    return _hour_text(us // US_PER_HOUR)
 
 
 def rollup_key(event: CostEvent, day: str) -> tuple[str, ...]:

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import uuid_utils
 
@@ -41,11 +41,13 @@ from ._base import (
 )
 from ._grain import combine, plan
 from ._rows import (
+    US_PER_HOUR,
     RollupDeltas,
     check_by,
     check_events,
     check_rating,
     day_of,
+    hour_of,
     rollup_key,
     time_us,
     tokens_of,
@@ -55,9 +57,13 @@ from ._sqlite_schema import (
     EFFECTIVE,
     FROM_EVENTS,
     INSERT_EVENT,
+    ROLL_UP_HOURS,
+    ROLLED_TO,
     SCHEMA,
+    SET_ROLLED_TO,
     SUMS,
     TOKENS,
+    UPSERT_HOUR,
     UPSERT_MONTH,
     UPSERT_ROLLUP,
     UPSERT_RUN,
@@ -70,6 +76,14 @@ __all__ = ["SQLiteLedger"]
 
 _CHUNK: Final = 4000  # ids per IN (...) list; well under SQLite's 32,766 variable limit
 _PAGE: Final = 1000
+
+
+class _Scope(NamedTuple):
+    """Which events a query keeps (see ``filters``)."""
+
+    environment: str | None
+    tenant: str | None
+    unattributed: bool
 
 
 def _money(text: str | None) -> Decimal | None:
@@ -254,15 +268,17 @@ class SQLiteLedger(LedgerStore):
         return WriteResult(inserted, len(events) - inserted)
 
     @staticmethod
-    def _apply(cursor: sqlite3.Cursor, deltas: RollupDeltas) -> None:
-        cursor.executemany(
-            UPSERT_ROLLUP,
-            [(*key, a.events, a.unpriced, _text(a.cost), *a.tokens) for key, a in deltas.groups.items()],
-        )
-        cursor.executemany(
-            UPSERT_MONTH,
-            [(*key, a.events, a.unpriced, _text(a.cost), *a.tokens) for key, a in deltas.months().items()],
-        )
+    def _apply(cursor: sqlite3.Cursor, deltas: RollupDeltas, hours: RollupDeltas | None = None) -> None:
+        """Add ``deltas`` (grouped by day) to the day and month rollups and to the runs, and
+        ``hours`` (grouped by hour: changes to events already rolled up by hour) to the hours."""
+        for sql, groups in (
+            (UPSERT_ROLLUP, deltas.groups),
+            (UPSERT_MONTH, deltas.months()),
+            (UPSERT_HOUR, hours.groups if hours is not None else {}),
+        ):
+            cursor.executemany(
+                sql, [(*key, a.events, a.unpriced, _text(a.cost), *a.tokens) for key, a in groups.items()]
+            )
         cursor.executemany(
             UPSERT_RUN,
             [
@@ -311,7 +327,7 @@ class SQLiteLedger(LedgerStore):
                 chunk = ids[start : start + _CHUNK]
                 sql = (
                     f"SELECT e.event_id, e.time_us, e.tenant, e.day, e.feature, e.agent, e.model, e.provider,"
-                    f" e.operation, e.environment, e.origin, e.run_id, {EFFECTIVE} FROM {FROM_EVENTS}"
+                    f" e.operation, e.environment, e.origin, e.run_id, {EFFECTIVE}, e.seq FROM {FROM_EVENTS}"
                     f" WHERE e.event_id IN ({_placeholders(len(chunk))})"
                 )
                 for row in cursor.execute(sql, chunk):
@@ -320,6 +336,8 @@ class SQLiteLedger(LedgerStore):
             if missing:
                 raise InvalidInput(f"no event {missing[0]!r} in the ledger", field="event_id")
             deltas = RollupDeltas()
+            hours = RollupDeltas()  # for the events already rolled up by hour
+            rolled = _rolled_to(cursor)
             for event_id, rating in ratings:
                 row = current[event_id]
                 priced, cost = bool(row[12]), _money(row[13])
@@ -340,6 +358,9 @@ class SQLiteLedger(LedgerStore):
                     )
                 )
                 deltas.add_adjustment(tuple(row[2:11]), row[11], row[1], delta, 0 if priced else -1)
+                if row[17] <= rolled:
+                    key = (row[2], hour_of(row[1]), *row[4:11])
+                    hours.add_adjustment(key, None, row[1], delta, 0 if priced else -1)
                 row[12:17] = [1, money_str(rating.cost), rating.price_version, None, row[16] + 1]
             cursor.executemany(
                 "INSERT INTO ledger_adjustments VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -362,7 +383,7 @@ class SQLiteLedger(LedgerStore):
                 "INSERT OR REPLACE INTO ledger_event_state VALUES (?, ?, ?, ?, ?, ?)",
                 [(event_id, *current[event_id][12:17]) for event_id in {a.event_id: 0 for a in appended}],
             )
-            self._apply(cursor, deltas)
+            self._apply(cursor, deltas, hours)
         return appended
 
     # -- reads ------------------------------------------------------------------------------------
@@ -427,6 +448,22 @@ class SQLiteLedger(LedgerStore):
             if len(rows) < _PAGE:
                 return
 
+    def maintain(self, *, max_events: int = 5000) -> bool:
+        """Roll up by hour the next ``max_events`` events not rolled up yet (in seq order, in one
+        transaction); ``True`` if more are left. The writer calls it when it has nothing else to
+        do; until events are rolled up, queries read them from the events (still exact)."""
+        if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
+            raise InvalidInput(f"must be a positive integer, got {max_events!r}", field="max_events")
+        with self._transaction() as cursor:
+            rolled = _rolled_to(cursor)
+            top = int(cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger_events").fetchone()[0])
+            if top <= rolled:
+                return False
+            end = min(rolled + max_events, top)
+            cursor.execute(ROLL_UP_HOURS, (rolled, end))
+            cursor.execute(SET_ROLLED_TO, (end,))
+        return end < top
+
     def event_count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM ledger_events")[0][0])
 
@@ -480,8 +517,58 @@ class SQLiteLedger(LedgerStore):
         unpriced_only: bool = False,
     ) -> list[Totals]:
         keys = check_by(by, EVENT_GROUP_KEYS)
-        where, params = ["e.time_us >= ?", "e.time_us < ?"], [time_us(start), time_us(end)]
-        filters(where, params, "e.", environment=environment, tenant=tenant, unattributed=unattributed)
+        low, high = time_us(start), time_us(end)
+        first_hour = -(-low // US_PER_HOUR) * US_PER_HOUR
+        last_hour = high // US_PER_HOUR * US_PER_HOUR
+        scope = _Scope(environment, tenant, unattributed)
+        if unpriced_only or "reason" in keys or first_hour >= last_hour:
+            return self._scan_totals(keys, low, high, scope, unpriced_only=unpriced_only)
+        # The whole hours from the hour rollups plus their events not rolled up yet, the rest
+        # (under an hour at each end) from the events; all in one read transaction, so that a
+        # write or a roll-up cannot fall between two parts.
+        with self._snapshot():
+            rolled = _rolled_to(self._connection().cursor())
+            if not rolled:
+                return self._scan_totals(keys, low, high, scope)
+            parts = self._hour_totals(keys, hour_of(first_hour), hour_of(last_hour), scope)
+            # (Read through the time index, whose entries carry the seq: rolled-up events are
+            # skipped without reading their rows.)
+            parts += self._scan_totals(keys, first_hour, last_hour, scope, after_seq=rolled)
+            if low < first_hour:
+                parts += self._scan_totals(keys, low, first_hour, scope)
+            if last_hour < high:
+                parts += self._scan_totals(keys, last_hour, high, scope)
+        return combine((1, part) for part in parts)
+
+    def _hour_totals(self, keys: tuple[str, ...], first: str, end: str, scope: _Scope) -> list[Totals]:
+        """Totals of the hours ``first <= hour < end`` (``YYYY-MM-DDTHH``) from the hour rollups."""
+        where, params = ["hour >= ?", "hour < ?"], [first, end]
+        filters(where, params, "", **scope._asdict())
+        columns = ", ".join("substr(hour, 1, 10)" if name == "day" else name for name in keys)
+        sums = f"SUM(events), SUM(unpriced_events), outlay_dsum(cost), {SUMS}"
+        select = f"{columns}, {sums}" if keys else sums
+        sql = f"SELECT {select} FROM ledger_rollups_hour WHERE {' AND '.join(where)}"
+        if keys:
+            sql += f" GROUP BY {columns}"
+        return totals(self._query(sql, params), len(keys))
+
+    def _scan_totals(
+        self,
+        keys: tuple[str, ...],
+        low: int,
+        high: int,
+        scope: _Scope,
+        *,
+        unpriced_only: bool = False,
+        after_seq: int = 0,
+    ) -> list[Totals]:
+        """Totals of the events ``low <= time_us < high`` (and ``seq > after_seq``), read from the
+        events themselves."""
+        where, params = ["e.time_us >= ?", "e.time_us < ?"], [low, high]
+        if after_seq:
+            where.append("e.seq > ?")
+            params.append(after_seq)
+        filters(where, params, "e.", **scope._asdict())
         if unpriced_only:
             # Re-rating never unprices an event, so effective-unpriced ones are originally unpriced:
             # ``e.priced = 0`` lets SQLite use the partial index.
@@ -535,6 +622,12 @@ class SQLiteLedger(LedgerStore):
             connections, self._connections = self._connections, []
         for connection in connections:
             connection.close()
+
+
+def _rolled_to(cursor: sqlite3.Cursor) -> int:
+    """The seq up to which every event is counted in the hour rollups (0: none)."""
+    row = cursor.execute(ROLLED_TO).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def _from_us(us: int) -> datetime:

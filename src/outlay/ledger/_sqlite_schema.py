@@ -19,14 +19,19 @@ from typing import Any, Final, cast
 
 from outlay._money import MONEY_CONTEXT, money_str
 from outlay.ledger._base import Totals
+from outlay.ledger._rows import hour_of
 
 __all__ = [
     "EFFECTIVE",
     "FROM_EVENTS",
     "INSERT_EVENT",
+    "ROLLED_TO",
+    "ROLL_UP_HOURS",
     "SCHEMA",
+    "SET_ROLLED_TO",
     "SUMS",
     "TOKENS",
+    "UPSERT_HOUR",
     "UPSERT_MONTH",
     "UPSERT_ROLLUP",
     "UPSERT_RUN",
@@ -109,6 +114,37 @@ CREATE TABLE IF NOT EXISTS ledger_rollups_month (
     PRIMARY KEY (month, tenant, feature, agent, model, provider, operation, environment, origin)
 ) WITHOUT ROWID;
 
+-- The same totals per UTC hour ("YYYY-MM-DDTHH" in ``hour``) of the events up to the seq in
+-- ``ledger_meta.hours_rolled_to``: a window given with times of day reads its whole hours here, plus
+-- the events past that seq and the minutes left at its ends from the events. ``maintain`` (the
+-- writer, when idle) rolls events up in seq order, so writing an event costs nothing here.
+CREATE TABLE IF NOT EXISTS ledger_rollups_hour (
+    hour TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    feature TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    unpriced_events INTEGER NOT NULL,
+    cost TEXT,
+    input_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    PRIMARY KEY (hour, tenant, feature, agent, model, provider, operation, environment, origin)
+) WITHOUT ROWID;
+
+-- ``hours_rolled_to``: the seq up to which every event is counted in ledger_rollups_hour.
+CREATE TABLE IF NOT EXISTS ledger_meta (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS ledger_runs (
     run_id TEXT PRIMARY KEY,
     parent_run_id TEXT,
@@ -182,6 +218,7 @@ class _DecimalSum:
 
 def register_functions(connection: sqlite3.Connection) -> None:
     connection.create_function("outlay_dadd", 2, _dadd, deterministic=True)
+    connection.create_function("outlay_hour", 1, hour_of, deterministic=True)
     # typeshed types aggregate values as int; ours are TEXT, which SQLite passes as str.
     connection.create_aggregate("outlay_dsum", 1, cast(Any, _DecimalSum))
 
@@ -212,6 +249,11 @@ UPSERT_MONTH: Final = (
     .replace("(tenant, day,", "(tenant, month,")
     .replace("(day, tenant,", "(month, tenant,")
 )
+UPSERT_HOUR: Final = (
+    UPSERT_ROLLUP.replace("ledger_rollups", "ledger_rollups_hour")
+    .replace("(tenant, day,", "(tenant, hour,")
+    .replace("(day, tenant,", "(hour, tenant,")
+)
 UPSERT_RUN: Final = """
 INSERT INTO ledger_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id) DO UPDATE SET
@@ -234,6 +276,22 @@ EFFECTIVE: Final = """
     COALESCE(s.adjustments, 0) AS eff_adjustments
 """
 FROM_EVENTS: Final = "ledger_events e LEFT JOIN ledger_event_state s ON s.event_id = e.event_id"
+# Rolls up the events ``? < seq <= ?`` into the hour rollups, at their effective rating. (``WHERE
+# true``: an upsert's SELECT needs a WHERE clause, or SQLite would read ON CONFLICT as a join.)
+ROLL_UP_HOURS: Final = f"""
+INSERT INTO ledger_rollups_hour (hour, tenant, feature, agent, model, provider, operation, environment,
+    origin, events, unpriced_events, cost, {TOKENS})
+SELECT outlay_hour(e.time_us), e.tenant, e.feature, e.agent, e.model, e.provider, e.operation, e.environment,
+    e.origin, COUNT(*), SUM(1 - eff_priced), outlay_dsum(eff_cost), {SUMS}
+FROM (SELECT e.*, {EFFECTIVE} FROM {FROM_EVENTS} WHERE e.seq > ? AND e.seq <= ?) e
+WHERE true
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
+{UPSERT_ROLLUP[UPSERT_ROLLUP.index("ON CONFLICT") :].replace("(day, tenant,", "(hour, tenant,")}"""
+ROLLED_TO: Final = "SELECT value FROM ledger_meta WHERE name = 'hours_rolled_to'"
+SET_ROLLED_TO: Final = (
+    "INSERT INTO ledger_meta VALUES ('hours_rolled_to', ?)"
+    " ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+)
 
 
 def filters(

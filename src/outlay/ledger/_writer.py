@@ -129,12 +129,20 @@ class LedgerWriter:
         return total
 
     def run_forever(self, stop: threading.Event, *, poll: float = 0.5) -> WriterStats:
-        """Write until ``stop`` is set. Backend failures are retried with backoff, never skipped."""
+        """Write until ``stop`` is set. Backend failures are retried with backoff, never skipped.
+        When the log has nothing new, the ledger does its background upkeep (:meth:`maintain`)
+        a bounded step at a time, each step followed by a look at the log."""
         total = WriterStats()
         backoff = 0.1
+        upkeep = True  # whether the ledger may have background upkeep to do
         while not stop.is_set():
             try:
-                step = self.run_once(timeout=poll)
+                # With upkeep pending, look for records without waiting: it runs only when idle.
+                step = self.run_once(timeout=0.0 if upkeep else poll)
+                if step.read:
+                    upkeep = True
+                elif upkeep:
+                    upkeep = self.ledger.maintain()
             except BackendError:
                 logger.exception(
                     "ledger writer %r: backend failed; retrying in %.1fs", self.consumer, backoff
