@@ -40,7 +40,33 @@ __all__ = [
     "totals",
 ]
 
-SCHEMA: Final = """
+
+def _rollup_table(name: str, grain: str) -> str:
+    """The DDL of a rollup table: the totals per ``grain`` (day, month or hour) and key."""
+    return f"""CREATE TABLE IF NOT EXISTS {name} (
+    {grain} TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    feature TEXT NOT NULL,
+    agent TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    operation TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    events INTEGER NOT NULL,
+    unpriced_events INTEGER NOT NULL,
+    cost TEXT,
+    input_tokens INTEGER NOT NULL,
+    cache_read_tokens INTEGER NOT NULL,
+    cache_write_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    reasoning_tokens INTEGER NOT NULL,
+    PRIMARY KEY ({grain}, tenant, feature, agent, model, provider, operation, environment, origin)
+) WITHOUT ROWID;
+"""
+
+
+SCHEMA: Final = f"""
 CREATE TABLE IF NOT EXISTS ledger_events (
     seq INTEGER PRIMARY KEY,
     event_id TEXT NOT NULL UNIQUE,
@@ -70,75 +96,15 @@ CREATE INDEX IF NOT EXISTS ledger_events_time ON ledger_events (time_us);
 CREATE INDEX IF NOT EXISTS ledger_events_unpriced ON ledger_events (time_us) WHERE priced = 0;
 CREATE INDEX IF NOT EXISTS ledger_events_tenant_time ON ledger_events (tenant, time_us);
 
-CREATE TABLE IF NOT EXISTS ledger_rollups (
-    day TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    feature TEXT NOT NULL,
-    agent TEXT NOT NULL,
-    model TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    environment TEXT NOT NULL,
-    origin TEXT NOT NULL,
-    events INTEGER NOT NULL,
-    unpriced_events INTEGER NOT NULL,
-    cost TEXT,
-    input_tokens INTEGER NOT NULL,
-    cache_read_tokens INTEGER NOT NULL,
-    cache_write_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    reasoning_tokens INTEGER NOT NULL,
-    PRIMARY KEY (day, tenant, feature, agent, model, provider, operation, environment, origin)
-) WITHOUT ROWID;
-
+{_rollup_table("ledger_rollups", "day")}
 -- The same totals per calendar month ("YYYY-MM" in ``month``): a month-long breakdown reads one
 -- row per key instead of ~30. Maintained in the same transaction as ledger_rollups.
-CREATE TABLE IF NOT EXISTS ledger_rollups_month (
-    month TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    feature TEXT NOT NULL,
-    agent TEXT NOT NULL,
-    model TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    environment TEXT NOT NULL,
-    origin TEXT NOT NULL,
-    events INTEGER NOT NULL,
-    unpriced_events INTEGER NOT NULL,
-    cost TEXT,
-    input_tokens INTEGER NOT NULL,
-    cache_read_tokens INTEGER NOT NULL,
-    cache_write_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    reasoning_tokens INTEGER NOT NULL,
-    PRIMARY KEY (month, tenant, feature, agent, model, provider, operation, environment, origin)
-) WITHOUT ROWID;
-
+{_rollup_table("ledger_rollups_month", "month")}
 -- The same totals per UTC hour ("YYYY-MM-DDTHH" in ``hour``) of the events up to the seq in
 -- ``ledger_meta.hours_rolled_to``: a window given with times of day reads its whole hours here, plus
 -- the events past that seq and the minutes left at its ends from the events. ``maintain`` (the
 -- writer, when idle) rolls events up in seq order, so writing an event costs nothing here.
-CREATE TABLE IF NOT EXISTS ledger_rollups_hour (
-    hour TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    feature TEXT NOT NULL,
-    agent TEXT NOT NULL,
-    model TEXT NOT NULL,
-    provider TEXT NOT NULL,
-    operation TEXT NOT NULL,
-    environment TEXT NOT NULL,
-    origin TEXT NOT NULL,
-    events INTEGER NOT NULL,
-    unpriced_events INTEGER NOT NULL,
-    cost TEXT,
-    input_tokens INTEGER NOT NULL,
-    cache_read_tokens INTEGER NOT NULL,
-    cache_write_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    reasoning_tokens INTEGER NOT NULL,
-    PRIMARY KEY (hour, tenant, feature, agent, model, provider, operation, environment, origin)
-) WITHOUT ROWID;
-
+{_rollup_table("ledger_rollups_hour", "hour")}
 -- ``hours_rolled_to``: the seq up to which every event is counted in ledger_rollups_hour.
 CREATE TABLE IF NOT EXISTS ledger_meta (
     name TEXT PRIMARY KEY,
