@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -243,6 +244,67 @@ def test_repeated_kill_9_at_random_moments(tmp_path: Path) -> None:
         child.stdout.close()
         assert child.returncode == -signal.SIGKILL, "the writer finished before it was killed"
     _restart_and_check(tmp_path, events)
+
+
+def _rolled_to(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT value FROM ledger_meta WHERE name = 'hours_rolled_to'").fetchone()
+    db.close()
+    return 0 if row is None else int(row[0])
+
+
+def _windows_to_the_second(events: Sequence[CostEvent]) -> list[tuple[datetime, datetime]]:
+    return [
+        (events[3].time + timedelta(seconds=5), events[-3].time - timedelta(seconds=5)),
+        (events[100].time - timedelta(minutes=1), events[900].time + timedelta(hours=2, seconds=1)),
+    ]
+
+
+def _assert_windows_exact(ledger: LedgerStore, events: Sequence[CostEvent]) -> None:
+    by = ["tenant", "day", "model", "environment"]
+    for low, high in _windows_to_the_second(events):
+        inside = [e for e in events if low <= e.time < high]
+        assert by_key(ledger.event_totals(by, low, high)) == recompute(inside, by)
+
+
+@pytest.mark.slow
+def test_kill_9_inside_an_hour_roll_up_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    events = awkward_events(3000, step=timedelta(minutes=3))
+    with SQLiteLedger(tmp_path / "ledger.db") as ledger:
+        ledger.write(events)
+    lines = _kill_when(_child(tmp_path, "stall-in-roll-up", 1000), "in-roll-up")
+    assert lines == ["rolled", "in-roll-up"]
+    assert _rolled_to(tmp_path / "ledger.db") == 1000  # the killed step rolled back whole
+    with SQLiteLedger(tmp_path / "ledger.db") as ledger:
+        _assert_windows_exact(ledger, events)
+        while ledger.maintain(max_events=1000):
+            pass
+        assert _rolled_to(tmp_path / "ledger.db") == 3000
+        _assert_windows_exact(ledger, events)
+
+
+@pytest.mark.slow
+def test_repeated_kill_9_of_hour_roll_ups_at_random_moments(tmp_path: Path) -> None:
+    rng = random.Random()
+    events = awkward_events(20_000, step=timedelta(seconds=40))
+    with SQLiteLedger(tmp_path / "ledger.db") as ledger:
+        ledger.write(events)
+    for _ in range(3):  # 100 steps of 200 events; each child is killed within its first 10
+        child = _child(tmp_path, "roll-up", 200)
+        assert child.stdout is not None
+        for _step in range(rng.randint(1, 9)):
+            assert child.stdout.readline().startswith("rolled")
+        time.sleep(rng.uniform(0, 0.003))  # somewhere in the next step or between two
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        child.stdout.close()
+        assert child.returncode == -signal.SIGKILL, "the roll-up finished before it was killed"
+        assert _rolled_to(tmp_path / "ledger.db") % 200 == 0
+    with SQLiteLedger(tmp_path / "ledger.db") as ledger:
+        _assert_windows_exact(ledger, events)
+        while ledger.maintain():
+            pass
+        _assert_windows_exact(ledger, events)
 
 
 class _CountingLedger(InMemoryLedger):
