@@ -117,6 +117,25 @@ def test_sqlite_ledger_from_before_hour_rollups_opens_and_rolls_up(tmp_path: Pat
             reopened.maintain(max_events=0)
 
 
+def test_sqlite_ledger_makes_new_files_with_32_kib_pages_and_keeps_others_as_they_are(tmp_path: Path) -> None:
+    def page_size(path: Path) -> int:
+        with sqlite3.connect(path) as db:
+            size = int(db.execute("PRAGMA page_size").fetchone()[0])
+        db.close()
+        return size
+
+    with SQLiteLedger(tmp_path / "new.db") as ledger:
+        ledger.write(awkward_events(10))
+    assert page_size(tmp_path / "new.db") == 32768
+    # A file the event log made first (sharing it) keeps SQLite's default, and works the same.
+    log = SQLiteEventLog(tmp_path / "shared.db")
+    log.append([b"payload"])
+    with SQLiteLedger(tmp_path / "shared.db") as ledger:
+        assert ledger.write(awkward_events(10)).inserted == 10
+    log.close()
+    assert page_size(tmp_path / "shared.db") == 4096
+
+
 def test_sqlite_ledger_can_share_a_file_with_the_event_log(tmp_path: Path) -> None:
     path = tmp_path / "outlay.db"
     log = SQLiteEventLog(path)

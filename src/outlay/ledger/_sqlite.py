@@ -74,6 +74,7 @@ from ._sqlite_schema import (
 
 __all__ = ["SQLiteLedger"]
 
+_PAGE_SIZE: Final = 32768
 _CHUNK: Final = 4000  # ids per IN (...) list; well under SQLite's 32,766 variable limit
 _PAGE: Final = 1000
 
@@ -183,6 +184,11 @@ class SQLiteLedger(LedgerStore):
         connection = sqlite3.connect(
             self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
         )
+        if connection.execute("PRAGMA page_count").fetchone()[0] == 0:
+            # A new file (WAL fixes the page size): 32 KiB pages measured 10-25% faster ingestion
+            # than SQLite's 4 KiB for as many bytes written, queries and reads unchanged
+            # (docs/benchmarks.md). A file made by others keeps its own.
+            connection.execute(f"PRAGMA page_size={_PAGE_SIZE}")
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages of a big ledger stay hot
