@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 from datetime import timedelta
 from decimal import Decimal
@@ -175,3 +176,29 @@ def test_open_ledger_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         open_ledger(str(tmp_path / "missing.db"), create=False)
     with pytest.raises(ConfigError, match="unsupported ledger URL"):
         open_ledger("redis://localhost")
+
+
+def test_sqlite_write_pauses_the_cyclic_gc_and_gives_it_back_as_it_was(tmp_path: Path) -> None:
+    # Building a batch's rows triggers no collection (they are acyclic), and the caller's setting
+    # survives a write that succeeds, one that is refused, and one made with the GC already off.
+    seen: list[bool] = []
+
+    class Watching(SQLiteLedger):
+        def _write(self, events, payloads):  # type: ignore[no-untyped-def]
+            seen.append(gc.isenabled())
+            return super()._write(events, payloads)
+
+    with Watching(tmp_path / "l.db") as ledger:
+        assert gc.isenabled()
+        ledger.write(awkward_events(20))
+        assert gc.isenabled()
+        with pytest.raises(InvalidInput):
+            ledger.write(["not an event"])  # type: ignore[list-item]
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            ledger.write(awkward_events(5))
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+    assert seen == [False, False, False]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 import signal
@@ -133,6 +134,7 @@ def test_run_forever_retries_failures_and_stops_on_request() -> None:
         thread.join(timeout=30)
     assert not thread.is_alive()
     _assert_exactly(ledger, events)
+    assert gc.isenabled()  # paused for each batch, failed ones included, and given back
 
 
 def test_producers_and_a_writer_running_together(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import uuid_utils
 
 from outlay._checkpoint import DEFAULT_INTERVAL, FALLBACK_PAGES, Checkpointer
 from outlay._errors import BackendError, ConfigError, InvalidInput
+from outlay._gc import gc_paused
 from outlay._money import MONEY_CONTEXT, ZERO, money_str
 from outlay._rating import Rating
 from outlay.events import CostEvent, decode_event, encode_event
@@ -244,6 +245,10 @@ class SQLiteLedger(LedgerStore):
     # -- writes -----------------------------------------------------------------------------------
 
     def write(self, events: Sequence[CostEvent], payloads: Sequence[bytes] | None = None) -> WriteResult:
+        with gc_paused():  # the rows and deltas are many small acyclic objects
+            return self._write(events, payloads)
+
+    def _write(self, events: Sequence[CostEvent], payloads: Sequence[bytes] | None) -> WriteResult:
         check_events(events, payloads)
         first: dict[str, int] = {}
         for index, event in enumerate(events):

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from outlay._errors import BackendError, InvalidInput
+from outlay._gc import gc_paused
 from outlay.events import CostEvent, decode_event
-from outlay.stream import EventLog
+from outlay.stream import EventLog, LogRecord
 
 from ._base import LedgerStore
 from ._rows import CURRENCY
@@ -78,6 +79,10 @@ class LedgerWriter:
         step = WriterStats(read=len(records))
         if not records:
             return step
+        with gc_paused():  # decoding and writing a batch make many small objects, no cycles
+            return self._write_batch(records, step)
+
+    def _write_batch(self, records: Sequence[LogRecord], step: WriterStats) -> WriterStats:
         events: list[CostEvent] = []
         payloads: list[bytes] = []
         for record in records:
