@@ -491,6 +491,7 @@ class SQLiteLedger(LedgerStore):
         keys = check_by(by)
         parts = [(1, "day", start, end)] if "day" in keys or start >= end else plan(start, end)
         signed: list[tuple[int, Totals]] = []
+        scope = _Scope(environment, tenant, unattributed)
         # A month read minus its day reads must see one state, or a write landing between them
         # would be counted in one part and not the other.
         with self._snapshot():
@@ -503,15 +504,7 @@ class SQLiteLedger(LedgerStore):
                     if grain == "day"
                     else (low.isoformat()[:7], high.isoformat()[:7])
                 )
-                where, params = [f"{column} >= ?", f"{column} < ?"], list(bounds)
-                filters(where, params, "", environment=environment, tenant=tenant, unattributed=unattributed)
-                columns = ", ".join(keys)
-                sums = f"SUM(events), SUM(unpriced_events), outlay_dsum(cost), {SUMS}"
-                select = f"{columns}, {sums}" if keys else sums
-                sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}"
-                if keys:
-                    sql += f" GROUP BY {columns}"
-                signed.extend((sign, t) for t in totals(self._query(sql, params), len(keys)))
+                signed.extend((sign, t) for t in self._grain_totals(table, column, *bounds, keys, scope))
         if len(parts) == 1 and parts[0][0] == 1:
             return [t for _, t in signed]
         return combine(signed)
@@ -541,7 +534,9 @@ class SQLiteLedger(LedgerStore):
             rolled = _rolled_to(self._connection().cursor())
             if not rolled:
                 return self._scan_totals(keys, low, high, scope)
-            parts = self._hour_totals(keys, hour_of(first_hour), hour_of(last_hour), scope)
+            parts = self._grain_totals(
+                "ledger_rollups_hour", "hour", hour_of(first_hour), hour_of(last_hour), keys, scope
+            )
             # (Read through the time index, whose entries carry the seq: rolled-up events are
             # skipped without reading their rows.)
             parts += self._scan_totals(keys, first_hour, last_hour, scope, after_seq=rolled)
@@ -551,14 +546,18 @@ class SQLiteLedger(LedgerStore):
                 parts += self._scan_totals(keys, last_hour, high, scope)
         return combine((1, part) for part in parts)
 
-    def _hour_totals(self, keys: tuple[str, ...], first: str, end: str, scope: _Scope) -> list[Totals]:
-        """Totals of the hours ``first <= hour < end`` (``YYYY-MM-DDTHH``) from the hour rollups."""
-        where, params = ["hour >= ?", "hour < ?"], [first, end]
+    def _grain_totals(
+        self, table: str, column: str, low: str, high: str, keys: tuple[str, ...], scope: _Scope
+    ) -> list[Totals]:
+        """Totals of the rollup rows ``low <= column < high`` of ``table`` (day, month or hour
+        rollups; an hour table answers ``day`` with its hours' first 10 characters)."""
+        where, params = [f"{column} >= ?", f"{column} < ?"], [low, high]
         filters(where, params, "", **scope._asdict())
-        columns = ", ".join("substr(hour, 1, 10)" if name == "day" else name for name in keys)
+        day = "substr(hour, 1, 10)" if column == "hour" else "day"
+        columns = ", ".join(day if name == "day" else name for name in keys)
         sums = f"SUM(events), SUM(unpriced_events), outlay_dsum(cost), {SUMS}"
         select = f"{columns}, {sums}" if keys else sums
-        sql = f"SELECT {select} FROM ledger_rollups_hour WHERE {' AND '.join(where)}"
+        sql = f"SELECT {select} FROM {table} WHERE {' AND '.join(where)}"
         if keys:
             sql += f" GROUP BY {columns}"
         return totals(self._query(sql, params), len(keys))
