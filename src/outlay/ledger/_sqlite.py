@@ -465,9 +465,12 @@ class SQLiteLedger(LedgerStore):
         do; until events are rolled up, queries read them from the events (still exact)."""
         if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
             raise InvalidInput(f"must be a positive integer, got {max_events!r}", field="max_events")
+        with self._translate():  # nothing to do (the writer asks after every batch): no write lock
+            if _last_seq(self._connection().cursor()) <= _rolled_to(self._connection().cursor()):
+                return False
         with self._transaction() as cursor:
             rolled = _rolled_to(cursor)
-            top = int(cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger_events").fetchone()[0])
+            top = _last_seq(cursor)
             if top <= rolled:
                 return False
             end = min(rolled + max_events, top)
@@ -632,6 +635,10 @@ class SQLiteLedger(LedgerStore):
             connections, self._connections = self._connections, []
         for connection in connections:
             connection.close()
+
+
+def _last_seq(cursor: sqlite3.Cursor) -> int:
+    return int(cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger_events").fetchone()[0])
 
 
 def _rolled_to(cursor: sqlite3.Cursor) -> int:
