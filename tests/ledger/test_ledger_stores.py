@@ -16,7 +16,7 @@ from outlay.ledger import InMemoryLedger, SQLiteLedger, open_ledger
 from outlay.stream import SQLiteEventLog
 
 from .conformance import DAY0, DAY_END, LedgerStoreConformance, by_key
-from .conftest import awkward_events
+from .conftest import awkward_events, event
 
 
 class TestLedgerConformance(LedgerStoreConformance):
@@ -135,6 +135,29 @@ def test_sqlite_ledger_makes_new_files_with_32_kib_pages_and_keeps_others_as_the
         assert ledger.write(awkward_events(10)).inserted == 10
     log.close()
     assert page_size(tmp_path / "shared.db") == 4096
+
+
+def test_sqlite_ledger_stores_absent_values_as_null_and_payloads_as_blobs(tmp_path: Path) -> None:
+    # The write path binds '' for an absent optional text (sqlite3 binds None slowly); what lands
+    # in the file, for anyone reading it with SQL, is still NULL, and the payload a BLOB.
+    events = awkward_events(14)
+    bare = event(time=events[0].time, tenant_id="acme", priced=False, price_version=None)
+    with SQLiteLedger(tmp_path / "l.db") as ledger:
+        ledger.write([*events, bare])
+        entries = ledger.entries(events[0].time, events[-1].time + timedelta(days=1))
+        read = {entry.event.event_id: entry.event for entry in entries}
+        assert read == {e.event_id: e for e in [*events, bare]}
+    with sqlite3.connect(tmp_path / "l.db") as db:
+        rows = db.execute(
+            "SELECT event_id, typeof(run_id), priced, typeof(cost), typeof(unpriced_reason),"
+            " typeof(price_version), typeof(payload) FROM ledger_events"
+        ).fetchall()
+    db.close()
+    kinds = {event_id: kind for event_id, *kind in rows}
+    unpriced = events[0]  # every seventh awkward event is unpriced
+    assert kinds[unpriced.event_id] == ["text", 0, "null", "text", "text", "blob"]
+    assert kinds[events[1].event_id] == ["text", 1, "text", "null", "text", "blob"]
+    assert kinds[bare.event_id] == ["null", 0, "null", "text", "null", "blob"]
 
 
 def test_sqlite_ledger_can_share_a_file_with_the_event_log(tmp_path: Path) -> None:

@@ -104,7 +104,10 @@ def event_rows(
     events: Sequence[CostEvent], payloads: Sequence[bytes] | None, first: dict[str, int]
 ) -> tuple[list[tuple[Any, ...]], RollupDeltas]:
     """The ``ledger_events`` rows of the events at ``first``'s indexes (one per distinct id), and
-    their rollup deltas as if every one were new. Hot: it runs once per ingested event."""
+    their rollup deltas as if every one were new. Hot: it runs once per ingested event.
+
+    The values are of the types sqlite3 binds without its adapter lookup (see ``INSERT_EVENT``):
+    '' for an absent optional text, 1/0 for ``priced``, the payload as a ``bytearray``."""
     rows = []
     deltas = RollupDeltas()
     add = deltas.add_event
@@ -114,7 +117,7 @@ def event_rows(
         key = rollup_key(event, day_of(us))
         tokens = tokens_of(event)
         add(event, key, us, tokens)
-        cost = event.cost
+        cost = event.cost  # None exactly when the event is unpriced (a CostEvent invariant)
         rows.append(
             (
                 event_id,
@@ -122,13 +125,13 @@ def event_rows(
                 key[1],
                 key[0],
                 *key[2:],
-                event.run_id,
-                event.priced,
-                None if cost is None else format(cost, "f"),
-                event.unpriced_reason,
-                event.price_version,
+                event.run_id or "",
+                0 if cost is None else 1,
+                "" if cost is None else format(cost, "f"),
+                event.unpriced_reason or "",
+                event.price_version or "",
                 *tokens,
-                payloads[index] if payloads is not None else encode_event(event),
+                bytearray(payloads[index] if payloads is not None else encode_event(event)),
             )
         )
     return rows, deltas
