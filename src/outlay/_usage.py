@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from ._errors import InvalidUsage
+from ._frozen import slot_init
 
 __all__ = ["TOKEN_FIELDS", "Usage"]
 
@@ -82,6 +83,7 @@ def _check_quantity(name: str, value: object) -> Decimal:
     return amount
 
 
+@slot_init
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Normalised usage of one operation. See the module docstring for exact semantics."""
@@ -196,6 +198,8 @@ class Usage:
         """Inverse of :meth:`to_dict`; unknown keys are an error, not silently dropped."""
         if type(data) is not dict and not isinstance(data, Mapping):
             raise InvalidUsage(f"expected an object, got {type(data).__name__}", field="usage")
+        if _TOKEN_SET.issuperset(data):  # the usual case (counts only): no copy, checks in __post_init__
+            return cls(**data)
         if not _FIELD_NAMES.issuperset(data):
             unknown = sorted(map(str, set(data) - _FIELD_NAMES))
             raise InvalidUsage(f"unknown usage field(s): {', '.join(unknown)}", field="usage")

@@ -14,6 +14,7 @@ from typing import Any, Final
 import uuid_utils
 
 from outlay._errors import InvalidEvent
+from outlay._frozen import slot_init
 from outlay._rating import Rating
 from outlay._usage import Usage
 
@@ -83,6 +84,7 @@ def _frozen_money_map(name: str, mapping: Mapping[str, Any] | None) -> Mapping[s
     )
 
 
+@slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CostEvent:
     """A billable operation, attributed and priced. Immutable; identified by ``event_id``.
@@ -173,7 +175,13 @@ class CostEvent:
     def _check_ids(self) -> None:
         if type(self.event_id) is not str or _UUID.fullmatch(self.event_id) is None:
             raise InvalidEvent(f"must be a UUID string, got {self.event_id!r}", field="event_id")
-        for name, value in zip(_ID_FIELDS, _ids_of(self), strict=True):
+        values = _ids_of(self)
+        for value in values:  # runs for every event: the loop that names the field only on failure
+            if value is not None and (type(value) is not str or not value or len(value) > _MAX_ID):
+                break
+        else:
+            return
+        for name, value in zip(_ID_FIELDS, values, strict=True):
             if value is not None and (type(value) is not str or not value or len(value) > _MAX_ID):
                 raise InvalidEvent(f"must be a non-empty string of at most {_MAX_ID} characters", field=name)
 
