@@ -168,9 +168,13 @@ class CostEvent:
             raise InvalidEvent(
                 f"must be a finite non-negative number, got {self.latency_ms!r}", field="latency_ms"
             )
-        object.__setattr__(self, "labels", _frozen_str_map("labels", self.labels))
-        object.__setattr__(self, "unit_prices", _frozen_money_map("unit_prices", self.unit_prices))
-        object.__setattr__(self, "cost_breakdown", _frozen_money_map("cost_breakdown", self.cost_breakdown))
+        # Most events have none of these (the shared empty view): nothing to check or freeze.
+        if self.labels is not _EMPTY:
+            object.__setattr__(self, "labels", _frozen_str_map("labels", self.labels))
+        if self.unit_prices is not _EMPTY:
+            object.__setattr__(self, "unit_prices", _frozen_money_map("unit_prices", self.unit_prices))
+        if self.cost_breakdown is not _EMPTY:
+            object.__setattr__(self, "cost_breakdown", _frozen_money_map("cost_breakdown", self.cost_breakdown))
 
     def _check_ids(self) -> None:
         if type(self.event_id) is not str or _UUID.fullmatch(self.event_id) is None:
