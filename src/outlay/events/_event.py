@@ -174,7 +174,8 @@ class CostEvent:
         if self.unit_prices is not _EMPTY:
             object.__setattr__(self, "unit_prices", _frozen_money_map("unit_prices", self.unit_prices))
         if self.cost_breakdown is not _EMPTY:
-            object.__setattr__(self, "cost_breakdown", _frozen_money_map("cost_breakdown", self.cost_breakdown))
+            breakdown = _frozen_money_map("cost_breakdown", self.cost_breakdown)
+            object.__setattr__(self, "cost_breakdown", breakdown)
 
     def _check_ids(self) -> None:
         if type(self.event_id) is not str or _UUID.fullmatch(self.event_id) is None:
