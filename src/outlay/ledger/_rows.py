@@ -215,30 +215,41 @@ class RollupDeltas:
 
     def add_event(self, event: CostEvent, key: tuple[str, ...], us: int, tokens: Sequence[int]) -> None:
         # Inlined (no Acc.add_event calls): this runs once per ingested event, on the hot path.
+        # A group's or run's first event makes its totals outright: in a batch of events spread
+        # over many days most groups get one or two events, so this is the common case there.
         cost = event.cost  # None exactly when the event is unpriced (a CostEvent invariant)
+        unpriced = 1 if cost is None else 0
         acc = self.groups.get(key)
         if acc is None:
-            acc = self.groups[key] = Acc()
-        acc.events += 1
-        if cost is None:
-            acc.unpriced += 1
+            self.groups[key] = Acc(1, unpriced, cost, list(tokens))
         else:
-            acc.cost = cost if acc.cost is None else _ADD(acc.cost, cost)
-        own = acc.tokens
-        own[0] += tokens[0]
-        own[1] += tokens[1]
-        own[2] += tokens[2]
-        own[3] += tokens[3]
-        own[4] += tokens[4]
+            acc.events += 1
+            if cost is None:
+                acc.unpriced += 1
+            else:
+                acc.cost = cost if acc.cost is None else _ADD(acc.cost, cost)
+            own = acc.tokens
+            own[0] += tokens[0]
+            own[1] += tokens[1]
+            own[2] += tokens[2]
+            own[3] += tokens[3]
+            own[4] += tokens[4]
         run_id = event.run_id
         if run_id is None:
             return
         run = self.runs.get(run_id)
         if run is None:
-            run = self.runs[run_id] = RunAcc(
-                event.parent_run_id, event.root_run_id, event.tenant_id, event.agent, us, us
+            self.runs[run_id] = RunAcc(
+                event.parent_run_id,
+                event.root_run_id,
+                event.tenant_id,
+                event.agent,
+                us,
+                us,
+                Acc(1, unpriced, cost, [0, 0, 0, 0, 0]),
             )
-        elif us < run.first_us:
+            return
+        if us < run.first_us:
             run.first_us = us
         elif us > run.last_us:
             run.last_us = us
