@@ -194,7 +194,7 @@ def register_functions(connection: sqlite3.Connection) -> None:
 # The optional text columns (run_id, cost, unpriced_reason, price_version) are bound as '' for
 # "absent" and stored as NULL: Python's sqlite3 binds str, int and bytearray directly but sends None,
 # bool and bytes through its adapter registry first (~0.3 us each), and this runs once per event.
-# None of these columns can hold '' (ids, versions and reasons are non-empty, a cost is a number).
+# No value is lost: ids and versions are non-empty, a cost is a number, and an empty reason is none.
 INSERT_EVENT: Final = (
     "INSERT INTO ledger_events VALUES (NULL"
     + ", ?" * 11
