@@ -56,7 +56,10 @@ _STR_FIELDS: Final = (
     "region",
     "retention",
 )
-_STR_FIELD_SET: Final = frozenset(_STR_FIELDS)
+# Each string field's name as the interned string the CostEvent constructor's parameters are: a
+# keyword argument is matched to its parameter by identity first and by comparing strings only
+# when that fails, and the keys a JSON parser makes are never those objects (~2 us per event).
+_STR_FIELD_NAMES: Final = {name: name for name in _STR_FIELDS}
 _DATA_FIELDS: Final = frozenset(
     (
         *_STR_FIELDS,
@@ -188,10 +191,11 @@ def from_cloudevent(envelope: Mapping[str, Any]) -> CostEvent:
         "time": _parse_time(envelope.get("time")),
     }
     for name, value in data.items():  # only the fields present (a few of the 24)
-        if value is not None and name in _STR_FIELD_SET:
+        field = _STR_FIELD_NAMES.get(name)
+        if field is not None and value is not None:
             if type(value) is not str and not isinstance(value, str):
                 raise InvalidEvent(f"must be a string, got {value!r}", field=f"data.{name}")
-            kwargs[name] = value
+            kwargs[field] = value
     priced = data.get("priced", False)
     if not isinstance(priced, bool):
         raise InvalidEvent(f"must be true or false, got {priced!r}", field="data.priced")
