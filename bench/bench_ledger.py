@@ -130,13 +130,11 @@ def bench_floor(workdir: Path, events: list[CostEvent], payloads: list[bytes], b
     deltas in Python exactly as ``SQLiteLedger.write`` does, and inserting the same rows into a
     table with the same columns but no index, no uniqueness check and no rollups (durable commits
     per batch, as the ledger's). Their sum bounds ``write`` from below."""
-    from outlay.ledger._rows import RollupDeltas
-    from outlay.ledger._sqlite import _rows_of, event_rows
+    from outlay.ledger._sqlite import event_rows
     from outlay.ledger._sqlite_schema import INSERT_EVENT, SCHEMA
 
     def rows_of(chunk: list[CostEvent], chunk_payloads: list[bytes]) -> list[tuple[object, ...]]:
-        items = [(event.event_id, i) for i, event in enumerate(chunk)]
-        return list(_rows_of(event_rows(chunk, chunk_payloads, items, RollupDeltas())))
+        return event_rows(chunk, chunk_payloads, {event.event_id: i for i, event in enumerate(chunk)})[0]
 
     began = time.process_time()
     spans = range(0, len(events), batch)

@@ -13,8 +13,7 @@ import os
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -42,7 +41,6 @@ from ._base import (
     prefix_filter,
 )
 from ._grain import combine, plan
-from ._pipeline import Inserter
 from ._rows import (
     US_PER_HOUR,
     RollupDeltas,
@@ -58,7 +56,6 @@ from ._rows import (
 )
 from ._sqlite_schema import (
     EFFECTIVE,
-    EVENT_WIDTH,
     FROM_EVENTS,
     INSERT_EVENT,
     ROLL_UP_HOURS,
@@ -72,7 +69,6 @@ from ._sqlite_schema import (
     UPSERT_ROLLUP,
     UPSERT_RUN,
     filters,
-    insert_events,
     register_functions,
     totals,
 )
@@ -82,9 +78,6 @@ __all__ = ["SQLiteLedger"]
 _PAGE_SIZE: Final = 32768
 _CHUNK: Final = 4000  # ids per IN (...) list; well under SQLite's 32,766 variable limit
 _PAGE: Final = 1000
-#: Events per insert statement when a big batch is written in overlapping chunks (``_insert``); a
-#: batch of fewer than two chunks is inserted row by row on the calling thread.
-_CHUNK_ROWS: Final = 512
 
 
 class _Scope(NamedTuple):
@@ -108,46 +101,40 @@ def _placeholders(count: int) -> str:
 
 
 def event_rows(
-    events: Sequence[CostEvent],
-    payloads: Sequence[bytes] | None,
-    items: Iterable[tuple[str, int]],
-    deltas: RollupDeltas,
-) -> list[Any]:
-    """The ``ledger_events`` values of the events at ``items``' indexes (``(event_id, index)``, one
-    per distinct id), row after row (``EVENT_WIDTH`` values each), adding their rollup deltas to
-    ``deltas`` as if every one were new. Hot: it runs once per ingested event.
+    events: Sequence[CostEvent], payloads: Sequence[bytes] | None, first: dict[str, int]
+) -> tuple[list[tuple[Any, ...]], RollupDeltas]:
+    """The ``ledger_events`` rows of the events at ``first``'s indexes (one per distinct id), and
+    their rollup deltas as if every one were new. Hot: it runs once per ingested event.
 
     The values are of the types sqlite3 binds without its adapter lookup (see ``INSERT_EVENT``):
     '' for an absent optional text, 1/0 for ``priced``, the payload as a ``bytearray``."""
-    values: list[Any] = []
+    rows = []
+    deltas = RollupDeltas()
     add = deltas.add_event
-    for event_id, index in items:
+    for event_id, index in first.items():
         event = events[index]
         us = time_us(event.time)
         key = rollup_key(event, day_of(us))
         tokens = tokens_of(event)
         add(event, key, us, tokens)
         cost = event.cost  # None exactly when the event is unpriced (a CostEvent invariant)
-        values += [
-            event_id,
-            us,
-            key[1],
-            key[0],
-            *key[2:],
-            event.run_id or "",
-            0 if cost is None else 1,
-            "" if cost is None else format(cost, "f"),
-            event.unpriced_reason or "",
-            event.price_version or "",
-            *tokens,
-            bytearray(payloads[index] if payloads is not None else encode_event(event)),
-        ]
-    return values
-
-
-def _rows_of(values: list[Any]) -> Iterator[tuple[Any, ...]]:
-    """``event_rows``' values as one tuple per row, for ``executemany``."""
-    return zip(*[iter(values)] * EVENT_WIDTH, strict=True)
+        rows.append(
+            (
+                event_id,
+                us,
+                key[1],
+                key[0],
+                *key[2:],
+                event.run_id or "",
+                0 if cost is None else 1,
+                "" if cost is None else format(cost, "f"),
+                event.unpriced_reason or "",
+                event.price_version or "",
+                *tokens,
+                bytearray(payloads[index] if payloads is not None else encode_event(event)),
+            )
+        )
+    return rows, deltas
 
 
 class SQLiteLedger(LedgerStore):
@@ -173,7 +160,6 @@ class SQLiteLedger(LedgerStore):
         self._connections_lock = threading.Lock()
         self._closed = False
         self._checkpointer: Checkpointer | None = None
-        self._insert_thread: Inserter | None = None  # started by the first batch big enough to use it
         with self._translate():
             self._connection().executescript(SCHEMA)
             # WAL checkpoints on a background thread: a batch's commit then only syncs the WAL,
@@ -272,21 +258,14 @@ class SQLiteLedger(LedgerStore):
             first.setdefault(event.event_id, index)
         if not first:
             return WriteResult(0, 0)
-        items = list(first.items())
-        # Rows and rollup deltas are built assuming every event is new, and the deltas rebuilt in
-        # the (rare) case that some were already written. The first chunk's rows (all of a small
-        # batch) are built before the write lock is taken.
-        deltas = RollupDeltas()
-        chunk = self._chunk_rows(len(items))
-        values = event_rows(events, payloads, items[:chunk] if chunk else items, deltas)
+        # Rows and rollup deltas in one pass, before the write lock is taken: the deltas assume
+        # every event is new, and are rebuilt in the (rare) case that some were already written.
+        rows, deltas = event_rows(events, payloads, first)
         with self._transaction() as cursor:
             before = cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger_events").fetchone()[0]
-            if chunk:
-                inserted = self._insert(cursor.connection, events, payloads, items, deltas, chunk, values)
-            else:
-                cursor.executemany(INSERT_EVENT, _rows_of(values))
-                inserted = cursor.rowcount
-            if inserted != len(items):
+            cursor.executemany(INSERT_EVENT, rows)
+            inserted = cursor.rowcount
+            if inserted != len(rows):
                 # Some ids were already known: the new rows are exactly those past the old max seq
                 # (we hold the write lock), so only they reach the rollups.
                 fresh = {
@@ -294,66 +273,13 @@ class SQLiteLedger(LedgerStore):
                     for r in cursor.execute("SELECT event_id FROM ledger_events WHERE seq > ?", (before,))
                 }
                 deltas = RollupDeltas()
-                for event_id, index in items:
+                for event_id, index in first.items():
                     if event_id in fresh:
                         event = events[index]
                         us = time_us(event.time)
                         deltas.add_event(event, rollup_key(event, day_of(us)), us, tokens_of(event))
             self._apply(cursor, deltas)
         return WriteResult(inserted, len(events) - inserted)
-
-    def _chunk_rows(self, count: int) -> int:
-        """Events per insert statement for a batch of ``count`` distinct events: 0 (row by row on
-        this thread) unless the batch makes at least two chunks."""
-        limit = self._connection().getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // EVENT_WIDTH
-        rows = min(_CHUNK_ROWS, limit)
-        return rows if rows >= 16 and count >= 2 * rows else 0
-
-    def _insert(
-        self,
-        connection: sqlite3.Connection,
-        events: Sequence[CostEvent],
-        payloads: Sequence[bytes] | None,
-        items: list[tuple[str, int]],
-        deltas: RollupDeltas,
-        chunk: int,
-        values: list[Any],
-    ) -> int:
-        """Insert the events at ``items`` in statements of ``chunk`` rows run by the inserter thread,
-        building each chunk's values (and deltas) here while SQLite inserts the previous one;
-        ``values`` are the first chunk's. What is left past the last whole chunk goes in row by row
-        on this thread at the end. Returns how many rows were inserted."""
-        sql = insert_events(chunk)
-        inserter = self._inserter()
-        inserted = 0
-        pending: Future[int] | None = None
-        at = chunk
-        try:
-            while True:
-                if pending is not None:
-                    inserted += pending.result()
-                pending = inserter.submit(connection, sql, values)
-                if at + chunk > len(items):
-                    break
-                values = event_rows(events, payloads, items[at : at + chunk], deltas)
-                at += chunk
-            rest = event_rows(events, payloads, items[at:], deltas)
-            inserted += pending.result()
-            pending = None
-            if rest:
-                inserted += connection.executemany(INSERT_EVENT, _rows_of(rest)).rowcount
-        finally:
-            Inserter.finish(pending)  # on an error: the connection is idle again before the rollback
-        return inserted
-
-    def _inserter(self) -> Inserter:
-        with self._connections_lock:
-            if self._closed:
-                raise BackendError(f"{self!r} is closed")
-            if self._insert_thread is None:
-                self._insert_thread = Inserter()
-                weakref.finalize(self, self._insert_thread.close)
-            return self._insert_thread
 
     @staticmethod
     def _apply(cursor: sqlite3.Cursor, deltas: RollupDeltas, hours: RollupDeltas | None = None) -> None:
@@ -705,11 +631,7 @@ class SQLiteLedger(LedgerStore):
         ]
 
     def close(self) -> None:
-        with self._connections_lock:
-            self._closed = True
-            inserter, self._insert_thread = self._insert_thread, None
-        if inserter is not None:
-            inserter.close()
+        self._closed = True
         if self._checkpointer is not None:
             self._checkpointer.close()
         with self._connections_lock:

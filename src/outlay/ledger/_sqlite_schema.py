@@ -23,7 +23,6 @@ from outlay.ledger._rows import hour_of
 
 __all__ = [
     "EFFECTIVE",
-    "EVENT_WIDTH",
     "FROM_EVENTS",
     "INSERT_EVENT",
     "ROLLED_TO",
@@ -37,7 +36,6 @@ __all__ = [
     "UPSERT_ROLLUP",
     "UPSERT_RUN",
     "filters",
-    "insert_events",
     "register_functions",
     "totals",
 ]
@@ -197,21 +195,13 @@ def register_functions(connection: sqlite3.Connection) -> None:
 # "absent" and stored as NULL: Python's sqlite3 binds str, int and bytearray directly but sends None,
 # bool and bytes through its adapter registry first (~0.3 us each), and this runs once per event.
 # No value is lost: ids and versions are non-empty, a cost is a number, and an empty reason is none.
-_EVENT_VALUES: Final = (
-    "(NULL" + ", ?" * 11 + ", NULLIF(?, ''), ?, NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, '')" + ", ?" * 6 + ")"
+INSERT_EVENT: Final = (
+    "INSERT INTO ledger_events VALUES (NULL"
+    + ", ?" * 11
+    + ", NULLIF(?, ''), ?, NULLIF(?, ''), NULLIF(?, ''), NULLIF(?, '')"
+    + ", ?" * 6
+    + ") ON CONFLICT (event_id) DO NOTHING"
 )
-#: Values bound per event row.
-EVENT_WIDTH: Final = _EVENT_VALUES.count("?")
-
-
-def insert_events(rows: int) -> str:
-    """The statement inserting ``rows`` events at once (``rows * EVENT_WIDTH`` values, row after
-    row), skipping ids already in the ledger."""
-    values = ", ".join([_EVENT_VALUES] * rows)
-    return f"INSERT INTO ledger_events VALUES {values} ON CONFLICT (event_id) DO NOTHING"
-
-
-INSERT_EVENT: Final = insert_events(1)
 TOKENS: Final = "input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens"
 SUMS: Final = ", ".join(f"SUM({name})" for name in TOKENS.split(", "))
 UPSERT_ROLLUP: Final = f"""
