@@ -169,6 +169,24 @@ def test_bad_batch_size_is_refused() -> None:
         LedgerWriter(InMemoryEventLog(), InMemoryLedger(), batch_size=0)
 
 
+def test_the_writer_and_outlay_worker_take_20000_records_a_step_by_default() -> None:
+    # Bigger batches rewrite fewer ledger pages per event (docs/benchmarks.md); the CLI keeps its
+    # own copy of the default so its start stays light, and must say the same.
+    from click.testing import CliRunner
+
+    from outlay.cli import main
+    from outlay.ledger import DEFAULT_BATCH
+
+    assert DEFAULT_BATCH == 20_000
+    one = awkward_events(1)[0]
+    log = _log_with([event(time=one.time + timedelta(seconds=i)) for i in range(DEFAULT_BATCH + 7)])
+    writer = LedgerWriter(log, InMemoryLedger())
+    assert writer.run_once().inserted == DEFAULT_BATCH
+    assert writer.run_once().inserted == 7
+    shown = CliRunner().invoke(main, ["worker", "--help"], terminal_width=200).output
+    assert f"[default: {DEFAULT_BATCH};" in " ".join(shown.split())
+
+
 # --- kill -9 of a real writer process ----------------------------------------------------------
 
 

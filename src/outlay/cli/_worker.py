@@ -22,7 +22,13 @@ __all__ = ["worker"]
 @click.option(
     "--consumer", default="ledger", show_default=True, help="durable consumer name (shared by workers)."
 )
-@click.option("--batch-size", default=5000, show_default=True, type=click.IntRange(1, 100_000))
+@click.option(
+    "--batch-size",
+    default=20_000,  # outlay.ledger.DEFAULT_BATCH, not imported here to keep the CLI's start light
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="records written per ledger transaction (bigger batches rewrite fewer pages per event).",
+)
 @click.option(
     "--once",
     is_flag=True,

@@ -27,9 +27,10 @@ from ._open import DEFAULT_PATH, ledger_url, open_ledger
 from ._rerate import RateFunction, RerateResult, rerate
 from ._sqlite import SQLiteLedger
 from ._window import Window, parse_instant, parse_window
-from ._writer import LedgerWriter, WriterStats
+from ._writer import DEFAULT_BATCH, LedgerWriter, WriterStats
 
 __all__ = [
+    "DEFAULT_BATCH",
     "DEFAULT_PATH",
     "EVENT_GROUP_KEYS",
     "GROUP_KEYS",
