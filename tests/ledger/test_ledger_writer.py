@@ -25,7 +25,7 @@ from outlay.ledger import GROUP_KEYS, InMemoryLedger, LedgerStore, LedgerWriter,
 from outlay.stream import EventLog, InMemoryEventLog, SQLiteEventLog
 
 from .conformance import DAY0, DAY_END, by_key, grand_total, recompute
-from .conftest import LedgerFactory, awkward_events, event
+from .conftest import T0, LedgerFactory, awkward_events, event
 
 CHILD = Path(__file__).with_name("_writer_child.py")
 
@@ -178,8 +178,7 @@ def test_the_writer_and_outlay_worker_take_20000_records_a_step_by_default() -> 
     from outlay.ledger import DEFAULT_BATCH
 
     assert DEFAULT_BATCH == 20_000
-    one = awkward_events(1)[0]
-    log = _log_with([event(time=one.time + timedelta(seconds=i)) for i in range(DEFAULT_BATCH + 7)])
+    log = _log_with([event(time=T0 + timedelta(seconds=i)) for i in range(DEFAULT_BATCH + 7)])
     writer = LedgerWriter(log, InMemoryLedger())
     assert writer.run_once().inserted == DEFAULT_BATCH
     assert writer.run_once().inserted == 7

@@ -30,8 +30,8 @@ logger = logging.getLogger("outlay.ledger")
 _MAX_BACKOFF: Final = 30.0
 #: Records per step. Each commit rewrites every page its batch touched (the rollup rows, each
 #: tenant's end of the (tenant, time) index): over 1M events of a 500-tenant workload, batches of
-#: 20,000 wrote 2.2 KB of WAL per event against 3.7 KB at 5,000, and the writer went from 29-30k
-#: to 37k events/s (docs/benchmarks.md), for ~55 MB of Python objects per step instead of ~15 MB.
+#: 20,000 wrote 2.2 KB of WAL per event against 3.7 KB at 5,000, and the writer went from 27-30k
+#: to 34-38k events/s (docs/benchmarks.md), for ~55 MB of Python objects per step instead of ~15 MB.
 DEFAULT_BATCH: Final = 20_000
 
 
