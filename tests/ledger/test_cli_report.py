@@ -86,6 +86,17 @@ def test_other_reports_run(ledger_path: str) -> None:
     assert "top 1/5/10 share" in _run("report", "concentration", *WINDOW, "--ledger", ledger_path)
 
 
+def test_an_empty_table_says_what_the_window_lacks(tmp_path: Path) -> None:
+    path = str(tmp_path / "outlay.db")
+    with SQLiteLedger(path) as ledger:
+        ledger.write([event(tenant_id="acme", cost=D("0.5"))])  # priced and attributed
+    assert "no unpriced events in this window" in _run("report", "unpriced", *WINDOW, "--ledger", path)
+    assert "no unattributed events in this window" in _run("report", "unattributed", *WINDOW, "--ledger", path)
+    empty = ["--from", "2026-05-01", "--to", "2026-06-01", "--ledger", path]
+    assert "no events in this window" in _run("report", "tenants", *empty)
+    assert json.loads(_run("report", "unpriced", *WINDOW, "--format", "json", "--ledger", path)) == []
+
+
 def test_default_ledger_comes_from_outlay_url(ledger_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTLAY_URL", f"sqlite://{ledger_path}")
     assert "acme" in _run("report", "tenants", *WINDOW)
@@ -142,6 +153,8 @@ def test_rerate_prices_what_the_catalog_now_knows(tmp_path: Path) -> None:
     assert rows == [{"tenant": "acme", "delta": str(expected)}, {"tenant": "globex", "delta": str(expected)}]
     summary = _run("rerate", *WINDOW, "--ledger", path)  # again: nothing changes
     assert "adjusted 0" in summary
+    assert "no cost changed: nothing to adjust" in summary
+    assert "no events in this window" not in summary  # it held four
     assert "still unpriced 1" in summary
     assert "skipped 1" in summary
     with SQLiteLedger(path) as ledger:

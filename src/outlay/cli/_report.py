@@ -116,7 +116,15 @@ def _cell(name: str, value: Any) -> str:
     return str(value)
 
 
-def _print_rows(rows: Sequence[Mapping[str, Any]], fmt: str, columns: Sequence[str], title: str) -> None:
+def _print_rows(
+    rows: Sequence[Mapping[str, Any]],
+    fmt: str,
+    columns: Sequence[str],
+    title: str,
+    empty: str = "no events in this window",
+) -> None:
+    """``rows`` as JSON, CSV or a table; a table with no rows is followed by ``empty``, which says
+    what is missing (a window may hold events and still no unpriced ones, or nothing to re-rate)."""
     from outlay.reporting import render_csv, render_json
 
     if fmt == "json":
@@ -138,7 +146,7 @@ def _print_rows(rows: Sequence[Mapping[str, Any]], fmt: str, columns: Sequence[s
             table.add_row(*(_cell(name, row.get(name)) for name in columns))
         _print_table(table)
         if not rows:
-            click.echo("no events in this window")
+            click.echo(empty)
 
 
 _MONEY_NAMES = frozenset(("cost", "delta", "ours_cost", "theirs_cost", "drift"))
@@ -210,7 +218,13 @@ def unattributed(
     start, end = _window(start, end)
     with _ledger(ledger_url) as ledger:
         rows = _reports(ledger).unattributed(start, end, environment=environment)
-    _print_rows(rows, fmt, ("origin", *_TABLE_COLUMNS), f"Unattributed spend, {start} to {end}")
+    _print_rows(
+        rows,
+        fmt,
+        ("origin", *_TABLE_COLUMNS),
+        f"Unattributed spend, {start} to {end}",
+        "no unattributed events in this window",
+    )
 
 
 @report.command()
@@ -230,7 +244,7 @@ def unpriced(
     with _ledger(ledger_url) as ledger:
         rows = _reports(ledger).unpriced(start, end, environment=environment, tenant=tenant)
     columns = ("provider", "model", "reason", "unpriced_events", "input_tokens")
-    _print_rows(rows, fmt, columns, f"Unpriced events, {start} to {end}")
+    _print_rows(rows, fmt, columns, f"Unpriced events, {start} to {end}", "no unpriced events in this window")
 
 
 @report.command()
@@ -363,7 +377,9 @@ def rerate(*, start: str, end: str, prices: str | None, fmt: str, ledger_url: st
             result.by_tenant.items(), key=lambda item: (item[0] is None, item[0] or "")
         )
     ]
-    _print_rows(rows, fmt, ("tenant", "delta"), f"Re-rating {start} to {end}")
+    _print_rows(
+        rows, fmt, ("tenant", "delta"), f"Re-rating {start} to {end}", "no cost changed: nothing to adjust"
+    )
     if fmt == "table":
         click.echo(
             f"examined {result.examined:,}, adjusted {result.adjusted:,}"
