@@ -9,6 +9,8 @@ clean exit) makes everything buffered durable — a crash loses at most the unfl
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,13 +33,23 @@ __all__ = ["MODES", "Metered", "Recorder"]
 MODES: Final = ("durable", "batching")
 
 
-def _origin(ctx: CostContext | None, service: str | None) -> str:
+def program_name() -> str | None:
+    """The name this process runs under: ``pkg.tool`` for ``python -m pkg.tool``, else the script or
+    executable (``nightly.py``, ``celery``); ``None`` for ``python -c`` or an interactive session."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name).removesuffix(".__main__")
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return name if name and name not in ("-c", "-") else None
+
+
+def _origin(ctx: CostContext | None, fallback: str) -> str:
     """Where unattributed spend came from: the innermost named thing we know of."""
     if ctx is not None:
         for value in (ctx.run_name, ctx.workflow_id, ctx.feature):
             if value:
                 return value
-    return service or "unknown"
+    return fallback
 
 
 class Recorder:
@@ -61,6 +73,9 @@ class Recorder:
         self.catalog = catalog or default_catalog()
         self.mode = mode
         self.service = service
+        # The origin of unattributed spend outside any run, workflow or feature: the service, else
+        # the program (a job's script or command), never a bare "unknown" when a name is known.
+        self._origin = service or program_name() or "unknown"
         self.require_tenant = require_tenant
         self._batcher = (
             BatchingAppender(log, max_events=batch_size, max_delay=max_delay, max_buffer=max_buffer)
@@ -118,7 +133,7 @@ class Recorder:
                 agent=ctx.run_name, run_kind=ctx.run_kind,
             )  # fmt: skip
         if not attributed:
-            event_fields["origin"] = fields.pop("origin", None) or _origin(ctx, self.service)
+            event_fields["origin"] = fields.pop("origin", None) or _origin(ctx, self._origin)
         event_fields.update(fields)
         if cost is not None:
             return CostEvent(**event_fields, cost=cost, priced=True, price_version="caller")

@@ -7,7 +7,8 @@ what          setting                  default
 ============  =======================  =========================================================
 home          ``url`` / OUTLAY_URL     ``./.outlay/outlay.db`` (the SQLite ledger; a directory
                                        means ``<dir>/outlay.db``; ``memory://`` keeps all in RAM)
-event log     OUTLAY_STREAM_URL        ``events.db`` beside the SQLite ledger (or ``nats://...``)
+event log     OUTLAY_STREAM_URL        ``events.db`` beside the SQLite ledger ``outlay.db``,
+                                       ``<name>.events.db`` beside any other (or ``nats://...``)
 ledger        OUTLAY_LEDGER_URL        the home URL (or ``postgresql://...``)
 ============  =======================  =========================================================
 
@@ -23,7 +24,8 @@ import threading
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 from ._recording import Recorder
 from ._usage import Usage
@@ -54,9 +56,16 @@ def _ledger_path(url: str) -> Path | None:
 
 
 def embedded_log_path(home: str) -> Path | None:
-    """Where the embedded event log of a SQLite home lives: ``events.db`` beside the ledger."""
+    """Where the embedded event log of a SQLite home lives, beside the ledger: ``events.db`` for
+    ``outlay.db`` (the default name), ``<name>.events.db`` for any other ledger file. Each ledger
+    has a log of its own: two ledgers in one directory sharing one log (and its consumer offset)
+    would each take whichever events their writer read first."""
     path = _ledger_path(home)
-    return None if path is None else path.parent / "events.db"
+    if path is None:
+        return None
+    if path.name == _DEFAULT_HOME.name:
+        return path.parent / "events.db"
+    return path.with_name(f"{path.stem}.events.db")
 
 
 def decision_event(decision: Decision, *, environment: str | None = None) -> CostEvent:
@@ -132,7 +141,11 @@ class Outlay:
         self._ledger = ledger
         self._lock = threading.Lock()
         self.recorder = Recorder(
-            log, catalog=catalog, mode=mode, service=service, require_tenant=require_tenant
+            log,
+            catalog=catalog,
+            mode=mode,
+            service=service or os.environ.get("OUTLAY_SERVICE") or None,
+            require_tenant=require_tenant,
         )
         self._writer: LedgerWriter | None = None
         self._closed = False
@@ -198,7 +211,17 @@ class Outlay:
     def flush(self) -> None:
         self.recorder.flush()
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
     def close(self) -> None:
+        """Flush what is buffered, let the embedded writer catch up, release the log and ledger.
+        Idempotent; ``with Outlay(...) as o:`` calls it on the way out."""
         if self._closed:
             return
         self._closed = True

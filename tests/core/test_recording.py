@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -68,6 +69,82 @@ def test_no_tenant_is_recorded_as_unattributed_with_its_origin(pipeline: Outlay)
     assert event.attribution == "unattributed" and event.origin == "nightly-reindex"
     [row] = pipeline.reports().unattributed(*WINDOW)
     assert row["origin"] == "nightly-reindex" and row["cost"] == "0.001"
+
+
+def _record_without_context(instance: Outlay) -> str | None:
+    usage = Usage(input_tokens=10, output_tokens=5)
+    return instance.record_llm(provider="openai", model="gpt-4o", usage=usage).origin
+
+
+def test_spend_outside_any_run_takes_the_service_else_the_program_as_its_origin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    named = Outlay(tmp_path / "a.db", service="billing-sync")
+    monkeypatch.setenv("OUTLAY_SERVICE", "from-env")
+    from_env = Outlay(tmp_path / "b.db")
+    monkeypatch.delenv("OUTLAY_SERVICE")
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None)
+    monkeypatch.setattr(sys, "argv", ["/srv/jobs/nightly_export.py", "--full"])
+    script = Outlay(tmp_path / "c.db")
+    monkeypatch.setattr(sys, "argv", ["-c"])
+    anonymous = Outlay(tmp_path / "d.db")
+    try:
+        assert _record_without_context(named) == "billing-sync"
+        assert _record_without_context(from_env) == "from-env"
+        assert _record_without_context(script) == "nightly_export.py"
+        assert _record_without_context(anonymous) == "unknown"  # python -c: no name to give
+        [row] = script.reports().unattributed(*WINDOW)
+        assert row["origin"] == "nightly_export.py"
+    finally:
+        for instance in (named, from_env, script, anonymous):
+            instance.close()
+
+
+def test_a_module_run_with_python_m_is_named_by_its_module(tmp_path: Path) -> None:
+    package = tmp_path / "jobs" / "reindex"
+    package.mkdir(parents=True)
+    (tmp_path / "jobs" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(
+        "import sys\n"
+        "from outlay import Outlay, Usage\n"
+        "with Outlay(sys.argv[1]) as o:\n"
+        "    print(o.record_llm(provider='openai', model='gpt-4o', usage=Usage(input_tokens=1)).origin)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    env.pop("OUTLAY_SERVICE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "jobs.reindex", str(tmp_path / "outlay.db")],
+        capture_output=True, text=True, env=env, timeout=60, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "jobs.reindex"
+
+
+def test_two_ledgers_in_one_directory_keep_their_own_events(tmp_path: Path) -> None:
+    usage = Usage(input_tokens=1000, output_tokens=100)
+    with Outlay(tmp_path / "prod.db") as prod, Outlay(tmp_path / "staging.db") as staging:
+        with outlay.attribute(tenant="acme"):
+            prod.record_llm(provider="openai", model="gpt-4o", usage=usage)
+        with outlay.attribute(tenant="initech"):
+            staging.record_llm(provider="openai", model="gpt-4o", usage=usage)
+            staging.record_llm(provider="openai", model="gpt-4o", usage=usage)
+        # staging's writer catches up first: it must not take prod's event from a shared log
+        assert [r["tenant"] for r in staging.reports().tenants(*WINDOW)] == ["initech"]
+        assert [r["tenant"] for r in prod.reports().tenants(*WINDOW)] == ["acme"]
+    assert sorted(p.name for p in tmp_path.glob("*.events.db")) == ["prod.events.db", "staging.events.db"]
+    # the command line finds each ledger's log the same way
+    from click.testing import CliRunner
+
+    from outlay.cli import main
+
+    with Outlay(tmp_path / "prod.db") as prod:
+        with outlay.attribute(tenant="globex"):
+            prod.record_llm(provider="openai", model="gpt-4o", usage=usage)
+        prod.flush()
+        args = ["report", "tenants", "--from", WINDOW[0], "--to", WINDOW[1], "--format", "json"]
+        shown = CliRunner().invoke(main, [*args, "--ledger", str(tmp_path / "prod.db")])
+        assert shown.exit_code == 0, shown.output
+        assert sorted(row["tenant"] for row in json.loads(shown.output)) == ["acme", "globex"]
 
 
 def test_require_tenant_refuses_unattributed_calls(tmp_path: Path) -> None:

@@ -91,7 +91,9 @@ def test_an_empty_table_says_what_the_window_lacks(tmp_path: Path) -> None:
     with SQLiteLedger(path) as ledger:
         ledger.write([event(tenant_id="acme", cost=D("0.5"))])  # priced and attributed
     assert "no unpriced events in this window" in _run("report", "unpriced", *WINDOW, "--ledger", path)
-    assert "no unattributed events in this window" in _run("report", "unattributed", *WINDOW, "--ledger", path)
+    assert "no unattributed events in this window" in _run(
+        "report", "unattributed", *WINDOW, "--ledger", path
+    )
     empty = ["--from", "2026-05-01", "--to", "2026-06-01", "--ledger", path]
     assert "no events in this window" in _run("report", "tenants", *empty)
     assert json.loads(_run("report", "unpriced", *WINDOW, "--format", "json", "--ledger", path)) == []

@@ -34,7 +34,7 @@ def _default_window() -> tuple[str, str]:
 
 
 def _catch_up_embedded(url: str | None, ledger: LedgerStore) -> None:
-    """In embedded mode the event log sits beside the ledger (``events.db``): write what it holds
+    """In embedded mode the event log sits beside the ledger (``embedded_log_path``): write what it holds
     first, so a report sees every event recorded before it was asked for."""
     from outlay.ledger import LedgerWriter
     from outlay.stream import SQLiteEventLog
