@@ -15,10 +15,43 @@ from typing import Final
 
 from ._errors import InvalidInput
 
-__all__ = ["MONEY_CONTEXT", "ZERO", "money_str", "money_sum", "parse_money", "to_money"]
+__all__ = [
+    "MAX_AMOUNT",
+    "MAX_PLACES",
+    "MONEY_CONTEXT",
+    "ZERO",
+    "amount_problem",
+    "money_str",
+    "money_sum",
+    "parse_money",
+    "to_money",
+]
 
 MONEY_CONTEXT: Final = Context(prec=60, traps=[Inexact, InvalidOperation])
 ZERO: Final = Decimal(0)
+#: The amounts a ledger can total exactly: below 10^15 with at most 36 decimal places (a cost rated
+#: from an 18-decimal price per million tokens has 24). A billion such amounts still sum within the
+#: 60 digits of MONEY_CONTEXT; a Decimal made from a float (0.1 is 55 digits) or 1E-1000 would not,
+#: and once in an append-only ledger it would break every total it joins.
+MAX_AMOUNT: Final = Decimal(10) ** 15
+MAX_PLACES: Final = 36
+_QUANTUM: Final = Decimal(1).scaleb(-MAX_PLACES)
+
+
+def amount_problem(amount: Decimal) -> str | None:
+    """Why the finite, non-negative ``amount`` cannot be totalled exactly, or ``None`` if it can."""
+    if amount >= MAX_AMOUNT:
+        return f"must be below 10^15, got {amount}"
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_PLACES:
+        try:  # trailing zeros past the limit are fine: 0.5000...000 is 0.5
+            amount.quantize(_QUANTUM, context=MONEY_CONTEXT)
+        except (Inexact, InvalidOperation):
+            return (
+                f"has more than {MAX_PLACES} decimal places, got {amount}"
+                " (Decimal(0.1) has 55: make amounts from strings, Decimal('0.1'))"
+            )
+    return None
 
 
 def to_money(value: object, *, field: str = "cost", allow_negative: bool = False) -> Decimal:

@@ -30,7 +30,12 @@ from typing import Any, Final
 from ._errors import InvalidUsage
 from ._frozen import slot_init
 
-__all__ = ["TOKEN_FIELDS", "Usage"]
+__all__ = ["MAX_COUNT", "TOKEN_FIELDS", "Usage"]
+
+#: The largest count one operation may report (a trillion tokens; the largest contexts hold a few
+#: million). Ledgers sum counts in 64-bit integers: millions of events at this bound still fit,
+#: where one count near 2^63 would make every total it joins overflow.
+MAX_COUNT: Final = 10**12
 
 _NO_UNITS: Mapping[str, Decimal] = MappingProxyType({})
 UNIT_NAME = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
@@ -68,6 +73,8 @@ def _check_count(name: str, value: object) -> int:
         raise InvalidUsage(f"must be a non-negative integer, got {value!r}", field=name)
     if value < 0:
         raise InvalidUsage(f"must not be negative, got {value}", field=name)
+    if value > MAX_COUNT:
+        raise InvalidUsage(f"must be at most 10^12 for one operation, got {value}", field=name)
     return value
 
 
@@ -112,7 +119,7 @@ class Usage:
             self.input_image_tokens, self.output_image_tokens, self.web_searches,
         )  # fmt: skip
         try:  # in C: no Python-level loop over the eleven counts
-            plain = min(values) >= 0 and set(map(type, values)) == _INT_ONLY
+            plain = min(values) >= 0 and max(values) <= MAX_COUNT and set(map(type, values)) == _INT_ONLY
         except TypeError:  # a count that is not a number at all
             plain = False
         if not plain:

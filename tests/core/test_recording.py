@@ -147,6 +147,21 @@ def test_two_ledgers_in_one_directory_keep_their_own_events(tmp_path: Path) -> N
         assert sorted(row["tenant"] for row in json.loads(shown.output)) == ["acme", "globex"]
 
 
+def test_an_amount_no_ledger_could_total_is_refused_when_recorded(pipeline: Outlay) -> None:
+    from outlay._errors import InvalidEvent, InvalidUsage
+
+    with outlay.attribute(tenant="acme"):
+        with pytest.raises(InvalidEvent, match="cost: has more than 36 decimal places"):
+            pipeline.record_tool("gpu", 1, cost=Decimal(0.1))  # noqa: RUF032 - the mistake under test
+        with pytest.raises(InvalidUsage, match="input_tokens: must be at most 10\\^12"):
+            pipeline.record_llm(provider="openai", model="gpt-4o", usage=Usage(input_tokens=2**62))
+        pipeline.record_tool("gpu", 1, cost=Decimal("250000"))
+    with outlay.attribute(tenant="other"):
+        pipeline.record_tool("gpu", 1, cost=Decimal("1"))
+    rows = pipeline.reports().tenants(*WINDOW)  # nothing refused reached the log to block it
+    assert [(r["tenant"], r["cost"]) for r in rows] == [("acme", "250000"), ("other", "1")]
+
+
 def test_require_tenant_refuses_unattributed_calls(tmp_path: Path) -> None:
     strict = Outlay(tmp_path / "outlay.db", require_tenant=True)
     try:

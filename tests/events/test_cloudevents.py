@@ -16,7 +16,7 @@ from outlay._usage import Usage
 from outlay.events import CLOUDEVENT_TYPE, CostEvent, decode_event, encode_event, to_cloudevent
 
 ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40)
-counts = st.integers(min_value=0, max_value=10**12)
+counts = st.integers(min_value=0, max_value=10**12 // 3)  # input sums three of them: at most 10^12
 money = st.decimals(min_value=0, max_value=10**9, allow_nan=False, allow_infinity=False, places=18)
 
 
@@ -97,6 +97,12 @@ def test_envelope_is_cloudevents_structured_mode() -> None:
         ({"cost": "Infinity"}, "data.cost"),
         ({"cost": "-1"}, "data.cost"),
         ({"cost": "abc"}, "data.cost"),
+        # amounts no ledger could total exactly: a float's 55 digits, 1E-1000, 10^15 dollars
+        ({"cost": "0.1000000000000000055511151231257827021181583404541015625"}, "decimal places"),
+        ({"cost": "1E-1000"}, "decimal places"),
+        ({"cost": "1000000000000000"}, "below 10^15"),
+        ({"usage": {"input_tokens": 2**62}}, "input_tokens"),
+        ({"usage": {"input_tokens": 10**60}}, "input_tokens"),
         ({"schema_version": 2}, "data.schema_version"),
         ({"usage": {"input_tokens": -5}}, "input_tokens"),
         ({"usage": {"input_tokens": 1.5}}, "input_tokens"),
@@ -144,6 +150,13 @@ def test_bad_envelope_is_rejected_naming_the_field(key: str, value: Any, field: 
     with pytest.raises(InvalidEvent) as info:
         decode_event(envelope)
     assert field in str(info.value)
+
+
+def test_amounts_at_the_limits_a_ledger_can_total_are_kept_exactly() -> None:
+    for text in ("999999999999999." + "9" * 36, "0." + "0" * 35 + "1", "0.5" + "0" * 60):
+        event = decode_event(_wire(cost=text))
+        assert event.cost == Decimal(text)
+    assert decode_event(_wire(usage={"input_tokens": 10**12})).usage.input_tokens == 10**12
 
 
 def test_missing_id_is_rejected() -> None:

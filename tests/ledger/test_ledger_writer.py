@@ -20,12 +20,12 @@ import pytest
 
 from outlay._errors import BackendError, InvalidInput
 from outlay._money import money_sum
-from outlay.events import CostEvent, encode_event
+from outlay.events import CostEvent, decode_event, encode_event
 from outlay.ledger import GROUP_KEYS, InMemoryLedger, LedgerStore, LedgerWriter, SQLiteLedger, WriteResult
 from outlay.stream import EventLog, InMemoryEventLog, SQLiteEventLog
 
 from .conformance import DAY0, DAY_END, by_key, grand_total, recompute
-from .conftest import T0, LedgerFactory, awkward_events, event
+from .conftest import T0, D, LedgerFactory, awkward_events, event
 
 CHILD = Path(__file__).with_name("_writer_child.py")
 
@@ -91,6 +91,42 @@ def test_bad_payloads_are_rejected_and_never_reach_the_totals(make_ledger: Ledge
     assert "data.cost" in reasons[orjson.dumps(floaty)]
     LedgerWriter(log, ledger, consumer="again").catch_up()
     assert len(ledger.rejected()) == 5  # a replay rejects the same payloads once
+
+
+def test_an_event_the_ledger_cannot_hold_is_rejected_alone_and_the_rest_written(tmp_path: Path) -> None:
+    """An event that decodes but that the ledger refuses (here a count past 64 bits, as an outlay
+    without today's bound on counts could have logged) must not hold back anyone's events."""
+    good = [event(tenant_id=f"t{i % 3}", cost=D("0.25")) for i in range(9)]
+    poison = event(tenant_id="t1", cost=D("1"))
+    log = InMemoryEventLog()
+    log.append(
+        [encode_event(e) for e in good[:4]] + [encode_event(poison)] + [encode_event(e) for e in good[4:]]
+    )
+
+    def old_decoder(payload: bytes) -> CostEvent:
+        decoded = decode_event(payload)
+        if decoded.event_id == poison.event_id:
+            object.__setattr__(decoded.usage, "input_tokens", 2**64)  # what the bound now refuses
+        return decoded
+
+    ledger = SQLiteLedger(tmp_path / "outlay.db")
+    try:
+        stats = LedgerWriter(log, ledger, decode=old_decoder).catch_up()
+        assert (stats.inserted, stats.rejected, stats.batches) == (9, 1, 1)
+        assert log.committed("ledger") == 10  # acknowledged: the log moves on
+        _assert_exactly(ledger, good)
+        [rejected] = ledger.rejected()
+        assert rejected.payload == encode_event(poison)
+        assert "offset 5" in rejected.reason and "OverflowError" in rejected.reason
+    finally:
+        ledger.close()
+
+
+def test_a_backend_failure_is_never_mistaken_for_a_bad_event() -> None:
+    log, ledger = _log_with(awkward_events(8)), _FailingLedger(failures=1)
+    with pytest.raises(BackendError):
+        LedgerWriter(log, ledger).run_once()
+    assert ledger.rejected() == [] and log.committed("ledger") == 0
 
 
 class _FailingLedger(InMemoryLedger):

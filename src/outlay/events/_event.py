@@ -15,6 +15,7 @@ import uuid_utils
 
 from outlay._errors import InvalidEvent
 from outlay._frozen import slot_init
+from outlay._money import amount_problem
 from outlay._rating import Rating
 from outlay._usage import Usage
 
@@ -198,6 +199,9 @@ class CostEvent:
                 )
             if self.cost < 0:
                 raise InvalidEvent(f"must not be negative, got {self.cost}", field="cost")
+            problem = amount_problem(self.cost)
+            if problem is not None:
+                raise InvalidEvent(problem, field="cost")
         else:
             if self.cost is not None:
                 raise InvalidEvent("an unpriced event has no cost (unknown is not zero)", field="cost")

@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Final
 
 from outlay._errors import InvalidInput
-from outlay._money import MONEY_CONTEXT
+from outlay._money import MONEY_CONTEXT, amount_problem
 from outlay._rating import Rating
 from outlay.events import CostEvent
 
@@ -140,6 +140,10 @@ def check_rating(event_id: str, rating: Rating) -> None:
             f"the ledger totals {CURRENCY} only; rating of {event_id} is in {rating.currency}",
             field="rating.currency",
         )
+    if rating.cost is not None:
+        problem = amount_problem(rating.cost)
+        if problem is not None:
+            raise InvalidInput(f"rating of {event_id}: {problem}", field="rating.cost")
 
 
 def wants_adjustment(priced: bool, cost: Decimal | None, rating: Rating) -> bool:

@@ -90,6 +90,7 @@ class LedgerWriter:
     def _write_batch(self, records: Sequence[LogRecord], step: WriterStats) -> WriterStats:
         events: list[CostEvent] = []
         payloads: list[bytes] = []
+        offsets: list[int] = []
         for record in records:
             try:
                 event = self._decode(record.payload)
@@ -106,14 +107,41 @@ class LedgerWriter:
                 continue
             events.append(event)
             payloads.append(record.payload)
+            offsets.append(record.offset)
         if events:
-            result = self.ledger.write(events, payloads)
-            step.inserted, step.duplicates = result.inserted, result.duplicates
+            self._write(events, payloads, offsets, step)
         # Only now, with the batch committed (or rejected durably), may the log forget it.
         self.log.ack(self.consumer, records[-1].offset)
         step.batches = 1
         self.stats.add(step)
         return step
+
+    def _write(
+        self, events: list[CostEvent], payloads: list[bytes], offsets: list[int], step: WriterStats
+    ) -> None:
+        """Write a batch. Should the ledger refuse it for something in its data rather than fail as
+        a backend (an event that decodes but cannot be totalled — written by an older outlay, say),
+        the batch is split until each event it refuses is alone, and that one is rejected: one bad
+        event must not hold back everyone's. Writes are idempotent, so the halves are safe."""
+        try:
+            result = self.ledger.write(events, payloads)
+        except BackendError:
+            raise  # the store is failing, not the data: retried whole, never rejected
+        except Exception as exc:
+            if len(events) > 1:
+                half = len(events) // 2
+                self._write(events[:half], payloads[:half], offsets[:half], step)
+                self._write(events[half:], payloads[half:], offsets[half:], step)
+                return
+            reason = str(exc) if isinstance(exc, InvalidInput) else f"{type(exc).__name__}: {exc}"
+            logger.warning(
+                "ledger writer %r: rejected event at offset %d: %s", self.consumer, offsets[0], reason
+            )
+            self.ledger.reject(payloads[0], f"offset {offsets[0]}: the ledger cannot hold it: {reason}")
+            step.rejected += 1
+            return
+        step.inserted += result.inserted
+        step.duplicates += result.duplicates
 
     def catch_up(self, *, patience: float = 30.0) -> WriterStats:
         """Write everything up to the end of the log as it is now; returns this call's counts.
