@@ -23,7 +23,7 @@ from typing import Any, Final
 from ._errors import AttributionMissing, InvalidInput
 from ._usage import Usage
 from .context import CostContext, current
-from .events import ATTRIBUTED, UNATTRIBUTED, CostEvent, encode_event
+from .events import ATTRIBUTED, CALLER_PRICED, UNATTRIBUTED, CostEvent, encode_event
 from .pricing import PriceCatalog, default_catalog
 from .providers import parse_response
 from .stream import BatchingAppender, EventLog
@@ -136,7 +136,7 @@ class Recorder:
             event_fields["origin"] = fields.pop("origin", None) or _origin(ctx, self._origin)
         event_fields.update(fields)
         if cost is not None:
-            return CostEvent(**event_fields, cost=cost, priced=True, price_version="caller")
+            return CostEvent(**event_fields, cost=cost, priced=True, price_version=CALLER_PRICED)
         if provider is None or model is None:
             return CostEvent(
                 **event_fields,

@@ -166,6 +166,31 @@ def test_rerate_prices_what_the_catalog_now_knows(tmp_path: Path) -> None:
         )
 
 
+def test_rerate_leaves_caller_prices_and_lower_bounds_alone(tmp_path: Path) -> None:
+    """What the catalog did not price is not the catalog's to re-price: a cost the caller gave, and
+    a usage known to be a lower bound (a cut stream, or the gateway's estimate of one)."""
+    path = str(tmp_path / "outlay.db")
+    cut = Usage(input_tokens=1000, output_tokens=10, complete=False, reason="stream ended before usage")
+    full = Usage(input_tokens=1000, output_tokens=10)
+    events = [
+        event(tenant_id="acme", usage=full, cost=D("0.5"), price_version="caller"),
+        unpriced(tenant_id="acme", usage=cut, unpriced_reason="usage incomplete: stream ended before usage"),
+        event(tenant_id="acme", usage=cut, status="estimated", cost=D("0.25"), price_version="v1"),
+        unpriced(tenant_id="globex", usage=full, unpriced_reason="no price then"),  # this one it prices
+    ]
+    with SQLiteLedger(path) as ledger:
+        ledger.write(events)
+    rows = json.loads(_run("rerate", *WINDOW, "--format", "json", "--ledger", path))
+    assert [row["tenant"] for row in rows] == ["globex"]
+    assert "skipped 3" in _run("rerate", *WINDOW, "--ledger", path)
+    with SQLiteLedger(path) as ledger:
+        [adjustment] = ledger.adjustments()
+        assert adjustment.event_id == events[3].event_id
+    [acme] = [r for r in json.loads(_run("report", "tenants", *WINDOW, "--format", "json", "--ledger", path))
+              if r["tenant"] == "acme"]  # fmt: skip
+    assert (acme["cost"], acme["unpriced_events"]) == ("0.75", 1)
+
+
 def test_rerate_needs_a_window(ledger_path: str) -> None:
     result = CliRunner().invoke(main, ["rerate", "--ledger", ledger_path])
     assert result.exit_code == 2

@@ -15,9 +15,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from outlay._errors import BackendError, InvalidInput
-from outlay._rating import Rating
 from outlay._runtime import embedded_log_path
-from outlay.events import CostEvent
 from outlay.ledger import LedgerStore, RateFunction, ledger_url, open_ledger
 
 __all__ = ["report", "rerate"]
@@ -389,18 +387,12 @@ def rerate(*, start: str, end: str, prices: str | None, fmt: str, ledger_url: st
 
 
 def _catalog_rate(prices: str | None) -> RateFunction:
+    from outlay.ledger import catalog_rater
+
     try:
         from outlay.pricing import PriceCatalog, default_catalog
 
         catalog = PriceCatalog.load(prices) if prices else default_catalog()
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from None
-
-    def rate(event: CostEvent) -> Rating | None:
-        # Events without a provider and model (tools, custom units priced by the caller) keep
-        # their own rating: the catalog has nothing to say about them.
-        if event.provider is None or event.model is None:
-            return None
-        return catalog.rate(event.usage, provider=event.provider, model=event.model, at=event.time)
-
-    return rate
+    return catalog_rater(catalog)

@@ -3,6 +3,7 @@
 from ._cloudevents import CLOUDEVENT_TYPE, decode_event, encode_event, from_cloudevent, to_cloudevent
 from ._event import (
     ATTRIBUTED,
+    CALLER_PRICED,
     ENVIRONMENTS,
     SCHEMA_VERSION,
     STATUSES,
@@ -13,6 +14,7 @@ from ._event import (
 
 __all__ = [
     "ATTRIBUTED",
+    "CALLER_PRICED",
     "CLOUDEVENT_TYPE",
     "ENVIRONMENTS",
     "SCHEMA_VERSION",

@@ -21,6 +21,7 @@ from outlay._usage import Usage
 
 __all__ = [
     "ATTRIBUTED",
+    "CALLER_PRICED",
     "ENVIRONMENTS",
     "SCHEMA_VERSION",
     "STATUSES",
@@ -36,6 +37,9 @@ UNATTRIBUTED: Final = "unattributed"
 #: ok: the operation completed; error: it failed upstream (cost only if the provider bills failures);
 #: estimated: usage was not reported (client gone, stream cut) and the cost is an estimate.
 STATUSES: Final = frozenset({"ok", "error", "estimated"})
+#: The ``price_version`` of an event whose cost its caller gave (``record_*(cost=...)``): re-rating
+#: against a catalog leaves it alone.
+CALLER_PRICED: Final = "caller"
 
 _MAX_ID = 200
 _ID_FIELDS: Final = (

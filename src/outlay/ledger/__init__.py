@@ -24,7 +24,7 @@ from ._base import (
 )
 from ._memory import InMemoryLedger
 from ._open import DEFAULT_PATH, ledger_url, open_ledger
-from ._rerate import RateFunction, RerateResult, rerate
+from ._rerate import RateFunction, RerateResult, catalog_rater, rerate
 from ._sqlite import SQLiteLedger
 from ._window import Window, parse_instant, parse_window
 from ._writer import DEFAULT_BATCH, LedgerWriter, WriterStats
@@ -48,6 +48,7 @@ __all__ = [
     "Window",
     "WriteResult",
     "WriterStats",
+    "catalog_rater",
     "ledger_url",
     "open_ledger",
     "parse_instant",

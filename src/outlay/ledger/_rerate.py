@@ -16,16 +16,33 @@ from types import MappingProxyType
 from outlay._errors import InvalidInput
 from outlay._money import MONEY_CONTEXT, ZERO, money_sum
 from outlay._rating import Rating
-from outlay.events import CostEvent
+from outlay.events import CALLER_PRICED, CostEvent
+from outlay.pricing import PriceCatalog
 
 from ._base import LedgerStore
 from ._rows import wants_adjustment
 from ._window import parse_window
 
-__all__ = ["RateFunction", "RerateResult", "rerate"]
+__all__ = ["RateFunction", "RerateResult", "catalog_rater", "rerate"]
 
 #: Prices one event; ``None`` means "no opinion" (the event is left as it is).
 RateFunction = Callable[[CostEvent], Rating | None]
+
+
+def catalog_rater(catalog: PriceCatalog) -> RateFunction:
+    """The rate function that re-rates what the catalog priced, and nothing else. It leaves alone:
+    events with no provider or model (tools, custom units: the catalog knows nothing of them),
+    events whose cost the caller gave (``price_version="caller"``), and events whose usage is
+    incomplete — a lower bound (a cut stream, the gateway's estimate) is never priced as the cost."""
+
+    def rate(event: CostEvent) -> Rating | None:
+        if event.provider is None or event.model is None or event.price_version == CALLER_PRICED:
+            return None
+        if not event.usage.complete:
+            return None
+        return catalog.rate(event.usage, provider=event.provider, model=event.model, at=event.time)
+
+    return rate
 
 
 @dataclass(frozen=True, slots=True)
