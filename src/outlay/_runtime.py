@@ -9,7 +9,8 @@ home          ``url`` / OUTLAY_URL     ``./.outlay/outlay.db`` (the SQLite ledge
                                        means ``<dir>/outlay.db``; ``memory://`` keeps all in RAM)
 event log     OUTLAY_STREAM_URL        ``events.db`` beside the SQLite ledger ``outlay.db``,
                                        ``<name>.events.db`` beside any other (or ``nats://...``)
-ledger        OUTLAY_LEDGER_URL        the home URL (or ``postgresql://...``)
+ledger        OUTLAY_LEDGER_URL        the home URL (or ``postgresql://...``); with no home given,
+                                       a SQLite ledger is the home
 ============  =======================  =========================================================
 
 With an embedded event log (SQLite or memory), :meth:`Outlay.reports` first lets the ledger writer
@@ -124,8 +125,13 @@ class Outlay:
         log: EventLog | None = None,
         ledger: LedgerStore | None = None,
     ) -> None:
-        home = str(url) if url is not None else os.environ.get("OUTLAY_URL") or str(_DEFAULT_HOME)
-        self.ledger_url = ledger_url or os.environ.get("OUTLAY_LEDGER_URL") or home
+        given_home = str(url) if url is not None else os.environ.get("OUTLAY_URL")
+        self.ledger_url = (
+            ledger_url or os.environ.get("OUTLAY_LEDGER_URL") or given_home or str(_DEFAULT_HOME)
+        )
+        # With no home given, a SQLite ledger is the home: its event log is the one beside it (as
+        # `outlay report --ledger PATH` reads it), not one under ./.outlay/.
+        home = given_home or (self.ledger_url if _ledger_path(self.ledger_url) else str(_DEFAULT_HOME))
         stream = stream_url or os.environ.get("OUTLAY_STREAM_URL")
         if catalog is None:
             catalog = PriceCatalog.load(prices) if prices is not None else default_catalog()

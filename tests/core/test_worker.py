@@ -87,3 +87,27 @@ def test_workers_killed_mid_batch_lose_and_double_nothing(tmp_path: Path) -> Non
     assert finisher.returncode == 0, err
     assert _ledger_events(home) == 3000
     recorder.log.close()
+
+
+def test_worker_given_only_a_sqlite_ledger_reads_the_log_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from outlay.cli import main
+
+    home = tmp_path / "data" / "prod.db"
+    with Outlay(home) as recorder, outlay.attribute(tenant="acme"):
+        for i in range(3):
+            recorder.record_llm(provider="openai", model="gpt-4o", usage=Usage(input_tokens=10 + i))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for name in ("OUTLAY_URL", "OUTLAY_STREAM_URL", "OUTLAY_LEDGER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert _ledger_events(home) == 0
+    result = CliRunner().invoke(main, ["worker", "--ledger", str(home), "--once"])
+    assert result.exit_code == 0, result.output
+    assert "3 written" in result.output
+    assert _ledger_events(home) == 3
+    assert not (elsewhere / ".outlay").exists()  # no stray log under the working directory

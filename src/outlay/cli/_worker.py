@@ -18,7 +18,13 @@ __all__ = ["worker"]
 @click.option(
     "--stream", "stream_url", envvar="OUTLAY_STREAM_URL", help="event log URL (nats://... to share)."
 )
-@click.option("--ledger", "ledger_url", envvar="OUTLAY_LEDGER_URL", help="ledger URL (postgresql://...).")
+@click.option(
+    "--ledger",
+    "ledger_url",
+    envvar="OUTLAY_LEDGER_URL",
+    help="ledger URL (postgresql://...); a SQLite ledger given without --url is the home, and its "
+    "event log the one beside it.",
+)
 @click.option(
     "--consumer", default="ledger", show_default=True, help="durable consumer name (shared by workers)."
 )
