@@ -113,6 +113,12 @@ def test_default_ledger_comes_from_outlay_url(ledger_path: str, monkeypatch: pyt
         (["report", "tenants", "--environment", "prod"], "environment: must be one of"),
         (["report", "run", "missing-run"], "no events recorded for run 'missing-run'"),
         (["report", "tenants", "--format", "xml"], "Invalid value for '--format'"),
+        (
+            ["report", "tenants", "--from", "2026-01-01", "--to", "9999-12-31"],
+            "end: must be between 1970-01-01",
+        ),
+        (["report", "unattributed", "--from", "0001-01-01", "--to", "2026-01-01"], "start: must be between"),
+        (["rerate", "--from", "2026-01-01", "--to", "9998-12-31T23:00:00-05:00"], "end: must be between"),
     ],
 )
 def test_bad_input_is_a_clear_usage_error(ledger_path: str, args: list[str], message: str) -> None:

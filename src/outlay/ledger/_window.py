@@ -10,6 +10,9 @@ from outlay._errors import InvalidInput
 __all__ = ["Instant", "Window", "parse_instant", "parse_window"]
 
 Instant = date | datetime | str
+# Reports plan windows in whole months and days around them, so the last month must have a next one.
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def parse_instant(value: object, field: str) -> datetime:
@@ -24,10 +27,21 @@ def parse_instant(value: object, field: str) -> datetime:
                 field=field,
             ) from None
     if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    if isinstance(value, date):
-        return datetime.combine(value, time(), UTC)
-    raise InvalidInput(f"expected a date, datetime or ISO string, got {type(value).__name__}", field=field)
+        try:
+            moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:00-05:00 is past datetime's range in UTC
+            moment = datetime.max.replace(tzinfo=UTC)
+    elif isinstance(value, date):
+        moment = datetime.combine(value, time(), UTC)
+    else:
+        raise InvalidInput(
+            f"expected a date, datetime or ISO string, got {type(value).__name__}", field=field
+        )
+    if not _EARLIEST <= moment <= _LATEST:
+        raise InvalidInput(
+            f"must be between {_EARLIEST.date()} and {_LATEST.date()}, got {moment.isoformat()}", field=field
+        )
+    return moment
 
 
 @dataclass(frozen=True, slots=True)
