@@ -99,6 +99,30 @@ def test_an_empty_table_says_what_the_window_lacks(tmp_path: Path) -> None:
     assert json.loads(_run("report", "unpriced", *WINDOW, "--format", "json", "--ledger", path)) == []
 
 
+@pytest.mark.parametrize(
+    "report",
+    [["tenants"], ["unattributed"], ["unpriced"], ["concentration"], ["breakdown", "--by", "model,day"]],
+)
+def test_an_empty_csv_has_the_header_a_full_one_has(ledger_path: str, report: list[str]) -> None:
+    full = _run("report", *report, *WINDOW, "--format", "csv", "--ledger", ledger_path)
+    empty = _run("report", *report, "--from", "2026-06-01", "--to", "2026-07-01", "--format", "csv",
+                 "--ledger", ledger_path)  # fmt: skip
+    assert full.count("\n") > 1
+    assert empty == full.split("\n")[0] + "\n"
+
+
+def test_a_ledger_path_naming_the_event_log_is_an_error(tmp_path: Path) -> None:
+    from outlay.stream import SQLiteEventLog
+
+    with SQLiteEventLog(tmp_path / "events.db") as log:
+        log.append([b"{}"])
+    before = (tmp_path / "events.db").read_bytes()
+    result = CliRunner().invoke(main, ["report", "tenants", "--ledger", str(tmp_path / "events.db")])
+    assert result.exit_code == 2
+    assert "is an outlay event log, not a ledger" in result.output
+    assert (tmp_path / "events.db").read_bytes() == before  # no ledger tables added to it
+
+
 def test_default_ledger_comes_from_outlay_url(ledger_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTLAY_URL", f"sqlite://{ledger_path}")
     assert "acme" in _run("report", "tenants", *WINDOW)

@@ -23,6 +23,15 @@ __all__ = ["report", "rerate"]
 F = TypeVar("F", bound=Callable[..., Any])
 _FORMATS = ("table", "json", "csv")
 _TABLE_COLUMNS = ("events", "cost", "unpriced_events")  # tokens too: --format json or csv
+
+
+def _totals(*keys: str) -> tuple[str, ...]:
+    """The keys of a totals row (``Reports.tenants``, ``breakdown``, ``unattributed``), in order."""
+    from outlay.reporting import TOKEN_COLUMNS
+
+    return (*keys, *_TABLE_COLUMNS, *TOKEN_COLUMNS)
+
+
 _DEFAULT_DAYS = 30
 
 
@@ -120,15 +129,17 @@ def _print_rows(
     columns: Sequence[str],
     title: str,
     empty: str = "no events in this window",
+    header: Sequence[str] = (),
 ) -> None:
     """``rows`` as JSON, CSV or a table; a table with no rows is followed by ``empty``, which says
-    what is missing (a window may hold events and still no unpriced ones, or nothing to re-rate)."""
+    what is missing (a window may hold events and still no unpriced ones, or nothing to re-rate).
+    An empty CSV is its ``header`` line (the rows' keys; default: the table's ``columns``)."""
     from outlay.reporting import render_csv, render_json
 
     if fmt == "json":
         click.echo(render_json(list(rows)))
     elif fmt == "csv":
-        click.echo(render_csv(rows), nl=False)
+        click.echo(render_csv(rows, header or columns), nl=False)
     else:
         table = Table(title=title)
         for name in columns:
@@ -182,7 +193,13 @@ def tenants(
     start, end = _window(start, end)
     with _ledger(ledger_url) as ledger:
         rows = _reports(ledger).tenants(start, end, environment=environment)
-    _print_rows(rows, fmt, ("tenant", *_TABLE_COLUMNS), f"Spend per tenant, {start} to {end}")
+    _print_rows(
+        rows,
+        fmt,
+        ("tenant", *_TABLE_COLUMNS),
+        f"Spend per tenant, {start} to {end}",
+        header=_totals("tenant"),
+    )
 
 
 @report.command()
@@ -204,7 +221,8 @@ def breakdown(
     keys = [part.strip() for part in by.split(",")]
     with _ledger(ledger_url) as ledger:
         rows = _reports(ledger).breakdown(keys, start, end, environment=environment, tenant=tenant)
-    _print_rows(rows, fmt, (*keys, *_TABLE_COLUMNS), f"Spend by {', '.join(keys)}, {start} to {end}")
+    title = f"Spend by {', '.join(keys)}, {start} to {end}"
+    _print_rows(rows, fmt, (*keys, *_TABLE_COLUMNS), title, header=_totals(*keys))
 
 
 @report.command()
@@ -222,6 +240,7 @@ def unattributed(
         ("origin", *_TABLE_COLUMNS),
         f"Unattributed spend, {start} to {end}",
         "no unattributed events in this window",
+        _totals("origin"),
     )
 
 
@@ -241,8 +260,13 @@ def unpriced(
     start, end = _window(start, end)
     with _ledger(ledger_url) as ledger:
         rows = _reports(ledger).unpriced(start, end, environment=environment, tenant=tenant)
+    from outlay.reporting import TOKEN_COLUMNS
+
     columns = ("provider", "model", "reason", "unpriced_events", "input_tokens")
-    _print_rows(rows, fmt, columns, f"Unpriced events, {start} to {end}", "no unpriced events in this window")
+    header = (*columns[:4], *TOKEN_COLUMNS)
+    _print_rows(
+        rows, fmt, columns, f"Unpriced events, {start} to {end}", "no unpriced events in this window", header
+    )
 
 
 @report.command()
@@ -260,7 +284,8 @@ def concentration(
         click.echo(render_json(result))
         return
     columns = ("rank", "tenant", "events", "cost", "share", "vs_median", "unpriced_events")
-    _print_rows(result["rows"], fmt, columns, f"Spend concentration, {start} to {end}")
+    header = ("rank", "tenant", "events", "cost", "unpriced_events", "share", "vs_median")  # the rows' order
+    _print_rows(result["rows"], fmt, columns, f"Spend concentration, {start} to {end}", header=header)
     if fmt == "table":
         click.echo(
             f"tenants: {result['tenants']} ({result['priced_tenants']} priced)  total: {result['total_cost']}"

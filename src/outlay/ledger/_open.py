@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Final
 
@@ -63,9 +65,24 @@ def open_ledger(url: str | None = None, *, create: bool = True) -> LedgerStore:
     path = Path(target).expanduser()
     if path.is_dir():
         path = path / DEFAULT_PATH.name
-    if not create and not path.exists():
-        raise ConfigError(
-            f"no ledger at {str(path)!r} (pass --ledger or set OUTLAY_LEDGER_URL or OUTLAY_URL)",
-            field="ledger",
-        )
+    if not create:
+        if not path.exists():
+            raise ConfigError(
+                f"no ledger at {str(path)!r} (pass --ledger or set OUTLAY_LEDGER_URL or OUTLAY_URL)",
+                field="ledger",
+            )
+        _check_is_ledger(path)
     return SQLiteLedger(path)
+
+
+def _check_is_ledger(path: Path) -> None:
+    """Refuse a SQLite file that holds other tables and no ledger (the event log, given by mistake):
+    opening it would add empty ledger tables to it and report nothing."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        raise ConfigError(f"{str(path)!r} is not a readable SQLite ledger: {exc}", field="ledger") from None
+    if tables and "ledger_events" not in tables:
+        what = "an outlay event log" if {"log", "consumers"} <= tables else "a database without a ledger"
+        raise ConfigError(f"{str(path)!r} is {what}, not a ledger", field="ledger")

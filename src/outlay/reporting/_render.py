@@ -17,10 +17,11 @@ def render_json(report: object) -> str:
     return orjson.dumps(report, option=orjson.OPT_INDENT_2).decode()
 
 
-def render_csv(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Rows as CSV with a header; an absent value (unknown cost, no tenant) is an empty cell."""
+def render_csv(rows: Sequence[Mapping[str, Any]], header: Sequence[str] = ()) -> str:
+    """Rows as CSV with a header; an absent value (unknown cost, no tenant) is an empty cell. With
+    no rows, the ``header`` line alone (so a script reading the file still finds its columns)."""
     if not rows:
-        return ""
+        return ",".join(header) + "\n" if header else ""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
