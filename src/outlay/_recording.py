@@ -161,6 +161,8 @@ class Recorder:
 
     def record(self, event: CostEvent) -> CostEvent:
         """Append ``event``; durable on return in ``durable`` mode. Returns it for chaining."""
+        if not isinstance(event, CostEvent):
+            raise InvalidInput(f"expected a CostEvent, got {type(event).__name__}", field="event")
         payload = encode_event(event)
         if self._batcher is not None:
             self._batcher.append((payload,))

@@ -162,6 +162,13 @@ def test_an_amount_no_ledger_could_total_is_refused_when_recorded(pipeline: Outl
     assert [(r["tenant"], r["cost"]) for r in rows] == [("acme", "250000"), ("other", "1")]
 
 
+def test_record_refuses_what_is_not_a_cost_event(pipeline: Outlay) -> None:
+    from outlay._errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="event: expected a CostEvent, got str"):
+        pipeline.record("x")  # type: ignore[arg-type]
+
+
 def test_require_tenant_refuses_unattributed_calls(tmp_path: Path) -> None:
     strict = Outlay(tmp_path / "outlay.db", require_tenant=True)
     try:
