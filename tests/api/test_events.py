@@ -133,6 +133,30 @@ async def test_concurrent_ingest_counts_each_event_once(client: httpx.AsyncClien
     assert totals.json()["totals"]["events"] == 20 and totals.json()["totals"]["cost"] == "2"
 
 
+async def test_a_run_id_two_tenants_used_shows_neither_the_others_spend(client: httpx.AsyncClient) -> None:
+    """Run ids are global: a run id a tenant reuses (or guesses) must not show it another's costs."""
+    from decimal import Decimal
+
+    posted = [
+        await client.post("/api/v1/events", json=[cloud(tenant_id="globex", run_id="nightly-1",
+                                                          cost=Decimal("0.01"))], headers=auth(GLOBEX)),
+        await client.post("/api/v1/events", json=[cloud(run_id="nightly-1", cost=Decimal("42")),
+                                                  cloud(run_id="nightly-1", cost=Decimal("8")),
+                                                  cloud(run_id="acme-step", parent_run_id="nightly-1",
+                                                        root_run_id="nightly-1", cost=Decimal("1"))],
+                          headers=auth(ACME)),
+    ]  # fmt: skip
+    assert [r.status_code for r in posted] == [200, 200], [r.text for r in posted]
+    globex = await client.get("/api/v1/runs/nightly-1", headers=auth(GLOBEX))
+    assert globex.status_code == 404  # nothing of globex's own to show: no mixed totals
+    acme = (await client.get("/api/v1/runs/nightly-1", headers=auth(ACME))).json()
+    assert (acme["events"], acme["cost"], acme["several_tenants"]) == (0, None, True)
+    assert [(c["run_id"], c["cost"]) for c in acme["children"]] == [("acme-step", "1")]
+    assert (acme["total_cost"], acme["total_events"]) == ("1", 1)  # its own step, not the mixed run
+    admin = (await client.get("/api/v1/runs/nightly-1", headers=auth(ADMIN))).json()
+    assert (admin["tenant"], admin["several_tenants"], admin["cost"]) == (None, True, "50.01")
+
+
 async def test_run_tree_rolls_up_and_is_pruned_for_a_tenant(client: httpx.AsyncClient) -> None:
     admin = (await client.get("/api/v1/runs/acme-run", headers=auth(ADMIN))).json()
     assert admin["total_cost"] == "1.2"  # acme 0.1 + 0.1, globex's run under it 1.00

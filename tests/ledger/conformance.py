@@ -24,7 +24,7 @@ from outlay._money import money_str, money_sum
 from outlay._rating import Rating
 from outlay._usage import Usage
 from outlay.events import CostEvent
-from outlay.ledger import GROUP_KEYS, LedgerStore, Totals
+from outlay.ledger import GROUP_KEYS, SEVERAL_TENANTS, LedgerStore, Totals
 
 from .conftest import AWKWARD_PRICES, T0, awkward_events, event, unpriced
 
@@ -276,6 +276,30 @@ class LedgerStoreConformance:
         assert runs["root"].agent == "planner"
         assert [r.run_id for r in ledger.runs(parent_run_ids=["child"])] == ["leaf"]
         assert ledger.runs() == []
+
+    def test_a_run_with_events_of_several_tenants_belongs_to_none(self, ledger: LedgerStore) -> None:
+        """Run ids are global: a batch job over many tenants, or one id two tenants both used. Its
+        totals mix tenants, so it is no tenant's (isolation), in one batch or across batches."""
+        ledger.write([event(tenant_id="globex", run_id="nightly-1", cost=D("0.01"))])
+        ledger.write(
+            [
+                event(tenant_id="acme", run_id="nightly-1", cost=D("42")),
+                event(tenant_id="acme", run_id="acme-only", cost=D("1")),
+                event(tenant_id="acme", run_id="mixed-in-batch", cost=D("1")),
+                unpriced(tenant_id=None, attribution="unattributed", origin="job", run_id="mixed-in-batch"),
+            ]
+        )
+        ledger.write([event(tenant_id="acme", run_id="acme-only", cost=D("2"))])
+        runs = {r.run_id: r for r in ledger.runs(run_ids=["nightly-1", "acme-only", "mixed-in-batch"])}
+        assert runs["nightly-1"].tenant_id == SEVERAL_TENANTS and runs["nightly-1"].cost == D("42.01")
+        assert runs["mixed-in-batch"].tenant_id == SEVERAL_TENANTS
+        assert (runs["acme-only"].tenant_id, runs["acme-only"].cost) == ("acme", D("3"))
+        [adjusted] = [e for e in ledger.entries(T0, T0 + timedelta(1)) if e.event.run_id == "acme-only"][:1]
+        ledger.append_adjustments(
+            [(adjusted.event.event_id, Rating(cost=D("5"), priced=True, price_version="v2"))]
+        )
+        [again] = ledger.runs(run_ids=["acme-only"])
+        assert (again.tenant_id, again.cost) == ("acme", D("7"))  # an adjustment is no other tenant
 
     # --- adjustments -----------------------------------------------------------------------------
 

@@ -142,16 +142,22 @@ def _prune(node: dict[str, Any], tenant: str) -> dict[str, Any] | None:
     """The subtree a tenant may see: its own runs, and structure-only runs that lead to them."""
     kids = [kept for kid in node["children"] if (kept := _prune(kid, tenant)) is not None]
     own = node["tenant"] == tenant
-    if not own and not (node["inferred"] and kids):
+    # A run with no events of its own, or with several tenants' (whose totals are no one tenant's),
+    # is kept as structure only when it leads to the tenant's own runs.
+    if not own and not ((node["inferred"] or node["several_tenants"]) and kids):
         return None
     total = None if not own or node["cost"] is None else Decimal(node["cost"])
     for kid in kids:
         total = add_cost(total, None if kid["total_cost"] is None else Decimal(kid["total_cost"]))
+    events, unpriced = (node["events"], node["unpriced_events"]) if own else (0, 0)
     return {
         **node,
+        "events": events,
+        "unpriced_events": unpriced,
+        "cost": node["cost"] if own else None,
         "children": kids,
-        "total_events": node["events"] + sum(k["total_events"] for k in kids),
-        "total_unpriced_events": node["unpriced_events"] + sum(k["total_unpriced_events"] for k in kids),
+        "total_events": events + sum(k["total_events"] for k in kids),
+        "total_unpriced_events": unpriced + sum(k["total_unpriced_events"] for k in kids),
         "total_cost": cost_text(total),
     }
 

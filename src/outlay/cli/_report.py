@@ -375,6 +375,8 @@ def _run_label(node: Mapping[str, Any]) -> str:
     name = node["run_id"] + (f" [cyan]{node['agent']}[/]" if node["agent"] else "")
     if node["inferred"]:
         name += " [dim](no events of its own)[/]"
+    elif node["several_tenants"]:
+        name += " [yellow](events of several tenants)[/]"
     own = node["cost"] if node["cost"] is not None else "unknown"
     total = node["total_cost"] if node["total_cost"] is not None else "unknown"
     unpriced_note = f", {node['total_unpriced_events']} unpriced" if node["total_unpriced_events"] else ""

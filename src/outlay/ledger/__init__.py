@@ -14,6 +14,7 @@ See docs/ledger.md.
 from ._base import (
     EVENT_GROUP_KEYS,
     GROUP_KEYS,
+    SEVERAL_TENANTS,
     Adjustment,
     LedgerEntry,
     LedgerStore,
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_PATH",
     "EVENT_GROUP_KEYS",
     "GROUP_KEYS",
+    "SEVERAL_TENANTS",
     "Adjustment",
     "InMemoryLedger",
     "LedgerEntry",

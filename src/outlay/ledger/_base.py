@@ -28,6 +28,7 @@ from outlay.events import CostEvent
 __all__ = [
     "EVENT_GROUP_KEYS",
     "GROUP_KEYS",
+    "SEVERAL_TENANTS",
     "Adjustment",
     "LedgerEntry",
     "LedgerStore",
@@ -104,9 +105,18 @@ class Totals:
         return self.events - self.unpriced_events
 
 
+#: The ``RunTotals.tenant_id`` of a run whose events came from several tenants (or from a tenant and
+#: none): no tenant id is empty, so it cannot be mistaken for one.
+SEVERAL_TENANTS: Final = ""
+
+
 @dataclass(frozen=True, slots=True)
 class RunTotals:
-    """The events a run recorded itself (not its children's); parents are linked by ``parent_run_id``."""
+    """The events a run recorded itself (not its children's); parents are linked by ``parent_run_id``.
+
+    ``tenant_id`` is :data:`SEVERAL_TENANTS` (``""``, never a tenant id) when the run's events came
+    from more than one tenant (a batch job over many, or a run id two tenants both used): its
+    totals then mix tenants and belong to none of them."""
 
     run_id: str
     parent_run_id: str | None

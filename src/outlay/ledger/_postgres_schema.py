@@ -277,7 +277,9 @@ INSERT INTO {{s}}.runs AS r
 ON CONFLICT (run_id) DO UPDATE SET
     parent_run_id = COALESCE(r.parent_run_id, excluded.parent_run_id),
     root_run_id = COALESCE(r.root_run_id, excluded.root_run_id),
-    tenant_id = COALESCE(r.tenant_id, excluded.tenant_id),
+    -- '' (SEVERAL_TENANTS) once another tenant's events join; an adjustment (no events) changes nothing
+    tenant_id = CASE WHEN excluded.events = 0 OR r.tenant_id IS NOT DISTINCT FROM excluded.tenant_id
+        THEN r.tenant_id ELSE '' END,
     agent = COALESCE(r.agent, excluded.agent),
     events = r.events + excluded.events,
     unpriced_events = r.unpriced_events + excluded.unpriced_events,
@@ -287,10 +289,12 @@ ON CONFLICT (run_id) DO UPDATE SET
 """
 
 
-# A run's links (parent, root, tenant, agent) are the same on all its events; where a batch's
-# events disagree, the smallest non-null value is kept (deterministic, and never a NULL over a value).
+# A run's links (parent, root, agent) are the same on all its events; where a batch's events
+# disagree, the smallest non-null value is kept (deterministic, and never a NULL over a value). A run
+# with events of several tenants (or of a tenant and of none) gets '' (SEVERAL_TENANTS) as its tenant.
 RUNS_FROM_STAGING: Final = _upsert_runs(
-    "SELECT run_id, min(parent_run_id), min(root_run_id), min(NULLIF(tenant, '')), min(NULLIF(agent, '')),"
+    "SELECT run_id, min(parent_run_id), min(root_run_id),"
+    " CASE WHEN count(DISTINCT tenant) > 1 THEN '' ELSE min(NULLIF(tenant, '')) END, min(NULLIF(agent, '')),"
     " count(*), count(*) FILTER (WHERE NOT priced), sum(cost), min(time), max(time)"
     " FROM pg_temp.outlay_staging WHERE run_id IS NOT NULL GROUP BY run_id ORDER BY run_id"
 )

@@ -18,7 +18,7 @@ from outlay._money import MONEY_CONTEXT, amount_problem
 from outlay._rating import Rating
 from outlay.events import CostEvent
 
-from ._base import GROUP_KEYS, Totals
+from ._base import GROUP_KEYS, SEVERAL_TENANTS, Totals
 
 __all__ = [
     "CURRENCY",
@@ -257,6 +257,8 @@ class RollupDeltas:
             run.first_us = us
         elif us > run.last_us:
             run.last_us = us
+        if run.tenant_id != event.tenant_id:
+            run.tenant_id = SEVERAL_TENANTS  # its totals mix tenants: no tenant's to see
         racc = run.acc
         racc.events += 1
         if cost is None:
@@ -307,7 +309,8 @@ def merge_acc(target: Acc, source: Acc) -> None:
 
 
 def merge_run(runs: dict[str, RunAcc], run_id: str, source: RunAcc) -> None:
-    """Fold a batch's run totals into ``runs``; the first known parent/root/tenant/agent is kept."""
+    """Fold a batch's run totals into ``runs``; the first known parent/root/agent is kept, and the
+    tenant becomes :data:`SEVERAL_TENANTS` once events of another tenant join it."""
     target = runs.get(run_id)
     if target is None:
         runs[run_id] = RunAcc(
@@ -322,7 +325,8 @@ def merge_run(runs: dict[str, RunAcc], run_id: str, source: RunAcc) -> None:
     else:
         target.parent_run_id = target.parent_run_id or source.parent_run_id
         target.root_run_id = target.root_run_id or source.root_run_id
-        target.tenant_id = target.tenant_id or source.tenant_id
+        if source.acc.events and target.tenant_id != source.tenant_id:  # (adjustments carry none)
+            target.tenant_id = SEVERAL_TENANTS
         target.agent = target.agent or source.agent
         target.first_us = min(target.first_us, source.first_us)
         target.last_us = max(target.last_us, source.last_us)

@@ -233,7 +233,8 @@ INSERT INTO ledger_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id) DO UPDATE SET
     parent_run_id = COALESCE(parent_run_id, excluded.parent_run_id),
     root_run_id = COALESCE(root_run_id, excluded.root_run_id),
-    tenant_id = COALESCE(tenant_id, excluded.tenant_id),
+    -- '' (SEVERAL_TENANTS) once another tenant's events join; an adjustment (no events) changes nothing
+    tenant_id = CASE WHEN excluded.events = 0 OR tenant_id IS excluded.tenant_id THEN tenant_id ELSE '' END,
     agent = COALESCE(agent, excluded.agent),
     events = events + excluded.events,
     unpriced_events = unpriced_events + excluded.unpriced_events,

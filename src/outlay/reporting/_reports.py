@@ -15,7 +15,7 @@ from typing import Any, Final
 from outlay._errors import InvalidInput
 from outlay._money import MONEY_CONTEXT, ZERO, money_str, money_sum
 from outlay.events import ENVIRONMENTS
-from outlay.ledger import GROUP_KEYS, LedgerStore, RunTotals, Totals, parse_window
+from outlay.ledger import GROUP_KEYS, SEVERAL_TENANTS, LedgerStore, RunTotals, Totals, parse_window
 from outlay.ledger._rows import add_cost, check_by
 
 __all__ = ["TOKEN_COLUMNS", "Reports"]
@@ -218,7 +218,8 @@ class Reports:
     def run_tree(self, run_id: str) -> dict[str, Any]:
         """The run ``run_id`` and its descendants: each node's own cost and the cost rolled up from
         its subtree (``total_cost``). A run that recorded no event itself but has children appears
-        with zero events and ``inferred: True``."""
+        with zero events and ``inferred: True``; one whose events came from several tenants has
+        ``tenant: None`` and ``several_tenants: True``."""
         if not isinstance(run_id, str) or not run_id:
             raise InvalidInput("must be a non-empty run id", field="run_id")
         nodes: dict[str, RunTotals] = {r.run_id: r for r in self.ledger.runs(run_ids=[run_id])}
@@ -278,7 +279,9 @@ def _node(
     return {
         "run_id": run_id,
         "agent": own.agent if own else None,
-        "tenant": own.tenant_id if own else None,
+        "tenant": own.tenant_id or None if own else None,
+        # events of several tenants (a job over many, or one run id used by two): no tenant's own
+        "several_tenants": own is not None and own.tenant_id == SEVERAL_TENANTS,
         "inferred": own is None,
         "events": events,
         "unpriced_events": unpriced,
