@@ -94,6 +94,24 @@ async def test_ingest_is_validated_idempotent_and_visible(client: httpx.AsyncCli
     assert totals.json()["totals"]["events"] == 1 and totals.json()["totals"]["cost"] == "0.1"
 
 
+async def test_an_event_whose_time_or_ids_no_report_could_hold_is_refused_alone(
+    client: httpx.AsyncClient,
+) -> None:
+    good = cloud(feature="edge")
+    late = {**cloud(feature="edge"), "time": "9999-12-31T23:00:00-05:00"}  # past datetime's range in UTC
+    early = {**cloud(feature="edge"), "time": "1969-12-31T23:00:00Z"}
+    newline = cloud(feature="edge")
+    newline["data"]["tenant_id"] = newline["subject"] = "new\nline"
+    r = await client.post("/api/v1/events", json=[good, late, early, newline], headers=auth(ADMIN))
+    assert r.status_code == 207, r.text
+    assert r.json()["accepted"] == [good["id"]]
+    assert [(e["index"], e["field"]) for e in r.json()["errors"]] == [
+        (1, "time"),
+        (2, "time"),
+        (3, "tenant_id"),
+    ]
+
+
 async def test_ingest_refuses_whole_bad_bodies(client: httpx.AsyncClient) -> None:
     for body in (b"", b"{", b"[]", b'{"events": 3}', b"[" + b"{}," * 1000 + b"{}]"):
         r = await client.post("/api/v1/events", content=body, headers=auth(ADMIN))

@@ -15,7 +15,9 @@ from outlay._errors import InvalidEvent
 from outlay._usage import Usage
 from outlay.events import CLOUDEVENT_TYPE, CostEvent, decode_event, encode_event, to_cloudevent
 
-ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40)
+# Printable text (ids refuse control, format and separator characters other than the space).
+_UNPRINTABLE = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs")
+ids = st.text(st.characters(codec="utf-8", exclude_categories=_UNPRINTABLE), min_size=1, max_size=40)
 counts = st.integers(min_value=0, max_value=10**12 // 3)  # input sums three of them: at most 10^12
 money = st.decimals(min_value=0, max_value=10**9, allow_nan=False, allow_infinity=False, places=18)
 
@@ -41,7 +43,11 @@ def events(draw: st.DrawFn) -> CostEvent:
     tenant = draw(st.none() | ids)
     priced = draw(st.booleans())
     return CostEvent(
-        time=draw(st.datetimes(timezones=st.just(UTC), min_value=datetime(2000, 1, 1))),
+        time=draw(
+            st.datetimes(
+                timezones=st.just(UTC), min_value=datetime(2000, 1, 1), max_value=datetime(9998, 12, 31)
+            )
+        ),
         tenant_id=tenant,
         attribution="attributed" if tenant is not None else "unattributed",
         origin=None if tenant is not None else draw(ids),
@@ -115,6 +121,8 @@ def test_envelope_is_cloudevents_structured_mode() -> None:
         ({"run_id": 7}, "data.run_id"),
         ({"model": ""}, "model"),
         ({"model": "m" * 201}, "model"),
+        ({"tenant_id": "new\nline"}, "tenant_id"),
+        ({"feature": "a\x00b"}, "feature"),
         ({"tenantid": "acme"}, "data"),
         ({"environment": "prod"}, "environment"),
         ({"priced": "yes"}, "data.priced"),
@@ -141,6 +149,9 @@ def test_bad_data_is_rejected_naming_the_field(change: dict[str, Any], field: st
         ("type", "com.example.other", "type"),
         ("time", "yesterday", "time"),
         ("time", "2026-11-22T10:00:00", "time"),
+        ("time", "9999-12-31T23:00:00-05:00", "time"),  # past datetime's range once in UTC
+        ("time", "0001-01-01T00:00:00+05:00", "time"),
+        ("time", "1969-12-31T23:59:59Z", "time"),
         ("data", "x", "data"),
     ],
 )

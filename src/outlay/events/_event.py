@@ -42,6 +42,9 @@ STATUSES: Final = frozenset({"ok", "error", "estimated"})
 CALLER_PRICED: Final = "caller"
 
 _MAX_ID = 200
+# The instants a ledger can hold and a report window can name (see outlay.ledger's windows).
+_EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST: Final = datetime(9999, 1, 1, tzinfo=UTC)
 _ID_FIELDS: Final = (
     "tenant_id", "workspace_id", "user_id", "billing_unit", "feature", "origin", "request_id", "run_id",
     "parent_run_id", "root_run_id", "agent", "run_kind", "workflow_id", "provider", "model", "price_version",
@@ -144,6 +147,15 @@ class CostEvent:
         self._check_ids()
         if not isinstance(self.time, datetime) or self.time.tzinfo is None:
             raise InvalidEvent("must be a timezone-aware datetime", field="time")
+        try:
+            in_range = _EARLIEST <= self.time < _LATEST
+        except OverflowError:  # 9999-12-31T23:00-05:00 is past datetime's range in UTC
+            in_range = False
+        if not in_range:
+            raise InvalidEvent(
+                f"must be between {_EARLIEST.date()} and {_LATEST.date()} (UTC), got {self.time.isoformat()}",
+                field="time",
+            )
         if self.schema_version != SCHEMA_VERSION:
             raise InvalidEvent(
                 f"unknown schema version {self.schema_version!r} (this outlay reads {SCHEMA_VERSION})",
@@ -187,13 +199,22 @@ class CostEvent:
             raise InvalidEvent(f"must be a UUID string, got {self.event_id!r}", field="event_id")
         values = _ids_of(self)
         for value in values:  # runs for every event: the loop that names the field only on failure
-            if value is not None and (type(value) is not str or not value or len(value) > _MAX_ID):
+            if value is not None and (
+                type(value) is not str or not value or len(value) > _MAX_ID or not value.isprintable()
+            ):
                 break
         else:
             return
         for name, value in zip(_ID_FIELDS, values, strict=True):
-            if value is not None and (type(value) is not str or not value or len(value) > _MAX_ID):
-                raise InvalidEvent(f"must be a non-empty string of at most {_MAX_ID} characters", field=name)
+            if value is not None and (
+                type(value) is not str or not value or len(value) > _MAX_ID or not value.isprintable()
+            ):
+                # Printable: an id with a newline or NUL could be stored but never asked for again
+                # (the API and dashboard refuse such values) nor put in a header or a CSV cell.
+                raise InvalidEvent(
+                    f"must be a non-empty printable string of at most {_MAX_ID} characters, got {value!r}",
+                    field=name,
+                )
 
     def _check_cost(self) -> None:
         if self.priced:
