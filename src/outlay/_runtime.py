@@ -32,6 +32,7 @@ from ._recording import Recorder
 from ._usage import Usage
 from .events import CostEvent
 from .ledger import LedgerStore, LedgerWriter, open_ledger
+from .ledger._open import companion_path
 from .pricing import PriceCatalog, default_catalog
 from .stream import EventLog, InMemoryEventLog, open_event_log
 
@@ -62,11 +63,7 @@ def embedded_log_path(home: str) -> Path | None:
     has a log of its own: two ledgers in one directory sharing one log (and its consumer offset)
     would each take whichever events their writer read first."""
     path = _ledger_path(home)
-    if path is None:
-        return None
-    if path.name == _DEFAULT_HOME.name:
-        return path.parent / "events.db"
-    return path.with_name(f"{path.stem}.events.db")
+    return None if path is None else companion_path(path, "events")
 
 
 def decision_event(decision: Decision, *, environment: str | None = None) -> CostEvent:

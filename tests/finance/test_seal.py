@@ -147,6 +147,29 @@ def test_seals_survive_a_restart_beside_a_sqlite_ledger(tmp_path: Path) -> None:
     ledger.close()
 
 
+def test_two_ledgers_in_one_directory_keep_their_own_seals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OUTLAY_PERIODS_DB", raising=False)
+    prod, staging = SQLiteLedger(tmp_path / "prod.db"), SQLiteLedger(tmp_path / "staging.db")
+    try:
+        prod.write([event(cost=D("10"))])
+        staging.write([event(cost=D("3")), event(tenant_id="globex", cost=D("4"))])
+        prod_seal, _ = close_period(prod, "2026-03", period_store_for(prod), now=CLOSE)
+        staging_seal, created = close_period(staging, "2026-03", period_store_for(staging), now=CLOSE)
+        assert created  # not prod's seal handed back
+        assert (prod_seal.entries, staging_seal.entries) == (1, 2)
+        assert verify_period(staging, "2026-03", period_store_for(staging)).ok
+        assert verify_period(prod, "2026-03", period_store_for(prod)).ok
+        assert sorted(p.name for p in tmp_path.glob("*.periods.db")) == [
+            "prod.periods.db",
+            "staging.periods.db",
+        ]
+    finally:
+        prod.close()
+        staging.close()
+
+
 def test_concurrent_closes_store_one_seal(tmp_path: Path) -> None:
     ledger = InMemoryLedger()
     _seed(ledger)

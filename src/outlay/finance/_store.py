@@ -21,6 +21,7 @@ from typing import Any
 from outlay._errors import BackendError
 from outlay._money import money_str
 from outlay.ledger import LedgerStore, SQLiteLedger
+from outlay.ledger._open import companion_path
 
 __all__ = [
     "InMemoryPeriodStore",
@@ -193,7 +194,8 @@ _STORES_LOCK = threading.Lock()
 
 def period_store_for(ledger: LedgerStore) -> PeriodStore:
     """The store of ``ledger``'s seals: the SQLite file ``$OUTLAY_PERIODS_DB`` if set, else
-    ``periods.db`` beside a SQLite ledger, else one in-memory store per ledger object (enough for
+    ``periods.db`` beside a SQLite ledger ``outlay.db`` (``<name>.periods.db`` beside any other, so
+    two ledgers in one directory never share seals), else one in-memory store per ledger object (enough for
     tests and short-lived tools; set ``OUTLAY_PERIODS_DB`` with a PostgreSQL ledger)."""
     with _STORES_LOCK:
         store = _STORES.get(ledger)
@@ -202,7 +204,7 @@ def period_store_for(ledger: LedgerStore) -> PeriodStore:
             if configured:
                 store = SQLitePeriodStore(configured)
             elif isinstance(ledger, SQLiteLedger):
-                store = SQLitePeriodStore(ledger.path.parent / "periods.db")
+                store = SQLitePeriodStore(companion_path(ledger.path, "periods"))
             else:
                 store = InMemoryPeriodStore()
             _STORES[ledger] = store

@@ -15,10 +15,19 @@ from ._base import LedgerStore
 from ._memory import InMemoryLedger
 from ._sqlite import SQLiteLedger
 
-__all__ = ["DEFAULT_PATH", "ledger_url", "open_ledger"]
+__all__ = ["DEFAULT_PATH", "companion_path", "ledger_url", "open_ledger"]
 
 #: The embedded default, shared with ``outlay.configure`` (log and ledger live in ``./.outlay/``).
 DEFAULT_PATH: Final = Path(".outlay") / "outlay.db"
+
+
+def companion_path(ledger_path: Path, name: str) -> Path:
+    """A file that belongs to one SQLite ledger, beside it: ``<name>.db`` for ``outlay.db`` (the
+    default name), ``<stem>.<name>.db`` for any other (``prod.db`` -> ``prod.events.db``), so
+    ledgers sharing a directory never share their event log or their period seals."""
+    if ledger_path.name == DEFAULT_PATH.name:
+        return ledger_path.with_name(f"{name}.db")
+    return ledger_path.with_name(f"{ledger_path.stem}.{name}.db")
 
 
 def ledger_url(url: str | None = None) -> str:
