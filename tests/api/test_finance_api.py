@@ -209,3 +209,26 @@ async def test_spikes_and_runaway_runs_over_the_api(client: httpx.AsyncClient) -
     )
     # planner's two root runs: acme-run (rolled up with globex's child: 0.1 + 0.1 + 1.00) and globex-run
     assert [(x["run_id"], x["cost"]) for x in runs.json()["runs"]] == [("acme-run", "1.2")]
+
+
+async def test_downloads_for_any_tenant_name_have_valid_headers(
+    client: httpx.AsyncClient, outlay: Outlay
+) -> None:
+    from urllib.parse import quote, unquote
+
+    from .conftest import T0, event
+
+    name = '租户 "q"'  # not Latin-1, with quotes: both broke the headers (500 / a bad filename)
+    outlay.record(event(tenant_id=name, time=T0, cost=Decimal("0.5")))
+    closed = await client.post("/api/v1/periods/2026-03/close", headers=auth(ADMIN))
+    assert closed.status_code in (200, 201), closed.text
+    base = f"/api/v1/tenants/{quote(name, safe='')}"
+    for path in ("export.csv", "audit.csv"):
+        r = await client.get(f"{base}/{path}", params={"period": "2026-03"}, headers=auth(ADMIN))
+        assert r.status_code == 200, r.text
+        disposition = r.headers["content-disposition"]
+        plain, exact = disposition.split("; filename=")[1].split("; filename*=UTF-8''")
+        assert plain.startswith('"') and plain.endswith('"') and '"' not in plain[1:-1]
+        assert unquote(exact).startswith(name + "-2026-03")
+    seal = dict(part.split("=", 1) for part in r.headers["x-outlay-seal"].split("; "))
+    assert unquote(seal["tenant"]) == name and seal["total"] == "0.5"

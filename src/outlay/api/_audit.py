@@ -4,6 +4,7 @@ export of one tenant's operations, published with the seal in ``X-Outlay-Seal``.
 from __future__ import annotations
 
 from typing import Any, Final
+from urllib.parse import quote
 
 from outlay._errors import NotFound
 from outlay.finance import (
@@ -18,7 +19,7 @@ from outlay.finance import (
     seal_items,
 )
 
-from ._endpoint import Call, Endpoint, Reply
+from ._endpoint import Call, Endpoint, Reply, attachment
 
 __all__ = ["ENDPOINTS"]
 
@@ -57,9 +58,13 @@ def seal_of(call: Call) -> dict[str, Any]:
 
 
 def seal_header(seal: Seal, tenant: str) -> str:
+    """``X-Outlay-Seal``: the tenant's part of the seal as ``name=value`` pairs; the tenant is
+    percent-encoded (RFC 3986) so that any name fits a header (``acme`` stays ``acme``)."""
     part = seal.to_json(tenant)
     fields = ("period", "tenant", "sha256", "entries", "total", "closed_at")
-    return "; ".join(f"{name}={part[name]}" for name in fields)
+    return "; ".join(
+        f"{name}={quote(part[name], safe='') if name == 'tenant' else part[name]}" for name in fields
+    )
 
 
 def audit_export(call: Call) -> Reply:
@@ -70,7 +75,7 @@ def audit_export(call: Call) -> Reply:
     ledger = call.reports().ledger
     store = period_store_for(ledger)
     body = audit_csv(audit_rows(ledger, store, tenant, month))
-    headers = {"Content-Disposition": f'attachment; filename="{tenant}-{month.name}-audit.csv"'}
+    headers = {"Content-Disposition": attachment(f"{tenant}-{month.name}-audit.csv")}
     seal = store.get(month.name)
     if seal is not None:
         headers["X-Outlay-Seal"] = seal_header(seal, tenant)

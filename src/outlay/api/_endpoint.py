@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from outlay._errors import NotFound
 
@@ -29,6 +30,16 @@ class Reply:
     status: int = 200
     media_type: str = "application/json"
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def attachment(filename: str) -> str:
+    """A ``Content-Disposition`` for a download named ``filename`` — a tenant's name may hold any
+    printable character: an ASCII ``filename`` with the others replaced by ``_`` (quotes and
+    backslashes too), and the exact name as RFC 6266/8187 ``filename*=UTF-8''...`` for clients that
+    read it (every current browser and curl)."""
+    plain = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in filename)
+    exact = quote(filename, safe="")
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{exact}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Any, Final
 from outlay._errors import InvalidInput
 
 from ._billing import invoice_lines
-from ._endpoint import Call, Endpoint, Reply
+from ._endpoint import Call, Endpoint, Reply, attachment
 from ._events import entry_json
 from ._params import Filters, parse_period
 from ._parquet import (
@@ -61,7 +61,7 @@ def _csv(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> bytes:
 
 def _reply(body: bytes, name: str, media_type: str) -> Reply:
     headers = {
-        "Content-Disposition": f'attachment; filename="{name}"',
+        "Content-Disposition": attachment(name),
         "X-Outlay-SHA256": hashlib.sha256(body).hexdigest(),
     }
     return Reply(body, media_type=media_type, headers=headers)
