@@ -172,6 +172,8 @@ async def test_audit_export_has_cost_price_version_and_data_handling(client: htt
         ("/api/v1/finance/spikes", {"factor": "abc"}, "factor"),
         ("/api/v1/finance/spikes", {"factor": "0.5"}, "factor"),
         ("/api/v1/finance/spikes", {"min": "NaN"}, "min"),
+        ("/api/v1/finance/spikes", {"min": "-1"}, "min"),
+        ("/api/v1/finance/spikes", {"from": "2000-01-01", "to": "2199-12-31"}, "from"),  # 200 years of days
         ("/api/v1/finance/spikes", {"by": "model"}, "by"),
         ("/api/v1/finance/spikes", {"days": "0"}, "days"),
         ("/api/v1/finance/spikes", {"days": "-3"}, "days"),

@@ -88,6 +88,14 @@ def margin_table(call: Call) -> dict[str, Any]:
     }
 
 
+def _non_negative(value: Decimal, name: str) -> Decimal:
+    """``value`` checked here, so that the error names the query parameter (``min``), not the
+    Python argument it is passed as (``minimum``)."""
+    if value < 0:
+        raise InvalidInput(f"must not be negative, got {value}", field=name)
+    return value
+
+
 def spike_list(call: Call) -> dict[str, Any]:
     window = call.query.window(default_days=7)
     tenant = _tenant(call)
@@ -104,7 +112,7 @@ def spike_list(call: Call) -> dict[str, Any]:
         by=by,
         tenant=tenant,
         factor=_decimal(call.query.get("factor"), "factor", Decimal(3)),
-        minimum=_decimal(call.query.get("min"), "min", Decimal(1)),
+        minimum=_non_negative(_decimal(call.query.get("min"), "min", Decimal(1)), "min"),
         baseline_days=_int(call.query.get("days"), "days", 14),
         environment=_environment(call),
     )

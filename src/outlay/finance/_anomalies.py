@@ -58,6 +58,10 @@ def _median(values: list[Decimal]) -> Decimal:
     return Decimal(statistics.median(values)) if values else _ZERO
 
 
+#: The longest window ``spikes`` looks at (as the API's day series): ~2.7 years of days per group.
+MAX_SPIKE_DAYS: Final = 1000
+
+
 def spikes(
     ledger: LedgerStore,
     start: date,
@@ -80,6 +84,10 @@ def spikes(
         raise InvalidInput(f"must be from 1 to 366, got {baseline_days}", field="days")
     if start >= end:
         raise InvalidInput(f"must be after from ({start}), got {end}", field="to")
+    if (end - start).days > MAX_SPIKE_DAYS:  # each day of each group is looked at: bound the work
+        raise InvalidInput(
+            f"a window covers at most {MAX_SPIKE_DAYS} days, got {(end - start).days}", field="from"
+        )
     first = start - timedelta(days=baseline_days)
     keys = ("day", "tenant") if by == "tenant" else ("day", by, "tenant")
     rows = Reports(ledger).totals(keys, first, end, environment=environment, tenant=tenant)
