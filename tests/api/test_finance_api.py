@@ -234,3 +234,25 @@ async def test_downloads_for_any_tenant_name_have_valid_headers(
         assert unquote(exact).startswith(name + "-2026-03")
     seal = dict(part.split("=", 1) for part in r.headers["x-outlay-seal"].split("; "))
     assert unquote(seal["tenant"]) == name and seal["total"] == "0.5"
+
+
+async def test_exports_keep_a_formula_looking_name_as_text_and_the_seal_still_verifies(
+    client: httpx.AsyncClient, outlay: Outlay
+) -> None:
+    from outlay.finance import audit_csv_sha256
+
+    from .conftest import T0, event
+
+    outlay.record(event(tenant_id="acme", feature='=HYPERLINK("http://x")', time=T0, cost=Decimal("0.5")))
+    await client.post("/api/v1/periods/2026-03/close", headers=auth(ADMIN))
+    entries = await client.get(
+        "/api/v1/tenants/acme/export.csv", params={"period": "2026-03", "what": "entries"}, headers=auth(ACME)
+    )
+    features = {row["feature"] for row in csv.DictReader(io.StringIO(entries.text))}
+    assert '\'=HYPERLINK("http://x")' in features and not any(f.startswith("=") for f in features)
+    audit = await client.get(
+        "/api/v1/tenants/acme/audit.csv", params={"period": "2026-03"}, headers=auth(ACME)
+    )
+    assert "'=HYPERLINK" in audit.text
+    seal = dict(part.split("=", 1) for part in audit.headers["x-outlay-seal"].split("; "))
+    assert audit_csv_sha256(audit.content) == seal["sha256"]  # the file alone still proves the seal

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from outlay._errors import InvalidInput
 from outlay._money import money_str, money_sum
 from outlay.ledger import LedgerStore
-from outlay.reporting import Reports, render_csv, render_json
+from outlay.reporting import Reports, csv_cell, csv_value, render_csv, render_json
 
 from .conftest import T0, D, LedgerFactory, awkward_events, event, unpriced
 
@@ -218,6 +218,21 @@ def test_renderings(ledger: LedgerStore) -> None:
     assert csv_text[1].startswith("a,1,0.00000001875,0")
     assert csv_text[2].startswith("b,1,,1")
     assert render_csv([]) == ""
+
+
+def test_a_name_that_looks_like_a_formula_is_text_in_a_spreadsheet(ledger: LedgerStore) -> None:
+    ledger.write([event(tenant_id="acme", feature="=cmd|' /C calc'!A0", cost=D("0.5"))])
+    rows = Reports(ledger).breakdown("tenant,feature", *WEEK)
+    line = render_csv(rows).splitlines()[1]
+    assert line.startswith("acme,'=cmd|' /C calc'!A0,1,0.5,")
+
+
+@given(st.one_of(st.none(), st.text(max_size=30), st.decimals(allow_nan=False, allow_infinity=False)))
+def test_csv_cells_never_start_a_formula_and_read_back_exactly(value: object) -> None:
+    cell = csv_cell(value)
+    assert csv_value(cell) == ("" if value is None else str(value))
+    if cell[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        Decimal(cell)  # only a number may start so (a negative amount, a delta)
 
 
 def test_naive_datetimes_are_utc(ledger: LedgerStore) -> None:

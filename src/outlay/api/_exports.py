@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from outlay._errors import InvalidInput
+from outlay.reporting import csv_cell
 
 from ._billing import invoice_lines
 from ._endpoint import Call, Endpoint, Reply, attachment
@@ -55,7 +56,7 @@ def _csv(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> bytes:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow(["" if row.get(c) is None else row[c] for c in columns])
+        writer.writerow([csv_cell(row.get(c)) for c in columns])  # never a formula in a spreadsheet
     return buffer.getvalue().encode()
 
 

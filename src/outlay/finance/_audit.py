@@ -11,6 +11,7 @@ from typing import Any, Final
 from outlay._errors import InvalidInput
 from outlay._money import money_str
 from outlay.ledger import LedgerStore
+from outlay.reporting import csv_cell, csv_value
 
 from ._period import Period, parse_period
 from ._seal import CANONICAL_FIELDS, Item, canonical_sha256, period_items
@@ -66,7 +67,7 @@ def audit_csv_sha256(body: bytes) -> str:
 
 def _canonical_of(row: dict[str, str]) -> dict[str, Any]:
     # The CSV writes None as an empty cell; outlay never stores an empty string in these fields.
-    out: dict[str, Any] = {name: (row[name] or None) for name in CANONICAL_FIELDS}
+    out: dict[str, Any] = {name: (csv_value(row[name]) or None) for name in CANONICAL_FIELDS}
     out["input_tokens"] = int(row["input_tokens"])
     out["output_tokens"] = int(row["output_tokens"])
     if row["priced"] not in ("true", "false"):
@@ -80,5 +81,5 @@ def audit_csv(rows: Iterable[dict[str, Any]]) -> bytes:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(AUDIT_COLUMNS)
     for row in rows:
-        writer.writerow(["" if row.get(c) is None else row[c] for c in AUDIT_COLUMNS])
+        writer.writerow([csv_cell(row.get(c)) for c in AUDIT_COLUMNS])  # never a formula in a spreadsheet
     return buffer.getvalue().encode()

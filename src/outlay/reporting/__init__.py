@@ -11,7 +11,7 @@
 See docs/reports.md.
 """
 
-from ._render import render_csv, render_json
+from ._render import csv_cell, csv_value, render_csv, render_json
 from ._reports import TOKEN_COLUMNS, Reports
 
-__all__ = ["TOKEN_COLUMNS", "Reports", "render_csv", "render_json"]
+__all__ = ["TOKEN_COLUMNS", "Reports", "csv_cell", "csv_value", "render_csv", "render_json"]
