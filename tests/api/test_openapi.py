@@ -27,8 +27,36 @@ async def test_openapi_describes_every_endpoint(client: httpx.AsyncClient) -> No
     # Request bodies say what they are: CloudEvents JSON for ingest, the provider's CSV to reconcile.
     ingest = doc["paths"]["/api/v1/events"]["post"]["requestBody"]["content"]
     reconcile = doc["paths"]["/api/v1/finance/reconcile"]["post"]["requestBody"]["content"]
-    assert ingest["application/json"]["schema"]["type"] == "array"
+    assert [shape["type"] for shape in ingest["application/json"]["schema"]["oneOf"]] == ["array", "object"]
     assert reconcile == {"text/csv": {"schema": {"type": "string"}}}
+    simulate = doc["paths"]["/api/v1/finance/simulate"]["post"]["requestBody"]["content"]
+    assert simulate["application/json"]["schema"]["type"] == "object"  # what the endpoint takes
+
+
+async def test_openapi_says_what_each_answer_is(client: httpx.AsyncClient) -> None:
+    doc = (await client.get("/openapi.json")).json()
+    paths = doc["paths"]
+    for path, media in (
+        ("/api/v1/tenants/{tenant}/export.csv", "text/csv"),
+        ("/api/v1/tenants/{tenant}/audit.csv", "text/csv"),
+        ("/api/v1/tenants/{tenant}/export.parquet", "application/vnd.apache.parquet"),
+    ):
+        assert list(paths[path]["get"]["responses"]["200"]["content"]) == [media], path
+    # successes other than 200 are not errors
+    error = {"$ref": "#/components/schemas/Error"}
+    assert paths["/api/v1/events"]["post"]["responses"]["207"]["content"] == {"application/json": {}}
+    assert paths["/api/v1/periods/{period}/close"]["post"]["responses"]["201"]["content"] == {
+        "application/json": {}
+    }
+    assert (
+        paths["/api/v1/events"]["post"]["responses"]["422"]["content"]["application/json"]["schema"] == error
+    )
+    # windows take plain dates, as the docs show, or date-times
+    start = next(p for p in paths["/api/v1/usage/totals"]["get"]["parameters"] if p["name"] == "from")
+    assert [shape["format"] for shape in start["schema"]["anyOf"]] == ["date", "date-time"]
+    totals = await client.get("/api/v1/usage/totals", params={"from": "2026-03-01", "to": "2026-04-01"},
+                              headers={"Authorization": "Bearer admin-token-0123456789"})  # fmt: skip
+    assert totals.status_code == 200
 
 
 async def test_docs_page_lists_endpoints_and_fetches_nothing(client: httpx.AsyncClient) -> None:

@@ -91,5 +91,5 @@ ENDPOINTS: Final = (
              tag="periods", responses={404: "the month is not closed"}),
     Endpoint("GET", "/api/v1/tenants/{tenant}/audit.csv", audit_export,
              "Every operation of a tenant in a month with cost, price version, runs, region and retention",
-             ("period",), tag="periods", responses={404: "unknown tenant"}),
+             ("period",), tag="periods", responses={404: "unknown tenant"}, media="text/csv"),
 )  # fmt: skip

@@ -89,4 +89,7 @@ class Endpoint:
     admin_only: bool = False
     body: str | None = None  # description of the request body, if any
     body_media: str = "application/json"  # its media type (a JSON array of objects, or text)
+    # the JSON Schema of a JSON body (default: an object)
+    body_schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "object"})
     responses: Mapping[int, str] = field(default_factory=dict)
+    media: str = "application/json"  # the media type of its 200 answer (CSV and Parquet downloads)

@@ -131,10 +131,11 @@ def export_parquet(call: Call) -> Reply:
 ENDPOINTS: Final = (
     Endpoint("GET", "/api/v1/tenants/{tenant}/export.csv", export_csv,
              "CSV of a tenant's invoice lines (what=invoice) or ledger entries (what=entries) for a month",
-             ("period", "what", "environment"), tag="billing", responses={404: "unknown tenant"}),
+             ("period", "what", "environment"), tag="billing", responses={404: "unknown tenant"},
+             media="text/csv"),
     Endpoint("GET", "/api/v1/tenants/{tenant}/export.parquet", export_parquet,
              "The same export as Parquet: typed columns, money as exact decimal128(38, 24)",
              ("period", "what", "environment"), tag="billing",
              responses={404: "unknown tenant", 422: "a cost with more than 24 decimal places (use the CSV)",
-                        501: "the server lacks the parquet extra (pyarrow)"}),
+                        501: "the server lacks the parquet extra (pyarrow)"}, media=MEDIA_TYPE),
 )  # fmt: skip

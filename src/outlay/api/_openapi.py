@@ -15,7 +15,8 @@ from ._endpoint import Endpoint
 __all__ = ["docs_html", "openapi_document"]
 
 _STRING: Final = {"type": "string"}
-_INSTANT: Final = {"type": "string", "format": "date-time"}
+# A plain date (its UTC midnight) or a date-time: what the docs show, and what is accepted.
+_INSTANT: Final = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
 PARAMETERS: Final[dict[str, tuple[str, dict[str, Any]]]] = {
     "from": ("Window start, inclusive: ISO date or datetime (UTC if no offset). Default: `to` - 30 days.",
              _INSTANT),
@@ -60,9 +61,17 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         params.append({"name": name, "in": "query", "required": name == "period", "description": description,
                        "schema": schema})  # fmt: skip
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    responses: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {}}}}
+    answer = {
+        "content": {
+            endpoint.media: {"schema": {"type": "string", "contentMediaType": endpoint.media}}
+            if endpoint.media != "application/json"
+            else {}
+        }
+    }
+    responses: dict[str, Any] = {"200": {"description": "OK", **answer}}
     for code, text in {**_STANDARD, **{str(k): v for k, v in endpoint.responses.items()}}.items():
-        responses[code] = {"description": text, **error}
+        # a success (201 sealed, 207 partly accepted) answers like a 200; only failures are Errors
+        responses[code] = {"description": text, **(answer if code.startswith("2") else error)}
     op: dict[str, Any] = {
         "summary": endpoint.summary + (" (admin tokens only)" if endpoint.admin_only else ""),
         "operationId": f"{endpoint.method.lower()}_{re.sub(r'[^a-z0-9]+', '_', endpoint.path).strip('_')}",
@@ -77,7 +86,7 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
             "description": endpoint.body,
             "content": {
                 endpoint.body_media: {
-                    "schema": {"type": "array", "items": {"type": "object"}}
+                    "schema": dict(endpoint.body_schema)
                     if endpoint.body_media == "application/json"
                     else {"type": "string"}
                 }
