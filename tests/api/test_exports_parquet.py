@@ -35,7 +35,7 @@ async def parquet(
     assert r.headers["content-type"] == "application/vnd.apache.parquet"
     assert r.headers["x-outlay-sha256"] == hashlib.sha256(r.content).hexdigest()
     name = f"{tenant}-{params.get('period', '2026-03')}-{params.get('what', 'invoice')}.parquet"
-    assert r.headers["content-disposition"] == f'attachment; filename="{name}"'
+    assert r.headers["content-disposition"] == f"attachment; filename=\"{name}\"; filename*=UTF-8''{name}"
     return pq.read_table(pa.BufferReader(r.content))
 
 
