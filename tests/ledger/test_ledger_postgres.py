@@ -243,6 +243,42 @@ def test_closed_ledger_refuses_work(ledger: PostgresLedger) -> None:
         ledger.write([event()])
 
 
+def test_a_connection_opened_while_the_ledger_closes_is_closed_too(
+    ledger: PostgresLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A thread that was connecting when close() ran must not leave an open connection behind
+    # (garbage-collected open, it warns: a failure under this suite's warnings-as-errors).
+    connecting, release = threading.Event(), threading.Event()
+    made: list[psycopg.Connection[Any]] = []
+    real_connect = psycopg.connect
+
+    def slow_connect(*args: Any, **kwargs: Any) -> psycopg.Connection[Any]:
+        connection = real_connect(*args, **kwargs)
+        made.append(connection)
+        connecting.set()
+        release.wait(10)
+        return connection
+
+    monkeypatch.setattr(_postgres_session.psycopg, "connect", slow_connect)
+    failures: list[BaseException] = []
+
+    def count() -> None:  # a new thread: it needs a connection of its own
+        try:
+            ledger.event_count()
+        except BaseException as exc:  # handed to the test thread
+            failures.append(exc)
+
+    thread = threading.Thread(target=count)
+    thread.start()
+    assert connecting.wait(10)
+    ledger.close()
+    release.set()
+    thread.join(10)
+    assert len(made) == 1 and made[0].closed
+    assert len(failures) == 1 and isinstance(failures[0], BackendError)
+    assert "closed" in str(failures[0])
+
+
 # --- lost connections ------------------------------------------------------------------------------
 
 

@@ -107,9 +107,12 @@ class Session:
         except psycopg.Error as exc:
             connection.close()
             raise BackendUnavailable(f"{self.name}: cannot set up a session: {exc}") from exc
-        self._local.connection = connection
         with self._lock:
+            if self.closed:  # closed while this thread connected: close() will not see it
+                connection.close()
+                raise BackendError(f"{self.name} is closed")
             self._connections.append(connection)
+        self._local.connection = connection
         return connection
 
     def _discard(self, connection: Connection) -> None:
@@ -187,8 +190,8 @@ class Session:
             self._partitions.update(missing)
 
     def close(self) -> None:
-        self.closed = True
         with self._lock:
+            self.closed = True
             connections, self._connections = self._connections, []
         for connection in connections:
             connection.close()
