@@ -94,6 +94,8 @@ async def test_injection_through_path_parameters(client: httpx.AsyncClient, payl
         ("/api/v1/tenants/acme/invoice", {"period": "2026-3"}, 400, "period"),
         ("/api/v1/tenants/acme/invoice", {"period": "2026-13"}, 400, "period"),
         ("/api/v1/tenants/acme/invoice", {"period": "March"}, 400, "period"),
+        ("/api/v1/tenants/acme/invoice", {"period": "２０２６-０３"}, 400, "period"),  # full-width digits
+        ("/api/v1/tenants/acme/invoice", {"period": "2026-+3"}, 400, "period"),
         ("/api/v1/tenants/nobody/invoice", {"period": "2026-03"}, 404, "tenant"),
         ("/api/v1/budgets/decisions", {"kind": "exploded"}, 400, "kind"),
         ("/api/v1/budgets/decisions", {"tenant": "nobody"}, 404, "tenant"),

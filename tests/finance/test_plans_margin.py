@@ -116,7 +116,9 @@ def test_a_tenant_with_a_plan_and_no_spend_has_its_revenue_as_margin(ledger: InM
     assert rows["globex"].margin == D("0.45") and rows["globex"].cost == 0
 
 
-@pytest.mark.parametrize("period", ["2026-3", "2026-13", "26-03", "1999-12", "2026-03-01", "abcd-ef"])
+@pytest.mark.parametrize(
+    "period", ["2026-3", "2026-13", "26-03", "1999-12", "2026-03-01", "abcd-ef", "２０２６-０３", "2026-+3"]
+)
 def test_bad_period_is_refused(ledger: InMemoryLedger, period: str) -> None:
     with pytest.raises(InvalidInput) as info:
         margins(ledger, parse_plans(_doc()), period)

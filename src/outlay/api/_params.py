@@ -10,6 +10,7 @@ from typing import Final
 
 from outlay._errors import InvalidInput
 from outlay.events import ENVIRONMENTS
+from outlay.finance._period import MONTH
 from outlay.ledger import GROUP_KEYS, Window, parse_instant
 
 __all__ = [
@@ -138,7 +139,7 @@ def parse_period(raw: str | None) -> tuple[str, Window]:
     if raw is None:
         raise InvalidInput("is required (a month, e.g. 2026-03)", field="period")
     try:
-        if len(raw) != 7 or raw[4] != "-":
+        if not MONTH.fullmatch(raw):
             raise ValueError
         first = date(int(raw[:4]), int(raw[5:]), 1)
     except ValueError:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Final
 
 from outlay._errors import InvalidInput
 
-__all__ = ["Period", "parse_period"]
+__all__ = ["MONTH", "Period", "parse_period"]
+
+# ASCII digits only: ``int()`` also takes full-width digits, signs and spaces ("２０２６-０３", "2026-+3").
+MONTH: Final = re.compile(r"[0-9]{4}-[0-9]{2}")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -28,7 +33,7 @@ class Period:
 
 def parse_period(raw: object, *, field: str = "period") -> Period:
     """``YYYY-MM`` (years 2000..2199) as a :class:`Period`; anything else is ``InvalidInput``."""
-    if not isinstance(raw, str) or len(raw) != 7 or raw[4] != "-" or not (raw[:4] + raw[5:]).isdigit():
+    if not isinstance(raw, str) or not MONTH.fullmatch(raw):
         raise InvalidInput(f"must be a month like 2026-03, got {raw!r}", field=field)
     year, month = int(raw[:4]), int(raw[5:])
     if not 2000 <= year <= 2199 or not 1 <= month <= 12:
