@@ -56,7 +56,16 @@ async def test_a_wrong_token_at_login_sets_no_cookie(client: httpx.AsyncClient) 
 
 
 @pytest.mark.parametrize(
-    "target", ["https://evil.example/", "//evil.example/x", "/api/v1/me", "/\\evil.example"]
+    "target",
+    [
+        "https://evil.example/",
+        "//evil.example/x",
+        "/api/v1/me",
+        "/\\evil.example",
+        "/dashboard/../api/v1/me",  # a browser resolves the dot segments out of the dashboard
+        "/dashboard/%2e%2e/api/v1/me",
+        "/dashboardx",
+    ],
 )
 async def test_login_never_redirects_off_the_dashboard(client: httpx.AsyncClient, target: str) -> None:
     r = await client.get("/dashboard/login", params={"token": ADMIN, "next": target})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -112,9 +112,13 @@ def _safe_next(raw: str | None) -> str:
     if not raw:
         return "/dashboard"
     parts = urlsplit(raw)
-    if parts.scheme or parts.netloc or not parts.path.startswith("/dashboard") or "\\" in raw:
+    if parts.scheme or parts.netloc or "\\" in raw:
         return "/dashboard"
-    if parts.path.startswith("/dashboard/login"):
+    segments = unquote(parts.path).split("/")
+    # "/dashboard" or below it, with no dot segment that a browser would resolve out of it.
+    if segments[:2] != ["", "dashboard"] or any(s in (".", "..") for s in segments):
+        return "/dashboard"
+    if segments[2:3] == ["login"]:
         return "/dashboard"
     return raw
 
