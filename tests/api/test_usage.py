@@ -94,6 +94,28 @@ async def test_invoice_is_production_only_by_default(client: httpx.AsyncClient) 
     assert empty.json()["lines"] == [] and empty.json()["total_cost"] == "0"
 
 
+async def test_a_tenant_or_run_id_holding_a_slash_is_reachable_by_path() -> None:
+    with Outlay("memory://") as outlay:
+        outlay.record(event(tenant_id="org/acme", run_id="jobs/nightly", root_run_id="jobs/nightly"))
+        outlay.record(event(tenant_id="org", cost=Decimal("7")))  # a prefix of it: never mixed in
+        tokens = [*TOKENS, {"name": "org-acme", "token": "org-acme-token-0123456789", "tenant": "org/acme"}]
+        app = create_app(outlay, tokens=tokens)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+            for token in (ADMIN, "org-acme-token-0123456789"):
+                r = await get(c, "/api/v1/tenants/org%2Facme/invoice", token, period="2026-03")
+                assert r.status_code == 200, r.text
+                assert r.json()["tenant"] == "org/acme" and r.json()["total_cost"] == "0.1"
+            r = await get(c, "/api/v1/tenants/org%2Facme/export.csv", period="2026-03")
+            assert r.status_code == 200 and r.text.splitlines()[1:] == [
+                "search,chat,gpt-4o,1,0,0.1,100,0,0,10,0"
+            ]
+            r = await get(c, "/api/v1/runs/jobs%2Fnightly")
+            assert r.status_code == 200 and r.json()["run_id"] == "jobs/nightly"
+            # the tenant's token still reaches no other tenant, whatever the path holds
+            r = await get(c, "/api/v1/tenants/org/invoice", "org-acme-token-0123456789", period="2026-03")
+            assert r.status_code == 403
+
+
 async def test_budget_decisions(client: httpx.AsyncClient) -> None:
     r = await get(client, "/api/v1/budgets/decisions", **WINDOW)
     assert r.status_code == 200, r.text

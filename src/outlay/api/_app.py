@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -59,6 +60,7 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
     *_reconcile.ENDPOINTS,
     *_audit.ENDPOINTS,
 )
+_ACROSS_SEGMENTS: Final = re.compile(r"\{(tenant|run_id)\}")
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
@@ -130,7 +132,10 @@ def _route(endpoint: Endpoint, state: _State) -> Route:
             return Response(result.body, result.status, dict(result.headers), media_type=result.media_type)
         return _json(result)
 
-    return Route(endpoint.path, serve, methods=[endpoint.method], name=f"{endpoint.method} {endpoint.path}")
+    # A tenant or run id may hold "/" (sent as %2F, which the server decodes before routing): such
+    # a parameter matches across segments, up to the fixed rest of its path.
+    path = _ACROSS_SEGMENTS.sub(r"{\1:path}", endpoint.path)
+    return Route(path, serve, methods=[endpoint.method], name=f"{endpoint.method} {endpoint.path}")
 
 
 def _version() -> str:
