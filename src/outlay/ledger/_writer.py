@@ -101,7 +101,7 @@ class LedgerWriter:
             except Exception as exc:
                 # Decoding is pure: whatever it raises, this payload can never be written, and
                 # retrying it would block the log forever. It goes to the reject table instead.
-                reason = str(exc) if isinstance(exc, InvalidInput) else f"{type(exc).__name__}: {exc}"
+                reason = _reason(exc)
                 self.ledger.reject(record.payload, f"offset {record.offset}: {reason}")
                 step.rejected += 1
                 continue
@@ -133,7 +133,7 @@ class LedgerWriter:
                 self._write(events[:half], payloads[:half], offsets[:half], step)
                 self._write(events[half:], payloads[half:], offsets[half:], step)
                 return
-            reason = str(exc) if isinstance(exc, InvalidInput) else f"{type(exc).__name__}: {exc}"
+            reason = _reason(exc)
             logger.warning(
                 "ledger writer %r: rejected event at offset %d: %s", self.consumer, offsets[0], reason
             )
@@ -191,3 +191,8 @@ class LedgerWriter:
             backoff = 0.1
             total.add(step)
         return total
+
+
+def _reason(exc: Exception) -> str:
+    """Why an event was rejected: an input error's own message, else the exception's type too."""
+    return str(exc) if isinstance(exc, InvalidInput) else f"{type(exc).__name__}: {exc}"
