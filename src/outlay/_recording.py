@@ -130,7 +130,7 @@ class Recorder:
                 billing_unit=ctx.billing_unit, feature=ctx.feature, environment=ctx.environment,
                 labels=ctx.labels, request_id=ctx.request_id, workflow_id=ctx.workflow_id,
                 run_id=ctx.run_id, parent_run_id=ctx.parent_run_id, root_run_id=ctx.root_run_id,
-                agent=ctx.run_name, run_kind=ctx.run_kind,
+                run_path=ctx.run_path, agent=ctx.run_name, run_kind=ctx.run_kind,
             )  # fmt: skip
         if not attributed:
             event_fields["origin"] = fields.pop("origin", None) or _origin(ctx, self._origin)

@@ -60,6 +60,24 @@ def test_round_trip_carries_every_field_and_nests_runs_under_the_sender() -> Non
     assert current() is None
 
 
+def test_the_run_path_crosses_a_hop_so_runs_that_record_nothing_stay_linked() -> None:
+    headers: dict[str, str] = {}
+    with attribute(tenant="acme"), run("job") as job, run("queue/producer") as producer:
+        inject(headers)
+    assert "outlay.run_path=" in headers["baggage"]
+    with extract(headers) as received:
+        assert received.run_path == (job.id,)
+        with run("worker") as worker, run("llm") as llm:
+            ctx = current()
+            assert ctx is not None and ctx.run_path == (job.id, producer.id, worker.id)
+            assert (ctx.run_id, ctx.parent_run_id, ctx.root_run_id) == (llm.id, worker.id, job.id)
+    # ids holding the separator or any text survive exactly
+    odd = CostContext(tenant="t", run_id="c", parent_run_id="b/β %2F", run_path=("a,;=", "b/β %2F"))
+    inject(headers, context=odd)
+    with extract(headers) as back:
+        assert back.run_path == ("a,;=", "b/β %2F")
+
+
 def test_inject_outside_any_context_writes_nothing() -> None:
     headers: dict[str, str] = {}
     inject(headers)
@@ -197,6 +215,11 @@ BAD_HEADERS = [
     ("outlay.tenant=", "empty tenant"),
     ("outlay.l.=v", "empty label key"),
     ("outlay.tenant=" + "x" * 8200, "over 8192 bytes"),
+    ("outlay.run_id=c,outlay.parent_run_id=b,outlay.run_path=a", "run_path not ending with the parent"),
+    ("outlay.run_id=c,outlay.parent_run_id=b,outlay.run_path=a//b", "empty id in run_path"),
+    ("outlay.run_path=a", "run_path without a run"),
+    ("outlay.run_id=c,outlay.parent_run_id=b,outlay.run_path=b,outlay.run_path=b", "duplicate run_path"),
+    ("outlay.run_id=c,outlay.parent_run_id=c,outlay.run_path=c", "a run its own ancestor"),
     (",".join(f"k{i}=v" for i in range(181)) + ",outlay.tenant=a", "over 180 list-members"),
 ]
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import UTC, datetime
 
@@ -8,6 +9,7 @@ import pytest
 
 from outlay._errors import InvalidInput
 from outlay.context import CostContext, Run, add_run_listener, attribute, current, remove_run_listener, run
+from outlay.context._context import MAX_RUN_PATH
 
 
 def test_run_outside_attribution_is_a_root_with_default_environment() -> None:
@@ -224,3 +226,35 @@ def test_run_timestamps_are_utc_datetimes() -> None:
     with run("a") as r:
         pass
     assert before <= r.started_at <= r.ended_at <= datetime.now(UTC)  # type: ignore[operator]
+
+
+def test_a_run_carries_its_ancestors_up_to_a_bound() -> None:
+    with run("root") as root:
+        ctx = current()
+        assert ctx is not None and ctx.run_path == ()
+        with run("child") as child, run("grandchild"):
+            ctx = current()
+            assert ctx is not None and ctx.run_path == (root.id, child.id)
+    opened = []
+    with contextlib.ExitStack() as stack:
+        for depth in range(MAX_RUN_PATH + 5):
+            opened.append(stack.enter_context(run(f"level-{depth}")).id)
+        ctx = current()
+        assert ctx is not None
+        # the nearest ancestors are kept: each still links to its parent
+        assert ctx.run_path == tuple(opened[-MAX_RUN_PATH - 1 : -1])
+        assert ctx.root_run_id == opened[0]
+
+
+def test_a_context_refuses_a_run_path_that_is_not_the_runs_ancestry() -> None:
+    with pytest.raises(InvalidInput, match="run_path: must end with the parent_run_id"):
+        CostContext(run_id="c", parent_run_id="b", run_path=("a",))
+    with pytest.raises(InvalidInput, match="run_path: must end with the parent_run_id"):
+        CostContext(run_path=("a",))
+    with pytest.raises(InvalidInput, match="run_path: must not repeat"):
+        CostContext(run_id="b", parent_run_id="b", run_path=("b",))
+    with pytest.raises(InvalidInput, match="run_path: holds at most"):
+        ids = tuple(f"r{i}" for i in range(MAX_RUN_PATH + 1))
+        CostContext(run_id="x", parent_run_id=ids[-1], run_path=ids)
+    with pytest.raises(InvalidInput, match="run_path: must be a sequence"):
+        CostContext(run_id="x", parent_run_id="a", run_path="a")  # type: ignore[arg-type]

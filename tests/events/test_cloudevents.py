@@ -39,6 +39,17 @@ def usages(draw: st.DrawFn) -> Usage:
 
 
 @st.composite
+def run_links(draw: st.DrawFn) -> dict[str, Any]:
+    """No run, or a run with its ancestors (root first) in run_path."""
+    chain = draw(st.none() | st.lists(ids, min_size=1, max_size=5, unique=True))
+    if chain is None:
+        return {}
+    *path, run = chain
+    return {"run_id": run, "parent_run_id": path[-1] if path else None, "root_run_id": chain[0],
+            "run_path": tuple(path)}  # fmt: skip
+
+
+@st.composite
 def events(draw: st.DrawFn) -> CostEvent:
     tenant = draw(st.none() | ids)
     priced = draw(st.booleans())
@@ -54,7 +65,7 @@ def events(draw: st.DrawFn) -> CostEvent:
         feature=draw(st.none() | ids),
         environment=draw(st.sampled_from(["production", "staging", "development", "test"])),
         labels=draw(st.dictionaries(ids, ids, max_size=3)),
-        run_id=draw(st.none() | ids),
+        **draw(run_links()),
         operation=draw(st.sampled_from(["chat", "embedding", "tool", "retrieval", "compute"])),
         provider=draw(st.none() | ids),
         model=draw(st.none() | ids),
@@ -119,6 +130,15 @@ def test_envelope_is_cloudevents_structured_mode() -> None:
         ({"usage": {"input_tokens": 5, "cache_read_tokens": 6}}, "cache_read_tokens"),
         ({"usage": []}, "usage"),
         ({"run_id": 7}, "data.run_id"),
+        ({"run_path": "a"}, "run_path: must be a list"),
+        ({"run_path": ["a"]}, "run_path: must end with the parent_run_id"),
+        ({"run_id": "c", "parent_run_id": "b", "run_path": ["a", 7]}, "run_path: must hold non-empty"),
+        ({"run_id": "c", "parent_run_id": "b", "run_path": ["a", "b\n"]}, "run_path: must hold non-empty"),
+        ({"run_id": "c", "parent_run_id": "b", "run_path": ["b", "b"]}, "run_path: must not repeat"),
+        (
+            {"run_id": "c", "parent_run_id": "b", "run_path": [*"abcdefghijklmnopqrstuvwxyzABCDEFG", "b"]},
+            "run_path: holds at most 32",
+        ),
         ({"model": ""}, "model"),
         ({"model": "m" * 201}, "model"),
         ({"tenant_id": "new\nline"}, "tenant_id"),

@@ -97,6 +97,21 @@ def test_attribution_from_baggage_and_headers_lands_in_the_ledger(stack: Stack) 
     assert [(r["tenant"], r["feature"], r["events"]) for r in rows] == [("acme", "search", 1)]
 
 
+def test_a_callers_run_ancestry_reaches_the_ledger_so_its_silent_runs_stay_linked(stack: Stack) -> None:
+    baggage = _baggage(
+        tenant="acme", run_id="agent", parent_run_id="planner", root_run_id="job", run_path=("job", "planner")
+    )
+    stack.openai(baggage=baggage).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert _only(stack).run_path == ("job", "planner")
+    tree = stack.outlay.reports().run_tree("job")
+    assert [c["run_id"] for c in tree["children"]] == ["planner"]
+    # An X-Outlay-* header that moves the call to another parent drops the baggage's ancestry.
+    client = stack.openai(baggage=baggage, **{"X-Outlay-Parent-Run-Id": "elsewhere"})
+    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    moved = [e for e in stack.events() if e.parent_run_id == "elsewhere"]
+    assert len(moved) == 1 and moved[0].run_path == ()
+
+
 @pytest.mark.parametrize(
     "headers",
     [

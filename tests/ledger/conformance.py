@@ -277,6 +277,38 @@ class LedgerStoreConformance:
         assert [r.run_id for r in ledger.runs(parent_run_ids=["child"])] == ["leaf"]
         assert ledger.runs() == []
 
+    def test_runs_that_recorded_nothing_are_linked_through_run_path(self, ledger: LedgerStore) -> None:
+        """job -> orchestrator -> planner -> leaf where only the leaf records: its run_path makes
+        the three others runs with no events, each under its parent, so any of them has a tree."""
+        path = ("job", "orchestrator", "planner")
+        leaf = {"parent_run_id": "planner", "root_run_id": "job", "run_path": path}
+        ledger.write([event(run_id="leaf", cost=D("2"), **leaf), event(run_id="leaf", cost=D("3"), **leaf)])
+        runs = {r.run_id: r for r in ledger.runs(root_run_id="job", run_ids=["job"])}
+        assert {k: (r.parent_run_id, r.events, r.cost, r.tenant_id) for k, r in runs.items()} == {
+            "job": (None, 0, None, None),
+            "orchestrator": ("job", 0, None, None),
+            "planner": ("orchestrator", 0, None, None),
+            "leaf": ("planner", 2, D("5"), "acme"),
+        }
+        assert [r.run_id for r in ledger.runs(parent_run_ids=["orchestrator"])] == ["planner"]
+        # The planner records later (another batch), then a second tenant's child joins it: the
+        # planner takes its own first events' tenant, and a link changes no tenant or total.
+        ledger.write([event(run_id="planner", parent_run_id="orchestrator", root_run_id="job",
+                            run_path=path[:2], cost=D("1"), agent="planner")])  # fmt: skip
+        ledger.write([event(tenant_id="globex", run_id="other", parent_run_id="planner", root_run_id="job",
+                            run_path=path, cost=D("7"))])  # fmt: skip
+        runs = {r.run_id: r for r in ledger.runs(run_ids=["planner", "orchestrator", "other"])}
+        assert (runs["planner"].events, runs["planner"].cost, runs["planner"].tenant_id) == (1, D(1), "acme")
+        assert runs["planner"].agent == "planner"
+        assert (runs["orchestrator"].events, runs["orchestrator"].tenant_id) == (0, None)
+        assert (runs["other"].parent_run_id, runs["other"].tenant_id) == ("planner", "globex")
+        # In one batch: a link first, then the run's own events.
+        ledger.write([event(run_id="b-leaf", parent_run_id="b-mid", root_run_id="b", run_path=("b", "b-mid")),
+                      event(tenant_id="globex", run_id="b-mid", parent_run_id="b", root_run_id="b",
+                            run_path=("b",), cost=D("1"))])  # fmt: skip
+        [mid] = ledger.runs(run_ids=["b-mid"])
+        assert (mid.parent_run_id, mid.events, mid.tenant_id) == ("b", 1, "globex")
+
     def test_a_run_with_events_of_several_tenants_belongs_to_none(self, ledger: LedgerStore) -> None:
         """Run ids are global: a batch job over many tenants, or one id two tenants both used. Its
         totals mix tenants, so it is no tenant's (isolation), in one batch or across batches."""

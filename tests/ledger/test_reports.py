@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from outlay._errors import InvalidInput
 from outlay._money import money_str, money_sum
+from outlay.events import CostEvent
 from outlay.ledger import LedgerStore
 from outlay.reporting import Reports, csv_cell, csv_value, render_csv, render_json
 
@@ -153,6 +154,25 @@ def test_run_tree_infers_a_parent_that_recorded_nothing(ledger: LedgerStore) -> 
     assert (plan["run_id"], plan["inferred"], plan["cost"], plan["total_cost"]) == ("plan", True, None, "3")
     with pytest.raises(InvalidInput, match="run_id: no events recorded for run 'nope'"):
         Reports(ledger).run_tree("nope")
+
+
+def test_the_tree_of_a_run_that_recorded_nothing_reaches_its_deepest_runs(ledger: LedgerStore) -> None:
+    # job -> orchestrator -> planner -> {search, write}: only the leaves made billable calls. Their
+    # run_path links the silent runs, so each has its tree, every node under its own parent.
+    def leaf(run_id: str, cost: str) -> CostEvent:
+        path = ("job", "orchestrator", "planner")
+        return event(run_id=run_id, parent_run_id="planner", root_run_id="job", run_path=path, cost=D(cost))
+
+    ledger.write([leaf("search", "1"), leaf("write", "2")])
+    reports = Reports(ledger)
+    orchestrator = reports.run_tree("orchestrator")
+    assert orchestrator["inferred"] is True
+    assert (orchestrator["total_cost"], orchestrator["total_events"]) == ("3", 2)
+    (planner,) = orchestrator["children"]
+    assert (planner["run_id"], planner["inferred"], planner["cost"]) == ("planner", True, None)
+    assert [c["run_id"] for c in planner["children"]] == ["search", "write"]
+    (top,) = reports.run_tree("job")["children"]
+    assert top["run_id"] == "orchestrator"  # not hung under the root as a guess
 
 
 def test_concentration(ledger: LedgerStore) -> None:

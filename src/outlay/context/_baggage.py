@@ -10,7 +10,8 @@ Grammar::
 
 outlay's members are ``outlay.<field>=<value>`` and ``outlay.l.<label key>=<value>``. Values are
 UTF-8 percent-encoded as the spec asks; label keys are percent-encoded the same way (``%`` is a
-token character), so any Unicode key survives the hop exactly.
+token character), so any Unicode key survives the hop exactly. ``outlay.run_path`` holds the run's
+ancestors, root first, each percent-encoded (a ``/`` in an id too) and joined by ``/``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ _BAD_PERCENT: Final = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _VALUE_SAFE: Final = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '",;\\%')
 _KEY_SAFE: Final = "!#$&'*+-.^_`|~"
 _FIELD_KEYS: Final = {PREFIX + name: name for name in STR_FIELDS}
+_RUN_PATH: Final = PREFIX + "run_path"
+_ID_SAFE: Final = _VALUE_SAFE.replace("/", "")  # "/" separates the ids of run_path
 
 
 def _shorten(text: str) -> str:
@@ -107,6 +110,11 @@ def decode_context(members: Iterable[tuple[str, str]]) -> CostContext | None:
     for key, raw in members:
         if not key.startswith(PREFIX):
             continue
+        if key == _RUN_PATH:
+            if "run_path" in fields:
+                raise InvalidBaggage(f"{key} appears more than once", field="baggage")
+            fields["run_path"] = tuple(_decode(key, part) for part in raw.split("/")) if raw else ()
+            continue
         if key.startswith(_LABEL):
             label = _decode(key, key[len(_LABEL) :])
             target, name = labels, label
@@ -134,6 +142,8 @@ def encode_context(ctx: CostContext) -> list[str]:
             for name in STR_FIELDS
             if (value := getattr(ctx, name)) is not None
         ]
+        if ctx.run_path:
+            members.append(f"{_RUN_PATH}={'/'.join(quote(run, safe=_ID_SAFE) for run in ctx.run_path)}")
         members.extend(
             f"{_LABEL}{quote(key, safe=_KEY_SAFE)}={quote(value, safe=_VALUE_SAFE)}"
             for key, value in ctx.labels.items()

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BILLING_UNITS",
     "ENVIRONMENTS",
+    "MAX_RUN_PATH",
     "RUN_KINDS",
     "CostContext",
     "attach",
@@ -40,6 +41,8 @@ RUN_KINDS: Final = frozenset({"agent", "tool", "llm", "retrieval", "job"})
 
 # Same bound as CostEvent's id fields: a context value always fits the event it attributes.
 MAX_VALUE: Final = 200
+# Same bound as CostEvent.run_path: how many ancestors a context carries (the nearest are kept).
+MAX_RUN_PATH: Final = 32
 
 _EMPTY_LABELS: Final[Mapping[str, str]] = MappingProxyType({})
 
@@ -92,6 +95,23 @@ def check_labels(labels: object, *, error: type[InvalidInput] = InvalidInput) ->
     return MappingProxyType(dict(labels))
 
 
+def check_run_path(
+    path: object, run_id: str | None, parent_run_id: str | None, *, error: type[InvalidInput] = InvalidInput
+) -> tuple[str, ...]:
+    """``path`` as a tuple if it can be ``run_id``'s ancestors (ending with ``parent_run_id``)."""
+    if not isinstance(path, list | tuple):
+        raise error(f"must be a sequence of run ids, got {path!r}", field="run_path")
+    for value in path:
+        check_str("run_path", value, error=error)
+    if len(path) > MAX_RUN_PATH:
+        raise error(f"holds at most {MAX_RUN_PATH} run ids, got {len(path)}", field="run_path")
+    if path and (run_id is None or path[-1] != parent_run_id):
+        raise error("must end with the parent_run_id of the context's run", field="run_path")
+    if len(set(path)) != len(path) or run_id in path:
+        raise error("must not repeat a run id (a run is not its own ancestor)", field="run_path")
+    return tuple(path)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CostContext:
     """Who an operation is done for and which run it belongs to. Immutable.
@@ -116,6 +136,8 @@ class CostContext:
     root_run_id: str | None = None
     run_name: str | None = None
     run_kind: str | None = None
+    #: ``run_id``'s ancestors, root first, ``parent_run_id`` last (at most ``MAX_RUN_PATH``).
+    run_path: tuple[str, ...] = ()
     run: Run | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -128,11 +150,16 @@ class CostContext:
             check_choice("billing_unit", self.billing_unit, BILLING_UNITS)
         if self.run_kind is not None:
             check_choice("run_kind", self.run_kind, RUN_KINDS)
+        if self.run_path:
+            object.__setattr__(
+                self, "run_path", check_run_path(self.run_path, self.run_id, self.parent_run_id)
+            )
         object.__setattr__(self, "labels", check_labels(self.labels))
 
     def __hash__(self) -> int:
         # The generated hash would fail on the labels mapping; hash what equality compares.
-        return hash((*(getattr(self, name) for name in STR_FIELDS), frozenset(self.labels.items())))
+        fields = (getattr(self, name) for name in STR_FIELDS)
+        return hash((*fields, self.run_path, frozenset(self.labels.items())))
 
 
 def derive(base: CostContext, changes: Mapping[str, Any]) -> CostContext:
@@ -149,7 +176,7 @@ def derive(base: CostContext, changes: Mapping[str, Any]) -> CostContext:
     return new
 
 
-_ALL_FIELDS: Final = (*STR_FIELDS, "labels", "run")
+_ALL_FIELDS: Final = (*STR_FIELDS, "labels", "run_path", "run")
 _new = object.__new__
 _set = object.__setattr__
 
@@ -162,6 +189,7 @@ def derive_run(  # positional on purpose: this is the hot path
     root_run_id: str,
     run_name: str,
     run_kind: str,
+    run_path: tuple[str, ...],
     run: Run,
 ) -> CostContext:
     """:func:`derive` unrolled for ``run()``, the hottest path (about half the cost of the loop)."""
@@ -180,6 +208,7 @@ def derive_run(  # positional on purpose: this is the hot path
     _set(new, "root_run_id", root_run_id)
     _set(new, "run_name", run_name)
     _set(new, "run_kind", run_kind)
+    _set(new, "run_path", run_path)
     _set(new, "run", run)
     return new
 

@@ -11,6 +11,7 @@ from typing import Final, Protocol, Self
 import uuid_utils
 
 from ._context import (
+    MAX_RUN_PATH,
     RUN_KINDS,
     CostContext,
     attach,
@@ -143,6 +144,10 @@ class RunScope(Scope[Run]):
         # The enclosing run may be remote (extracted): its ids are on the context, not on a Run.
         parent_id = base.run_id
         root_id = base.root_run_id or parent_id or run_id
+        # The ancestors, so that the ledger can link a run that records nothing into its tree.
+        path = base.run_path
+        if parent_id is not None:
+            path = (*path, parent_id) if len(path) < MAX_RUN_PATH else (*path[1:], parent_id)
         new_run = Run(
             id=run_id,
             name=self._name,
@@ -152,7 +157,7 @@ class RunScope(Scope[Run]):
             budget=self._budget,
             requires=self._requires,
         )
-        ctx = derive_run(base, environment, run_id, parent_id, root_id, self._name, self._kind, new_run)
+        ctx = derive_run(base, environment, run_id, parent_id, root_id, self._name, self._kind, path, new_run)
         listeners = _listeners
         if listeners:
             self._start_listeners(listeners, new_run, ctx)

@@ -65,6 +65,7 @@ _DATA_FIELDS: Final = frozenset(
         *_STR_FIELDS,
         "schema_version",
         "labels",
+        "run_path",
         "usage",
         "latency_ms",
         "cost",
@@ -96,6 +97,8 @@ def to_cloudevent(event: CostEvent) -> dict[str, Any]:
         data["cost"] = _money_text(event.cost)
     if event.labels:
         data["labels"] = dict(event.labels)
+    if event.run_path:
+        data["run_path"] = list(event.run_path)
     data["usage"] = event.usage.to_dict()
     if event.latency_ms is not None:
         data["latency_ms"] = event.latency_ms
@@ -204,6 +207,8 @@ def from_cloudevent(envelope: Mapping[str, Any]) -> CostEvent:
         kwargs["cost"] = _money(data["cost"], "data.cost")
     if "labels" in data:
         kwargs["labels"] = data["labels"]
+    if data.get("run_path") is not None:
+        kwargs["run_path"] = data["run_path"]
     if "latency_ms" in data:
         kwargs["latency_ms"] = data["latency_ms"]
     if "unit_prices" in data:

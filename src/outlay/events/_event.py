@@ -23,6 +23,7 @@ __all__ = [
     "ATTRIBUTED",
     "CALLER_PRICED",
     "ENVIRONMENTS",
+    "MAX_RUN_PATH",
     "SCHEMA_VERSION",
     "STATUSES",
     "UNATTRIBUTED",
@@ -42,6 +43,8 @@ STATUSES: Final = frozenset({"ok", "error", "estimated"})
 CALLER_PRICED: Final = "caller"
 
 _MAX_ID = 200
+#: How many ancestors an event (and a cost context) carries in ``run_path``: the nearest are kept.
+MAX_RUN_PATH: Final = 32
 # The instants a ledger can hold and a report window can name (see outlay.ledger's windows).
 _EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST: Final = datetime(9999, 1, 1, tzinfo=UTC)
@@ -121,6 +124,9 @@ class CostEvent:
     run_id: str | None = None
     parent_run_id: str | None = None
     root_run_id: str | None = None
+    #: The run's ancestors, root first, its parent last (at most ``MAX_RUN_PATH``, the nearest kept):
+    #: the ledger links runs that recorded nothing themselves into the tree through it.
+    run_path: tuple[str, ...] = ()
     agent: str | None = None
     run_kind: str | None = None
     workflow_id: str | None = None
@@ -185,6 +191,8 @@ class CostEvent:
             raise InvalidEvent(
                 f"must be a finite non-negative number, got {self.latency_ms!r}", field="latency_ms"
             )
+        if self.run_path:
+            self._check_run_path()
         # Most events have none of these (the shared empty view): nothing to check or freeze.
         if self.labels is not _EMPTY:
             object.__setattr__(self, "labels", _frozen_str_map("labels", self.labels))
@@ -215,6 +223,26 @@ class CostEvent:
                     f"must be a non-empty printable string of at most {_MAX_ID} characters, got {value!r}",
                     field=name,
                 )
+
+    def _check_run_path(self) -> None:
+        path = self.run_path
+        if type(path) is not tuple:
+            if not isinstance(path, list | tuple):
+                raise InvalidEvent(f"must be a list of run ids, got {path!r}", field="run_path")
+            path = tuple(path)
+            object.__setattr__(self, "run_path", path)
+        if len(path) > MAX_RUN_PATH:
+            raise InvalidEvent(f"holds at most {MAX_RUN_PATH} run ids, got {len(path)}", field="run_path")
+        for value in path:
+            if type(value) is not str or not value or len(value) > _MAX_ID or not value.isprintable():
+                raise InvalidEvent(
+                    f"must hold non-empty printable strings of at most {_MAX_ID} characters, got {value!r}",
+                    field="run_path",
+                )
+        if self.run_id is None or path[-1] != self.parent_run_id:
+            raise InvalidEvent("must end with the parent_run_id of the event's run", field="run_path")
+        if len(set(path)) != len(path) or self.run_id in path:
+            raise InvalidEvent("must not repeat a run id (a run is not its own ancestor)", field="run_path")
 
     def _check_cost(self) -> None:
         if self.priced:

@@ -34,7 +34,7 @@ HEADERS: Final[Mapping[str, str]] = {
 }
 _FIELDS: Final = (
     "tenant", "workspace", "user", "billing_unit", "feature", "environment", "request_id",
-    "workflow_id", "run_id", "parent_run_id", "root_run_id", "run_name", "run_kind", "labels",
+    "workflow_id", "run_id", "parent_run_id", "root_run_id", "run_name", "run_kind", "run_path", "labels",
 )  # fmt: skip
 
 
@@ -53,6 +53,8 @@ def _claims(headers: Mapping[str, str]) -> dict[str, Any] | None:
             if values is None:
                 values = {}
             values[name] = value
+    if values and values.get("run_path") and values["run_path"][-1] != values.get("parent_run_id"):
+        del values["run_path"]  # an X-Outlay-* header moved the run: the baggage's ancestors are not its
     return values
 
 

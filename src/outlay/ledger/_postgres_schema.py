@@ -277,9 +277,10 @@ INSERT INTO {{s}}.runs AS r
 ON CONFLICT (run_id) DO UPDATE SET
     parent_run_id = COALESCE(r.parent_run_id, excluded.parent_run_id),
     root_run_id = COALESCE(r.root_run_id, excluded.root_run_id),
-    -- '' (SEVERAL_TENANTS) once another tenant's events join; an adjustment (no events) changes nothing
+    -- '' (SEVERAL_TENANTS) once another tenant's events join; an adjustment or a link (no events)
+    -- changes nothing; a run known only as a link (no events yet) takes its first events' tenant
     tenant_id = CASE WHEN excluded.events = 0 OR r.tenant_id IS NOT DISTINCT FROM excluded.tenant_id
-        THEN r.tenant_id ELSE '' END,
+        THEN r.tenant_id WHEN r.events = 0 THEN excluded.tenant_id ELSE '' END,
     agent = COALESCE(r.agent, excluded.agent),
     events = r.events + excluded.events,
     unpriced_events = r.unpriced_events + excluded.unpriced_events,

@@ -39,7 +39,7 @@ from ._postgres_schema import (
     UPSERT_EVENT_STATE,
 )
 from ._postgres_session import Connection, Session
-from ._rows import RollupDeltas, time_us, wants_adjustment
+from ._rows import RollupDeltas, RunAcc, time_us, wants_adjustment
 
 __all__ = ["Batch", "adjust", "write_batch"]
 
@@ -63,7 +63,7 @@ _LOCK_IDS: Final = "SELECT event_id FROM {s}.event_ids WHERE event_id = ANY(%s) 
 class Batch:
     """A batch of distinct events as staging rows, and the UTC months it touches, before any I/O."""
 
-    __slots__ = ("months", "rows")
+    __slots__ = ("links", "months", "rows")
 
     def __init__(self, events: Sequence[CostEvent], payloads: Sequence[bytes] | None) -> None:
         first: dict[str, int] = {}
@@ -71,6 +71,7 @@ class Batch:
             first.setdefault(event.event_id, index)  # duplicates inside a batch: the first wins
         rows: list[tuple[Any, ...]] = []
         months: set[tuple[int, int]] = set()
+        links = RollupDeltas()  # runs known only as ancestors in run_path (no events, no totals)
         # The hot path of ingestion (runs once per event): plain attribute reads, no helper calls.
         for event_id, index in first.items():
             event = events[index]
@@ -79,6 +80,8 @@ class Batch:
             months.add((utc.year, utc.month))
             tenant = event.tenant_id
             usage = event.usage
+            if event.run_path:
+                links.link(event.run_path, event.root_run_id, time_us(moment))
             rows.append(
                 (
                     event_id,
@@ -108,6 +111,7 @@ class Batch:
             )
         self.rows = rows
         self.months = {f"{year:04d}-{month:02d}" for year, month in months}
+        self.links = links.runs
 
 
 def write_batch(session: Session, connection: Connection, batch: Batch) -> int:
@@ -135,6 +139,8 @@ def write_batch(session: Session, connection: Connection, batch: Batch) -> int:
                 RUNS_FROM_STAGING,
             ):
                 cursor.execute(session.sql(statement))
+        if batch.links:  # (structure only: applied again for a replayed event, it changes nothing)
+            _apply_runs(session, cursor, batch.links)
     return inserted
 
 
@@ -156,11 +162,15 @@ def apply_deltas(session: Session, cursor: Cursor, deltas: RollupDeltas) -> None
             )
     cursor.execute(session.sql(ROLLUPS_FROM_DELTA))
     cursor.execute(session.sql(MONTHS_FROM_DELTA))
-    if not deltas.runs:
-        return
+    if deltas.runs:
+        _apply_runs(session, cursor, deltas.runs)
+
+
+def _apply_runs(session: Session, cursor: Cursor, runs: dict[str, RunAcc]) -> None:
+    """Upsert the per-run totals and links of ``runs`` (in the caller's transaction)."""
     with cursor.copy("COPY pg_temp.outlay_run_delta FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(RUN_DELTA_TYPES)
-        for run_id, run in deltas.runs.items():
+        for run_id, run in runs.items():
             copy.write_row(
                 (
                     run_id,

@@ -241,6 +241,8 @@ class RollupDeltas:
         run_id = event.run_id
         if run_id is None:
             return
+        if event.run_path:
+            self.link(event.run_path, event.root_run_id, us)
         run = self.runs.get(run_id)
         if run is None:
             self.runs[run_id] = RunAcc(
@@ -257,14 +259,31 @@ class RollupDeltas:
             run.first_us = us
         elif us > run.last_us:
             run.last_us = us
-        if run.tenant_id != event.tenant_id:
-            run.tenant_id = SEVERAL_TENANTS  # its totals mix tenants: no tenant's to see
         racc = run.acc
+        if racc.events == 0:  # known so far only as an ancestor of other runs (a link)
+            run.parent_run_id = run.parent_run_id or event.parent_run_id
+            run.tenant_id = event.tenant_id
+            run.agent = event.agent
+        elif run.tenant_id != event.tenant_id:
+            run.tenant_id = SEVERAL_TENANTS  # its totals mix tenants: no tenant's to see
         racc.events += 1
         if cost is None:
             racc.unpriced += 1
         else:
             racc.cost = cost if racc.cost is None else _ADD(racc.cost, cost)
+
+    def link(self, path: tuple[str, ...], root_run_id: str | None, us: int) -> None:
+        """Make each ancestor in ``path`` (root first) a run with no events of its own, under the
+        one before it: a run that recorded nothing still links its subtree into the tree."""
+        runs = self.runs
+        parent: str | None = None
+        for ancestor in path:
+            run = runs.get(ancestor)
+            if run is None:
+                runs[ancestor] = RunAcc(parent, root_run_id, None, None, us, us)
+            elif run.parent_run_id is None:
+                run.parent_run_id = parent
+            parent = ancestor
 
     def months(self) -> dict[tuple[str, ...], Acc]:
         """The day groups folded into month groups (key with ``YYYY-MM`` in place of the day)."""
@@ -325,8 +344,11 @@ def merge_run(runs: dict[str, RunAcc], run_id: str, source: RunAcc) -> None:
     else:
         target.parent_run_id = target.parent_run_id or source.parent_run_id
         target.root_run_id = target.root_run_id or source.root_run_id
-        if source.acc.events and target.tenant_id != source.tenant_id:  # (adjustments carry none)
-            target.tenant_id = SEVERAL_TENANTS
+        if source.acc.events:  # (adjustments and links carry none: they change no tenant)
+            if target.acc.events == 0:  # known so far only as a link: its first events' tenant
+                target.tenant_id = source.tenant_id
+            elif target.tenant_id != source.tenant_id:
+                target.tenant_id = SEVERAL_TENANTS
         target.agent = target.agent or source.agent
         target.first_us = min(target.first_us, source.first_us)
         target.last_us = max(target.last_us, source.last_us)

@@ -233,8 +233,10 @@ INSERT INTO ledger_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id) DO UPDATE SET
     parent_run_id = COALESCE(parent_run_id, excluded.parent_run_id),
     root_run_id = COALESCE(root_run_id, excluded.root_run_id),
-    -- '' (SEVERAL_TENANTS) once another tenant's events join; an adjustment (no events) changes nothing
-    tenant_id = CASE WHEN excluded.events = 0 OR tenant_id IS excluded.tenant_id THEN tenant_id ELSE '' END,
+    -- '' (SEVERAL_TENANTS) once another tenant's events join; an adjustment or a link (no events)
+    -- changes nothing; a run known only as a link (no events yet) takes its first events' tenant
+    tenant_id = CASE WHEN excluded.events = 0 OR tenant_id IS excluded.tenant_id THEN tenant_id
+        WHEN events = 0 THEN excluded.tenant_id ELSE '' END,
     agent = COALESCE(agent, excluded.agent),
     events = events + excluded.events,
     unpriced_events = unpriced_events + excluded.unpriced_events,

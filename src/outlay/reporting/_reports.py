@@ -282,7 +282,8 @@ def _node(
         "tenant": own.tenant_id or None if own else None,
         # events of several tenants (a job over many, or one run id used by two): no tenant's own
         "several_tenants": own is not None and own.tenant_id == SEVERAL_TENANTS,
-        "inferred": own is None,
+        # recorded nothing itself: known from its descendants' events (their run_path or parent)
+        "inferred": own is None or own.events == 0,
         "events": events,
         "unpriced_events": unpriced,
         "cost": _cost_text(own.cost if own else None),
