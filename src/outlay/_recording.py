@@ -28,9 +28,11 @@ from .pricing import PriceCatalog, default_catalog
 from .providers import parse_response
 from .stream import BatchingAppender, EventLog
 
-__all__ = ["MODES", "Metered", "Recorder"]
+__all__ = ["MODES", "UNPRICED_ESTIMATE", "Metered", "Recorder"]
 
 MODES: Final = ("durable", "batching")
+#: The default hold (and charge) of a call whose model has no price: unknown is not zero.
+UNPRICED_ESTIMATE: Final = Decimal("0.01")
 
 
 def program_name() -> str | None:
@@ -77,6 +79,9 @@ class Recorder:
         # the program (a job's script or command), never a bare "unknown" when a name is known.
         self._origin = service or program_name() or "unknown"
         self.require_tenant = require_tenant
+        #: What a metered call holds (and is charged, unless its usage prices it) when the catalog
+        #: has no price for its model, as the gateway's ``unpriced_estimate``.
+        self.unpriced_estimate = UNPRICED_ESTIMATE
         self._batcher = (
             BatchingAppender(log, max_events=batch_size, max_delay=max_delay, max_buffer=max_buffer)
             if mode == "batching"
@@ -297,7 +302,9 @@ class Recorder:
         estimate = self.catalog.estimate(
             provider=provider, model=chosen, input_tokens=input_tokens, max_output_tokens=max_output_tokens
         )
-        reservation = engine.reserve(scope, estimate or Decimal(0), model=chosen, fingerprint=fingerprint)
+        if estimate is None:  # no price for the model: unknown is not zero, it holds the fallback
+            estimate = self.unpriced_estimate
+        reservation = engine.reserve(scope, estimate, model=chosen, fingerprint=fingerprint)
         metered = Metered(
             provider=provider, model=chosen, requested_model=model, downgraded=downgraded, api=api
         )
@@ -359,11 +366,16 @@ class Metered:
             raise InvalidInput(
                 "the metered block reported no usage: call metered.response(...) or .set_usage(...)"
             )
-        event = admitted.recorder.record(
-            admitted.recorder.build(operation=admitted.operation, provider=self.provider, model=self.model,
-                                    usage=self.usage, context=admitted.ctx, latency_ms=latency,
-                                    status=status)
-        )  # fmt: skip
+        try:
+            event = admitted.recorder.record(
+                admitted.recorder.build(operation=admitted.operation, provider=self.provider,
+                                        model=self.model, usage=self.usage, context=admitted.ctx,
+                                        latency_ms=latency, status=status)
+            )  # fmt: skip
+        except BaseException:
+            # The call was made (and billed) but cannot be recorded: its estimate still counts.
+            admitted.engine.settle(admitted.reservation)
+            raise
         self.event = event
         # Unpriced: settle the estimate, so unknown spend still counts against the budget.
         admitted.engine.settle(admitted.reservation, event.cost)
@@ -382,10 +394,15 @@ class Metered:
                 usage = self.usage
             else:
                 usage = Usage(complete=False, reason="the call failed before usage was reported")
-        event = admitted.recorder.record(
-            admitted.recorder.build(operation=admitted.operation, provider=self.provider, model=self.model,
-                                    usage=usage, context=admitted.ctx, status="error", latency_ms=latency)
-        )  # fmt: skip
+        try:
+            event = admitted.recorder.record(
+                admitted.recorder.build(operation=admitted.operation, provider=self.provider,
+                                        model=self.model, usage=usage, context=admitted.ctx,
+                                        status="error", latency_ms=latency)
+            )  # fmt: skip
+        except BaseException:
+            admitted.engine.release(admitted.reservation)  # never a hold left until it expires
+            raise
         self.event = event
         if event.priced and event.cost:
             admitted.engine.settle(admitted.reservation, event.cost)

@@ -290,6 +290,49 @@ def test_meter_records_a_failed_call_and_releases_its_reservation(
     assert status.reserved == 0
 
 
+def test_a_metered_call_on_a_model_with_no_price_is_never_free_to_a_budget(
+    pipeline: Outlay, engine: BudgetEngine
+) -> None:
+    budget = Budget(limit="0.05", scope="tenant", key="acme")
+    engine.add_policy(budget)
+    admitted = 0
+    with outlay.attribute(tenant="acme"), pytest.raises(outlay.BudgetExceeded):
+        for _ in range(10):
+            with pipeline.recorder.meter(
+                provider="openai", model="gpt-4o-mini-typo", input_tokens=100_000, budgets=engine
+            ) as call:
+                call.set_usage(Usage(input_tokens=100_000, output_tokens=10))
+            admitted += 1
+    # each call holds and is charged the fallback ($0.01): the fifth fills the $0.05
+    assert admitted == 5
+    assert engine.status({"tenant": "acme"}, budget).spent == Decimal("0.05")
+    pipeline.catch_up()
+    assert {e.event.cost for e in pipeline.ledger.entries(*_instants())} == {None}  # the ledger: unknown
+
+
+def test_a_metered_call_that_cannot_be_recorded_leaves_no_hold(
+    pipeline: Outlay, engine: BudgetEngine
+) -> None:
+    budget = Budget(limit="1", scope="tenant", key="acme")
+    engine.add_policy(budget)
+    with outlay.attribute(tenant="acme"):
+        call = pipeline.recorder.open_meter(
+            provider="openai", model="gpt-4o", input_tokens=1000, max_output_tokens=1000, budgets=engine
+        )
+        call.response({"model": "m" * 300, "usage": {"prompt_tokens": 1000, "completion_tokens": 10}})
+        with pytest.raises(outlay.InvalidInput, match="model"):
+            call.finish()  # the provider answered a model name no event can hold
+        held = engine.status({"tenant": "acme"}, budget)
+        assert held.reserved == 0 and held.spent == Decimal("0.0125")  # its estimate counts
+        failing = pipeline.recorder.open_meter(
+            provider="openai", model="gpt-4o", input_tokens=1000, budgets=engine
+        )
+        failing.model = "m" * 300
+        with pytest.raises(outlay.InvalidInput, match="model"):
+            failing.fail()
+        assert engine.status({"tenant": "acme"}, budget).reserved == 0
+
+
 @pytest.mark.slow
 def test_kill_9_of_a_recording_process_loses_no_returned_event(tmp_path: Path) -> None:
     home = tmp_path / "outlay.db"

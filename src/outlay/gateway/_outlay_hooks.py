@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from outlay._errors import InvalidInput, Unauthenticated
 from outlay._money import MONEY_CONTEXT, ZERO, money_sum
-from outlay._recording import Recorder
+from outlay._recording import UNPRICED_ESTIMATE, Recorder
 from outlay._runtime import Outlay
 from outlay._usage import Usage
 from outlay.budgets import (
@@ -198,7 +198,7 @@ class OutlayHooks:
         recorder: Recorder | None = None,
         engine: BudgetEngine | None = None,
         default_output_tokens: int = 1024,
-        unpriced_estimate: Decimal = Decimal("0.01"),
+        unpriced_estimate: Decimal = UNPRICED_ESTIMATE,
         environment: str = "production",
         cache_ttl: float = 1.0,
         offload: bool | None = None,
