@@ -79,6 +79,7 @@ def test_exception_inside_with_restores_previous_context() -> None:
         ({"tenant": ""}, "tenant"),
         ({"user": 42}, "user"),
         ({"feature": "x" * 201}, "feature"),
+        ({"tenant": "acme\nevil"}, "tenant"),  # no cost event could hold it: refused here, not later
         ({"labels": {"k": 1}}, "labels"),
         ({"labels": {"": "v"}}, "labels"),
         ({"labels": ["not", "a", "mapping"]}, "labels"),

@@ -65,10 +65,12 @@ STR_FIELDS: Final = (
 
 
 def check_str(name: str, value: object, *, error: type[InvalidInput] = InvalidInput) -> str:
-    """``value`` if it is a non-empty string of at most MAX_VALUE characters, else a named error."""
-    if not isinstance(value, str) or not value or len(value) > MAX_VALUE:
+    """``value`` if it is a non-empty printable string of at most MAX_VALUE characters (what a
+    cost event's ids must be), else a named error."""
+    if not isinstance(value, str) or not value or len(value) > MAX_VALUE or not value.isprintable():
         raise error(
-            f"must be a non-empty string of at most {MAX_VALUE} characters, got {value!r}", field=name
+            f"must be a non-empty printable string of at most {MAX_VALUE} characters, got {value!r}",
+            field=name,
         )
     return value
 
