@@ -41,6 +41,7 @@ POLICIES = [
     Budget("2", scope="tenant", key="globex", period="day", name="globex-vip"),
     Budget("3", scope="feature", period="rolling:1h", name="feature-hourly"),
     Budget("1", scope="workspace", key="ws-1", period="day", name="ws-1-daily"),
+    Budget("100", scope="feature", key="search", name="search-platform-cap", shared=True),
     Budget("0.50", name="per-run"),
     Budget("0.10", scope="request", name="per-request"),
 ]
@@ -122,7 +123,7 @@ async def test_status_shows_spent_held_and_remaining_as_admission_left_them(
     )  # fmt: skip
     # per run/request budgets are not listed; feature and workspace ones need the id named
     assert set(rows_by_name(answer)) == {"monthly"}
-    assert answer["omitted"] == {"feature": 1, "workspace": 1, "run": 1, "request": 1}
+    assert answer["omitted"] == {"feature": 2, "workspace": 1, "run": 1, "request": 1}
 
 
 async def test_hard_limit_reached_is_what_makes_the_engine_refuse(
@@ -145,7 +146,7 @@ async def test_admin_lists_every_tenant_and_tenant_pinned_policies(
     engine.settle(engine.reserve({"tenant": "globex"}, "1.5"), "1.5")
     answer = (await get(client, ADMIN)).json()
     assert answer["tenant"] is None
-    assert answer["omitted"] == {"feature": 1, "workspace": 1, "run": 1, "request": 1}
+    assert answer["omitted"] == {"feature": 2, "workspace": 1, "run": 1, "request": 1}
     listed = [(row["tenant"], row["name"], row["spent"]) for row in answer["rows"]]
     assert listed == [
         ("acme", "monthly", "0"),
@@ -182,18 +183,23 @@ async def test_workspace_feature_and_user_budgets_are_listed_when_named(
     )
     answer = (await get(client, ADMIN, tenant="acme", feature="search", workspace="ws-1", user="u-9")).json()
     rows = rows_by_name(answer)
-    assert set(rows) == {"monthly", "feature-hourly", "ws-1-daily"}
+    assert set(rows) == {"monthly", "feature-hourly", "ws-1-daily", "search-platform-cap"}
     hourly = rows["feature-hourly"]
     assert (hourly["counter"], hourly["shared"], hourly["spent"], hourly["bucket"]) == (
-        "feature:search:rolling:3600", True, "0.75", None,
-    )  # fmt: skip
+        "feature:acme:search:rolling:3600",
+        False,
+        "0.75",
+        None,
+    )  # fmt: skip  (acme's own counter: another tenant's "search" calls are not on it)
     assert hourly["window"] == {"from": "2026-03-31T10:30:00+00:00", "to": "2026-03-31T11:30:00+00:00"}
     assert (rows["ws-1-daily"]["spent"], rows["ws-1-daily"]["remaining"]) == ("0.75", "0.25")
+    cap = rows["search-platform-cap"]
+    assert (cap["counter"], cap["shared"], cap["spent"]) == ("feature:search:month:2026-03", True, "0.75")
     assert answer["omitted"] == {"run": 1, "request": 1}
-    # A tenant token does not see counters that add up other tenants' calls (invariant 7).
+    # A tenant token sees its own counters, not one that adds up other tenants' calls (invariant 7).
     own = (await get(client, ACME, feature="search", workspace="ws-1", user="u-9")).json()
-    assert set(rows_by_name(own)) == {"monthly"}
-    assert own["omitted"] == {"run": 1, "request": 1, "shared": 2}
+    assert set(rows_by_name(own)) == {"monthly", "feature-hourly", "ws-1-daily"}
+    assert own["omitted"] == {"run": 1, "request": 1, "shared": 1}
     # a workspace the pinned policy is not for: only the other budgets apply
     other = rows_by_name((await get(client, ADMIN, tenant="acme", workspace="ws-2")).json())
     assert set(other) == {"monthly"}
@@ -208,7 +214,8 @@ async def test_calendar_buckets_follow_the_tenants_time_zone(
     app = create_app(outlay, tokens=TOKENS, budgets=[auckland], budget_store=engine)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
         row = (await get(c, ACME)).json()["rows"][0]
-    assert row["counter"] == held.keys[0].key == "tenant:acme:month:2026-04"  # April already there
+    # April already there; the zone is in the key (April in Auckland is not April in UTC)
+    assert row["counter"] == held.keys[0].key == "tenant:acme:month:2026-04:Pacific/Auckland"
     assert row["window"] == {"from": "2026-04-01T00:00:00+13:00", "to": "2026-05-01T00:00:00+12:00"}
     assert (row["timezone"], row["reserved"]) == ("Pacific/Auckland", "1")
 

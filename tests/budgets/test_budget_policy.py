@@ -151,7 +151,38 @@ def test_budget_timezone_overrides_the_plans_one(clock: FakeClock) -> None:
     budget = Budget(limit="1", scope="tenant", period="day", timezone="America/Los_Angeles")
     engine = BudgetEngine(InMemoryBudgetStore(clock=clock), policies=[budget])
     clock.now = ts(2026, 7, 1, 3, 0)  # 20:00 on 30 June in Los Angeles
-    assert engine.status({"tenant": "a"}, budget).key == "tenant:a:day:2026-06-30"
+    assert engine.status({"tenant": "a"}, budget).key == "tenant:a:day:2026-06-30:America/Los_Angeles"
+
+
+def test_per_user_and_feature_budgets_are_kept_per_tenant_unless_shared(clock: FakeClock) -> None:
+    per_user = Budget(limit="1", scope="user", period="day", name="per-user")
+    platform = Budget(limit="3", scope="feature", key="search", shared=True, name="platform")
+    engine = BudgetEngine(InMemoryBudgetStore(clock=clock), policies=[per_user, platform])
+    # globex claims acme's user id: it spends its own "alice" counter, never acme's
+    engine.settle(engine.reserve({"tenant": "globex", "user": "alice", "feature": "search"}, "1"), "1")
+    with pytest.raises(BudgetExceeded) as denied:
+        engine.reserve({"tenant": "globex", "user": "alice"}, "0.01")
+    assert denied.value.key.startswith("user:globex:alice:day:")
+    engine.settle(engine.reserve({"tenant": "acme", "user": "alice", "feature": "search"}, "1"), "1")
+    # the shared feature cap adds up every tenant's calls
+    assert engine.status({"tenant": "acme", "feature": "search"}, platform).spent == Decimal(2)
+    engine.reserve({"tenant": "initech", "feature": "search"}, "1")
+    with pytest.raises(BudgetExceeded, match="feature search"):
+        engine.reserve({"tenant": "hooli", "feature": "search"}, "0.01")
+
+
+def test_two_calendars_of_one_scope_keep_two_counters(clock: FakeClock) -> None:
+    utc = Budget(limit="25", scope="tenant", name="utc-month")
+    auckland = Budget(limit="25", scope="tenant", timezone="Pacific/Auckland", name="nz-month")
+    engine = BudgetEngine(InMemoryBudgetStore(clock=clock), policies=[utc, auckland])
+    clock.now = ts(2026, 11, 30, 20, 0)  # 09:00 on 1 December in Auckland, November in UTC
+    engine.settle(engine.reserve({"tenant": "a"}, "20"), "20")
+    clock.now = ts(2026, 12, 1, 1, 0)  # December in UTC: the UTC month starts empty
+    engine.settle(engine.reserve({"tenant": "a"}, "5"), "5")
+    assert engine.status({"tenant": "a"}, utc).spent == Decimal(5)
+    assert engine.status({"tenant": "a"}, auckland).spent == Decimal(25)
+    with pytest.raises(Exception, match="shared is for the other scopes"):
+        Budget(limit="1", scope="tenant", shared=True)
 
 
 # --- downgrade maps -----------------------------------------------------------------------------

@@ -74,7 +74,7 @@ class _Applied:
     calendar_tenant: str | None  # whose time zone admission uses (None: the engine's default)
     source: str  # "policies" (the file) or "key" (a virtual key's budget)
     key_id: str | None
-    shared: bool  # kept by the id alone: every tenant's calls with that id count on it
+    shared: bool  # kept by the id alone (shared=True): every tenant's calls with that id count on it
 
 
 class BudgetView:
@@ -150,7 +150,7 @@ class BudgetView:
             elif policy.scope in _NARROWING:
                 value = narrowed.get(policy.scope)
                 if value is not None and (policy.key is None or policy.key == value):
-                    found.append(_Applied(policy, tenant, value, tenant, "policies", None, True))
+                    found.append(_Applied(policy, tenant, value, tenant, "policies", None, policy.shared))
         for key in keys:
             for policy in key.policies:
                 if policy.scope == "tenant":
@@ -181,7 +181,10 @@ def _row(engine: BudgetEngine, applied: _Applied, now: float) -> dict[str, Any]:
     # The engine's own choice of calendar (policy zone, else the tenant's plan zone, else its
     # default), so the bucket is the one admission counts on.
     zone = engine._zone(policy, applied.calendar_tenant)
-    counter = policy.counter_key(applied.value, now, zone)
+    # A key's feature budget is held with no tenant (its value, <tenant>/<feature>, is one already).
+    counter = policy.counter_key(
+        applied.value, now, zone, applied.tenant if applied.source == "policies" else None
+    )
     found = engine.store.status(counter, policy.window)
     status = BudgetStatus(policy, counter, found.spent, found.reserved)
     used = MONEY_CONTEXT.add(status.spent, status.reserved)

@@ -25,7 +25,7 @@ from ._policy import Budget
 __all__ = ["load_policies"]
 
 _FIELDS: Final = frozenset(
-    {"name", "scope", "key", "period", "limit", "soft", "currency", "timezone", "downgrade"}
+    {"name", "scope", "key", "period", "limit", "soft", "currency", "timezone", "downgrade", "shared"}
 )
 _GUARD_FIELDS: Final = frozenset({"max_calls", "max_identical_calls", "max_cost_per_minute"})
 

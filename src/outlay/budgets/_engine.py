@@ -138,7 +138,9 @@ class BudgetEngine:
             value = policy.scope_key(sc)
             if value is None:
                 raise InvalidInput(f"the scope has no {policy.scope} to apply this budget to", field="also")
-            found.append((policy, value, policy.counter_key(value, now, self._zone(policy, sc.tenant))))
+            found.append(
+                (policy, value, policy.counter_key(value, now, self._zone(policy, sc.tenant), sc.tenant))
+            )
         return found
 
     def _applicable(
@@ -148,12 +150,16 @@ class BudgetEngine:
         for policy in self._policies:
             value = policy.scope_key(sc)
             if value is not None:
-                found.append((policy, value, policy.counter_key(value, now, self._zone(policy, sc.tenant))))
+                found.append(
+                    (policy, value, policy.counter_key(value, now, self._zone(policy, sc.tenant), sc.tenant))
+                )
         for policy in extra:
             value = policy.scope_key(sc)
             if value is None:
                 raise InvalidInput(f"the call has no {policy.scope} to apply this budget to", field="budgets")
-            found.append((policy, value, policy.counter_key(value, now, self._zone(policy, sc.tenant))))
+            found.append(
+                (policy, value, policy.counter_key(value, now, self._zone(policy, sc.tenant), sc.tenant))
+            )
         for run_id in runs:
             info = self.runs.get(run_id)
             if info is not None and info.budget is not None and info.budget.scope == "run":
@@ -410,7 +416,7 @@ class BudgetEngine:
         value = budget.scope_key(sc)
         if value is None:
             raise InvalidInput(f"the scope has no {budget.scope} for this budget", field="scope")
-        counter = budget.counter_key(value, self.clock(), self._zone(budget, sc.tenant))
+        counter = budget.counter_key(value, self.clock(), self._zone(budget, sc.tenant), sc.tenant)
         st = self.store.status(counter, budget.window)
         return BudgetStatus(budget, counter, st.spent, st.reserved)
 

@@ -170,6 +170,10 @@ class Budget:
     calendar for day/month/hour periods (default: the tenant's, from the plans file, else UTC).
     ``on_soft`` is called with the soft-limit :class:`Decision`; ``downgrade`` maps models
     (``*`` globs carried over) for the scope's calls once its soft limit is crossed.
+
+    A workspace, feature, user, run or request counter is kept per tenant (two tenants' users
+    named ``alice`` have one each, and no tenant can spend another's by claiming the id); with
+    ``shared=True`` it is kept by the id alone, across tenants (a platform-wide feature cap).
     """
 
     limit: Decimal | None
@@ -183,6 +187,7 @@ class Budget:
     key: str | None
     timezone: str | None
     guards: RunGuards | None
+    shared: bool
     window: int | None
     _downgrades: DowngradeMap | None = field(repr=False)
 
@@ -200,13 +205,14 @@ class Budget:
         key: str | None = None,
         timezone: str | None = None,
         guards: RunGuards | None = None,
+        shared: bool = False,
     ) -> None:
         set_ = object.__setattr__
         set_(self, "limit", None if limit is None else to_money(limit, field="limit"))
         set_(self, "soft", None if soft is None else to_money(soft, field="soft"))
         values = {"scope": scope, "period": period, "currency": currency, "name": name, "on_soft": on_soft,
                   "downgrade": downgrade, "key": key, "timezone": timezone, "guards": guards,
-                  "window": None, "_downgrades": None}  # fmt: skip
+                  "shared": shared, "window": None, "_downgrades": None}  # fmt: skip
         for attribute, value in values.items():
             set_(self, attribute, value)
         self._validate(period)
@@ -237,6 +243,12 @@ class Budget:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise InvalidInput(f"expected a non-empty string, got {value!r}", field=name)
+        if not isinstance(self.shared, bool):
+            raise InvalidInput(f"expected true or false, got {self.shared!r}", field="shared")
+        if self.shared and self.scope == "tenant":
+            raise InvalidInput(
+                "a tenant's counter is its own: shared is for the other scopes", field="shared"
+            )
         if self.timezone is not None:
             timezone(self.timezone)
         if self.on_soft is not None and not callable(self.on_soft):
@@ -265,15 +277,21 @@ class Budget:
             return None
         return value
 
-    def counter_key(self, value: str, now: float, tz: ZoneInfo) -> str:
-        """The store key of this policy's counter for scope key ``value`` at time ``now``."""
-        base = f"{self.scope}:{_escape(value)}"
+    def counter_key(self, value: str, now: float, tz: ZoneInfo, tenant: str | None = None) -> str:
+        """The store key of this policy's counter for scope key ``value`` at time ``now``: of the
+        call's ``tenant`` too unless the scope is the tenant or the policy is ``shared``, and of the
+        calendar ``tz`` unless it is UTC (a day in Auckland is not a day in UTC)."""
+        if tenant is None or self.scope == "tenant" or self.shared:
+            base = f"{self.scope}:{_escape(value)}"
+        else:
+            base = f"{self.scope}:{_escape(tenant)}:{_escape(value)}"
         kind = self.period_kind
         if kind == "run":
             return base
         if kind == "rolling":
             return f"{base}:rolling:{self.window}"
-        return f"{base}:{kind}:{period_bucket(kind, now, tz)}"
+        bucket = f"{base}:{kind}:{period_bucket(kind, now, tz)}"
+        return bucket if tz.key == "UTC" else f"{bucket}:{tz.key}"
 
     def describe(self) -> str:
         """``monthly``, ``daily``, ``rolling 1h``... for messages."""
