@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
-from outlay._errors import ConfigError, InvalidInput
+from outlay._errors import BackendUnavailable, ConfigError, InvalidInput
 from outlay.budgets import (
     Budget,
     BudgetEngine,
@@ -190,6 +193,63 @@ def test_max_calls_stops_the_run_for_good(clock: FakeClock, sink: InMemoryDecisi
         engine.check_run("r1")
     [stopped] = sink.of_kind("run_stopped")  # recorded once
     assert (stopped.run_id, stopped.reason) == ("r1", "max_calls")
+
+
+class _SlowStore(InMemoryBudgetStore):
+    """A store whose reserve takes a while (as a SQLite or Redis round trip does)."""
+
+    def reserve(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.02)
+        return super().reserve(*args, **kwargs)
+
+
+def test_concurrent_calls_cannot_all_pass_a_runs_call_limit(sink: InMemoryDecisionSink) -> None:
+    engine = BudgetEngine(_SlowStore(), policies=[Budget("100", scope="tenant")], decision_sink=sink)
+    engine.start_run("r1", budget=Budget(guards=RunGuards(max_calls=3)))
+    scope = {"tenant": "acme", "run_id": "r1"}
+    outcomes: list[str] = []
+    start = threading.Barrier(8)
+
+    def call() -> None:
+        start.wait()
+        try:
+            engine.reserve(scope, "0.01")
+            outcomes.append("admitted")
+        except RunStopped:
+            outcomes.append("stopped")
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["admitted"] * 3 + ["stopped"] * 5
+
+
+def test_a_refused_or_failed_reservation_uses_up_no_call_and_no_rate(
+    clock: FakeClock, sink: InMemoryDecisionSink
+) -> None:
+    class _Down(InMemoryBudgetStore):
+        def reserve(self, *args: Any, **kwargs: Any) -> Any:
+            raise BackendUnavailable("budget store unreachable")
+
+    tight = Budget("0.01", scope="tenant")
+    engine = engine_with(clock, sink, tight, rate_limit=CostRateLimit("1", per=3600))
+    engine.start_run("r1", budget=Budget(guards=RunGuards(max_calls=2)))
+    scope = {"tenant": "acme", "run_id": "r1"}
+    for _ in range(3):
+        with pytest.raises(BudgetExceeded):
+            engine.reserve(scope, "0.50")  # over the budget: not a call the run made
+    engine.reserve(scope, "0.005")
+    engine.reserve(scope, "0.005")
+    with pytest.raises(RunStopped):
+        engine.reserve(scope, "0")
+    down = BudgetEngine(_Down(clock=clock), policies=[tight], rate_limit=CostRateLimit("1", per=3600))
+    for _ in range(3):
+        with pytest.raises(BackendUnavailable):
+            down.reserve({"tenant": "acme"}, "0.40")  # nothing spent: the hour's $1 is untouched
+    down.store = InMemoryBudgetStore(clock=clock)
+    down.reserve({"tenant": "acme"}, "0.005")  # not throttled
 
 
 def test_a_retry_storm_stops_the_run(clock: FakeClock, sink: InMemoryDecisionSink) -> None:

@@ -203,7 +203,30 @@ class BudgetEngine:
         amount = to_money(estimate, field="estimate")
         now = self.clock()
         runs = tuple(self.runs.chain(sc.runs or ((sc.run,) if sc.run else ())))
-        self._check_guards(sc, runs, amount, fingerprint, now)
+        self._check_guards(sc, runs, amount, fingerprint, now)  # counts the call if it passes
+        try:
+            return self._reserve(sc, amount, runs, budgets, also, model, fingerprint, currency, ttl, now)
+        except BaseException:
+            with self.runs.lock:  # refused after all: it was not a call the run made
+                for run_id in runs:
+                    info = self.runs.get(run_id)
+                    if info is not None:
+                        info.guards.uncount(fingerprint)
+            raise
+
+    def _reserve(
+        self,
+        sc: Scope,
+        amount: Decimal,
+        runs: tuple[str, ...],
+        budgets: Iterable[Budget],
+        also: Iterable[tuple[Scope, Iterable[Budget]]],
+        model: str | None,
+        fingerprint: str | None,
+        currency: str,
+        ttl: float | None,
+        now: float,
+    ) -> Reservation:
         policies = self._applicable(sc, runs, budgets, now)
         for other, other_budgets in also:
             if not isinstance(other, Scope):
@@ -236,9 +259,14 @@ class BudgetEngine:
             str(uuid_utils.uuid7()), amount, tuple(keys.values()), tuple(policies), sc, runs, model, currency
         )
         if keys:
-            result = self.store.reserve(
-                reservation.id, reservation.keys, amount, self._ttl if ttl is None else ttl
-            )
+            try:
+                result = self.store.reserve(
+                    reservation.id, reservation.keys, amount, self._ttl if ttl is None else ttl
+                )
+            except BaseException:  # the store failed (unreachable, say): nothing was spent
+                if rate is not None and sc.tenant is not None:
+                    self._buckets.adjust(sc.tenant, rate, -amount, now)
+                raise
             if not result.ok:
                 if rate is not None and sc.tenant is not None:
                     self._buckets.adjust(sc.tenant, rate, -amount, now)
@@ -253,11 +281,6 @@ class BudgetEngine:
         else:
             with self._keyless_lock:
                 self._keyless.add(reservation.id)
-        with self.runs.lock:
-            for run_id in runs:
-                info = self.runs.get(run_id)
-                if info is not None:
-                    info.guards.count(fingerprint)
         return reservation
 
     def _rate_for(self, tenant: str | None) -> CostRateLimit | None:
@@ -268,6 +291,8 @@ class BudgetEngine:
     def _check_guards(
         self, sc: Scope, runs: Sequence[str], amount: Decimal, fp: str | None, now: float
     ) -> None:
+        """Raise RunStopped if a run's guards stop this call; else count it on every run, in the
+        same critical section, so that concurrent calls cannot all pass a limit of N."""
         with self.runs.lock:
             for run_id in runs:
                 info = self.runs.get(run_id)
@@ -284,6 +309,10 @@ class BudgetEngine:
                     self._decide("run_stopped", message, tenant=sc.tenant, scope="run", key=run_id,
                                  estimate=amount, run_id=run_id, reason=reason)  # fmt: skip
                 raise RunStopped(message, reason=reason, run_id=run_id)
+            for run_id in runs:
+                info = self.runs.get(run_id)
+                if info is not None:
+                    info.guards.count(fp)
 
     def _denied(self, reservation: Reservation, status: KeyStatus) -> BudgetExceeded:
         tightest = [(p, v) for p, v, c in reservation.policies if c == status.key and p.limit is not None]

@@ -120,6 +120,12 @@ class RunGuardState:
         if fp is not None:
             self.fingerprints[fp] += 1
 
+    def uncount(self, fp: str | None) -> None:
+        """Take back a :meth:`count` whose call was refused after all (by a budget or throttle)."""
+        self.calls -= 1
+        if fp is not None:
+            self.fingerprints[fp] -= 1
+
 
 @dataclass(frozen=True, slots=True, init=False)
 class CostRateLimit:
