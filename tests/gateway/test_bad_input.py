@@ -26,6 +26,7 @@ def _post(url: str, path: str, content: bytes, headers: dict[str, str] | None = 
     [
         (b"{not json", 400, "not valid JSON"),
         (b"[1, 2]", 400, "JSON object"),
+        (b"[" * 20_000 + b"]" * 20_000, 400, "nested too deeply"),  # a RecursionError, not a 500
         (b'{"messages": []}', 400, "model"),
         (b'{"model": 42, "messages": []}', 400, "model"),
         (b'{"model": "no-such-model-xyz", "messages": []}', 404, "no route"),

@@ -32,6 +32,34 @@ def test_429_keeps_retry_after_and_openai_error_shape(
     assert settlement.cost == 0
 
 
+def test_the_providers_own_error_code_param_and_type_reach_the_sdk(
+    oai: openai.OpenAI, claude: anthropic.Anthropic, hooks: InMemoryHooks, fake: FakeProvider
+) -> None:
+    fake.fail(Fault.error(400, message="too long", code="context_length_exceeded", param="messages"))
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert (caught.value.code, caught.value.param) == ("context_length_exceeded", "messages")
+    fake.fail(Fault.error(429, message="no credit", code="insufficient_quota", type="insufficient_quota"))
+    with pytest.raises(openai.RateLimitError) as quota:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert (quota.value.code, quota.value.type) == ("insufficient_quota", "insufficient_quota")
+    fake.fail(Fault.error(400, type="invalid_request_error", message="max_tokens: too large"))
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        claude.messages.create(model="claude-haiku-4-5", max_tokens=10, messages=MESSAGES)  # type: ignore[arg-type]
+    assert bad.value.response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_an_upstream_redirect_is_a_502_and_not_billed(
+    oai: openai.OpenAI, hooks: InMemoryHooks, fake: FakeProvider
+) -> None:
+    fake.fail(Fault.error(301, message="Moved Permanently"))
+    with pytest.raises(openai.APIStatusError) as caught:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert caught.value.status_code == 502 and "HTTP 301" in caught.value.message
+    _, outcome, settlement = hooks.outcomes[0]
+    assert outcome.usage == Usage() and settlement.cost == 0
+
+
 def test_anthropic_529_is_an_overloaded_error(
     claude: anthropic.Anthropic, hooks: InMemoryHooks, fake: FakeProvider
 ) -> None:

@@ -215,6 +215,8 @@ class Gateway:
             request = json.loads(body)
         except ValueError as exc:
             raise GatewayError(400, f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise GatewayError(400, "request body is nested too deeply to be a provider request") from None
         if not isinstance(request, dict):
             raise GatewayError(400, f"request body must be a JSON object, got {type(request).__name__}")
         return principal, request
@@ -312,7 +314,7 @@ class Gateway:
         try:
             upstream_headers = response.headers
             passed = {k: upstream_headers[k] for k in _PASS_HEADERS if k in upstream_headers}
-            if response.status >= 400:
+            if response.status >= 300:  # an error, or a redirect (not followed): never a success
                 try:
                     error_body = await response.read()
                 except UpstreamError:

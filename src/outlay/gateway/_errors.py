@@ -70,6 +70,7 @@ class GatewayError(Exception):
         param: str | None = None,
         headers: Mapping[str, str] | None = None,
         details: Mapping[str, Any] | None = None,
+        kind: tuple[Dialect, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -78,6 +79,7 @@ class GatewayError(Exception):
         self.param = param
         self.headers = dict(headers or {})
         self.details = dict(details or {})
+        self.kind = kind  # an upstream's own error type, and the format it is a type of
 
     def status_for(self, dialect: Dialect) -> int:
         # 529 is Anthropic's own; OpenAI clients understand 503 for the same condition.
@@ -89,6 +91,12 @@ def render(error: GatewayError, dialect: Dialect) -> bytes:
     openai_type, anthropic_type = _TYPES.get(
         error.status, ("server_error", "api_error") if error.status >= 500 else ("invalid_request_error",) * 2
     )
+    if error.kind is not None:
+        source, own = error.kind
+        if source == "openai":
+            openai_type = own
+        else:
+            anthropic_type = own
     if dialect == "anthropic":
         inner: dict[str, Any] = {"type": anthropic_type, "message": error.message}
         if error.details:
@@ -139,20 +147,24 @@ def from_outlay_error(exc: OutlayError) -> GatewayError:
     return GatewayError(500, f"outlay error: {exc}", code="internal_error")
 
 
-def _upstream_message(body: bytes) -> str | None:
-    """The human message inside any provider's error body (OpenAI, Anthropic, Gemini's list form)."""
+def _upstream_error(body: bytes) -> tuple[str | None, Dialect | None, dict[str, str]]:
+    """The human message inside any provider's error body (OpenAI, Anthropic, Gemini's list form),
+    the format it is in, and its own ``type``, ``code`` and ``param`` (what SDK users branch on)."""
     try:
         data = json.loads(body)
-    except ValueError:
-        return None
+    except (ValueError, RecursionError):
+        return None, None, {}
     if isinstance(data, list) and data:
         data = data[0]  # Gemini's OpenAI-compatible endpoint wraps the error in a list
     error = data.get("error") if isinstance(data, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])
     if isinstance(error, str):
-        return error
-    return None
+        return error, None, {}
+    if not isinstance(error, dict):
+        return None, None, {}
+    message = error.get("message")
+    dialect: Dialect = "anthropic" if isinstance(data, dict) and data.get("type") == "error" else "openai"
+    fields = {k: v for k in ("type", "code", "param") if isinstance(v := error.get(k), str) and v}
+    return (message if isinstance(message, str) else None), dialect, fields
 
 
 def from_upstream_response(
@@ -164,7 +176,8 @@ def from_upstream_response(
     upstream refusing *our* credentials (401/403) is a gateway fault — 502 — not the client's. The
     upstream's message is kept with its key redacted, and 429 keeps ``Retry-After``.
     """
-    message = _upstream_message(body) or f"HTTP {status}"
+    message, source, fields = _upstream_error(body)
+    message = message or f"HTTP {status}"
     if secret:
         message = message.replace(secret, "[redacted]")
     keep: dict[str, str] = {}
@@ -179,7 +192,16 @@ def from_upstream_response(
         )
     if status < 400 or status > 599:
         return GatewayError(502, f"upstream {upstream} answered HTTP {status}", code="upstream_error")
-    return GatewayError(status, f"upstream {upstream}: {message}", code="upstream_error", headers=keep)
+    # The provider's own code, param and type (context_length_exceeded, insufficient_quota, ...)
+    # reach the client as the provider sent them; the type only in the format it belongs to.
+    return GatewayError(
+        status,
+        f"upstream {upstream}: {message}",
+        code=fields.get("code", "upstream_error"),
+        param=fields.get("param"),
+        headers=keep,
+        kind=(source, fields["type"]) if source is not None and "type" in fields else None,
+    )
 
 
 def from_transport_error(exc: UpstreamError, upstream: str) -> tuple[GatewayError, Usage | None]:

@@ -99,11 +99,31 @@ class Fault:
     retry_after: int | None = None
     message: str | None = None
     after_chunks: int = 1  # drop: stream events (or half the body) sent before the connection drops
+    code: str | None = None  # status: OpenAI's error code and param (context_length_exceeded, ...)
+    param: str | None = None
+    type: str | None = None  # status: the provider's error type, if not the status's usual one
 
     @classmethod
-    def error(cls, status: int, *, retry_after: int | None = None, message: str | None = None) -> Fault:
+    def error(
+        cls,
+        status: int,
+        *,
+        retry_after: int | None = None,
+        message: str | None = None,
+        code: str | None = None,
+        param: str | None = None,
+        type: str | None = None,  # the provider's own word for it
+    ) -> Fault:
         """Answer with HTTP ``status`` and an error body in the provider's own format."""
-        return cls("status", status=status, retry_after=retry_after, message=message)
+        return cls(
+            "status",
+            status=status,
+            retry_after=retry_after,
+            message=message,
+            code=code,
+            param=param,
+            type=type,
+        )
 
     @classmethod
     def drop(cls, *, after_chunks: int = 1) -> Fault:
@@ -279,7 +299,9 @@ class FakeProvider:
             return
         fault = self._take_fault(path)
         if fault is not None and fault.kind == "status":
-            await self._error(send, dialect, fault.status, fault.message, retry_after=fault.retry_after)
+            await self._error(
+                send, dialect, fault.status, fault.message, retry_after=fault.retry_after, fault=fault
+            )
             return
         if fault is not None and fault.kind == "hang":
             await wait_for_disconnect(receive, self._closed)
@@ -415,16 +437,21 @@ class FakeProvider:
         message: str | None,
         *,
         retry_after: int | None = None,
+        fault: Fault | None = None,
     ) -> None:
         text = message or f"fake provider error {status}"
+        own_type = fault.type if fault is not None else None
         if dialect == "anthropic":
             body = _wire.anthropic_error(
-                text, _ANTHROPIC_TYPE.get(status, "api_error"), self._next_id("req_")
+                text, own_type or _ANTHROPIC_TYPE.get(status, "api_error"), self._next_id("req_")
             )
         elif dialect == "gemini":
             body = _wire.gemini_error(text, status, _GEMINI_STATUS.get(status, "UNKNOWN"))
         else:
             code = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}.get(status)
-            body = _wire.openai_error(text, _OPENAI_TYPE.get(status, "server_error"), code)
+            if fault is not None and fault.code is not None:
+                code = fault.code
+            param = fault.param if fault is not None else None
+            body = _wire.openai_error(text, own_type or _OPENAI_TYPE.get(status, "server_error"), code, param)
         extra = [(b"retry-after", str(retry_after).encode())] if retry_after is not None else []
         await send_bytes(send, status, body, "application/json", headers=extra)
