@@ -7,8 +7,9 @@ import httpx
 import openai
 import pytest
 
+from outlay._errors import BackendUnavailable
 from outlay._usage import Usage
-from outlay.gateway import Gateway, InMemoryHooks
+from outlay.gateway import Admission, Gateway, InMemoryHooks, Outcome, Principal, Settlement
 from outlay.testing import FakeProvider, Fault, LiveServer
 
 from .conftest import CLIENT_KEY, UPSTREAM_KEY, gateway_config, make_hooks, wait_for
@@ -139,6 +140,52 @@ def test_drop_mid_stream_raises_in_the_sdk_and_bills_what_is_known(
     assert not message.usage.complete
     assert message_bill.cost is not None
     assert message_bill.cost > 0
+
+
+def test_an_upstream_cut_inside_an_event_leaves_the_sdk_a_clean_error(
+    oai: openai.OpenAI, claude: anthropic.Anthropic, fake: FakeProvider
+) -> None:
+    # Passed through as the upstream sends it (the client asked for usage itself): a half event
+    # before the gateway's error event made both SDKs fail on JSON instead of raising APIError.
+    fake.fail(Fault.drop(after_chunks=2, mid_event=True))
+    with pytest.raises(openai.APIError):
+        list(
+            oai.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=MESSAGES,
+                stream=True,
+                stream_options={"include_usage": True},  # type: ignore[arg-type]
+            )
+        )
+    fake.fail(Fault.drop(after_chunks=2, mid_event=True))
+    with (
+        pytest.raises(anthropic.APIError),
+        claude.messages.stream(model="claude-haiku-4-5", max_tokens=10, messages=MESSAGES) as stream,  # type: ignore[arg-type]
+    ):
+        stream.get_final_message()
+
+
+class _LedgerDown(InMemoryHooks):
+    async def complete(self, admission: Admission, outcome: Outcome) -> Settlement:
+        raise BackendUnavailable("the event log is unreachable")
+
+
+def test_a_stream_whose_call_cannot_be_recorded_ends_in_an_error_the_sdk_raises() -> None:
+    keys = {CLIENT_KEY: Principal("acme", key_id="k1")}
+    with LiveServer(FakeProvider(api_key=UPSTREAM_KEY)) as upstream:
+        app = Gateway(gateway_config(upstream.url), hooks=_LedgerDown(keys), trust_env=False)
+        with LiveServer(app, lifespan="on") as gw:
+            client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+            # [DONE] is sent only once the call is recorded: after it the SDK would read nothing
+            with pytest.raises(openai.APIError, match="backend unavailable"):
+                list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))  # type: ignore[arg-type]
+            raw = httpx.post(
+                gw.url + "/v1/chat/completions",
+                headers={"authorization": f"Bearer {CLIENT_KEY}"},
+                json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True},
+            )
+            client.close()
+    assert "[DONE]" not in raw.text and raw.text.rstrip().endswith("}")
 
 
 def test_upstream_rejecting_gateway_credentials_is_a_502_without_the_key(hooks: InMemoryHooks) -> None:

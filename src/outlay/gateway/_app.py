@@ -35,7 +35,7 @@ from ._errors import (
 from ._hooks import Admission, Call, GatewayHooks, OpenHooks, Outcome, Settlement
 from ._metering import read_response, read_stream, stream_accumulator
 from ._models import model_page
-from ._streaming import HiddenUsageFilter, error_event
+from ._streaming import HiddenUsageFilter, error_event, split_done
 from ._upstreams import UpstreamError, UpstreamPool, UpstreamResponse
 
 __all__ = ["Gateway"]
@@ -370,7 +370,8 @@ class Gateway:
         )
         receive = exchange.receive
         accumulator = stream_accumulator(wire, admission.call.api)
-        hidden = HiddenUsageFilter() if hide_usage else None
+        events = HiddenUsageFilter(hide=hide_usage)
+        done = b""  # OpenAI's closing [DONE], held until the call is recorded
         headers = {
             "content-type": response.headers.get("content-type", "text/event-stream"),
             "cache-control": "no-cache",
@@ -385,13 +386,18 @@ class Gateway:
         try:
             async for chunk in response.chunks():
                 accumulator.feed(chunk)
-                out = hidden.feed(chunk) if hidden is not None else chunk
+                out = events.feed(chunk)
                 if disconnected.done():
                     break  # stop paying for tokens nobody will read
+                if wire == "openai" and out:
+                    out, done = split_done(out)
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-            if hidden is not None and not disconnected.done() and (tail := hidden.flush()):
-                await send({"type": "http.response.body", "body": tail, "more_body": True})
+            if not disconnected.done() and (tail := events.flush()):
+                tail, last = split_done(tail) if wire == "openai" else (tail, b"")
+                done = done or last
+                if tail:
+                    await send({"type": "http.response.body", "body": tail, "more_body": True})
         except UpstreamError as exc:
             failure, _ = from_transport_error(exc, admission.call.upstream.name)
         except OSError:  # the client went away while we were writing
@@ -416,7 +422,7 @@ class Gateway:
             failure = failure or error
         if gone:
             return
-        tail_event = error_event(failure, dialect) if failure is not None else b""
+        tail_event = error_event(failure, dialect) if failure is not None else done
         with contextlib.suppress(OSError):  # the client may be gone by now
             await send({"type": "http.response.body", "body": tail_event, "more_body": False})
 

@@ -14,9 +14,10 @@ from typing import Any
 
 from ._errors import Dialect, GatewayError, render
 
-__all__ = ["HiddenUsageFilter", "error_event"]
+__all__ = ["HiddenUsageFilter", "error_event", "split_done"]
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
+_DONE = re.compile(rb"(?:^|(?<=\n))data: ?\[DONE\]\r?\n\r?\n\Z")
 
 
 def _is_usage_only(event: bytes) -> bool:
@@ -35,10 +36,13 @@ def _is_usage_only(event: bytes) -> bool:
 
 
 class HiddenUsageFilter:
-    """Feed upstream bytes, get back the bytes to forward (whole events, minus the usage-only one)."""
+    """Feed upstream bytes, get back the bytes to forward: whole events only (an upstream cut
+    mid-event leaves no half event before the gateway's error event), minus the usage-only one
+    when ``hide`` (the gateway added ``include_usage`` itself)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hide: bool = True) -> None:
         self._buffer = b""
+        self._hide = hide
         self.hidden = 0
 
     def feed(self, chunk: bytes) -> bytes:
@@ -48,7 +52,7 @@ class HiddenUsageFilter:
         while (match := _EVENT_END.search(self._buffer, start)) is not None:
             event = self._buffer[start : match.end()]
             start = match.end()
-            if _is_usage_only(event):
+            if self._hide and _is_usage_only(event):
                 self.hidden += 1
             else:
                 out.append(event)
@@ -58,7 +62,16 @@ class HiddenUsageFilter:
     def flush(self) -> bytes:
         """Whatever is left when the stream ends (an unterminated last event is still forwarded)."""
         rest, self._buffer = self._buffer, b""
-        return b"" if _is_usage_only(rest) else rest
+        return b"" if self._hide and _is_usage_only(rest) else rest
+
+
+def split_done(events: bytes) -> tuple[bytes, bytes]:
+    """``events`` without OpenAI's closing ``data: [DONE]`` event, and that event (or ``b""``): the
+    gateway sends it only once the call is recorded, since an SDK reads nothing after it."""
+    match = _DONE.search(events)
+    if match is None:
+        return events, b""
+    return events[: match.start()], events[match.start() :]
 
 
 def error_event(error: GatewayError, dialect: Dialect) -> bytes:

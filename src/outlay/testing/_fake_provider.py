@@ -102,6 +102,7 @@ class Fault:
     code: str | None = None  # status: OpenAI's error code and param (context_length_exceeded, ...)
     param: str | None = None
     type: str | None = None  # status: the provider's error type, if not the status's usual one
+    mid_event: bool = False  # drop: cut the stream inside an event, not between two
 
     @classmethod
     def error(
@@ -126,9 +127,10 @@ class Fault:
         )
 
     @classmethod
-    def drop(cls, *, after_chunks: int = 1) -> Fault:
-        """Close the connection mid-response (mid-stream for streams, mid-body otherwise)."""
-        return cls("drop", after_chunks=after_chunks)
+    def drop(cls, *, after_chunks: int = 1, mid_event: bool = False) -> Fault:
+        """Close the connection mid-response (mid-stream for streams, mid-body otherwise); with
+        ``mid_event``, a stream drops half-way through the event after ``after_chunks``."""
+        return cls("drop", after_chunks=after_chunks, mid_event=mid_event)
 
     @classmethod
     def hang(cls) -> Fault:
@@ -423,6 +425,10 @@ class FakeProvider:
         )
         for sent, event in enumerate(events):
             if fault is not None and fault.kind == "drop" and sent >= fault.after_chunks:
+                if fault.mid_event:
+                    await send(
+                        {"type": "http.response.body", "body": event[: len(event) // 2], "more_body": True}
+                    )
                 raise _DroppedConnection("fake provider dropped the connection mid-stream")
             if sent and self.chunk_delay:
                 await asyncio.sleep(self.chunk_delay)
