@@ -188,6 +188,25 @@ def test_a_stream_whose_call_cannot_be_recorded_ends_in_an_error_the_sdk_raises(
     assert "[DONE]" not in raw.text and raw.text.rstrip().endswith("}")
 
 
+def test_a_call_past_max_call_seconds_is_ended_with_a_504_its_usage_unknown() -> None:
+    slow = FakeProvider(api_key=UPSTREAM_KEY, chunk_delay=0.4)
+    with LiveServer(slow) as upstream:
+        app = Gateway(gateway_config(upstream.url, max_call_seconds=1.0), hooks=make_hooks(), trust_env=False)
+        with LiveServer(app, lifespan="on") as gw:
+            client = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=0)
+            with pytest.raises(openai.APIError, match="max_call_seconds"):
+                list(client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))  # type: ignore[arg-type]
+            slow.fail(Fault.hang())
+            with pytest.raises(openai.APIStatusError) as caught:
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+            client.close()
+            wait_for(lambda: len(app.hooks.outcomes) == 2)  # type: ignore[attr-defined]
+    assert caught.value.status_code == 504 and "max_call_seconds" in caught.value.message
+    for _, outcome, _ in app.hooks.outcomes:  # type: ignore[attr-defined]
+        assert outcome.status == 504
+        assert outcome.usage is None or not outcome.usage.complete  # unknown: billed an estimate, never 0
+
+
 def test_upstream_rejecting_gateway_credentials_is_a_502_without_the_key(hooks: InMemoryHooks) -> None:
     strict = FakeProvider(api_key="sk-a-different-key")
     with LiveServer(strict) as upstream:

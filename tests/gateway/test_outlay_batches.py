@@ -4,6 +4,7 @@ failure of the event log fails each call of the batch clearly without leaving a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -21,7 +22,7 @@ from outlay._errors import BackendUnavailable, BudgetExceeded
 from outlay._money import money_sum
 from outlay._runtime import Outlay
 from outlay._usage import Usage
-from outlay.budgets import Budget, BudgetEngine, Scope, SQLiteBudgetStore
+from outlay.budgets import Budget, BudgetEngine, InMemoryBudgetStore, Scope, SQLiteBudgetStore
 from outlay.events import decode_event
 from outlay.gateway import Admission, Call, Gateway, Outcome, OutlayHooks, Principal, Upstream
 from outlay.gateway._outlay_hooks import _Job
@@ -365,3 +366,26 @@ async def test_a_completion_is_handed_over_while_the_budget_store_is_busy(
     await waiting
     assert [kind for kind, _ in handed] == ["complete"]
     assert log.end_offset() == 1  # recorded once, by the blocking thread
+
+
+async def test_a_calls_budget_hold_outlives_the_longest_call_the_gateway_allows() -> None:
+    # The engine's own holds expire after 1 s; a call may last max_seconds (the gateway ends it
+    # then), so its hold must live that long: expired under a long stream, it would let other
+    # calls take what this one is still spending.
+    now = [1_000_000.0]
+    engine = BudgetEngine(InMemoryBudgetStore(clock=lambda: now[0]), reservation_ttl=1)
+    with Outlay("memory://") as ol:
+        hooks = OutlayHooks(InMemoryKeyStore(), outlay=ol, engine=engine, cache_ttl=0)
+        principal = await _principal(hooks, budget="1.00/month")
+        long_call = dataclasses.replace(_call(), max_seconds=600)
+        admission = await hooks.admit(principal, long_call)
+        [budget] = hooks.keys.get(principal.key_id or "").policies  # type: ignore[union-attr]
+        held = engine.status(Scope(tenant="acme"), budget).reserved
+        assert held > 0
+        now[0] += 599  # still streaming: still held
+        assert engine.status(Scope(tenant="acme"), budget).reserved == held
+        now[0] += 120  # past the call's end and the margin: a hold nobody settled expires
+        assert engine.status(Scope(tenant="acme"), budget).reserved == 0
+        await hooks.complete(
+            admission, Outcome(200, Usage(input_tokens=10, output_tokens=5), "gpt-4o-mini", 600)
+        )

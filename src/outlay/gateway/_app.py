@@ -65,6 +65,7 @@ class _Exchange:
     receive: Receive
     send: Send
     complete: Callable[..., Awaitable[Settlement | None]]
+    deadline: float = 0.0  # the event loop's time by which the call must be over (max_call_seconds)
 
 
 def _header_list(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
@@ -252,7 +253,10 @@ class Gateway:
         principal, request = await self._authenticate_and_parse(headers, body)
         model, upstream, upstream_model = self._route(api, request)
         stream = request.get("stream") is True
-        call = Call(api, model, upstream_model, upstream, stream, request, headers, raw=body)
+        call = Call(
+            api, model, upstream_model, upstream, stream, request, headers, raw=body,
+            max_seconds=self.config.max_call_seconds,
+        )  # fmt: skip
         try:
             admission = await self.hooks.admit(principal, call)
         except OutlayError as exc:
@@ -271,7 +275,8 @@ class Gateway:
                 raise from_outlay_error(exc) from None
 
         try:
-            exchange = _Exchange(admission, dialect, receive, send, complete)
+            deadline = asyncio.get_running_loop().time() + admission.call.max_seconds
+            exchange = _Exchange(admission, dialect, receive, send, complete, deadline)
             await self._forward(exchange, body, request)
         finally:
             if not completed:  # cancelled or crashed mid-way: still settle, with unknown usage
@@ -304,9 +309,10 @@ class Gateway:
         upstream = call.upstream
         payload, hide_usage = self._upstream_body(admission, body, request)
         try:
-            response = await self.pool.send(upstream, call.api, call.headers, payload)
-        except UpstreamError as exc:
-            error, usage = from_transport_error(exc, upstream.name)
+            async with asyncio.timeout_at(exchange.deadline):
+                response = await self.pool.send(upstream, call.api, call.headers, payload)
+        except (UpstreamError, TimeoutError) as exc:
+            error, usage = _transport_error(exc, upstream.name, call.max_seconds)
             settlement = await complete(error.status, usage, model=None, error=str(error))
             await self._send_error(send, error, dialect, _outlay_headers(settlement, admission))
             return
@@ -332,9 +338,10 @@ class Gateway:
                 await self._stream(exchange, response, wire, hide_usage=hide_usage, passed=passed)
                 return
             try:
-                content = await response.read()
-            except UpstreamError as exc:
-                error, _ = from_transport_error(exc, upstream.name)
+                async with asyncio.timeout_at(exchange.deadline):
+                    content = await response.read()
+            except (UpstreamError, TimeoutError) as exc:
+                error, _ = _transport_error(exc, upstream.name, call.max_seconds)
                 settlement = await complete(error.status, None, model=None, error=str(error))
                 await self._send_error(send, error, dialect, _outlay_headers(settlement, admission))
                 return
@@ -384,22 +391,23 @@ class Gateway:
         disconnected = asyncio.ensure_future(_wait_disconnect(receive))
         failure: GatewayError | None = None
         try:
-            async for chunk in response.chunks():
-                accumulator.feed(chunk)
-                out = events.feed(chunk)
-                if disconnected.done():
-                    break  # stop paying for tokens nobody will read
-                if wire == "openai" and out:
-                    out, done = split_done(out)
-                if out:
-                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            async with asyncio.timeout_at(exchange.deadline):
+                async for chunk in response.chunks():
+                    accumulator.feed(chunk)
+                    out = events.feed(chunk)
+                    if disconnected.done():
+                        break  # stop paying for tokens nobody will read
+                    if wire == "openai" and out:
+                        out, done = split_done(out)
+                    if out:
+                        await send({"type": "http.response.body", "body": out, "more_body": True})
             if not disconnected.done() and (tail := events.flush()):
                 tail, last = split_done(tail) if wire == "openai" else (tail, b"")
                 done = done or last
                 if tail:
                     await send({"type": "http.response.body", "body": tail, "more_body": True})
-        except UpstreamError as exc:
-            failure, _ = from_transport_error(exc, admission.call.upstream.name)
+        except (UpstreamError, TimeoutError) as exc:
+            failure, _ = _transport_error(exc, admission.call.upstream.name, admission.call.max_seconds)
         except OSError:  # the client went away while we were writing
             pass
         finally:
@@ -435,6 +443,17 @@ class Gateway:
         head = {"content-type": "application/json", "content-length": str(len(body))}
         await send({"type": "http.response.start", "status": 200, "headers": _header_list(head)})
         await send({"type": "http.response.body", "body": body})
+
+
+def _transport_error(
+    exc: UpstreamError | TimeoutError, upstream: str, max_seconds: float
+) -> tuple[GatewayError, Usage | None]:
+    """:func:`from_transport_error`, or a 504 for a call that ran past ``max_call_seconds`` (its
+    usage unknown: the provider may have billed it, so it is never zero)."""
+    if isinstance(exc, UpstreamError):
+        return from_transport_error(exc, upstream)
+    message = f"the call to {upstream} ran past the gateway's max_call_seconds ({max_seconds:g} s)"
+    return GatewayError(504, message, code="call_too_long"), None
 
 
 async def _wait_disconnect(receive: Receive) -> Message:

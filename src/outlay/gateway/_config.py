@@ -20,11 +20,14 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from outlay._errors import ConfigError
 
-__all__ = ["DEFAULT_ROUTES", "Api", "GatewayConfig", "Kind", "Route", "Upstream"]
+__all__ = ["DEFAULT_ROUTES", "MAX_CALL_SECONDS", "Api", "GatewayConfig", "Kind", "Route", "Upstream"]
+
+#: The default longest call (an hour: long reasoning streams, never a runaway one).
+MAX_CALL_SECONDS: Final = 3600.0
 
 Kind = Literal["openai", "anthropic", "gemini", "openai_compatible"]
 Api = Literal["chat", "responses", "embeddings", "messages"]
@@ -101,6 +104,12 @@ DEFAULT_ROUTES: tuple[Route, ...] = (
 )
 
 
+def _seconds(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"must be a number of seconds, got {value!r}", field=name)
+    return float(value)
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """Everything the gateway needs to route a request. Build with :meth:`from_env` or :meth:`from_dict`."""
@@ -109,6 +118,9 @@ class GatewayConfig:
     routes: tuple[Route, ...] = DEFAULT_ROUTES
     aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     max_body_bytes: int = 10 * 1024 * 1024
+    #: The longest a call may last, stream included; its budget hold lives this long (and a minute),
+    #: so a hold never expires under a call still running (which would let calls overshoot a limit).
+    max_call_seconds: float = MAX_CALL_SECONDS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "upstreams", MappingProxyType(dict(self.upstreams)))
@@ -124,6 +136,10 @@ class GatewayConfig:
                 )
         if self.max_body_bytes < 1024:
             raise ConfigError(f"must be at least 1024, got {self.max_body_bytes}", field="max_body_bytes")
+        if not 1 <= self.max_call_seconds <= 86400:  # (also refuses NaN)
+            raise ConfigError(
+                f"must be from 1 to 86400 seconds, got {self.max_call_seconds}", field="max_call_seconds"
+            )
 
     def resolve(self, model: str) -> tuple[Upstream, str] | None:
         """``(upstream, model to send upstream)`` for a client's model name, or ``None`` if no route."""
@@ -145,6 +161,7 @@ class GatewayConfig:
         routes: Iterable[Route] | None = None,
         aliases: Mapping[str, str] | None = None,
         max_body_bytes: int = 10 * 1024 * 1024,
+        max_call_seconds: float = MAX_CALL_SECONDS,
     ) -> GatewayConfig:
         """OpenAI, Anthropic and Gemini upstreams from ``OUTLAY_UPSTREAM_*`` and ``*_API_KEY``.
 
@@ -168,6 +185,7 @@ class GatewayConfig:
             routes=(*(routes or ()), *DEFAULT_ROUTES),
             aliases=aliases or {},
             max_body_bytes=max_body_bytes,
+            max_call_seconds=max_call_seconds,
         )
 
     @classmethod
@@ -222,4 +240,5 @@ class GatewayConfig:
             routes=routes,
             aliases=dict(aliases),
             max_body_bytes=int(data.get("max_body_bytes", 10 * 1024 * 1024)),
+            max_call_seconds=_seconds(data.get("max_call_seconds", MAX_CALL_SECONDS), "max_call_seconds"),
         )

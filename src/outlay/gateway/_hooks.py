@@ -25,7 +25,7 @@ from outlay._errors import BudgetExceeded, Unauthenticated
 from outlay._money import MONEY_CONTEXT, ZERO
 from outlay._usage import Usage
 
-from ._config import Api, Upstream
+from ._config import MAX_CALL_SECONDS, Api, Upstream
 
 __all__ = [
     "Admission",
@@ -69,6 +69,7 @@ class Call:
     body: Mapping[str, Any]  # the parsed JSON body (read-only by convention)
     headers: Mapping[str, str]  # the client's headers, lower-cased (baggage, X-Outlay-*, ...)
     raw: bytes = b""  # the body as received (its size estimates input; its hash spots retry storms)
+    max_seconds: float = MAX_CALL_SECONDS  # the gateway ends the call by then: a budget hold outlives it
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,7 @@ _OUTPUT_FIELDS: Final = {
     "embeddings": (),
 }
 _CACHE_MAX: Final = 10_000
+_HOLD_MARGIN: Final = 60.0  # seconds a hold outlives its call (the completion, a slow store)
 #: Price version of an upstream error answer: the provider bills nothing for it.
 NOT_BILLED: Final = "not-billed:upstream-error"
 
@@ -431,7 +432,9 @@ class OutlayHooks:
             amount = estimate if estimate is not None else self.unpriced_estimate
             # Identical repeated bodies within a run trip its retry-storm guard.
             fp = hashlib.sha256(call.raw).hexdigest() if ctx.run_id is not None else None
-            holds = self._reserve(scope, key, amount, model, fp)
+            # The hold outlives the call (which the gateway ends by max_seconds): a hold that
+            # expired under a long stream would let other calls take what this one still spends.
+            holds = self._reserve(scope, key, amount, model, fp, call.max_seconds + _HOLD_MARGIN)
         finally:
             detach(token)
         ticket = _Ticket(ctx, key, provider, holds, amount, priced)
@@ -442,7 +445,7 @@ class OutlayHooks:
         )  # fmt: skip
 
     def _reserve(
-        self, scope: Scope, key: VirtualKey | None, amount: Decimal, model: str, fp: str | None
+        self, scope: Scope, key: VirtualKey | None, amount: Decimal, model: str, fp: str | None, ttl: float
     ) -> tuple[Reservation, ...]:
         own = key.policies if key is not None else ()
         tenant_wide = [p for p in own if p.scope != "feature"]
@@ -450,7 +453,9 @@ class OutlayHooks:
         # The key's feature budget counts on a tenant-qualified counter (two tenants may both have
         # a "chat" feature): the same hold, so one store transaction takes both, all or nothing.
         also = ((Scope(feature=key.feature_key), per_feature),) if per_feature and key is not None else ()
-        hold = self.engine.reserve(scope, amount, budgets=tenant_wide, also=also, model=model, fingerprint=fp)
+        hold = self.engine.reserve(
+            scope, amount, budgets=tenant_wide, also=also, model=model, fingerprint=fp, ttl=ttl
+        )
         return (hold,)
 
     def _remaining(

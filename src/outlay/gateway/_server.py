@@ -13,6 +13,7 @@ A config file (``outlay gateway --config gateway.toml``)::
     unpriced_estimate = "0.01"
     rate_limit = { rate = "5.00", per = 60 }   # per tenant, USD per `per` seconds
     max_body_bytes = 10485760
+    max_call_seconds = 3600                # a call (stream included) ends by then; its hold lives as long
     aliases = { fast = "gpt-4o-mini" }
     [upstreams.local]
     kind = "openai_compatible"
@@ -57,7 +58,7 @@ __all__ = ["CONFIG_ENV", "GatewaySettings", "app_from_env", "create_app", "load_
 
 #: The environment variable through which ``outlay gateway`` hands its --config to every worker.
 CONFIG_ENV: Final = "OUTLAY_GATEWAY_CONFIG"
-_ROUTING: Final = frozenset({"upstreams", "routes", "aliases", "max_body_bytes"})
+_ROUTING: Final = frozenset({"upstreams", "routes", "aliases", "max_body_bytes", "max_call_seconds"})
 _SETTINGS: Final = frozenset(
     {"keys", "ledger", "budget_store", "budgets", "plans", "prices", "environment",
      "default_output_tokens", "unpriced_estimate", "rate_limit", "cache_ttl"}
