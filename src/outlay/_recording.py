@@ -298,10 +298,14 @@ class Recorder:
         engine = budgets or get_engine()
         ctx = current()
         scope: object = ctx if ctx is not None else {}
-        chosen, downgraded = engine.model_for(scope, model)
-        estimate = self.catalog.estimate(
-            provider=provider, model=chosen, input_tokens=input_tokens, max_output_tokens=max_output_tokens
-        )
+
+        def cost_of(name: str) -> Decimal | None:
+            return self.catalog.estimate(
+                provider=provider, model=name, input_tokens=input_tokens, max_output_tokens=max_output_tokens
+            )
+
+        chosen, downgraded = engine.model_for(scope, model, cost_of=cost_of)
+        estimate = cost_of(chosen)
         if estimate is None:  # no price for the model: unknown is not zero, it holds the fallback
             estimate = self.unpriced_estimate
         reservation = engine.reserve(scope, estimate, model=chosen, fingerprint=fingerprint)

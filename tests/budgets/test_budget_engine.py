@@ -152,6 +152,46 @@ def test_soft_limit_calls_back_once_and_downgrades_next_calls(
     assert sink.of_kind("soft_exceeded")[0].spent == D("7.99")
 
 
+def test_a_downgrade_to_a_model_with_no_price_or_a_dearer_one_is_not_made(
+    clock: FakeClock, sink: InMemoryDecisionSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    budget = Budget(soft="1", scope="tenant", downgrade={"gpt-4o": "gpt-4o-mnii", "gpt-4o-mini": "gpt-4o"})
+    engine = engine_with(clock, sink, budget)
+    engine.settle(engine.reserve(ACME, "1"))
+    prices = {"gpt-4o": D("0.0125"), "gpt-4o-mini": D("0.00075"), "claude-x": None}
+    for _ in range(2):
+        assert engine.model_for(ACME, "gpt-4o", cost_of=prices.get) == ("gpt-4o", False)  # a typo
+        assert engine.model_for(ACME, "gpt-4o-mini", cost_of=prices.get) == ("gpt-4o-mini", False)  # dearer
+    refused = [r.getMessage() for r in caplog.records if "not downgrading" in r.getMessage()]
+    assert len(refused) == 2  # once per pair
+    assert "gpt-4o-mnii, which has no price" in refused[0] and "costs more" in refused[1]
+    assert sink.of_kind("downgraded") == []
+    # a model with no price may still go to a priced one: its spend becomes known
+    unknown = Budget(soft="1", scope="tenant", downgrade={"claude-x": "gpt-4o-mini"})
+    other = engine_with(clock, sink, unknown)
+    other.settle(other.reserve(ACME, "1"))
+    assert other.model_for(ACME, "claude-x", cost_of=prices.get) == ("gpt-4o-mini", True)
+
+
+def test_an_on_soft_hook_that_raises_refuses_every_call_it_is_asked_about(
+    clock: FakeClock, sink: InMemoryDecisionSink
+) -> None:
+    asked: list[Decision] = []
+
+    def escalate(decision: Decision) -> None:
+        asked.append(decision)
+        raise BudgetExceeded("over the soft limit: escalated", scope="tenant", key="acme", limit=D(1),
+                             spent=decision.spent or D(0), reserved=D(0), estimate=D(0))  # fmt: skip
+
+    engine = engine_with(clock, sink, Budget(soft="1", scope="tenant", on_soft=escalate))
+    engine.settle(engine.reserve(ACME, "0.99"))
+    for _ in range(3):
+        with pytest.raises(BudgetExceeded, match="escalated"):
+            engine.reserve(ACME, "0.05")
+    assert len(asked) == 3
+    assert engine.status(ACME, engine.policies[0]).reserved == 0  # every refused hold released
+
+
 def test_soft_limit_crossed_by_an_overrunning_settle(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
     engine = engine_with(clock, sink, Budget(soft="1", scope="tenant"))
     engine.settle(engine.reserve(ACME, "0.10"), "1.50")

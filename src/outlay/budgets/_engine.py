@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -111,6 +111,7 @@ class BudgetEngine:
         # release idempotent too (a repeated settle must not count a run's spend twice).
         self._keyless: set[str] = set()
         self._keyless_lock = threading.Lock()
+        self._bad_downgrades: set[tuple[str, str]] = set()  # pairs already logged as refused
 
     # --- configuration ----------------------------------------------------------------------
 
@@ -356,7 +357,11 @@ class BudgetEngine:
                                     estimate=reservation.estimate, model=reservation.model,
                                     run_id=reservation.scope.run)  # fmt: skip
             if policy.on_soft is not None:
-                policy.on_soft(decision)
+                try:
+                    policy.on_soft(decision)
+                except BaseException:
+                    self._soft_seen.discard(seen)  # escalated: the next call asks the hook again
+                    raise
 
     def settle(self, reservation: Reservation, actual: object = None) -> Decimal:
         """Record the call's actual cost (the estimate when ``None``: unknown is not zero) and free
@@ -418,8 +423,19 @@ class BudgetEngine:
 
     # --- downgrade, status, entitlements, runs --------------------------------------------------
 
-    def model_for(self, scope: object, requested_model: str) -> tuple[str, bool]:
-        """The model to call: a cheaper one when a soft limit with a downgrade map was reached."""
+    def model_for(
+        self,
+        scope: object,
+        requested_model: str,
+        *,
+        cost_of: Callable[[str], Decimal | None] | None = None,
+    ) -> tuple[str, bool]:
+        """The model to call: a cheaper one when a soft limit with a downgrade map was reached.
+
+        ``cost_of(model)`` (the call's estimate on a model, ``None`` when it has no price) guards
+        the map: a target with no price, or dearer than the requested model, is not switched to
+        (a typo in the map must not make spend unknown); that is logged as an error once per pair.
+        """
         sc = Scope.of(scope)
         now = self.clock()
         runs = self.runs.chain(sc.runs or ((sc.run,) if sc.run else ()))
@@ -432,12 +448,29 @@ class BudgetEngine:
             target = policy.downgrades.apply(requested_model)
             if target is None or target == requested_model:
                 continue
+            if cost_of is not None and not self._cheaper(policy, requested_model, target, cost_of):
+                continue
             message = f"{requested_model} downgraded to {target}: {counter} reached its soft limit"
             self._decide("downgraded", message, tenant=sc.tenant, scope=policy.scope, key=counter,
                          budget=policy.name, limit=policy.soft, spent=status.spent, reserved=status.reserved,
                          model=requested_model, downgraded_to=target, run_id=sc.run)  # fmt: skip
             return target, True
         return requested_model, False
+
+    def _cheaper(
+        self, policy: Budget, requested: str, target: str, cost_of: Callable[[str], Decimal | None]
+    ) -> bool:
+        wanted, instead = cost_of(requested), cost_of(target)
+        if instead is not None and (wanted is None or instead <= wanted):
+            return True
+        why = "has no price" if instead is None else f"costs more ({instead} vs {wanted} for this call)"
+        if (requested, target) not in self._bad_downgrades:
+            self._bad_downgrades.add((requested, target))
+            _log.error(
+                "outlay: budget %r maps %s to %s, which %s: not downgrading",
+                policy.name or policy.scope, requested, target, why,
+            )  # fmt: skip
+        return False
 
     def status(self, scope: object, budget: Budget) -> BudgetStatus:
         """``budget``'s counter for ``scope`` now (spent, reserved, remaining)."""

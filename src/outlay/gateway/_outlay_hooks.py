@@ -426,8 +426,11 @@ class OutlayHooks:
         token = attach(ctx)  # so budget decisions recorded now carry the call's attribution
         try:
             scope = self._scopes.get(id(ctx)) or Scope.of(ctx)
-            model, downgraded = self.engine.model_for(scope, call.model)
-            estimate = self._estimate(provider, model, max(1, len(call.raw) // 4), output)
+            tokens = max(1, len(call.raw) // 4)
+            model, downgraded = self.engine.model_for(
+                scope, call.model, cost_of=lambda name: self._estimate(provider, name, tokens, output)
+            )
+            estimate = self._estimate(provider, model, tokens, output)
             priced = estimate is not None
             amount = estimate if estimate is not None else self.unpriced_estimate
             # Identical repeated bodies within a run trip its retry-storm guard.
