@@ -81,6 +81,9 @@ def to_money(value: object, *, field: str = "cost", allow_negative: bool = False
         raise InvalidInput(f"amount must be finite, got {value!r}", field=field)
     if amount < 0 and not allow_negative:
         raise InvalidInput(f"amount must not be negative, got {value!r}", field=field)
+    problem = amount_problem(amount.copy_abs())  # one no ledger, budget store or sum could hold exactly
+    if problem is not None:
+        raise InvalidInput(problem, field=field)
     return amount
 
 

@@ -474,3 +474,20 @@ def test_budgets_of_another_scope_share_the_hold_all_or_nothing(
     with pytest.raises(InvalidInput, match="expected a Budget"):
         engine.reserve(ACME, "0.01", also=[(feature_scope, ["1.00"])])  # type: ignore[list-item]
     assert engine.status(ACME, tenant).reserved == 0
+
+
+@pytest.mark.parametrize("amount", ["1e-70", "0.1" + "0" * 60 + "1", "1e16"])
+def test_an_amount_no_counter_can_hold_exactly_is_a_clear_error_that_changes_nothing(
+    clock: FakeClock, sink: InMemoryDecisionSink, amount: str
+) -> None:
+    engine = engine_with(clock, sink, Budget("1", scope="tenant"))
+    with pytest.raises(InvalidInput, match=r"estimate: (has more than 36 decimal places|must be below 10)"):
+        engine.reserve(ACME, amount)
+    held = engine.reserve(ACME, "0.1")
+    with pytest.raises(InvalidInput, match="actual: "):
+        engine.settle(held, amount)
+    status = engine.status(ACME, engine.policies[0])
+    assert (status.spent, status.reserved) == (0, D("0.1"))  # the hold stands, to be settled right
+    assert engine.settle(held, "0.1") == D("0.1")
+    with pytest.raises(InvalidInput, match="limit: "):
+        Budget(amount, scope="tenant")

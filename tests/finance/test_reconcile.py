@@ -240,7 +240,7 @@ def test_malformed_export_names_line_and_column(
         ({"end": "2026-03-10T12:00"}, "to", "a date like"),
         ({"tolerance": "-1"}, "tolerance", "negative"),
         ({"tolerance": "a lot"}, "tolerance", "not a decimal"),
-        ({"tolerance": "1e999999"}, "tolerance", "under 10^12"),
+        ({"tolerance": "1e999999"}, "tolerance", "below 10^15"),
         ({"columns": "date=Day,model"}, "columns", "name=Header"),
         ({"columns": "date=Day,cents=Spend"}, "columns", "unknown name 'cents'"),
         ({"columns": "date=Day,cost=Spend"}, "columns", "map date, model"),

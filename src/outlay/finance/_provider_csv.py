@@ -27,11 +27,11 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from decimal import Context, Decimal
+from decimal import Context, Decimal, InvalidOperation
 from typing import Final
 
 from outlay._errors import InvalidInput
-from outlay._money import MONEY_CONTEXT, to_money
+from outlay._money import MONEY_CONTEXT
 
 __all__ = ["SHAPES", "ProviderExport", "in_range", "model_key", "parse_provider_csv", "provider_name"]
 
@@ -172,9 +172,11 @@ def _cost(raw: str, line: int, column: str) -> Decimal:
         raise _fail(line, column, "the amount is empty")
     try:
         # Credits and refunds are negative lines in a bill: they are reconciled like any other.
-        amount = to_money(raw, field=column, allow_negative=True)
-    except InvalidInput:
+        amount = Decimal(raw.strip())
+    except InvalidOperation:
         raise _fail(line, column, f"not a decimal amount: {raw!r}") from None
+    if not amount.is_finite():
+        raise _fail(line, column, f"not a decimal amount: {raw!r}")
     if not in_range(amount):
         raise _fail(
             line, column, f"out of range (under 10^12 USD, at most {_PLACES} decimal places): {raw!r}"
