@@ -34,6 +34,7 @@ async def check_status(client: httpx.AsyncClient) -> None:
         Budget("10", "8", scope="tenant", name="monthly"),
         Budget("7", scope="tenant", key="globex", name="globex-only"),
         Budget("3", scope="feature", name="per-feature"),
+        Budget("50", scope="feature", name="platform-cap", shared=True),
     ]
     store = InMemoryBudgetStore()
     engine = BudgetEngine(store, policies=policies)
@@ -52,8 +53,9 @@ async def check_status(client: httpx.AsyncClient) -> None:
             assert [row["name"] for row in own.json()["rows"]] == ["monthly"]
             named = await c.get(STATUS, params={"tenant": "acme", "feature": "search"}, headers=auth(ACME))
             clean(named)
-            # The feature counter adds up every tenant's "search" calls: not shown to a tenant.
-            assert [row["spent"] for row in named.json()["rows"]] == ["1"]
+            # acme's own feature counter is shown; a shared one adds up every tenant's: not shown.
+            rows = [(row["name"], row["spent"]) for row in named.json()["rows"]]
+            assert rows == [("monthly", "1"), ("per-feature", "1")]
             assert named.json()["omitted"]["shared"] == 1
             other = await c.get(STATUS, params={"tenant": "globex"}, headers=auth(ACME))
             clean(other)

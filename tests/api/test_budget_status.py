@@ -237,9 +237,9 @@ async def test_key_budgets_show_the_counters_the_gateway_holds(
         # the gateway's own admissions for calls made with the key: one hold on the tenant and the
         # feature counters; the first call settled, the second still in flight
         scope = Scope(tenant="acme", feature="chat")
-        (done,) = hooks._reserve(scope, key, D("1.5"), "gpt-4o", None)
+        (done,) = hooks._reserve(scope, key, D("1.5"), "gpt-4o", None, 60)
         engine.settle(done, "1.25")
-        hooks._reserve(scope, key, D("1.5"), "gpt-4o", None)
+        hooks._reserve(scope, key, D("1.5"), "gpt-4o", None, 60)
         app = create_app(outlay, tokens=TOKENS, budget_store=engine, keys=keys)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
             answer = (await get(c, ACME)).json()
