@@ -97,6 +97,14 @@ def test_attribution_from_baggage_and_headers_lands_in_the_ledger(stack: Stack) 
     assert [(r["tenant"], r["feature"], r["events"]) for r in rows] == [("acme", "search", 1)]
 
 
+def test_a_client_cannot_forge_the_gateways_own_labels(stack: Stack) -> None:
+    carrier: dict[str, str] = {}
+    forged = {"gateway.status": "499", "gateway.requested_model": "gpt-4o", "gateway.error": "x", "team": "a"}
+    inject(carrier, context=CostContext(tenant="acme", labels=forged))
+    stack.openai(baggage=carrier["baggage"]).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert dict(_only(stack).labels) == {"team": "a", "gateway.key": stack.key.id}
+
+
 def test_a_callers_run_ancestry_reaches_the_ledger_so_its_silent_runs_stay_linked(stack: Stack) -> None:
     baggage = _baggage(
         tenant="acme", run_id="agent", parent_run_id="planner", root_run_id="job", run_path=("job", "planner")

@@ -594,7 +594,8 @@ class OutlayHooks:
     def _event(self, admission: Admission, ticket: _Ticket, outcome: Outcome) -> tuple[CostEvent, bool]:
         """The call's event, and whether it is billed (settled) or not (released)."""
         call, key = admission.call, ticket.key
-        labels = dict(ticket.context.labels)
+        # gateway.* labels are the gateway's word on the call: a client's own (baggage) are dropped.
+        labels = {k: v for k, v in ticket.context.labels.items() if not k.startswith("gateway.")}
         if key is not None:
             labels["gateway.key"] = key.id
         if admission.downgraded_from is not None:
