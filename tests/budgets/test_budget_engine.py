@@ -384,6 +384,8 @@ def test_bad_rate_limits() -> None:
         CostRateLimit(rate="0")
     with pytest.raises(InvalidInput, match="per"):
         CostRateLimit(rate="1", per=0)
+    with pytest.raises(InvalidInput, match="per: expected a positive, finite"):
+        CostRateLimit(rate="1", per=float("inf"))  # its bucket would never refill
     with pytest.raises(InvalidInput, match="rate"):
         CostRateLimit(rate=1.5)  # type: ignore[arg-type]
 

@@ -151,6 +151,13 @@ def test_fail_closed_refuses_and_holds_nothing(make: MakeStore) -> None:
         engine.reserve({"tenant": "acme"}, "0.10")
 
 
+def test_fail_open_without_a_local_cap_is_a_configuration_error(make: MakeStore) -> None:
+    with pytest.raises(
+        ConfigError, match=r"local_cap: on_unavailable=allow .* cap of 0 it would deny them all"
+    ):
+        make(f"redis://127.0.0.1:{closed_port()}/0", on_unavailable="allow")
+
+
 def test_fail_open_admits_up_to_the_local_cap(make: MakeStore) -> None:
     store = make(f"redis://127.0.0.1:{closed_port()}/0", on_unavailable="allow", local_cap="1.00")
     key = [KeyLimit("k", D("0.01"))]  # the shared limit cannot be checked: only the cap applies

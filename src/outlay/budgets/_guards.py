@@ -8,6 +8,7 @@ dollars per tenant, also per process (a Redis store can share it later).
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -141,8 +142,8 @@ class CostRateLimit:
         amount = to_money(rate, field="rate")
         if amount <= 0:
             raise InvalidInput(f"must be positive, got {amount}", field="rate")
-        if isinstance(per, bool) or not isinstance(per, int | float) or not per > 0:
-            raise InvalidInput(f"expected a positive number of seconds, got {per!r}", field="per")
+        if isinstance(per, bool) or not isinstance(per, int | float) or not 0 < per < math.inf:
+            raise InvalidInput(f"expected a positive, finite number of seconds, got {per!r}", field="per")
         most = amount if burst is None else to_money(burst, field="burst")
         if most <= 0:
             raise InvalidInput(f"must be positive, got {most}", field="burst")

@@ -155,6 +155,12 @@ class RedisBudgetStore(BudgetStore):
         self._down_until = 0.0
         self._outage = False
         cap = to_money(local_cap, field="local_cap")
+        if on_unavailable == "allow" and cap == 0:
+            raise ConfigError(
+                "on_unavailable=allow admits calls while Redis is down up to local_cap dollars per"
+                " process; with a cap of 0 it would deny them all: set local_cap (e.g. 5.00) or use deny",
+                field="local_cap",
+            )
         self._local = LocalFallback(on_unavailable, cap)
         self._reserve = client.register_script(lua.RESERVE)
         self._settle = client.register_script(lua.SETTLE)
