@@ -3,11 +3,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Iterator
 
 import pytest
 
 from outlay._errors import ConfigError, InvalidInput
-from outlay.context import CostContext, attribute, current, set_default_environment
+from outlay.context import CostContext, attribute, current, run, set_default_environment
 
 
 def test_current_is_none_outside_any_context() -> None:
@@ -161,12 +162,57 @@ async def test_decorator_on_async_function_applies_per_call() -> None:
     assert current() is None
 
 
-def test_decorating_a_generator_is_refused() -> None:
-    with pytest.raises(InvalidInput, match="generator"):
+def test_decorating_an_async_generator_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="async generator"):
 
         @attribute(tenant="a")
-        def gen() -> object:
+        async def gen() -> object:
             yield 1
+
+
+def test_a_decorated_generator_keeps_its_context_to_itself_between_yields() -> None:
+    @run("producer")
+    @attribute(tenant="globex")
+    def produce() -> Iterator[tuple[str | None, str | None]]:
+        for _ in range(2):
+            ctx = current()
+            assert ctx is not None
+            received = yield ctx.tenant, ctx.run_name
+            assert received in (None, "ack")
+
+    with attribute(tenant="acme"):
+        items = produce()
+        first = next(items)
+        assert first == ("globex", "producer")
+        ctx = current()
+        assert ctx is not None and (ctx.tenant, ctx.run_name) == ("acme", None)  # not globex's
+        assert items.send("ack") == ("globex", "producer")
+        with pytest.raises(StopIteration):
+            next(items)
+        assert current() is ctx
+        late = produce()
+        next(late)
+    with attribute(tenant="initech"):
+        late.close()  # closed (or collected) elsewhere: that context is not touched
+        ctx = current()
+        assert ctx is not None and ctx.tenant == "initech"
+    assert current() is None
+
+
+def test_an_exception_thrown_into_a_decorated_generator_reaches_it() -> None:
+    @attribute(tenant="a")
+    def guarded() -> Iterator[str]:
+        try:
+            yield "working"
+        except KeyError:
+            ctx = current()
+            assert ctx is not None
+            yield f"handled in {ctx.tenant}"
+
+    items = guarded()
+    assert next(items) == "working"
+    assert items.throw(KeyError("x")) == "handled in a"
+    assert current() is None
 
 
 def test_one_scope_object_cannot_be_entered_twice_at_once() -> None:

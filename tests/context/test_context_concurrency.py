@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -107,6 +108,20 @@ def test_wrap_carries_the_context_into_a_thread() -> None:
     assert seen[0] is not None
     assert seen[0].tenant == "acme"
     assert seen[0].run is parent
+
+
+def test_wrap_of_a_generator_function_runs_every_step_in_the_captured_context() -> None:
+    def tenants() -> Iterator[str | None]:
+        for _ in range(3):
+            ctx = current()
+            yield ctx.tenant if ctx else None
+
+    with attribute(tenant="acme"):
+        wrapped = wrap(tenants)
+    with ThreadPoolExecutor(1) as pool:  # consumed in a thread with no context
+        assert pool.submit(lambda: list(wrapped())).result() == ["acme"] * 3
+    with attribute(tenant="globex"):  # or under another tenant
+        assert list(wrapped()) == ["acme"] * 3
 
 
 def test_wrap_in_a_pool_runs_concurrent_calls_each_in_its_own_copy() -> None:

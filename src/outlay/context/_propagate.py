@@ -19,7 +19,7 @@ from outlay._errors import InvalidBaggage, InvalidInput
 
 from ._baggage import MAX_BYTES, MAX_MEMBERS, decode_context, encode_context, is_outlay, parse
 from ._context import _CURRENT, CostContext, attach, current, detach
-from ._scope import Scope
+from ._scope import Scope, isolated
 
 __all__ = ["ExtractScope", "Getter", "Setter", "extract", "inject", "wrap"]
 
@@ -195,7 +195,8 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
     A new thread starts with an empty context, so without this it sees no cost context (and its
     spend would be unattributed). The contexts are copied now, when ``wrap`` is called; each call
     runs in its own copy of them, so calls may run concurrently and cannot change each other's
-    context or the caller's.
+    context or the caller's. A generator function's every step runs in its call's copy, wherever
+    the generator is consumed.
     """
     if inspect.iscoroutinefunction(fn):
         # A coroutine runs in the context of the task that awaits it, so re-attach ours inside.
@@ -212,6 +213,15 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
         return cast(Callable[P, R], call_async)
 
     snapshot = contextvars.copy_context()
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def call_gen(*args: Any, **kwargs: Any) -> Any:
+            # Each step in this call's copy of the contexts, wherever (and in whatever context) the
+            # generator is consumed.
+            return isolated(fn(*args, **kwargs), snapshot.copy())
+
+        return cast(Callable[P, R], call_gen)
 
     @functools.wraps(fn)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from contextvars import Token
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, Self, TypeVar, cast
@@ -13,7 +14,7 @@ from outlay._errors import InvalidInput
 
 from ._context import CostContext, detach
 
-__all__ = ["Scope"]
+__all__ = ["Scope", "isolated"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -64,13 +65,26 @@ class Scope(Generic[T]):
         self._close(exc)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
-            # A context set inside a generator leaks to the consumer between yields; refuse rather
-            # than attribute the consumer's work to the wrong run.
+        if inspect.isasyncgenfunction(fn):
+            # A context set inside an async generator would leak to its consumer between yields.
             raise InvalidInput(
-                "generator functions cannot be decorated; use `with` inside the generator body",
+                "async generator functions cannot be decorated; open the scope around the work"
+                " between two yields (never around a yield)",
                 field="fn",
             )
+        if inspect.isgeneratorfunction(fn):
+
+            def body(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+                with self._fresh():
+                    return (yield from fn(*args, **kwargs))
+
+            @functools.wraps(fn)
+            def call_gen(*args: Any, **kwargs: Any) -> Any:
+                # Every step runs in a copy of the caller's contexts: the scope stays the
+                # generator's, and never leaks to its consumer between yields.
+                return isolated(body(*args, **kwargs), contextvars.copy_context())
+
+            return cast(Callable[P, R], call_gen)
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
@@ -86,3 +100,28 @@ class Scope(Generic[T]):
                 return fn(*args, **kwargs)
 
         return call
+
+
+def isolated(gen: Generator[T, Any, R], ctx: contextvars.Context) -> Generator[T, Any, R]:
+    """``gen`` with each of its steps (next, send, throw, close) run inside ``ctx``: what it
+    attaches stays in ``ctx`` instead of showing in its consumer's context between yields."""
+    try:
+        value = ctx.run(next, gen)
+    except StopIteration as stop:
+        return cast(R, stop.value)
+    while True:
+        try:
+            sent = yield value
+        except GeneratorExit:
+            ctx.run(gen.close)
+            raise
+        except BaseException as exc:  # thrown in by the consumer: the generator may handle it
+            try:
+                value = ctx.run(gen.throw, exc)
+            except StopIteration as stop:
+                return cast(R, stop.value)
+        else:
+            try:
+                value = ctx.run(gen.send, sent)
+            except StopIteration as stop:
+                return cast(R, stop.value)
