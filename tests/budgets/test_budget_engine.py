@@ -335,6 +335,12 @@ def test_a_parent_runs_budget_covers_its_children(clock: FakeClock, sink: InMemo
     with pytest.raises(BudgetExceeded, match=r"needs up to \$0\.31"):
         engine.check_run("parent", "0.31")
     engine.check_run("parent", "0.30")
+    # a child's checkpoint and remaining answer for the tightest budget over it, its parent's here
+    for run_id in ("child", "grandchild"):
+        tightest = engine.run_status(run_id)
+        assert tightest is not None and tightest.remaining == D("0.30")
+        with pytest.raises(BudgetExceeded, match=r"enclosing run parent has spent \$0\.70 of its \$1\.00"):
+            engine.check_run(run_id, "0.31")
     engine.end_run("grandchild")
     assert engine.run_spent("grandchild") == D("0.70")  # still answers after the run ended
     with pytest.raises(InvalidInput, match="scope='run'"):

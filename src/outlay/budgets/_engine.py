@@ -514,30 +514,50 @@ class BudgetEngine:
         return self.runs.spent(run_id)
 
     def run_status(self, run_id: str) -> BudgetStatus | None:
-        info = self.runs.get(run_id)
-        if info is None or info.budget is None:
-            return None
-        return self.status(Scope(run=run_id), info.budget)
+        """The counter of the tightest hard-limited run budget over ``run_id`` — its own or an
+        enclosing run's, since a child's calls count on its parents' budgets too — else of its own
+        budget (a soft limit only), else ``None``."""
+        found = self._tightest_run_budget(run_id)
+        return None if found is None else found[1]
+
+    def _tightest_run_budget(self, run_id: str) -> tuple[str, BudgetStatus] | None:
+        tightest: tuple[str, BudgetStatus] | None = None
+        for owner in self.runs.chain((run_id,)):
+            info = self.runs.get(owner)
+            if info is None or info.budget is None:
+                continue
+            status = self.status(Scope(run=owner), info.budget)
+            left = status.remaining
+            if left is None:
+                if tightest is None and owner == run_id:
+                    tightest = (owner, status)
+            elif tightest is None or tightest[1].remaining is None or left < tightest[1].remaining:
+                tightest = (owner, status)
+        return tightest
 
     def check_run(self, run_id: str, need: object = ZERO) -> None:
-        """Cooperative checkpoint: raise if the run was stopped, or its budget cannot pay ``need``
-        (or is used up). Agent loops call this between steps to stop cleanly."""
+        """Cooperative checkpoint: raise if the run (or a run it is part of) was stopped, or the
+        run budgets over it cannot pay ``need`` (or are used up). Agent loops call this between
+        steps to stop cleanly."""
         amount = to_money(need, field="need")
-        info = self.runs.get(run_id)
-        if info is not None and info.guards.stopped is not None:
-            reason, message = info.guards.stopped
-            raise RunStopped(message, reason=reason, run_id=run_id)
-        status = self.run_status(run_id)
-        if status is None or status.budget.limit is None:
+        for owner in self.runs.chain((run_id,)):
+            info = self.runs.get(owner)
+            if info is not None and info.guards.stopped is not None:
+                reason, message = info.guards.stopped
+                raise RunStopped(message, reason=reason, run_id=owner)
+        found = self._tightest_run_budget(run_id)
+        if found is None or found[1].budget.limit is None:
             return
+        owner, status = found
         remaining = status.remaining
         assert remaining is not None
         if remaining > amount or (amount and remaining == amount):
             return
         policy = status.budget
         assert policy.limit is not None
+        whose = "this run" if owner == run_id else f"enclosing run {owner}"
         message = (
-            f"this run has spent {format_money(status.spent, policy.currency)} of its "
+            f"{whose} has spent {format_money(status.spent, policy.currency)} of its "
             f"{format_money(policy.limit, policy.currency)} budget"
         )
         if status.reserved:
