@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -59,6 +60,26 @@ def test_a_runs_budget_is_enforced_for_calls_inside_it(engine: BudgetEngine) -> 
         with pytest.raises(BudgetExceeded):
             budgets.check_run(run, "0.09")
     assert budgets.run_spent(run) == D("0.42")  # after the run closed
+
+
+async def test_a_task_started_in_a_budgeted_run_stays_under_its_budget_after_the_block(
+    engine: BudgetEngine,
+) -> None:
+    release = asyncio.Event()
+    spent: list[str] = []
+
+    async def background() -> None:  # started inside the run, spends after its `with` has ended
+        await release.wait()
+        for _ in range(5):
+            budgets.settle(budgets.reserve(context.current(), "0.04"))
+            spent.append("0.04")
+
+    with context.attribute(tenant="acme"), context.run("agent", budget=Budget(limit="0.10")) as run:
+        task = asyncio.create_task(background())
+    release.set()
+    with pytest.raises(BudgetExceeded, match=r"this run has spent \$0\.08 of its \$0\.10 budget"):
+        await task
+    assert spent == ["0.04", "0.04"] and budgets.run_spent(run) == D("0.08")
 
 
 def test_run_guards_through_outlay_run(engine: BudgetEngine) -> None:

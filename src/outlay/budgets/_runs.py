@@ -1,8 +1,9 @@
 """What the engine knows about runs in this process: their budget, parent, guards and spend.
 
 A run's budget covers its child runs' calls too (costs roll up the run tree), so the engine keeps
-each run's parent to walk the chain. Finished runs are forgotten, except their total spend, kept
-for the last :data:`ENDED_KEPT` runs so ``run_spent`` still answers after the ``with`` block.
+each run's parent to walk the chain. The last :data:`ENDED_KEPT` finished runs are kept whole: a
+task or thread the run started may still call after its ``with`` block, and those calls still
+count on (and are refused by) the run's budget; ``run_spent`` still answers.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class RunBook:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._open: dict[str, RunInfo] = {}
-        self._ended: OrderedDict[str, Decimal] = OrderedDict()
+        self._ended: OrderedDict[str, RunInfo] = OrderedDict()
 
     def start(self, run_id: str, parent: str | None, budget: Budget | None) -> None:
         with self.lock:
@@ -48,17 +49,19 @@ class RunBook:
         with self.lock:
             info = self._open.pop(run_id, None)
             if info is not None:
-                self._ended[run_id] = info.spent
+                self._ended[run_id] = info
                 while len(self._ended) > ENDED_KEPT:
                     self._ended.popitem(last=False)
 
     def get(self, run_id: str) -> RunInfo | None:
-        return self._open.get(run_id)
+        """The run's info, open or recently ended."""
+        info = self._open.get(run_id)
+        return info if info is not None else self._ended.get(run_id)
 
     def info(self, run_id: str) -> RunInfo:
-        """The open run's info, created on first sight (runs from another process, or no listener)."""
+        """The run's info, created on first sight (runs from another process, or no listener)."""
         with self.lock:
-            info = self._open.get(run_id)
+            info = self.get(run_id)
             if info is None:
                 info = self._open[run_id] = RunInfo()
             return info
@@ -70,20 +73,18 @@ class RunBook:
             current: str | None = run_id
             while current is not None and current not in out:
                 out[current] = None
-                info = self._open.get(current)
+                info = self.get(current)
                 current = info.parent if info is not None else None
         return list(out)
 
     def add_spend(self, runs: Iterable[str], amount: Decimal) -> None:
         with self.lock:
             for run_id in runs:
-                info = self._open.get(run_id)
+                info = self.get(run_id)
                 if info is not None:
                     info.spent = MONEY_CONTEXT.add(info.spent, amount)
 
     def spent(self, run_id: str) -> Decimal:
         with self.lock:
-            info = self._open.get(run_id)
-            if info is not None:
-                return info.spent
-            return self._ended.get(run_id, ZERO)
+            info = self.get(run_id)
+            return ZERO if info is None else info.spent
