@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from decimal import Decimal
 
 import anthropic
@@ -100,6 +101,26 @@ async def test_concurrent_streams_never_overshoot_a_hard_limit(
     assert hooks.spent["acme"] == Decimal("0.10")
     assert hooks.reserved["acme"] == 0  # every reservation settled
     assert len(fake.requests) == admitted
+
+
+def test_a_client_hanging_up_on_a_silent_upstream_is_noticed_at_once(
+    gateway: Gateway, gw_url: str, fake: FakeProvider
+) -> None:
+    gateway.hooks = hooks = make_hooks()
+    fake.chunk_delay = 4.0  # the upstream "thinks" between events (longer than its 1.5 s read timeout here)
+    try:
+        claude = anthropic.Anthropic(base_url=gw_url, api_key=CLIENT_KEY, max_retries=0)
+        with claude.messages.stream(model="claude-haiku-4-5", max_tokens=50, messages=MESSAGES) as stream:  # type: ignore[arg-type]
+            next(iter(stream))
+            hung_up = time.monotonic()  # leaving the block closes the connection
+        claude.close()
+        wait_for(lambda: len(hooks.outcomes) == 1, timeout=3.0)  # not once the upstream read times out
+        noticed = time.monotonic() - hung_up
+    finally:
+        fake.chunk_delay = 0.0
+    assert noticed < 1.0
+    _, outcome, _ = hooks.outcomes[0]
+    assert outcome.client_disconnected
 
 
 def test_client_disconnect_mid_stream_is_still_settled(

@@ -390,6 +390,16 @@ class Gateway:
         )
         disconnected = asyncio.ensure_future(_wait_disconnect(receive))
         failure: GatewayError | None = None
+        # A client that hangs up while the upstream is silent (a long think, a stall) must not wait
+        # for the next chunk to be noticed: its disconnect cancels the read, at no cost per chunk.
+        reading = asyncio.current_task()
+        pumping = True
+
+        def hang_up(_: object) -> None:
+            if pumping and reading is not None:
+                reading.cancel()
+
+        disconnected.add_done_callback(hang_up)
         try:
             async with asyncio.timeout_at(exchange.deadline):
                 async for chunk in response.chunks():
@@ -410,7 +420,12 @@ class Gateway:
             failure, _ = _transport_error(exc, admission.call.upstream.name, admission.call.max_seconds)
         except OSError:  # the client went away while we were writing
             pass
+        except asyncio.CancelledError:
+            if not disconnected.done() or reading is None:
+                raise  # a real cancellation (the server shutting down): not ours to swallow
+            reading.uncancel()  # the client hung up: stop reading, then settle below
         finally:
+            pumping = False
             gone = disconnected.done()
             disconnected.cancel()
         # What the provider reported is what it bills; a stream cut before its final usage gives a
