@@ -389,3 +389,31 @@ async def test_a_calls_budget_hold_outlives_the_longest_call_the_gateway_allows(
         await hooks.complete(
             admission, Outcome(200, Usage(input_tokens=10, output_tokens=5), "gpt-4o-mini", 600)
         )
+
+
+def _responses_call(**body: str) -> Call:
+    upstream = Upstream("openai", "openai", "http://127.0.0.1:9/v1")
+    request = {"model": "gpt-4o-mini", **body}
+    return Call(
+        "responses", "gpt-4o-mini", "gpt-4o-mini", upstream, False, request, {}, json.dumps(request).encode()
+    )
+
+
+async def test_a_responses_call_continuing_a_stored_conversation_holds_for_it() -> None:
+    # OpenAI bills the whole stored conversation again as input: the body's size says nothing of it.
+    with Outlay("memory://") as ol:
+        hooks = OutlayHooks(InMemoryKeyStore(), outlay=ol, engine=BudgetEngine(), cache_ttl=0)
+        principal = await _principal(hooks)
+        first = await hooks.admit(principal, _responses_call(input="hi"))
+        usage = Usage(input_tokens=60_000, output_tokens=1_000)
+        await hooks.complete(first, Outcome(200, usage, "gpt-4o-mini", 1.0, response_id="resp_1"))
+        chained = await hooks.admit(principal, _responses_call(input="go on", previous_response_id="resp_1"))
+        fresh = await hooks.admit(principal, _responses_call(input="go on", previous_response_id="resp_?"))
+        assert chained.reserved is not None and fresh.reserved is not None
+        # at least 61,000 more input tokens at $0.15 per million (the estimate rounds input up by
+        # at most 1/16); an id this process never saw: the body alone, as before
+        assert (
+            Decimal("0.00915") <= chained.reserved - fresh.reserved < Decimal("0.00915") * Decimal("1.0625")
+        )
+        for admission in (chained, fresh):
+            await hooks.complete(admission, Outcome(499, None, None, 0.1))

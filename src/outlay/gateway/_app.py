@@ -438,6 +438,7 @@ class Gateway:
                 response.status if failure is None else failure.status,
                 usage,
                 model=accumulator.model,
+                response_id=accumulator.response_id,
                 error=failure.message if failure else None,
                 client_disconnected=gone,
             )

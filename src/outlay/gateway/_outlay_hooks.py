@@ -16,6 +16,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -57,6 +58,7 @@ _OUTPUT_FIELDS: Final = {
 }
 _CACHE_MAX: Final = 10_000
 _HOLD_MARGIN: Final = 60.0  # seconds a hold outlives its call (the completion, a slow store)
+_CONVERSATIONS_KEPT: Final = 100_000  # Responses ids whose conversation size is remembered
 #: Price version of an upstream error answer: the provider bills nothing for it.
 NOT_BILLED: Final = "not-billed:upstream-error"
 
@@ -229,6 +231,7 @@ class OutlayHooks:
         # the blocking thread and back); the decisions they make (a refusal, a downgrade) are then
         # recorded by that thread, before the answer leaves.
         self._deferred = threading.local()
+        self._conversations: OrderedDict[str, int] = OrderedDict()  # response id -> its context tokens
         self._sink = self.engine.decision_sink
         if self._batches is not None and self._sink is not None:
             self.engine.decision_sink = self._defer_on_loop
@@ -426,7 +429,7 @@ class OutlayHooks:
         token = attach(ctx)  # so budget decisions recorded now carry the call's attribution
         try:
             scope = self._scopes.get(id(ctx)) or Scope.of(ctx)
-            tokens = max(1, len(call.raw) // 4)
+            tokens = max(1, len(call.raw) // 4) + self._stored_context(call)
             model, downgraded = self.engine.model_for(
                 scope, call.model, cost_of=lambda name: self._estimate(provider, name, tokens, output)
             )
@@ -486,9 +489,26 @@ class OutlayHooks:
 
     async def complete(self, admission: Admission, outcome: Outcome) -> Settlement:
         try:
+            usage = outcome.usage
+            if outcome.response_id and usage is not None and usage.complete:
+                # What a later call chaining previous_response_id will be billed for again.
+                self._remember_conversation(outcome.response_id, usage.input_tokens + usage.output_tokens)
             return await self._complete(admission, outcome)
         finally:
             self._inflight -= 1
+
+    def _remember_conversation(self, response_id: str, tokens: int) -> None:
+        conversations = self._conversations
+        conversations[response_id] = tokens
+        conversations.move_to_end(response_id)
+        while len(conversations) > _CONVERSATIONS_KEPT:
+            conversations.popitem(last=False)
+
+    def _stored_context(self, call: Call) -> int:
+        """Tokens of the stored conversation a Responses call continues (``previous_response_id``):
+        the provider bills them as input again. 0 when unknown to this process."""
+        previous = call.body.get("previous_response_id") if call.api == "responses" else None
+        return self._conversations.get(previous, 0) if isinstance(previous, str) else 0
 
     async def _complete(self, admission: Admission, outcome: Outcome) -> Settlement:
         ticket = admission.reservation
