@@ -279,3 +279,39 @@ def test_try_append_that_fails_raises_and_the_log_goes_on(log: SQLiteEventLog) -
     assert log.end_offset() == 0
     assert log.append([b"fine"]) == [1]
     assert log.try_append([b"also fine"]) == [2]
+
+
+_OPEN_AT_ONCE = """
+import sys, time
+from outlay.budgets import SQLiteBudgetStore
+from outlay.finance import SQLitePeriodStore
+from outlay.keys import SQLiteKeyStore
+from outlay.ledger import SQLiteLedger
+from outlay.stream import SQLiteEventLog
+folder, start = sys.argv[1], float(sys.argv[2])
+while time.time() < start:
+    pass
+SQLiteEventLog(folder + "/events.db").close()
+SQLiteBudgetStore(folder + "/budgets.db").close()
+SQLiteKeyStore(folder + "/keys.db").close()
+SQLiteLedger(folder + "/outlay.db").close()
+SQLitePeriodStore(folder + "/periods.db").close()
+"""
+
+
+@pytest.mark.slow
+def test_processes_opening_one_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    # Workers of one server start together: SQLite refuses all but one switch of a new file to
+    # WAL at once ("database is locked", without waiting), which made ~1 in 5 such opens fail.
+    for attempt in range(4):
+        folder = tmp_path / str(attempt)
+        folder.mkdir()
+        start = time.time() + 1.0
+        children = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN_AT_ONCE, str(folder), str(start)], stderr=subprocess.PIPE
+            )
+            for _ in range(4)
+        ]
+        errors = [child.communicate(timeout=60)[1].decode() for child in children]
+        assert [child.returncode for child in children] == [0] * 4, errors

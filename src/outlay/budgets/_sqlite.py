@@ -22,7 +22,7 @@ from typing import Final
 from outlay._checkpoint import DEFAULT_INTERVAL, Checkpointer
 from outlay._errors import BackendError, BackendUnavailable, ConfigError, InvalidInput
 from outlay._money import MONEY_CONTEXT, ZERO
-from outlay._sqlite import begin_now
+from outlay._sqlite import begin_now, use_wal
 
 from ._store import (
     DEFAULT_RETENTION,
@@ -87,7 +87,7 @@ class SQLiteBudgetStore(BudgetStore):
             self._db = sqlite3.connect(
                 str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
+            use_wal(self._db, busy_timeout)
             # NORMAL in WAL mode survives a process crash; only an OS crash can lose the last commits.
             self._db.execute("PRAGMA synchronous=NORMAL")
             with self._tx() as db:

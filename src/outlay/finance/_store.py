@@ -20,6 +20,7 @@ from typing import Any
 
 from outlay._errors import BackendError
 from outlay._money import money_str
+from outlay._sqlite import use_wal
 from outlay.ledger import LedgerStore, SQLiteLedger
 from outlay.ledger._open import companion_path
 
@@ -140,7 +141,7 @@ class SQLitePeriodStore(PeriodStore):
         self._lock = threading.Lock()
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            use_wal(self._db, 30)
             self._db.execute(_SCHEMA)
         except sqlite3.Error as exc:
             raise BackendError(f"period store {str(self.path)!r}: {exc}") from exc

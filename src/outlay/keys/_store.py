@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from outlay._errors import BackendError, ConfigError, InvalidInput
+from outlay._sqlite import use_wal
 
 from ._key import DISPLAY_CHARS, VirtualKey, generate_secret, hash_secret, new_key_id, parse_budget
 
@@ -146,7 +147,7 @@ class SQLiteKeyStore(KeyStore):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            use_wal(self._conn, 30)
             self._conn.execute("PRAGMA synchronous=FULL")  # a created or revoked key survives a crash
             self._conn.execute(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:

@@ -27,6 +27,7 @@ from outlay._errors import BackendError, ConfigError, InvalidInput
 from outlay._gc import gc_paused
 from outlay._money import MONEY_CONTEXT, ZERO, money_str
 from outlay._rating import Rating
+from outlay._sqlite import use_wal
 from outlay.events import CostEvent, decode_event, encode_event
 
 from ._base import (
@@ -193,7 +194,7 @@ class SQLiteLedger(LedgerStore):
             # than SQLite's 4 KiB for as many bytes written, queries and reads unchanged
             # (docs/benchmarks.md). A file made by others keeps its own.
             connection.execute(f"PRAGMA page_size={_PAGE_SIZE}")
-        connection.execute("PRAGMA journal_mode=WAL")
+        use_wal(connection, self._timeout)
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA cache_size=-65536")  # 64 MiB: index pages of a big ledger stay hot
         if self._checkpointer is not None:  # each thread's connection leaves checkpoints to it too

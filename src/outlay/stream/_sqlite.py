@@ -24,7 +24,7 @@ from typing import Final
 
 from outlay._checkpoint import DEFAULT_INTERVAL, Checkpointer
 from outlay._errors import BackendError, ConfigError, InvalidInput
-from outlay._sqlite import begin_now
+from outlay._sqlite import begin_now, use_wal
 
 from ._base import EventLog, LogRecord, check_consumer, check_offset, check_payloads, check_read_args
 
@@ -146,7 +146,7 @@ class SQLiteEventLog(EventLog):
             self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
         )
         try:
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = use_wal(conn, self._busy_timeout)
             if str(mode).lower() != "wal":
                 raise BackendError(f"SQLite event log {self._path}: cannot use WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous=FULL")
