@@ -163,6 +163,19 @@ def test_several_baggage_headers_are_one_list() -> None:
         assert ctx.tenant == "acme"
 
 
+def test_kafka_style_headers_with_null_values_are_read_or_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    with attribute(tenant="acme"):
+        headers: dict[str, str] = {}
+        inject(headers)
+    kafka = [("trace", None), ("baggage", None), ("baggage", headers["baggage"].encode())]
+    with extract(kafka) as ctx:
+        assert ctx is not None and ctx.tenant == "acme"
+    with caplog.at_level("WARNING"), extract([("baggage", 42)], on_error="ignore") as ignored:
+        assert ignored is None  # a malformed carrier is invalid baggage: ignored as asked
+    with pytest.raises(InvalidBaggage, match="not text"):
+        extract([("baggage", 42)])
+
+
 def test_unsupported_carrier_is_a_clear_error() -> None:
     with attribute(tenant="a"), pytest.raises(InvalidInput, match="carrier"):
         inject(object())

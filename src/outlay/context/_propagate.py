@@ -96,6 +96,8 @@ def _read(carrier: object, getter: Getter | None) -> str:
     values = [raw] if isinstance(raw, str | bytes) else raw
     texts: list[str] = []
     for value in values:
+        if value is None:  # a header without a value (Kafka allows it): no baggage there
+            continue
         if isinstance(value, bytes):
             try:
                 texts.append(value.decode("ascii"))
@@ -103,8 +105,8 @@ def _read(carrier: object, getter: Getter | None) -> str:
                 raise InvalidBaggage("the header is not ASCII", field="baggage") from None
         elif isinstance(value, str):
             texts.append(value)
-        else:
-            raise InvalidInput(f"the getter returned {type(value).__name__}, not str", field="getter")
+        else:  # malformed carrier: invalid baggage, which on_error="ignore" ignores
+            raise InvalidBaggage(f"the baggage header is a {type(value).__name__}, not text", field="baggage")
     # Several baggage headers are one list (RFC 7230 §3.2.2), so they join with commas.
     return ",".join(texts)
 
