@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ __all__ = ["BudgetEngine", "BudgetStatus", "Reservation"]
 
 _log = logging.getLogger("outlay.budgets")
 _UTC: Final = ZoneInfo("UTC")
+_REMEMBERED: Final = 100_000  # soft-limit counters already told, unsettled holds under no budget
 _add: Final = MONEY_CONTEXT.add
 _sub: Final = MONEY_CONTEXT.subtract
 
@@ -106,10 +108,12 @@ class BudgetEngine:
         self._ttl = float(reservation_ttl)
         self._tz = timezone(default_timezone, field="default_timezone")
         self.runs = RunBook()
-        self._soft_seen: set[str] = set()
+        # Both bounded (oldest forgotten first): a soft counter per period and key, and the holds
+        # of calls under no budget that were never settled (a crashed caller) would grow forever.
+        self._soft_seen: OrderedDict[str, None] = OrderedDict()
         # Calls no policy applied to hold nothing in the store; this set makes their settle and
         # release idempotent too (a repeated settle must not count a run's spend twice).
-        self._keyless: set[str] = set()
+        self._keyless: OrderedDict[str, None] = OrderedDict()
         self._keyless_lock = threading.Lock()
         self._bad_downgrades: set[tuple[str, str]] = set()  # pairs already logged as refused
 
@@ -281,7 +285,9 @@ class BudgetEngine:
                 raise
         else:
             with self._keyless_lock:
-                self._keyless.add(reservation.id)
+                self._keyless[reservation.id] = None
+                if len(self._keyless) > _REMEMBERED:
+                    self._keyless.popitem(last=False)
         return reservation
 
     def _rate_for(self, tenant: str | None) -> CostRateLimit | None:
@@ -344,7 +350,9 @@ class BudgetEngine:
             seen = f"{id(policy)}|{counter}"
             if seen in self._soft_seen:
                 continue
-            self._soft_seen.add(seen)
+            self._soft_seen[seen] = None
+            if len(self._soft_seen) > _REMEMBERED:
+                self._soft_seen.popitem(last=False)
             period = policy.describe()
             message = (
                 f"{_subject(policy, value)} reached its soft limit: "
@@ -360,7 +368,7 @@ class BudgetEngine:
                 try:
                     policy.on_soft(decision)
                 except BaseException:
-                    self._soft_seen.discard(seen)  # escalated: the next call asks the hook again
+                    self._soft_seen.pop(seen, None)  # escalated: the next call asks the hook again
                     raise
 
     def settle(self, reservation: Reservation, actual: object = None) -> Decimal:
@@ -413,7 +421,7 @@ class BudgetEngine:
         with self._keyless_lock:
             if reservation.id not in self._keyless:
                 return False
-            self._keyless.discard(reservation.id)
+            del self._keyless[reservation.id]
             return True
 
     def _guards_of(self, info: RunInfo | None) -> RunGuards | None:
