@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -53,6 +54,16 @@ def test_bad_messages_body_gets_anthropic_shaped_400(
     assert response.json()["type"] == "error"
     assert response.json()["error"]["type"] == "invalid_request_error"
     assert fake.requests == []
+
+
+def test_an_endpoint_the_gateway_lacks_answers_an_anthropic_client_in_its_format(
+    gw_url: str, claude: anthropic.Anthropic
+) -> None:
+    with pytest.raises(anthropic.NotFoundError) as caught:
+        claude.messages.count_tokens(model="claude-haiku-4-5", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.response.json()["error"]["type"] == "not_found_error"
+    response = _post(gw_url, "/v1/messages/batches", b"{}", {"x-api-key": CLIENT_KEY})
+    assert response.status_code == 404 and response.json()["type"] == "error"
 
 
 def test_body_over_the_limit_is_413_without_reading_it_all(

@@ -118,10 +118,11 @@ class Gateway:
         if scope["type"] != "http":
             return
         path: str = scope["path"].rstrip("/") or "/"
-        dialect: Dialect = "anthropic" if path == "/v1/messages" else "openai"
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if path == "/v1/models" and "anthropic-version" in headers:
-            dialect = "anthropic"
+        # Anthropic's paths, and any path an Anthropic SDK calls (it always sends anthropic-version),
+        # get Anthropic's error format; the rest OpenAI's.
+        anthropic = path.startswith("/v1/messages") or "anthropic-version" in headers
+        dialect: Dialect = "anthropic" if anthropic else "openai"
         try:
             endpoint = _ENDPOINTS.get(path)
             if endpoint is None:
