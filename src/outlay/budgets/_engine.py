@@ -473,6 +473,8 @@ class BudgetEngine:
             return True
         why = "has no price" if instead is None else f"costs more ({instead} vs {wanted} for this call)"
         if (requested, target) not in self._bad_downgrades:
+            if len(self._bad_downgrades) >= _REMEMBERED:  # model names may come from clients
+                self._bad_downgrades.clear()
             self._bad_downgrades.add((requested, target))
             _log.error(
                 "outlay: budget %r maps %s to %s, which %s: not downgrading",
