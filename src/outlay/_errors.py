@@ -34,6 +34,7 @@ __all__ = [
     "BudgetError",
     "BudgetExceeded",
     "ConfigError",
+    "Conflict",
     "Forbidden",
     "InvalidBaggage",
     "InvalidEvent",
@@ -182,3 +183,8 @@ class BackendError(OutlayError):
 
 class BackendUnavailable(BackendError):
     """A backend could not be reached."""
+
+
+class Conflict(OutlayError):
+    """The request is valid but cannot be done in the current state (e.g. sealing a month while
+    the ledger is still behind its event log); the message says what to do first."""

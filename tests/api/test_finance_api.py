@@ -15,7 +15,7 @@ from outlay._rating import Rating
 from outlay.finance import audit_csv_sha256, period_store_for, verify_period
 
 from ._finance_cases import PLANS, plans_file
-from .conftest import ACME, ADMIN, auth
+from .conftest import ACME, ADMIN, auth, event
 
 MARGINS = "/api/v1/finance/margins"
 
@@ -111,6 +111,25 @@ async def test_an_open_month_cannot_be_closed(client: httpx.AsyncClient) -> None
     month = datetime.now(UTC).strftime("%Y-%m")
     r = await client.post(f"/api/v1/periods/{month}/close", headers=auth(ADMIN))
     assert r.status_code == 400 and "has not ended" in r.json()["message"]
+
+
+async def test_a_month_is_not_sealed_while_the_ledger_is_behind_its_event_log(
+    client: httpx.AsyncClient, outlay: Outlay
+) -> None:
+    # As with NATS: a separate worker writes the ledger, the API cannot catch it up itself.
+    outlay.reports()  # the seeded events are in
+    outlay.embedded = False
+    outlay.record(event(time=datetime(2026, 3, 20, tzinfo=UTC), cost=Decimal("3")))  # still in the log
+    refused = await client.post("/api/v1/periods/2026-03/close", headers=auth(ADMIN))
+    assert refused.status_code == 409 and refused.json()["error"] == "conflict"
+    assert "1 event(s) behind the event log" in refused.json()["message"]
+    assert (
+        await client.get("/api/v1/periods/2026-03", headers=auth(ADMIN))
+    ).status_code == 404  # nothing sealed
+    outlay.catch_up()  # the worker catches up
+    closed = await client.post("/api/v1/periods/2026-03/close", headers=auth(ADMIN))
+    assert closed.status_code == 201
+    assert (await client.get("/api/v1/periods/2026-03", headers=auth(ADMIN))).json()["verified"]
 
 
 async def test_rerate_after_close_keeps_the_seal_and_goes_to_the_next_month(

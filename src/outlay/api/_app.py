@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from outlay._errors import BackendError, Forbidden, InvalidInput, NotFound, Unauthenticated
+from outlay._errors import BackendError, Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 
 from . import _audit, _billing, _events, _exports, _finance, _reconcile, _usage
 from ._auth import ApiTokens, Principal, load_tokens
@@ -81,6 +81,8 @@ def error_response(exc: Exception) -> Response:
         return _error(401, "unauthenticated", exc.message, **{"WWW-Authenticate": "Bearer"})
     if isinstance(exc, Forbidden):
         return _error(403, "forbidden", exc.message)
+    if isinstance(exc, Conflict):
+        return _error(409, "conflict", str(exc))
     if isinstance(exc, BackendError):
         _log.warning("backend error while serving a request: %s", exc)
         return _error(503, "backend_unavailable", "the ledger or event log is not available; retry later")

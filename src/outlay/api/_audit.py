@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Final
 from urllib.parse import quote
 
-from outlay._errors import NotFound
+from outlay._errors import Conflict, NotFound
 from outlay.finance import (
     Period,
     Seal,
@@ -37,7 +37,16 @@ def _sealed(call: Call, month: Period) -> Seal:
 
 def close(call: Call) -> Reply:
     month = _path_period(call)
-    ledger = call.reports().ledger  # caught up with the event log, so the seal covers every event
+    ledger = call.reports().ledger  # embedded: caught up with the event log first
+    # A seal is final: it must cover every event already recorded. With a separate worker (NATS)
+    # the API cannot catch up itself, so it refuses while the worker is behind the log.
+    outlay = call.outlay
+    behind = outlay.log.end_offset() - outlay.log.committed(outlay.writer.consumer)
+    if behind > 0:
+        raise Conflict(
+            f"the ledger is {behind} event(s) behind the event log: a seal of {month.name} now could"
+            " miss some; let `outlay worker` catch up, then close the period"
+        )
     seal, created = close_period(ledger, month, period_store_for(ledger))
     return Reply({"created": created, **seal.to_json()}, status=201 if created else 200)
 
@@ -85,7 +94,8 @@ def audit_export(call: Call) -> Reply:
 ENDPOINTS: Final = (
     Endpoint("POST", "/api/v1/periods/{period}/close", close,
              "Close a billing month: seal its entries with a SHA-256 (closing again returns the seal)",
-             tag="periods", admin_only=True, responses={201: "sealed now", 400: "the month has not ended"}),
+             tag="periods", admin_only=True, responses={201: "sealed now", 400: "the month has not ended",
+                                                        409: "the ledger is behind its event log"}),
     Endpoint("GET", "/api/v1/periods/{period}", seal_of,
              "The seal of a closed month, re-verified (a tenant token gets its own part)",
              tag="periods", responses={404: "the month is not closed"}),
