@@ -14,6 +14,7 @@ from outlay.instrument import (
     async_openai_client,
     openai_client,
 )
+from outlay.providers import declare_provider
 from outlay.testing import FakeProvider
 
 from .conftest import events, expected_cost
@@ -55,6 +56,23 @@ def test_openai_stream_hides_the_usage_chunk_it_added_and_meters_it(
     assert event.usage.complete and event.usage.output_tokens == 16
     assert event.cost == expected_cost("gpt-4o", event.usage.input_tokens, 16)
     assert event.usage.input_tokens == fake_input_tokens(base_url, "gpt-4o")
+
+
+def test_a_declared_openai_like_provider_gets_stream_usage_too(
+    fake: FakeProvider, base_url: str, pipeline: outlay.Outlay, engine: BudgetEngine
+) -> None:
+    provider = declare_provider("vllm-eu", like="openai")
+    with (
+        openai_client(
+            outlay=pipeline, budgets=engine, provider=provider, base_url=base_url + "/v1", api_key="sk-test"
+        ) as client,
+        outlay.attribute(tenant="acme"),
+    ):
+        chunks = list(client.chat.completions.create(model="llama-3-70b", messages=HELLO, stream=True))
+    assert fake.requests[-1].json()["stream_options"] == {"include_usage": True}
+    assert all(chunk.choices for chunk in chunks)  # the added usage chunk stays hidden
+    [event] = events(pipeline)
+    assert event.provider == "vllm-eu" and event.usage.complete and event.usage.output_tokens == 16
 
 
 def fake_input_tokens(base_url: str, model: str) -> int:

@@ -46,6 +46,9 @@ def test_an_unterminated_last_event_is_still_passed_on() -> None:
             ("google", "openai", "chat", "chat"),
         ),
         ("vllm.internal", "/v1/chat/completions", ("openai", "openai", "chat", "chat")),
+        # Groq's and Azure's OpenAI paths hold "/openai/" too: OpenAI's format, not Gemini's bill
+        ("api.groq.com", "/openai/v1/chat/completions", ("openai", "openai", "chat", "chat")),
+        ("x.openai.azure.com", "/openai/v1/chat/completions", ("openai", "openai", "chat", "chat")),
     ],
 )
 def test_billable_endpoints_are_recognised(host: str, path: str, expected: tuple[str, ...]) -> None:

@@ -18,7 +18,7 @@ import orjson
 from outlay._errors import BudgetError, InvalidInput, InvalidUsage
 from outlay._usage import Usage
 from outlay.providers import parse_response as _parse
-from outlay.providers import stream_accumulator
+from outlay.providers import stream_accumulator, wire_format
 
 from ._endpoints import DEFAULT_MAX_OUTPUT_TOKENS, Endpoint, check_provider, classify, max_output_tokens
 from ._filter import UsageChunkFilter
@@ -95,7 +95,8 @@ class Meter:
         if metered.downgraded:
             data["model"] = metered.model
             changed = True
-        if stream and endpoint.wire == "openai" and endpoint.api == "chat":
+        # Any server speaking OpenAI's format (a declared vLLM too) needs include_usage to report usage.
+        if stream and endpoint.api == "chat" and wire_format(endpoint.wire) == "openai":
             options = data.get("stream_options")
             if not (isinstance(options, dict) and options.get("include_usage") is True):
                 data["stream_options"] = {

@@ -25,7 +25,9 @@ _HOSTS: Final = {
     "api.anthropic.com": "anthropic",
     "generativelanguage.googleapis.com": "google",
 }
-_GEMINI_COMPAT: Final = "/openai/"  # .../v1beta/openai/chat/completions
+# Gemini's OpenAI-compatible endpoint (.../v1beta/openai/chat/completions); Groq's and Azure's
+# OpenAI paths also hold "/openai/", and are OpenAI's format billed by their own host.
+_GEMINI_COMPAT: Final = "/v1beta/openai/"
 
 # path suffix -> (API name as outlay.providers knows it, operation recorded on the event)
 _OPENAI_APIS: Final = (

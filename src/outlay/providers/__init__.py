@@ -7,7 +7,7 @@ provider's docs) and in ``docs/usage.md``.
 from __future__ import annotations
 
 from ._base import CUT, ParsedResponse
-from ._registry import declare_provider, normalize_provider
+from ._registry import declare_provider, normalize_provider, wire_format
 from ._response import parse_response, usage_from_response
 from ._stream import StreamAccumulator, stream_accumulator, usage_from_stream
 
@@ -21,4 +21,5 @@ __all__ = [
     "stream_accumulator",
     "usage_from_response",
     "usage_from_stream",
+    "wire_format",
 ]
