@@ -385,11 +385,14 @@ class Metered:
         admitted.engine.settle(admitted.reservation, event.cost)
         return event
 
-    def fail(self, usage: Usage | None = None) -> CostEvent:
+    def fail(self, usage: Usage | None = None, *, may_be_billed: bool = False) -> CostEvent:
         """Record the call as failed (``status="error"``) and release its reservation (once).
 
         ``usage`` is what the provider billed for the failure (``Usage()`` when it billed nothing,
         as for an error answer); by default whatever usage was reported, else unknown (unpriced).
+        ``may_be_billed``: the request reached the provider (a timeout, a connection dropped after
+        sending) and its cost is unknown: the budget is charged the estimate instead, since a
+        provider bills a generation its client gave up on — unknown is not free.
         """
         admitted = self._take()
         latency = (time.perf_counter() - admitted.started) * 1000
@@ -410,6 +413,8 @@ class Metered:
         self.event = event
         if event.priced and event.cost:
             admitted.engine.settle(admitted.reservation, event.cost)
+        elif may_be_billed and not event.priced:
+            admitted.engine.settle(admitted.reservation)  # the estimate: unknown is not zero
         else:
             admitted.engine.release(admitted.reservation)
         return event

@@ -149,6 +149,37 @@ def test_a_dropped_connection_is_an_error_of_unknown_cost(
     assert event.status == "error" and event.cost is None and not event.priced
 
 
+def test_a_call_that_timed_out_or_dropped_after_sending_is_charged_its_estimate(
+    fake: FakeProvider, base_url: str, pipeline: outlay.Outlay, engine: BudgetEngine
+) -> None:
+    # The provider bills a generation its client gave up on: a retry loop over timeouts must
+    # not be free to the budget. A connect that failed never reached it: that one is released.
+    budget = Budget(limit="0.04", scope="tenant")
+    engine.add_policy(budget)
+    with (
+        openai_client(outlay=pipeline, budgets=engine, base_url=base_url + "/v1", api_key="k", max_retries=0,
+                      timeout=0.3) as client,
+        outlay.attribute(tenant="acme"),
+    ):  # fmt: skip
+        fake.fail(Fault.hang())
+        with pytest.raises(openai.APITimeoutError):
+            client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=1000)
+        fake.fail(Fault.drop())
+        with pytest.raises(openai.APIConnectionError):
+            client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=1000)
+    spent = engine.status({"tenant": "acme"}, budget)
+    assert spent.reserved == 0 and spent.spent > Decimal("0.02")  # two estimates of ~$0.01 each
+    assert [(e.status, e.cost) for e in events(pipeline)] == [("error", None), ("error", None)]
+    with (
+        openai_client(outlay=pipeline, budgets=engine, base_url="http://127.0.0.1:9/v1", api_key="k",
+                      max_retries=0) as closed,
+        outlay.attribute(tenant="acme"),
+        pytest.raises(openai.APIConnectionError),
+    ):  # fmt: skip
+        closed.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=1000)
+    assert engine.status({"tenant": "acme"}, budget).spent == spent.spent  # never sent: nothing charged
+
+
 def test_a_stream_broken_by_the_upstream_is_recorded_as_an_error(
     fake: FakeProvider, anthropic_sdk: anthropic.Anthropic, pipeline: outlay.Outlay
 ) -> None:

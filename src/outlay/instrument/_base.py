@@ -134,6 +134,11 @@ async def _off_loop(func: Any, *args: Any) -> None:
         await anyio.to_thread.run_sync(func, *args)
 
 
+def _sent(lib: Any, exc: BaseException) -> bool:
+    """Whether the request may have reached the provider: only a failed connect surely did not."""
+    return not isinstance(exc, lib.ConnectError | lib.ConnectTimeout)
+
+
 class SyncTransportMixin:
     _lib: ClassVar[Any]
     _stream_class: ClassVar[type[SyncStreamMixin]]
@@ -146,8 +151,8 @@ class SyncTransportMixin:
             return self._wrapped.handle_request(request)
         try:
             response = self._wrapped.handle_request(request)
-        except BaseException:
-            call.failed()
+        except BaseException as exc:
+            call.failed(sent=_sent(self._lib, exc))
             raise
         _mark(call, response)
         if call.stream and response.status_code < 400:
@@ -156,7 +161,7 @@ class SyncTransportMixin:
         try:
             raw = b"".join(response.stream)
         except BaseException:
-            call.failed()
+            call.failed(sent=True)  # the answer had begun: the provider bills it
             raise
         finally:
             response.stream.close()
@@ -180,8 +185,8 @@ class AsyncTransportMixin:
             return await self._wrapped.handle_async_request(request)
         try:
             response = await self._wrapped.handle_async_request(request)
-        except BaseException:
-            await _off_loop(call.failed)
+        except BaseException as exc:
+            await _off_loop(call.failed, _sent(self._lib, exc))
             raise
         _mark(call, response)
         if call.stream and response.status_code < 400:
@@ -190,7 +195,7 @@ class AsyncTransportMixin:
         try:
             raw = b"".join([chunk async for chunk in response.stream])
         except BaseException:
-            await _off_loop(call.failed)
+            await _off_loop(call.failed, True)  # the answer had begun: the provider bills it
             raise
         finally:
             await response.stream.aclose()

@@ -146,9 +146,10 @@ class MeteredCall:
         self.metered.set_usage(usage)
         self.metered.finish()
 
-    def failed(self) -> None:
-        """The request failed before an answer (connection error, timeout): cost unknown."""
-        self.metered.fail()
+    def failed(self, sent: bool = True) -> None:
+        """The request failed before an answer: cost unknown. ``sent`` unless it surely never
+        reached the provider (a failed connect): a timeout or a drop may still be billed."""
+        self.metered.fail(may_be_billed=sent)
 
     def stream_meter(self) -> StreamMeter:
         return StreamMeter(self)
