@@ -185,6 +185,10 @@ def _errors(text: str) -> str:
             "price[0].input_mtok.tiers[1].start: tiers must be in increasing order",
         ),
         ('input_mtok = { base = "1" }', "price[0].input_mtok.tiers: expected a non-empty list"),
+        (  # past year 9999 once in UTC: a clear error, not an OverflowError traceback
+            'input_mtok = "1"\neffective_to = 9999-12-31T23:00:00-05:00',
+            "price[0].effective_to: 9999-12-31T23:00:00-05:00 is outside the dates a price can have",
+        ),
     ],
 )
 def test_bad_entries_are_refused_naming_file_entry_and_field(entry: str, expected: str) -> None:
@@ -225,6 +229,18 @@ input_mtok = "3"
     )
     assert "price[1]: acme/m overlaps price[0]" in message
     assert "price[2]" not in message  # ends exactly when price[0] starts: adjacent, not overlapping
+
+
+def test_an_override_for_gemini_prices_the_calls_recorded_as_google(tmp_path: Path) -> None:
+    path = tmp_path / "prices.toml"
+    path.write_text('[[price]]\nprovider = "Gemini"\nmodel = "gemini-2.5-flash"\ninput_mtok = "9"\n')
+    catalog = PriceCatalog.load(path)
+    for provider in ("gemini", "google"):  # instrumented Gemini calls are recorded as google
+        assert catalog.rate(Usage(input_tokens=10**6), provider=provider, model="gemini-2.5-flash").cost == D(
+            9
+        )
+    twice = '[[price]]\nprovider = "{}"\nmodel = "m"\ninput_mtok = "1"\n'
+    assert "overlaps price[0]" in _errors(twice.format("gemini") + twice.format("google"))
 
 
 def test_every_error_is_reported_at_once() -> None:

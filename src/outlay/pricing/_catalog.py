@@ -26,7 +26,7 @@ from outlay._rating import Rating
 from outlay._usage import Usage
 
 from ._genai import GENAI_SOURCE, GENAI_VERSION, find_provider, genai_history
-from ._overrides import Overrides, load_overrides
+from ._overrides import Overrides, load_overrides, provider_id
 from ._rate import RatingPlan, compile_plan
 from ._record import PriceRecord
 
@@ -91,7 +91,7 @@ class PriceCatalog:
         if self.overrides is None:
             return []
         # An override for the canonical genai-prices id also covers its aliases and dated ids.
-        providers = {provider} | {r.provider for r in genai}
+        providers = {provider, provider_id(provider)} | {r.provider for r in genai}
         models = {model} | {r.model for r in genai}
         matched = [
             record

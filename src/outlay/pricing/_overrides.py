@@ -38,6 +38,7 @@ from typing import Any, Final
 from outlay._errors import ConfigError, InvalidInput
 from outlay._money import to_money
 from outlay._usage import UNIT_NAME
+from outlay.providers import normalize_provider
 
 from ._record import OVERRIDE_PRICE_KEYS, PriceRecord, Tier, TieredPrice
 
@@ -118,6 +119,15 @@ def _tiered(value: Mapping[str, Any], where: str, errors: _Collector) -> TieredP
     return TieredPrice(base=base, tiers=tuple(tiers))
 
 
+def provider_id(name: str) -> str:
+    """``name`` as outlay records it (``gemini`` -> ``google``), or lower-cased if it is not one
+    outlay knows (an override may price a self-hosted provider never declared in this process)."""
+    try:
+        return normalize_provider(name)
+    except InvalidInput:
+        return name.lower()
+
+
 def _instant(value: object, where: str, errors: _Collector) -> datetime | None:
     if isinstance(value, str):
         try:
@@ -131,7 +141,11 @@ def _instant(value: object, where: str, errors: _Collector) -> datetime | None:
         if value.tzinfo is None:
             errors.add(where, f"datetime {value.isoformat()} has no UTC offset; add Z or +hh:mm")
             return None
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:00-05:00 is past year 9999 in UTC
+            errors.add(where, f"{value.isoformat()} is outside the dates a price can have")
+            return None
     if isinstance(value, date):
         return datetime.combine(value, time(0, 0), tzinfo=UTC)
     errors.add(where, f"expected a date or datetime, got {value!r}")
@@ -156,7 +170,7 @@ def _entry(index: int, raw: object, source: str, errors: _Collector) -> PriceRec
                 f"required: a non-empty name (letters, digits, _ . : / @ - and globs), got {value!r}",
             )
         else:
-            names[key] = value.lower()
+            names[key] = value.lower() if key == "model" else provider_id(value)
     note = raw.get("note")
     if note is not None and not isinstance(note, str):
         errors.add(f"{at}.note", f"expected a string, got {note!r}")
