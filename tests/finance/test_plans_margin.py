@@ -114,6 +114,18 @@ def test_unpriced_usage_is_flagged_never_zero(ledger: InMemoryLedger) -> None:
 def test_a_tenant_with_a_plan_and_no_spend_has_its_revenue_as_margin(ledger: InMemoryLedger) -> None:
     rows = {r.tenant: r for r in margins(ledger, parse_plans(_doc()), "2026-03")}
     assert rows["globex"].margin == D("0.45") and rows["globex"].cost == 0
+    # a markup plan with nothing used: revenue, cost and margin are a known, exact 0
+    idle = rows["initech"]
+    assert (idle.revenue, idle.cost, idle.margin, idle.bound) == (0, 0, 0, "exact")
+    assert "initech" not in {
+        r.tenant for r in margins(ledger, parse_plans(_doc()), "2026-03", below=D("0.1"))
+    }
+
+
+def test_a_fixed_fee_over_a_cost_wholly_unknown_has_an_unknown_margin(ledger: InMemoryLedger) -> None:
+    ledger.write([event(priced=False)])  # acme (a flat fee): every event unpriced
+    acme = {r.tenant: r for r in margins(ledger, parse_plans(_doc()), "2026-03")}["acme"]
+    assert (acme.cost, acme.margin, acme.ratio, acme.bound) == (None, None, None, "unknown")
 
 
 @pytest.mark.parametrize(

@@ -102,12 +102,11 @@ def _margin(tenant: str, plans: Plans, spent: TenantCost) -> TenantMargin:
         return TenantMargin(
             tenant, None, None, spent.cost, None, None, spent.events, spent.unpriced_events, "unknown"
         )
-    revenue = plan.revenue(spent.cost, spent.tokens)
+    # No events: a known zero. Events none of which is priced: unknown, and so is the margin (a
+    # margin over a cost taken as 0 would rank the tenant the most profitable of all).
     cost = spent.cost if spent.cost is not None else (Decimal(0) if spent.events == 0 else None)
-    if revenue is None or (cost is None and spent.unpriced_events < spent.events):
-        margin = None
-    else:
-        margin = MONEY_CONTEXT.subtract(revenue, cost or Decimal(0))
+    revenue = plan.revenue(cost, spent.tokens)
+    margin = None if revenue is None or cost is None else MONEY_CONTEXT.subtract(revenue, cost)
     if margin is None:
         bound = "unknown"
     elif spent.unpriced_events == 0:
@@ -122,6 +121,15 @@ def _margin(tenant: str, plans: Plans, spent: TenantCost) -> TenantMargin:
     return TenantMargin(
         tenant, plan.model, revenue, cost, margin, ratio, spent.events, spent.unpriced_events, bound
     )
+
+
+def _maybe_below(row: TenantMargin, below: Decimal) -> bool:
+    """Whether the tenant's margin ratio is, or might be, under ``below``."""
+    if row.bound in ("at_most", "unknown"):
+        return True
+    if row.ratio is None:  # no revenue: an exact margin is below only if it loses money
+        return row.margin is None or row.margin < 0
+    return row.ratio < below
 
 
 def margins(
@@ -142,5 +150,5 @@ def margins(
     tenants: Iterable[str] = sorted(set(spent) | set(plans.by_tenant))
     rows = [_margin(t, plans, spent.get(t, TenantCost(t, 0, 0, None, 0))) for t in tenants]
     if below is not None:
-        rows = [r for r in rows if r.ratio is None or r.ratio < below or r.bound in ("at_most", "unknown")]
+        rows = [r for r in rows if _maybe_below(r, below)]
     return sorted(rows, key=lambda r: (r.ratio is None, r.ratio if r.ratio is not None else 0, r.tenant))
