@@ -82,3 +82,13 @@ def test_runaway_run_is_rolled_up_and_compared_with_its_agent(ledger: InMemoryLe
     with pytest.raises(InvalidInput) as info:
         runaway_runs(ledger, start, end, min_runs=1)
     assert info.value.field == "min_runs"
+
+
+def test_windows_given_as_text_are_read_and_bad_ones_are_named(ledger: InMemoryLedger) -> None:
+    # The CLI and API speak ISO text: so may a Python caller, with a clear error for anything else.
+    assert spikes(ledger, "2026-03-01", "2026-04-01") == []
+    assert runaway_runs(ledger, "2026-03-01", "2026-04-01T00:00:00Z") == []
+    with pytest.raises(InvalidInput, match="from: expected a date"):
+        spikes(ledger, "March", "2026-04-01")
+    with pytest.raises(InvalidInput, match="to: "):
+        runaway_runs(ledger, "2026-03-01", 20260401)

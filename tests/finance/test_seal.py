@@ -131,6 +131,8 @@ def test_bad_closes_are_refused(ledger: InMemoryLedger) -> None:
         verify_period(ledger, "2026-03", store)
     with pytest.raises(InvalidInput):
         close_period(ledger, "2026-13", store, now=CLOSE)
+    with pytest.raises(InvalidInput, match="now: must be a timezone-aware datetime"):
+        close_period(ledger, "2026-03", store, now=datetime(2026, 4, 2))  # naive: which 2 April?
 
 
 def test_seals_survive_a_restart_beside_a_sqlite_ledger(tmp_path: Path) -> None:

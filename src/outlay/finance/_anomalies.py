@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from outlay._errors import InvalidInput
 from outlay._money import MONEY_CONTEXT, money_str
-from outlay.ledger import LedgerStore
+from outlay.ledger import LedgerStore, parse_instant
 from outlay.reporting import Reports
 
 __all__ = ["RunawayRun", "Spike", "runaway_runs", "spikes"]
@@ -62,10 +62,24 @@ def _median(values: list[Decimal]) -> Decimal:
 MAX_SPIKE_DAYS: Final = 1000
 
 
+def _day(value: object, field: str) -> date:
+    """A calendar day (UTC) from a ``date``, an aware ``datetime`` or an ISO date string."""
+    if isinstance(value, datetime):
+        return parse_instant(value, field).date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            pass
+    raise InvalidInput(f"expected a date such as 2026-03-01, got {value!r}", field=field)
+
+
 def spikes(
     ledger: LedgerStore,
-    start: date,
-    end: date,
+    start: date | str,
+    end: date | str,
     *,
     by: str = "tenant",
     tenant: str | None = None,
@@ -76,6 +90,7 @@ def spikes(
 ) -> list[Spike]:
     """Days in ``[start, end)`` when a ``by`` group's cost exceeded ``factor`` x the median of its
     previous ``baseline_days`` days (a day with no spend counts as 0) *and* ``minimum``."""
+    start, end = _day(start, "from"), _day(end, "to")
     if by not in SPIKE_KEYS:
         raise InvalidInput(f"must be one of {', '.join(SPIKE_KEYS)}, got {by!r}", field="by")
     _check("factor", factor, Decimal(1))
@@ -151,8 +166,8 @@ class _Run:
 
 def runaway_runs(
     ledger: LedgerStore,
-    start: datetime,
-    end: datetime,
+    start: datetime | date | str,
+    end: datetime | date | str,
     *,
     tenant: str | None = None,
     factor: Decimal = Decimal(5),
@@ -163,6 +178,7 @@ def runaway_runs(
     """Root runs started in ``[start, end)`` whose rolled-up cost (the run and all its children)
     is over ``factor`` x the median run of the same agent, and over ``minimum``. An agent needs
     ``min_runs`` runs for its median to mean anything."""
+    start, end = parse_instant(start, "from"), parse_instant(end, "to")
     _check("factor", factor, Decimal(1))
     _check("minimum", minimum, _ZERO)
     if not 2 <= min_runs <= 10_000:

@@ -193,6 +193,8 @@ def close_period(
     """Seal ``period`` (which must have ended). Returns the seal and whether this call created it;
     closing a closed period again returns the stored seal unchanged."""
     month = period if isinstance(period, Period) else parse_period(period)
+    if now is not None and (not isinstance(now, datetime) or now.tzinfo is None):
+        raise InvalidInput(f"must be a timezone-aware datetime, got {now!r}", field="now")
     moment = now or datetime.now(UTC)
     existing = store.get(month.name)
     if existing is not None:
