@@ -228,6 +228,21 @@ def test_plain_httpx_clients_are_metered_too(base_url: str, pipeline: outlay.Out
     assert event.usage.complete and event.cost == expected_cost("gpt-4o-mini", event.usage.input_tokens, 16)
 
 
+def test_a_transport_instrumented_twice_meters_each_call_once(
+    base_url: str, pipeline: outlay.Outlay, engine: BudgetEngine
+) -> None:
+    twice = MeteringTransport(
+        MeteringTransport(outlay=pipeline, budgets=engine), outlay=pipeline, budgets=engine
+    )
+    with openai.OpenAI(
+        base_url=base_url + "/v1", api_key="k", http_client=httpx2.Client(transport=twice)
+    ) as c:
+        c.chat.completions.create(model="gpt-4o-mini", messages=HELLO, max_tokens=10)
+        assert all(chunk.choices for chunk in c.chat.completions.create(model="gpt-4o-mini", messages=HELLO,
+                                                                          stream=True))  # fmt: skip
+    assert len(events(pipeline)) == 2  # one per call, not two
+
+
 def test_a_transport_passed_by_hand_records_into_the_default_pipeline(base_url: str) -> None:
     pipeline = outlay.configure("memory://")
     try:

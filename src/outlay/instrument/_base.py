@@ -8,7 +8,7 @@ Each flavour's classes combine one mixin here with that library's ``BaseTranspor
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import anyio
 
@@ -27,7 +27,12 @@ __all__ = [
 DOWNGRADE_HEADER = "x-outlay-downgraded-from"
 
 
+_METERED: Final = "outlay.metered"
+
+
 def _admit(meter: Meter, lib: Any, request: Any, body: bytes) -> tuple[MeteredCall | None, Any]:
+    if request.extensions.get(_METERED):  # a metering transport outside this one has it already
+        return None, request
     endpoint = meter.endpoint(request.method, request.url.host, request.url.path)
     if endpoint is None:
         return None, request
@@ -37,6 +42,7 @@ def _admit(meter: Meter, lib: Any, request: Any, body: bytes) -> tuple[MeteredCa
         raise for_sdk(exc, request.headers.get("user-agent", "")) from None
     if call is None:
         return None, request
+    request.extensions[_METERED] = True  # a transport wrapped inside this one meters nothing twice
     if call.body is None and not call.stream:
         return call, request
     headers = request.headers.copy()
