@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import anthropic
+import httpx2
 import openai
 
 import outlay
 from outlay.budgets import BudgetEngine
 from outlay.instrument import (
+    MeteringTransport,
     async_anthropic_client,
     async_openai_client,
     openai_client,
@@ -161,6 +163,31 @@ def test_gemini_openai_compatible_endpoint_is_billed_as_google(
     assert reply.usage is not None
     assert (event.provider, event.model) == ("google", "gemini-2.0-flash")
     assert event.cost == expected_cost("gemini-2.0-flash", reply.usage.prompt_tokens, 8)
+
+
+def test_geminis_own_api_is_metered_as_the_google_genai_sdk_calls_it(
+    base_url: str, pipeline: outlay.Outlay, engine: BudgetEngine
+) -> None:
+    # The model and streaming are named by the path; the SDK streams with alt=sse.
+    transport = MeteringTransport(outlay=pipeline, budgets=engine)
+    body = {"contents": [{"role": "user", "parts": [{"text": "Say hello, please."}]}],
+            "generationConfig": {"maxOutputTokens": 50}}  # fmt: skip
+    with (
+        httpx2.Client(transport=transport, base_url=base_url + "/v1beta") as client,
+        outlay.attribute(tenant="acme"),
+    ):
+        answer = client.post("/models/gemini-2.5-flash:generateContent", json=body).json()
+        streamed = client.post(
+            "/models/gemini-2.5-flash:streamGenerateContent", params={"alt": "sse"}, json=body
+        )
+        assert streamed.text.count("data: ") > 1
+    whole, stream = events(pipeline)
+    for event in (whole, stream):
+        assert (event.provider, event.model, event.tenant_id) == ("google", "gemini-2.5-flash", "acme")
+        assert event.usage.complete and event.usage.output_tokens == 16
+        assert event.priced and event.cost is not None and event.cost > 0
+    assert whole.usage.input_tokens == answer["usageMetadata"]["promptTokenCount"]
+    assert stream.usage == whole.usage and stream.cost == whole.cost
 
 
 def test_embeddings_are_metered_and_other_endpoints_pass_through(

@@ -46,6 +46,16 @@ def test_an_unterminated_last_event_is_still_passed_on() -> None:
             ("google", "openai", "chat", "chat"),
         ),
         ("vllm.internal", "/v1/chat/completions", ("openai", "openai", "chat", "chat")),
+        (  # Gemini's own API (the google-genai SDK), and Vertex AI's path to it
+            "generativelanguage.googleapis.com",
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+            ("google", "google", "generate_content", "chat"),
+        ),
+        (
+            "europe-west4-aiplatform.googleapis.com",
+            "/v1/projects/p/locations/europe-west4/publishers/google/models/gemini-2.5-pro:generateContent",
+            ("google", "google", "generate_content", "chat"),
+        ),
         # Groq's and Azure's OpenAI paths hold "/openai/" too: OpenAI's format, not Gemini's bill
         ("api.groq.com", "/openai/v1/chat/completions", ("openai", "openai", "chat", "chat")),
         ("x.openai.azure.com", "/openai/v1/chat/completions", ("openai", "openai", "chat", "chat")),

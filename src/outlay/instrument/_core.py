@@ -76,10 +76,12 @@ class Meter:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             return None
-        if not isinstance(data, dict) or not isinstance(data.get("model"), str):
+        if not isinstance(data, dict):
             return None
-        model: str = data["model"]
-        stream = data.get("stream") is True
+        model = endpoint.model or data.get("model")
+        if not isinstance(model, str):
+            return None
+        stream = endpoint.stream or data.get("stream") is True
         metered = self.recorder.open_meter(
             provider=endpoint.provider,
             model=model,

@@ -10,6 +10,7 @@ are read with OpenAI's wire format (https://ai.google.dev/gemini-api/docs/openai
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -29,6 +30,11 @@ _HOSTS: Final = {
 # OpenAI paths also hold "/openai/", and are OpenAI's format billed by their own host.
 _GEMINI_COMPAT: Final = "/v1beta/openai/"
 
+# .../models/{model}:generateContent or :streamGenerateContent (Gemini API v1/v1beta, Vertex AI's
+# .../publishers/google/models/{model}:...): https://ai.google.dev/api/generate-content
+_GEMINI_NATIVE: Final = re.compile(
+    r"/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)$"
+)
 # path suffix -> (API name as outlay.providers knows it, operation recorded on the event)
 _OPENAI_APIS: Final = (
     ("/chat/completions", "chat", "chat"),
@@ -42,9 +48,11 @@ class Endpoint:
     """A billable call: ``provider`` bills and prices it, ``wire`` is the format its answer is in."""
 
     provider: str
-    wire: str  # what to hand outlay.providers: "openai", "anthropic", or a declared provider
-    api: str  # chat | responses | embeddings | messages
+    wire: str  # what to hand outlay.providers: "openai", "anthropic", "google", or a declared provider
+    api: str  # chat | responses | embeddings | messages | generate_content
     operation: str  # chat | embedding
+    model: str | None = None  # named by the path (Gemini's API), not by the body
+    stream: bool = False  # asked for by the path (Gemini's :streamGenerateContent)
 
 
 def classify(method: str, host: str, path: str, provider: str | None) -> Endpoint | None:
@@ -55,6 +63,11 @@ def classify(method: str, host: str, path: str, provider: str | None) -> Endpoin
     if path.endswith("/messages"):
         name = provider or _HOSTS.get(host) or "anthropic"
         return Endpoint(name, name, "messages", "chat")
+    native = _GEMINI_NATIVE.search(path)
+    if native is not None:  # the google-genai SDK, the Gemini API and Vertex AI
+        name = provider or _HOSTS.get(host) or "google"
+        stream = native["method"] == "streamGenerateContent"
+        return Endpoint(name, name, "generate_content", "chat", native["model"], stream)
     for suffix, api, operation in _OPENAI_APIS:
         if path.endswith(suffix):
             name = provider or _HOSTS.get(host) or ("google" if _GEMINI_COMPAT in path else "openai")
@@ -78,6 +91,10 @@ def max_output_tokens(api: str, body: dict[str, Any], default: int) -> int:
     """The most output the request allows, for the worst-case estimate (``default`` if unset)."""
     if api == "embeddings":
         return 0
+    if api == "generate_content":
+        config = body.get("generationConfig")
+        found = _count(config.get("maxOutputTokens")) if isinstance(config, dict) else None
+        return default if found is None else found
     names = ("max_output_tokens",) if api == "responses" else ("max_completion_tokens", "max_tokens")
     for name in names:
         found = _count(body.get(name))

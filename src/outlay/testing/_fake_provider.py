@@ -17,10 +17,11 @@ import asyncio
 import fnmatch
 import json
 import logging
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from . import _wire
 from ._asgi import Receive, Scope, Send, read_body, send_bytes, wait_for_disconnect
@@ -64,9 +65,13 @@ _OPENAI_TYPE = {
     503: "server_error",
 }
 
-Api = Literal["chat", "responses", "embeddings", "messages", "models"]
+Api = Literal["chat", "responses", "embeddings", "messages", "models", "generate_content"]
 Dialect = Literal["openai", "anthropic", "gemini"]
 
+# Gemini's own API: POST /v1beta/models/{model}:generateContent | :streamGenerateContent?alt=sse
+_GEMINI_NATIVE: Final = re.compile(
+    r"/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)"
+)
 _ROUTES: dict[tuple[str, str], tuple[Dialect, Api]] = {
     ("POST", "/v1/chat/completions"): ("openai", "chat"),
     ("POST", "/v1/responses"): ("openai", "responses"),
@@ -179,7 +184,8 @@ def _texts(value: object) -> Iterator[str]:
 
 def count_input_tokens(body: Mapping[str, Any]) -> int:
     """The fake's deterministic input token count for a generation request body."""
-    chars = sum(len(t) for k in ("messages", "input", "system", "instructions") for t in _texts(body.get(k)))
+    keys = ("messages", "input", "system", "instructions", "contents", "systemInstruction")
+    chars = sum(len(t) for k in keys for t in _texts(body.get(k)))
     messages = body.get("messages")
     count = len(messages) if isinstance(messages, list) else 1
     return max(1, chars // 4) + 4 * count
@@ -282,6 +288,9 @@ class FakeProvider:
         if self.record:
             self.requests.append(RecordedRequest(method, path, headers, body))
         route = _ROUTES.get((method, path.rstrip("/")))
+        native = _GEMINI_NATIVE.fullmatch(path) if route is None and method == "POST" else None
+        if native is not None:  # /v1beta/models/{model}:generateContent (or :streamGenerateContent)
+            route = ("gemini", "generate_content")
         if route is None:
             await self._error(send, "openai", 404, f"Unknown request URL: {method} {path}")
             return
@@ -315,6 +324,12 @@ class FakeProvider:
             request = json.loads(body)
             if not isinstance(request, dict):
                 raise TypeError("not an object")
+            if native is not None:  # Gemini names the model, and streaming, in the path
+                request = {
+                    **request,
+                    "model": native["model"],
+                    "stream": native["method"] == "streamGenerateContent",
+                }
             model = request["model"]
             if not isinstance(model, str):
                 raise TypeError("model is not a string")
@@ -339,6 +354,12 @@ class FakeProvider:
             await self._respond(send, body, fault)
             return
         reply = self._reply(api, model, request, behaviour)
+        if api == "generate_content":
+            if stream:
+                await self._stream(send, _wire.gemini_stream(reply), fault)
+            else:
+                await self._respond(send, _wire.gemini_response(reply), fault)
+            return
         if api == "chat":
             if stream:
                 options = request.get("stream_options") or {}
@@ -360,10 +381,12 @@ class FakeProvider:
         self, api: Api, model: str, request: Mapping[str, Any], behaviour: ModelBehaviour
     ) -> _wire.Reply:
         input_tokens = count_input_tokens(request)
+        config = request.get("generationConfig")
         limit = (
             request.get("max_tokens")
             or request.get("max_completion_tokens")
             or request.get("max_output_tokens")
+            or (config.get("maxOutputTokens") if isinstance(config, dict) else None)
         )
         output = behaviour.output_tokens
         if isinstance(limit, int) and limit < output:

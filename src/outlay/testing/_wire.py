@@ -358,3 +358,43 @@ def anthropic_stream(reply: Reply) -> Iterator[bytes]:
     }
     yield sse(message_delta, event="message_delta")
     yield sse({"type": "message_stop"}, event="message_stop")
+
+
+def _gemini_usage(reply: Reply, *, final: bool) -> dict[str, Any]:
+    """``usageMetadata`` (https://ai.google.dev/api/generate-content#UsageMetadata): thoughts are
+    reported beside the candidates' tokens; zero fields are left out, as proto3 JSON does."""
+    visible = reply.output_tokens - reply.reasoning_tokens
+    usage: dict[str, Any] = {"promptTokenCount": reply.input_tokens}
+    if final:
+        usage["candidatesTokenCount"] = visible
+        if reply.reasoning_tokens:
+            usage["thoughtsTokenCount"] = reply.reasoning_tokens
+    usage["totalTokenCount"] = reply.input_tokens + (reply.output_tokens if final else 0)
+    if reply.cached_tokens:
+        usage["cachedContentTokenCount"] = reply.cached_tokens
+    return usage
+
+
+def _gemini_chunk(reply: Reply, text: str, *, final: bool) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    if final:
+        candidate["finishReason"] = "MAX_TOKENS" if reply.finish == "length" else "STOP"
+    return {
+        "candidates": [candidate],
+        "usageMetadata": _gemini_usage(reply, final=final),
+        "modelVersion": reply.model,
+        "responseId": reply.id,
+    }
+
+
+def gemini_response(reply: Reply) -> bytes:
+    """A ``generateContent`` GenerateContentResponse."""
+    return _dumps(_gemini_chunk(reply, reply.text, final=True))
+
+
+def gemini_stream(reply: Reply) -> Iterator[bytes]:
+    """``streamGenerateContent?alt=sse``: one GenerateContentResponse per event, each with the
+    running ``usageMetadata``; the last carries the finishReason and the final counts."""
+    pieces = reply.pieces or ("",)
+    for index, piece in enumerate(pieces):
+        yield b"data: " + _dumps(_gemini_chunk(reply, piece, final=index == len(pieces) - 1)) + b"\r\n\r\n"
