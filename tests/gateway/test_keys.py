@@ -51,6 +51,10 @@ def test_a_keys_budget_limits_its_tenant_and_its_feature_per_tenant(store: KeySt
     assert (tenant.scope, tenant.key, tenant.limit, tenant.period) == ("tenant", "acme", Decimal(5), "day")
     assert (feature.scope, feature.key) == ("feature", "acme/chat")
     assert store.create("acme")[0].policies == ()
+    # tenant x, feature y/chat and tenant x/y, feature chat: two counters, not one
+    one, _ = store.create("x", feature="y/chat", budget="1/day")
+    two, _ = store.create("x/y", feature="chat", budget="1/day")
+    assert one.feature_key == "x/y%2Fchat" and two.feature_key == "x%2Fy/chat"
 
 
 def test_revoke_is_permanent_idempotent_and_named(store: KeyStore) -> None:
@@ -86,7 +90,16 @@ def test_bad_budget_is_refused_naming_the_field(store: KeyStore, budget: str, fi
     assert store.list_keys() == []
 
 
-@pytest.mark.parametrize(("name", "value"), [("tenant", ""), ("tenant", "x" * 201), ("feature", " ")])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("tenant", ""),
+        ("tenant", "x" * 201),
+        ("feature", " "),
+        ("tenant", "evil\nkey_fake\tolk_FAKE"),  # would forge a row in `outlay keys list`
+        ("workspace", "a\x00b"),
+    ],
+)
 def test_bad_names_are_refused(store: KeyStore, name: str, value: str) -> None:
     kwargs = {"tenant": "acme", name: value}
     with pytest.raises(InvalidInput) as caught:

@@ -61,11 +61,16 @@ def parse_budget(text: str) -> tuple[Decimal, str]:
 
 
 def check_name(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > _MAX:
+    # Printable, as the cost context and events the key's calls are attributed with must be.
+    if not isinstance(value, str) or not value.strip() or len(value) > _MAX or not value.isprintable():
         raise InvalidInput(
-            f"must be a non-empty string of at most {_MAX} characters, got {value!r}", field=name
+            f"must be a non-empty printable string of at most {_MAX} characters, got {value!r}", field=name
         )
     return value
+
+
+def _escape_part(text: str) -> str:
+    return text.replace("%", "%25").replace("/", "%2F")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +126,12 @@ class VirtualKey:
 
     @property
     def feature_key(self) -> str | None:
-        """The tenant-qualified counter value of the key's feature budget."""
-        return None if self.feature is None else f"{self.tenant}/{self.feature}"
+        """The tenant-qualified counter value of the key's feature budget: ``tenant/feature``, each
+        with ``%`` and ``/`` escaped, so tenant ``x`` feature ``y/chat`` and tenant ``x/y`` feature
+        ``chat`` never share a counter."""
+        if self.feature is None:
+            return None
+        return f"{_escape_part(self.tenant)}/{_escape_part(self.feature)}"
 
     def to_dict(self) -> dict[str, object]:
         """For listings: everything but the secret (which is not stored anyway)."""
