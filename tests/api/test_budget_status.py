@@ -365,7 +365,7 @@ def test_bad_budget_configuration_refuses_to_start(outlay: Outlay, tmp_path: Pat
     assert info.value.field == "budgets"
     with pytest.raises(ConfigError) as bad_url:
         create_app(outlay, tokens=TOKENS, budgets=POLICIES, budget_store="ftp://budgets")
-    assert bad_url.value.field == "OUTLAY_BUDGET_URL"
+    assert bad_url.value.field == "budget_store"
 
 
 async def test_the_environment_configures_it_as_it_does_the_gateway(

@@ -348,7 +348,7 @@ def test_open_budget_store_selects_by_url(
     sqlite.close()
     with pytest.raises(ConfigError, match="unsupported") as caught:
         open_budget_store("postgresql://x/y")
-    assert caught.value.field == "OUTLAY_BUDGET_URL"
+    assert caught.value.field == "budget_store"
     with pytest.raises(ConfigError) as caught:
         open_budget_store(f"{redis_url}?on_unavailable=sometimes")
     assert caught.value.field == "on_unavailable"

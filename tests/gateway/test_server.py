@@ -74,6 +74,12 @@ def test_settings_from_file_and_environment(tmp_path: Path) -> None:
         ("rate_limit = { rate = 1.5 }\n", "rate_limit"),
         ("[upstreams.x]\nbase_url = 'ftp://nope'\n", "upstreams.x"),
         ("not toml ===", "TOML"),
+        ("cache_ttl = inf\n", "cache_ttl"),  # a revoked key would work until a restart
+        ('unpriced_estimate = "abc"\n', "unpriced_estimate"),
+        ('max_body_bytes = "big"\n', "max_body_bytes"),  # not a traceback
+        ("max_body_bytes = 2048.9\n", "max_body_bytes"),  # not silently truncated
+        ("[upstreams.x]\nbase_url = 'http://x/v1'\nmax_connections = 2.7\n", "upstreams.x"),
+        ("[[routes]]\npattern = 5\nupstream = 'openai'\n", "routes[0]"),
     ],
 )
 def test_bad_config_names_what_is_wrong(tmp_path: Path, text: str, field: str) -> None:
@@ -84,6 +90,30 @@ def test_bad_config_names_what_is_wrong(tmp_path: Path, text: str, field: str) -
     assert field in str(caught.value)
     result = CliRunner().invoke(gateway, ["--config", str(path)])
     assert result.exit_code == 2 and field in result.output
+
+
+def test_a_ledger_named_in_the_file_keeps_the_keys_and_budgets_beside_it(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(f'ledger = "{tmp_path / "data" / "outlay.db"}"\n')
+    settings = load_settings(path, {})
+    assert settings.keys == str(tmp_path / "data" / "keys.db")  # where `outlay api --url` looks
+    assert settings.budget_store == str(tmp_path / "data" / "budgets.db")
+
+
+def test_a_bad_budget_store_in_the_file_is_named_as_the_file_names_it(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text('budget_store = "ftp://budgets"\n')
+    result = CliRunner().invoke(gateway, ["--config", str(path)])
+    assert (
+        result.exit_code == 2 and "budget_store" in result.output and "OUTLAY_BUDGET_URL" not in result.output
+    )
+
+
+def test_an_in_memory_budget_store_is_refused_with_several_workers(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text('budget_store = "memory://"\n')
+    result = CliRunner().invoke(gateway, ["--config", str(path), "--workers", "2", "--port", "0"])
+    assert result.exit_code == 2 and "budget_store memory://" in result.output
 
 
 def test_missing_gateway_extra_is_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:

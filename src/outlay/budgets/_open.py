@@ -38,7 +38,7 @@ def open_budget_store(url: str | None = None) -> BudgetStore:
     elif "://" in target:
         raise ConfigError(
             f"unsupported budget store URL {target!r}; use memory://, a path, sqlite:PATH or redis://",
-            field="OUTLAY_BUDGET_URL",
+            field="budget_store",
         )
     return SQLiteBudgetStore(Path(target).expanduser())
 

@@ -118,6 +118,13 @@ def gateway(host: str, port: int, workers: int, config_path: str | None, log_lev
         raise click.ClickException(f"{_EXTRA} ({exc.name} is missing)") from None
     with _clean_errors():
         settings = load_settings(config_path)  # fail here, once, not in every worker
+    if workers > 1 and settings.budget_store in ("memory://", "memory:"):
+        raise click.UsageError(
+            f"budget_store memory:// keeps budgets in each worker's own memory: with --workers {workers}"
+            " every worker would admit calls up to the whole limit. Use a SQLite file or redis:// with"
+            " several workers",
+            ctx=click.get_current_context(),
+        )
     options: dict[str, Any] = {
         "host": host,
         "port": port,

@@ -110,6 +110,13 @@ def _seconds(value: object, name: str) -> float:
     return float(value)
 
 
+def _whole(value: object, name: str) -> int:
+    """A whole number from a config file: 2048.9 or "big" is an error, never truncated."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"must be a whole number, got {value!r}", field=name)
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """Everything the gateway needs to route a request. Build with :meth:`from_env` or :meth:`from_dict`."""
@@ -219,9 +226,13 @@ class GatewayConfig:
                         spec.get("kind", "openai_compatible"),
                         str(spec.get("base_url", "")),
                         env.get(str(key_env)) if key_env else None,
-                        timeout=float(spec.get("timeout", 600.0)),
-                        connect_timeout=float(spec.get("connect_timeout", 10.0)),
-                        max_connections=int(spec.get("max_connections", 1000)),
+                        timeout=_seconds(spec.get("timeout", 600.0), f"upstreams.{name}.timeout"),
+                        connect_timeout=_seconds(
+                            spec.get("connect_timeout", 10.0), f"upstreams.{name}.connect_timeout"
+                        ),
+                        max_connections=_whole(
+                            spec.get("max_connections", 1000), f"upstreams.{name}.max_connections"
+                        ),
                     )
                 )
             except (TypeError, ValueError) as exc:  # ConfigError included: re-raised naming the upstream
@@ -230,7 +241,9 @@ class GatewayConfig:
         for i, spec in enumerate(data.get("routes") or []):
             if not isinstance(spec, Mapping) or not {"pattern", "upstream"} <= set(spec):
                 raise ConfigError("needs 'pattern' and 'upstream'", field=f"routes[{i}]")
-            routes.append(Route(str(spec["pattern"]), str(spec["upstream"])))
+            if not all(isinstance(spec[k], str) and spec[k] for k in ("pattern", "upstream")):
+                raise ConfigError("'pattern' and 'upstream' must be non-empty strings", field=f"routes[{i}]")
+            routes.append(Route(spec["pattern"], spec["upstream"]))
         aliases = data.get("aliases") or {}
         if not isinstance(aliases, Mapping) or not all(isinstance(v, str) for v in aliases.values()):
             raise ConfigError("must map alias -> model name", field="aliases")
@@ -239,6 +252,6 @@ class GatewayConfig:
             extra_upstreams=extra,
             routes=routes,
             aliases=dict(aliases),
-            max_body_bytes=int(data.get("max_body_bytes", 10 * 1024 * 1024)),
+            max_body_bytes=_whole(data.get("max_body_bytes", 10 * 1024 * 1024), "max_body_bytes"),
             max_call_seconds=_seconds(data.get("max_call_seconds", MAX_CALL_SECONDS), "max_call_seconds"),
         )

@@ -59,6 +59,7 @@ __all__ = ["CONFIG_ENV", "GatewaySettings", "app_from_env", "create_app", "load_
 #: The environment variable through which ``outlay gateway`` hands its --config to every worker.
 CONFIG_ENV: Final = "OUTLAY_GATEWAY_CONFIG"
 _ROUTING: Final = frozenset({"upstreams", "routes", "aliases", "max_body_bytes", "max_call_seconds"})
+_MAX_CACHE_TTL: Final = 300.0
 _SETTINGS: Final = frozenset(
     {"keys", "ledger", "budget_store", "budgets", "plans", "prices", "environment",
      "default_output_tokens", "unpriced_estimate", "rate_limit", "cache_ttl"}
@@ -118,7 +119,9 @@ def load_settings(
         return value
 
     routing = GatewayConfig.from_dict({k: v for k, v in data.items() if k in _ROUTING}, dict(env))
-    keys = text("keys", "OUTLAY_KEYS_URL") or default_keys_url(dict(env))
+    ledger = text("ledger", "OUTLAY_URL")
+    # The keys beside the ledger this gateway writes, whether the file or OUTLAY_URL names it.
+    keys = text("keys", "OUTLAY_KEYS_URL") or default_keys_url({**env, "OUTLAY_URL": ledger or ""})
     rate = data.get("rate_limit")
     if rate is not None and not isinstance(rate, Mapping):
         raise ConfigError("expected a table {rate = ..., per = ..., burst = ...}", field="rate_limit")
@@ -126,13 +129,17 @@ def load_settings(
     if isinstance(output, bool) or not isinstance(output, int) or output < 0:
         raise ConfigError(f"expected a non-negative integer, got {output!r}", field="default_output_tokens")
     ttl = data.get("cache_ttl", 1.0)
-    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 0:
-        raise ConfigError(f"expected a non-negative number of seconds, got {ttl!r}", field="cache_ttl")
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 <= ttl <= _MAX_CACHE_TTL:
+        # A revoked key keeps working for up to this long: never forever.
+        raise ConfigError(f"expected 0 to {_MAX_CACHE_TTL:g} seconds, got {ttl!r}", field="cache_ttl")
     try:
         limit = CostRateLimit(**rate) if rate is not None else None
-        fallback = to_money(data.get("unpriced_estimate", "0.01"), field="unpriced_estimate")
     except (InvalidInput, TypeError) as exc:
         raise ConfigError(str(exc), field="rate_limit") from None
+    try:
+        fallback = to_money(data.get("unpriced_estimate", "0.01"), field="unpriced_estimate")
+    except InvalidInput as exc:
+        raise ConfigError(str(exc), field="unpriced_estimate") from None
     environment = text("environment", "OUTLAY_ENVIRONMENT") or "production"
     if environment not in ENVIRONMENTS:
         raise ConfigError(
@@ -141,7 +148,7 @@ def load_settings(
     return GatewaySettings(
         routing=routing,
         keys=keys,
-        ledger=text("ledger", "OUTLAY_URL"),
+        ledger=ledger,
         budget_store=text("budget_store", "OUTLAY_BUDGET_URL") or _beside(keys, "budgets.db"),
         budgets=text("budgets", "OUTLAY_BUDGETS_FILE"),
         plans=text("plans", "OUTLAY_PLANS_FILE"),
