@@ -8,12 +8,14 @@ any batching buffer into the durable log — at interpreter exit.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from ._errors import BackendError
 from ._recording import Metered
 from ._runtime import Outlay
 from ._usage import Usage
@@ -37,6 +39,9 @@ __all__ = [
 
 _default: Outlay | None = None
 _lock = threading.Lock()
+_log = logging.getLogger("outlay")
+#: How long the interpreter's exit waits for a batching buffer to drain (as BatchingAppender's).
+EXIT_TIMEOUT = 30.0
 
 
 def configure(url: str | os.PathLike[str] | None = None, **options: Any) -> Outlay:
@@ -114,4 +119,23 @@ def shutdown() -> None:
         instance.close()
 
 
-atexit.register(shutdown)
+def _shutdown_at_exit() -> None:
+    # Bounded: a busy event log must not hold the interpreter's exit forever.
+    global _default
+    with _lock:
+        instance, _default = _default, None
+    if instance is None:
+        return
+    try:
+        instance.close(timeout=EXIT_TIMEOUT)
+    except BackendError as exc:
+        _log.error("outlay: events lost at interpreter exit: %s", exc)
+
+
+def _after_fork_in_child() -> None:
+    global _lock  # noqa: PLW0603  # the parent's may have been held by a thread gone here
+    _lock = threading.Lock()
+
+
+atexit.register(_shutdown_at_exit)
+os.register_at_fork(after_in_child=_after_fork_in_child)

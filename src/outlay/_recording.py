@@ -320,9 +320,15 @@ class Recorder:
         if self._batcher is not None:
             self._batcher.flush(timeout)
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         if self._batcher is not None:
-            self._batcher.close()
+            self._batcher.close(timeout)
+
+    def abandon(self) -> None:
+        """In a forked child: this recorder's buffer and flushing thread are the parent's; never
+        drain them from here (at exit either)."""
+        if self._batcher is not None:
+            self._batcher.abandon()
 
 
 @dataclass

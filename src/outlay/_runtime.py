@@ -105,6 +105,10 @@ def decision_event(decision: Decision, *, environment: str | None = None) -> Cos
     )
 
 
+# The parent's objects in a forked child (see Outlay._after_fork): referenced, never used again.
+_INHERITED: list[object] = []
+
+
 class Outlay:
     """The pipeline of DESIGN.md in one object. Thread-safe; close it (or let atexit) when done."""
 
@@ -133,17 +137,21 @@ class Outlay:
         if catalog is None:
             catalog = PriceCatalog.load(prices) if prices is not None else default_catalog()
         self.catalog = catalog
+        # What this object opened itself, it can open again in a child process after fork().
+        self._log_url: str | None = None
+        self._ledger_owned = ledger is None
         if log is None:
             if home == "memory://" and stream is None:
                 log = InMemoryEventLog()
                 ledger = ledger or open_ledger("memory://")
             else:
-                log = open_event_log(stream or self._embedded_log_path(home))
-        self.log = log
+                self._log_url = stream or self._embedded_log_path(home)
+                log = open_event_log(self._log_url)
+        self._log = log
         self.embedded = not (stream or "").startswith("nats://")
         self._ledger = ledger
         self._lock = threading.Lock()
-        self.recorder = Recorder(
+        self._recorder = Recorder(
             log,
             catalog=catalog,
             mode=mode,
@@ -152,6 +160,52 @@ class Outlay:
         )
         self._writer: LedgerWriter | None = None
         self._closed = False
+        self._pid = os.getpid()
+
+    # -- fork() -------------------------------------------------------------------------------------
+
+    @property
+    def log(self) -> EventLog:
+        if self._pid != os.getpid():
+            self._after_fork()
+        return self._log
+
+    @property
+    def recorder(self) -> Recorder:
+        if self._pid != os.getpid():
+            self._after_fork()
+        return self._recorder
+
+    def _after_fork(self) -> None:
+        """In a child forked after this object was built (gunicorn --preload, Celery prefork,
+        multiprocessing's fork), the parent's SQLite connections, locks and flushing thread must
+        not be used: a durable append would wait forever on a commit leader that does not exist
+        here, and a batching buffer would never be drained. The log (if this object opened it), the
+        recorder and the ledger are opened again for this process; the parent's buffered events
+        stay the parent's. Objects passed in (``log=``, ``ledger=``) are the caller's to reopen."""
+        self._lock = threading.Lock()  # the parent's may have been held by a thread gone here
+        if self._pid == os.getpid():
+            return
+        old = self._recorder
+        # Kept, never closed or collected here: closing the parent's SQLite connections from a
+        # child is what SQLite warns against (https://www.sqlite.org/howtocorrupt.html).
+        _INHERITED.append((self._log, old, self._ledger, self._writer))
+        if self._log_url is not None:
+            self._log = open_event_log(self._log_url)
+        recorder = Recorder(
+            self._log,
+            catalog=old.catalog,
+            mode=old.mode,
+            service=old.service,
+            require_tenant=old.require_tenant,
+        )
+        recorder.unpriced_estimate = old.unpriced_estimate
+        old.abandon()
+        self._recorder = recorder
+        if self._ledger_owned and self.ledger_url != "memory://":
+            self._ledger = None  # reopened on first use (an in-memory one is this process's copy)
+        self._writer = None
+        self._pid = os.getpid()
 
     def _embedded_log_path(self, home: str) -> str:
         path = embedded_log_path(home) or _DEFAULT_HOME.parent / "events.db"
@@ -162,6 +216,8 @@ class Outlay:
 
     @property
     def ledger(self) -> LedgerStore:
+        if self._pid != os.getpid():
+            self._after_fork()
         with self._lock:
             if self._ledger is None:
                 path = _ledger_path(self.ledger_url)
@@ -222,13 +278,14 @@ class Outlay:
     ) -> None:
         self.close()
 
-    def close(self) -> None:
+    def close(self, timeout: float | None = None) -> None:
         """Flush what is buffered, let the embedded writer catch up, release the log and ledger.
-        Idempotent; ``with Outlay(...) as o:`` calls it on the way out."""
+        Idempotent; ``with Outlay(...) as o:`` calls it on the way out. ``timeout`` bounds the wait
+        for a batching buffer to drain (``BackendError`` past it; at exit, 30 s)."""
         if self._closed:
             return
         self._closed = True
-        self.recorder.close()
+        self.recorder.close(timeout)
         if self.embedded and self._ledger is not None:
             self.writer.catch_up()
         self.log.close()

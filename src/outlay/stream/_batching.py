@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import multiprocessing.util
 import threading
 import time
 from collections import deque
@@ -73,11 +74,14 @@ class BatchingAppender:
         self._flush_target = 0
         self._closing = False
         self._closed = False
+        self._exit_failed = False  # the exit drain timed out: the process is ending, do not wait again
         self._error: Exception | None = None  # the last failure of the log, until a commit succeeds
         self._thread = threading.Thread(target=self._run, name="outlay-batching-appender", daemon=True)
         self._thread.start()
-        # A daemon thread is killed at exit without a word; atexit is what drains a clean exit.
+        # A daemon thread is killed at exit without a word; atexit is what drains a clean exit, and
+        # multiprocessing's finalizers what drains a forked worker (it leaves through os._exit).
         atexit.register(self._drain_at_exit)
+        self._finalizer = multiprocessing.util.Finalize(self, self._drain_at_exit, exitpriority=10)
 
     @property
     def pending(self) -> int:
@@ -133,6 +137,8 @@ class BatchingAppender:
         with self._cond:
             if self._closed:
                 return
+            if self._exit_failed:  # the exit drain already waited its exit_timeout: no second wait
+                raise BackendError(f"close gave up at exit: {self._accepted - self._durable} events lost")
             self._closing = True
             self._cond.notify_all()  # the thread drains, and appends waiting for room give up
         self._thread.join(timeout)
@@ -145,15 +151,25 @@ class BatchingAppender:
         with self._cond:
             self._closed = True
         atexit.unregister(self._drain_at_exit)
+        self._finalizer.cancel()
+
+    def abandon(self) -> None:
+        """Forget this appender in a forked child: its buffer holds the parent's events and its
+        thread runs in the parent only. Nothing is drained from here, at exit either."""
+        atexit.unregister(self._drain_at_exit)
+        self._finalizer.cancel()
 
     def _check_open(self) -> None:
         if self._closing:
             raise BackendError("the batching appender is closed")
 
     def _drain_at_exit(self) -> None:
+        if self._exit_failed:  # already given up (atexit and multiprocessing's finalizers both call)
+            return
         try:
             self.close(timeout=self._exit_timeout)
         except BackendError as exc:
+            self._exit_failed = True
             _logger.error("outlay: events lost at interpreter exit: %s", exc)
 
     # -- background thread -----------------------------------------------------------------------

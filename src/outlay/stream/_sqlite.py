@@ -30,6 +30,30 @@ from ._base import EventLog, LogRecord, check_consumer, check_offset, check_payl
 
 __all__ = ["SQLiteEventLog"]
 
+# fork(): no append or read may be inside SQLite at that instant. A child inherits SQLite's record
+# of the locks this process holds on the file, and a connection the child opens to it would then
+# wait forever for a lock that no thread of the child will release (Outlay reopens the log in a
+# child: see Outlay._after_fork). So a fork waits for every open log to be between statements.
+_OPEN: weakref.WeakSet[SQLiteEventLog] = weakref.WeakSet()
+_HELD: list[SQLiteEventLog] = []
+
+
+def _before_fork() -> None:
+    for log in sorted(_OPEN, key=id):  # one order for every fork: no two forks deadlock
+        log._write_lock.acquire()
+        log._read_lock.acquire()
+        _HELD.append(log)
+
+
+def _after_fork() -> None:  # in the parent and in the child alike
+    while _HELD:
+        log = _HELD.pop()
+        log._read_lock.release()
+        log._write_lock.release()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
+
 SCHEMA_VERSION: Final = 1
 
 _SCHEMA: Final = (
@@ -127,6 +151,7 @@ class SQLiteEventLog(EventLog):
                 )
                 if self._checkpointer is not None:  # a store dropped without close() stops it too
                     weakref.finalize(self, self._checkpointer.close)
+                _OPEN.add(self)
             except BaseException:
                 self._reader.close()
                 self._writer.close()
