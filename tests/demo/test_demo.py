@@ -232,6 +232,7 @@ def test_each_run_starts_fresh_unless_keep(tmp_path: Path) -> None:
         (["--tenants", "8", "--runs", "7"], "at least one run per tenant"),
         (["--format", "csv"], "--format"),
         (["--mode", "eventual"], "--mode"),
+        (["--seed", "99999999999999999999", "--format", "json"], "--seed"),  # not a JSON traceback
     ],
 )
 def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str], message: str) -> None:
@@ -239,6 +240,13 @@ def test_bad_options_are_usage_errors(tmp_path: Path, args: list[str], message: 
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "outlay.db").exists()
+
+
+def test_a_home_that_cannot_be_made_is_a_usage_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = CliRunner().invoke(main, ["demo", "--home", str(blocker / "below")])
+    assert result.exit_code == 2 and "--home" in result.output and "Traceback" not in result.output
 
 
 def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:

@@ -37,9 +37,10 @@ def ledger_path(tmp_path: Path) -> str:
 
 
 def _run(*args: str) -> str:
+    """What the command prints on stdout (a summary beside JSON or CSV goes to stderr)."""
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 def test_breakdown_json_is_exact(ledger_path: str) -> None:
@@ -181,8 +182,10 @@ def test_rerate_prices_what_the_catalog_now_knows(tmp_path: Path) -> None:
     expected = PriceCatalog.load().rate(usage, provider="openai", model="gpt-4o", at=T0).cost
     assert expected is not None
     assert expected > 0
-    rows = json.loads(_run("rerate", *WINDOW, "--format", "json", "--ledger", path))
+    result = CliRunner().invoke(main, ["rerate", *WINDOW, "--format", "json", "--ledger", path])
+    rows = json.loads(result.stdout)  # stdout: the rows alone, for scripts
     assert rows == [{"tenant": "acme", "delta": str(expected)}, {"tenant": "globex", "delta": str(expected)}]
+    assert "adjusted 2 (2 newly priced)" in result.stderr and f"total delta {2 * expected}" in result.stderr
     summary = _run("rerate", *WINDOW, "--ledger", path)  # again: nothing changes
     assert "adjusted 0" in summary
     assert "no cost changed: nothing to adjust" in summary

@@ -17,8 +17,9 @@ __all__ = ["demo"]
 
 @click.command()
 @click.option(
-    "--seed", type=int, default=7, show_default=True, help="Same seed, same totals to the last digit."
-)
+    "--seed", type=click.IntRange(-(2**63), 2**63 - 1), default=7, show_default=True,
+    help="Same seed, same totals to the last digit.",
+)  # fmt: skip
 @click.option("--tenants", type=click.IntRange(min=MIN_TENANTS), default=8, show_default=True)
 @click.option("--runs", type=click.IntRange(min=1), default=160, show_default=True,
               help="Customer agent runs, shared among the tenants (at least one each).")  # fmt: skip
@@ -55,6 +56,8 @@ def demo(*, seed: int, tenants: int, runs: int, home: Path, keep: bool, fmt: str
             )
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from None
+    except OSError as exc:  # --home where no directory can be made, or no ledger written
+        raise click.BadParameter(f"{home}: {exc.strerror or exc}", param_hint="--home") from None
     if fmt == "json":
         click.echo(render_json(result.report))
     else:

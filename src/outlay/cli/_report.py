@@ -405,12 +405,13 @@ def rerate(*, start: str, end: str, prices: str | None, fmt: str, ledger_url: st
     _print_rows(
         rows, fmt, ("tenant", "delta"), f"Re-rating {start} to {end}", "no cost changed: nothing to adjust"
     )
-    if fmt == "table":
-        click.echo(
-            f"examined {result.examined:,}, adjusted {result.adjusted:,}"
-            f" ({result.newly_priced:,} newly priced), still unpriced {result.still_unpriced:,},"
-            f" skipped {result.skipped:,}; total delta {result.delta}"
-        )
+    # The summary: after the table, or on stderr beside JSON/CSV (stdout stays the rows alone).
+    click.echo(
+        f"examined {result.examined:,}, adjusted {result.adjusted:,}"
+        f" ({result.newly_priced:,} newly priced), still unpriced {result.still_unpriced:,},"
+        f" skipped {result.skipped:,}; total delta {result.delta}",
+        err=fmt != "table",
+    )
 
 
 def _catalog_rate(prices: str | None) -> RateFunction:
