@@ -32,7 +32,7 @@ from ._recording import Recorder
 from ._usage import Usage
 from .events import CostEvent
 from .ledger import LedgerStore, LedgerWriter, open_ledger
-from .ledger._open import companion_path
+from .ledger._open import companion_path, ledger_file
 from .pricing import PriceCatalog, default_catalog
 from .stream import EventLog, InMemoryEventLog, open_event_log
 
@@ -53,8 +53,7 @@ def _ledger_path(url: str) -> Path | None:
     target = target[2:] if target.startswith("//") else target
     if "://" in target:
         return None
-    path = Path(target).expanduser()
-    return path / _DEFAULT_HOME.name if path.is_dir() or target.endswith("/") else path
+    return ledger_file(target)
 
 
 def embedded_log_path(home: str) -> Path | None:

@@ -120,6 +120,20 @@ def test_a_module_run_with_python_m_is_named_by_its_module(tmp_path: Path) -> No
     assert done.stdout.strip() == "jobs.reindex"
 
 
+def test_a_home_named_without_an_extension_is_a_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OUTLAY_URL=.outlay: the README's default home, written without its slash. It used to become a
+    # ledger *file* named .outlay, and the default setup then failed on it (FileExistsError).
+    monkeypatch.chdir(tmp_path)
+    with Outlay(".outlay") as named:
+        named.record_tool("search", 1)
+        assert len(named.reports().tenants(*WINDOW)) == 1
+    assert (tmp_path / ".outlay").is_dir() and (tmp_path / ".outlay" / "outlay.db").is_file()
+    with Outlay() as default:  # the same home, found by the default setup
+        assert default.reports().tenants(*WINDOW)[0]["events"] == 1
+
+
 def test_two_ledgers_in_one_directory_keep_their_own_events(tmp_path: Path) -> None:
     usage = Usage(input_tokens=1000, output_tokens=100)
     with Outlay(tmp_path / "prod.db") as prod, Outlay(tmp_path / "staging.db") as staging:

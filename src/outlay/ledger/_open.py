@@ -15,7 +15,7 @@ from ._base import LedgerStore
 from ._memory import InMemoryLedger
 from ._sqlite import SQLiteLedger
 
-__all__ = ["DEFAULT_PATH", "companion_path", "ledger_url", "open_ledger"]
+__all__ = ["DEFAULT_PATH", "companion_path", "ledger_file", "ledger_url", "open_ledger"]
 
 #: The embedded default, shared with ``outlay.configure`` (log and ledger live in ``./.outlay/``).
 DEFAULT_PATH: Final = Path(".outlay") / "outlay.db"
@@ -71,9 +71,7 @@ def open_ledger(url: str | None = None, *, create: bool = True) -> LedgerStore:
         raise ConfigError(
             f"unsupported ledger URL {target!r}; use a path, sqlite:PATH or postgresql://", field="ledger"
         )
-    path = Path(target).expanduser()
-    if path.is_dir():
-        path = path / DEFAULT_PATH.name
+    path = ledger_file(target)
     if not create:
         if not path.exists():
             raise ConfigError(
@@ -82,6 +80,15 @@ def open_ledger(url: str | None = None, *, create: bool = True) -> LedgerStore:
             )
         _check_is_ledger(path)
     return SQLiteLedger(path)
+
+
+def ledger_file(target: str) -> Path:
+    """The SQLite ledger file a path names: ``outlay.db`` inside a directory — one that exists, one
+    written with a trailing ``/``, or a name with no extension that does not exist yet (``.outlay``,
+    ``data/prod``) — else the file itself (``data/prod.db``)."""
+    path = Path(target).expanduser()
+    home = path.is_dir() or target.endswith("/") or (not path.exists() and not path.suffix)
+    return path / DEFAULT_PATH.name if home else path
 
 
 def _check_is_ledger(path: Path) -> None:
