@@ -20,7 +20,8 @@ __all__ = ["serve"]
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=4000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Gateway config file (TOML).")
-@click.option("--tokens", "tokens_file", envvar="OUTLAY_API_TOKENS_FILE", help="API tokens file (TOML/JSON).")
+@click.option("--tokens", "tokens_file", envvar="OUTLAY_API_TOKENS_FILE", show_envvar=True,
+              help="API tokens file (TOML/JSON).")  # fmt: skip
 @click.option("--log-level", default="warning", show_default=True)
 def serve(host: str, port: int, config_path: str | None, tokens_file: str | None, log_level: str) -> None:
     """Run everything on the embedded default in one process: the gateway (/v1/...), the reporting
