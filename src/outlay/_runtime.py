@@ -106,6 +106,15 @@ def decision_event(decision: Decision, *, environment: str | None = None) -> Cos
 
 # The parent's objects in a forked child (see Outlay._after_fork): referenced, never used again.
 _INHERITED: list[object] = []
+_FORKED = threading.Lock()  # one thread of a child reopens an Outlay; new in every child
+
+
+def _new_fork_lock() -> None:
+    global _FORKED  # noqa: PLW0603  # the parent's may have been held at the fork
+    _FORKED = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_fork_lock)
 
 
 class Outlay:
@@ -182,9 +191,12 @@ class Outlay:
         here, and a batching buffer would never be drained. The log (if this object opened it), the
         recorder and the ledger are opened again for this process; the parent's buffered events
         stay the parent's. Objects passed in (``log=``, ``ledger=``) are the caller's to reopen."""
+        with _FORKED:
+            if self._pid != os.getpid():  # (another thread of the child may have done it)
+                self._reopen()
+
+    def _reopen(self) -> None:
         self._lock = threading.Lock()  # the parent's may have been held by a thread gone here
-        if self._pid == os.getpid():
-            return
         old = self._recorder
         # Kept, never closed or collected here: closing the parent's SQLite connections from a
         # child is what SQLite warns against (https://www.sqlite.org/howtocorrupt.html).
