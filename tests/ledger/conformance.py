@@ -308,6 +308,16 @@ class LedgerStoreConformance:
                             run_path=("b",), cost=D("1"))])  # fmt: skip
         [mid] = ledger.runs(run_ids=["b-mid"])
         assert (mid.parent_run_id, mid.events, mid.tenant_id) == ("b", 1, "globex")
+        # A run_path naming another tenant's root run cannot graft it under the sender's run, in
+        # another batch or in the same one.
+        ledger.write([event(tenant_id="globex", run_id="forged", parent_run_id="job", root_run_id="x",
+                            run_path=("x", "job"), cost=D("1"))])  # fmt: skip
+        ledger.write([event(tenant_id="acme", run_id="own", cost=D("1")),
+                      event(tenant_id="globex", run_id="forged-2", parent_run_id="own", root_run_id="y",
+                            run_path=("y", "own"), cost=D("1"))])  # fmt: skip
+        runs = {r.run_id: r for r in ledger.runs(run_ids=["job", "own"])}
+        assert (runs["job"].parent_run_id, runs["job"].root_run_id) == (None, "job")
+        assert (runs["own"].parent_run_id, runs["own"].root_run_id) == (None, None)
 
     def test_a_run_with_events_of_several_tenants_belongs_to_none(self, ledger: LedgerStore) -> None:
         """Run ids are global: a batch job over many tenants, or one id two tenants both used. Its

@@ -275,8 +275,14 @@ def _upsert_runs(source: str) -> str:
 INSERT INTO {{s}}.runs AS r
 {source}
 ON CONFLICT (run_id) DO UPDATE SET
-    parent_run_id = COALESCE(r.parent_run_id, excluded.parent_run_id),
-    root_run_id = COALESCE(r.root_run_id, excluded.root_run_id),
+    -- a link (no events) places only runs known so far as links, roots excepted: a run with events
+    -- of its own has its place from them (another tenant's run_path cannot graft it elsewhere)
+    parent_run_id = CASE WHEN excluded.events = 0 AND (r.events > 0 OR r.root_run_id = r.run_id)
+        THEN r.parent_run_id
+        ELSE COALESCE(r.parent_run_id, excluded.parent_run_id) END,
+    root_run_id = CASE WHEN excluded.events = 0 AND (r.events > 0 OR r.root_run_id = r.run_id)
+        THEN r.root_run_id
+        ELSE COALESCE(r.root_run_id, excluded.root_run_id) END,
     -- '' (SEVERAL_TENANTS) once another tenant's events join; an adjustment or a link (no events)
     -- changes nothing; a run known only as a link (no events yet) takes its first events' tenant
     tenant_id = CASE WHEN excluded.events = 0 OR r.tenant_id IS NOT DISTINCT FROM excluded.tenant_id

@@ -281,7 +281,7 @@ class RollupDeltas:
             run = runs.get(ancestor)
             if run is None:
                 runs[ancestor] = RunAcc(parent, root_run_id, None, None, us, us)
-            elif run.parent_run_id is None:
+            elif run.parent_run_id is None and not _placed(ancestor, run):
                 run.parent_run_id = parent
             parent = ancestor
 
@@ -327,6 +327,12 @@ def merge_acc(target: Acc, source: Acc) -> None:
         target.tokens[i] += source.tokens[i]
 
 
+def _placed(run_id: str, run: RunAcc) -> bool:
+    """Whether a link (another run's run_path) may no longer move ``run``: it has events of its
+    own, which say where it is, or it is a root. So no tenant's run_path grafts another's run."""
+    return run.acc.events > 0 or run.root_run_id == run_id
+
+
 def merge_run(runs: dict[str, RunAcc], run_id: str, source: RunAcc) -> None:
     """Fold a batch's run totals into ``runs``; the first known parent/root/agent is kept, and the
     tenant becomes :data:`SEVERAL_TENANTS` once events of another tenant join it."""
@@ -342,8 +348,9 @@ def merge_run(runs: dict[str, RunAcc], run_id: str, source: RunAcc) -> None:
         )
         target = runs[run_id]
     else:
-        target.parent_run_id = target.parent_run_id or source.parent_run_id
-        target.root_run_id = target.root_run_id or source.root_run_id
+        if source.acc.events or not _placed(run_id, target):  # a link places only a run known as one
+            target.parent_run_id = target.parent_run_id or source.parent_run_id
+            target.root_run_id = target.root_run_id or source.root_run_id
         if source.acc.events:  # (adjustments and links carry none: they change no tenant)
             if target.acc.events == 0:  # known so far only as a link: its first events' tenant
                 target.tenant_id = source.tenant_id

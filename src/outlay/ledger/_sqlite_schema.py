@@ -231,8 +231,14 @@ UPSERT_HOUR: Final = (
 UPSERT_RUN: Final = """
 INSERT INTO ledger_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (run_id) DO UPDATE SET
-    parent_run_id = COALESCE(parent_run_id, excluded.parent_run_id),
-    root_run_id = COALESCE(root_run_id, excluded.root_run_id),
+    -- a link (no events) places only runs known so far as links, roots excepted: a run with events
+    -- of its own has its place from them (another tenant's run_path cannot graft it elsewhere)
+    parent_run_id = CASE WHEN excluded.events = 0 AND (events > 0 OR root_run_id = run_id)
+        THEN parent_run_id
+        ELSE COALESCE(parent_run_id, excluded.parent_run_id) END,
+    root_run_id = CASE WHEN excluded.events = 0 AND (events > 0 OR root_run_id = run_id)
+        THEN root_run_id
+        ELSE COALESCE(root_run_id, excluded.root_run_id) END,
     -- '' (SEVERAL_TENANTS) once another tenant's events join; an adjustment or a link (no events)
     -- changes nothing; a run known only as a link (no events yet) takes its first events' tenant
     tenant_id = CASE WHEN excluded.events = 0 OR tenant_id IS excluded.tenant_id THEN tenant_id
