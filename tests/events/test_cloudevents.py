@@ -130,10 +130,10 @@ def test_envelope_is_cloudevents_structured_mode() -> None:
         ({"usage": {"input_tokens": 5, "cache_read_tokens": 6}}, "cache_read_tokens"),
         ({"usage": []}, "usage"),
         ({"run_id": 7}, "data.run_id"),
-        ({"run_path": "a"}, "run_path: must be a list"),
+        ({"run_path": "a"}, "run_path: must be a sequence"),
         ({"run_path": ["a"]}, "run_path: must end with the parent_run_id"),
-        ({"run_id": "c", "parent_run_id": "b", "run_path": ["a", 7]}, "run_path: must hold non-empty"),
-        ({"run_id": "c", "parent_run_id": "b", "run_path": ["a", "b\n"]}, "run_path: must hold non-empty"),
+        ({"run_id": "c", "parent_run_id": "b", "run_path": ["a", 7]}, "run_path: must be a non-empty"),
+        ({"run_id": "c", "parent_run_id": "b", "run_path": ["a", "b\n"]}, "run_path: must be a non-empty"),
         ({"run_id": "c", "parent_run_id": "b", "run_path": ["b", "b"]}, "run_path: must not repeat"),
         (
             {"run_id": "c", "parent_run_id": "b", "run_path": [*"abcdefghijklmnopqrstuvwxyzABCDEFG", "b"]},

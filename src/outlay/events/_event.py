@@ -18,6 +18,7 @@ from outlay._frozen import slot_init
 from outlay._money import amount_problem
 from outlay._rating import Rating
 from outlay._usage import Usage
+from outlay.context._context import MAX_RUN_PATH, check_run_path
 
 __all__ = [
     "ATTRIBUTED",
@@ -43,8 +44,6 @@ STATUSES: Final = frozenset({"ok", "error", "estimated"})
 CALLER_PRICED: Final = "caller"
 
 _MAX_ID = 200
-#: How many ancestors an event (and a cost context) carries in ``run_path``: the nearest are kept.
-MAX_RUN_PATH: Final = 32
 # The instants a ledger can hold and a report window can name (see outlay.ledger's windows).
 _EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST: Final = datetime(9999, 1, 1, tzinfo=UTC)
@@ -225,24 +224,8 @@ class CostEvent:
                 )
 
     def _check_run_path(self) -> None:
-        path = self.run_path
-        if type(path) is not tuple:
-            if not isinstance(path, list | tuple):
-                raise InvalidEvent(f"must be a list of run ids, got {path!r}", field="run_path")
-            path = tuple(path)
-            object.__setattr__(self, "run_path", path)
-        if len(path) > MAX_RUN_PATH:
-            raise InvalidEvent(f"holds at most {MAX_RUN_PATH} run ids, got {len(path)}", field="run_path")
-        for value in path:
-            if type(value) is not str or not value or len(value) > _MAX_ID or not value.isprintable():
-                raise InvalidEvent(
-                    f"must hold non-empty printable strings of at most {_MAX_ID} characters, got {value!r}",
-                    field="run_path",
-                )
-        if self.run_id is None or path[-1] != self.parent_run_id:
-            raise InvalidEvent("must end with the parent_run_id of the event's run", field="run_path")
-        if len(set(path)) != len(path) or self.run_id in path:
-            raise InvalidEvent("must not repeat a run id (a run is not its own ancestor)", field="run_path")
+        path = check_run_path(self.run_path, self.run_id, self.parent_run_id, error=InvalidEvent)
+        object.__setattr__(self, "run_path", path)
 
     def _check_cost(self) -> None:
         if self.priced:
