@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 import time
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any
 
-__all__ = ["begin_now", "use_wal"]
+__all__ = ["begin_now", "hold_at_fork", "use_wal"]
+
+
+def hold_at_fork(live: weakref.WeakSet[Any], locks: Callable[[Any], Iterable[threading.Lock]]) -> None:
+    """Make every fork() wait until each object in ``live`` is between SQLite statements: take
+    ``locks(obj)`` of all of them (in one order, so two forks cannot deadlock) before the fork and
+    release them after it, in the parent and in the child. A child would otherwise inherit SQLite's
+    record of locks held at that instant, and any connection it opens to the file would wait on
+    them forever (https://www.sqlite.org/howtocorrupt.html)."""
+    held: list[threading.Lock] = []
+
+    def before() -> None:
+        for obj in sorted(live, key=id):
+            for lock in locks(obj):
+                lock.acquire()
+                held.append(lock)
+
+    def after() -> None:
+        while held:
+            held.pop().release()
+
+    os.register_at_fork(before=before, after_in_parent=after, after_in_child=after)
 
 
 def use_wal(connection: sqlite3.Connection, timeout: float) -> str:

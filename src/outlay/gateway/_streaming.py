@@ -68,6 +68,8 @@ class HiddenUsageFilter:
 def split_done(events: bytes) -> tuple[bytes, bytes]:
     """``events`` without OpenAI's closing ``data: [DONE]`` event, and that event (or ``b""``): the
     gateway sends it only once the call is recorded, since an SDK reads nothing after it."""
+    if b"[DONE]" not in events[-24:]:  # every chunk but the last: no regex search on the hot path
+        return events, b""
     match = _DONE.search(events)
     if match is None:
         return events, b""

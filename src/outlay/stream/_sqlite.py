@@ -24,35 +24,16 @@ from typing import Final
 
 from outlay._checkpoint import DEFAULT_INTERVAL, Checkpointer
 from outlay._errors import BackendError, ConfigError, InvalidInput
-from outlay._sqlite import begin_now, use_wal
+from outlay._sqlite import begin_now, hold_at_fork, use_wal
 
 from ._base import EventLog, LogRecord, check_consumer, check_offset, check_payloads, check_read_args
 
 __all__ = ["SQLiteEventLog"]
 
-# fork(): no append or read may be inside SQLite at that instant. A child inherits SQLite's record
-# of the locks this process holds on the file, and a connection the child opens to it would then
-# wait forever for a lock that no thread of the child will release (Outlay reopens the log in a
-# child: see Outlay._after_fork). So a fork waits for every open log to be between statements.
+# fork() waits until no append or read of an open log is inside SQLite (Outlay reopens the log in a
+# child, which must not inherit a lock it would wait on: see Outlay._after_fork).
 _OPEN: weakref.WeakSet[SQLiteEventLog] = weakref.WeakSet()
-_HELD: list[SQLiteEventLog] = []
-
-
-def _before_fork() -> None:
-    for log in sorted(_OPEN, key=id):  # one order for every fork: no two forks deadlock
-        log._write_lock.acquire()
-        log._read_lock.acquire()
-        _HELD.append(log)
-
-
-def _after_fork() -> None:  # in the parent and in the child alike
-    while _HELD:
-        log = _HELD.pop()
-        log._read_lock.release()
-        log._write_lock.release()
-
-
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork)
+hold_at_fork(_OPEN, lambda log: (log._write_lock, log._read_lock))
 
 SCHEMA_VERSION: Final = 1
 
