@@ -4,6 +4,7 @@
     python bench/bench_ledger.py --events 10000000     # the DESIGN target: breakdown over 10M events
     python bench/bench_ledger.py --ingest 500000 --events 0 --batch 5000
     python bench/bench_ledger.py --ingest 100000 --events 0 --floor   # + the lower bound of the layout
+    python bench/bench_ledger.py --ingest 200000 --events 0 --batch 50000 --ingest-days 1 --chunked
     python bench/bench_ledger.py --ingest 200000 --events 0 --batch 50000 --ingest-days 1   # live
 
 The workload is shaped like a real platform: 500 tenants over 30 days, each using a handful of
@@ -163,6 +164,78 @@ def bench_floor(workdir: Path, events: list[CostEvent], payloads: list[bytes], b
         )
 
 
+def bench_chunked(workdir: Path, events: list[CostEvent], payloads: list[bytes], batch: int) -> None:
+    """The write path of the layout ``--floor`` points to, measured apart (nothing reads it back):
+    events stored in chunks, one row per (tenant, day) of a batch holding the events' columns
+    (orjson) and their payloads side by side, one slim ``event_id -> chunk`` row per event for
+    idempotency, and the ledger's own day/month/run rollups, in one durable transaction per batch.
+    It bounds what chunked storage would gain before any read path is written for it."""
+    import gc
+
+    import orjson
+
+    from outlay.ledger._rows import RollupDeltas, day_of, rollup_key, time_us, tokens_of
+
+    path = workdir / "chunked.db"
+    path.unlink(missing_ok=True)
+    ledger = SQLiteLedger(path)  # the ledger's pragmas, rollup tables and background checkpoints
+    db = ledger._connection()
+    db.executescript(
+        "CREATE TABLE ids (event_id TEXT PRIMARY KEY, chunk INTEGER NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE chunks (chunk INTEGER PRIMARY KEY, day TEXT NOT NULL, tenant TEXT NOT NULL,"
+        " events INTEGER NOT NULL, cols BLOB NOT NULL, payloads BLOB NOT NULL);"
+        "CREATE INDEX chunks_day ON chunks (day); CREATE INDEX chunks_tenant ON chunks (tenant, day);"
+    )
+    parts = {"build rows, chunks and rollup deltas": 0.0, "insert ids and chunks": 0.0, "rollups": 0.0}
+    parts["commit"] = 0.0
+    began = time.perf_counter()
+    for at in range(0, len(events), batch):
+        chunk_events, chunk_payloads = events[at : at + batch], payloads[at : at + batch]
+        gc.disable()  # as SQLiteLedger.write does
+        t0 = time.perf_counter()
+        first = {event.event_id: i for i, event in reversed(list(enumerate(chunk_events)))}
+        deltas = RollupDeltas()
+        groups: dict[tuple[str, ...], tuple[list[object], list[bytes], list[str]]] = {}
+        for event_id, index in first.items():
+            event = chunk_events[index]
+            us = time_us(event.time)
+            key = rollup_key(event, day_of(us))
+            tokens = tokens_of(event)
+            deltas.add_event(event, key, us, tokens)
+            cost = event.cost
+            group = groups.get(key[:2])
+            if group is None:
+                group = groups[key[:2]] = ([], [], [])
+            group[0].append(
+                (event_id, us, key[2:], event.run_id, None if cost is None else format(cost, "f"),
+                 event.unpriced_reason, event.price_version, tokens)
+            )  # fmt: skip
+            group[1].append(chunk_payloads[index])
+            group[2].append(event_id)
+        db.execute("BEGIN IMMEDIATE")
+        last = db.execute("SELECT COALESCE(MAX(chunk), 0) FROM chunks").fetchone()[0]
+        rows, ids = [], []
+        for number, ((tenant, day), (cols, blobs, event_ids)) in enumerate(groups.items(), last + 1):
+            rows.append((number, day, tenant, len(cols), orjson.dumps(cols), b"".join(blobs)))
+            ids += [(event_id, number) for event_id in event_ids]
+        t1 = time.perf_counter()
+        db.executemany("INSERT INTO ids VALUES (?, ?) ON CONFLICT DO NOTHING", ids)
+        db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
+        t2 = time.perf_counter()
+        ledger._apply(db.cursor(), deltas)
+        t3 = time.perf_counter()
+        db.execute("COMMIT")
+        gc.enable()
+        t4 = time.perf_counter()
+        for name, spent in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            parts[name] += spent
+    rate = len(events) / (time.perf_counter() - began)
+    size = path.stat().st_size / len(events)
+    ledger.close()
+    split = ", ".join(f"{name} {spent / len(events) * 1e6:.1f}" for name, spent in parts.items())
+    print(f"chunked (write path only): {rate:,.0f} events/s; us per event: {split}; {size:.0f} B per event")
+
+
 def build(path: Path, total: int, batch: int) -> None:
     ledger = SQLiteLedger(path)
     have = ledger.event_count()
@@ -232,6 +305,9 @@ def main() -> None:
     parser.add_argument(
         "--floor", action="store_true", help="also measure the lower bound of any row-per-event layout"
     )
+    parser.add_argument(
+        "--chunked", action="store_true", help="also measure the write path of a chunked event layout"
+    )
     args = parser.parse_args()
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="outlay-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -251,6 +327,8 @@ def main() -> None:
         print(f"CloudEvents decode: {bench_decode(payloads[:20_000]):.1f} us CPU per event (best of 5)")
         if args.floor:
             bench_floor(workdir, events, payloads, args.batch)
+        if args.chunked:
+            bench_chunked(workdir, events, payloads, args.batch)
     if args.events:
         query_db = workdir / f"query-{args.events}.db"
         build(query_db, args.events, args.batch)
