@@ -14,7 +14,7 @@ import pytest
 from outlay._money import money_str, money_sum
 from outlay.budgets import Budget, BudgetEngine, CostRateLimit, Scope
 from outlay.events import CostEvent
-from outlay.gateway import Gateway
+from outlay.gateway import Gateway, Principal
 from outlay.gateway._outlay_hooks import NOT_BILLED
 from outlay.keys import VirtualKey
 from outlay.testing import FakeProvider, Fault
@@ -47,13 +47,19 @@ def _calls(stack: Stack) -> list[CostEvent]:
 
 def _prespend(stack: Stack, key: VirtualKey, amount: str, policy: int = 0) -> None:
     budget = key.policies[policy]
-    scope = Scope(tenant=key.tenant) if budget.scope == "tenant" else Scope(feature=key.feature_key)
+    scope = (
+        Scope(tenant=key.tenant) if budget.scope == "tenant"
+        else Scope(tenant=key.tenant, feature=key.feature_key)
+    )  # fmt: skip
     stack.engine.settle(stack.engine.reserve(scope, amount, budgets=[budget]), amount)
 
 
 def _spent(stack: Stack, key: VirtualKey, policy: int = 0) -> tuple[Decimal, Decimal]:
     budget = key.policies[policy]
-    scope = Scope(tenant=key.tenant) if budget.scope == "tenant" else Scope(feature=key.feature_key)
+    scope = (
+        Scope(tenant=key.tenant) if budget.scope == "tenant"
+        else Scope(tenant=key.tenant, feature=key.feature_key)
+    )  # fmt: skip
     status = stack.engine.status(scope, budget)
     return status.spent, status.reserved
 
@@ -94,6 +100,35 @@ def test_a_feature_budget_is_per_tenant(build) -> None:  # type: ignore[no-untyp
     globex = stack.openai(globex_secret)
     assert globex.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=1000).choices  # type: ignore[arg-type]
     assert _spent(stack, acme, policy=0) == (0, 0)  # the refused call left no hold on the tenant counter
+
+
+def test_no_tenant_spends_or_reads_a_keys_feature_budget_by_naming_its_counter() -> None:
+    """A shared cap keeps its counter by the feature id alone; a key's feature budget must not be on
+    that counter, or tenant evil naming the feature "acme/chat" in a header spends acme's budget."""
+    shared = Budget("100", scope="feature", shared=True, name="platform cap per feature")
+    stack = make_stack("http://unused", engine=BudgetEngine(policies=[shared]))
+    try:
+        acme, _ = stack.keys.create("acme", feature="chat", budget="1/month")
+        evil, _ = stack.keys.create("evil")
+        hooks = stack.hooks
+        for key, headers in ((evil, {"x-outlay-feature": "acme/chat"}), (acme, {})):
+            principal = hooks_principal(key)
+            ctx = hooks._context(principal, key, headers)
+            (hold,) = hooks._reserve(Scope.of(ctx), key, Decimal("0.75"), "gpt-4o", None, 60)
+            stack.engine.settle(hold, "0.75")
+        # acme's feature budget holds acme's 0.75 only, not evil's: a second call of 0.25 fits
+        assert _spent(stack, acme, policy=1) == (Decimal("0.75"), 0)
+        ctx = hooks._context(hooks_principal(acme), acme, {})
+        hooks._reserve(Scope.of(ctx), acme, Decimal("0.25"), "gpt-4o", None, 60)
+        # and evil's shared counter holds evil's spend only: acme's is not on it
+        status = stack.engine.status(Scope(tenant="evil", feature="acme/chat"), shared)
+        assert status.spent == Decimal("0.75")
+    finally:
+        stack.close()
+
+
+def hooks_principal(key: VirtualKey) -> Principal:
+    return Principal(key.tenant, key_id=key.id, workspace_id=key.workspace, policies={"key": key})
 
 
 def test_soft_limit_downgrades_and_the_response_says_so(build, fake: FakeProvider) -> None:  # type: ignore[no-untyped-def]

@@ -156,9 +156,9 @@ class BudgetView:
                 if policy.scope == "tenant":
                     found.append(_Applied(policy, tenant, tenant, tenant, "key", key.id, False))
                 elif key.feature_key is not None:
-                    # The gateway holds a key's feature budget under Scope(feature=<tenant>/<feature>),
-                    # with no tenant: its calendar is the engine's default zone.
-                    found.append(_Applied(policy, tenant, key.feature_key, None, "key", key.id, False))
+                    # The gateway holds a key's feature budget under
+                    # Scope(tenant=<tenant>, feature=<tenant>/<feature>): a counter of the tenant's own.
+                    found.append(_Applied(policy, tenant, key.feature_key, tenant, "key", key.id, False))
         return found
 
     def status(
@@ -181,10 +181,7 @@ def _row(engine: BudgetEngine, applied: _Applied, now: float) -> dict[str, Any]:
     # The engine's own choice of calendar (policy zone, else the tenant's plan zone, else its
     # default), so the bucket is the one admission counts on.
     zone = engine._zone(policy, applied.calendar_tenant)
-    # A key's feature budget is held with no tenant (its value, <tenant>/<feature>, is one already).
-    counter = policy.counter_key(
-        applied.value, now, zone, applied.tenant if applied.source == "policies" else None
-    )
+    counter = policy.counter_key(applied.value, now, zone, applied.tenant)
     found = engine.store.status(counter, policy.window)
     status = BudgetStatus(policy, counter, found.spent, found.reserved)
     used = MONEY_CONTEXT.add(status.spent, status.reserved)

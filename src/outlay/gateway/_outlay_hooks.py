@@ -458,7 +458,14 @@ class OutlayHooks:
         per_feature: list[Budget] = [p for p in own if p.scope == "feature"]
         # The key's feature budget counts on a tenant-qualified counter (two tenants may both have
         # a "chat" feature): the same hold, so one store transaction takes both, all or nothing.
-        also = ((Scope(feature=key.feature_key), per_feature),) if per_feature and key is not None else ()
+        # Held *with* the tenant, so the counter is feature:<tenant>:<tenant>/<feature>: kept by the
+        # id alone it would be the counter of a shared policy on a feature any tenant may name
+        # "<tenant>/<feature>" in a header, spending (and reading) this tenant's budget.
+        also = (
+            ((Scope(tenant=key.tenant, feature=key.feature_key), per_feature),)
+            if per_feature and key is not None
+            else ()
+        )
         hold = self.engine.reserve(
             scope, amount, budgets=tenant_wide, also=also, model=model, fingerprint=fp, ttl=ttl
         )
