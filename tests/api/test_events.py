@@ -175,6 +175,25 @@ async def test_a_run_id_two_tenants_used_shows_neither_the_others_spend(client: 
     assert (admin["tenant"], admin["several_tenants"], admin["cost"]) == (None, True, "50.01")
 
 
+async def test_a_run_id_two_tenants_used_shows_not_the_others_agent(client: httpx.AsyncClient) -> None:
+    """Writing to another tenant's run id (one event, a step under it) must not reveal that run's
+    agent: the structure node a tenant is shown carries nothing of the other tenant's."""
+    posted = [
+        await client.post("/api/v1/events", json=[cloud(tenant_id="globex", run_id="job-7",
+                                                          agent="globex-nightly-agent")],
+                          headers=auth(GLOBEX)),
+        await client.post("/api/v1/events", json=[cloud(run_id="job-7"),
+                                                  cloud(run_id="acme-step-7", parent_run_id="job-7",
+                                                        root_run_id="job-7")], headers=auth(ACME)),
+    ]  # fmt: skip
+    assert [r.status_code for r in posted] == [200, 200], [r.text for r in posted]
+    acme = await client.get("/api/v1/runs/job-7", headers=auth(ACME))
+    assert acme.status_code == 200 and "globex" not in acme.text, acme.text
+    assert acme.json()["agent"] is None and acme.json()["children"][0]["agent"] == "planner"
+    admin = (await client.get("/api/v1/runs/job-7", headers=auth(ADMIN))).json()
+    assert admin["agent"] == "globex-nightly-agent"
+
+
 async def test_run_tree_rolls_up_and_is_pruned_for_a_tenant(client: httpx.AsyncClient) -> None:
     admin = (await client.get("/api/v1/runs/acme-run", headers=auth(ADMIN))).json()
     assert admin["total_cost"] == "1.2"  # acme 0.1 + 0.1, globex's run under it 1.00

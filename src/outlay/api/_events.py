@@ -152,6 +152,9 @@ def _prune(node: dict[str, Any], tenant: str) -> dict[str, Any] | None:
     events, unpriced = (node["events"], node["unpriced_events"]) if own else (0, 0)
     return {
         **node,
+        # A structure-only node is another tenant's run (or a mix): its agent is not this tenant's
+        # to see either, only that the tenant's own runs hang under it.
+        "agent": node["agent"] if own else None,
         "events": events,
         "unpriced_events": unpriced,
         "cost": node["cost"] if own else None,
