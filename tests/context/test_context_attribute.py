@@ -85,6 +85,9 @@ def test_exception_inside_with_restores_previous_context() -> None:
         ({"labels": {"": "v"}}, "labels"),
         ({"labels": ["not", "a", "mapping"]}, "labels"),
         ({"team": 3}, "labels"),
+        # No UTF-8 form (os.fsdecode of a non-UTF-8 name): no cost event could be encoded with it.
+        ({"labels": {"file": "report-\udcff.pdf"}}, "labels"),
+        ({"labels": {"\ud800": "v"}}, "labels"),
     ],
 )
 def test_bad_input_names_the_field(kwargs: dict[str, object], field: str) -> None:

@@ -94,7 +94,19 @@ def check_labels(labels: object, *, error: type[InvalidInput] = InvalidInput) ->
             )
         if not isinstance(value, str):
             raise error(f"{key}: values must be strings, got {value!r}", field="labels")
+        if not _has_utf8_form(key) or not _has_utf8_form(value):
+            # A lone surrogate (os.fsdecode of a non-UTF-8 name) fits no cost event, whose JSON is
+            # UTF-8: refused here, not after the provider has billed a call recorded under it.
+            raise error(f"{key!r}: {value!r} has no UTF-8 form (a lone surrogate)", field="labels")
     return MappingProxyType(dict(labels))
+
+
+def _has_utf8_form(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_run_path(
