@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from outlay._errors import InvalidInput
 from outlay.context import CostContext, attribute, current, run, wrap
 
 
@@ -184,3 +185,13 @@ def test_wrap_of_a_coroutine_function_runs_it_in_the_captured_context() -> None:
     thread.join()
     assert result[0] is not None
     assert result[0].tenant == "acme"
+
+
+async def test_wrap_of_an_async_generator_function_is_refused() -> None:
+    # Its body would run in the consumer's context: another tenant's work charged to the consumer.
+    async def steps() -> AsyncIterator[CostContext | None]:
+        yield current()
+
+    with attribute(tenant="acme"), pytest.raises(InvalidInput) as info:
+        wrap(steps)
+    assert info.value.field == "fn"

@@ -198,8 +198,16 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
     spend would be unattributed). The contexts are copied now, when ``wrap`` is called; each call
     runs in its own copy of them, so calls may run concurrently and cannot change each other's
     context or the caller's. A generator function's every step runs in its call's copy, wherever
-    the generator is consumed.
+    the generator is consumed. An async generator function is refused (``InvalidInput``), as by the
+    decorators: its steps run in whatever task consumes it, never in the captured contexts.
     """
+    if inspect.isasyncgenfunction(fn):
+        # Calling it only builds the generator; wrapping that call would carry nothing into its body.
+        raise InvalidInput(
+            "async generator functions cannot be wrapped: their steps run in the consuming task's "
+            "context; capture the context (wrap a coroutine function, or extract) around the work instead",
+            field="fn",
+        )
     if inspect.iscoroutinefunction(fn):
         # A coroutine runs in the context of the task that awaits it, so re-attach ours inside.
         captured = _CURRENT.get()
