@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import threading
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import pytest
 
@@ -195,3 +196,18 @@ async def test_wrap_of_an_async_generator_function_is_refused() -> None:
     with attribute(tenant="acme"), pytest.raises(InvalidInput) as info:
         wrap(steps)
     assert info.value.field == "fn"
+
+
+def _tenant_here() -> str | None:
+    ctx = current()
+    return None if ctx is None else ctx.tenant
+
+
+def test_a_forked_pool_worker_does_not_keep_the_context_it_was_forked_in() -> None:
+    # Workers fork at the first submit, inside acme's request: later jobs are not acme's.
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
+        with attribute(tenant="acme"):
+            assert pool.submit(_tenant_here).result() is None
+        with attribute(tenant="globex"):
+            assert pool.submit(_tenant_here).result() is None
+        assert pool.submit(_tenant_here).result() is None

@@ -8,6 +8,7 @@ in this package (``attribute``, ``run``, ``extract``) is a context manager on to
 from __future__ import annotations
 
 import logging
+import multiprocessing.util
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
@@ -228,6 +229,21 @@ def derive_run(  # positional on purpose: this is the hot path
 
 
 _CURRENT: Final[ContextVar[CostContext | None]] = ContextVar("outlay.cost_context", default=None)
+
+
+class _ForkHook:
+    """Kept alive for multiprocessing's after-fork registry (a weak one)."""
+
+
+def _empty_in_child(_: _ForkHook) -> None:
+    # A forked multiprocessing child (a pool worker above all) would otherwise keep the context of
+    # whichever request first made the pool fork, and charge every later job (another tenant's, or
+    # one with no tenant) to it. It starts empty, as with spawn and as a thread does.
+    _CURRENT.set(None)
+
+
+_FORK_HOOK: Final = _ForkHook()
+multiprocessing.util.register_after_fork(_FORK_HOOK, _empty_in_child)
 
 
 def current() -> CostContext | None:
