@@ -153,6 +153,27 @@ def test_a_key_bound_to_a_feature_wins_and_refuses_another(stack: Stack) -> None
 
 
 @pytest.mark.parametrize(
+    "headers",
+    [{"X-Outlay-Environment": "development"}, {"baggage": _baggage(tenant="acme", environment="test")}],
+)
+def test_a_tenant_cannot_move_its_calls_out_of_the_gateways_environment(
+    stack: Stack, fake: FakeProvider, headers: dict[str, str]
+) -> None:
+    # "development" would take the calls off the tenant's production invoice and margins.
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        stack.openai(**headers).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert caught.value.response.json()["error"]["code"] == "forged_attribution"
+    assert fake.requests == []
+    assert stack.events() == []
+    # Naming the gateway's own environment is no claim against it.
+    stack.openai(**{"X-Outlay-Environment": "production"}).chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,  # type: ignore[arg-type]
+    )
+    assert _only(stack).environment == "production"
+
+
+@pytest.mark.parametrize(
     ("headers", "needle"),
     [
         ({"baggage": "not baggage at all"}, "baggage"),

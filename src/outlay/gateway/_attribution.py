@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from outlay._errors import Forbidden
-from outlay.context import CostContext, extract
+from outlay.context import ENVIRONMENTS, CostContext, extract
 
 __all__ = ["HEADERS", "attribute"]
 
@@ -94,5 +94,10 @@ def attribute(
         )
     _bind(values, "workspace", workspace, "set when the key was created")
     _bind(values, "feature", feature, "set when the key was created")
+    if tenant is not None and values.get("environment") in ENVIRONMENTS:
+        # The environment is the operator's (the gateway's setting), not the customer's: a tenant
+        # naming "development" would take its calls off its production invoice and margins. (An
+        # unknown environment stays a 400 below.)
+        _bind(values, "environment", environment, "the gateway's environment setting")
     values.setdefault("environment", environment)
     return CostContext(**values)  # validates every value, naming the field (a 400)
