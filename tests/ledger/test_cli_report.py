@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from outlay._money import money_str
 from outlay._usage import Usage
 from outlay.cli import main
 from outlay.ledger import SQLiteLedger
@@ -184,8 +185,10 @@ def test_rerate_prices_what_the_catalog_now_knows(tmp_path: Path) -> None:
     assert expected > 0
     result = CliRunner().invoke(main, ["rerate", *WINDOW, "--format", "json", "--ledger", path])
     rows = json.loads(result.stdout)  # stdout: the rows alone, for scripts
-    assert rows == [{"tenant": "acme", "delta": str(expected)}, {"tenant": "globex", "delta": str(expected)}]
-    assert "adjusted 2 (2 newly priced)" in result.stderr and f"total delta {2 * expected}" in result.stderr
+    delta = money_str(expected)
+    assert rows == [{"tenant": "acme", "delta": delta}, {"tenant": "globex", "delta": delta}]
+    assert "adjusted 2 (2 newly priced)" in result.stderr
+    assert f"total delta {money_str(2 * expected)}" in result.stderr
     summary = _run("rerate", *WINDOW, "--ledger", path)  # again: nothing changes
     assert "adjusted 0" in summary
     assert "no cost changed: nothing to adjust" in summary
@@ -197,6 +200,41 @@ def test_rerate_prices_what_the_catalog_now_knows(tmp_path: Path) -> None:
         assert ledger.event_totals(["tenant"], T0, T0.replace(hour=23), unpriced_only=True)[0].key == (
             "globex",
         )
+
+
+def test_rerate_deltas_are_plain_decimals_in_every_format(tmp_path: Path) -> None:
+    """A delta is money: written like every other amount (no exponent, no trailing zeros), never as
+    ``str(Decimal)`` would (``8E-7``, ``0.0000040``), in the table, JSON, CSV and the summary."""
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[[price]]\nprovider = "mystery"\nmodel = "x1"\neffective_from = 2020-01-01\n'
+        'input_mtok = "0.1"\noutput_mtok = "0.3"\n'
+    )
+    tiny, some = Usage(input_tokens=1, output_tokens=1), Usage(input_tokens=5, output_tokens=5)
+    events = [
+        unpriced(tenant_id="acme", provider="mystery", model="x1", usage=tiny),
+        unpriced(tenant_id="acme", provider="mystery", model="x1", usage=tiny),
+        unpriced(tenant_id="globex", provider="mystery", model="x1", usage=some),
+        unpriced(tenant_id="globex", provider="mystery", model="x1", usage=some),
+    ]
+    outputs = {}
+    for fmt in ("table", "json", "csv"):
+        path = str(tmp_path / f"{fmt}.db")
+        with SQLiteLedger(path) as ledger:
+            ledger.write(events)
+        result = CliRunner().invoke(
+            main, ["rerate", *WINDOW, "--prices", str(prices), "--format", fmt, "--ledger", path]
+        )
+        assert result.exit_code == 0, result.output
+        outputs[fmt] = result.stdout + result.stderr
+    assert json.loads(outputs["json"].split("examined")[0]) == [
+        {"tenant": "acme", "delta": "0.0000008"},
+        {"tenant": "globex", "delta": "0.000004"},
+    ]
+    assert "acme,0.0000008" in outputs["csv"] and "globex,0.000004\n" in outputs["csv"]
+    for text in outputs.values():
+        assert "E-" not in text and "0.0000040" not in text
+        assert "total delta 0.0000048" in text
 
 
 def test_rerate_leaves_caller_prices_and_lower_bounds_alone(tmp_path: Path) -> None:

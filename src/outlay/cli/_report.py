@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from outlay._errors import BackendError, InvalidInput
+from outlay._money import money_str
 from outlay._runtime import embedded_log_path
 from outlay.ledger import LedgerStore, RateFunction, ledger_url, open_ledger
 
@@ -397,7 +398,7 @@ def rerate(*, start: str, end: str, prices: str | None, fmt: str, ledger_url: st
     with _ledger(ledger_url) as ledger:
         result = rerate_window(ledger, rate, start, end)
     rows = [
-        {"tenant": tenant, "delta": str(delta)}
+        {"tenant": tenant, "delta": money_str(delta)}
         for tenant, delta in sorted(
             result.by_tenant.items(), key=lambda item: (item[0] is None, item[0] or "")
         )
@@ -409,7 +410,7 @@ def rerate(*, start: str, end: str, prices: str | None, fmt: str, ledger_url: st
     click.echo(
         f"examined {result.examined:,}, adjusted {result.adjusted:,}"
         f" ({result.newly_priced:,} newly priced), still unpriced {result.still_unpriced:,},"
-        f" skipped {result.skipped:,}; total delta {result.delta}",
+        f" skipped {result.skipped:,}; total delta {money_str(result.delta)}",
         err=fmt != "table",
     )
 
