@@ -139,3 +139,63 @@ async def test_hostile_names_are_escaped(client: httpx.AsyncClient, outlay: obje
     r = await client.get("/dashboard/tenant", params=WINDOW, headers=auth(QUOKKA))
     assert "<script>alert(1)" not in r.text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in r.text
+
+
+async def test_unknown_totals_are_unknown_not_zero_nor_none() -> None:
+    """A tenant whose every event of the month is unpriced has an invoice total of unknown (the API's
+    ``null``), and unattributed spend none of which is priced is unknown too: neither "$None" nor
+    "$0" (DESIGN: unknown is not zero)."""
+    from datetime import timedelta
+
+    from outlay import Outlay
+    from outlay.api import create_app
+
+    from .conftest import T0, TOKENS, event
+
+    instance = Outlay("memory://")
+    try:
+        instance.record(event("quokka-labs", "hop", "pouch", "qq-priced", "1.25"))
+        instance.record(event("vortigern-inc", "saxon", "castle", "vv-unpriced", None))
+        instance.record(
+            event(None, None, "cron", "gpt-x", None, origin="nightly", time=T0 + timedelta(hours=1))
+        )
+        app = create_app(instance, tokens=TOKENS)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as c:
+            tenant = await c.get(
+                "/dashboard/tenant", params={**WINDOW, "tenant": "vortigern-inc"}, headers=auth(ADMIN)
+            )
+            finance = await c.get("/dashboard/finance", params=WINDOW, headers=auth(ADMIN))
+    finally:
+        instance.close()
+    assert tenant.status_code == 200 and finance.status_code == 200
+    assert "$None" not in tenant.text
+    assert "<p>Total <b>unknown</b>" in tenant.text
+    assert "Unattributed</span><b>unknown</b>" in finance.text
+
+
+def test_chart_titles_write_exact_amounts_without_an_exponent() -> None:
+    from decimal import Decimal
+
+    from outlay.dashboard import bar_chart, line_chart
+
+    svg = line_chart([("2026-03-01", Decimal("1E-24")), ("2026-03-02", Decimal("0E-10"))], title="t")
+    assert "2026-03-01: 0.000000000000000000000001</title>" in svg
+    assert "2026-03-02: 0</title>" in svg
+    bars = bar_chart([("acme", Decimal("3E-24"))], title="t")
+    assert "acme: 0.000000000000000000000003</title>" in bars and "E-" not in bars.split("$")[0]
+
+
+def test_the_summed_bar_says_it_leaves_unknown_costs_out() -> None:
+    """Past the top bars the rest is summed into one: a tenant of unknown cost among them is not
+    counted as $0 silently."""
+    from decimal import Decimal
+
+    from outlay.dashboard import bar_chart
+
+    bars: list[tuple[str, Decimal | None]] = [(f"t{i}", Decimal(100 - i)) for i in range(13)]
+    bars += [("ghost", None)]
+    svg = bar_chart(bars, title="t", limit=12)
+    assert "2 others: 88 + 1 unknown (unpriced)</title>" in svg
+    assert "$88.00 + unknown</text>" in svg
+    known = bar_chart(bars[: 14 - 1], title="t", limit=12)  # no unknown among the rest: a plain sum
+    assert "1 others: 88</title>" in known and "+ unknown" not in known

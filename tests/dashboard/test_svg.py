@@ -8,6 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
+from outlay._money import money_str
 from outlay.dashboard import bar_chart, line_chart
 
 NS = "{http://www.w3.org/2000/svg}"
@@ -23,7 +24,7 @@ def test_line_chart_is_valid_svg_with_a_point_per_known_day(costs: list[Decimal 
     circles = svg.findall(f"{NS}circle")
     assert len(circles) == sum(c is not None for c in costs)
     titles = [c.find(f"{NS}title").text for c in circles]  # type: ignore[union-attr]
-    assert titles == [f"{d}: {c}" for d, c in points if c is not None]  # exact amounts on hover
+    assert titles == [f"{d}: {money_str(c)}" for d, c in points if c is not None]  # exact, plain
     unknown = [t for t in svg.findall(f"{NS}text") if t.get("class") == "unknown"]
     assert len(unknown) == sum(c is None for c in costs)
 

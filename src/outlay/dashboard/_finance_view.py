@@ -38,6 +38,13 @@ def _money(text: str | None) -> str:
     return "—" if text is None else f"${text}"
 
 
+def _unattributed(conc: Mapping[str, Any]) -> str:
+    # No unattributed event is $0; unattributed events none of which is priced cost an unknown amount.
+    if conc["unattributed_cost"] is None:
+        return "unknown" if conc["unattributed_events"] else "$0"
+    return _money(conc["unattributed_cost"])
+
+
 def finance_view(ctx: Context, query: Query) -> str:
     values = window_values(query)
     ctx.principal.require_admin("the finance view")
@@ -67,7 +74,7 @@ def finance_view(ctx: Context, query: Query) -> str:
                 ("Top-1 share", percent(conc["top_1_share"])),
                 ("Top-5 share", percent(conc["top_5_share"])),
                 ("Median tenant", _money(conc["median_cost"])),
-                ("Unattributed", _money(conc["unattributed_cost"] or "0")),
+                ("Unattributed", _unattributed(conc)),
                 ("Unpriced events", str(conc["unpriced_events"])),
             ]
         ),

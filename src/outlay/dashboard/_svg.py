@@ -14,7 +14,7 @@ from decimal import Context, Decimal
 from html import escape
 from typing import Final
 
-from outlay._money import MONEY_CONTEXT, money_sum
+from outlay._money import MONEY_CONTEXT, money_str, money_sum
 
 __all__ = ["Bar", "BudgetBar", "bar_chart", "budget_chart", "line_chart", "short_money"]
 
@@ -87,7 +87,7 @@ def line_chart(
         segments[-1].append((x, y))
         parts.append(
             f'<circle class="pt" cx="{x}" cy="{y}" r="2.5">'
-            f"<title>{_text(day)}: {_text(str(cost))}</title></circle>"
+            f"<title>{_text(day)}: {_text(money_str(cost))}</title></circle>"
         )
     for segment in segments:
         if not segment:
@@ -113,6 +113,7 @@ def bar_chart(bars: Sequence[Bar], *, title: str, width: int = 1000, limit: int 
     (``None`` costs are listed as unknown, with no bar)."""
     shown = list(bars[:limit])
     rest = bars[limit:]
+    unknown_rest = sum(1 for _, c in rest if c is None)
     if rest:
         known = [c for _, c in rest if c is not None]
         shown.append((f"{len(rest)} others", money_sum(known) if known else None))
@@ -131,15 +132,17 @@ def bar_chart(bars: Sequence[Bar], *, title: str, width: int = 1000, limit: int 
             f'<text class="label" x="{label_w - 8}" y="{y + 15}" text-anchor="end">'
             f"{_text(name)}<title>{_text(label)}</title></text>"
         )
+        # The summed bar leaves out what is unknown in it: say so, rather than pass it off as 0.
+        partial = rest and i == len(shown) - 1 and cost is not None and unknown_rest
         if cost is not None:
             w = _px(max(_scale(cost, top, span), Decimal(1) if cost > 0 else Decimal(0)))
+            exact = money_str(cost) + (f" + {unknown_rest} unknown (unpriced)" if partial else "")
             parts.append(
                 f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{w}" height="{row_h - 6}">'
-                f"<title>{_text(label)}: {_text(str(cost))}</title></rect>"
+                f"<title>{_text(label)}: {_text(exact)}</title></rect>"
             )
-        parts.append(
-            f'<text class="value" x="{width - value_w + 6}" y="{y + 15}">{_text(short_money(cost))}</text>'
-        )
+        value = short_money(cost) + (" + unknown" if partial else "")
+        parts.append(f'<text class="value" x="{width - value_w + 6}" y="{y + 15}">{_text(value)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -160,6 +163,10 @@ _TRACK: Final = "#eceff3"
 _HELD: Final = "#93c5fd"
 _OVER: Final = "#dc2626"
 _SOFT: Final = "#b45309"
+
+
+def _maybe(amount: Decimal | None) -> str:
+    return "none" if amount is None else money_str(amount)
 
 
 def _budget_value(bar: BudgetBar) -> str:
@@ -187,7 +194,10 @@ def budget_chart(bars: Sequence[BudgetBar], *, title: str, width: int = 1000) ->
         used = MONEY_CONTEXT.add(bar.spent, bar.reserved)
         full = bar.limit if bar.limit is not None else bar.soft if bar.soft is not None else used
         name = bar.label if len(bar.label) <= 32 else bar.label[:31] + "…"
-        exact = f"spent {bar.spent}, held {bar.reserved}, limit {bar.limit}, soft limit {bar.soft}"
+        exact = (
+            f"spent {money_str(bar.spent)}, held {money_str(bar.reserved)}, limit {_maybe(bar.limit)},"
+            f" soft limit {_maybe(bar.soft)}"
+        )
         parts.append(
             f'<text class="label" x="{label_w - 8}" y="{y + 17}" text-anchor="end">'
             f"{_text(name)}<title>{_text(bar.label)}</title></text>"
@@ -205,19 +215,19 @@ def budget_chart(bars: Sequence[BudgetBar], *, title: str, width: int = 1000) ->
         if spent_w > 0:
             parts.append(
                 f'<rect {fill} x="{label_w}" y="{y + 4}" width="{_px(spent_w)}" height="{row_h - 8}">'
-                f"<title>spent {_text(str(bar.spent))}</title></rect>"
+                f"<title>spent {_text(money_str(bar.spent))}</title></rect>"
             )
         if used_w > spent_w:
             parts.append(
                 f'<rect fill="{_OVER if over else _HELD}" x="{_px(Decimal(label_w) + spent_w)}" y="{y + 4}"'
                 f' width="{_px(used_w - spent_w)}" height="{row_h - 8}">'
-                f"<title>held by calls in flight {_text(str(bar.reserved))}</title></rect>"
+                f"<title>held by calls in flight {_text(money_str(bar.reserved))}</title></rect>"
             )
         if bar.soft is not None and full > 0:
             x = _px(Decimal(label_w) + min(_scale(bar.soft, full, span), Decimal(span)))
             parts.append(
                 f'<line class="soft" x1="{x}" y1="{y + 1}" x2="{x}" y2="{y + row_h - 1}" stroke="{_SOFT}"'
-                f' stroke-width="2"><title>soft limit {_text(str(bar.soft))}</title></line>'
+                f' stroke-width="2"><title>soft limit {_text(money_str(bar.soft))}</title></line>'
             )
         parts.append(
             f'<text class="value" x="{width - value_w + 6}" y="{y + 17}">{_text(_budget_value(bar))}</text>'

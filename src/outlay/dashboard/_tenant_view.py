@@ -43,6 +43,11 @@ _BUDGET_COLUMNS: Final = (
 _BUDGET_NUMERIC: Final = ("limit", "soft", "spent", "reserved", "remaining")
 
 
+def _total(cost: str | None) -> str:
+    # A total with no priced event is unknown, never "$0" (nor "$None").
+    return "unknown" if cost is None else f"${cost}"
+
+
 def _tenant_picker(ctx: Context, values: Mapping[str, str | None]) -> str:
     rows = [r for r in ctx.api("/api/v1/tenants", values)["rows"] if r["tenant"] is not None]
     items = "".join(
@@ -143,7 +148,7 @@ def tenant_view(ctx: Context, query: Query) -> str:
     decisions = ctx.api("/api/v1/budgets/decisions", {**params, "limit": "50"})
     hidden = f'<input type="hidden" name="tenant" value="{escape(tenant)}">' if ctx.principal.is_admin else ""
     csv = {"tenant": tenant, "period": period, "environment": environment}
-    cost = "unknown" if totals["cost"] is None else f"${totals['cost']}"
+    cost = _total(totals["cost"])
     body = [
         filters_form({**values, "period": period}, "/dashboard/tenant", extra=hidden, period=True),
         kpis(
@@ -188,7 +193,7 @@ def tenant_view(ctx: Context, query: Query) -> str:
             numeric=NUMERIC,
             empty="no billable usage in this period",
         )
-        + f"<p>Total <b>${escape(str(invoice['total_cost']))}</b>"
+        + f"<p>Total <b>{escape(_total(invoice['total_cost']))}</b>"
         + (
             ""
             if invoice["complete"]
