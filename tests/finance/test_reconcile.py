@@ -283,3 +283,11 @@ def test_exported_members() -> None:
     assert {"reconcile", "parse_provider_csv", "model_key", "Reconciliation", "Reconciled"} <= set(
         outlay.finance.__all__
     )
+
+
+def test_a_drift_too_small_for_two_places_is_zero_percent_not_minus_zero(ledger: InMemoryLedger) -> None:
+    # ours 0.000000000000000001 on gpt-4.1; theirs a hair more: the drift is negative and tiny
+    export = "date,model,cost\n2026-03-11,gpt-4.1,0.000000000000000001000001\n"
+    result = reconcile(ledger, "openai", export, start="2026-03-11", end="2026-03-12")
+    row = rows_by(result)[("2026-03-11", "gpt-4.1")]
+    assert (row["drift"], row["drift_pct"]) == ("-0.000000000000000000000001", "0.00")

@@ -138,9 +138,11 @@ def _pct(drift: Decimal | None, theirs: Decimal | None) -> Decimal | None:
     if drift is None or theirs is None or theirs == 0:
         return None
     try:
-        return _RATIO.divide(_RATIO.multiply(drift, 100), theirs).quantize(Decimal("0.01"), context=_RATIO)
+        pct = _RATIO.divide(_RATIO.multiply(drift, 100), theirs).quantize(Decimal("0.01"), context=_RATIO)
     except InvalidOperation:  # a percentage over 10^97: nothing a person could read anyway
         return None
+    # A drift too small for two places is 0.00, not "-0.00" (Decimal keeps the sign of a zero).
+    return pct.copy_abs() if pct.is_zero() else pct
 
 
 def _ours(
