@@ -291,3 +291,15 @@ def test_a_drift_too_small_for_two_places_is_zero_percent_not_minus_zero(ledger:
     result = reconcile(ledger, "openai", export, start="2026-03-11", end="2026-03-12")
     row = rows_by(result)[("2026-03-11", "gpt-4.1")]
     assert (row["drift"], row["drift_pct"]) == ("-0.000000000000000000000001", "0.00")
+
+
+def test_totals_of_a_side_none_of_whose_events_is_priced_are_unknown_not_zero() -> None:
+    ledger = InMemoryLedger()
+    ledger.write([event(time=MARCH + 2 * DAY, model="o3", priced=False) for _ in range(2)])
+    result = reconcile(ledger, "openai", "date,model,cost\n2026-03-12,o3,0.25\n").to_json()
+    # Before: ours "0", drift "-0.25", drift_pct "-100.00": the provider billed 100 % more than metered.
+    assert (result["ours_cost"], result["drift"], result["drift_pct"], result["unpriced_events"]) == (
+        None, None, None, 2)  # fmt: skip
+    # Nothing of ours in the window is a known zero.
+    empty = reconcile(InMemoryLedger(), "openai", "date,model,cost\n2026-03-12,o3,0.25\n").to_json()
+    assert (empty["ours_cost"], empty["drift"]) == ("0", "-0.25")

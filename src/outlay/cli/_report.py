@@ -365,8 +365,9 @@ def reconcile(
     if fmt == "table":
         counts = ", ".join(f"{n} {status}" for status, n in result["counts"].items() if n)
         theirs, drift, pct = (result[k] or "-" for k in ("theirs_cost", "drift", "drift_pct"))
+        ours = result["ours_cost"] or "unknown"  # (our events, none of them priced)
         click.echo(
-            f"ours {result['ours_cost']}  theirs {theirs}  drift {drift} ({pct}%)  rows: {counts or 'none'};"
+            f"ours {ours}  theirs {theirs}  drift {drift} ({pct}%)  rows: {counts or 'none'};"
             f" {result['unpriced_events']} unpriced events;"
             f" {result['skipped_lines']} export lines outside the window"
         )

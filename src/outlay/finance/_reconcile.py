@@ -101,13 +101,15 @@ class Reconciliation:
     rows: tuple[Reconciled, ...]
     lines: int  # export rows read
     skipped_lines: int  # of which outside the window
-    ours_cost: Decimal
+    ours_cost: Decimal | None  # None: we have events here and none of them is priced (unknown)
     theirs_cost: Decimal | None  # None: a tokens-only export
     unpriced_events: int
 
     @property
     def drift(self) -> Decimal | None:
-        return None if self.theirs_cost is None else MONEY_CONTEXT.subtract(self.ours_cost, self.theirs_cost)
+        if self.theirs_cost is None or self.ours_cost is None:
+            return None  # (an unknown side is not zero: no drift to state)
+        return MONEY_CONTEXT.subtract(self.ours_cost, self.theirs_cost)
 
     def count(self, status: str) -> int:
         return sum(1 for row in self.rows if row.status == status)
@@ -122,7 +124,7 @@ class Reconciliation:
             "environment": self.environment,
             "currency": "USD",
             "tolerance": money_str(self.tolerance),
-            "ours_cost": money_str(self.ours_cost),
+            "ours_cost": None if self.ours_cost is None else money_str(self.ours_cost),
             "theirs_cost": None if self.theirs_cost is None else money_str(self.theirs_cost),
             "drift": None if drift is None else money_str(drift),
             "drift_pct": None if (pct := _pct(drift, self.theirs_cost)) is None else str(pct),
@@ -239,7 +241,9 @@ def reconcile(
     keys = sorted(set(ours) | set(theirs), key=lambda k: (k[0], k[1] or ""))
     rows = tuple(_compare(k, ours.get(k), theirs.get(k), export, tol) for k in keys)
     with localcontext(MONEY_CONTEXT):
-        ours_cost = sum((s.cost for s in ours.values() if s.cost is not None), ZERO)
+        priced = [s.cost for s in ours.values() if s.cost is not None]
+        # Our events none of which is priced cost an unknown amount, not 0 (nor a -100 % drift).
+        ours_cost = sum(priced, ZERO) if priced or not ours else None
         theirs_cost = sum((s.cost or ZERO for s in theirs.values()), ZERO) if export.has_cost else None
     skipped = sum(side.lines for key, side in export.groups.items() if key not in theirs)
     return Reconciliation(
