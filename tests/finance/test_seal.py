@@ -221,3 +221,29 @@ def test_a_customer_verifies_its_audit_export_alone(ledger: InMemoryLedger) -> N
     with pytest.raises(InvalidInput) as info:
         audit_csv_sha256(b"kind,id\nevent,x\n")
     assert info.value.field == "body"
+
+
+def test_a_tenant_none_of_whose_entries_is_priced_has_an_unknown_total_not_zero(tmp_path: Path) -> None:
+    from outlay.api._audit import seal_header
+
+    ledger = SQLiteLedger(tmp_path / "outlay.db")
+    ledger.write([event(tenant_id="initech", priced=False, model="mystery") for _ in range(2)])
+    ledger.write([event(cost=D("0.25"))])
+    store = SQLitePeriodStore(tmp_path / "periods.db")
+    seal, _ = close_period(ledger, "2026-03", store, now=CLOSE)
+    part = seal.to_json("initech")
+    # Every report says null for initech's cost; the seal said "0" beside unpriced=2.
+    assert (part["total"], part["unpriced"], part["entries"]) == (None, 2, 2)
+    assert seal.tenants["acme"].total == D("0.25") and seal.total == D("0.25")
+    assert "total=unknown" in seal_header(seal, "initech")
+    store.close()
+    reopened = SQLitePeriodStore(tmp_path / "periods.db")
+    assert reopened.get("2026-03") == seal  # an unknown total survives the store
+    assert verify_period(ledger, "2026-03", reopened).ok
+    # A month with nothing priced at all has an unknown grand total too, and it is stored as such.
+    ledger.write([event(tenant_id="initech", priced=False, time=MARCH.replace(month=5))])
+    may, _ = close_period(ledger, "2026-05", reopened, now=LATER.replace(month=6))
+    assert may.total is None and may.to_json()["total"] is None
+    assert reopened.get("2026-05") == may
+    reopened.close()
+    ledger.close()

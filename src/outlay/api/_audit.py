@@ -71,6 +71,7 @@ def seal_header(seal: Seal, tenant: str) -> str:
     percent-encoded (RFC 3986) so that any name fits a header (``acme`` stays ``acme``)."""
     part = seal.to_json(tenant)
     fields = ("period", "tenant", "sha256", "entries", "total", "closed_at")
+    part["total"] = part["total"] or "unknown"  # (entries, none of them priced)
     return "; ".join(
         f"{name}={quote(part[name], safe='') if name == 'tenant' else part[name]}" for name in fields
     )

@@ -176,10 +176,10 @@ def seal_items(period: str, items: Sequence[Item], closed_at: datetime) -> Seal:
             parts.setdefault(item.tenant, []).append(item)
 
     def summary(chosen: Sequence[Item]) -> TenantSeal:
-        total = Decimal(0)
+        total: Decimal | None = None if chosen else Decimal(0)  # entries none of them priced: unknown
         for item in chosen:
             if item.cost is not None:
-                total = MONEY_CONTEXT.add(total, item.cost)
+                total = item.cost if total is None else MONEY_CONTEXT.add(total, item.cost)
         return TenantSeal(_digest(chosen), len(chosen), total, sum(1 for i in chosen if not i.priced))
 
     whole = summary(items)
@@ -216,8 +216,8 @@ class Verification:
     actual_sha256: str
     sealed_entries: int
     actual_entries: int
-    sealed_total: Decimal
-    actual_total: Decimal
+    sealed_total: Decimal | None
+    actual_total: Decimal | None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -226,12 +226,12 @@ class Verification:
             "sealed": {
                 "sha256": self.sealed_sha256,
                 "entries": self.sealed_entries,
-                "total": money_str(self.sealed_total),
+                "total": None if self.sealed_total is None else money_str(self.sealed_total),
             },
             "actual": {
                 "sha256": self.actual_sha256,
                 "entries": self.actual_entries,
-                "total": money_str(self.actual_total),
+                "total": None if self.actual_total is None else money_str(self.actual_total),
             },
         }
 

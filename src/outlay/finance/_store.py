@@ -43,7 +43,7 @@ class TenantSeal:
 
     sha256: str
     entries: int
-    total: Decimal
+    total: Decimal | None  # None: entries, none of them priced (unknown, not 0)
     unpriced: int
 
 
@@ -54,7 +54,7 @@ class Seal:
     period: str
     sha256: str
     entries: int
-    total: Decimal
+    total: Decimal | None  # None: entries, none of them priced (unknown, not 0)
     unpriced: int
     closed_at: datetime
     tenants: Mapping[str, TenantSeal] = field(default_factory=dict)
@@ -69,7 +69,7 @@ class Seal:
             **head,
             "sha256": self.sha256,
             "entries": self.entries,
-            "total": money_str(self.total),
+            "total": _total_text(self.total),
             "unpriced": self.unpriced,
             "tenants": {t: _part_json(p) for t, p in sorted(self.tenants.items())},
         }
@@ -78,11 +78,15 @@ class Seal:
 _EMPTY_SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"  # sha256(b"")
 
 
+def _total_text(total: Decimal | None) -> str | None:
+    return None if total is None else money_str(total)
+
+
 def _part_json(part: TenantSeal) -> dict[str, Any]:
     return {
         "sha256": part.sha256,
         "entries": part.entries,
-        "total": money_str(part.total),
+        "total": _total_text(part.total),
         "unpriced": part.unpriced,
     }
 
@@ -160,8 +164,11 @@ class SQLitePeriodStore(PeriodStore):
         return found[0] if found else None
 
     def put(self, seal: Seal) -> Seal:
-        tenants = {t: [p.sha256, p.entries, money_str(p.total), p.unpriced] for t, p in seal.tenants.items()}
-        row = (seal.period, seal.sha256, seal.entries, money_str(seal.total), seal.unpriced,
+        tenants = {
+            t: [p.sha256, p.entries, _total_text(p.total), p.unpriced] for t, p in seal.tenants.items()
+        }
+        # An unknown total is '' in the column (NOT NULL in files made before it could be unknown).
+        row = (seal.period, seal.sha256, seal.entries, _total_text(seal.total) or "", seal.unpriced,
                seal.closed_at.isoformat(), json.dumps(tenants, sort_keys=True))  # fmt: skip
         try:
             with self._lock:
@@ -183,10 +190,12 @@ class SQLitePeriodStore(PeriodStore):
 
 def _seal_of(row: tuple[Any, ...]) -> Seal:
     period, sha, entries, total, unpriced, closed_at, tenants = row
-    parts = {t: TenantSeal(p[0], int(p[1]), Decimal(p[2]), int(p[3])) for t, p in json.loads(tenants).items()}
-    return Seal(
-        period, sha, int(entries), Decimal(total), int(unpriced), datetime.fromisoformat(closed_at), parts
-    )
+    parts = {
+        t: TenantSeal(p[0], int(p[1]), None if p[2] is None else Decimal(p[2]), int(p[3]))
+        for t, p in json.loads(tenants).items()
+    }
+    amount = Decimal(total) if total != "" else None
+    return Seal(period, sha, int(entries), amount, int(unpriced), datetime.fromisoformat(closed_at), parts)
 
 
 _STORES: weakref.WeakKeyDictionary[LedgerStore, PeriodStore] = weakref.WeakKeyDictionary()
