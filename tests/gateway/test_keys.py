@@ -186,3 +186,14 @@ def test_cli_errors_are_clear_and_not_tracebacks(tmp_path: Path, args: list[str]
     assert result.exit_code == 2
     assert needle in result.output
     assert "Traceback" not in result.output
+
+
+def test_default_location_follows_a_home_not_created_yet(tmp_path: Path) -> None:
+    # A home named before it exists (README: ".outlay", "data/prod") is the directory the ledger will
+    # be created in: keys created first must be found there once the gateway has created the ledger,
+    # or every key is unknown (401) after a restart.
+    home = tmp_path / "data" / "prod"
+    before = default_keys_url({"OUTLAY_URL": str(home)})
+    home.mkdir(parents=True)
+    assert before == default_keys_url({"OUTLAY_URL": str(home)}) == str(home / "keys.db")
+    assert default_keys_url({"OUTLAY_URL": str(tmp_path / "prod.db")}) == str(tmp_path / "keys.db")

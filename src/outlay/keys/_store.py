@@ -20,6 +20,7 @@ from typing import Any, Final, Self
 
 from outlay._errors import BackendError, ConfigError, InvalidInput
 from outlay._sqlite import use_wal
+from outlay.ledger._open import ledger_file
 
 from ._key import DISPLAY_CHARS, VirtualKey, generate_secret, hash_secret, new_key_id, parse_budget
 
@@ -228,9 +229,9 @@ def default_keys_url(environ: dict[str, str] | None = None) -> str:
     target = target[2:] if target.startswith("//") else target
     if not target or "://" in target:
         return str(Path(".outlay") / "keys.db")
-    path = Path(target).expanduser()
-    directory = path if path.is_dir() or target.endswith("/") else path.parent
-    return str(directory / "keys.db")
+    # The directory of the ledger file the home names, by the ledger's own rule: a home that does
+    # not exist yet (``data/prod``) is a directory, as it will be once the ledger is created there.
+    return str(ledger_file(target).parent / "keys.db")
 
 
 def open_key_store(url: str | None = None) -> KeyStore:
