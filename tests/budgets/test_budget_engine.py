@@ -306,6 +306,27 @@ def test_a_retry_storm_stops_the_run(clock: FakeClock, sink: InMemoryDecisionSin
     assert info.value.reason == "retry_storm"
 
 
+def test_guards_of_a_run_policy_stop_the_runs_it_applies_to(
+    clock: FakeClock, sink: InMemoryDecisionSink
+) -> None:
+    # docs/budgets.md: a budgets file's [[budget]] scope = "run" with max_calls = ... guards the runs.
+    every = engine_with(clock, sink, Budget("1.00", scope="run", guards=RunGuards(max_calls=2)))
+    every.start_run("r1")
+    for _ in range(2):
+        every.settle(every.reserve({"run_id": "r1"}, "0.01"))
+    with pytest.raises(RunStopped) as info:
+        every.reserve({"run_id": "r1"}, "0.01")
+    assert info.value.reason == "max_calls"
+    keyed = engine_with(clock, sink, Budget(scope="run", key="r2", guards=RunGuards(max_identical_calls=1)))
+    same = fingerprint("gpt-4o", "again")
+    for run_id in ("r2", "r3"):
+        keyed.start_run(run_id)
+        keyed.settle(keyed.reserve({"run_id": run_id}, "0.01", fingerprint=same))
+    with pytest.raises(RunStopped, match="retry storm"):
+        keyed.reserve({"run_id": "r2"}, "0.01", fingerprint=same)
+    keyed.settle(keyed.reserve({"run_id": "r3"}, "0.01", fingerprint=same))  # the policy names r2 only
+
+
 def test_cost_velocity_guard_uses_the_last_minute(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
     engine = engine_with(clock, sink)
     engine.start_run("fast", budget=Budget(guards=RunGuards(max_cost_per_minute="1.00")))

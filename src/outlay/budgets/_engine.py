@@ -303,7 +303,7 @@ class BudgetEngine:
         with self.runs.lock:
             for run_id in runs:
                 info = self.runs.get(run_id)
-                guards = self._guards_of(info)
+                guards = self._guards_of(info, run_id)
                 if guards is None or info is None:
                     continue
                 stop = info.guards.check(guards, fp, amount, now)
@@ -399,7 +399,7 @@ class BudgetEngine:
         with self.runs.lock:
             for run_id in reservation.runs:
                 info = self.runs.get(run_id)
-                guards = self._guards_of(info)
+                guards = self._guards_of(info, run_id)
                 if info is not None and guards is not None and guards.max_cost_per_minute is not None:
                     info.guards.recent.append((now, cost))
         if reservation.keys and cost > reservation.estimate:
@@ -424,10 +424,17 @@ class BudgetEngine:
             del self._keyless[reservation.id]
             return True
 
-    def _guards_of(self, info: RunInfo | None) -> RunGuards | None:
+    def _guards_of(self, info: RunInfo | None, run_id: str) -> RunGuards | None:
+        """The run's own budget's guards, else those of a ``run`` policy that applies to it (every
+        run, or the one its ``key`` names: a budgets file's ``max_calls = ...``), else the engine's."""
         if info is None:
             return None
-        return (info.budget.guards if info.budget is not None else None) or self._guards
+        if info.budget is not None and info.budget.guards is not None:
+            return info.budget.guards
+        for policy in self._policies:
+            if policy.scope == "run" and policy.guards is not None and policy.key in (None, run_id):
+                return policy.guards
+        return self._guards
 
     # --- downgrade, status, entitlements, runs --------------------------------------------------
 
