@@ -7,7 +7,7 @@
     with outlay.attribute(tenant="acme", feature="research"):
         with outlay.run("orchestrator", kind="agent"):
             outlay.record_llm(provider="openai", response=completion)
-    print(outlay.reports().tenants())
+    print(outlay.reports().tenants("2026-03-01", "2026-04-01"))
 """
 
 from ._api import (
