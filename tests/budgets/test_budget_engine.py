@@ -327,6 +327,24 @@ def test_guards_of_a_run_policy_stop_the_runs_it_applies_to(
     keyed.settle(keyed.reserve({"run_id": "r3"}, "0.01", fingerprint=same))  # the policy names r2 only
 
 
+def test_a_run_policys_limit_shows_in_the_runs_checkpoints(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    # A budgets file's run policy refused the call while run.check() and run.remaining said go on,
+    # so an agent loop never stopped cleanly at its checkpoint.
+    engine = engine_with(clock, sink, Budget("1.00", scope="run"))
+    engine.start_run("r1", tenant="acme")
+    engine.settle(engine.reserve({"tenant": "acme", "run_id": "r1"}, "0.99"))
+    status = engine.run_status("r1")
+    assert status is not None and status.remaining == Decimal("0.01")
+    engine.check_run("r1", "0.01")  # exactly what is left: fine
+    with pytest.raises(BudgetExceeded, match="spent"):
+        engine.check_run("r1", "0.50")
+    with pytest.raises(BudgetExceeded):
+        engine.reserve({"tenant": "acme", "run_id": "r1"}, "0.50")
+    # Another tenant's run of the same id has its own counter, and its own checkpoint.
+    engine.start_run("r1-globex", tenant="globex")
+    engine.check_run("r1-globex", "0.50")
+
+
 def test_cost_velocity_guard_uses_the_last_minute(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
     engine = engine_with(clock, sink)
     engine.start_run("fast", budget=Budget(guards=RunGuards(max_cost_per_minute="1.00")))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -517,11 +517,19 @@ class BudgetEngine:
                      run_id=sc.run, reason=requires)  # fmt: skip
         raise NotEntitled(message, tenant=sc.tenant, tier=tier, requires=requires)
 
-    def start_run(self, run_id: str, *, parent_id: str | None = None, budget: Budget | None = None) -> None:
-        """Track a run: its budget (scope ``run``) and guards apply to it and its children."""
+    def start_run(
+        self,
+        run_id: str,
+        *,
+        parent_id: str | None = None,
+        budget: Budget | None = None,
+        tenant: str | None = None,
+    ) -> None:
+        """Track a run: its budget (scope ``run``) and guards apply to it and its children;
+        ``tenant`` (its context's) names the counters of the ``run`` policies that apply to it."""
         if budget is not None and (not isinstance(budget, Budget) or budget.scope != "run"):
             raise InvalidInput("a run's budget must be a Budget with scope='run'", field="budget")
-        self.runs.start(run_id, parent_id, budget)
+        self.runs.start(run_id, parent_id, budget, tenant)
 
     def end_run(self, run_id: str) -> None:
         self.runs.end(run_id)
@@ -537,13 +545,25 @@ class BudgetEngine:
         found = self._tightest_run_budget(run_id)
         return None if found is None else found[1]
 
-    def _tightest_run_budget(self, run_id: str) -> tuple[str, BudgetStatus] | None:
-        tightest: tuple[str, BudgetStatus] | None = None
+    def _run_budgets(self, run_id: str) -> Iterator[tuple[str, BudgetStatus]]:
+        """Every budget that counts the calls of ``run_id``: its own and its enclosing runs'
+        budgets, and the ``run`` policies (a budgets file's) on ``run_id`` itself, which count a
+        call on its innermost run only."""
         for owner in self.runs.chain((run_id,)):
             info = self.runs.get(owner)
-            if info is None or info.budget is None:
-                continue
-            status = self.status(Scope(run=owner), info.budget)
+            if info is not None and info.budget is not None:
+                yield owner, self.status(Scope(run=owner), info.budget)
+        own = self.runs.get(run_id)
+        if own is None:
+            return
+        scope = Scope(tenant=own.tenant, run=run_id)
+        for policy in self._policies:
+            if policy.scope == "run" and policy.scope_key(scope) is not None:
+                yield run_id, self.status(scope, policy)
+
+    def _tightest_run_budget(self, run_id: str) -> tuple[str, BudgetStatus] | None:
+        tightest: tuple[str, BudgetStatus] | None = None
+        for owner, status in self._run_budgets(run_id):
             left = status.remaining
             if left is None:
                 if tightest is None and owner == run_id:

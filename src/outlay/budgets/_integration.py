@@ -31,7 +31,7 @@ class BudgetRunListener:
         engine = get_engine()
         if run.requires is not None:
             engine.check_entitlement(ctx, run.requires)
-        engine.start_run(run.id, parent_id=run.parent_id, budget=budget)
+        engine.start_run(run.id, parent_id=run.parent_id, budget=budget, tenant=ctx.tenant)
 
     def on_run_end(self, run: Run, ctx: CostContext, exc: BaseException | None) -> None:
         get_engine().end_run(run.id)

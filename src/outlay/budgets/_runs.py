@@ -29,6 +29,7 @@ ENDED_KEPT: Final = 10_000
 class RunInfo:
     parent: str | None = None
     budget: Budget | None = None
+    tenant: str | None = None  # the run's context's tenant: its run policies' counters are the tenant's
     spent: Decimal = ZERO
     guards: RunGuardState = field(default_factory=RunGuardState)
 
@@ -41,9 +42,11 @@ class RunBook:
         self._open: dict[str, RunInfo] = {}
         self._ended: OrderedDict[str, RunInfo] = OrderedDict()
 
-    def start(self, run_id: str, parent: str | None, budget: Budget | None) -> None:
+    def start(
+        self, run_id: str, parent: str | None, budget: Budget | None, tenant: str | None = None
+    ) -> None:
         with self.lock:
-            self._open[run_id] = RunInfo(parent=parent, budget=budget)
+            self._open[run_id] = RunInfo(parent=parent, budget=budget, tenant=tenant)
 
     def end(self, run_id: str) -> None:
         with self.lock:
