@@ -14,6 +14,7 @@ from decimal import Decimal
 
 from outlay._errors import InvalidInput
 
+from ._decision import Decision
 from ._engine import BudgetEngine, BudgetStatus, Reservation
 from ._open import open_budget_store
 from ._policy import Budget, Scope
@@ -45,9 +46,16 @@ def configure(engine: BudgetEngine) -> BudgetEngine:
     return engine
 
 
+def _record_in_default_pipeline(decision: Decision) -> None:
+    from outlay._api import get_outlay  # (lazily: the budgets package imports nothing of the pipeline)
+
+    get_outlay().record_decision(decision)
+
+
 def get_engine() -> BudgetEngine:
     """The default engine: until :func:`configure` is called, one with no policies on the store named
-    by ``OUTLAY_BUDGET_URL``, else in memory."""
+    by ``OUTLAY_BUDGET_URL``, else in memory, whose decisions are recorded in the default pipeline
+    (``outlay.get_outlay()``) as zero-cost ``decision:<kind>`` events."""
     global _engine  # noqa: PLW0603
     engine = _engine
     if engine is None:
@@ -55,7 +63,9 @@ def get_engine() -> BudgetEngine:
             if _engine is None:
                 # OUTLAY_BUDGET_URL (redis://, sqlite:PATH) shares counters across processes/replicas.
                 url = os.environ.get("OUTLAY_BUDGET_URL")
-                _engine = BudgetEngine(open_budget_store(url) if url else None)
+                _engine = BudgetEngine(
+                    open_budget_store(url) if url else None, decision_sink=_record_in_default_pipeline
+                )
             engine = _engine
     return engine
 
