@@ -134,6 +134,7 @@ class BudgetExceeded(BudgetError):
         reserved: Decimal,
         estimate: Decimal,
         budget: str | None = None,
+        shared: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -144,6 +145,9 @@ class BudgetExceeded(BudgetError):
         self.reserved = reserved
         self.estimate = estimate
         self.budget = budget
+        # A shared budget (Budget(shared=True)) counts every tenant's calls: its spend is theirs
+        # too, so the message leaves it out and the gateway does not pass it on to the caller.
+        self.shared = shared
 
 
 class RunStopped(BudgetError):

@@ -127,6 +127,28 @@ def test_no_tenant_spends_or_reads_a_keys_feature_budget_by_naming_its_counter()
         stack.close()
 
 
+def test_a_shared_budget_tells_no_tenant_what_the_others_spent(build, fake: FakeProvider) -> None:  # type: ignore[no-untyped-def]
+    cap = Budget("0.0005", scope="feature", shared=True, name="platform cap")
+    stack = build(engine=BudgetEngine(policies=[cap]))
+    _, globex_secret = stack.keys.create("globex")
+    stack.engine.settle(stack.engine.reserve(Scope(tenant="acme", feature="search"), "0.0004"), "0.0004")
+    globex = stack.openai(globex_secret, **{"X-Outlay-Feature": "search"})
+    # Admitted: X-Outlay-Budget-Remaining leaves the shared cap out (it would tell acme's 0.0004).
+    raw = globex.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=5)  # type: ignore[arg-type]
+    assert raw.headers["x-outlay-budget-remaining"] == "unlimited"  # (globex has no limit of its own)
+    with pytest.raises(openai.APIStatusError) as caught:
+        globex.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=1000)  # type: ignore[arg-type]
+    assert caught.value.status_code == 402
+    details = caught.value.response.json()["error"]["outlay"]
+    assert details["shared"] is True and "spent" not in details and "reserved" not in details
+    assert "x-outlay-budget-remaining" not in caught.value.response.headers
+    assert "0.0004" not in caught.value.message and "spent" not in caught.value.message
+    # The refusal is recorded under globex, whose token reads its decisions: no spend in it either.
+    (denied,) = [e for e in stack.events() if e.operation == "decision:denied"]
+    assert denied.tenant_id == "globex"
+    assert "spent" not in denied.labels and "reserved" not in denied.labels
+
+
 def hooks_principal(key: VirtualKey) -> Principal:
     return Principal(key.tenant, key_id=key.id, workspace_id=key.workspace, policies={"key": key})
 

@@ -326,20 +326,27 @@ class BudgetEngine:
         policy, value = min(tightest, key=lambda pv: pv[0].limit or ZERO)
         assert policy.limit is not None
         period = policy.describe()
-        message = (
-            f"{_subject(policy, value)} has spent {format_money(status.spent, policy.currency)} of its "
-            f"{format_money(policy.limit, policy.currency)}{' ' + period if period else ''} budget; "
-            f"this call needs up to {format_money(reservation.estimate, policy.currency)}"
-        )
-        if status.reserved:
-            message += f" and {format_money(status.reserved, policy.currency)} is held by calls in flight"
+        limit = f"{format_money(policy.limit, policy.currency)}{' ' + period if period else ''} budget"
+        needs = f"this call needs up to {format_money(reservation.estimate, policy.currency)}"
+        if policy.shared:
+            # Every tenant's calls count here: what it has spent is not this caller's to read (the
+            # decision is recorded under the caller's tenant, whose token reads its decisions).
+            message = f"the shared {policy.scope} {value} {limit} (all tenants' calls) is used up; {needs}"
+        else:
+            message = (
+                f"{_subject(policy, value)} has spent {format_money(status.spent, policy.currency)} of its "
+                f"{limit}; {needs}"
+            )
+            if status.reserved:
+                message += f" and {format_money(status.reserved, policy.currency)} is held by calls in flight"
+        spent, reserved = (None, None) if policy.shared else (status.spent, status.reserved)
         self._decide("denied", message, tenant=reservation.scope.tenant, scope=policy.scope, key=status.key,
-                     budget=policy.name, limit=policy.limit, spent=status.spent, reserved=status.reserved,
+                     budget=policy.name, limit=policy.limit, spent=spent, reserved=reserved,
                      estimate=reservation.estimate, model=reservation.model,
                      run_id=reservation.scope.run)  # fmt: skip
         return BudgetExceeded(message, scope=policy.scope, key=status.key, limit=policy.limit,
-                              spent=status.spent, reserved=status.reserved,
-                              estimate=reservation.estimate, budget=policy.name)  # fmt: skip
+                              spent=status.spent, reserved=status.reserved, estimate=reservation.estimate,
+                              budget=policy.name, shared=policy.shared)  # fmt: skip
 
     def _check_soft(self, reservation: Reservation, statuses: Sequence[KeyStatus]) -> None:
         by_key = {s.key: s for s in statuses}
@@ -354,14 +361,17 @@ class BudgetEngine:
             if len(self._soft_seen) > _REMEMBERED:
                 self._soft_seen.popitem(last=False)
             period = policy.describe()
-            message = (
-                f"{_subject(policy, value)} reached its soft limit: "
-                f"{format_money(_add(status.spent, status.reserved), policy.currency)} spent or held of "
-                f"{format_money(policy.soft, policy.currency)}{' (' + period + ')' if period else ''}"
-            )
+            soft = f"{format_money(policy.soft, policy.currency)}{' (' + period + ')' if period else ''}"
+            if policy.shared:  # (every tenant's spend: not the caller's to read, as in _denied)
+                whose = f"the shared {policy.scope} {value} budget (all tenants' calls)"
+                message = f"{whose} reached its soft limit {soft}"
+            else:
+                used = format_money(_add(status.spent, status.reserved), policy.currency)
+                message = f"{_subject(policy, value)} reached its soft limit: {used} spent or held of {soft}"
+            spent, reserved = (None, None) if policy.shared else (status.spent, status.reserved)
             decision = self._decide("soft_exceeded", message, tenant=reservation.scope.tenant,
                                     scope=policy.scope, key=counter, budget=policy.name, limit=policy.soft,
-                                    spent=status.spent, reserved=status.reserved,
+                                    spent=spent, reserved=reserved,
                                     estimate=reservation.estimate, model=reservation.model,
                                     run_id=reservation.scope.run)  # fmt: skip
             if policy.on_soft is not None:

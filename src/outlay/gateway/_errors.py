@@ -118,7 +118,7 @@ def from_outlay_error(exc: OutlayError) -> GatewayError:
     if isinstance(exc, Unauthenticated):
         return GatewayError(401, exc.message, code="invalid_api_key", details={"reason": exc.reason})
     if isinstance(exc, BudgetExceeded):
-        details = {
+        details: dict[str, Any] = {
             "scope": exc.scope,
             "key": exc.key,
             "limit": money_str(exc.limit),
@@ -128,8 +128,13 @@ def from_outlay_error(exc: OutlayError) -> GatewayError:
         }
         if exc.budget:
             details["budget"] = exc.budget
-        left = MONEY_CONTEXT.subtract(MONEY_CONTEXT.subtract(exc.limit, exc.spent), exc.reserved)
-        headers = {"x-outlay-cost": "0", "x-outlay-budget-remaining": money_str(max(ZERO, left))}
+        headers = {"x-outlay-cost": "0"}
+        if exc.shared:  # every tenant's spend: not the caller's to read
+            del details["spent"], details["reserved"]
+            details["shared"] = True
+        else:
+            left = MONEY_CONTEXT.subtract(MONEY_CONTEXT.subtract(exc.limit, exc.spent), exc.reserved)
+            headers["x-outlay-budget-remaining"] = money_str(max(ZERO, left))
         return GatewayError(402, exc.message, code="budget_exceeded", details=details, headers=headers)
     if isinstance(exc, RunStopped):
         return GatewayError(402, exc.message, code="run_stopped", details={"reason": exc.reason})

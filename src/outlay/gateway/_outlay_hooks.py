@@ -479,8 +479,11 @@ class OutlayHooks:
         no second read on the hot path; a counter not in ``seen`` is read."""
         best: Decimal | None = None
         for hold in holds:
+            # A shared budget counts every tenant's calls: what it has left tells one tenant what
+            # the others spent, so it is left out of the header.
+            shared = {counter for policy, _, counter in hold.policies if policy.shared}
             for limit in hold.keys:
-                if limit.limit is None:
+                if limit.limit is None or limit.key in shared:
                     continue
                 status = seen.get(limit.key) if seen is not None else None
                 if status is None:
