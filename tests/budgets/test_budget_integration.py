@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -20,6 +21,7 @@ from outlay.budgets import (
     RunGuards,
     RunStopped,
 )
+from outlay.budgets._runs import ENDED_KEPT
 
 from .conftest import FakeClock
 
@@ -80,6 +82,33 @@ async def test_a_task_started_in_a_budgeted_run_stays_under_its_budget_after_the
     with pytest.raises(BudgetExceeded, match=r"this run has spent \$0\.08 of its \$0\.10 budget"):
         await task
     assert spent == ["0.04", "0.04"] and budgets.run_spent(run) == D("0.08")
+
+
+async def test_a_busy_process_does_not_forget_a_run_whose_task_still_spends(engine: BudgetEngine) -> None:
+    # The engine kept the last 10,000 ended runs only: once as many other runs had come and gone,
+    # the task (or a child run still open) of a budgeted run spent without limit.
+    release = asyncio.Event()
+    refused: list[str] = []
+
+    async def background(step: bool) -> None:
+        with context.run("step") if step else contextlib.nullcontext():
+            await release.wait()
+            for _ in range(3):
+                try:
+                    budgets.settle(budgets.reserve(context.current(), "0.04"))
+                except BudgetExceeded as exc:
+                    refused.append(exc.message)
+
+    with context.attribute(tenant="acme"), context.run("agent", budget=Budget(limit="0.10")) as run:
+        tasks = [asyncio.create_task(background(step=False)), asyncio.create_task(background(step=True))]
+        await asyncio.sleep(0)  # the child run opens, and outlives its parent's block
+    for _ in range(ENDED_KEPT + 1):  # other requests' runs
+        with context.run("other"):
+            pass
+    release.set()
+    await asyncio.gather(*tasks)
+    assert budgets.run_spent(run) == D("0.08")  # two calls of the six: the run's and its child's
+    assert len(refused) == 4
 
 
 def test_run_guards_through_outlay_run(engine: BudgetEngine) -> None:

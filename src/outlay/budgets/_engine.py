@@ -541,8 +541,10 @@ class BudgetEngine:
             raise InvalidInput("a run's budget must be a Budget with scope='run'", field="budget")
         self.runs.start(run_id, parent_id, budget, tenant)
 
-    def end_run(self, run_id: str) -> None:
-        self.runs.end(run_id)
+    def end_run(self, run_id: str, run: object | None = None) -> None:
+        """The run ended; its budget binds what it started for as long as ``run`` (its ``Run``
+        object, which the contexts of its tasks and child runs hold) is alive."""
+        self.runs.end(run_id, run)
 
     def run_spent(self, run_id: str) -> Decimal:
         """Settled spend of the run and its children, in this process."""

@@ -34,7 +34,7 @@ class BudgetRunListener:
         engine.start_run(run.id, parent_id=run.parent_id, budget=budget, tenant=ctx.tenant)
 
     def on_run_end(self, run: Run, ctx: CostContext, exc: BaseException | None) -> None:
-        get_engine().end_run(run.id)
+        get_engine().end_run(run.id, run)
 
 
 _LISTENER = BudgetRunListener()

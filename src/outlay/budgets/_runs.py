@@ -1,14 +1,17 @@
 """What the engine knows about runs in this process: their budget, parent, guards and spend.
 
 A run's budget covers its child runs' calls too (costs roll up the run tree), so the engine keeps
-each run's parent to walk the chain. The last :data:`ENDED_KEPT` finished runs are kept whole: a
-task or thread the run started may still call after its ``with`` block, and those calls still
-count on (and are refused by) the run's budget; ``run_spent`` still answers.
+each run's parent to walk the chain. A finished run is kept whole as long as its ``Run`` object is
+alive — held by the context of a task or thread the run started, which may still call after the
+``with`` block, or by a child run (a ``Run`` holds its parent): those calls still count on, and
+are refused by, the run's budget, and ``run_spent`` still answers. Once nothing holds it, and for a
+run known by id only, the last :data:`ENDED_KEPT` are kept.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ class RunBook:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._open: dict[str, RunInfo] = {}
+        self._held: dict[str, RunInfo] = {}  # ended, while their Run object is alive
         self._ended: OrderedDict[str, RunInfo] = OrderedDict()
 
     def start(
@@ -48,17 +52,41 @@ class RunBook:
         with self.lock:
             self._open[run_id] = RunInfo(parent=parent, budget=budget, tenant=tenant)
 
-    def end(self, run_id: str) -> None:
+    def end(self, run_id: str, run: object | None = None) -> None:
+        """The run ended; it is kept while ``run`` (its ``Run`` object) is alive, then as one of the
+        last :data:`ENDED_KEPT`. (A bounded window alone let a busy process forget a run whose
+        background task still spent, and that task then spent past the run's budget.)"""
         with self.lock:
             info = self._open.pop(run_id, None)
+            if info is None:
+                return
+            if run is not None:
+                try:
+                    finalizer = weakref.finalize(run, self._release, run_id)
+                except TypeError:  # not weakly referenceable: the window it is
+                    pass
+                else:
+                    finalizer.atexit = False
+                    self._held[run_id] = info
+                    return
+            self._keep_ended(run_id, info)
+
+    def _release(self, run_id: str) -> None:
+        with self.lock:
+            info = self._held.pop(run_id, None)
             if info is not None:
-                self._ended[run_id] = info
-                while len(self._ended) > ENDED_KEPT:
-                    self._ended.popitem(last=False)
+                self._keep_ended(run_id, info)
+
+    def _keep_ended(self, run_id: str, info: RunInfo) -> None:
+        self._ended[run_id] = info
+        while len(self._ended) > ENDED_KEPT:
+            self._ended.popitem(last=False)
 
     def get(self, run_id: str) -> RunInfo | None:
-        """The run's info, open or recently ended."""
+        """The run's info, open or ended (see the module docstring)."""
         info = self._open.get(run_id)
+        if info is None:
+            info = self._held.get(run_id)
         return info if info is not None else self._ended.get(run_id)
 
     def info(self, run_id: str) -> RunInfo:

@@ -38,7 +38,19 @@ class Run:
     package, which reads them from a run listener.
     """
 
-    __slots__ = ("budget", "ended_at", "id", "kind", "name", "parent_id", "requires", "root_id", "started_at")
+    __slots__ = (
+        "__weakref__",
+        "_parent",
+        "budget",
+        "ended_at",
+        "id",
+        "kind",
+        "name",
+        "parent_id",
+        "requires",
+        "root_id",
+        "started_at",
+    )
 
     def __init__(
         self,
@@ -50,7 +62,11 @@ class Run:
         root_id: str,
         budget: object | None = None,
         requires: str | None = None,
+        parent: Run | None = None,
     ) -> None:
+        # The enclosing Run in this process, held so that it lives as long as its children: what
+        # the budgets know of a run (its budget binding what the run started) lasts that long.
+        self._parent = parent
         self.id = id
         self.name = name
         self.kind = kind
@@ -156,6 +172,7 @@ class RunScope(Scope[Run]):
             root_id=root_id,
             budget=self._budget,
             requires=self._requires,
+            parent=base.run,
         )
         ctx = derive_run(base, environment, run_id, parent_id, root_id, self._name, self._kind, path, new_run)
         listeners = _listeners
