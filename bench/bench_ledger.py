@@ -5,6 +5,7 @@
     python bench/bench_ledger.py --ingest 500000 --events 0 --batch 5000
     python bench/bench_ledger.py --ingest 100000 --events 0 --floor   # + the lower bound of the layout
     python bench/bench_ledger.py --ingest 200000 --events 0 --batch 50000 --ingest-days 1 --chunked
+    python bench/bench_ledger.py --ingest 400000 --events 0 --batch 40000 --ingest-days 1 --processes 2
     python bench/bench_ledger.py --ingest 200000 --events 0 --batch 50000 --ingest-days 1   # live
 
 The workload is shaped like a real platform: 500 tenants over 30 days, each using a handful of
@@ -102,14 +103,18 @@ def bench_write(path: Path, events: list[CostEvent], payloads: list[bytes], batc
     return len(events) / elapsed
 
 
-def bench_writer(path: Path, payloads: list[bytes], batch: int) -> float:
+def bench_writer(path: Path, payloads: list[bytes], batch: int, processes: int = 1) -> float:
     log = InMemoryEventLog()
     for at in range(0, len(payloads), 10_000):
         log.append(payloads[at : at + 10_000])
     ledger = SQLiteLedger(path)
+    writer = LedgerWriter(log, ledger, batch_size=batch, processes=processes)
+    if writer._processes is not None:
+        writer._processes._start()  # (their interpreters start before the clock does)
     began = time.perf_counter()
-    stats = LedgerWriter(log, ledger, batch_size=batch).catch_up()
+    stats = writer.catch_up()
     elapsed = time.perf_counter() - began
+    writer.close()
     ledger.close()
     assert stats.inserted == len(payloads)
     return len(payloads) / elapsed
@@ -306,6 +311,9 @@ def main() -> None:
         "--floor", action="store_true", help="also measure the lower bound of any row-per-event layout"
     )
     parser.add_argument(
+        "--processes", type=int, default=1, help="also run the writer with 2..N writer processes"
+    )
+    parser.add_argument(
         "--chunked", action="store_true", help="also measure the write path of a chunked event layout"
     )
     args = parser.parse_args()
@@ -324,6 +332,10 @@ def main() -> None:
         writer_db.unlink(missing_ok=True)
         rate = bench_writer(writer_db, payloads, args.batch)
         print(f"LedgerWriter (decode + write + ack), batch {args.batch}: {rate:,.0f} events/s")
+        for processes in range(2, args.processes + 1):
+            writer_db.unlink(missing_ok=True)
+            rate = bench_writer(writer_db, payloads, args.batch, processes)
+            print(f"LedgerWriter, {processes} processes, batch {args.batch}: {rate:,.0f} events/s")
         print(f"CloudEvents decode: {bench_decode(payloads[:20_000]):.1f} us CPU per event (best of 5)")
         if args.floor:
             bench_floor(workdir, events, payloads, args.batch)

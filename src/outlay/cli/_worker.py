@@ -36,6 +36,14 @@ __all__ = ["worker"]
     help="records written per ledger transaction (bigger batches rewrite fewer pages per event).",
 )
 @click.option(
+    "--processes",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="processes that decode and write each batch (a SQLite or PostgreSQL ledger): the writer's "
+    "CPU work on as many cores.",
+)
+@click.option(
     "--once",
     is_flag=True,
     help="catch up to the end of the log, then exit (on NATS it waits up to 30 s for batches "
@@ -47,22 +55,27 @@ def worker(
     ledger_url: str | None,
     consumer: str,
     batch_size: int,
+    processes: int,
     once: bool,
 ) -> None:
     """Write the event log into the ledger until SIGTERM or Ctrl-C.
 
     Each batch is committed to the ledger (idempotently, with its rollups) before it is
     acknowledged, so a worker killed at any moment loses nothing and doubles nothing. Run several
-    workers with one NATS stream and the same --consumer to share the load. On SIGTERM the batch in
-    hand is finished and acknowledged, then the worker exits. When the log has nothing new, the
-    worker rolls the SQLite ledger's events up by hour (for reports over windows with times of day).
+    workers with one NATS stream and the same --consumer to share the load; with --processes N one
+    worker decodes and writes each batch in N processes (the embedded log has one reader). On
+    SIGTERM the batch in hand is finished and acknowledged, then the worker exits. When the log has
+    nothing new, the worker rolls the SQLite ledger's events up by hour (for reports over windows
+    with times of day).
     """
     from outlay._runtime import Outlay
     from outlay.ledger import LedgerWriter
 
     try:
         pipeline = Outlay(url, stream_url=stream_url, ledger_url=ledger_url)
-        writer = LedgerWriter(pipeline.log, pipeline.ledger, consumer, batch_size=batch_size)
+        writer = LedgerWriter(
+            pipeline.log, pipeline.ledger, consumer, batch_size=batch_size, processes=processes
+        )
     except OutlayError as exc:
         raise click.ClickException(str(exc)) from None
     stop = threading.Event()
@@ -76,6 +89,7 @@ def worker(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        writer.close()
         pipeline.close()
     click.echo(
         f"worker {consumer!r}: {stats.read} read, {stats.inserted} written, "

@@ -21,6 +21,7 @@ from outlay.events import CostEvent, decode_event
 from outlay.stream import EventLog, LogRecord
 
 from ._base import LedgerStore
+from ._parallel import WriterProcesses
 from ._rows import CURRENCY
 
 __all__ = ["DEFAULT_BATCH", "LedgerWriter", "WriterStats"]
@@ -57,7 +58,10 @@ class LedgerWriter:
     """Consumes ``log`` as ``consumer`` and writes into ``ledger``.
 
     Run one writer per consumer name at a time (the log hands a consumer's records to whoever
-    reads them); several writers are still safe for the totals, just wasteful.
+    reads them); several writers are still safe for the totals, just wasteful. ``processes`` > 1
+    decodes and writes each batch in that many processes (a SQLite or PostgreSQL ledger only; see
+    :mod:`outlay.ledger._parallel`): the writer's CPU work then runs on as many cores. Call
+    :meth:`close` when done with such a writer.
     """
 
     def __init__(
@@ -68,14 +72,19 @@ class LedgerWriter:
         *,
         batch_size: int = DEFAULT_BATCH,
         decode: Callable[[bytes], CostEvent] = decode_event,
+        processes: int = 1,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInput(f"must be a positive integer, got {batch_size!r}", field="batch_size")
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise InvalidInput(f"must be a positive integer, got {processes!r}", field="processes")
         self.log = log
         self.ledger = ledger
         self.consumer = consumer
         self.batch_size = batch_size
         self._decode = decode
+        # Several processes decode and write each batch (started with the first batch).
+        self._processes = WriterProcesses(ledger, processes, decode, consumer) if processes > 1 else None
         self.stats = WriterStats()
 
     def run_once(self, max_records: int | None = None, timeout: float = 0.0) -> WriterStats:
@@ -88,60 +97,20 @@ class LedgerWriter:
             return self._write_batch(records, step)
 
     def _write_batch(self, records: Sequence[LogRecord], step: WriterStats) -> WriterStats:
-        events: list[CostEvent] = []
-        payloads: list[bytes] = []
-        offsets: list[int] = []
-        for record in records:
-            try:
-                event = self._decode(record.payload)
-                if event.currency != CURRENCY:
-                    raise InvalidInput(
-                        f"the ledger totals {CURRENCY} only, got {event.currency}", field="currency"
-                    )
-            except Exception as exc:
-                # Decoding is pure: whatever it raises, this payload can never be written, and
-                # retrying it would block the log forever. It goes to the reject table instead.
-                reason = _reason(exc)
-                self.ledger.reject(record.payload, f"offset {record.offset}: {reason}")
-                step.rejected += 1
-                continue
-            events.append(event)
-            payloads.append(record.payload)
-            offsets.append(record.offset)
-        if events:
-            self._write(events, payloads, offsets, step)
+        if self._processes is not None:
+            self._processes.write(records, step)
+        else:
+            write_records(self.ledger, records, self._decode, self.consumer, step)
         # Only now, with the batch committed (or rejected durably), may the log forget it.
         self.log.ack(self.consumer, records[-1].offset)
         step.batches = 1
         self.stats.add(step)
         return step
 
-    def _write(
-        self, events: list[CostEvent], payloads: list[bytes], offsets: list[int], step: WriterStats
-    ) -> None:
-        """Write a batch. Should the ledger refuse it for something in its data rather than fail as
-        a backend (an event that decodes but cannot be totalled — written by an older outlay, say),
-        the batch is split until each event it refuses is alone, and that one is rejected: one bad
-        event must not hold back everyone's. Writes are idempotent, so the halves are safe."""
-        try:
-            result = self.ledger.write(events, payloads)
-        except BackendError:
-            raise  # the store is failing, not the data: retried whole, never rejected
-        except Exception as exc:
-            if len(events) > 1:
-                half = len(events) // 2
-                self._write(events[:half], payloads[:half], offsets[:half], step)
-                self._write(events[half:], payloads[half:], offsets[half:], step)
-                return
-            reason = _reason(exc)
-            logger.warning(
-                "ledger writer %r: rejected event at offset %d: %s", self.consumer, offsets[0], reason
-            )
-            self.ledger.reject(payloads[0], f"offset {offsets[0]}: the ledger cannot hold it: {reason}")
-            step.rejected += 1
-            return
-        step.inserted += result.inserted
-        step.duplicates += result.duplicates
+    def close(self) -> None:
+        """Stop the writer processes, if any (the log and the ledger are the caller's)."""
+        if self._processes is not None:
+            self._processes.close()
 
     def catch_up(self, *, patience: float = 30.0) -> WriterStats:
         """Write everything up to the end of the log as it is now; returns this call's counts.
@@ -191,6 +160,69 @@ class LedgerWriter:
             backoff = 0.1
             total.add(step)
         return total
+
+
+def write_records(
+    ledger: LedgerStore,
+    records: Sequence[LogRecord],
+    decode: Callable[[bytes], CostEvent],
+    consumer: str,
+    step: WriterStats,
+) -> None:
+    """Decode ``records`` and write them into ``ledger`` in one transaction, counting into
+    ``step``; a payload that cannot be decoded or held goes to the ledger's reject table."""
+    events: list[CostEvent] = []
+    payloads: list[bytes] = []
+    offsets: list[int] = []
+    for record in records:
+        try:
+            event = decode(record.payload)
+            if event.currency != CURRENCY:
+                raise InvalidInput(
+                    f"the ledger totals {CURRENCY} only, got {event.currency}", field="currency"
+                )
+        except Exception as exc:
+            # Decoding is pure: whatever it raises, this payload can never be written, and
+            # retrying it would block the log forever. It goes to the reject table instead.
+            ledger.reject(record.payload, f"offset {record.offset}: {_reason(exc)}")
+            step.rejected += 1
+            continue
+        events.append(event)
+        payloads.append(record.payload)
+        offsets.append(record.offset)
+    if events:
+        _write(ledger, events, payloads, offsets, consumer, step)
+
+
+def _write(
+    ledger: LedgerStore,
+    events: list[CostEvent],
+    payloads: list[bytes],
+    offsets: list[int],
+    consumer: str,
+    step: WriterStats,
+) -> None:
+    """Write a batch. Should the ledger refuse it for something in its data rather than fail as
+    a backend (an event that decodes but cannot be totalled — written by an older outlay, say),
+    the batch is split until each event it refuses is alone, and that one is rejected: one bad
+    event must not hold back everyone's. Writes are idempotent, so the halves are safe."""
+    try:
+        result = ledger.write(events, payloads)
+    except BackendError:
+        raise  # the store is failing, not the data: retried whole, never rejected
+    except Exception as exc:
+        if len(events) > 1:
+            half = len(events) // 2
+            _write(ledger, events[:half], payloads[:half], offsets[:half], consumer, step)
+            _write(ledger, events[half:], payloads[half:], offsets[half:], consumer, step)
+            return
+        reason = _reason(exc)
+        logger.warning("ledger writer %r: rejected event at offset %d: %s", consumer, offsets[0], reason)
+        ledger.reject(payloads[0], f"offset {offsets[0]}: the ledger cannot hold it: {reason}")
+        step.rejected += 1
+        return
+    step.inserted += result.inserted
+    step.duplicates += result.duplicates
 
 
 def _reason(exc: Exception) -> str:

@@ -1,0 +1,190 @@
+"""``LedgerWriter(processes=N)``: each batch decoded and written by N processes, exactly once in totals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from outlay._errors import BackendError, ConfigError, InvalidInput
+from outlay.events import CostEvent, decode_event, encode_event
+from outlay.ledger import InMemoryLedger, LedgerWriter, SQLiteLedger
+from outlay.ledger._postgres import PostgresLedger
+from outlay.stream import InMemoryEventLog, SQLiteEventLog
+
+from .conftest import awkward_events, event
+from .test_ledger_writer import _assert_exactly, _log_with
+
+
+@pytest.fixture
+def sqlite_ledger(tmp_path: Path) -> Iterator[SQLiteLedger]:
+    ledger = SQLiteLedger(tmp_path / "outlay.db")
+    yield ledger
+    ledger.close()
+
+
+def test_two_processes_write_every_event_once_and_reject_the_bad(sqlite_ledger: SQLiteLedger) -> None:
+    events = awkward_events(3000)
+    log = _log_with(events + events[:500])  # a producer that retried 500 events
+    euro = orjson.loads(encode_event(event()))
+    euro["data"]["currency"] = "EUR"
+    log.append([b"not json", orjson.dumps(euro)])
+    writer = LedgerWriter(log, sqlite_ledger, batch_size=1000, processes=2)
+    try:
+        stats = writer.catch_up()
+    finally:
+        writer.close()
+    assert (stats.read, stats.inserted, stats.duplicates, stats.rejected) == (3502, 3000, 500, 2)
+    assert log.committed("ledger") == 3502
+    _assert_exactly(sqlite_ledger, events)
+    reasons = sorted(r.reason for r in sqlite_ledger.rejected())
+    assert len(reasons) == 2 and any("EUR" in r for r in reasons)
+
+
+def test_a_writer_process_killed_mid_batch_is_replaced_and_nothing_is_doubled(
+    sqlite_ledger: SQLiteLedger,
+) -> None:
+    events = awkward_events(2000)
+    log = _log_with(events)
+    writer = LedgerWriter(log, sqlite_ledger, batch_size=1000, processes=2)
+    try:
+        writer.run_once()  # the first batch, written by both processes
+        processes = writer._processes
+        assert processes is not None
+        os.kill(processes._workers[1][0].pid, signal.SIGKILL)
+        with pytest.raises(BackendError, match="writer process"):
+            writer.run_once()  # the batch is not acknowledged: half of it may be in the ledger
+        assert log.committed("ledger") == 1000
+        stats = writer.catch_up()  # new processes write the batch again; the ledger ignores the half
+    finally:
+        writer.close()
+    assert stats.inserted + stats.duplicates == 1000
+    _assert_exactly(sqlite_ledger, events)
+
+
+def test_writer_processes_exit_when_their_parent_dies(tmp_path: Path) -> None:
+    script = f"""
+import sys
+from outlay.ledger import LedgerWriter, SQLiteLedger
+from outlay.stream import InMemoryEventLog
+from outlay.events import encode_event
+sys.path.insert(0, {str(Path(__file__).parent.parent.parent)!r})
+from tests.ledger.conftest import awkward_events
+log = InMemoryEventLog()
+log.append([encode_event(e) for e in awkward_events(200)])
+writer = LedgerWriter(log, SQLiteLedger({str(tmp_path / "outlay.db")!r}), batch_size=100, processes=2)
+writer.catch_up()
+print(" ".join(str(p.pid) for p, _, _ in writer._processes._workers), flush=True)
+sys.stdin.read()  # killed here, its writer processes left behind
+"""
+    with subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as parent:
+        assert parent.stdout is not None
+        pids = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(pids) == 2
+        parent.kill()
+        parent.wait(10)
+    for pid in pids:  # each sees its pipe close and exits: no orphan keeps the ledger open
+        for _ in range(200):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            if _zombie(pid):
+                break
+            subprocess.run(["sleep", "0.05"], check=True)
+        else:
+            pytest.fail(f"writer process {pid} outlived its parent")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def test_what_cannot_run_in_other_processes_is_refused_up_front() -> None:
+    log = InMemoryEventLog()
+    with pytest.raises(ConfigError, match="SQLite or PostgreSQL"):
+        LedgerWriter(log, InMemoryLedger(), processes=2)
+    with pytest.raises(InvalidInput, match="positive integer"):
+        LedgerWriter(log, InMemoryLedger(), processes=0)
+
+
+def test_a_decode_function_the_processes_cannot_import_is_refused(sqlite_ledger: SQLiteLedger) -> None:
+    def local_decode(data: bytes) -> CostEvent:  # defined in a function: no process can import it
+        return decode_event(data)
+
+    with pytest.raises(ConfigError, match="decode"):
+        LedgerWriter(InMemoryEventLog(), sqlite_ledger, processes=2, decode=local_decode)
+
+
+def test_worker_cli_writes_the_embedded_log_with_several_processes(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    log = SQLiteEventLog(home / "events.db")
+    events = awkward_events(1500)
+    log.append([encode_event(e) for e in events])
+    log.close()
+    env = {**os.environ, "OUTLAY_URL": str(home)}
+    done = subprocess.run(
+        [sys.executable, "-m", "outlay.cli", "worker", "--once", "--processes", "2", "--batch-size", "500"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "1500 read, 1500 written" in done.stdout
+    ledger = SQLiteLedger(home / "outlay.db")
+    try:
+        _assert_exactly(ledger, events)
+    finally:
+        ledger.close()
+
+
+def test_two_processes_write_into_postgresql(postgres_url: str) -> None:
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    ledger = PostgresLedger(postgres_url, schema=schema)
+    events = awkward_events(2000)
+    writer = LedgerWriter(_log_with(events), ledger, batch_size=700, processes=2)
+    try:
+        stats = writer.catch_up()
+        assert (stats.inserted, stats.duplicates) == (2000, 0)
+        _assert_exactly(ledger, events)
+    finally:
+        writer.close()
+        ledger.close()
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_a_decode_function_of_the_callers_script_is_a_config_error_not_a_retry_loop(tmp_path: Path) -> None:
+    script = f"""
+from outlay._errors import ConfigError
+from outlay.events import decode_event
+from outlay.ledger import LedgerWriter, SQLiteLedger
+from outlay.stream import InMemoryEventLog
+
+def my_decode(data):  # pickles by name, but a new interpreter has no such __main__
+    return decode_event(data)
+
+log = InMemoryEventLog()
+log.append([b"{{}}"])
+writer = LedgerWriter(log, SQLiteLedger({str(tmp_path / "outlay.db")!r}), processes=2, decode=my_decode)
+try:
+    writer.catch_up()
+except ConfigError as exc:
+    print("refused:", exc)
+"""
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "refused:" in done.stdout and "decode function" in done.stdout
