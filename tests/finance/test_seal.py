@@ -247,3 +247,36 @@ def test_a_tenant_none_of_whose_entries_is_priced_has_an_unknown_total_not_zero(
     assert reopened.get("2026-05") == may
     reopened.close()
     ledger.close()
+
+
+def test_a_close_during_a_rerating_commit_seals_what_verify_sees(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A re-rating stamped its adjustment before the close's cutoff but committed after the close had
+    # read the ledger: the seal missed it and verify_period failed on an untouched ledger.
+    ledger = SQLiteLedger(tmp_path / "outlay.db")
+    ids = _seed(ledger)
+    inside = threading.Event()
+    apply = SQLiteLedger._apply
+
+    def slow_apply(*args: Any, **kwargs: Any) -> None:  # the adjustment's transaction is open here
+        inside.set()
+        threading.Event().wait(0.5)
+        apply(*args, **kwargs)
+
+    monkeypatch.setattr(SQLiteLedger, "_apply", staticmethod(slow_apply))
+    other = SQLiteLedger(tmp_path / "outlay.db")
+    rerating = threading.Thread(
+        target=lambda: other.append_adjustments([(ids[0], Rating(D("0.3"), True, "v2"))])
+    )
+    rerating.start()
+    assert inside.wait(10)
+    store = InMemoryPeriodStore()
+    seal, _ = close_period(ledger, "2026-03", store)
+    rerating.join()
+    adjustment = ledger.adjustments()[0]
+    assert adjustment.time < seal.closed_at
+    assert seal.total == D("1.300000000000000001")
+    assert verify_period(ledger, "2026-03", store).ok
+    other.close()
+    ledger.close()

@@ -203,6 +203,9 @@ def close_period(
         raise InvalidInput(
             f"{month.name} has not ended yet; close it after {month.end.isoformat()}", field="period"
         )
+    # An adjustment stamped before the cutoff may still be committing: let it land first, or the
+    # seal would miss it and verify_period would then fail on an untouched ledger.
+    ledger.wait_for_writes()
     seal = seal_items(month.name, period_items(ledger, store, month, cutoff=moment), moment)
     stored = store.put(seal)
     return stored, stored == seal

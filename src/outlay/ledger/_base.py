@@ -271,6 +271,12 @@ class LedgerStore(ABC):
     ) -> list[RunTotals]:
         """Per-run totals of the runs matching any of the given ids, parents or root."""
 
+    def wait_for_writes(self) -> None:  # noqa: B027  # optional: most stores need nothing
+        """Return once every write transaction that began before this call has ended. A period
+        close calls it after taking its cutoff: an adjustment stamped before the cutoff (stores
+        stamp adjustments inside their write transaction) is then committed, and sealed, before
+        the close reads. The default does nothing (a store whose reads cannot miss such writes)."""
+
     def maintain(self) -> bool:
         """Do a bounded step of background upkeep (the SQLite ledger rolls events up by hour, so
         that windows given with times of day read whole hours from rollups); ``True`` if there is

@@ -114,11 +114,15 @@ class InMemoryLedger(LedgerStore):
         with self._lock:
             return list(reversed(self._rejects.values()))[:limit]
 
+    def wait_for_writes(self) -> None:
+        with self._lock:  # a write in progress holds it
+            pass
+
     def append_adjustments(
         self, ratings: Sequence[tuple[str, Rating]], *, at: datetime | None = None
     ) -> list[Adjustment]:
-        moment = at or datetime.now(UTC)
         with self._lock:
+            moment = at or datetime.now(UTC)  # stamped under the lock (see wait_for_writes)
             for event_id, rating in ratings:
                 check_rating(event_id, rating)
                 if event_id not in self._events:

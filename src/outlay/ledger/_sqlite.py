@@ -333,9 +333,11 @@ class SQLiteLedger(LedgerStore):
             check_rating(event_id, rating)
         if not ratings:
             return []
-        moment = at or datetime.now(UTC)
         appended: list[Adjustment] = []
         with self._transaction() as cursor:
+            # Stamped under the write lock, so a period close (wait_for_writes) sees every
+            # adjustment dated before its cutoff.
+            moment = at or datetime.now(UTC)
             current: dict[str, list[Any]] = {}
             ids = list(dict.fromkeys(event_id for event_id, _ in ratings))
             for start in range(0, len(ids), _CHUNK):
@@ -400,6 +402,11 @@ class SQLiteLedger(LedgerStore):
             )
             self._apply(cursor, deltas, hours)
         return appended
+
+    def wait_for_writes(self) -> None:
+        # BEGIN IMMEDIATE waits for the write lock: every write transaction begun before has ended.
+        with self._transaction():
+            pass
 
     # -- reads ------------------------------------------------------------------------------------
 
