@@ -433,3 +433,24 @@ def test_report_windows_are_one_snapshot_under_concurrent_writes(ledger: Postgre
         thread.join()
     per_batch = sum(1 for e in batches[0] if date(2026, 3, 2) <= e.time.date() < date(2026, 4, 1))
     assert all(count % per_batch == 0 and count >= 0 for count in seen)
+
+
+def test_wait_for_writes_waits_for_a_rerating_in_progress(ledger: PostgresLedger, postgres_url: str) -> None:
+    # A period close takes its cutoff, then waits here: a re-rating that stamped its adjustments
+    # before the cutoff (inside its transaction, under the shared lock) is committed, and sealed.
+    from outlay.ledger._postgres_write import adjusting_lock_name
+
+    name = adjusting_lock_name(ledger._session)
+    waited = threading.Event()
+    with psycopg.connect(postgres_url) as rerating:  # a re-rating's open transaction
+        rerating.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (name,))
+        closing = threading.Thread(target=lambda: (ledger.wait_for_writes(), waited.set()))
+        closing.start()
+        assert not waited.wait(0.5)  # the close waits while the re-rating is committing
+        rerating.commit()
+    closing.join(10)
+    assert waited.is_set()
+    # Re-ratings do not wait for each other (the lock is shared among them).
+    ledger.write([event(cost=D("0.10"))])
+    (only,) = list(ledger.entries(T0 - timedelta(days=1), T0 + timedelta(days=2)))
+    assert ledger.append_adjustments([(only.event.event_id, Rating(D("0.2"), True, "v2"))])

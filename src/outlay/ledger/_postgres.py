@@ -31,7 +31,7 @@ from ._base import (
 from ._grain import combine, plan
 from ._postgres_query import EFFECTIVE, FROM_EVENTS, event_totals_sql, rollup_totals_sql, runs_sql, to_totals
 from ._postgres_session import Connection, Session
-from ._postgres_write import Batch, adjust, write_batch
+from ._postgres_write import ADJUSTING_LOCK, Batch, adjust, adjusting_lock_name, write_batch
 from ._rows import check_by, check_events, check_rating
 
 __all__ = ["PostgresLedger"]
@@ -94,9 +94,19 @@ class PostgresLedger(LedgerStore):
             check_rating(event_id, rating)
         if not ratings:
             return []
-        moment = at or datetime.now(UTC)
         session = self._session
-        return session.run(lambda connection: adjust(session, connection, ratings, moment))
+        return session.run(lambda connection: adjust(session, connection, ratings, at))
+
+    def wait_for_writes(self) -> None:
+        session = self._session
+        lock = ADJUSTING_LOCK.format(mode="")
+        name = adjusting_lock_name(session)
+
+        def wait(connection: Connection) -> None:
+            with connection.transaction():  # exclusive: waits for every adjustment in progress
+                connection.execute(lock, (name,))
+
+        session.run(wait)
 
     # -- reads --------------------------------------------------------------------------------------
 

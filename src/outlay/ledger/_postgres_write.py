@@ -188,13 +188,26 @@ def _apply_runs(session: Session, cursor: Cursor, runs: dict[str, RunAcc]) -> No
     cursor.execute(session.sql(RUNS_FROM_DELTA))
 
 
+#: Held (shared) by every adjustment transaction, taken exclusively by ``wait_for_writes``: a period
+#: close then waits for every re-rating that may have stamped its adjustments before its cutoff.
+ADJUSTING_LOCK: Final = "SELECT pg_advisory_xact_lock{mode}(hashtext(%s))"
+
+
+def adjusting_lock_name(session: Session) -> str:
+    return f"outlay.adjustments:{session.schema}"
+
+
 def adjust(
-    session: Session, connection: Connection, ratings: Sequence[tuple[str, Rating]], moment: datetime
+    session: Session, connection: Connection, ratings: Sequence[tuple[str, Rating]], at: datetime | None
 ) -> list[Adjustment]:
     """Append the adjustments ``ratings`` call for, in one transaction (see ``append_adjustments``)."""
     ids = sorted({event_id for event_id, _ in ratings})
     appended: list[Adjustment] = []
     with connection.transaction(), connection.cursor() as cursor:
+        cursor.execute(ADJUSTING_LOCK.format(mode="_shared"), (adjusting_lock_name(session),))
+        # Stamped inside the transaction, after the lock: a period close (wait_for_writes) that
+        # took its cutoff after this moment waits for this transaction to commit.
+        moment = at or datetime.now(UTC)
         # Lock the ids first (in id order): a concurrent re-rating of the same events waits, then
         # compares with the cost this one committed, so the same rating is appended only once.
         cursor.execute(session.sql(_LOCK_IDS), (ids,))
