@@ -327,7 +327,9 @@ def test_guards_of_a_run_policy_stop_the_runs_it_applies_to(
     keyed.settle(keyed.reserve({"run_id": "r3"}, "0.01", fingerprint=same))  # the policy names r2 only
 
 
-def test_a_run_policys_limit_shows_in_the_runs_checkpoints(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+def test_a_run_policys_limit_shows_in_the_runs_checkpoints(
+    clock: FakeClock, sink: InMemoryDecisionSink
+) -> None:
     # A budgets file's run policy refused the call while run.check() and run.remaining said go on,
     # so an agent loop never stopped cleanly at its checkpoint.
     engine = engine_with(clock, sink, Budget("1.00", scope="run"))

@@ -134,7 +134,8 @@ def test_a_shared_budget_tells_no_tenant_what_the_others_spent(build, fake: Fake
     stack.engine.settle(stack.engine.reserve(Scope(tenant="acme", feature="search"), "0.0004"), "0.0004")
     globex = stack.openai(globex_secret, **{"X-Outlay-Feature": "search"})
     # Admitted: X-Outlay-Budget-Remaining leaves the shared cap out (it would tell acme's 0.0004).
-    raw = globex.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=5)  # type: ignore[arg-type]
+    create = globex.chat.completions.with_raw_response.create
+    raw = create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=5)  # type: ignore[arg-type]
     assert raw.headers["x-outlay-budget-remaining"] == "unlimited"  # (globex has no limit of its own)
     with pytest.raises(openai.APIStatusError) as caught:
         globex.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=1000)  # type: ignore[arg-type]
