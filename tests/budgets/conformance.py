@@ -123,29 +123,47 @@ class BudgetStoreConformance:
             store.settle("a", D("-0.1"))
         assert store.status("k").reserved == D("1")
 
-    def test_crashed_callers_hold_expires(self, store: BudgetStore, clock: FakeClock) -> None:
+    def test_a_crashed_callers_hold_is_charged_when_it_expires(
+        self, store: BudgetStore, clock: FakeClock
+    ) -> None:
+        # Its call may have been made and billed: the hold's amount is spent, never just dropped
+        # (before, a process killed mid-call cost its tenant nothing once the hold lapsed).
         key = [KeyLimit("k", D("1"))]
-        assert store.reserve("crashed", key, D("1"), 30).ok
-        assert not store.reserve("b", key, D("0.1"), 30).ok
+        assert store.reserve("crashed", key, D("0.6"), 30).ok
+        assert not store.reserve("b", key, D("0.5"), 30).ok
         clock.advance(29.9)
-        assert store.status("k").reserved == D("1")
+        assert (store.status("k").spent, store.status("k").reserved) == (0, D("0.6"))
         clock.advance(0.1)
-        assert store.status("k").reserved == 0
-        assert store.reserve("c", key, D("1"), 30).ok
+        assert (store.status("k").spent, store.status("k").reserved) == (D("0.6"), 0)
+        assert not store.reserve("c", key, D("0.5"), 30).ok
+        assert store.reserve("d", key, D("0.4"), 30).ok
 
-    def test_settle_after_expiry_still_records_the_spend(self, store: BudgetStore, clock: FakeClock) -> None:
-        store.reserve("slow", [KeyLimit("k", D("1"))], D("0.4"), 10)
+    def test_settle_after_expiry_adds_only_the_excess(self, store: BudgetStore, clock: FakeClock) -> None:
+        store.reserve("slow", [KeyLimit("k", D("2"))], D("0.4"), 10)
+        store.reserve("slower", [KeyLimit("k", D("2"))], D("0.4"), 10)
         clock.advance(11)
-        assert store.status("k").reserved == 0
-        assert store.settle("slow", D("0.4")).ok
-        assert store.status("k").spent == D("0.4")
+        assert (store.status("k").spent, store.status("k").reserved) == (D("0.8"), 0)
+        assert store.settle("slow", D("0.25")).ok  # cheaper than its hold: stays charged the hold
+        assert store.status("k").spent == D("0.8")
         assert not store.settle("slow", D("0.4")).ok
+        assert store.settle("slower", D("0.55")).ok  # dearer: the excess is added
+        assert store.status("k").spent == D("0.95")
 
-    def test_release_after_expiry_is_a_no_op(self, store: BudgetStore, clock: FakeClock) -> None:
+    def test_release_after_expiry_keeps_the_charge(self, store: BudgetStore, clock: FakeClock) -> None:
         store.reserve("a", [KeyLimit("k", D("1"))], D("0.4"), 10)
         clock.advance(10)
         assert store.release("a") is False
-        assert store.status("k").reserved == 0
+        assert (store.status("k").spent, store.status("k").reserved) == (D("0.4"), 0)
+
+    def test_an_expired_hold_on_a_rolling_window_is_charged_in_it(
+        self, store: BudgetStore, clock: FakeClock
+    ) -> None:
+        key = [KeyLimit("r", D("1"), 3600)]
+        store.reserve("crashed", key, D("0.3"), 10)
+        clock.advance(11)
+        assert (store.status("r", 3600).spent, store.status("r", 3600).reserved) == (D("0.3"), 0)
+        clock.advance(3700)
+        assert store.status("r", 3600).spent == 0  # and it leaves the window like any spend
 
     # --- rolling windows ------------------------------------------------------------------------
 

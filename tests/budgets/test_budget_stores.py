@@ -73,7 +73,8 @@ def test_any_interleaving_keeps_exact_counters(ops: list[tuple[str, int, int]]) 
     next_id = 0
     for op, slot, cents in ops:
         amount = Decimal(cents) / 100
-        # model expiry first, as the store does
+        # model expiry first, as the store does: an expired hold is charged
+        spent += sum((a for a, exp in held.values() if exp <= clock.now), Decimal(0))
         held = {rid: (a, exp) for rid, (a, exp) in held.items() if exp > clock.now}
         if op == "reserve":
             rid = f"r{next_id}"
@@ -92,6 +93,7 @@ def test_any_interleaving_keeps_exact_counters(ops: list[tuple[str, int, int]]) 
             del held[rid]
         elif op == "tick":
             clock.advance(slot * 5)
+        spent += sum((a for a, exp in held.values() if exp <= clock.now), Decimal(0))
         held = {rid: (a, exp) for rid, (a, exp) in held.items() if exp > clock.now}
         status = store.status("k")
         assert status.spent == spent

@@ -173,14 +173,15 @@ local function statuses(keys, now)
   return out
 end
 
--- Release the holds of crashed callers whose deadline passed (bounded work per call).
+-- Charge the holds of crashed callers whose deadline passed (their calls may have been billed:
+-- the amount moves from reserved to spent, never just dropped); bounded work per call.
 local function tick(now, retention)
   local due = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', now, 'LIMIT', 0, 1000)
   for _, rid in ipairs(due) do
     local h = P .. 'h:' .. rid
     local f = redis.call('HMGET', h, 's', 'a', 'k')
     if f[1] == 'held' then
-      unreserve(cjson.decode(f[3]), f[2])
+      for _, kw in ipairs(cjson.decode(f[3])) do charge(kw[1], kw[2], f[2], f[2], now) end
       redis.call('HSET', h, 's', 'expired')
       redis.call('PEXPIRE', h, retention)
     end
@@ -240,7 +241,8 @@ local f = redis.call('HMGET', h, 's', 'a', 'k', 'sn')
 local state, amount, names = f[1], f[2], f[3]
 if not state then
   if ARGV[7] == '' then return {'unknown'} end
-  state, amount, names = 'expired', ARGV[8], ARGV[7]
+  -- admitted locally while Redis was down: never held here, so charged in full below
+  state, amount, names = 'local', ARGV[8], ARGV[7]
   redis.call('HSET', h, 'k', names, 'a', amount, 's', state)
 end
 local keys = cjson.decode(names)
@@ -250,6 +252,9 @@ if state == 'settled' or state == 'released' then
 end
 local cost = ARGV[4]
 if cost == '' then cost = amount end
+if state == 'expired' then  -- charged its amount when it expired: only the excess is left
+  if dle(cost, amount) then cost = '0' else cost = dsub(cost, amount) end
+end
 local held = state == 'held' and amount or nil
 local out = {'ok', names}
 for _, kw in ipairs(keys) do

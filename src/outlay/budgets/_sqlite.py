@@ -246,14 +246,17 @@ class SQLiteBudgetStore(BudgetStore):
         return tuple(KeyLimit(key, None, window) for key, window in json.loads(text))
 
     def _tick(self, db: sqlite3.Connection, now: float) -> None:
-        """Expire holds past their deadline (a crashed caller, maybe another process), exactly on
-        time; forget settled ones past retention, at most every ``_FORGET_EVERY`` seconds (that
-        needs no precision, and the common operation then pays only one indexed lookup)."""
+        """Charge holds past their deadline (a crashed caller, maybe another process: its call may
+        have been billed), exactly on time; forget settled ones past retention, at most every
+        ``_FORGET_EVERY`` seconds (that needs no precision, and the common operation then pays
+        only one indexed lookup)."""
         expired = db.execute(
             "SELECT id, keys, amount FROM budget_holds WHERE state = ? AND expires <= ?", (HELD, now)
         ).fetchall()
         for rid, keys, amount in expired:
-            self._shift_reserved(db, self._keys(keys), -Decimal(amount))
+            held = self._keys(keys)
+            self._shift_reserved(db, held, -Decimal(amount))
+            self._add_spend(db, held, Decimal(amount), now)
             db.execute(
                 "UPDATE budget_holds SET state = ?, forget_at = ? WHERE id = ?",
                 (EXPIRED, now + self._retention, rid),
@@ -306,6 +309,8 @@ class SQLiteBudgetStore(BudgetStore):
             if state in (SETTLED, RELEASED):
                 return StoreResult(False, tuple(self._status(db, k.key, k.window, now) for k in keys))
             cost = amount if actual is None else actual
+            if state == EXPIRED:  # charged its amount when it expired: only the excess is left
+                cost = max(ZERO, _sub(cost, amount))
             statuses: list[KeyStatus] = []
             for kl in keys:
                 if kl.window is None:  # one read and one write of the counter row
@@ -318,7 +323,8 @@ class SQLiteBudgetStore(BudgetStore):
                     continue
                 if state == HELD:
                     self._shift_reserved(db, (kl,), -amount)
-                self._add_spend(db, (kl,), cost, now)
+                if cost:
+                    self._add_spend(db, (kl,), cost, now)
                 statuses.append(self._status(db, kl.key, kl.window, now))
             db.execute(
                 "UPDATE budget_holds SET state = ?, forget_at = COALESCE(forget_at, ?) WHERE id = ?",

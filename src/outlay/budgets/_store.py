@@ -6,6 +6,12 @@ nothing is held): admit iff ``spent + reserved + amount <= limit`` on each key. 
 and the hold are one step, N concurrent callers can never all pass the same check; spend can pass a
 limit only by the amount settled calls cost *beyond* their reservation.
 
+A hold that is neither settled nor released by its deadline belongs to a caller that crashed (or a
+call that outlived its ``ttl``): the call may well have been made and billed, so the hold is
+**charged** — its amount moves from reserved to spent — never just dropped (unknown is not zero).
+A late ``settle`` then adds only what the call cost beyond that amount; a late ``release`` changes
+nothing.
+
 Implementations: :class:`InMemoryBudgetStore` (threads and asyncio in one process), SQLite
 (several processes on one machine), Redis later. ``tests/budgets/conformance.py`` runs against each.
 """
@@ -120,13 +126,15 @@ class BudgetStore(ABC):
     def settle(self, reservation_id: str, actual: Decimal | None) -> StoreResult:
         """Drop the hold and add ``actual`` (the estimate when ``None``: unknown is not zero) to spend.
 
-        Settling an expired reservation still records its spend. Settling twice, or after a
-        release, changes nothing (``ok=False``). An unknown id raises :class:`InvalidInput`.
+        An expired reservation was charged its amount when it expired: settling it adds only what
+        ``actual`` is beyond that. Settling twice, or after a release, changes nothing
+        (``ok=False``). An unknown id raises :class:`InvalidInput`.
         """
 
     @abstractmethod
     def release(self, reservation_id: str) -> bool:
-        """Drop the hold without spend (the call failed). ``False`` if it was not held any more."""
+        """Drop the hold without spend (the call failed). ``False`` if it was not held any more
+        (an expired hold stays charged: nothing says its call was not made)."""
 
     @abstractmethod
     def status(self, key: str, window: int | None = None) -> KeyStatus:
@@ -214,7 +222,7 @@ class InMemoryBudgetStore(BudgetStore):
         return counter
 
     def _tick(self, now: float) -> None:
-        """Expire holds past their deadline (a crashed caller) and forget old finished ones."""
+        """Charge holds past their deadline (a crashed caller) and forget old finished ones."""
         expiry = self._expiry
         while expiry and expiry[0][0] <= now:
             _, rid = heapq.heappop(expiry)
@@ -223,6 +231,7 @@ class InMemoryBudgetStore(BudgetStore):
                 for kl in hold.keys:
                     counter = self._counters[kl.key]
                     counter.reserved = _sub(counter.reserved, hold.amount)
+                    counter.add_spend(hold.amount, kl.window, now)
                 hold.state = EXPIRED
                 heapq.heappush(self._forget, (now + self._retention, rid))
         forget = self._forget
@@ -280,11 +289,14 @@ class InMemoryBudgetStore(BudgetStore):
             if hold.state in (SETTLED, RELEASED):
                 return StoreResult(False, self._statuses(hold.keys, now))
             cost = hold.amount if actual is None else actual
+            if hold.state == EXPIRED:  # charged its amount when it expired: only the excess is left
+                cost = max(ZERO, _sub(cost, hold.amount))
             for kl in hold.keys:
                 counter = self._counters[kl.key]
                 if hold.state == HELD:
                     counter.reserved = _sub(counter.reserved, hold.amount)
-                counter.add_spend(cost, kl.window, now)
+                if cost:
+                    counter.add_spend(cost, kl.window, now)
             if hold.state == HELD:
                 heapq.heappush(self._forget, (now + self._retention, reservation_id))
             hold.state = SETTLED
