@@ -211,3 +211,31 @@ def test_a_forked_pool_worker_does_not_keep_the_context_it_was_forked_in() -> No
         with attribute(tenant="globex"):
             assert pool.submit(_tenant_here).result() is None
         assert pool.submit(_tenant_here).result() is None
+
+
+class _AsyncTool:
+    """A callable object whose __call__ is a coroutine function (an agent tool, say)."""
+
+    async def __call__(self) -> tuple[str | None, str | None]:
+        await asyncio.sleep(0)
+        ctx = current()
+        return (ctx.tenant, ctx.run_name) if ctx is not None else (None, None)
+
+
+def _returns_a_coroutine() -> object:
+    return _AsyncTool()()  # a plain function whose result is a coroutine
+
+
+async def test_a_run_decorating_an_async_callable_object_encloses_its_body() -> None:
+    # The run used to open and close around building the coroutine, before its body ran.
+    decorated = run("tool")(_AsyncTool())
+    with attribute(tenant="acme"):
+        assert await decorated() == ("acme", "tool")
+
+
+async def test_wrap_carries_the_context_into_async_callables_of_every_kind() -> None:
+    with attribute(tenant="acme"):
+        tool, plain = wrap(_AsyncTool()), wrap(_returns_a_coroutine)
+    with attribute(tenant="globex"):  # awaited in another tenant's task: still acme's work
+        assert await tool() == ("acme", None)
+        assert await plain() == ("acme", None)  # type: ignore[misc]

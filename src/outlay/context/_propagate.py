@@ -12,14 +12,14 @@ import contextvars
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Mapping, MutableMapping, MutableSequence, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping, MutableSequence, Sequence
 from typing import Any, Final, Literal, ParamSpec, Self, TypeVar, cast
 
 from outlay._errors import InvalidBaggage, InvalidInput
 
 from ._baggage import MAX_BYTES, MAX_MEMBERS, decode_context, encode_context, is_outlay, parse
 from ._context import _CURRENT, CostContext, attach, current, detach
-from ._scope import Scope, isolated
+from ._scope import Scope, is_async_callable, isolated
 
 __all__ = ["ExtractScope", "Getter", "Setter", "extract", "inject", "wrap"]
 
@@ -208,15 +208,15 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
             "context; capture the context (wrap a coroutine function, or extract) around the work instead",
             field="fn",
         )
-    if inspect.iscoroutinefunction(fn):
+    captured = _CURRENT.get()
+    if is_async_callable(fn):
         # A coroutine runs in the context of the task that awaits it, so re-attach ours inside.
-        captured = _CURRENT.get()
 
         @functools.wraps(fn)
         async def call_async(*args: Any, **kwargs: Any) -> Any:
             token = attach(captured)
             try:
-                return await fn(*args, **kwargs)
+                return await cast(Awaitable[Any], fn(*args, **kwargs))
             finally:
                 detach(token)
 
@@ -236,6 +236,19 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
     @functools.wraps(fn)
     def call(*args: P.args, **kwargs: P.kwargs) -> R:
         # Context.run refuses to enter one Context twice at once; a cheap copy per call avoids that.
-        return snapshot.copy().run(fn, *args, **kwargs)
+        result = snapshot.copy().run(fn, *args, **kwargs)
+        if inspect.iscoroutine(result):
+            # A plain function that returned a coroutine: its body runs only when awaited, in the
+            # awaiting task's context; carry the captured one into it.
+            return cast(R, _awaited_in(result, captured))
+        return result
 
     return call
+
+
+async def _awaited_in(coroutine: Coroutine[Any, Any, R], ctx: CostContext | None) -> R:
+    token = attach(ctx)
+    try:
+        return await coroutine
+    finally:
+        detach(token)

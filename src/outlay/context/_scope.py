@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from contextvars import Token
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, Self, TypeVar, cast
@@ -85,12 +85,12 @@ class Scope(Generic[T]):
                 return isolated(body(*args, **kwargs), contextvars.copy_context())
 
             return cast(Callable[P, R], call_gen)
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
 
             @functools.wraps(fn)
             async def call_async(*args: Any, **kwargs: Any) -> Any:
                 with self._fresh():
-                    return await fn(*args, **kwargs)
+                    return await cast(Awaitable[Any], fn(*args, **kwargs))
 
             return cast(Callable[P, R], call_async)
 
@@ -100,6 +100,13 @@ class Scope(Generic[T]):
                 return fn(*args, **kwargs)
 
         return call
+
+
+def is_async_callable(fn: object) -> bool:
+    """A coroutine function, or an object whose ``__call__`` is one (a class with ``async def
+    __call__``): calling it only builds a coroutine, whose body runs when it is awaited."""
+    call = type(fn).__call__ if callable(fn) and not inspect.isroutine(fn) else None
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
 def isolated(gen: Generator[T, Any, R], ctx: contextvars.Context) -> Generator[T, Any, R]:
