@@ -63,6 +63,9 @@ def test_table_output_has_every_section(tmp_path: Path) -> None:
     ):
         assert heading in out
     assert "(unattributed)" in out
+    umbrella = next(line for line in out.splitlines() if "umbrella" in line)
+    assert "*" in umbrella  # its cost is more than the priced part shown, not all of it
+    assert "* and unpriced events, whose cost is unknown" in out
     assert "vllm/legal-ft-v2" in out
     assert "Reconciliation exact" in out
     # the run tree is drawn: the orchestrator with sub-agents under it

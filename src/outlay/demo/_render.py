@@ -57,16 +57,22 @@ def _tenants(report: dict[str, Any]) -> Table:
             row["tenant"] or _UNATTRIBUTED,
             row["plan"] or "—",
             f"{row['events']:,}",
-            money(row["cost"]),
+            # A tenant with unpriced events costs more than the priced part shown: say so.
+            money(row["cost"]) + ("*" if row["unpriced_events"] else ""),
             _pct(row["share"]),
             _times(row["vs_median"]),
             style="yellow"
             if unattributed
             else ("bold red" if row["vs_median"] and Decimal(row["vs_median"]) >= 10 else None),
         )
+    partial = any(row["unpriced_events"] for row in report["tenants"])
+    if partial:
+        table.caption = "* and unpriced events, whose cost is unknown (not $0)"
+        table.caption_justify = "left"
     totals = report["totals"]
     table.add_section()
-    table.add_row("total", "", f"{totals['events']:,}", money(totals["cost"]), "100.0%", "", style="bold")
+    total = money(totals["cost"]) + ("*" if partial else "")
+    table.add_row("total", "", f"{totals['events']:,}", total, "100.0%", "", style="bold")
     return table
 
 
