@@ -199,3 +199,31 @@ def test_gemini_snake_case_sdk_dump_is_read_too() -> None:
         "gemini-2.0-flash",
         "r1",
     )
+
+
+@pytest.mark.parametrize("cached", [128, None])  # None: the checked (slow) path
+def test_chat_reasoning_reported_beside_completion_is_output_too(cached: int | None) -> None:
+    # xAI's OpenAI-compatible API counts reasoning outside completion_tokens (total = prompt +
+    # completion + reasoning) and bills it as output; OpenAI counts it inside.
+    body = {
+        "object": "chat.completion",
+        "model": "grok-4",
+        "usage": {
+            "prompt_tokens": 10120,
+            "completion_tokens": 1499,
+            "total_tokens": 14428,
+            "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": 2809},
+        },
+    }
+    assert usage_from_response("openai", body) == Usage(
+        input_tokens=10120, cache_read_tokens=cached or 0, output_tokens=4308, reasoning_tokens=2809
+    )
+    small = copy.deepcopy(body)
+    small["usage"].update(completion_tokens=89, total_tokens=10120 + 89 + 6)
+    small["usage"]["completion_tokens_details"]["reasoning_tokens"] = 6
+    assert usage_from_response("openai", small).output_tokens == 95
+    # OpenAI's own shape (reasoning inside completion) is unchanged
+    inside = copy.deepcopy(small)
+    inside["usage"]["total_tokens"] = 10120 + 89
+    assert usage_from_response("openai", inside).output_tokens == 89

@@ -42,6 +42,25 @@ _INTERESTING = re.compile(
 )
 
 
+def _reasoning_beside(u: dict[str, Any], prompt: object, completion: object, reasoning: object) -> bool:
+    """Whether this server reports reasoning *beside* ``completion_tokens`` rather than inside it.
+
+    OpenAI counts reasoning inside ``completion_tokens`` (``total = prompt + completion``). xAI's
+    OpenAI-compatible API counts it separately ("reasoning token consumption will be counted
+    separately from completion_tokens, but will be counted in the total_tokens"), and bills it as
+    output: ``total = prompt + completion + reasoning`` says which one a body follows.
+    """
+    total = u.get("total_tokens")
+    return (
+        type(total) is int
+        and type(prompt) is int
+        and type(completion) is int
+        and type(reasoning) is int
+        and reasoning > 0
+        and total == prompt + completion + reasoning
+    )
+
+
 def chat_usage(u: Any, at: str) -> Usage:
     """Chat Completions usage. This is on the per-call metering path: an optimistic fast path for
     well-formed dicts, and the checked path (which names the offending field) for anything else."""
@@ -54,6 +73,8 @@ def chat_usage(u: Any, at: str) -> Usage:
             audio_in, image_in = details.get("audio_tokens", 0), details.get("image_tokens", 0)
         if type(more) is dict:
             reasoning, audio_out = more.get("reasoning_tokens", 0), more.get("audio_tokens", 0)
+            if reasoning and _reasoning_beside(u, prompt, completion, reasoning):
+                completion += reasoning
         if (
             type(prompt) is int
             and type(completion) is int
@@ -109,6 +130,8 @@ def _chat_usage_checked(u: Any, at: str) -> Usage:
         where = at + ".completion_tokens_details"
         reasoning = count(details, "reasoning_tokens", where)
         audio_out = count(details, "audio_tokens", where)
+        if _reasoning_beside(u, prompt, completion, reasoning):
+            completion += reasoning
         within(reasoning, where + ".reasoning_tokens", completion, at + ".completion_tokens")
         within(audio_out, where + ".audio_tokens", completion, at + ".completion_tokens")
     return Usage(
