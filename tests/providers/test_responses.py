@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+from decimal import Decimal
 
 import pytest
 
+from outlay._errors import InvalidUsage
 from outlay._usage import Usage
+from outlay.pricing import PriceCatalog
 from outlay.providers import parse_response, usage_from_response
 
 from . import fixtures as fx
@@ -162,6 +165,31 @@ def test_gemini_adds_tool_prompt_and_thoughts_and_counts_distinct_searches() -> 
     assert parsed.model == "gemini-2.5-flash"
     assert parsed.response_id == "mAitaLmkHPPlz7IPvtfUqQ4"
     assert parse_response("gemini", fx.GEMINI_RESPONSE, api="generate_content") == parsed
+
+
+def test_gemini_cached_audio_is_charged_once_as_a_cache_read() -> None:
+    # 10,000 cached audio tokens were counted both as cache reads and as audio input: carved out
+    # of the input twice (gemini-2.5-flash: $0.01355 instead of about $0.00725).
+    body = {
+        "usageMetadata": {
+            "promptTokenCount": 30000,
+            "cachedContentTokenCount": 10000,
+            "candidatesTokenCount": 100,
+            "promptTokensDetails": [
+                {"modality": "AUDIO", "tokenCount": 10000},
+                {"modality": "TEXT", "tokenCount": 20000},
+            ],
+            "cacheTokensDetails": [{"modality": "AUDIO", "tokenCount": 10000}],
+        },
+        "modelVersion": "gemini-2.5-flash",
+    }
+    usage = usage_from_response("google", body)
+    assert usage == Usage(input_tokens=30000, cache_read_tokens=10000, output_tokens=100)
+    rating = PriceCatalog().rate(usage, provider="google", model="gemini-2.5-flash")
+    assert rating.cost == Decimal("0.0003") + Decimal("0.006") + Decimal("0.00025")
+    bad = {**body["usageMetadata"], "cacheTokensDetails": [{"modality": "AUDIO", "tokenCount": 10001}]}
+    with pytest.raises(InvalidUsage, match="cacheTokensDetails"):
+        usage_from_response("google", {"usageMetadata": bad})
 
 
 def test_gemini_image_output_and_omitted_zero_fields() -> None:

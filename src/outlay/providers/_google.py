@@ -85,6 +85,14 @@ def gemini_usage(u: Any, at: str, web_searches: int = 0) -> Usage:
     for modality, n in _modalities(u, "toolUsePromptTokensDetails", at).items():
         inputs[modality] = inputs.get(modality, 0) + n
     outputs = _modalities(u, "candidatesTokensDetails", at)
+    # The prompt's audio and images include what was read from the cache, which cachedContentTokenCount
+    # counts too: each cached token is charged once, as a cache read (Usage has no cached-audio kind,
+    # so at the cache-read price; docs/pricing.md), not a second time as audio input.
+    for modality, n in _modalities(u, "cacheTokensDetails", at).items():
+        if modality in ("AUDIO", "IMAGE"):
+            where = f"{at}.cacheTokensDetails[modality={modality}].tokenCount"
+            within(n, where, inputs.get(modality, 0), f"{at}.promptTokensDetails[modality={modality}]")
+            inputs[modality] -= n
     total_in, total_out = prompt + tool_prompt, candidates + thoughts
     for name in ("AUDIO", "IMAGE"):
         where = f"[modality={name}].tokenCount"
