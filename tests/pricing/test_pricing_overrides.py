@@ -291,3 +291,27 @@ def test_source_id_is_the_hash_of_the_file_contents() -> None:
     text = b'[[price]]\nprovider = "a"\nmodel = "m"\ninput_mtok = 1\n'
     assert parse_overrides(text).source == parse_overrides(text).source
     assert parse_overrides(text).source != parse_overrides(text + b"\n").source
+
+
+def test_a_price_with_too_many_places_is_refused_and_a_cost_with_them_is_unpriced_not_lost() -> None:
+    # An input_mtok of 31+ places passed `prices check`; its per-token price then had more places
+    # than an event holds, and every call's event was refused (lost) after the provider billed it.
+    with pytest.raises(ConfigError, match=r"input_mtok: has more than 30 decimal places"):
+        parse_overrides(
+            b'[[price]]\nprovider = "self-hosted"\nmodel = "m"\n'
+            b'input_mtok = "0.0000000000000000000000000000001"\n',
+            name="p.toml",
+        )
+    overrides = parse_overrides(
+        b'[[price]]\nprovider = "self-hosted"\nmodel = "m"\n'
+        b'units = { gpu_seconds = "0.000277777777777777777777777777777778" }\n',
+        name="p.toml",
+    )
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    usage = Usage(units={"gpu_seconds": D("12.345")})  # a 36-place price x 3 places = 39 places
+    rating = PriceCatalog(overrides).rate(usage, provider="self-hosted", model="m", at=at)
+    assert not rating.priced and rating.cost is None
+    assert rating.reason is not None and "more than 36 decimal places" in rating.reason
+    two = Usage(units={"gpu_seconds": 2})
+    whole = PriceCatalog(overrides).rate(two, provider="self-hosted", model="m", at=at)
+    assert whole.cost == D("0.000555555555555555555555555555555556")

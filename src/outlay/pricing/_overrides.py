@@ -36,7 +36,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from outlay._errors import ConfigError, InvalidInput
-from outlay._money import to_money
+from outlay._money import MAX_PLACES, to_money
 from outlay._usage import UNIT_NAME
 from outlay.providers import normalize_provider
 
@@ -74,13 +74,27 @@ class _Collector:
             raise ConfigError(f"{self.name}: {count} error{'s' if count > 1 else ''}:\n{lines}")
 
 
+# A price per million tokens (per thousand counts) is divided by 10^6 (10^3) to rate one: with
+# more places than this, a cost would pass the 36 places a ledger holds exactly (MAX_PLACES).
+_PLACES_PER_KEY: Final = (
+    (re.compile(r"_mtok\b"), MAX_PLACES - 6),
+    (re.compile(r"_kcount\b"), MAX_PLACES - 3),
+)
+
+
 def _price(value: object, where: str, errors: _Collector) -> Decimal | None:
     if isinstance(value, str | int | Decimal) and not isinstance(value, bool):
         try:
-            return to_money(value, field=where)
+            price = to_money(value, field=where)
         except InvalidInput as exc:
             errors.add(where, str(exc).removeprefix(f"{where}: "))
             return None
+        exponent = price.normalize().as_tuple().exponent
+        for pattern, places in _PLACES_PER_KEY:
+            if pattern.search(where) and isinstance(exponent, int) and -exponent > places:
+                errors.add(where, f"has more than {places} decimal places, got {value!r}")
+                return None
+        return price
     errors.add(where, f"expected a price (a number or decimal string), got {value!r}")
     return None
 

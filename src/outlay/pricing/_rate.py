@@ -26,7 +26,7 @@ from decimal import Decimal, Inexact
 from typing import Final
 
 from outlay._errors import InvalidUsage
-from outlay._money import MONEY_CONTEXT
+from outlay._money import MONEY_CONTEXT, amount_problem
 from outlay._rating import Rating
 from outlay._usage import Usage
 
@@ -171,6 +171,22 @@ class RatingPlan:
                 priced=False,
                 price_version=self.version,
                 reason=f"no price for {', '.join(missing)} of {provider}/{model} in {self.version}",
+                breakdown=breakdown,
+                unit_prices=unit_prices,
+                provider=provider,
+                model=model,
+            )
+        problem = amount_problem(total)
+        if problem is not None:
+            # A price with many decimal places (an override's) times a fractional count can make
+            # a cost no event or ledger holds exactly: the call is kept, unpriced with the reason
+            # (re-rated once the prices are fixed), rather than its event refused and lost.
+            return Rating(
+                cost=None,
+                priced=False,
+                price_version=self.version,
+                reason=f"the cost under {self.version} {problem.split(' (')[0]}: give its prices fewer"
+                " decimal places",
                 breakdown=breakdown,
                 unit_prices=unit_prices,
                 provider=provider,
