@@ -10,7 +10,7 @@ import pytest
 
 from outlay._errors import InvalidUsage
 from outlay._usage import Usage
-from outlay.pricing import PriceCatalog
+from outlay.pricing import PriceCatalog, rate
 from outlay.providers import parse_response, usage_from_response
 
 from . import fixtures as fx
@@ -80,6 +80,20 @@ def test_responses_api_counts_cached_reasoning_and_web_search_calls() -> None:
     assert parsed.model == "o4-mini-2025-04-16"
     assert parsed.response_id == fx.RESPONSE["id"]
     assert usage_from_response("openai", fx.RESPONSE, api="responses") == parsed.usage
+
+
+def test_responses_api_counts_file_search_calls_as_the_storage_searches_unit() -> None:
+    # OpenAI bills each file_search tool call ($2.50 per 1k) beside the tokens; genai-prices has
+    # that price as storage_searches_kcount. Uncounted, the fee was silently zero.
+    file_search = {"type": "file_search_call", "id": "fs_1", "status": "completed", "queries": ["q"]}
+    body = copy.deepcopy(fx.RESPONSE)
+    body["output"] = [file_search, {**file_search, "id": "fs_2"}, *body["output"]]
+    usage = usage_from_response("openai", body)
+    assert usage.web_searches == 2
+    assert dict(usage.units) == {"storage_searches": 2}
+    rating = rate(usage, provider="openai", model="o4-mini")
+    assert rating.priced
+    assert rating.breakdown["unit:storage_searches"] == Decimal("0.005")
 
 
 def test_embeddings_bill_input_only() -> None:

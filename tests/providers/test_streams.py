@@ -206,6 +206,19 @@ def test_responses_cut_before_completed_keeps_seen_web_searches() -> None:
     assert usage.input_tokens == 0
 
 
+def test_responses_stream_counts_file_search_calls_even_when_cut() -> None:
+    events = fx.responses_stream_events()
+    item = {"type": "file_search_call", "id": "fs_1", "status": "completed", "queries": ["q"]}
+    events.insert(
+        2, {"type": "response.output_item.done", "sequence_number": 2, "output_index": 0, "item": item}
+    )
+    events[-1]["response"]["output"] = [item, *events[-1]["response"]["output"]]
+    assert dict(usage_from_stream("openai", fx.sse(events, named=True)).units) == {"storage_searches": 1}
+    cut = usage_from_stream("openai", fx.sse(events[:-1], named=True))
+    assert not cut.complete
+    assert dict(cut.units) == {"storage_searches": 1}
+
+
 def test_responses_failed_without_usage_is_flagged() -> None:
     event = fx.responses_stream_events("response.failed")[-1]
     event["response"]["usage"] = None

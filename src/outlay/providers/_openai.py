@@ -11,7 +11,10 @@ a name given with ``declare_provider``. Field references:
   the usage; every other chunk has ``"usage": null``. Some servers (vLLM ``continuous_usage_stats``)
   put cumulative usage in every chunk: the latest one wins.
 - Responses: https://platform.openai.com/docs/api-reference/responses/object — ``input_tokens``
-  includes ``input_tokens_details.cached_tokens``; web searches are ``web_search_call`` output items.
+  includes ``input_tokens_details.cached_tokens``; web searches are ``web_search_call`` output items
+  and file searches ``file_search_call`` items, each billed per call beside the tokens
+  (https://openai.com/api/pricing/, "Built-in tools"): genai-prices prices the latter as the
+  ``storage_searches`` unit.
 - Responses streaming: https://platform.openai.com/docs/api-reference/responses-streaming — the
   terminal ``response.completed`` / ``response.incomplete`` / ``response.failed`` event carries the
   whole response with its usage.
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from outlay._errors import InvalidUsage
 from outlay._usage import Usage
@@ -31,6 +34,8 @@ from ._common import count, nested, required, text, within
 
 __all__ = ["OpenAIStream", "chat_usage", "read_openai", "responses_usage"]
 
+#: The unit (genai-prices' ``storage_searches_kcount``) that counts billed file search tool calls.
+FILE_SEARCH_UNIT: Final = "storage_searches"
 _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
 _STARTED = frozenset({"response.created", "response.in_progress", "response.queued"})
 
@@ -146,7 +151,7 @@ def _chat_usage_checked(u: Any, at: str) -> Usage:
     )
 
 
-def responses_usage(u: Any, at: str, web_searches: int = 0) -> Usage:
+def responses_usage(u: Any, at: str, web_searches: int = 0, file_searches: int = 0) -> Usage:
     if not isinstance(u, dict):
         raise InvalidUsage(f"must be an object, got {type(u).__name__}", field=at)
     inp = required(u, "input_tokens", at)
@@ -170,15 +175,28 @@ def responses_usage(u: Any, at: str, web_searches: int = 0) -> Usage:
         output_tokens=out,
         reasoning_tokens=reasoning,
         web_searches=web_searches,
+        **_file_search_units(file_searches),
     )
 
 
-def _web_search_calls(output: object, at: str) -> int:
+def _file_search_units(file_searches: int) -> dict[str, Any]:
+    return {"units": {FILE_SEARCH_UNIT: file_searches}} if file_searches else {}
+
+
+def _tool_calls(output: object, at: str) -> tuple[int, int]:
+    """The ``web_search_call`` and ``file_search_call`` output items: tool calls billed per call."""
     if output is None:
-        return 0
+        return 0, 0
     if not isinstance(output, list):
         raise InvalidUsage(f"must be a list of output items, got {type(output).__name__}", field=at)
-    return sum(1 for item in output if isinstance(item, Mapping) and item.get("type") == "web_search_call")
+    web = files = 0
+    for item in output:
+        kind = item.get("type") if isinstance(item, Mapping) else None
+        if kind == "web_search_call":
+            web += 1
+        elif kind == "file_search_call":
+            files += 1
+    return web, files
 
 
 def _detect(body: Mapping[str, Any]) -> str:
@@ -218,7 +236,7 @@ def read_openai(body: dict[str, Any], api: str | None) -> ParsedResponse:
     if api in ("chat", "completions"):
         usage = chat_usage(raw, "usage")
     elif api == "responses":
-        usage = responses_usage(raw, "usage", _web_search_calls(body.get("output"), "output"))
+        usage = responses_usage(raw, "usage", *_tool_calls(body.get("output"), "output"))
     else:  # embeddings: only input is billed
         if not isinstance(raw, dict):
             raise InvalidUsage(f"must be an object, got {type(raw).__name__}", field="usage")
@@ -240,7 +258,8 @@ class OpenAIStream(StreamState):
         self._final = False  # the provider's last word on usage has been seen
         self._error: str | None = None
         self._web_seen: set[str] = set()  # web_search_call items seen so far (lower bound if cut)
-        self._web_final: int | None = None
+        self._files_seen: set[str] = set()  # file_search_call items, likewise
+        self._calls_final: tuple[int, int] | None = None  # (web, file) searches of the terminal event
 
     def wants(self, data: bytes) -> bool:
         return self.model is None or _INTERESTING.search(data) is not None
@@ -270,8 +289,13 @@ class OpenAIStream(StreamState):
             return
         if kind == "response.output_item.done":
             item = event.get("item")
-            if isinstance(item, Mapping) and item.get("type") == "web_search_call":
-                self._web_seen.add(str(item.get("id") or len(self._web_seen)))
+            if isinstance(item, Mapping):
+                tool = item.get("type")
+                ids = {"web_search_call": self._web_seen, "file_search_call": self._files_seen}.get(
+                    tool if isinstance(tool, str) else ""
+                )
+                if ids is not None:
+                    ids.add(str(item.get("id") or len(ids)))
             return
         if kind not in _TERMINAL and kind not in _STARTED:
             return
@@ -282,7 +306,7 @@ class OpenAIStream(StreamState):
         self.response_id = text(response, "id") or self.response_id
         if kind in _TERMINAL:
             self.done = True
-            self._web_final = _web_search_calls(response.get("output"), f"{label}.response.output")
+            self._calls_final = _tool_calls(response.get("output"), f"{label}.response.output")
             if response.get("usage") is not None:
                 self._raw, self._label, self._final = response["usage"], f"{label}.response.usage", True
             elif kind == "response.failed":
@@ -294,14 +318,14 @@ class OpenAIStream(StreamState):
             self._final = True
 
     def usage(self) -> Usage:
-        web = self._web_final if self._web_final is not None else len(self._web_seen)
+        web, files = self._calls_final or (len(self._web_seen), len(self._files_seen))
         if self._raw is not None:
             if self._responses:
-                usage = responses_usage(self._raw, self._label, web)
+                usage = responses_usage(self._raw, self._label, web, files)
             else:
                 usage = chat_usage(self._raw, self._label)
             return usage if self._final else cut_usage(usage, "the last usage seen was a running total")
-        partial = Usage(web_searches=web) if web else None
+        partial = Usage(web_searches=web, **_file_search_units(files)) if web or files else None
         if self._error is not None:
             return cut_usage(partial, f"provider error in the stream: {self._error}")
         if self.done and not self._responses:
