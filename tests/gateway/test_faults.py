@@ -50,6 +50,17 @@ def test_the_providers_own_error_code_param_and_type_reach_the_sdk(
     assert bad.value.response.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_the_providers_retry_advice_and_null_code_reach_the_sdk(
+    oai: openai.OpenAI, fake: FakeProvider
+) -> None:
+    # x-should-retry: false on a 500 must stop the SDK's retries as it would against the provider.
+    fake.fail(Fault.error(500, message="do not retry", should_retry=False))
+    with pytest.raises(openai.InternalServerError) as caught:
+        oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert caught.value.code is None  # OpenAI's "code": null, not a code the gateway made up
+
+
 def test_an_upstream_redirect_is_a_502_and_not_billed(
     oai: openai.OpenAI, hooks: InMemoryHooks, fake: FakeProvider
 ) -> None:

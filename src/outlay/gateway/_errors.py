@@ -172,6 +172,15 @@ def _upstream_error(body: bytes) -> tuple[str | None, Dialect | None, dict[str, 
     return (message if isinstance(message, str) else None), dialect, fields
 
 
+def _code_is_null(body: bytes) -> bool:
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    error = data.get("error") if isinstance(data, dict) else None
+    return isinstance(error, dict) and "code" in error and error["code"] is None
+
+
 def from_upstream_response(
     status: int, body: bytes, headers: Mapping[str, str], upstream: str, secret: str | None
 ) -> GatewayError:
@@ -186,7 +195,8 @@ def from_upstream_response(
     if secret:
         message = message.replace(secret, "[redacted]")
     keep: dict[str, str] = {}
-    for name in ("retry-after", "retry-after-ms"):
+    # x-should-retry: both SDKs obey it before the status (a 5xx the provider says not to retry).
+    for name in ("retry-after", "retry-after-ms", "x-should-retry"):
         if name in headers:
             keep[name] = headers[name]
     if status in (401, 403):
@@ -199,10 +209,13 @@ def from_upstream_response(
         return GatewayError(502, f"upstream {upstream} answered HTTP {status}", code="upstream_error")
     # The provider's own code, param and type (context_length_exceeded, insufficient_quota, ...)
     # reach the client as the provider sent them; the type only in the format it belongs to.
+    # An OpenAI error with "code": null keeps it null (a client branching on it sees what the
+    # provider said); with no code at all, the gateway names one.
+    null_code = source == "openai" and _code_is_null(body)
     return GatewayError(
         status,
         f"upstream {upstream}: {message}",
-        code=fields.get("code", "upstream_error"),
+        code=None if null_code else fields.get("code", "upstream_error"),
         param=fields.get("param"),
         headers=keep,
         kind=(source, fields["type"]) if source is not None and "type" in fields else None,

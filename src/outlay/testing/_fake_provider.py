@@ -108,6 +108,7 @@ class Fault:
     param: str | None = None
     type: str | None = None  # status: the provider's error type, if not the status's usual one
     mid_event: bool = False  # drop: cut the stream inside an event, not between two
+    should_retry: bool | None = None  # status: the x-should-retry header both providers may send
 
     @classmethod
     def error(
@@ -119,6 +120,7 @@ class Fault:
         code: str | None = None,
         param: str | None = None,
         type: str | None = None,  # the provider's own word for it
+        should_retry: bool | None = None,
     ) -> Fault:
         """Answer with HTTP ``status`` and an error body in the provider's own format."""
         return cls(
@@ -129,6 +131,7 @@ class Fault:
             code=code,
             param=param,
             type=type,
+            should_retry=should_retry,
         )
 
     @classmethod
@@ -483,4 +486,6 @@ class FakeProvider:
             param = fault.param if fault is not None else None
             body = _wire.openai_error(text, own_type or _OPENAI_TYPE.get(status, "server_error"), code, param)
         extra = [(b"retry-after", str(retry_after).encode())] if retry_after is not None else []
+        if fault is not None and fault.should_retry is not None:
+            extra.append((b"x-should-retry", b"true" if fault.should_retry else b"false"))
         await send_bytes(send, status, body, "application/json", headers=extra)
