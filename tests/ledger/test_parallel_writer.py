@@ -188,3 +188,22 @@ except ConfigError as exc:
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert "refused:" in done.stdout and "decode function" in done.stdout
+
+
+def test_a_ledger_opened_by_a_relative_path_is_the_one_written_after_a_chdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ledger = SQLiteLedger("outlay.db")
+    events = awkward_events(300)
+    writer = LedgerWriter(_log_with(events), ledger, batch_size=100, processes=2)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the processes start here, with the first batch
+    try:
+        writer.catch_up()
+    finally:
+        writer.close()
+    _assert_exactly(ledger, events)  # not a new ledger in elsewhere/ that nobody reads
+    assert not (tmp_path / "elsewhere" / "outlay.db").exists()
+    ledger.close()
+

@@ -153,7 +153,9 @@ class SQLiteLedger(LedgerStore):
             raise InvalidInput("give a file path (use InMemoryLedger for an in-memory ledger)", field="path")
         if checkpoint_interval is not None and not checkpoint_interval > 0:
             raise ConfigError("checkpoint_interval must be > 0 seconds or None", field="checkpoint_interval")
-        self.path = Path(text)
+        # Absolute now: another thread's connection, a writer process or the period store beside
+        # it must open this file even after the program changes its working directory.
+        self.path = Path(os.path.abspath(text))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._timeout = timeout
         self._local = threading.local()
