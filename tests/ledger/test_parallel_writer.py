@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import orjson
@@ -207,3 +208,40 @@ def test_a_ledger_opened_by_a_relative_path_is_the_one_written_after_a_chdir(
     assert not (tmp_path / "elsewhere" / "outlay.db").exists()
     ledger.close()
 
+
+class _Interrupted:
+    """A pipe end whose first ``recv`` is interrupted (Ctrl-C while the parent waits)."""
+
+    def __init__(self, inner: Connection) -> None:
+        self.inner, self.fired = inner, False
+
+    def recv(self) -> object:
+        if not self.fired:
+            self.fired = True
+            raise KeyboardInterrupt
+        return self.inner.recv()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_an_interrupted_batch_leaves_no_answer_for_the_next_one(sqlite_ledger: SQLiteLedger) -> None:
+    events = awkward_events(400)
+    log = _log_with(events)
+    writer = LedgerWriter(log, sqlite_ledger, batch_size=100, processes=2)
+    processes = writer._processes
+    assert processes is not None
+    try:
+        writer.run_once()
+        process, work, answers = processes._workers[0]
+        processes._workers[0] = (process, work, _Interrupted(answers))  # type: ignore[assignment]
+        with pytest.raises(KeyboardInterrupt):
+            writer.run_once()  # its shares' answers are still on their way
+        assert log.committed("ledger") == 100
+        stats = writer.catch_up()
+        # Each batch was acknowledged on its own answers: none is left over in a pipe.
+        assert not any(answers.poll(1.0) for _, _, answers in processes._workers)
+    finally:
+        writer.close()
+    assert stats.read == stats.inserted + stats.duplicates == 300
+    _assert_exactly(sqlite_ledger, events)

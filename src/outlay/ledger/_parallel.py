@@ -193,6 +193,12 @@ class WriterProcesses:
         except (EOFError, OSError) as exc:
             self.close()  # a process died: start afresh on the next batch
             raise BackendError(f"a writer process stopped: {exc or type(exc).__name__}") from None
+        except BaseException:
+            # Interrupted (Ctrl-C, a signal handler's exception) with answers still to come: the
+            # next batch would read them as its own and acknowledge its shares before they are
+            # committed. These processes are out of step: stop them; the batch is not acknowledged.
+            self._kill()
+            raise
         failures = [reply for reply in replies if reply[0] != "ok"]
         for reply in replies:
             if reply[0] == "ok":
@@ -202,6 +208,15 @@ class WriterProcesses:
             if kind == "backend":
                 raise BackendError(message)
             raise RuntimeError(f"writer process: {message}")
+
+    def _kill(self) -> None:
+        workers, self._workers = self._workers, []
+        for process, work, answers in workers:
+            process.kill()
+            work.close()
+            answers.close()
+        for process, _, _ in workers:
+            process.wait()
 
     def close(self) -> None:
         """Stop the processes (each finishes the share in hand first)."""
