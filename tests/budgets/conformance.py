@@ -165,6 +165,15 @@ class BudgetStoreConformance:
         clock.advance(3700)
         assert store.status("r", 3600).spent == 0  # and it leaves the window like any spend
 
+    def test_an_expired_hold_is_charged_at_its_deadline_not_when_the_store_is_next_used(
+        self, store: BudgetStore, clock: FakeClock
+    ) -> None:
+        key = [KeyLimit("r", D("1"), 3600)]
+        store.reserve("crashed", key, D("0.8"), 300)
+        clock.advance(4 * 3600)  # nothing touches the store for four hours
+        assert store.status("r", 3600).spent == 0  # a call of four hours ago is out of the hour
+        assert store.reserve("next", key, D("0.5"), 300).ok
+
     # --- rolling windows ------------------------------------------------------------------------
 
     def test_rolling_window_forgets_old_spend(self, store: BudgetStore, clock: FakeClock) -> None:

@@ -176,12 +176,14 @@ end
 -- Charge the holds of crashed callers whose deadline passed (their calls may have been billed:
 -- the amount moves from reserved to spent, never just dropped); bounded work per call.
 local function tick(now, retention)
-  local due = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', now, 'LIMIT', 0, 1000)
-  for _, rid in ipairs(due) do
+  local due = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1000)
+  for i = 1, #due, 2 do
+    local rid, deadline = due[i], math.min(tonumber(due[i + 1]), now)
     local h = P .. 'h:' .. rid
     local f = redis.call('HMGET', h, 's', 'a', 'k')
     if f[1] == 'held' then
-      for _, kw in ipairs(cjson.decode(f[3])) do charge(kw[1], kw[2], f[2], f[2], now) end
+      -- spent at its deadline, not whenever a script next runs (rolling windows)
+      for _, kw in ipairs(cjson.decode(f[3])) do charge(kw[1], kw[2], f[2], f[2], deadline) end
       redis.call('HSET', h, 's', 'expired')
       redis.call('PEXPIRE', h, retention)
     end

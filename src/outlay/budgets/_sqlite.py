@@ -251,12 +251,13 @@ class SQLiteBudgetStore(BudgetStore):
         ``_FORGET_EVERY`` seconds (that needs no precision, and the common operation then pays
         only one indexed lookup)."""
         expired = db.execute(
-            "SELECT id, keys, amount FROM budget_holds WHERE state = ? AND expires <= ?", (HELD, now)
+            "SELECT id, keys, amount, expires FROM budget_holds WHERE state = ? AND expires <= ?", (HELD, now)
         ).fetchall()
-        for rid, keys, amount in expired:
+        for rid, keys, amount, expires in expired:
             held = self._keys(keys)
             self._shift_reserved(db, held, -Decimal(amount))
-            self._add_spend(db, held, Decimal(amount), now)
+            # spent at its deadline, not whenever the store is next used (rolling windows)
+            self._add_spend(db, held, Decimal(amount), min(float(expires), now))
             db.execute(
                 "UPDATE budget_holds SET state = ?, forget_at = ? WHERE id = ?",
                 (EXPIRED, now + self._retention, rid),

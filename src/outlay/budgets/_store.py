@@ -225,13 +225,15 @@ class InMemoryBudgetStore(BudgetStore):
         """Charge holds past their deadline (a crashed caller) and forget old finished ones."""
         expiry = self._expiry
         while expiry and expiry[0][0] <= now:
-            _, rid = heapq.heappop(expiry)
+            deadline, rid = heapq.heappop(expiry)
             hold = self._holds.get(rid)
             if hold is not None and hold.state == HELD:
                 for kl in hold.keys:
                     counter = self._counters[kl.key]
                     counter.reserved = _sub(counter.reserved, hold.amount)
-                    counter.add_spend(hold.amount, kl.window, now)
+                    # spent at its deadline, not whenever the store is next used: on a rolling
+                    # window it leaves the window when a call made then would
+                    counter.add_spend(hold.amount, kl.window, deadline)
                 hold.state = EXPIRED
                 heapq.heappush(self._forget, (now + self._retention, rid))
         forget = self._forget
