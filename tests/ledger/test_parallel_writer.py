@@ -245,3 +245,40 @@ def test_an_interrupted_batch_leaves_no_answer_for_the_next_one(sqlite_ledger: S
         writer.close()
     assert stats.read == stats.inserted + stats.duplicates == 300
     _assert_exactly(sqlite_ledger, events)
+
+
+def test_writer_processes_import_the_outlay_their_parent_imported(tmp_path: Path) -> None:
+    import shutil
+
+    import outlay
+
+    vendored = tmp_path / "vendored"
+    shutil.copytree(Path(outlay.__file__).parent, vendored / "outlay")  # found by sys.path only
+    (tmp_path / "which.py").write_text(
+        "import os, outlay\nfrom outlay.events import decode_event\n"
+        "def decode(data):\n"
+        "    with open(os.environ['WHICH_OUT'], 'a') as f:\n"
+        "        f.write(outlay.__file__ + '\\n')\n"
+        "    return decode_event(data)\n"
+    )
+    script = f"""
+import sys
+sys.path[:0] = [{str(vendored)!r}, {str(tmp_path)!r}]
+import which
+from outlay.events import encode_event
+from outlay.ledger import LedgerWriter, SQLiteLedger
+from outlay.stream import InMemoryEventLog
+sys.path.insert(0, {str(Path(__file__).parent.parent.parent)!r})
+from tests.ledger.conftest import awkward_events
+log = InMemoryEventLog()
+log.append([encode_event(e) for e in awkward_events(4)])
+writer = LedgerWriter(log, SQLiteLedger({str(tmp_path / "outlay.db")!r}), processes=2, decode=which.decode)
+writer.catch_up()
+writer.close()
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["WHICH_OUT"] = str(tmp_path / "which.txt")
+    command = [sys.executable, "-c", script]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert set((tmp_path / "which.txt").read_text().split()) == {str(vendored / "outlay" / "__init__.py")}

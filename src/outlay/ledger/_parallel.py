@@ -46,6 +46,11 @@ _SHARES_PER_PROCESS: Final = 2
 #: Seconds a process is given to finish its share and exit on close, before it is terminated.
 _CLOSE_TIMEOUT: Final = 10.0
 
+#: Where this outlay is imported from (a site-packages, a source tree, a zipapp): a writer process
+#: imports the same one, not whatever its interpreter would find first (another version, or none).
+_ROOT: Final = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_BOOT: Final = "import sys; sys.path.insert(0, {root!r}); from outlay.ledger._parallel import serve; serve()"
+
 # What a process needs to open the parent's ledger again: ("sqlite", path) or ("postgres", url, schema).
 Opener = tuple[str, ...]
 
@@ -151,7 +156,7 @@ class WriterProcesses:
     def _start(self) -> None:
         for _ in range(self.processes):
             process = subprocess.Popen(
-                [sys.executable, "-c", "from outlay.ledger._parallel import serve; serve()"],
+                [sys.executable, "-c", _BOOT.format(root=_ROOT)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )
