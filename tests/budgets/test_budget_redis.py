@@ -29,6 +29,7 @@ from outlay.budgets import (
 )
 
 from .conformance import BudgetStoreConformance, Factory
+from .conftest import FakeClock
 from .redis_helpers import TcpProxy, closed_port
 
 D = Decimal
@@ -439,3 +440,33 @@ async def test_64_asyncio_tasks_on_one_replica_never_overshoot(make: MakeStore) 
     status = engine.status({"tenant": "acme"}, engine.policies[0])
     assert status.spent == sum(spent) == D("0.07") * 142  # floor(10 / 0.07) calls, never over
     assert status.reserved == 0
+
+
+def test_a_settle_or_release_made_in_time_but_queued_past_the_deadline_is_exact(make: MakeStore) -> None:
+    # The replica lost Redis, settled one call at 0.10 and released another on time; the queue
+    # reached Redis only after the holds' deadline, by when they had been charged 1.00 each: the
+    # counter read 2.00 for 0.10 of spend.
+    clock = FakeClock(1_000_000.0)
+    with TcpProxy(6379) as proxy:
+        replica = make(f"redis://127.0.0.1:{proxy.port}/0", retry_interval=0, clock=clock)
+        observer = make(clock=clock)
+        key = [KeyLimit("tenant:acme", D("10"))]
+        rolling = [KeyLimit("tenant:acme:hour", D("10"), 3600)]
+        assert replica.reserve("settled", key + rolling, D("1.00"), 2).ok
+        assert replica.reserve("released", key + rolling, D("1.00"), 2).ok
+        assert replica.reserve("crashed", key, D("1.00"), 2).ok  # its caller never comes back
+        proxy.stop()
+        assert replica.settle("settled", D("0.10")).ok  # queued, in time
+        assert replica.release("released")  # queued, in time
+        clock.advance(3)  # the outage outlasts the holds
+        assert observer.status("tenant:acme").spent == D("3.00")  # all three charged at expiry
+        proxy.start()
+        assert replica.flush() == 0
+        assert (observer.status("tenant:acme").spent, observer.status("tenant:acme").reserved) == (
+            D("1.10"), 0)  # fmt: skip
+        assert observer.status("tenant:acme:hour", 3600).spent == D("0.10")
+    # A settle that arrives late without having been queued (the caller was late) adds the excess.
+    assert observer.reserve("late", key, D("0.50"), 2).ok
+    clock.advance(3)
+    assert observer.settle("late", D("0.70")).ok
+    assert observer.status("tenant:acme").spent == D("1.80")

@@ -254,13 +254,13 @@ class RedisBudgetStore(BudgetStore):
         return (
             [self._prefix + "expiry", self._hold_key(op.reservation_id)],
             [self._prefix, self._now(), op.reservation_id, op.actual, self._retention_ms, op.nonce, keys,
-             op.amount],
+             op.amount, op.issued],
         )  # fmt: skip
 
     def _release_args(self, op: PendingOp) -> tuple[list[str], list[str]]:
         return (
             [self._prefix + "expiry", self._hold_key(op.reservation_id)],
-            [self._prefix, self._now(), op.reservation_id, self._retention_ms, op.nonce],
+            [self._prefix, self._now(), op.reservation_id, self._retention_ms, op.nonce, op.issued],
         )
 
     def _statuses(self, names: Sequence[str], flat: Sequence[Any]) -> tuple[KeyStatus, ...]:
@@ -339,7 +339,9 @@ class RedisBudgetStore(BudgetStore):
                     )
                 names = [str(name) for name, _ in json.loads(raw[1])]
                 return StoreResult(raw[0] == "ok", self._statuses(names, raw[2:]))
-        # Redis is down: the spend is applied when it is back (no counter status is known meanwhile)
+        # Redis is down: the spend is applied when it is back (no counter status is known meanwhile),
+        # as of now: should the hold expire meanwhile, its expiry charge is taken back then.
+        op.issued = self._issued()
         return StoreResult(self._local.queue(op), ())
 
     def release(self, reservation_id: str) -> bool:
@@ -359,7 +361,13 @@ class RedisBudgetStore(BudgetStore):
                         f"unknown (or long-expired) reservation {reservation_id!r}", field="reservation"
                     )
                 return bool(outcome == "ok")
+        op.issued = self._issued()
         return self._local.queue(op)
+
+    def _issued(self) -> str:
+        """Now in ms on the deadlines' clock: the injected one, else this host's (Redis ``TIME``
+        is out of reach when an operation is queued; a skew only moves the cut by as much)."""
+        return self._now() or str(int(time.time() * 1000))
 
     def status(self, key: str, window: int | None = None) -> KeyStatus:
         args = [self._prefix, self._now(), key, str(_window(window, "window")), self._retention_ms]

@@ -45,6 +45,7 @@ class PendingOp:
     keys: tuple[KeyLimit, ...] = ()
     amount: str = ""  # local: the estimate as decimal text
     cost: Decimal = ZERO  # local settle: the un-checked spend it carries
+    issued: str = ""  # ms when the caller settled/released (a queued op may reach Redis after the deadline)
 
 
 class LocalFallback:

@@ -163,6 +163,32 @@ local function unreserve(keys, amount)
   end
 end
 
+-- Take back what an expired hold was charged at its deadline ``at``, for a settle or release
+-- the caller issued before that deadline but that reached Redis only after it (queued in an
+-- outage). A rolling slice already past its window holds nothing to take back.
+local function refund_expiry(keys, amount, at)
+  for _, kw in ipairs(keys) do
+    local key, window = kw[1], kw[2]
+    if window == 0 then
+      local spent = redis.call('HGET', ckey(key), 'spent') or '0'
+      redis.call('HSET', ckey(key), 'spent', dle(amount, spent) and dsub(spent, amount) or '0')
+    else
+      local current = slices(window, at)
+      local field = string.format('%d', current)
+      local value = redis.call('HGET', skey(key), field)
+      if value then
+        redis.call('HSET', skey(key), field, dle(amount, value) and dsub(value, amount) or '0')
+      end
+    end
+  end
+end
+
+-- Whether a settle/release issued at ARGV ``issued`` (ms, "" for one sent at once) predates the
+-- deadline ``d`` of the hold it finds expired: then its expiry charge is taken back first.
+local function issued_in_time(issued, deadline)
+  return issued ~= '' and deadline ~= nil and deadline ~= false and tonumber(issued) < tonumber(deadline)
+end
+
 local function statuses(keys, now)
   local out = {}
   for _, kw in ipairs(keys) do
@@ -222,14 +248,16 @@ for i, req in ipairs(requests) do
   stats[2 * i] = dadd(stats[2 * i], amount)
   redis.call('HSET', ckey(req[1]), 'reserved', stats[2 * i])
 end
-redis.call('HSET', h, 'k', cjson.encode(keys), 'a', amount, 's', 'held', 'n', nonce)
+redis.call('HSET', h, 'k', cjson.encode(keys), 'a', amount, 's', 'held', 'n', nonce,
+           'd', now + tonumber(ARGV[5]))
 redis.call('ZADD', EXPIRY, now + tonumber(ARGV[5]), rid)
 return {'ok', 0, unpack(stats)}
 """
 )
 
 #: KEYS: expiry, hold. ARGV: prefix, now, id, actual or "" (the estimate), retention ms, nonce,
-#: keys JSON or "" and amount: a hold admitted locally while Redis was down, recorded if unknown.
+#: keys JSON or "" and amount: a hold admitted locally while Redis was down, recorded if unknown;
+#: issued (ms, or "" for a settle sent at once): when a queued settle was made.
 #: Returns {"ok"|"done"|"unknown", keys JSON, spent1, reserved1, ...}.
 SETTLE: Final = (
     _COMMON
@@ -239,7 +267,7 @@ local retention = tonumber(ARGV[5])
 tick(now, retention)
 local rid = ARGV[3]
 local h = P .. 'h:' .. rid
-local f = redis.call('HMGET', h, 's', 'a', 'k', 'sn')
+local f = redis.call('HMGET', h, 's', 'a', 'k', 'sn', 'd')
 local state, amount, names = f[1], f[2], f[3]
 if not state then
   if ARGV[7] == '' then return {'unknown'} end
@@ -254,7 +282,9 @@ if state == 'settled' or state == 'released' then
 end
 local cost = ARGV[4]
 if cost == '' then cost = amount end
-if state == 'expired' then  -- charged its amount when it expired: only the excess is left
+if state == 'expired' and issued_in_time(ARGV[9] or '', f[5]) then
+  refund_expiry(keys, amount, tonumber(f[5]))  -- settled in time, applied late: the cost, exactly
+elseif state == 'expired' then  -- charged its amount when it expired: only the excess is left
   if dle(cost, amount) then cost = '0' else cost = dsub(cost, amount) end
 end
 local held = state == 'held' and amount or nil
@@ -271,7 +301,8 @@ return out
 """
 )
 
-#: KEYS: expiry, hold. ARGV: prefix, now, id, retention ms, nonce. Returns "ok"|"done"|"unknown".
+#: KEYS: expiry, hold. ARGV: prefix, now, id, retention ms, nonce, issued (ms, or "" for a release
+#: sent at once). Returns "ok"|"done"|"unknown".
 RELEASE: Final = (
     _COMMON
     + r"""
@@ -280,8 +311,15 @@ local retention = tonumber(ARGV[4])
 tick(now, retention)
 local rid = ARGV[3]
 local h = P .. 'h:' .. rid
-local f = redis.call('HMGET', h, 's', 'a', 'k', 'sn')
+local f = redis.call('HMGET', h, 's', 'a', 'k', 'sn', 'd')
 if not f[1] then return 'unknown' end
+if f[1] == 'expired' and issued_in_time(ARGV[6] or '', f[5]) then
+  -- released in time, applied late (queued in an outage): the call cost nothing
+  refund_expiry(cjson.decode(f[3]), f[2], tonumber(f[5]))
+  redis.call('HSET', h, 's', 'released', 'sn', ARGV[5])
+  redis.call('PEXPIRE', h, retention)
+  return 'ok'
+end
 if f[1] ~= 'held' then
   if f[4] == ARGV[5] then return 'ok' end
   return 'done'
