@@ -9,6 +9,7 @@ clean exit) makes everything buffered durable — a crash loses at most the unfl
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -261,16 +262,19 @@ class Recorder:
         operation: str = "chat",
         budgets: Any = None,
         fingerprint: str | None = None,
+        ttl: float | None = None,
     ) -> Iterator[Metered]:
         """Reserve an estimate with the budget engine, yield, then record and settle the actual cost.
 
         ``budgets`` is a ``BudgetEngine`` (default: ``outlay.budgets.get_engine()``). Raises
         ``BudgetExceeded``/``Throttled``/``RunStopped`` *before* the call when it may not go ahead;
-        ``metered.model`` is the model to call (a soft limit may have downgraded it).
+        ``metered.model`` is the model to call (a soft limit may have downgraded it). ``ttl``: the
+        seconds the call may take before its hold is charged as a crashed caller's (default: the
+        engine's ``reservation_ttl``); give a long stream a longer one.
         """
         metered = self.open_meter(
             provider=provider, model=model, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
-            api=api, operation=operation, budgets=budgets, fingerprint=fingerprint,
+            api=api, operation=operation, budgets=budgets, fingerprint=fingerprint, ttl=ttl,
         )  # fmt: skip
         try:
             yield metered
@@ -290,10 +294,16 @@ class Recorder:
         operation: str = "chat",
         budgets: Any = None,
         fingerprint: str | None = None,
+        ttl: float | None = None,
     ) -> Metered:
         """:meth:`meter` without the ``with`` block, for a call that ends elsewhere (a stream closed
         later, by another callback): admit now, then call ``finish()`` or ``fail()`` exactly once."""
         from .budgets import get_engine
+
+        if ttl is not None and (
+            isinstance(ttl, bool) or not isinstance(ttl, int | float) or not math.isfinite(ttl) or ttl <= 0
+        ):
+            raise InvalidInput(f"must be a positive number of seconds, got {ttl!r}", field="ttl")
 
         engine = budgets or get_engine()
         ctx = current()
@@ -308,7 +318,7 @@ class Recorder:
         estimate = cost_of(chosen)
         if estimate is None:  # no price for the model: unknown is not zero, it holds the fallback
             estimate = self.unpriced_estimate
-        reservation = engine.reserve(scope, estimate, model=chosen, fingerprint=fingerprint)
+        reservation = engine.reserve(scope, estimate, model=chosen, fingerprint=fingerprint, ttl=ttl)
         metered = Metered(
             provider=provider, model=chosen, requested_model=model, downgraded=downgraded, api=api
         )

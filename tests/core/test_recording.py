@@ -16,6 +16,7 @@ import pytest
 
 import outlay
 from outlay import Budget, BudgetEngine, Outlay, Usage, budgets
+from outlay._errors import InvalidInput
 from outlay.budgets import InMemoryBudgetStore
 
 WINDOW = ("2000-01-01", "2100-01-01")
@@ -286,6 +287,26 @@ def test_meter_enforces_a_run_budget_and_records_the_decision(pipeline: Outlay, 
     by_op = {r["operation"]: r for r in rows}
     assert by_op["chat"]["cost"] == "0.009"
     assert by_op["decision:denied"]["events"] == 1
+
+
+def test_a_long_metered_call_is_given_its_own_ttl_and_a_bad_one_is_refused(pipeline: Outlay) -> None:
+    # An expired hold is charged as a crashed caller's: a stream longer than the engine's
+    # reservation_ttl (300 s) needs a ttl of its own, or it counts at least its estimate.
+    clock = [1_000_000.0]
+    store = InMemoryBudgetStore(clock=lambda: clock[0])
+    engine = BudgetEngine(store, policies=[Budget(limit="1", scope="tenant", key="acme")])
+    with outlay.attribute(tenant="acme"):
+        with pipeline.recorder.meter(
+            provider="openai", model="gpt-4o", input_tokens=1000, max_output_tokens=1000, budgets=engine,
+            ttl=3600,
+        ) as call:  # fmt: skip
+            clock[0] += 900  # a 15-minute stream
+            assert engine.status({"tenant": "acme"}, engine.policies[0]).spent == 0  # still held
+            call.set_usage(Usage(input_tokens=1000, output_tokens=10))
+        assert engine.status({"tenant": "acme"}, engine.policies[0]).spent == Decimal("0.0026")
+        for bad in (0, -1, float("inf"), "60", True):
+            with pytest.raises(InvalidInput, match="ttl"):
+                pipeline.recorder.open_meter(provider="openai", model="gpt-4o", budgets=engine, ttl=bad)
 
 
 def test_meter_records_a_failed_call_and_releases_its_reservation(
