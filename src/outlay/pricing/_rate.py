@@ -165,37 +165,20 @@ class RatingPlan:
                 ) from None
             breakdown[kind] = cost
             unit_prices[kind] = unit_price
+        reason: str | None = None
         if missing:
-            return Rating(
-                cost=None,
-                priced=False,
-                price_version=self.version,
-                reason=f"no price for {', '.join(missing)} of {provider}/{model} in {self.version}",
-                breakdown=breakdown,
-                unit_prices=unit_prices,
-                provider=provider,
-                model=model,
-            )
-        problem = amount_problem(total)
-        if problem is not None:
+            reason = f"no price for {', '.join(missing)} of {provider}/{model} in {self.version}"
+        elif (problem := amount_problem(total)) is not None:
             # A price with many decimal places (an override's) times a fractional count can make
             # a cost no event or ledger holds exactly: the call is kept, unpriced with the reason
             # (re-rated once the prices are fixed), rather than its event refused and lost.
-            return Rating(
-                cost=None,
-                priced=False,
-                price_version=self.version,
-                reason=f"the cost under {self.version} {problem.split(' (')[0]}: give its prices fewer"
-                " decimal places",
-                breakdown=breakdown,
-                unit_prices=unit_prices,
-                provider=provider,
-                model=model,
-            )
+            what = problem.split(" (")[0]
+            reason = f"the cost under {self.version} {what}: give its prices fewer decimal places"
         return Rating(
-            cost=total,
-            priced=True,
+            cost=total if reason is None else None,
+            priced=reason is None,
             price_version=self.version,
+            reason=reason,
             breakdown=breakdown,
             unit_prices=unit_prices,
             provider=provider,
