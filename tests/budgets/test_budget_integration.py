@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -21,7 +22,7 @@ from outlay.budgets import (
     RunGuards,
     RunStopped,
 )
-from outlay.budgets._runs import ENDED_KEPT
+from outlay.budgets._runs import ENDED_KEPT, RunBook
 
 from .conftest import FakeClock
 
@@ -109,6 +110,26 @@ async def test_a_busy_process_does_not_forget_a_run_whose_task_still_spends(engi
     await asyncio.gather(*tasks)
     assert budgets.run_spent(run) == D("0.08")  # two calls of the six: the run's and its child's
     assert len(refused) == 4
+
+
+def test_an_ended_run_nothing_holds_any_more_is_let_go() -> None:
+    # Held while its Run object lives; once it is gone, it joins the bounded window of ended runs
+    # (at the next run's start: the finalizer itself takes no lock), so memory stays bounded.
+    book = RunBook()
+
+    class Handle:  # stands for a Run object
+        pass
+
+    handles = [Handle() for _ in range(3)]
+    for index, handle in enumerate(handles):
+        book.start(f"r{index}", None, None)
+        book.end(f"r{index}", handle)
+    assert len(book._held) == 3
+    del handles, handle
+    gc.collect()
+    book.start("next", None, None)
+    assert book._held == {} and list(book._ended) == ["r0", "r1", "r2"]
+    assert book.get("r1") is not None  # still answers, as one of the last ENDED_KEPT
 
 
 def test_run_guards_through_outlay_run(engine: BudgetEngine) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -44,6 +44,10 @@ class RunBook:
         self.lock = threading.RLock()
         self._open: dict[str, RunInfo] = {}
         self._held: dict[str, RunInfo] = {}  # ended, while their Run object is alive
+        # Ids whose Run object is gone, moved from _held to _ended at the next start or end: a
+        # finalizer runs wherever the last reference drops (or the GC runs), perhaps in a thread
+        # holding another lock, so it only appends here (atomic) and never takes ours.
+        self._released: deque[str] = deque()
         self._ended: OrderedDict[str, RunInfo] = OrderedDict()
 
     def start(
@@ -51,18 +55,20 @@ class RunBook:
     ) -> None:
         with self.lock:
             self._open[run_id] = RunInfo(parent=parent, budget=budget, tenant=tenant)
+            self._drain_released()
 
     def end(self, run_id: str, run: object | None = None) -> None:
         """The run ended; it is kept while ``run`` (its ``Run`` object) is alive, then as one of the
         last :data:`ENDED_KEPT`. (A bounded window alone let a busy process forget a run whose
         background task still spent, and that task then spent past the run's budget.)"""
         with self.lock:
+            self._drain_released()
             info = self._open.pop(run_id, None)
             if info is None:
                 return
             if run is not None:
                 try:
-                    finalizer = weakref.finalize(run, self._release, run_id)
+                    finalizer = weakref.finalize(run, self._released.append, run_id)
                 except TypeError:  # not weakly referenceable: the window it is
                     pass
                 else:
@@ -71,8 +77,10 @@ class RunBook:
                     return
             self._keep_ended(run_id, info)
 
-    def _release(self, run_id: str) -> None:
-        with self.lock:
+    def _drain_released(self) -> None:
+        released = self._released
+        while released:
+            run_id = released.popleft()
             info = self._held.pop(run_id, None)
             if info is not None:
                 self._keep_ended(run_id, info)
