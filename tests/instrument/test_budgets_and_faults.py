@@ -19,6 +19,7 @@ from outlay.instrument import (
     AsyncMeteringTransport,
     HttpxMeteringTransport,
     MeteringTransport,
+    anthropic_client,
     async_openai_client,
     openai_client,
 )
@@ -54,6 +55,22 @@ def test_the_anthropic_sdk_gets_the_budget_error_itself_not_retried(
     assert info.value.limit == Decimal("0.0001")
     assert fake.requests == []
     assert events(pipeline) == []
+
+
+def test_an_anthropic_client_with_its_own_user_agent_still_gets_the_budget_error(
+    fake: FakeProvider, base_url: str, pipeline: outlay.Outlay, engine: BudgetEngine
+) -> None:
+    # Applications often name themselves in the User-Agent; the SDK must still not wrap the error.
+    with (
+        anthropic_client(outlay=pipeline, budgets=engine, base_url=base_url, api_key="k", max_retries=0,
+                         default_headers={"User-Agent": "support-bot/2.1"}) as client,
+        outlay.attribute(tenant="acme"),
+        outlay.run("agent", budget=Budget(limit="0.0001")),
+        pytest.raises(outlay.BudgetExceeded) as info,
+    ):  # fmt: skip
+        client.messages.create(model="claude-haiku-4-5", max_tokens=100, messages=HELLO)
+    assert isinstance(info.value, anthropic.AnthropicError)
+    assert fake.requests == []
 
 
 def test_a_soft_limit_downgrades_the_model_in_the_request(

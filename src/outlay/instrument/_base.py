@@ -39,7 +39,7 @@ def _admit(meter: Meter, lib: Any, request: Any, body: bytes) -> tuple[MeteredCa
     try:
         call = meter.admit(endpoint, body)
     except BudgetError as exc:
-        raise for_sdk(exc, request.headers.get("user-agent", "")) from None
+        raise for_sdk(exc, request.headers) from None
     if call is None:
         return None, request
     request.extensions[_METERED] = True  # a transport wrapped inside this one meters nothing twice

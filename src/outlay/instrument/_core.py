@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
@@ -200,8 +201,14 @@ class StreamMeter:
 _DUAL: dict[type[BaseException], type[BaseException]] = {}
 
 
-def for_sdk(error: BudgetError, user_agent: str) -> BudgetError:
-    """``error`` as the calling SDK lets it through.
+def _from_anthropic_sdk(headers: Mapping[str, str]) -> bool:
+    # The SDK always sends anthropic-version; its User-Agent ("Anthropic/Python ...") is often
+    # replaced by the application's own (default_headers={"User-Agent": ...}).
+    return "anthropic-version" in headers or "anthropic" in headers.get("user-agent", "").lower()
+
+
+def for_sdk(error: BudgetError, headers: Mapping[str, str]) -> BudgetError:
+    """``error`` as the SDK that sent a request with ``headers`` lets it through.
 
     The anthropic SDK wraps every exception from its HTTP client that is not an ``AnthropicError``
     in ``APIConnectionError`` and retries it; a refused budget must reach the caller as itself, at
@@ -209,7 +216,7 @@ def for_sdk(error: BudgetError, user_agent: str) -> BudgetError:
     ``anthropic.AnthropicError`` (``except outlay.BudgetExceeded`` still catches it). The openai SDK
     passes such errors through unchanged.
     """
-    if "anthropic" not in user_agent.lower():
+    if not _from_anthropic_sdk(headers):
         return error
     try:
         from anthropic import AnthropicError
