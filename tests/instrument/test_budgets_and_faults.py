@@ -197,6 +197,28 @@ def test_a_call_that_timed_out_or_dropped_after_sending_is_charged_its_estimate(
     assert engine.status({"tenant": "acme"}, budget).spent == spent.spent  # never sent: nothing charged
 
 
+def test_a_call_that_never_got_a_pooled_connection_is_not_charged(
+    pipeline: outlay.Outlay, engine: BudgetEngine
+) -> None:
+    # A PoolTimeout is raised before anything is sent: the provider never saw the request.
+    budget = Budget(limit="10", scope="tenant")
+    engine.add_policy(budget)
+
+    def pool_exhausted(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.PoolTimeout("no connection available", request=request)
+
+    transport = MeteringTransport(httpx2.MockTransport(pool_exhausted), outlay=pipeline, budgets=engine)
+    with (
+        openai.OpenAI(base_url="https://api.openai.com/v1", api_key="k", max_retries=0,
+                      http_client=httpx2.Client(transport=transport)) as client,
+        outlay.attribute(tenant="acme"),
+        pytest.raises(openai.APITimeoutError),
+    ):  # fmt: skip
+        client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=1000)
+    status = engine.status({"tenant": "acme"}, budget)
+    assert status.reserved == 0 and status.spent == 0
+
+
 def test_a_stream_broken_by_the_upstream_is_recorded_as_an_error(
     fake: FakeProvider, anthropic_sdk: anthropic.Anthropic, pipeline: outlay.Outlay
 ) -> None:

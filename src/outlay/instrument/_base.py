@@ -141,8 +141,9 @@ async def _off_loop(func: Any, *args: Any) -> None:
 
 
 def _sent(lib: Any, exc: BaseException) -> bool:
-    """Whether the request may have reached the provider: only a failed connect surely did not."""
-    return not isinstance(exc, lib.ConnectError | lib.ConnectTimeout)
+    """Whether the request may have reached the provider: a failed connect, or a wait for a pooled
+    connection that timed out, surely did not."""
+    return not isinstance(exc, lib.ConnectError | lib.ConnectTimeout | lib.PoolTimeout)
 
 
 class SyncTransportMixin:
