@@ -282,6 +282,40 @@ def test_a_transport_instrumented_twice_meters_each_call_once(
     assert len(events(pipeline)) == 2  # one per call, not two
 
 
+def test_a_redirected_call_is_metered_where_it_is_answered(
+    fake: FakeProvider, base_url: str, pipeline: outlay.Outlay, engine: BudgetEngine
+) -> None:
+    # An old host (or http -> https) answering 307: the client sends the POST again, to the provider.
+    upstream = httpx2.HTTPTransport()
+
+    def moved(request: httpx2.Request) -> httpx2.Response:
+        if request.url.host == "old.example":
+            return httpx2.Response(307, headers={"location": base_url + request.url.path})
+        return upstream.handle_request(request)
+
+    transport = MeteringTransport(httpx2.MockTransport(moved), outlay=pipeline, budgets=engine)
+    budget = Budget(limit="10", scope="tenant")
+    engine.add_policy(budget)
+    with (
+        openai.OpenAI(base_url="http://old.example/v1", api_key="k",
+                      http_client=httpx2.Client(transport=transport, follow_redirects=True)) as client,
+        outlay.attribute(tenant="acme"),
+    ):  # fmt: skip
+        reply = client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=5)
+        chunks = list(client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True))
+    assert len(fake.requests) == 2 and all(chunk.choices for chunk in chunks)
+    assert reply.usage is not None
+    recorded = events(pipeline)
+    assert [(e.status, e.cost) for e in recorded if e.status == "error"] == [("error", Decimal(0))] * 2
+    answered = [e for e in recorded if e.status == "ok"]
+    assert [e.cost for e in answered] == [
+        expected_cost("gpt-4o", reply.usage.prompt_tokens, 5),
+        expected_cost("gpt-4o", reply.usage.prompt_tokens, 16),
+    ]
+    status = engine.status({"tenant": "acme"}, budget)
+    assert status.reserved == 0 and status.spent == sum(e.cost for e in answered if e.cost is not None)
+
+
 def test_a_transport_passed_by_hand_records_into_the_default_pipeline(base_url: str) -> None:
     pipeline = outlay.configure("memory://")
     try:

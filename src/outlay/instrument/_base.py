@@ -42,9 +42,6 @@ def _admit(meter: Meter, lib: Any, request: Any, body: bytes) -> tuple[MeteredCa
         raise for_sdk(exc, request.headers) from None
     if call is None:
         return None, request
-    request.extensions[_METERED] = True  # a transport wrapped inside this one meters nothing twice
-    if call.body is None and not call.stream:
-        return call, request
     headers = request.headers.copy()
     content = body if call.body is None else call.body
     headers["content-length"] = str(len(content))
@@ -52,10 +49,14 @@ def _admit(meter: Meter, lib: Any, request: Any, body: bytes) -> tuple[MeteredCa
     if call.stream:
         # Usage is read from the bytes as they pass: ask for them uncompressed (SSE gains little).
         headers["accept-encoding"] = "identity"
-    rebuilt = lib.Request(
-        request.method, request.url, headers=headers, content=content, extensions=request.extensions
-    )
-    return call, rebuilt
+    # Only the copy sent on is marked, so a transport wrapped inside this one meters nothing twice;
+    # the caller's request stays unmarked, as does a redirect the client builds from it (a new
+    # request to the provider, metered in its turn).
+    sent = lib.Request(
+        request.method, request.url, headers=headers, content=content,
+        extensions={**request.extensions, _METERED: True},
+    )  # fmt: skip
+    return call, sent
 
 
 def _decoded(lib: Any, headers: Any, raw: bytes) -> bytes | None:
@@ -162,7 +163,7 @@ class SyncTransportMixin:
             call.failed(sent=_sent(self._lib, exc))
             raise
         _mark(call, response)
-        if call.stream and response.status_code < 400:
+        if call.stream and response.status_code < 300:
             response.stream = self._stream_class(response.stream, call.stream_meter())
             return response
         try:
@@ -196,7 +197,7 @@ class AsyncTransportMixin:
             await _off_loop(call.failed, _sent(self._lib, exc))
             raise
         _mark(call, response)
-        if call.stream and response.status_code < 400:
+        if call.stream and response.status_code < 300:
             response.stream = self._stream_class(response.stream, call.stream_meter())
             return response
         try:

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Meter", "MeteredCall", "StreamMeter", "for_sdk"]
 
-#: Billed nothing: an HTTP error answer (providers do not charge for refused or failed requests).
+#: Billed nothing: an HTTP error or redirect answer (providers do not charge for refused or failed
+#: requests, nor generate for a request they redirect).
 _NOTHING: Final = Usage()
 
 
@@ -132,7 +133,7 @@ class MeteredCall:
     def answered(self, status: int, content: bytes | None) -> None:
         """A whole answer came back: record its usage (``content`` is the decoded body, ``None``
         when it could not be decoded) and settle — before the SDK sees the response."""
-        if status >= 400:
+        if status >= 300:  # an error, or a redirect (the client sends the call again, metered anew)
             self.metered.fail(_NOTHING)
             return
         usage: Usage
