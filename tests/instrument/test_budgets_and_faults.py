@@ -23,7 +23,8 @@ from outlay.instrument import (
     async_openai_client,
     openai_client,
 )
-from outlay.testing import FakeProvider, Fault
+from outlay.testing import FakeProvider, Fault, LiveServer
+from outlay.testing._wire import sse
 
 from .conftest import events, expected_cost
 
@@ -231,6 +232,45 @@ def test_a_stream_broken_by_the_upstream_is_recorded_as_an_error(
         list(stream)
     [event] = events(pipeline)
     assert event.status == "error" and not event.usage.complete and event.usage.input_tokens > 0
+
+
+async def _overloaded_mid_stream(scope: Any, receive: Any, send: Any) -> None:
+    """An Anthropic stream the provider ends with an in-band ``error`` event (overloaded_error)."""
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    headers = [(b"content-type", b"text/event-stream")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    usage = {"input_tokens": 20, "output_tokens": 1}
+    message: dict[str, Any] = {"id": "msg_1", "type": "message", "role": "assistant"}
+    message.update(model="claude-haiku-4-5", usage=usage, content=[], stop_reason=None)
+    block = {"type": "text", "text": ""}
+    overloaded = {"type": "overloaded_error", "message": "Overloaded"}
+    for body in (
+        sse({"type": "message_start", "message": message}, "message_start"),
+        sse({"type": "content_block_start", "index": 0, "content_block": block}, "content_block_start"),
+        sse({"type": "error", "error": overloaded}, "error"),
+    ):
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def test_a_stream_the_provider_ends_with_an_error_event_is_an_error(
+    pipeline: outlay.Outlay, engine: BudgetEngine
+) -> None:
+    # It was recorded status="ok" (unpriced, the estimate charged): error rates were understated.
+    with (
+        LiveServer(_overloaded_mid_stream) as server,
+        anthropic_client(
+            outlay=pipeline, budgets=engine, base_url=server.url, api_key="sk-test", max_retries=0
+        ) as client,
+    ):
+        with pytest.raises(anthropic.APIStatusError):
+            with client.messages.stream(model="claude-haiku-4-5", max_tokens=100, messages=HELLO) as stream:
+                stream.get_final_message()
+    [event] = events(pipeline)
+    assert event.status == "error" and not event.priced and "Overloaded" in (event.usage.reason or "")
 
 
 async def test_concurrent_calls_cannot_overshoot_a_hard_limit(

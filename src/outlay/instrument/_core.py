@@ -196,7 +196,8 @@ class StreamMeter:
         # The provider bills a stream it started, however it ended: record what it reported (an
         # incomplete count settles the estimate, never zero), as an error if the stream broke.
         metered.set_usage(usage)
-        metered.finish("ok" if error is None else "error")
+        broke = error is not None or self._accumulator.provider_error is not None
+        metered.finish("error" if broke else "ok")
 
 
 _DUAL: dict[type[BaseException], type[BaseException]] = {}

@@ -86,7 +86,6 @@ class AnthropicStream(StreamState):
         self._fields: dict[str, Any] = {}
         self._usage: Usage | None = None
         self._delta_seen = False
-        self._error: str | None = None
 
     def wants(self, data: bytes) -> bool:
         # content_block_* events are the bulk of a stream and never carry usage.
@@ -111,7 +110,7 @@ class AnthropicStream(StreamState):
         elif kind == "message_stop":
             self.done = True
         elif kind == "error":
-            self._error, self.done = describe_error(event.get("error")), True
+            self.provider_error, self.done = describe_error(event.get("error")), True
 
     def _merge(self, usage: object, at: str) -> None:
         if not isinstance(usage, dict):
@@ -121,10 +120,10 @@ class AnthropicStream(StreamState):
         self._usage = anthropic_usage(self._fields, at)
 
     def usage(self) -> Usage:
-        if self._usage is not None and self._delta_seen and self.done and self._error is None:
+        if self._usage is not None and self._delta_seen and self.done and self.provider_error is None:
             return self._usage
-        if self._error is not None:
-            why = f"provider error in the stream: {self._error}"
+        if self.provider_error is not None:
+            why = f"provider error in the stream: {self.provider_error}"
         elif self._usage is None:
             why = "no message_start was received"
         elif not self._delta_seen:

@@ -47,6 +47,7 @@ class StreamState:
         self.model: str | None = None
         self.response_id: str | None = None
         self.done = False
+        self.provider_error: str | None = None  # an error the provider sent in the stream itself
 
     def wants(self, data: bytes) -> bool:
         """Cheap pre-filter on an event's raw ``data:`` bytes: can it matter for usage or model?"""

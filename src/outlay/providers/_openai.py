@@ -256,7 +256,6 @@ class OpenAIStream(StreamState):
         self._label = "usage"
         self._responses = api == "responses"
         self._final = False  # the provider's last word on usage has been seen
-        self._error: str | None = None
         self._web_seen: set[str] = set()  # web_search_call items seen so far (lower bound if cut)
         self._files_seen: set[str] = set()  # file_search_call items, likewise
         self._calls_final: tuple[int, int] | None = None  # (web, file) searches of the terminal event
@@ -271,7 +270,7 @@ class OpenAIStream(StreamState):
             self._on_responses_event(kind, event, label)
             return
         if "error" in event and "choices" not in event:
-            self._error, self.done = describe_error(event["error"]), True
+            self.provider_error, self.done = describe_error(event["error"]), True
             return
         if self.model is None:
             self.model, self.response_id = text(event, "model"), text(event, "id")
@@ -285,7 +284,7 @@ class OpenAIStream(StreamState):
 
     def _on_responses_event(self, kind: str, event: dict[str, Any], label: str) -> None:
         if kind == "error":
-            self._error, self.done = describe_error(event), True
+            self.provider_error, self.done = describe_error(event), True
             return
         if kind == "response.output_item.done":
             item = event.get("item")
@@ -310,7 +309,8 @@ class OpenAIStream(StreamState):
             if response.get("usage") is not None:
                 self._raw, self._label, self._final = response["usage"], f"{label}.response.usage", True
             elif kind == "response.failed":
-                self._error = describe_error(response.get("error")) + " (response.failed without usage)"
+                why = describe_error(response.get("error"))
+                self.provider_error = f"{why} (response.failed without usage)"
 
     def on_done_marker(self) -> None:
         self.done = True
@@ -326,8 +326,8 @@ class OpenAIStream(StreamState):
                 usage = chat_usage(self._raw, self._label)
             return usage if self._final else cut_usage(usage, "the last usage seen was a running total")
         partial = Usage(web_searches=web, **_file_search_units(files)) if web or files else None
-        if self._error is not None:
-            return cut_usage(partial, f"provider error in the stream: {self._error}")
+        if self.provider_error is not None:
+            return cut_usage(partial, f"provider error in the stream: {self.provider_error}")
         if self.done and not self._responses:
             return cut_usage(
                 partial,

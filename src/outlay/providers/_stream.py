@@ -65,6 +65,12 @@ class StreamAccumulator:
         return self._state.response_id
 
     @property
+    def provider_error(self) -> str | None:
+        """The error the provider sent in the stream (an Anthropic ``error`` event, OpenAI's
+        ``error`` or ``response.failed``): the stream broke, however it was read to its end."""
+        return self._state.provider_error
+
+    @property
     def done(self) -> bool:
         """The provider signalled the end of the stream (``[DONE]``, ``message_stop``, a terminal
         Responses event, a ``finishReason``) or reported an error in it."""
