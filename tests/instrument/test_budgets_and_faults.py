@@ -413,3 +413,23 @@ def test_open_meter_ends_a_call_exactly_once(pipeline: outlay.Outlay, engine: Bu
         with pytest.raises(outlay.InvalidInput, match="already been finished"):
             end()
     assert len(events(pipeline)) == 1
+
+
+def test_the_metered_clients_go_through_the_environments_proxy_as_the_sdks_do(
+    base_url: str, pipeline: outlay.Outlay, engine: BudgetEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A plain openai.OpenAI() honours HTTP(S)_PROXY; the metered client connected directly and
+    # failed behind a corporate proxy. Here the "proxy" is the fake provider itself (it serves an
+    # absolute-form request by its path), and the provider's own host does not exist.
+    monkeypatch.setenv("HTTP_PROXY", base_url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with (
+        openai_client(
+            outlay=pipeline, budgets=engine, base_url="http://provider.invalid/v1", api_key="k", max_retries=0
+        ) as client,
+        outlay.attribute(tenant="acme"),
+    ):
+        client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    [event] = events(pipeline)
+    assert event.tenant_id == "acme" and event.priced and event.usage.input_tokens > 0

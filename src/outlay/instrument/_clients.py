@@ -16,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 import httpx2
+from httpx2._utils import get_environment_proxies
 
 from outlay._errors import InvalidInput
 
@@ -70,12 +71,27 @@ def _build(
         "budgets": budgets,
         "default_max_output_tokens": default_max_output_tokens,
     }
+    # Given a transport, httpx no longer reads the proxies of the environment (HTTPS_PROXY,
+    # NO_PROXY...), as the SDK's own client does: mount a metered proxy transport for each.
+    proxies = get_environment_proxies()
     if asynchronous:
         transport: Any = AsyncMeteringTransport(httpx2.AsyncHTTPTransport(**options), **meter)
-        http_client: Any = sdk.DefaultAsyncHttpxClient(transport=transport)
+        mounts: dict[str, Any] = {
+            pattern: None if url is None else AsyncMeteringTransport(
+                httpx2.AsyncHTTPTransport(proxy=url, **options), **meter
+            )
+            for pattern, url in proxies.items()
+        }  # fmt: skip
+        http_client: Any = sdk.DefaultAsyncHttpxClient(transport=transport, mounts=mounts)
     else:
         transport = MeteringTransport(httpx2.HTTPTransport(**options), **meter)
-        http_client = sdk.DefaultHttpxClient(transport=transport)
+        mounts = {
+            pattern: None
+            if url is None
+            else MeteringTransport(httpx2.HTTPTransport(proxy=url, **options), **meter)
+            for pattern, url in proxies.items()
+        }
+        http_client = sdk.DefaultHttpxClient(transport=transport, mounts=mounts)
     return getattr(sdk, client_class)(http_client=http_client, **kwargs)
 
 
