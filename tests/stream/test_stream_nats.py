@@ -200,6 +200,30 @@ def test_two_logs_sharing_a_consumer_never_ack_each_others_records(
         assert second.committed("ledger") == 10
 
 
+def test_records_arriving_between_a_read_and_its_ack_are_not_acknowledged(
+    nats_url: str, names: tuple[str, str]
+) -> None:
+    # The second log's pull stops at max_ack_pending and stays pending on the server; the records
+    # the first log hands back (NAK) then reach the second log after its read, before its ack.
+    # Acking the offsets it read must not acknowledge those: it never returned (nor wrote) them.
+    settings = {"stream": names[0], "subject_prefix": names[1], "max_ack_pending": 10, "timeout": 1.0}
+    first = NatsEventLog(nats_url, **settings)  # type: ignore[arg-type]
+    with NatsEventLog(nats_url, **settings) as second:  # type: ignore[arg-type]
+        second.append([str(i).encode() for i in range(1, 31)])
+        assert [r.offset for r in first.read("ledger", max_records=6)] == [1, 2, 3, 4, 5, 6]
+        read = second.read("ledger", max_records=6)
+        assert [r.offset for r in read] == [7, 8, 9, 10]  # max_ack_pending reached
+        first.close()  # 1..6 handed back: some go to the second log's pending pull
+        time.sleep(0.5)
+        second.ack("ledger", read[-1].offset)
+        seen = {r.offset for r in read}
+        while records := second.read("ledger", max_records=100, timeout=0.5):
+            seen |= {r.offset for r in records}
+            second.ack("ledger", records[-1].offset)
+        assert second.committed("ledger") == 30
+        assert sorted(seen) == list(range(1, 31))  # every record was read before it was acked
+
+
 def _worker(url: str, names: tuple[str, str], out: Path, *extra: str) -> subprocess.Popen[bytes]:
     args = [sys.executable, str(WORKER), url, names[0], names[1], "ledger", str(out), *extra]
     return subprocess.Popen(args)

@@ -65,6 +65,11 @@ class PullConsumer:
         self._sub: Subscription | None = None
         self._lock = asyncio.Lock()  # one request at a time, so answers match requests
         self._held: dict[int, Msg] = {}  # stream sequence -> message delivered here, not acked
+        # The held sequences a read has returned: only those may an ack(offset) acknowledge. A pull
+        # left pending on the server (max_ack_pending reached, a timeout) can still bring records,
+        # e.g. another worker's redelivered batch, between a read and its ack: they have lower
+        # offsets than the batch read, and were never written, so that ack must not take them.
+        self._served: set[int] = set()
         self._highest = 0  # highest stream sequence ever delivered here
         self._reply: str | None = None  # reply subject of the request in flight
         self._received = 0
@@ -139,7 +144,9 @@ class PullConsumer:
                     if self._held and missing > 0:
                         await self._pull(missing, None)
             held = self._held
-            return [LogRecord(seq, held[seq].data) for seq in sorted(held)[:max_records]]
+            served = sorted(held)[:max_records]
+            self._served.update(served)
+            return [LogRecord(seq, held[seq].data) for seq in served]
 
     async def ack(self, offset: int, end_offset: int, ack_floor: int) -> None:
         """Acknowledge every held message up to ``offset``, fetching first what was never read.
@@ -148,7 +155,8 @@ class PullConsumer:
         when ``offset`` is beyond what this process has seen (else 0 and unused).
         """
         async with self._lock:
-            if offset > self._highest:
+            skipping = offset > self._highest
+            if skipping:
                 if offset > end_offset:
                     raise InvalidInput(
                         f"{offset} is beyond the end of the log ({end_offset})", field="offset"
@@ -158,10 +166,13 @@ class PullConsumer:
                     want = min(offset - max(self._highest, ack_floor), _FETCH_AHEAD)
                     if await self._pull(want, None) == 0:
                         break  # the rest is held by another process sharing this consumer
-            done = sorted(seq for seq in self._held if seq <= offset)
+            # Skipping ahead acknowledges everything up to offset (records nobody read, on purpose);
+            # otherwise only what a read returned: a record that arrived since is read next time.
+            done = sorted(seq for seq in self._held if seq <= offset and (skipping or seq in self._served))
             await self._answer(done, b"+ACK")
             for seq in done:
                 del self._held[seq]
+                self._served.discard(seq)
 
     async def _answer(self, sequences: list[int], verdict: bytes) -> None:
         """Send ``verdict`` (+ACK, -NAK) for held ``sequences``; the last one waits for the server.
@@ -186,6 +197,7 @@ class PullConsumer:
             await self._answer(sorted(self._held), b"-NAK")
         finally:
             self._held.clear()
+            self._served.clear()
         if self._sub is not None:
             await self._sub.unsubscribe()
             self._sub = None
