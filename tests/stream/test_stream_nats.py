@@ -224,6 +224,19 @@ def test_records_arriving_between_a_read_and_its_ack_are_not_acknowledged(
         assert sorted(seen) == list(range(1, 31))  # every record was read before it was acked
 
 
+def test_a_read_at_max_ack_pending_returns_what_it_got_without_waiting_for_the_timeout(
+    nats_url: str, names: tuple[str, str]
+) -> None:
+    # The server neither answers nor drops a no-wait pull at max_ack_pending: the read used to wait
+    # its whole `timeout` (5 s by default) for each batch, however many records it already had.
+    settings = {"stream": names[0], "subject_prefix": names[1], "max_ack_pending": 10, "timeout": 5.0}
+    with NatsEventLog(nats_url, **settings) as log:  # type: ignore[arg-type]
+        log.append([str(i).encode() for i in range(1, 31)])
+        started = time.monotonic()
+        assert [r.offset for r in log.read("ledger", max_records=20)] == list(range(1, 11))
+        assert time.monotonic() - started < 2.5
+
+
 def _worker(url: str, names: tuple[str, str], out: Path, *extra: str) -> subprocess.Popen[bytes]:
     args = [sys.executable, str(WORKER), url, names[0], names[1], "ledger", str(out), *extra]
     return subprocess.Popen(args)

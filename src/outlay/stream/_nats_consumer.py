@@ -37,6 +37,9 @@ __all__ = ["PullConsumer"]
 # Extra time, past a lingering request's own expiry, to wait for the server's 408 answer.
 _GRACE: Final = 5.0
 _FETCH_AHEAD: Final = 1000
+# A no-wait pull that finds the consumer at max_ack_pending is neither answered nor dropped: the
+# server keeps it waiting until acks make room. With an expiry it answers 408 after this long.
+_NO_WAIT_EXPIRES: Final = 0.2
 _V1_TOKENS: Final = 9
 
 
@@ -118,6 +121,7 @@ class PullConsumer:
         request: dict[str, object] = {"batch": batch}
         if expires is None:
             request["no_wait"] = True
+            request["expires"] = int(_NO_WAIT_EXPIRES * 1e9)
         else:
             request["expires"] = max(int(expires * 1e9), 1_000_000)
         try:
