@@ -206,3 +206,15 @@ async def test_run_tree_rolls_up_and_is_pruned_for_a_tenant(client: httpx.AsyncC
     assert (await client.get("/api/v1/runs/globex-run", headers=auth(GLOBEX))).status_code == 200
     missing = await client.get("/api/v1/runs/no-such-run", headers=auth(ADMIN))
     assert missing.status_code == 404 and missing.json()["field"] == "run_id"
+
+
+async def test_origin_filter_lists_the_events_usage_adds_up(client: httpx.AsyncClient) -> None:
+    # An attributed event that carries an origin: the rollups (and so /usage/*?origin=) count an
+    # origin for unattributed spend only; /events?origin= must list the same events.
+    tagged = [cloud(time=T0, origin="nightly-job"), cloud(time=T0, tenant_id=None, origin="nightly-job")]
+    assert (await client.post("/api/v1/events", json=tagged, headers=auth(ADMIN))).status_code == 200
+    listed = await pages(client, **WINDOW, origin="nightly-job")
+    query = {**WINDOW, "origin": "nightly-job"}
+    r = await client.get("/api/v1/usage/totals", params=query, headers=auth(ADMIN))
+    assert len(listed) == r.json()["totals"]["events"] == 2
+    assert {e.get("tenant_id") for e in listed} == {None}

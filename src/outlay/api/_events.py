@@ -12,7 +12,7 @@ from typing import Any, Final
 import orjson
 
 from outlay._errors import InvalidInput, NotFound
-from outlay.events import to_cloudevent
+from outlay.events import CostEvent, to_cloudevent
 from outlay.ledger import LedgerEntry, Window
 from outlay.ledger._rows import time_us
 
@@ -45,9 +45,18 @@ def entry_json(entry: LedgerEntry) -> dict[str, Any]:
     return row
 
 
+def _value(event: CostEvent, name: str) -> str | None:
+    if name == "origin" and event.tenant_id is not None:
+        # As in the rollups (rollup_key): an origin counts for unattributed spend only, so that
+        # /events?origin= lists exactly the events /usage/*?origin= adds up.
+        return None
+    value: str | None = getattr(event, _FIELD_OF.get(name, name))
+    return value
+
+
 def _matches(entry: LedgerEntry, filters: Filters) -> bool:
     event = entry.event
-    return all(getattr(event, _FIELD_OF.get(name, name)) == value for name, value in filters.values.items())
+    return all(_value(event, name) == value for name, value in filters.values.items())
 
 
 def _fingerprint(window: Window, filters: Filters) -> str:
