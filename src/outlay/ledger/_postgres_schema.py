@@ -167,11 +167,15 @@ MIGRATIONS: Final[list[tuple[int, str, str]]] = [
 
 STAGING_COLUMNS: Final = (
     f"event_id, time, {DIMENSIONS}, run_id, parent_run_id, root_run_id, priced, cost, unpriced_reason,"
-    f" price_version, {TOKENS}, payload"
+    f" price_version, {TOKENS}, payload, ordinal"
 )
 #: Binary COPY needs the type of each staged column, in ``STAGING_COLUMNS`` order.
 STAGING_TYPES: Final = (
-    ["text", "timestamptz"] + ["text"] * 11 + ["bool", "numeric", "text", "text"] + ["int8"] * 5 + ["bytea"]
+    ["text", "timestamptz"]
+    + ["text"] * 11
+    + ["bool", "numeric", "text", "text"]
+    + ["int8"] * 5
+    + ["bytea", "int8"]
 )
 DELTA_TYPES: Final = ["date"] + ["text"] * 8 + ["int8", "int8", "numeric"] + ["int8"] * 5
 RUN_DELTA_TYPES: Final = ["text"] * 5 + ["int8", "int8", "numeric", "timestamptz", "timestamptz"]
@@ -192,7 +196,8 @@ CREATE TEMP TABLE IF NOT EXISTS outlay_staging (
     unpriced_reason text,
     price_version text,
 {_TOKEN_COLUMNS},
-    payload bytea NOT NULL
+    payload bytea NOT NULL,
+    ordinal bigint NOT NULL  -- the event's place in its batch: COPY does not keep the rows' order
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS outlay_delta (
     day date NOT NULL,
@@ -230,6 +235,7 @@ INSERT INTO {{s}}.events (event_id, time, day, {DIMENSIONS}, run_id, priced, cos
 SELECT event_id, time, day, {DIMENSIONS}, run_id, priced, cost, unpriced_reason, price_version,
     {TOKENS}, payload
 FROM pg_temp.outlay_staging
+ORDER BY ordinal  -- seq follows the recording order: ties at one instant keep it (docs/api.md)
 """
 _TOKEN_SUMS: Final = ", ".join(f"sum({name})" for name in TOKENS.split(", "))
 _ADD: Final = ",\n    ".join(

@@ -107,6 +107,7 @@ class Batch:
                     usage.output_tokens,
                     usage.reasoning_tokens,
                     payloads[index] if payloads is not None else encode_event(event),
+                    len(rows),
                 )
             )
         self.rows = rows
