@@ -56,7 +56,7 @@ def events(draw: st.DrawFn) -> CostEvent:
     return CostEvent(
         time=draw(
             st.datetimes(
-                timezones=st.just(UTC), min_value=datetime(2000, 1, 1), max_value=datetime(9998, 12, 31)
+                timezones=st.just(UTC), min_value=datetime(2000, 1, 1), max_value=datetime(2199, 12, 31)
             )
         ),
         tenant_id=tenant,
@@ -172,6 +172,9 @@ def test_bad_data_is_rejected_naming_the_field(change: dict[str, Any], field: st
         ("time", "9999-12-31T23:00:00-05:00", "time"),  # past datetime's range once in UTC
         ("time", "0001-01-01T00:00:00+05:00", "time"),
         ("time", "1969-12-31T23:59:59Z", "time"),
+        # accepted once, but no API window, dashboard or billing period could show it
+        ("time", "1999-12-31T23:59:59Z", "time"),
+        ("time", "2200-01-01T00:00:00Z", "time"),
         ("data", "x", "data"),
     ],
 )

@@ -44,9 +44,10 @@ STATUSES: Final = frozenset({"ok", "error", "estimated"})
 CALLER_PRICED: Final = "caller"
 
 _MAX_ID = 200
-# The instants a ledger can hold and a report window can name (see outlay.ledger's windows).
-_EARLIEST: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_LATEST: Final = datetime(9999, 1, 1, tzinfo=UTC)
+# The instants every report can name — the reporting API's windows, the dashboard, billing periods
+# (2000-2199) — so no event is accepted that some view could never show (a clock gone wrong).
+_EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST: Final = datetime(2200, 1, 1, tzinfo=UTC)
 _ID_FIELDS: Final = (
     "tenant_id", "workspace_id", "user_id", "billing_unit", "feature", "origin", "request_id", "run_id",
     "parent_run_id", "root_run_id", "agent", "run_kind", "workflow_id", "provider", "model", "price_version",
