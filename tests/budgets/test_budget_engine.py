@@ -540,3 +540,16 @@ def test_an_amount_no_counter_can_hold_exactly_is_a_clear_error_that_changes_not
     assert engine.settle(held, "0.1") == D("0.1")
     with pytest.raises(InvalidInput, match="limit: "):
         Budget(amount, scope="tenant")
+
+
+def test_a_downgrade_by_a_shared_budget_does_not_tell_its_spend(clock: FakeClock) -> None:
+    # The shared counter holds every tenant's spend: acme's downgrade decision must not carry globex's.
+    sink = InMemoryDecisionSink()
+    cap = Budget(limit="10", soft="1", scope="feature", shared=True, downgrade={"gpt-4o": "gpt-4o-mini"})
+    engine = engine_with(clock, sink, cap)
+    engine.settle(engine.reserve(Scope(tenant="globex", feature="search"), "3.21"), "3.21")
+    assert engine.model_for(Scope(tenant="acme", feature="search"), "gpt-4o") == ("gpt-4o-mini", True)
+    (downgraded,) = [d for d in sink.decisions if d.kind == "downgraded"]
+    assert downgraded.tenant == "acme"
+    assert downgraded.spent is None and downgraded.reserved is None
+    assert "3.21" not in downgraded.message

@@ -476,8 +476,10 @@ class BudgetEngine:
             if cost_of is not None and not self._cheaper(policy, requested_model, target, cost_of):
                 continue
             message = f"{requested_model} downgraded to {target}: {counter} reached its soft limit"
+            # A shared counter holds every tenant's spend: not the caller's to read (as in _denied).
+            spent, reserved = (None, None) if policy.shared else (status.spent, status.reserved)
             self._decide("downgraded", message, tenant=sc.tenant, scope=policy.scope, key=counter,
-                         budget=policy.name, limit=policy.soft, spent=status.spent, reserved=status.reserved,
+                         budget=policy.name, limit=policy.soft, spent=spent, reserved=reserved,
                          model=requested_model, downgraded_to=target, run_id=sc.run)  # fmt: skip
             return target, True
         return requested_model, False
