@@ -308,6 +308,7 @@ def test_plans_file(tmp_path: Path) -> None:
         ),
         ('tiers = ["a"]\n[tenants]\nx = { tier = "a", colour = "red" }\n', "colour"),
         ('tiers = ["a"]\ndefault_tier = "b"\n', "default_tier"),
+        ('tiers = ["a"]\ndefault_tier = ["a"]\n', "default_tier"),  # not a TypeError (unhashable)
         ('tiers = ["a"]\nprice = 3\n', "unknown field"),
     ],
 )

@@ -42,13 +42,13 @@ class Plans:
             raise ConfigError("a tier is listed twice", field="tiers")
         self.tiers: tuple[str, ...] = tuple(tiers)
         self._rank = {tier: index for index, tier in enumerate(self.tiers)}
-        if default_tier is not None and default_tier not in self._rank:
+        if default_tier is not None and (not isinstance(default_tier, str) or default_tier not in self._rank):
             raise ConfigError(
                 f"unknown tier {default_tier!r} (tiers: {', '.join(tiers)})", field="default_tier"
             )
         self.default_tier = default_tier
         for tenant, tier in tenants.items():
-            if tier not in self._rank:
+            if not isinstance(tier, str) or tier not in self._rank:
                 raise ConfigError(
                     f"unknown tier {tier!r} (tiers: {', '.join(self.tiers)})", field=f"tenants.{tenant}.tier"
                 )
