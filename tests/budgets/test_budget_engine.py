@@ -553,3 +553,20 @@ def test_a_downgrade_by_a_shared_budget_does_not_tell_its_spend(clock: FakeClock
     assert downgraded.tenant == "acme"
     assert downgraded.spent is None and downgraded.reserved is None
     assert "3.21" not in downgraded.message
+
+
+def test_a_soft_limit_given_per_call_is_announced_once_per_counter(clock: FakeClock) -> None:
+    sink = InMemoryDecisionSink()
+    hooked: list[Decision] = []
+    engine = engine_with(clock, sink)
+    kept: list[Budget] = []  # alive, so that no two of them share an id()
+    for _ in range(4):
+        daily = Budget(soft="0.10", scope="tenant", period="day", name="daily", on_soft=hooked.append)
+        kept.append(daily)
+        engine.settle(engine.reserve(Scope(tenant="acme"), "0.20", budgets=[daily]))
+    assert [d.kind for d in sink.decisions] == ["soft_exceeded"]
+    assert len(hooked) == 1
+    # another soft limit on the same counter is its own announcement
+    other = Budget(soft="0.50", scope="tenant", period="day", name="daily-high")
+    engine.settle(engine.reserve(Scope(tenant="acme"), "0.20", budgets=[other]))
+    assert [d.kind for d in sink.decisions] == ["soft_exceeded", "soft_exceeded"]

@@ -354,7 +354,9 @@ class BudgetEngine:
             status = by_key.get(counter)
             if policy.soft is None or status is None or _add(status.spent, status.reserved) < policy.soft:
                 continue
-            seen = f"{id(policy)}|{counter}"
+            # By what the policy is, not id(policy): a budget given per call is a new object each time
+            # (and a freed one's id is reused), yet it is the same soft limit on the same counter.
+            seen = f"{policy.name}|{policy.soft}|{counter}"
             if seen in self._soft_seen:
                 continue
             self._soft_seen[seen] = None
