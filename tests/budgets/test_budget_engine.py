@@ -347,6 +347,22 @@ def test_a_run_policys_limit_shows_in_the_runs_checkpoints(
     engine.check_run("r1-globex", "0.50")
 
 
+def test_a_rolling_soft_limit_is_announced_again_once_its_window_has_rolled(
+    clock: FakeClock, sink: InMemoryDecisionSink
+) -> None:
+    # Its counter key never changes: the first crossing was the only one ever announced, and an
+    # escalating on_soft hook silently stopped working.
+    told: list[object] = []
+    soft = Budget(soft="1", scope="tenant", period="rolling:1h", on_soft=told.append)
+    engine = engine_with(clock, sink, soft)
+    for _ in range(3):
+        engine.settle(engine.reserve({"tenant": "acme"}, "1.5"))
+        engine.settle(engine.reserve({"tenant": "acme"}, "0.1"))  # within the hour: told already
+        clock.advance(2 * 3600)  # the spend told of has left the window
+    assert len(told) == 3
+    assert [d.kind for d in sink.decisions] == ["soft_exceeded"] * 3
+
+
 def test_cost_velocity_guard_uses_the_last_minute(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
     engine = engine_with(clock, sink)
     engine.start_run("fast", budget=Budget(guards=RunGuards(max_cost_per_minute="1.00")))

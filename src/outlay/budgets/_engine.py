@@ -110,7 +110,7 @@ class BudgetEngine:
         self.runs = RunBook()
         # Both bounded (oldest forgotten first): a soft counter per period and key, and the holds
         # of calls under no budget that were never settled (a crashed caller) would grow forever.
-        self._soft_seen: OrderedDict[str, None] = OrderedDict()
+        self._soft_seen: OrderedDict[str, float] = OrderedDict()  # -> when it was announced
         # Calls no policy applied to hold nothing in the store; this set makes their settle and
         # release idempotent too (a repeated settle must not count a run's spend twice).
         self._keyless: OrderedDict[str, None] = OrderedDict()
@@ -352,14 +352,20 @@ class BudgetEngine:
         by_key = {s.key: s for s in statuses}
         for policy, value, counter in reservation.policies:
             status = by_key.get(counter)
-            if policy.soft is None or status is None or _add(status.spent, status.reserved) < policy.soft:
+            if policy.soft is None or status is None:
                 continue
             # By what the policy is, not id(policy): a budget given per call is a new object each time
             # (and a freed one's id is reused), yet it is the same soft limit on the same counter.
             seen = f"{policy.name}|{policy.soft}|{counter}"
-            if seen in self._soft_seen:
+            if _add(status.spent, status.reserved) < policy.soft:
                 continue
-            self._soft_seen[seen] = None
+            now = self.clock()
+            told = self._soft_seen.get(seen)
+            # A calendar period's next window is a new counter, announced anew; a rolling window
+            # keeps its key, so it is announced again once the spend told of has left the window.
+            if told is not None and (policy.window is None or now - told < policy.window):
+                continue
+            self._soft_seen[seen] = now
             if len(self._soft_seen) > _REMEMBERED:
                 self._soft_seen.popitem(last=False)
             period = policy.describe()
