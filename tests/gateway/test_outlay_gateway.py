@@ -191,6 +191,34 @@ def test_malformed_attribution_is_a_400_naming_it(stack: Stack, headers: dict[st
     assert needle in response.json()["error"]["message"]
 
 
+def test_non_ascii_attribution_headers_are_read_as_utf8(stack: Stack) -> None:
+    # Clients send header text as UTF-8; the server hands it over as latin-1. Read as latin-1,
+    # "café" was recorded as "cafÃ©", and a key's own non-ASCII tenant was refused as forged (403).
+    key, secret = stack.keys.create("ünï→💸")
+    for name, value, key_secret in (
+        ("X-Outlay-Feature", "café", stack.secret),
+        ("X-Outlay-Tenant", key.tenant, secret),
+    ):
+        response = httpx.post(
+            stack.url + "/v1/chat/completions",
+            headers={b"authorization": f"Bearer {key_secret}".encode(), name.encode(): value.encode()},
+            json={"model": "gpt-4o-mini", "messages": MESSAGES},
+        )
+        assert response.status_code == 200, response.text
+    events = stack.wait_events(2)
+    assert sorted((e.tenant_id, e.feature) for e in events) == [("acme", "café"), ("ünï→💸", None)]
+    latin1 = httpx.post(
+        stack.url + "/v1/chat/completions",
+        headers={
+            b"authorization": f"Bearer {stack.secret}".encode(),
+            b"X-Outlay-Feature": "café".encode("latin-1"),
+        },
+        json={"model": "gpt-4o-mini", "messages": MESSAGES},
+    )
+    assert latin1.status_code == 400
+    assert "x-outlay-feature" in latin1.json()["error"]["message"]
+
+
 # -- exact costs ------------------------------------------------------------------------------------
 
 

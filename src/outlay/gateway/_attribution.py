@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from outlay._errors import Forbidden
+from outlay._errors import Forbidden, InvalidInput
 from outlay.context import ENVIRONMENTS, CostContext, extract
 
 __all__ = ["HEADERS", "attribute"]
@@ -38,6 +38,22 @@ _FIELDS: Final = (
 )  # fmt: skip
 
 
+def _header_text(header: str, value: str) -> str:
+    """A header value as the client wrote it. The ASGI server hands header bytes over decoded as
+    latin-1, while clients send text as UTF-8: read as latin-1, a feature ``café`` would be recorded
+    as ``cafÃ©``, and a key's own non-ASCII tenant would look like a forged one (403)."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeEncodeError:
+        return value  # already text: a caller that decoded the header itself
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            "is not UTF-8 text; send non-ASCII values as UTF-8 (or percent-encoded in baggage)", field=header
+        ) from None
+
+
 def _claims(headers: Mapping[str, str]) -> dict[str, Any] | None:
     """What the request says about itself, or ``None`` when it says nothing (the common case)."""
     values: dict[str, Any] | None = None
@@ -52,7 +68,7 @@ def _claims(headers: Mapping[str, str]) -> dict[str, Any] | None:
         if value is not None:
             if values is None:
                 values = {}
-            values[name] = value
+            values[name] = _header_text(header, value)
     if values and values.get("run_path") and values["run_path"][-1] != values.get("parent_run_id"):
         del values["run_path"]  # an X-Outlay-* header moved the run: the baggage's ancestors are not its
     return values
