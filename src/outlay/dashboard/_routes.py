@@ -86,11 +86,18 @@ def _error_page(exc: Exception, request: Request) -> Response:
     return _html(message_page("Error", "internal error; see the server log"), 500)
 
 
+def _params(request: Request) -> list[tuple[str, str]]:
+    """The query string with blank values dropped: the filters form sends every field, and a field
+    left empty (the environment's "all", a cleared date) means "not given", as the API reads an
+    absent parameter — not a 400."""
+    return [(name, value) for name, value in request.query_params.multi_items() if value != ""]
+
+
 def _page(view: Callable[[Context, Query], str], name: str) -> Callable[[Request], object]:
     async def serve(request: Request) -> Response:
         try:
             principal = _principal(request)
-            query = Query(request.query_params.multi_items(), PAGE_PARAMS[name])
+            query = Query(_params(request), PAGE_PARAMS[name])
             body = await run_in_threadpool(view, _context(request, principal), query)
         except Exception as exc:  # every failure is a page with the right status, never a crash
             return _error_page(exc, request)
@@ -164,7 +171,7 @@ async def _export(request: Request) -> Response:
     """The API's CSV export, reachable with the dashboard cookie (a link cannot send a header)."""
     try:
         principal = _principal(request)
-        query = Query(request.query_params.multi_items(), ("tenant", "period", "what", "environment"))
+        query = Query(_params(request), ("tenant", "period", "what", "environment"))
         tenant = principal.scope_tenant(query.get("tenant"))
         if tenant is None:
             raise InvalidInput("is required", field="tenant")
