@@ -176,16 +176,28 @@ def test_cli_create_list_revoke(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["revoke", "key_missing"], "key_id"),
+        # a mistyped store path is said so, never read as an empty store (nor created)
+        (["revoke", "key_missing"], "no key store"),
+        (["list"], "no key store"),
         (["create", "--tenant", "acme", "--budget", "lots"], "budget"),
         (["create"], "--tenant"),
     ],
 )
 def test_cli_errors_are_clear_and_not_tracebacks(tmp_path: Path, args: list[str], needle: str) -> None:
-    result = CliRunner().invoke(keys, [*args, "--keys", str(tmp_path / "keys.db")])
+    result = CliRunner().invoke(keys, [*args, "--keys", str(tmp_path / "typo" / "keys.db")])
     assert result.exit_code == 2
     assert needle in result.output
     assert "Traceback" not in result.output
+    if args[0] != "create":  # only create makes a store
+        assert not (tmp_path / "typo").exists()
+
+
+def test_cli_revoke_of_an_unknown_key_names_it(tmp_path: Path) -> None:
+    url = str(tmp_path / "keys.db")
+    runner = CliRunner()
+    assert runner.invoke(keys, ["create", "--tenant", "acme", "--keys", url]).exit_code == 0
+    result = runner.invoke(keys, ["revoke", "key_missing", "--keys", url])
+    assert result.exit_code == 2 and "key_id" in result.output
 
 
 def test_default_location_follows_a_home_not_created_yet(tmp_path: Path) -> None:

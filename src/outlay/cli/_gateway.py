@@ -78,7 +78,7 @@ def list_keys(tenant: str | None, fmt: str, keys_url: str | None) -> None:
     """List keys (never their secrets)."""
     from outlay.keys import open_key_store
 
-    with _clean_errors(), open_key_store(keys_url) as store:
+    with _clean_errors(), open_key_store(keys_url, create=False) as store:
         rows = [key.to_dict() for key in store.list_keys(tenant=tenant)]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
@@ -96,7 +96,7 @@ def revoke_key(key_id: str, keys_url: str | None) -> None:
     """Revoke a key: gateways refuse it with 401 (within their key cache TTL, 1 s by default)."""
     from outlay.keys import open_key_store
 
-    with _clean_errors(), open_key_store(keys_url) as store:
+    with _clean_errors(), open_key_store(keys_url, create=False) as store:
         key = store.revoke(key_id)
     click.echo(f"revoked {key.id} ({key.prefix}...) of tenant {key.tenant}")
 

@@ -234,8 +234,10 @@ def default_keys_url(environ: dict[str, str] | None = None) -> str:
     return str(ledger_file(target).parent / "keys.db")
 
 
-def open_key_store(url: str | None = None) -> KeyStore:
-    """``memory://``, ``sqlite:PATH`` or a plain path (default: :func:`default_keys_url`)."""
+def open_key_store(url: str | None = None, *, create: bool = True) -> KeyStore:
+    """``memory://``, ``sqlite:PATH`` or a plain path (default: :func:`default_keys_url`). With
+    ``create=False`` a missing file is an error, not a new empty store (``keys list`` on a mistyped
+    path must not answer "no keys")."""
     target = url or default_keys_url()
     if target == "memory://":
         return InMemoryKeyStore()
@@ -245,5 +247,10 @@ def open_key_store(url: str | None = None) -> KeyStore:
     elif "://" in target:
         raise ConfigError(
             f"unsupported key store URL {target!r}; use a path, sqlite:PATH or memory://", field="keys"
+        )
+    if not create and not Path(target).expanduser().exists():
+        raise ConfigError(
+            f"no key store at {target!r} (create a key first, or pass --keys / set OUTLAY_KEYS_URL)",
+            field="keys",
         )
     return SQLiteKeyStore(target)
