@@ -313,5 +313,7 @@ def test_plans_file(tmp_path: Path) -> None:
     ],
 )
 def test_bad_plans_files(tmp_path: Path, text: str, expected: str) -> None:
-    with pytest.raises(ConfigError, match=expected):
+    with pytest.raises(ConfigError, match=expected) as info:
         load_plans(write(tmp_path, text, "plans.toml"))
+    if "default_tier" in text and "unknown field" not in expected:
+        assert info.value.field == "default_tier"  # a caller can tell which field, not only read it

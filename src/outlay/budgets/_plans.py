@@ -118,4 +118,6 @@ def load_plans(path: str | Path) -> Plans:
     try:
         return Plans(data.get("tiers", []), tiers, timezones=zones, default_tier=data.get("default_tier"))
     except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        error = ConfigError(f"{where}: {exc}")  # (the message names the field after the file)
+        error.field = exc.field  # and so does .field, as for every other error of this file
+        raise error from None
