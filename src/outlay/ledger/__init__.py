@@ -26,7 +26,7 @@ from ._base import (
 from ._memory import InMemoryLedger
 from ._open import DEFAULT_PATH, ledger_url, open_ledger
 from ._rerate import RateFunction, RerateResult, catalog_rater, rerate
-from ._sqlite import SQLiteLedger
+from ._sqlite import SQLiteLedger, speedups
 from ._window import Window, parse_instant, parse_window
 from ._writer import DEFAULT_BATCH, LedgerWriter, WriterStats
 
@@ -56,4 +56,5 @@ __all__ = [
     "parse_instant",
     "parse_window",
     "rerate",
+    "speedups",
 ]

@@ -28,10 +28,12 @@ from outlay._gc import gc_paused
 from outlay._money import MONEY_CONTEXT, ZERO, money_str
 from outlay._rating import Rating
 from outlay._sqlite import use_wal
+from outlay._usage import Usage
 from outlay.events import CostEvent, decode_event, encode_event
 
 from ._base import (
     EVENT_GROUP_KEYS,
+    SEVERAL_TENANTS,
     Adjustment,
     LedgerEntry,
     LedgerStore,
@@ -44,7 +46,9 @@ from ._base import (
 from ._grain import combine, plan
 from ._rows import (
     US_PER_HOUR,
+    Acc,
     RollupDeltas,
+    RunAcc,
     check_by,
     check_events,
     check_rating,
@@ -74,7 +78,7 @@ from ._sqlite_schema import (
     totals,
 )
 
-__all__ = ["SQLiteLedger"]
+__all__ = ["SQLiteLedger", "event_rows", "event_rows_py", "speedups"]
 
 _PAGE_SIZE: Final = 32768
 _CHUNK: Final = 4000  # ids per IN (...) list; well under SQLite's 32,766 variable limit
@@ -101,11 +105,13 @@ def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
 
-def event_rows(
+def event_rows_py(
     events: Sequence[CostEvent], payloads: Sequence[bytes] | None, first: dict[str, int]
 ) -> tuple[list[tuple[Any, ...]], RollupDeltas]:
     """The ``ledger_events`` rows of the events at ``first``'s indexes (one per distinct id), and
-    their rollup deltas as if every one were new. Hot: it runs once per ingested event.
+    their rollup deltas as if every one were new. Hot: it runs once per ingested event, so
+    ``outlay.ledger._speedups`` does the same in C where it was built (:func:`event_rows`); this
+    is the reference the tests hold it to.
 
     The values are of the types sqlite3 binds without its adapter lookup (see ``INSERT_EVENT``):
     '' for an absent optional text, 1/0 for ``priced``, the payload as a ``bytearray``."""
@@ -135,6 +141,49 @@ def event_rows(
                 bytearray(payloads[index] if payloads is not None else encode_event(event)),
             )
         )
+    return rows, deltas
+
+
+def _load_speedups() -> Any:
+    """The compiled ``event_rows`` (``None`` where it was not built, or ``OUTLAY_NO_SPEEDUPS=1``)."""
+    if os.environ.get("OUTLAY_NO_SPEEDUPS", "") not in ("", "0"):
+        return None
+    try:
+        from outlay.ledger import _speedups
+    except ImportError:
+        return None
+    _speedups.configure(
+        time_us,
+        day_of,
+        encode_event,
+        CostEvent,
+        Usage,
+        Acc,
+        RunAcc,
+        RollupDeltas.link,
+        MONEY_CONTEXT.add,
+        SEVERAL_TENANTS,
+    )
+    return _speedups
+
+
+_SPEEDUPS: Final = _load_speedups()
+
+
+def speedups() -> bool:
+    """Whether the SQLite ledger builds its rows with the compiled ``outlay.ledger._speedups``
+    (the install compiles it where a C compiler is found; ``OUTLAY_NO_SPEEDUPS=1`` turns it off)."""
+    return _SPEEDUPS is not None
+
+
+def event_rows(
+    events: Sequence[CostEvent], payloads: Sequence[bytes] | None, first: dict[str, int]
+) -> tuple[list[tuple[Any, ...]], RollupDeltas]:
+    """:func:`event_rows_py`, compiled where the speedups were built (the same rows and deltas)."""
+    if _SPEEDUPS is None:
+        return event_rows_py(events, payloads, first)
+    deltas = RollupDeltas()
+    rows: list[tuple[Any, ...]] = _SPEEDUPS.event_rows(events, payloads, first, deltas)
     return rows, deltas
 
 

@@ -1,0 +1,605 @@
+/* outlay.ledger._speedups: the SQLite ledger's per-event row building, compiled.
+ *
+ * ``event_rows`` does exactly what ``outlay.ledger._sqlite.event_rows_py`` does (that Python
+ * function is the reference; tests compare the two on generated batches): one ``ledger_events``
+ * row per distinct event id, and the batch's rollup deltas added to a ``RollupDeltas``. It runs
+ * once per ingested event, and in Python it was a third of ``SQLiteLedger.write``
+ * (docs/benchmarks.md). Everything uncommon is handed back to the Python helpers given to
+ * ``configure``: a time that is not in ``datetime.UTC``, a day not seen yet in the batch, the
+ * run-path links, an event with no payload. Money stays ``Decimal``, added by the ledger's own
+ * context (``MONEY_CONTEXT.add``), formatted by ``format(cost, "f")`` as in Python.
+ *
+ * Only CPython's public C API is used; the module is optional (the build skips it when no
+ * compiler is found, and the Python code runs instead).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <datetime.h>
+#include <structmember.h>
+
+static PyObject *h_time_us;   /* time_us(datetime) -> int */
+static PyObject *h_day_of;    /* day_of(int) -> str */
+static PyObject *h_encode;    /* encode_event(event) -> bytes */
+static PyObject *h_link;      /* RollupDeltas.link(deltas, path, root_run_id, us) */
+static PyObject *h_add;       /* MONEY_CONTEXT.add */
+static PyObject *h_several;   /* SEVERAL_TENANTS */
+static PyTypeObject *t_acc;   /* Acc */
+static PyTypeObject *t_run;   /* RunAcc */
+
+static PyObject *zero, *one, *empty, *format_f, *s_groups, *s_runs;
+
+#define US_PER_DAY 86400000000LL
+
+/* Direct slot access. The classes handed to ``configure`` are slotted dataclasses; reading or
+ * writing a field through its member descriptor's offset skips the generic attribute lookup,
+ * which was the biggest single cost here. An object of any other type (a subclass, say) goes
+ * through PyObject_GetAttr / PyObject_SetAttr as Python would. */
+typedef struct {
+    PyTypeObject *type;
+    PyObject *name;
+    Py_ssize_t offset;
+} Field;
+
+enum {
+    E_TIME, E_TENANT, E_FEATURE, E_AGENT, E_MODEL, E_PROVIDER, E_OPERATION, E_ENVIRONMENT, E_ORIGIN,
+    E_USAGE, E_COST, E_RUN_ID, E_RUN_PATH, E_ROOT, E_PARENT, E_REASON, E_VERSION,
+    U_TOK0, U_TOK1, U_TOK2, U_TOK3, U_TOK4,
+    A_EVENTS, A_UNPRICED, A_COST, A_TOKENS,
+    R_PARENT, R_ROOT, R_TENANT, R_AGENT, R_FIRST, R_LAST, R_ACC,
+    N_FIELDS
+};
+static const char *const field_names[N_FIELDS] = {
+    "time", "tenant_id", "feature", "agent", "model", "provider", "operation", "environment", "origin",
+    "usage", "cost", "run_id", "run_path", "root_run_id", "parent_run_id", "unpriced_reason",
+    "price_version",
+    "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
+    "events", "unpriced", "cost", "tokens",
+    "parent_run_id", "root_run_id", "tenant_id", "agent", "first_us", "last_us", "acc",
+};
+static Field fields[N_FIELDS];
+
+/* obj.<field> (new reference). */
+static PyObject *
+get(PyObject *obj, int which)
+{
+    const Field *field = &fields[which];
+    if (Py_TYPE(obj) != field->type)
+        return PyObject_GetAttr(obj, field->name);
+    PyObject *value = *(PyObject **)((char *)obj + field->offset);
+    if (value == NULL) {
+        PyErr_SetObject(PyExc_AttributeError, field->name);
+        return NULL;
+    }
+    return Py_NewRef(value);
+}
+
+/* obj.<field> = value (mutable classes only: Acc and RunAcc). */
+static int
+set(PyObject *obj, int which, PyObject *value)
+{
+    const Field *field = &fields[which];
+    if (Py_TYPE(obj) != field->type)
+        return PyObject_SetAttr(obj, field->name, value);
+    PyObject **slot = (PyObject **)((char *)obj + field->offset);
+    PyObject *old = *slot;
+    *slot = Py_NewRef(value);
+    Py_XDECREF(old);
+    return 0;
+}
+
+/* Resolves the fields ``first``..``last`` of ``type``: each must be an object slot. */
+static int
+resolve(PyObject *type, int first, int last)
+{
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "configure() takes classes");
+        return -1;
+    }
+    for (int i = first; i <= last; i++) {
+        PyObject *name = PyUnicode_InternFromString(field_names[i]);
+        if (name == NULL)
+            return -1;
+        PyObject *descr = PyObject_GetAttr(type, name);
+        if (descr == NULL) {
+            Py_DECREF(name);
+            return -1;
+        }
+        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type)
+                 && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+        Py_ssize_t offset = ok ? ((PyMemberDescrObject *)descr)->d_member->offset : 0;
+        Py_DECREF(descr);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "%s.%U is not an object slot", ((PyTypeObject *)type)->tp_name, name);
+            Py_DECREF(name);
+            return -1;
+        }
+        Py_XSETREF(fields[i].name, name);
+        Py_XSETREF(fields[i].type, (PyTypeObject *)Py_NewRef(type));
+        fields[i].offset = offset;
+    }
+    return 0;
+}
+
+/* Days from 1970-01-01 to the proleptic Gregorian date y-m-d (Howard Hinnant's days_from_civil). */
+static long long
+days_from_civil(long long y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    const long long era = (y >= 0 ? y : y - 399) / 400;
+    const unsigned yoe = (unsigned)(y - era * 400);
+    const unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (long long)doe - 719468;
+}
+
+/* Epoch microseconds of ``moment``: computed here for a datetime in UTC, else by time_us(). */
+static PyObject *
+epoch_us(PyObject *moment, long long *out)
+{
+    if (PyDateTime_CheckExact(moment) && PyDateTime_DATE_GET_TZINFO(moment) == PyDateTime_TimeZone_UTC) {
+        long long days = days_from_civil(
+            PyDateTime_GET_YEAR(moment), PyDateTime_GET_MONTH(moment), PyDateTime_GET_DAY(moment));
+        long long seconds = ((days * 24 + PyDateTime_DATE_GET_HOUR(moment)) * 60
+                             + PyDateTime_DATE_GET_MINUTE(moment)) * 60
+                            + PyDateTime_DATE_GET_SECOND(moment);
+        *out = seconds * 1000000 + PyDateTime_DATE_GET_MICROSECOND(moment);
+        return PyLong_FromLongLong(*out);
+    }
+    PyObject *us = PyObject_CallOneArg(h_time_us, moment);
+    if (us == NULL)
+        return NULL;
+    *out = PyLong_AsLongLong(us);
+    if (*out == -1 && PyErr_Occurred()) {
+        Py_DECREF(us);
+        return NULL;
+    }
+    return us;
+}
+
+/* ``value or ""`` for an optional str (steals ``value``, returns a new reference). */
+static PyObject *
+or_empty(PyObject *value)
+{
+    if (value != NULL && (value == Py_None || (PyUnicode_Check(value) && PyUnicode_GET_LENGTH(value) == 0))) {
+        Py_DECREF(value);
+        return Py_NewRef(empty);
+    }
+    return value;
+}
+
+/* obj.<field> += delta (Python ints). */
+static int
+add_to(PyObject *obj, int which, PyObject *delta)
+{
+    PyObject *value = get(obj, which);
+    if (value == NULL)
+        return -1;
+    PyObject *sum = PyNumber_Add(value, delta);
+    Py_DECREF(value);
+    if (sum == NULL)
+        return -1;
+    int rc = set(obj, which, sum);
+    Py_DECREF(sum);
+    return rc;
+}
+
+/* One more event in ``acc`` (an Acc): events, and unpriced or cost (``add`` when both known). */
+static int
+acc_add(PyObject *acc, PyObject *cost)
+{
+    if (add_to(acc, A_EVENTS, one) < 0)
+        return -1;
+    if (cost == Py_None)
+        return add_to(acc, A_UNPRICED, one);
+    PyObject *current = get(acc, A_COST);
+    if (current == NULL)
+        return -1;
+    PyObject *total = current == Py_None ? Py_NewRef(cost) : PyObject_CallFunctionObjArgs(h_add, current, cost, NULL);
+    Py_DECREF(current);
+    if (total == NULL)
+        return -1;
+    int rc = set(acc, A_COST, total);
+    Py_DECREF(total);
+    return rc;
+}
+
+/* A new instance of the slotted class ``type`` with ``values`` in its fields ``first``.. (in
+ * order): what its dataclass __init__ does (neither class has defaults left or a __post_init__). */
+static PyObject *
+make(PyTypeObject *type, int first, int count, PyObject *const *values)
+{
+    PyObject *obj = type->tp_alloc(type, 0);
+    if (obj == NULL)
+        return NULL;
+    for (int i = 0; i < count; i++) {
+        if (set(obj, first + i, values[i]) < 0) {
+            Py_DECREF(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
+/* Acc(1, unpriced, cost, list(tokens)) */
+static PyObject *
+new_acc(PyObject *cost, PyObject *const *tokens)
+{
+    PyObject *list = PyList_New(5);
+    if (list == NULL)
+        return NULL;
+    for (int i = 0; i < 5; i++)
+        PyList_SET_ITEM(list, i, Py_NewRef(tokens[i]));
+    PyObject *values[4] = {one, cost == Py_None ? one : zero, cost, list};
+    PyObject *acc = make(t_acc, A_EVENTS, 4, values);
+    Py_DECREF(list);
+    return acc;
+}
+
+/* The group part of RollupDeltas.add_event. */
+static int
+add_group(PyObject *groups, PyObject *key, PyObject *cost, PyObject *const *tokens)
+{
+    PyObject *acc = PyDict_GetItemWithError(groups, key); /* borrowed */
+    if (acc == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        acc = new_acc(cost, tokens);
+        if (acc == NULL)
+            return -1;
+        int rc = PyDict_SetItem(groups, key, acc);
+        Py_DECREF(acc);
+        return rc;
+    }
+    Py_INCREF(acc); /* ``add`` is Python code: hold our own reference across it */
+    int rc = -1;
+    PyObject *own = NULL;
+    if (acc_add(acc, cost) < 0 || (own = get(acc, A_TOKENS)) == NULL)
+        goto done;
+    if (!PyList_CheckExact(own) || PyList_GET_SIZE(own) != 5) {
+        PyErr_SetString(PyExc_TypeError, "Acc.tokens must be a list of 5 ints");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < 5; i++) {
+        PyObject *sum = PyNumber_Add(PyList_GET_ITEM(own, i), tokens[i]);
+        if (sum == NULL)
+            goto done;
+        PyList_SetItem(own, i, sum); /* steals ``sum``, drops the old value */
+    }
+    rc = 0;
+done:
+    Py_XDECREF(own);
+    Py_DECREF(acc);
+    return rc;
+}
+
+/* The run part of RollupDeltas.add_event (after the run-path link). */
+static int
+add_run(PyObject *runs, PyObject *event, PyObject *run_id, PyObject *tenant, PyObject *agent,
+        PyObject *us, PyObject *cost)
+{
+    PyObject *run = PyDict_GetItemWithError(runs, run_id); /* borrowed */
+    if (run == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        PyObject *zeros[5] = {zero, zero, zero, zero, zero};
+        PyObject *acc = new_acc(cost, zeros);
+        PyObject *parent = acc == NULL ? NULL : get(event, E_PARENT);
+        PyObject *root = parent == NULL ? NULL : get(event, E_ROOT);
+        PyObject *made = NULL;
+        if (root != NULL) {
+            PyObject *values[7] = {parent, root, tenant, agent, us, us, acc};
+            made = make(t_run, R_PARENT, 7, values);
+        }
+        Py_XDECREF(acc);
+        Py_XDECREF(parent);
+        Py_XDECREF(root);
+        if (made == NULL)
+            return -1;
+        int rc = PyDict_SetItem(runs, run_id, made);
+        Py_DECREF(made);
+        return rc;
+    }
+    Py_INCREF(run);
+    int rc = -1;
+    PyObject *bound = NULL, *racc = NULL, *count = NULL, *run_tenant = NULL, *parent = NULL;
+    /* if us < run.first_us: run.first_us = us  elif us > run.last_us: run.last_us = us */
+    if ((bound = get(run, R_FIRST)) == NULL)
+        goto done;
+    int below = PyObject_RichCompareBool(us, bound, Py_LT);
+    if (below < 0)
+        goto done;
+    if (below) {
+        if (set(run, R_FIRST, us) < 0)
+            goto done;
+    } else {
+        Py_SETREF(bound, get(run, R_LAST));
+        if (bound == NULL)
+            goto done;
+        int above = PyObject_RichCompareBool(us, bound, Py_GT);
+        if (above < 0 || (above && set(run, R_LAST, us) < 0))
+            goto done;
+    }
+    if ((racc = get(run, R_ACC)) == NULL || (count = get(racc, A_EVENTS)) == NULL)
+        goto done;
+    int link_only = PyObject_RichCompareBool(count, zero, Py_EQ);
+    if (link_only < 0)
+        goto done;
+    if (link_only) { /* known so far only as an ancestor of other runs (a link) */
+        if ((parent = get(run, R_PARENT)) == NULL)
+            goto done;
+        int has_parent = PyObject_IsTrue(parent);
+        if (has_parent < 0)
+            goto done;
+        if (!has_parent) {
+            Py_SETREF(parent, get(event, E_PARENT));
+            if (parent == NULL)
+                goto done;
+        }
+        if (set(run, R_PARENT, parent) < 0 || set(run, R_TENANT, tenant) < 0 || set(run, R_AGENT, agent) < 0)
+            goto done;
+    } else {
+        if ((run_tenant = get(run, R_TENANT)) == NULL)
+            goto done;
+        int differs = PyObject_RichCompareBool(run_tenant, tenant, Py_NE);
+        if (differs < 0 || (differs && set(run, R_TENANT, h_several) < 0))
+            goto done;
+    }
+    if (acc_add(racc, cost) < 0)
+        goto done;
+    rc = 0;
+done:
+    Py_XDECREF(bound);
+    Py_XDECREF(parent);
+    Py_XDECREF(run_tenant);
+    Py_XDECREF(count);
+    Py_XDECREF(racc);
+    Py_DECREF(run);
+    return rc;
+}
+
+/* One event: its row (returned) and its deltas. ``*day_number``/``*day`` cache the last day. */
+static PyObject *
+one_event(PyObject *event, PyObject *event_id, PyObject *payload, PyObject *deltas, PyObject *groups,
+          PyObject *runs, long long *day_number, PyObject **day)
+{
+    PyObject *row = NULL, *moment = NULL, *us = NULL, *tenant = NULL, *agent = NULL, *key = NULL;
+    PyObject *usage = NULL, *cost = NULL, *run_id = NULL, *path = NULL, *text = NULL, *bytes = NULL;
+    PyObject *k[9] = {NULL};       /* the rollup key */
+    PyObject *tokens[5] = {NULL};
+    PyObject *tail[2] = {NULL};    /* unpriced_reason, price_version */
+
+    if ((moment = get(event, E_TIME)) == NULL)
+        goto fail;
+    long long micro;
+    if ((us = epoch_us(moment, &micro)) == NULL)
+        goto fail;
+    /* day_of(us), called once per day seen: the batch's events are mostly of one or two days */
+    long long number = micro >= 0 ? micro / US_PER_DAY : -((-micro + US_PER_DAY - 1) / US_PER_DAY);
+    if (*day == NULL || number != *day_number) {
+        PyObject *text_day = PyObject_CallOneArg(h_day_of, us);
+        if (text_day == NULL)
+            goto fail;
+        Py_XSETREF(*day, text_day);
+        *day_number = number;
+    }
+    if ((tenant = get(event, E_TENANT)) == NULL || (agent = get(event, E_AGENT)) == NULL)
+        goto fail;
+    k[0] = or_empty(Py_NewRef(tenant));
+    k[1] = Py_NewRef(*day);
+    k[2] = or_empty(get(event, E_FEATURE));
+    k[3] = or_empty(Py_NewRef(agent));
+    k[4] = or_empty(get(event, E_MODEL));
+    k[5] = or_empty(get(event, E_PROVIDER));
+    k[6] = get(event, E_OPERATION);
+    k[7] = get(event, E_ENVIRONMENT);
+    k[8] = tenant == Py_None ? or_empty(get(event, E_ORIGIN)) : Py_NewRef(empty);
+    for (int i = 0; i < 9; i++) {
+        if (k[i] == NULL)
+            goto fail;
+    }
+    if ((key = PyTuple_New(9)) == NULL)
+        goto fail;
+    for (int i = 0; i < 9; i++)
+        PyTuple_SET_ITEM(key, i, Py_NewRef(k[i]));
+    if ((usage = get(event, E_USAGE)) == NULL)
+        goto fail;
+    for (int i = 0; i < 5; i++) {
+        if ((tokens[i] = get(usage, U_TOK0 + i)) == NULL)
+            goto fail;
+    }
+    if ((cost = get(event, E_COST)) == NULL)
+        goto fail;
+
+    /* RollupDeltas.add_event(event, key, us, tokens) */
+    if (add_group(groups, key, cost, tokens) < 0 || (run_id = get(event, E_RUN_ID)) == NULL)
+        goto fail;
+    if (run_id != Py_None) {
+        if ((path = get(event, E_RUN_PATH)) == NULL)
+            goto fail;
+        int linked = PyObject_IsTrue(path);
+        if (linked < 0)
+            goto fail;
+        if (linked) {
+            PyObject *root = get(event, E_ROOT);
+            if (root == NULL)
+                goto fail;
+            PyObject *done = PyObject_CallFunctionObjArgs(h_link, deltas, path, root, us, NULL);
+            Py_DECREF(root);
+            if (done == NULL)
+                goto fail;
+            Py_DECREF(done);
+        }
+        if (add_run(runs, event, run_id, tenant, agent, us, cost) < 0)
+            goto fail;
+    }
+
+    /* the row, in INSERT_EVENT's order */
+    text = cost == Py_None ? Py_NewRef(empty) : PyObject_Format(cost, format_f);
+    tail[0] = or_empty(get(event, E_REASON));
+    tail[1] = or_empty(get(event, E_VERSION));
+    if (text == NULL || tail[0] == NULL || tail[1] == NULL)
+        goto fail;
+    if (payload == NULL) {
+        PyObject *encoded = PyObject_CallOneArg(h_encode, event);
+        if (encoded == NULL)
+            goto fail;
+        bytes = PyByteArray_FromObject(encoded);
+        Py_DECREF(encoded);
+    } else {
+        bytes = PyByteArray_FromObject(payload);
+    }
+    if (bytes == NULL || (row = PyTuple_New(22)) == NULL)
+        goto fail;
+    PyTuple_SET_ITEM(row, 0, Py_NewRef(event_id));
+    PyTuple_SET_ITEM(row, 1, Py_NewRef(us));
+    PyTuple_SET_ITEM(row, 2, Py_NewRef(k[1]));
+    PyTuple_SET_ITEM(row, 3, Py_NewRef(k[0]));
+    for (int i = 2; i < 9; i++)
+        PyTuple_SET_ITEM(row, i + 2, Py_NewRef(k[i]));
+    PyTuple_SET_ITEM(row, 11, Py_NewRef(run_id == Py_None ? empty : run_id));
+    PyTuple_SET_ITEM(row, 12, Py_NewRef(cost == Py_None ? zero : one));
+    PyTuple_SET_ITEM(row, 13, Py_NewRef(text));
+    PyTuple_SET_ITEM(row, 14, Py_NewRef(tail[0]));
+    PyTuple_SET_ITEM(row, 15, Py_NewRef(tail[1]));
+    for (int i = 0; i < 5; i++)
+        PyTuple_SET_ITEM(row, 16 + i, Py_NewRef(tokens[i]));
+    PyTuple_SET_ITEM(row, 21, Py_NewRef(bytes));
+
+fail:
+    Py_XDECREF(moment);
+    Py_XDECREF(us);
+    Py_XDECREF(tenant);
+    Py_XDECREF(agent);
+    Py_XDECREF(key);
+    Py_XDECREF(usage);
+    Py_XDECREF(cost);
+    Py_XDECREF(run_id);
+    Py_XDECREF(path);
+    Py_XDECREF(text);
+    Py_XDECREF(bytes);
+    for (int i = 0; i < 9; i++)
+        Py_XDECREF(k[i]);
+    for (int i = 0; i < 5; i++)
+        Py_XDECREF(tokens[i]);
+    Py_XDECREF(tail[0]);
+    Py_XDECREF(tail[1]);
+    return row;
+}
+
+static PyObject *
+event_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "event_rows(events, payloads, first, deltas)");
+        return NULL;
+    }
+    if (t_acc == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "outlay.ledger._speedups is not configured");
+        return NULL;
+    }
+    PyObject *events = args[0], *payloads = args[1], *first = args[2], *deltas = args[3];
+    if (!PyDict_Check(first)) {
+        PyErr_SetString(PyExc_TypeError, "first must be a dict");
+        return NULL;
+    }
+    PyObject *groups = PyObject_GetAttr(deltas, s_groups);
+    PyObject *runs = groups == NULL ? NULL : PyObject_GetAttr(deltas, s_runs);
+    PyObject *rows = runs == NULL ? NULL : PyList_New(PyDict_GET_SIZE(first));
+    PyObject *day = NULL;
+    long long day_number = 0;
+    if (rows == NULL)
+        goto fail;
+    if (!PyDict_CheckExact(groups) || !PyDict_CheckExact(runs)) {
+        PyErr_SetString(PyExc_TypeError, "deltas.groups and deltas.runs must be dicts");
+        goto fail;
+    }
+    Py_ssize_t position = 0, count = 0;
+    PyObject *event_id, *index_obj;
+    while (PyDict_Next(first, &position, &event_id, &index_obj)) {
+        if (count == PyList_GET_SIZE(rows)) {
+            PyErr_SetString(PyExc_RuntimeError, "first changed size during event_rows");
+            goto fail;
+        }
+        Py_ssize_t index = PyNumber_AsSsize_t(index_obj, PyExc_IndexError);
+        if (index == -1 && PyErr_Occurred())
+            goto fail;
+        PyObject *event = PySequence_GetItem(events, index);
+        if (event == NULL)
+            goto fail;
+        PyObject *payload = NULL;
+        if (payloads != Py_None && (payload = PySequence_GetItem(payloads, index)) == NULL) {
+            Py_DECREF(event);
+            goto fail;
+        }
+        PyObject *row = one_event(event, event_id, payload, deltas, groups, runs, &day_number, &day);
+        Py_DECREF(event);
+        Py_XDECREF(payload);
+        if (row == NULL)
+            goto fail;
+        PyList_SET_ITEM(rows, count++, row);
+    }
+    if (count != PyList_GET_SIZE(rows)) {
+        PyErr_SetString(PyExc_RuntimeError, "first changed size during event_rows");
+        goto fail;
+    }
+    Py_DECREF(groups);
+    Py_DECREF(runs);
+    Py_XDECREF(day);
+    return rows;
+fail:
+    Py_XDECREF(groups);
+    Py_XDECREF(runs);
+    Py_XDECREF(rows);
+    Py_XDECREF(day);
+    return NULL;
+}
+
+static PyObject *
+configure(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *time_us, *day_of, *encode, *event, *usage, *acc, *run, *link, *add, *several;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOU:configure", &time_us, &day_of, &encode, &event, &usage, &acc,
+                          &run, &link, &add, &several))
+        return NULL;
+    if (resolve(event, E_TIME, E_VERSION) < 0 || resolve(usage, U_TOK0, U_TOK4) < 0
+        || resolve(acc, A_EVENTS, A_TOKENS) < 0 || resolve(run, R_PARENT, R_ACC) < 0)
+        return NULL;
+    Py_XSETREF(h_time_us, Py_NewRef(time_us));
+    Py_XSETREF(h_day_of, Py_NewRef(day_of));
+    Py_XSETREF(h_encode, Py_NewRef(encode));
+    Py_XSETREF(h_link, Py_NewRef(link));
+    Py_XSETREF(h_add, Py_NewRef(add));
+    Py_XSETREF(h_several, Py_NewRef(several));
+    Py_XSETREF(t_acc, (PyTypeObject *)Py_NewRef(acc));
+    Py_XSETREF(t_run, (PyTypeObject *)Py_NewRef(run));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"event_rows", (PyCFunction)(void (*)(void))event_rows, METH_FASTCALL,
+     "event_rows(events, payloads, first, deltas) -> rows: as outlay.ledger._sqlite.event_rows_py."},
+    {"configure", configure, METH_VARARGS,
+     "configure(time_us, day_of, encode_event, CostEvent, Usage, Acc, RunAcc, RollupDeltas.link, add,"
+     " several_tenants)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "outlay.ledger._speedups",
+    "The SQLite ledger's per-event row building, compiled (see event_rows_py).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    PyDateTime_IMPORT;
+    if (PyDateTimeAPI == NULL)
+        return NULL;
+    if ((zero = PyLong_FromLong(0)) == NULL || (one = PyLong_FromLong(1)) == NULL
+        || (empty = PyUnicode_InternFromString("")) == NULL || (format_f = PyUnicode_InternFromString("f")) == NULL
+        || (s_groups = PyUnicode_InternFromString("groups")) == NULL
+        || (s_runs = PyUnicode_InternFromString("runs")) == NULL)
+        return NULL;
+    return PyModule_Create(&module_def);
+}

@@ -1,0 +1,19 @@
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+def configure(
+    time_us: Callable[..., int],
+    day_of: Callable[[int], str],
+    encode_event: Callable[..., bytes],
+    cost_event: type,
+    usage: type,
+    acc: type,
+    run_acc: type,
+    link: Callable[..., None],
+    add: Callable[[Decimal, Decimal], Decimal],
+    several_tenants: str,
+) -> None: ...
+def event_rows(
+    events: Sequence[Any], payloads: Sequence[bytes] | None, first: dict[str, int], deltas: Any
+) -> list[tuple[Any, ...]]: ...
