@@ -92,3 +92,25 @@ def test_windows_given_as_text_are_read_and_bad_ones_are_named(ledger: InMemoryL
         spikes(ledger, "March", "2026-04-01")
     with pytest.raises(InvalidInput, match="to: "):
         runaway_runs(ledger, "2026-03-01", 20260401)
+
+
+def test_factor_and_minimum_as_documented_ints_or_strings(ledger: InMemoryLedger) -> None:
+    """docs/finance.md writes ``spikes(..., factor=3, minimum=1)``: ints (and decimal strings) are
+    read exactly; they used to crash with AttributeError ('int' object has no attribute 'is_finite')."""
+    _history(ledger)
+    window = (date(2026, 3, 15), date(2026, 3, 21))
+    assert spikes(ledger, *window, factor=3, minimum=1) == spikes(ledger, *window, factor=D(3), minimum=D(1))
+    assert spikes(ledger, *window, factor="4", minimum="0.1") == spikes(
+        ledger, *window, factor=D(4), minimum=D("0.1")
+    )
+    assert runaway_runs(ledger, DAY0, DAY0 + timedelta(days=20), factor=5, minimum=0) == runaway_runs(
+        ledger, DAY0, DAY0 + timedelta(days=20), factor=D(5), minimum=D(0)
+    )
+
+
+@pytest.mark.parametrize("bad", [3.0, True, None, "three", [3]])
+def test_factor_of_another_type_is_a_clear_error(ledger: InMemoryLedger, bad: object) -> None:
+    for call in (spikes, runaway_runs):
+        with pytest.raises(InvalidInput) as info:
+            call(ledger, date(2026, 3, 1), date(2026, 3, 2), factor=bad)  # type: ignore[operator]
+        assert info.value.field == "factor"

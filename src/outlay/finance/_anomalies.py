@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from outlay._errors import InvalidInput
@@ -48,9 +48,24 @@ class Spike:
 _HIGHEST: Final = Decimal(10) ** 12  # far beyond any sensible factor or amount; keeps products exact
 
 
-def _check(name: str, value: Decimal, low: Decimal) -> None:
-    if not value.is_finite() or not low <= value <= _HIGHEST:
+def _check(name: str, value: object, low: Decimal) -> Decimal:
+    """``value`` as a ``Decimal`` from ``low`` to ``_HIGHEST``: a ``Decimal``, an ``int`` or a decimal
+    string (``factor=3`` is as good as ``Decimal(3)``); a float, having lost its exact value, is refused."""
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidInput(f"not a decimal number: {value!r}", field=name) from None
+    else:
+        kind = "a float (pass a string or Decimal)" if isinstance(value, float) else type(value).__name__
+        raise InvalidInput(f"expected an int, a decimal string or a Decimal, got {kind}", field=name)
+    if not number.is_finite() or not low <= number <= _HIGHEST:
         raise InvalidInput(f"must be a number from {low} to {_HIGHEST}, got {value}", field=name)
+    return number
 
 
 def _median(values: list[Decimal]) -> Decimal:
@@ -83,8 +98,8 @@ def spikes(
     *,
     by: str = "tenant",
     tenant: str | None = None,
-    factor: Decimal = Decimal(3),
-    minimum: Decimal = Decimal(1),
+    factor: Decimal | int | str = Decimal(3),
+    minimum: Decimal | int | str = Decimal(1),
     baseline_days: int = 14,
     environment: str | None = "production",
 ) -> list[Spike]:
@@ -93,8 +108,8 @@ def spikes(
     start, end = _day(start, "from"), _day(end, "to")
     if by not in SPIKE_KEYS:
         raise InvalidInput(f"must be one of {', '.join(SPIKE_KEYS)}, got {by!r}", field="by")
-    _check("factor", factor, Decimal(1))
-    _check("minimum", minimum, _ZERO)
+    factor = _check("factor", factor, Decimal(1))
+    minimum = _check("minimum", minimum, _ZERO)
     if not 1 <= baseline_days <= 366:
         raise InvalidInput(f"must be from 1 to 366, got {baseline_days}", field="days")
     if start >= end:
@@ -170,8 +185,8 @@ def runaway_runs(
     end: datetime | date | str,
     *,
     tenant: str | None = None,
-    factor: Decimal = Decimal(5),
-    minimum: Decimal = Decimal(0),
+    factor: Decimal | int | str = Decimal(5),
+    minimum: Decimal | int | str = Decimal(0),
     min_runs: int = 5,
     environment: str | None = "production",
 ) -> list[RunawayRun]:
@@ -179,8 +194,8 @@ def runaway_runs(
     is over ``factor`` x the median run of the same agent, and over ``minimum``. An agent needs
     ``min_runs`` runs for its median to mean anything."""
     start, end = parse_instant(start, "from"), parse_instant(end, "to")
-    _check("factor", factor, Decimal(1))
-    _check("minimum", minimum, _ZERO)
+    factor = _check("factor", factor, Decimal(1))
+    minimum = _check("minimum", minimum, _ZERO)
     if not 2 <= min_runs <= 10_000:
         raise InvalidInput(f"must be from 2 to 10000, got {min_runs}", field="min_runs")
     runs: dict[str, _Run] = {}
