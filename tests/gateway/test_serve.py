@@ -53,3 +53,22 @@ def test_a_call_through_the_gateway_shows_in_the_api_of_the_same_process(
     [row] = [r for r in rows if r["tenant"] == "acme"]
     assert row["events"] == 1
     assert row["cost"] is not None
+
+
+def test_the_start_up_line_names_the_default_ledger_not_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no ``ledger =`` and no OUTLAY_URL, ``outlay serve`` said "(ledger: None)"; it names the
+    ledger the gateway actually writes (./.outlay/outlay.db)."""
+    from outlay.cli._serve import _ledger_shown
+
+    for name in ("OUTLAY_URL", "OUTLAY_LEDGER_URL", "OUTLAY_KEYS_URL", "OUTLAY_BUDGET_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(None)
+    assert settings.ledger is None
+    app, _ = assemble(settings, None)
+    assert _ledger_shown(app, settings) == str(Path(".outlay") / "outlay.db")
+    configured = load_settings(_config(tmp_path))
+    app, _ = assemble(configured, None)
+    assert _ledger_shown(app, configured) == str(tmp_path / "outlay.db")

@@ -45,11 +45,21 @@ def serve(host: str, port: int, config_path: str | None, tokens_file: str | None
         raise click.ClickException(str(exc)) from None
     if not with_api:
         click.echo("no API tokens (--tokens or OUTLAY_API_TOKENS): serving the gateway only", err=True)
-    click.echo(f"outlay serve on http://{host}:{port} (ledger: {settings.ledger})", err=True)
+    click.echo(f"outlay serve on http://{host}:{port} (ledger: {_ledger_shown(app, settings)})", err=True)
     uvicorn.run(
         app, host=host, port=port, log_level=log_level, access_log=False,
         lifespan="on", timeout_graceful_shutdown=30,
     )  # fmt: skip
+
+
+def _ledger_shown(app: CombinedApp, settings: GatewaySettings) -> str:
+    """The ledger the gateway writes: the one configured, else the default it resolved (never "None")."""
+    from outlay.gateway import Gateway, OutlayHooks
+
+    gateway = app.gateway
+    if isinstance(gateway, Gateway) and isinstance(gateway.hooks, OutlayHooks) and gateway.hooks.outlay:
+        return gateway.hooks.outlay.ledger_url
+    return settings.ledger or "(default)"
 
 
 def assemble(settings: GatewaySettings, tokens: str | None) -> tuple[CombinedApp, bool]:
