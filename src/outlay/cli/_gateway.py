@@ -46,7 +46,11 @@ def keys() -> None:
 @click.option("--tenant", required=True, help="The tenant every call with this key is billed to.")
 @click.option("--workspace", help="Bind the key to a workspace (requests may not claim another).")
 @click.option("--feature", help="Bind the key to a feature (requests may not claim another).")
-@click.option("--budget", metavar="AMOUNT[/PERIOD]", help="Hard limit, e.g. 25.00/month (hour, day, month).")
+@click.option(
+    "--budget",
+    metavar="AMOUNT[/PERIOD]",
+    help="Hard limit, e.g. 25.00/month (hour, day, month, rolling:<n>[smhd]).",
+)
 @click.option("--name", help="A label to recognise the key by.")
 @_keys_option
 def create_key(
