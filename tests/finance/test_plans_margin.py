@@ -159,3 +159,18 @@ def _doc() -> dict[str, object]:
     import tomllib
 
     return tomllib.loads(PLANS)
+
+
+def test_below_as_a_string_or_int_is_read_exactly_and_other_types_are_named(ledger: InMemoryLedger) -> None:
+    """``margins(..., below="0.5")`` raised a bare TypeError (Decimal < str) from deep inside."""
+    ledger.write([event(cost=D("0.3")), event(tenant_id="hooli", cost=D("0.01"))])
+    plans = parse_plans(_doc())
+    exact = [r.tenant for r in margins(ledger, plans, "2026-03", below=D("0.5"))]
+    assert [r.tenant for r in margins(ledger, plans, "2026-03", below="0.5")] == exact
+    assert [r.tenant for r in margins(ledger, plans, "2026-03", below=1)] == [
+        r.tenant for r in margins(ledger, plans, "2026-03", below=D(1))
+    ]
+    for bad in ("half", 0.5, "NaN", [1]):
+        with pytest.raises(InvalidInput) as info:
+            margins(ledger, plans, "2026-03", below=bad)  # type: ignore[arg-type]
+        assert info.value.field == "below"

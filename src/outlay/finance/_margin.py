@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Context, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from typing import Any, Final
 
+from outlay._errors import InvalidInput
 from outlay._money import MONEY_CONTEXT, money_str
 from outlay.ledger import LedgerStore, Totals
 from outlay.reporting import Reports
@@ -132,13 +133,32 @@ def _maybe_below(row: TenantMargin, below: Decimal) -> bool:
     return row.ratio < below
 
 
+def _threshold(value: object) -> Decimal:
+    """``below`` as an exact ``Decimal``: a ``Decimal``, an ``int`` or a decimal string ("0.2")."""
+    if isinstance(value, Decimal):
+        number = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            number = Decimal(value.strip())
+        except InvalidOperation:
+            raise InvalidInput(f"not a decimal number: {value!r}", field="below") from None
+    else:
+        kind = "a float (pass a string or Decimal)" if isinstance(value, float) else type(value).__name__
+        raise InvalidInput(f"expected an int, a decimal string or a Decimal, got {kind}", field="below")
+    if not number.is_finite():
+        raise InvalidInput(f"must be a finite number, got {value!r}", field="below")
+    return number
+
+
 def margins(
     ledger: LedgerStore,
     plans: Plans,
     period: str | Period,
     *,
     environment: str | None = "production",
-    below: Decimal | None = None,
+    below: Decimal | int | str | None = None,
 ) -> list[TenantMargin]:
     """Margin of every tenant that has a plan or spent anything in ``period`` (``YYYY-MM``).
 
@@ -150,5 +170,6 @@ def margins(
     tenants: Iterable[str] = sorted(set(spent) | set(plans.by_tenant))
     rows = [_margin(t, plans, spent.get(t, TenantCost(t, 0, 0, None, 0))) for t in tenants]
     if below is not None:
-        rows = [r for r in rows if _maybe_below(r, below)]
+        threshold = _threshold(below)
+        rows = [r for r in rows if _maybe_below(r, threshold)]
     return sorted(rows, key=lambda r: (r.ratio is None, r.ratio if r.ratio is not None else 0, r.tenant))
