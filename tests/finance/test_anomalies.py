@@ -114,3 +114,29 @@ def test_factor_of_another_type_is_a_clear_error(ledger: InMemoryLedger, bad: ob
         with pytest.raises(InvalidInput) as info:
             call(ledger, date(2026, 3, 1), date(2026, 3, 2), factor=bad)  # type: ignore[operator]
         assert info.value.field == "factor"
+
+
+def test_an_unknown_baseline_is_not_zero_so_it_makes_no_spike(ledger: InMemoryLedger) -> None:
+    # Fourteen days of usage whose cost is unknown, then a priced day: the baseline is unknown, not 0.
+    events = [event(time=DAY0 + timedelta(days=n), priced=False) for n in range(14)]
+    events.append(event(time=DAY0 + timedelta(days=14), cost=D("2")))
+    ledger.write(events)
+    assert spikes(ledger, date(2026, 3, 15), date(2026, 3, 16)) == []
+
+
+def test_a_spike_over_a_baseline_with_a_few_unknown_days_is_still_found(ledger: InMemoryLedger) -> None:
+    events = [event(time=DAY0 + timedelta(days=n), cost=D("0.5")) for n in range(14)]
+    events += [event(time=DAY0 + timedelta(days=n), priced=False) for n in (3, 7)]  # two days: unknown
+    events.append(event(time=DAY0 + timedelta(days=14), cost=D("2")))
+    ledger.write(events)
+    assert [(s.day, s.cost, s.baseline) for s in spikes(ledger, date(2026, 3, 15), date(2026, 3, 16))] == [
+        (date(2026, 3, 15), D("2"), D("0.5"))
+    ]
+
+
+def test_runs_of_unknown_cost_do_not_lower_the_agent_median(ledger: InMemoryLedger) -> None:
+    events = [event(run_id=f"r{n}", root_run_id=f"r{n}", priced=False) for n in range(5)]
+    events.append(event(run_id="r9", root_run_id="r9", cost=D("0.5")))
+    ledger.write(events)
+    start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)
+    assert runaway_runs(ledger, start, end) == []  # the median run costs an unknown amount, not 0

@@ -2,7 +2,9 @@
 (runs whose rolled-up cost is far above the median run of the same agent).
 
 Both compare known costs only and say how many events were unpriced: an unpriced event can hide a
-spike, never create one.
+spike, never create one. So a baseline day (or a run of the agent) with unpriced events counts as
+unknown — as high as can be — in the median: the median is then an upper bound of the true one, and
+a day or run over ``factor`` times it certainly is a spike or a runaway.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ __all__ = ["RunawayRun", "Spike", "runaway_runs", "spikes"]
 
 SPIKE_KEYS: Final = ("tenant", "agent")
 _ZERO: Final = Decimal(0)
+#: An unknown cost in a median: it can only raise the median, never lower it.
+_UNKNOWN: Final = Decimal("Infinity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +73,14 @@ def _check(name: str, value: object, low: Decimal) -> Decimal:
 
 
 def _median(values: list[Decimal]) -> Decimal:
-    # statistics.median averages the two middle values with Decimal arithmetic: exact for halves.
+    """The median (``Infinity`` when an unknown value is in the middle). statistics.median averages
+    the two middle values with Decimal arithmetic: exact for halves."""
     return Decimal(statistics.median(values)) if values else _ZERO
+
+
+def _known(cost: Decimal, unpriced: int) -> Decimal:
+    """A cost as it may enter a median: with unpriced events it is only a lower bound, so unknown."""
+    return _UNKNOWN if unpriced else cost
 
 
 #: The longest window ``spikes`` looks at (as the API's day series): ~2.7 years of days per group.
@@ -138,9 +148,11 @@ def spikes(
         day = start
         while day < end:
             cost, unpriced = days.get(day, (_ZERO, 0))
-            history = [days.get(day - timedelta(days=n), (_ZERO, 0))[0] for n in range(1, baseline_days + 1)]
+            history = [
+                _known(*days.get(day - timedelta(days=n), (_ZERO, 0))) for n in range(1, baseline_days + 1)
+            ]
             baseline = _median(history)
-            if cost > minimum and cost > MONEY_CONTEXT.multiply(factor, baseline):
+            if baseline.is_finite() and cost > minimum and cost > MONEY_CONTEXT.multiply(factor, baseline):
                 found.append(Spike(day, by, key, owner, cost, baseline, unpriced))
             day += timedelta(days=1)
     return sorted(found, key=lambda s: (s.day, -s.cost, s.key))
@@ -223,7 +235,9 @@ def runaway_runs(
     for agent, members in by_agent.items():
         if len(members) < min_runs:
             continue
-        median = _median([run.cost for _, run in members])
+        median = _median([_known(run.cost, run.unpriced) for _, run in members])
+        if not median.is_finite():
+            continue  # most of the agent's runs cost an unknown amount: no median to compare with
         for run_id, run in members:
             if run.cost > minimum and run.cost > MONEY_CONTEXT.multiply(factor, median):
                 found.append(
