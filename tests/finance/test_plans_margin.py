@@ -51,6 +51,7 @@ def test_plans_file_reads_every_model_exactly(tmp_path: Path) -> None:
         ('[tenants.a]\nmodel = "free"\n', "tenants.a.model"),
         ('[tenants.a]\nmodel = "per_seat"\nseat_price = "1"\nseats = -1\n', "tenants.a.seats"),
         ('[tenants.a]\nmodel = "per_seat"\nseat_price = "1"\nseats = 2\nfee = "1"\n', "tenants.a.fee"),
+        ('[tenants.a]\nmodel = "per_seat"\nseat_price = "1"\nseats = 1000000001\n', "tenants.a.seats"),
         ('[tenants.a]\nmodel = "consumption"\n', "tenants.a"),
         ('[tenants.a]\nmodel = "consumption"\nmarkup = "1"\nper_1k_tokens = "1"\n', "tenants.a"),
         ('[tenants.a]\nmodel = "consumption"\nmarkup = "-1"\n', "tenants.a.markup"),
@@ -174,3 +175,25 @@ def test_below_as_a_string_or_int_is_read_exactly_and_other_types_are_named(ledg
         with pytest.raises(InvalidInput) as info:
             margins(ledger, plans, "2026-03", below=bad)  # type: ignore[arg-type]
         assert info.value.field == "below"
+
+
+def test_rates_within_their_bounds_times_any_ledger_cost_stay_exact(ledger: InMemoryLedger) -> None:
+    # The largest markup the plans file takes, over a cost the ledger takes (< 10^15, 36 places):
+    # their exact product has 69 digits, more than money's 60 — it must not raise (nor round).
+    cost = D("12345678901.123456789012345678901234567890123456")
+    markup = D("123456789.123456789012")
+    ledger.write([event(cost=cost)])
+    plans = load_plans(f'[tenants.acme]\nmodel = "consumption"\nmarkup = "{markup}"\n')
+    [row] = margins(ledger, plans, "2026-03")
+    exact = D("1524157876681908343.057613293440367628230836762725674745506024265472")
+    assert row.revenue == exact and row.bound == "exact"
+    assert row.margin == D("1524157864336229441.934156504428021949329602194835551289506024265472")
+    [sim] = simulate(ledger, Proposal(markup=markup), "2026-03", plans=plans)
+    assert sim.proposed == exact and sim.to_json()["change"] == "0"
+
+
+def test_a_tiny_fee_against_a_big_cost_still_has_a_ratio(ledger: InMemoryLedger) -> None:
+    ledger.write([event(cost=D("999999999999999")) for _ in range(20)])
+    tiny = load_plans('[tenants.acme]\nmodel = "flat"\nmonthly_fee = "0.000000000001"\n')
+    [row] = margins(ledger, tiny, "2026-03")  # a ratio of -10^28, to 6 places: 35 digits
+    assert row.ratio == D("-19999999999999979999999999999.000000")

@@ -19,11 +19,13 @@ from outlay.ledger import LedgerStore, Totals
 from outlay.reporting import Reports
 
 from ._period import Period, parse_period
-from ._plans import Plans
+from ._plans import REVENUE_CONTEXT, Plans
 
 __all__ = ["TenantCost", "TenantMargin", "margins", "tenant_costs"]
 
 _RATIO_CONTEXT: Final = Context(prec=34, rounding=ROUND_HALF_EVEN)
+# Rounding a ratio to 6 places: wide enough for any ratio of two amounts (a tiny fee and a big cost).
+_ROUND_CONTEXT: Final = Context(prec=200, rounding=ROUND_HALF_EVEN)
 _PLACES: Final = Decimal("0.000001")
 DECISION_PREFIX: Final = "decision:"
 
@@ -107,7 +109,7 @@ def _margin(tenant: str, plans: Plans, spent: TenantCost) -> TenantMargin:
     # margin over a cost taken as 0 would rank the tenant the most profitable of all).
     cost = spent.cost if spent.cost is not None else (Decimal(0) if spent.events == 0 else None)
     revenue = plan.revenue(cost, spent.tokens)
-    margin = None if revenue is None or cost is None else MONEY_CONTEXT.subtract(revenue, cost)
+    margin = None if revenue is None or cost is None else REVENUE_CONTEXT.subtract(revenue, cost)
     if margin is None:
         bound = "unknown"
     elif spent.unpriced_events == 0:
@@ -118,7 +120,7 @@ def _margin(tenant: str, plans: Plans, spent: TenantCost) -> TenantMargin:
         )
     ratio = None
     if margin is not None and revenue:
-        ratio = _RATIO_CONTEXT.divide(margin, revenue).quantize(_PLACES, context=_RATIO_CONTEXT)
+        ratio = _RATIO_CONTEXT.divide(margin, revenue).quantize(_PLACES, context=_ROUND_CONTEXT)
     return TenantMargin(
         tenant, plan.model, revenue, cost, margin, ratio, spent.events, spent.unpriced_events, bound
     )

@@ -26,14 +26,14 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
 from outlay._errors import ConfigError, InvalidInput
-from outlay._money import MONEY_CONTEXT, to_money
+from outlay._money import to_money
 
-__all__ = ["MODELS", "Plan", "Plans", "check_rate", "load_plans", "parse_plans"]
+__all__ = ["MODELS", "REVENUE_CONTEXT", "Plan", "Plans", "check_rate", "load_plans", "parse_plans"]
 
 MODELS: Final = ("flat", "per_seat", "consumption")
 _FIELDS: Final[Mapping[str, frozenset[str]]] = {
@@ -42,6 +42,10 @@ _FIELDS: Final[Mapping[str, frozenset[str]]] = {
     "consumption": frozenset({"model", "markup", "per_1k_tokens"}),
 }
 _THOUSAND: Final = Decimal(1000)
+#: Revenue and margin arithmetic: a rate (up to 22 digits) times a month's cost (up to the 60 digits
+#: of MONEY_CONTEXT) has up to 82 digits, so money's 60 would round; exact here, and still refusing to
+#: round.
+REVENUE_CONTEXT: Final = Context(prec=200, traps=[Inexact, InvalidOperation])
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +71,13 @@ class Plan:
         if self.model == "per_seat":
             assert self.seat_price is not None
             assert self.seats is not None
-            return MONEY_CONTEXT.multiply(self.seat_price, Decimal(self.seats))
+            return REVENUE_CONTEXT.multiply(self.seat_price, Decimal(self.seats))
         if self.markup is not None:
-            return None if cost is None else MONEY_CONTEXT.multiply(cost, self.markup)
+            return None if cost is None else REVENUE_CONTEXT.multiply(cost, self.markup)
         assert self.per_1k_tokens is not None
-        return MONEY_CONTEXT.divide(MONEY_CONTEXT.multiply(self.per_1k_tokens, Decimal(tokens)), _THOUSAND)
+        return REVENUE_CONTEXT.divide(
+            REVENUE_CONTEXT.multiply(self.per_1k_tokens, Decimal(tokens)), _THOUSAND
+        )
 
     @property
     def depends_on_cost(self) -> bool:
@@ -90,6 +96,7 @@ class Plans:
 
 _MAX_RATE: Final = Decimal(10) ** 9
 _MAX_PLACES: Final = 12
+_MAX_SEATS: Final = 10**9
 
 
 def check_rate(value: object, field: str) -> Decimal:
@@ -130,8 +137,10 @@ def _plan(tenant: str, entry: object) -> Plan:
         return Plan(tenant, model, monthly_fee=_amount(entry, "monthly_fee", where))
     if model == "per_seat":
         seats = entry.get("seats")
-        if isinstance(seats, bool) or not isinstance(seats, int) or seats < 0:
-            raise ConfigError(f"must be a whole number >= 0, got {seats!r}", field=f"{where}.seats")
+        if isinstance(seats, bool) or not isinstance(seats, int) or not 0 <= seats <= _MAX_SEATS:
+            raise ConfigError(
+                f"must be a whole number from 0 to {_MAX_SEATS}, got {seats!r}", field=f"{where}.seats"
+            )
         return Plan(tenant, model, seat_price=_amount(entry, "seat_price", where), seats=seats)
     given = [name for name in ("markup", "per_1k_tokens") if name in entry]
     if len(given) != 1:

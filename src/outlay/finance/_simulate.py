@@ -8,12 +8,12 @@ from decimal import Decimal
 from typing import Any, Final
 
 from outlay._errors import InvalidInput
-from outlay._money import MONEY_CONTEXT, money_str
+from outlay._money import money_str
 from outlay.ledger import LedgerStore
 
 from ._margin import TenantCost, tenant_costs
 from ._period import Period, parse_period
-from ._plans import Plans, check_rate
+from ._plans import REVENUE_CONTEXT, Plans, check_rate
 
 __all__ = ["Proposal", "Simulated", "simulate"]
 
@@ -38,10 +38,10 @@ class Proposal:
 
     def price(self, spent: TenantCost) -> Decimal | None:
         if self.markup is not None:
-            return None if spent.cost is None else MONEY_CONTEXT.multiply(spent.cost, self.markup)
+            return None if spent.cost is None else REVENUE_CONTEXT.multiply(spent.cost, self.markup)
         assert self.per_1m_tokens is not None
-        return MONEY_CONTEXT.divide(
-            MONEY_CONTEXT.multiply(self.per_1m_tokens, Decimal(spent.tokens)), _MILLION
+        return REVENUE_CONTEXT.divide(
+            REVENUE_CONTEXT.multiply(self.per_1m_tokens, Decimal(spent.tokens)), _MILLION
         )
 
 
@@ -59,7 +59,7 @@ class Simulated:
 
         change = None
         if self.current is not None and self.proposed is not None:
-            change = MONEY_CONTEXT.subtract(self.proposed, self.current)
+            change = REVENUE_CONTEXT.subtract(self.proposed, self.current)
         return {
             "tenant": self.tenant,
             "cost": text(self.cost),
