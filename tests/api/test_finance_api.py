@@ -83,6 +83,8 @@ async def test_margins_without_a_plans_file_say_how_to_configure_one(
         (b'{"period": "March", "markup": "1.3"}', "period"),
         (b'{"period": "2026-03", "markup": "1.3", "tenant": "acme"}', "tenant"),
         (b'{"period": "2026-03", "markup": "1.3", "tenants": "acme"}', "tenants"),
+        (b'{"period": "2026-03", "markup": "1.3", "environment": ["production"]}', "environment"),
+        (b'{"period": "2026-03", "markup": "1.3", "environment": {}}', "environment"),
     ],
 )
 async def test_bad_simulations_are_400(client: httpx.AsyncClient, body: bytes, field: str) -> None:

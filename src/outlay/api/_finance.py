@@ -167,7 +167,7 @@ def simulate_prices(call: Call) -> Reply:
     ):
         raise InvalidInput("must be a list of tenant ids", field="tenants")
     environment = body.get("environment", "production")
-    if environment not in ENVIRONMENTS:
+    if not isinstance(environment, str) or environment not in ENVIRONMENTS:  # (a list is unhashable)
         raise InvalidInput(f"must be one of {', '.join(sorted(ENVIRONMENTS))}", field="environment")
     rows = simulate(
         call.reports().ledger,
