@@ -98,6 +98,9 @@ def test_an_empty_table_says_what_the_window_lacks(tmp_path: Path) -> None:
     )
     empty = ["--from", "2026-05-01", "--to", "2026-06-01", "--ledger", path]
     assert "no events in this window" in _run("report", "tenants", *empty)
+    # the summary line: no unattributed spend is a known 0, and no Python "None" is printed
+    summary = _run("report", "concentration", *empty).strip().splitlines()[-1]
+    assert "unattributed: 0" in summary and "None" not in summary, summary
     assert json.loads(_run("report", "unpriced", *WINDOW, "--format", "json", "--ledger", path)) == []
 
 

@@ -202,6 +202,7 @@ def test_concentration(ledger: LedgerStore) -> None:
 
 def test_concentration_of_an_empty_window(ledger: LedgerStore) -> None:
     result = Reports(ledger).concentration(*WEEK)
+    assert (result["unattributed_cost"], result["unattributed_events"]) == ("0", 0)  # known: none
     assert (result["tenants"], result["total_cost"], result["top_1_share"], result["median_cost"]) == (
         0,
         "0",

@@ -288,11 +288,15 @@ def concentration(
     header = ("rank", "tenant", "events", "cost", "unpriced_events", "share", "vs_median")  # the rows' order
     _print_rows(result["rows"], fmt, columns, f"Spend concentration, {start} to {end}", header=header)
     if fmt == "table":
+
+        def shown(value: str | None, missing: str = "-") -> str:
+            return missing if value is None else value
+
         click.echo(
             f"tenants: {result['tenants']} ({result['priced_tenants']} priced)  total: {result['total_cost']}"
-            f"  median: {result['median_cost']}  top 1/5/10 share: {result['top_1_share']}"
-            f" / {result['top_5_share']} / {result['top_10_share']}"
-            f"  unattributed: {result['unattributed_cost']}"
+            f"  median: {shown(result['median_cost'])}  top 1/5/10 share: {shown(result['top_1_share'])}"
+            f" / {shown(result['top_5_share'])} / {shown(result['top_10_share'])}"
+            f"  unattributed: {shown(result['unattributed_cost'], 'unknown')}"  # None: events, none priced
         )
 
 

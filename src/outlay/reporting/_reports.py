@@ -209,7 +209,8 @@ class Reports:
             "top_5_share": _ratio(money_sum(costs[:5]), total),
             "top_10_share": _ratio(money_sum(costs[:10]), total),
             "median_cost": _cost_text(median),
-            "unattributed_cost": _cost_text(unattributed[0].cost) if unattributed else None,
+            # No unattributed event: a known 0. Unattributed events none of them priced: unknown (None).
+            "unattributed_cost": _cost_text(unattributed[0].cost) if unattributed else "0",
             "unattributed_events": unattributed[0].events if unattributed else 0,
             "unpriced_events": sum(t.unpriced_events for t in totals),
             "rows": rows,
