@@ -164,3 +164,24 @@ async def test_spikes_biggest_first_and_capped(client: httpx.AsyncClient, outlay
     assert len(costs) == 50 and costs == sorted(costs, reverse=True)
     assert costs[0] == Decimal("3.29")  # vortigern's days: the biggest
     assert "and 19 smaller ones" in spikes  # 9 seeded + 60 bursts, 50 shown
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b'[tenants.zanzibar-co]\nmodel = "flat"\nmonthly_fee = 20.5\n', "tenants.zanzibar-co.monthly_fee"),
+        (b"\xff\xfe[tenants]\n", "not UTF-8"),
+    ],
+)
+async def test_a_wrong_plans_file_hides_the_margins_not_the_finance_view(
+    client: httpx.AsyncClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes, says: str
+) -> None:
+    plans = tmp_path / "plans.toml"
+    plans.write_bytes(content)
+    monkeypatch.setenv("OUTLAY_PLANS", str(plans))
+    r = await client.get("/dashboard/finance", params=WINDOW, headers=auth(ADMIN))
+    assert r.status_code == 200, r.text[:300]
+    margins = _section(r.text, "Margins")
+    assert "Not shown" in margins and says in margins and "<table" not in margins
+    api = await client.get("/api/v1/finance/margins", params={"period": "2026-03"}, headers=auth(ADMIN))
+    assert api.status_code == 400 and says.split(".", maxsplit=1)[0] in api.text  # named there too, no 500

@@ -10,6 +10,7 @@ from html import escape
 from typing import Any, Final
 
 from outlay._errors import ConfigError
+from outlay.api._finance import PLANS_ENV
 from outlay.api._params import Query
 
 from ._context import (
@@ -146,10 +147,12 @@ def _margins(ctx: Context, period: str, environment: str | None) -> str:
     try:
         answer = ctx.api(MARGINS_PATH, {"period": period, "environment": environment})
     except ConfigError as exc:
-        if exc.field != "plans":
-            raise
-        # Margins need each tenant's revenue, which only a plans file gives: say so, show no number.
+        # Margins need each tenant's revenue, which only a plans file gives: when there is none, or it
+        # cannot be read, or an entry is wrong (its field named), say so and show no number — the
+        # rest of the finance view does not depend on it.
         message = str(exc).removeprefix("plans: ")
+        if exc.field != "plans":
+            message = f"the plans file ({PLANS_ENV}) has a mistake: {message}"
         return f'{head}<p class="muted">Not shown: {escape(message)}.</p></section>'
     rows = [{**r, "margin_ratio": percent(r["margin_ratio"])} for r in answer["rows"]]
     columns = [("tenant", "Tenant"), ("plan", "Plan"), ("revenue", "Revenue (USD)"), ("cost", "Cost (USD)"),

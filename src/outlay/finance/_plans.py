@@ -170,9 +170,12 @@ def load_plans(source: str | os.PathLike[str]) -> Plans:
         path = Path(text).expanduser()
         origin = f"plans file {str(path)!r}"
         try:
-            text = path.read_text()
+            text = path.read_bytes().decode()  # TOML is UTF-8, whatever the locale
         except OSError as exc:
             raise ConfigError(f"cannot read {origin}: {exc.strerror}", field="plans") from None
+        except UnicodeDecodeError as exc:
+            message = f"cannot read {origin}: not UTF-8 text (byte {exc.start})"
+            raise ConfigError(message, field="plans") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
