@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from ._recording import Recorder
 from ._usage import Usage
+from .context import CostContext
+from .context._context import MAX_RUN_PATH
 from .events import CostEvent
 from .ledger import LedgerStore, LedgerWriter, open_ledger
 from .ledger._open import companion_path, ledger_file
@@ -65,6 +67,24 @@ def embedded_log_path(home: str) -> Path | None:
     return None if path is None else companion_path(path, "events")
 
 
+def _run_links(ctx: CostContext | None, run_id: str | None) -> tuple[str | None, str | None, tuple[str, ...]]:
+    """``run_id``'s parent, root and ancestors as ``ctx`` (the context the decision was made in)
+    knows them, so that a run whose only event is a decision still hangs in its place in the tree:
+    the current run itself, an enclosing run (a guard of an ancestor stopped the call), or a run
+    refused as it opened, whose parent is the current run."""
+    if ctx is None or run_id is None:
+        return None, None, ()
+    if run_id == ctx.run_id:
+        return ctx.parent_run_id, ctx.root_run_id, ctx.run_path
+    if run_id in ctx.run_path:
+        at = ctx.run_path.index(run_id)
+        return (ctx.run_path[at - 1] if at else None), ctx.root_run_id, ctx.run_path[:at]
+    if ctx.run_id is None:  # a root run refused as it opened
+        return None, run_id, ()
+    path = (*ctx.run_path, ctx.run_id)[-MAX_RUN_PATH:]
+    return ctx.run_id, ctx.root_run_id or ctx.run_id, path
+
+
 def decision_event(decision: Decision, *, environment: str | None = None) -> CostEvent:
     """A budget decision as a zero-cost event (``operation="decision:<kind>"``), so it travels the
     same durable path as costs and shows in the ledger, breakdowns and audit exports."""
@@ -83,6 +103,8 @@ def decision_event(decision: Decision, *, environment: str | None = None) -> Cos
     if decision.retry_after is not None:
         labels["retry_after"] = f"{decision.retry_after:.3f}"
     tenant = decision.tenant or (ctx.tenant if ctx is not None else None)
+    run_id = decision.run_id or (ctx.run_id if ctx else None)
+    parent_run_id, root_run_id, run_path = _run_links(ctx, run_id)
     return CostEvent(
         event_id=decision.id,
         time=decision.time,
@@ -93,9 +115,13 @@ def decision_event(decision: Decision, *, environment: str | None = None) -> Cos
         feature=ctx.feature if ctx else None,
         workspace_id=ctx.workspace if ctx else None,
         environment=environment or (ctx.environment if ctx else "production"),
-        run_id=decision.run_id or (ctx.run_id if ctx else None),
-        root_run_id=ctx.root_run_id if ctx else None,
-        agent=ctx.run_name if ctx else None,
+        run_id=run_id,
+        parent_run_id=parent_run_id,
+        root_run_id=root_run_id,
+        run_path=run_path,
+        # the current run's name, unless the decision is about another run (an ancestor, or one
+        # refused as it opened), whose name the context does not hold
+        agent=ctx.run_name if ctx and run_id == ctx.run_id else None,
         model=decision.model,
         labels=labels,
         priced=True,

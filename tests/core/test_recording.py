@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,6 +22,7 @@ from outlay._errors import InvalidInput
 from outlay.budgets import InMemoryBudgetStore
 
 WINDOW = ("2000-01-01", "2100-01-01")
+_WINDOW = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 CHILD = Path(__file__).with_name("_record_child.py")
 
 CHAT_RESPONSE = {
@@ -287,6 +290,49 @@ def test_meter_enforces_a_run_budget_and_records_the_decision(pipeline: Outlay, 
     by_op = {r["operation"]: r for r in rows}
     assert by_op["chat"]["cost"] == "0.009"
     assert by_op["decision:denied"]["events"] == 1
+
+
+def _tree_links(node: dict[str, Any], parent: str | None = None) -> dict[str, str | None]:
+    links = {node["run_id"]: parent}
+    for child in node["children"]:
+        links.update(_tree_links(child, node["run_id"]))
+    return links
+
+
+def test_a_run_whose_only_event_is_a_refusal_stays_under_its_parent(
+    pipeline: Outlay, engine: BudgetEngine
+) -> None:
+    pipeline.install_decision_sink(engine)
+    with outlay.attribute(tenant="acme"), outlay.run("orchestrator") as root:
+        pipeline.record_tool("search", 1, cost=Decimal("0.01"))
+        with outlay.run("planner") as mid, outlay.run("writer", budget=Budget(limit="0.000001")) as leaf:
+            with pytest.raises(outlay.BudgetExceeded):
+                with pipeline.recorder.meter(provider="openai", model="gpt-4o", max_output_tokens=100):
+                    pass
+    pipeline.catch_up()
+    (denied,) = [e.event for e in pipeline.ledger.entries(*_WINDOW) if e.event.operation == "decision:denied"]
+    assert (denied.run_id, denied.parent_run_id, denied.root_run_id) == (leaf.id, mid.id, root.id)
+    assert denied.run_path == (root.id, mid.id)
+    # the writer, which recorded nothing but its refusal, hangs under the planner, not the root
+    links = _tree_links(pipeline.reports().run_tree(root.id))
+    assert links == {root.id: None, mid.id: root.id, leaf.id: mid.id}
+
+
+def test_a_run_refused_as_it_opens_is_recorded_under_the_run_it_opened_in(
+    pipeline: Outlay, engine: BudgetEngine
+) -> None:
+    engine.plans = budgets.Plans(["free", "pro"], {"acme": "free"})
+    pipeline.install_decision_sink(engine)
+    with outlay.attribute(tenant="acme"), outlay.run("orchestrator") as root, outlay.run("planner") as mid:
+        with pytest.raises(outlay.NotEntitled), outlay.run("deep-research", requires="pro"):
+            pass
+    pipeline.catch_up()
+    (refused,) = [e.event for e in pipeline.ledger.entries(*_WINDOW)]
+    assert refused.operation == "decision:not_entitled"
+    assert (refused.parent_run_id, refused.root_run_id) == (mid.id, root.id)
+    assert refused.run_path == (root.id, mid.id)
+    assert refused.run_id not in (root.id, mid.id)
+    assert refused.agent is None  # not the planner's name: the refused run is another one
 
 
 def test_a_long_metered_call_is_given_its_own_ttl_and_a_bad_one_is_refused(pipeline: Outlay) -> None:
