@@ -177,6 +177,17 @@ def test_kafka_style_headers_with_null_values_are_read_or_ignored(caplog: pytest
         extract([("baggage", 42)])
 
 
+def test_a_message_without_headers_carries_no_context() -> None:
+    # nats-py, confluent-kafka and pika give None for the headers of a message sent without any:
+    # a worker must go on with its own context, not crash on every such message.
+    with attribute(tenant="worker-default") as outer, extract(None) as ctx:
+        assert ctx is outer and current() is outer
+    with extract(None, on_error="ignore") as ctx:
+        assert ctx is None
+    with attribute(tenant="a"), pytest.raises(InvalidInput, match="NoneType"):
+        inject(None)  # nowhere to write: still a clear error
+
+
 def test_unsupported_carrier_is_a_clear_error() -> None:
     with attribute(tenant="a"), pytest.raises(InvalidInput, match="carrier"):
         inject(object())

@@ -46,7 +46,11 @@ def _name(key: object) -> str | None:
 
 
 def default_getter(carrier: object, name: str) -> list[str | bytes]:
-    """Every value of header ``name`` (any case) in a mapping or a list of (name, value) pairs."""
+    """Every value of header ``name`` (any case) in a mapping or a list of (name, value) pairs.
+    ``None`` is a message without headers (nats-py's ``msg.headers``, confluent-kafka's
+    ``msg.headers()``, pika's ``properties.headers``): it has none to give."""
+    if carrier is None:
+        return []
     if isinstance(carrier, Mapping):
         pairs: Any = carrier.items()
     elif isinstance(carrier, Sequence) and not isinstance(carrier, str | bytes):
