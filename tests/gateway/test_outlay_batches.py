@@ -417,3 +417,37 @@ async def test_a_responses_call_continuing_a_stored_conversation_holds_for_it() 
         )
         for admission in (chained, fresh):
             await hooks.complete(admission, Outcome(499, None, None, 0.1))
+
+
+def _call_with(headers: dict[str, str]) -> Call:
+    call = _call()
+    return dataclasses.replace(call, headers=headers)
+
+
+async def test_decisions_recorded_off_the_call_keep_its_attribution(tmp_path: Path) -> None:
+    """Refusals and soft limits decided on the loop are recorded by the blocking thread, which has
+    no context of its own: the events must still carry the call's environment, feature and run."""
+    log = _CountingLog(tmp_path / "events.db")
+    home = Outlay(tmp_path / "outlay.db", log=log)
+    soft = Budget(scope="tenant", period="month", soft="0.0000001", limit="100")
+    engine = BudgetEngine(store=SQLiteBudgetStore(tmp_path / "budgets.db"), policies=[soft])
+    hooks = OutlayHooks(InMemoryKeyStore(), outlay=home, engine=engine, cache_ttl=0, environment="staging")
+    try:
+        principal = await _principal(hooks)
+        headers = {"x-outlay-feature": "search", "x-outlay-run-id": "run-2"}
+        headers["x-outlay-parent-run-id"] = "run-1"
+        admission = await hooks.admit(principal, _call_with(headers))
+        await hooks.complete(admission, ANSWERED)  # crosses the soft limit as it settles
+        strict = await _principal(hooks, budget="0.00001/day")
+        with pytest.raises(BudgetExceeded):
+            await hooks.admit(strict, _call_with(headers))
+        await _idle(hooks)
+        events = [decode_event(record.payload) for record in log.read("test-reader", 10)]
+        decisions = {e.operation: e for e in events if e.operation.startswith("decision:")}
+        assert set(decisions) == {"decision:soft_exceeded", "decision:denied"}
+        for event in decisions.values():
+            assert (event.environment, event.feature) == ("staging", "search")
+            assert (event.run_id, event.parent_run_id) == ("run-2", "run-1")
+    finally:
+        await hooks.aclose()
+        home.close()

@@ -37,7 +37,7 @@ from outlay.budgets import (
     Reservation,
     Scope,
 )
-from outlay.context import CostContext, attach, detach
+from outlay.context import CostContext, attach, current, detach
 from outlay.events import CostEvent
 from outlay.keys import KeyStore, VirtualKey
 from outlay.stream import InMemoryEventLog
@@ -76,6 +76,8 @@ class _Ticket:
 
 
 _Job = tuple[str, tuple[Any, ...]]  # ("admit" | "complete" | "decide", arguments)
+#: A decision kept to be recorded later, elsewhere, with the context of the call it was made for.
+_Decided = tuple[Decision, CostContext | None]
 _Result = tuple[bool, object]  # (True, value) or (False, exception)
 _Orphan = tuple[_Job, _Result, Callable[[_Job, _Result], None]]
 _Pending = tuple[_Job, asyncio.Future[_Result], Callable[[_Job, _Result], None] | None]
@@ -373,10 +375,10 @@ class OutlayHooks:
         assert isinstance(admission, Admission)
         return admission
 
-    def _admit_inline(self, args: tuple[Any, ...]) -> tuple[_Result, list[Decision]] | None:
+    def _admit_inline(self, args: tuple[Any, ...]) -> tuple[_Result, list[_Decided]] | None:
         """The admission, run here in a budget transaction that could begin without waiting; None
         when it could not (the blocking thread or another process holds the store)."""
-        decisions: list[Decision] = []
+        decisions: list[_Decided] = []
         with self.engine.store.try_batch() as began:
             if not began:
                 return None
@@ -391,20 +393,24 @@ class OutlayHooks:
 
     def _defer_on_loop(self, decision: Decision) -> None:
         """The engine's decision sink: kept for later on an inline admission, else passed on."""
-        kept: list[Decision] | None = getattr(self._deferred, "decisions", None)
+        kept: list[_Decided] | None = getattr(self._deferred, "decisions", None)
         if kept is not None:
-            kept.append(decision)
+            # With the call's context, which the blocking thread that records it does not have.
+            kept.append((decision, current()))
         elif self._sink is not None:
             self._sink(decision)
 
-    def _record_decisions(self, decisions: Sequence[Decision]) -> None:
-        for decision in decisions:
+    def _record_decisions(self, decisions: Sequence[_Decided]) -> None:
+        for decision, ctx in decisions:
             if self._sink is None:
                 return
+            token = attach(ctx)  # the event carries the call's attribution (environment, feature, run)
             try:
                 self._sink(decision)
             except Exception:  # the decision stands even if recording it failed, as in the engine
                 _log.exception("outlay: the decision sink failed for %s", decision.kind)
+            finally:
+                detach(token)
 
     def _orphaned(self, job: _Job, result: _Result) -> None:
         """A job whose caller was cancelled while it ran: an admission nobody will complete gives
@@ -545,10 +551,10 @@ class OutlayHooks:
         assert isinstance(value, Settlement)
         return value
 
-    def _complete_inline(self, job: _Job) -> tuple[_Result, list[Decision]] | None:
+    def _complete_inline(self, job: _Job) -> tuple[_Result, list[_Decided]] | None:
         """The completion, run here in a budget transaction that could begin without waiting, with
         an append that could too; None (nothing recorded or settled) when either would wait."""
-        decisions: list[Decision] = []
+        decisions: list[_Decided] = []
         results: list[_Result] = [(False, RuntimeError("not run"))]
         with self.engine.store.try_batch() as began:
             if not began:
@@ -595,6 +601,7 @@ class OutlayHooks:
         for i, ticket, event, bill in built:
             seen: dict[str, KeyStatus] = {}
             settled = True
+            token = attach(ticket.context)  # so budget decisions made now carry the call's attribution
             try:
                 for hold in ticket.holds:
                     if bill:
@@ -609,6 +616,8 @@ class OutlayHooks:
                     "outlay: settling the hold of event %s failed; it lapses at its TTL", event.event_id
                 )
                 settled = False  # what is left is unknown: no figure rather than a wrong one
+            finally:
+                detach(token)
             if failure is not None:
                 results[i] = (False, failure)
                 continue
