@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from ._errors import AttributionMissing, InvalidInput
 from ._usage import Usage
-from .context import CostContext, current
+from .context import CostContext, attach, current, detach
 from .events import ATTRIBUTED, CALLER_PRICED, UNATTRIBUTED, CostEvent, encode_event
 from .pricing import PriceCatalog, default_catalog
 from .providers import parse_response
@@ -380,6 +380,15 @@ class Metered:
         ``"error"`` records a call that failed after the provider started billing it (a broken
         stream): its usage, even incomplete, is what it cost."""
         admitted = self._take()
+        # The call may end elsewhere (a stream closed by a callback, in another thread): a budget
+        # decision made as it settles (a soft limit crossed) is recorded in the call's context.
+        token = attach(admitted.ctx)
+        try:
+            return self._finish(admitted, status)
+        finally:
+            detach(token)
+
+    def _finish(self, admitted: _Admitted, status: str) -> CostEvent:
         latency = (time.perf_counter() - admitted.started) * 1000
         if self.usage is None:
             admitted.engine.release(admitted.reservation)
@@ -411,6 +420,13 @@ class Metered:
         provider bills a generation its client gave up on — unknown is not free.
         """
         admitted = self._take()
+        token = attach(admitted.ctx)  # as in finish(): decisions carry the call's context
+        try:
+            return self._fail(admitted, usage, may_be_billed)
+        finally:
+            detach(token)
+
+    def _fail(self, admitted: _Admitted, usage: Usage | None, may_be_billed: bool) -> CostEvent:
         latency = (time.perf_counter() - admitted.started) * 1000
         if usage is None:
             if self.usage is not None and not self.usage.is_empty:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -333,6 +334,30 @@ def test_a_run_refused_as_it_opens_is_recorded_under_the_run_it_opened_in(
     assert refused.run_path == (root.id, mid.id)
     assert refused.run_id not in (root.id, mid.id)
     assert refused.agent is None  # not the planner's name: the refused run is another one
+
+
+def test_a_soft_limit_crossed_as_a_call_ends_in_another_thread_is_recorded_in_the_calls_context(
+    pipeline: Outlay, engine: BudgetEngine
+) -> None:
+    engine.add_policy(Budget(scope="tenant", soft="0.001", limit="100"))
+    pipeline.install_decision_sink(engine)
+    with outlay.attribute(tenant="acme", feature="search", environment="staging"), outlay.run("agent") as run:
+        call = pipeline.recorder.open_meter(provider="openai", model="gpt-4o", max_output_tokens=10)
+    call.set_usage(Usage(input_tokens=1000, output_tokens=100))  # $0.0035: past the soft limit
+    ender = threading.Thread(target=call.finish)  # a stream closed by a callback, on its own thread
+    ender.start()
+    ender.join()
+    pipeline.catch_up()
+    (soft,) = [
+        e.event for e in pipeline.ledger.entries(*_WINDOW) if e.event.operation.startswith("decision:")
+    ]
+    assert soft.operation == "decision:soft_exceeded"
+    assert (soft.tenant_id, soft.environment, soft.feature, soft.run_id) == (
+        "acme",
+        "staging",
+        "search",
+        run.id,
+    )
 
 
 def test_a_long_metered_call_is_given_its_own_ttl_and_a_bad_one_is_refused(pipeline: Outlay) -> None:
