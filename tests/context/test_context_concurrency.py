@@ -239,3 +239,34 @@ async def test_wrap_carries_the_context_into_async_callables_of_every_kind() -> 
     with attribute(tenant="globex"):  # awaited in another tenant's task: still acme's work
         assert await tool() == ("acme", None)
         assert await plain() == ("acme", None)  # type: ignore[misc]
+
+
+class _StreamingTool:
+    """A callable object whose __call__ is a generator function (a streaming tool)."""
+
+    def __call__(self) -> Iterator[str | None]:
+        for _ in range(2):
+            ctx = current()
+            yield ctx.run_name if ctx is not None else None
+
+
+class _AsyncStreamingTool:
+    async def __call__(self) -> AsyncIterator[int]:
+        yield 1
+
+
+def test_a_run_decorating_a_generator_callable_object_encloses_every_step() -> None:
+    # The run used to open and close around building the generator: the tool's spend, recorded
+    # in its body, went to the caller's run.
+    with attribute(tenant="acme"), run("caller"):
+        assert list(run("tool", kind="tool")(_StreamingTool())()) == ["tool", "tool"]
+        tool = wrap(_StreamingTool())
+    with run("elsewhere"):
+        assert list(tool()) == ["caller", "caller"]  # in the contexts captured at wrap
+
+
+def test_an_async_generator_callable_object_is_refused_like_an_async_generator_function() -> None:
+    with pytest.raises(InvalidInput, match="async generator"):
+        run("tool")(_AsyncStreamingTool())
+    with pytest.raises(InvalidInput, match="async generator"):
+        wrap(_AsyncStreamingTool())

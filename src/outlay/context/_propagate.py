@@ -12,14 +12,23 @@ import contextvars
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, MutableMapping, MutableSequence, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Mapping,
+    MutableMapping,
+    MutableSequence,
+    Sequence,
+)
 from typing import Any, Final, Literal, ParamSpec, Self, TypeVar, cast
 
 from outlay._errors import InvalidBaggage, InvalidInput
 
 from ._baggage import MAX_BYTES, MAX_MEMBERS, decode_context, encode_context, is_outlay, parse
 from ._context import _CURRENT, CostContext, attach, current, detach
-from ._scope import Scope, is_async_callable, isolated
+from ._scope import Scope, is_async_callable, is_async_gen_callable, is_gen_callable, isolated
 
 __all__ = ["ExtractScope", "Getter", "Setter", "extract", "inject", "wrap"]
 
@@ -205,7 +214,7 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
     the generator is consumed. An async generator function is refused (``InvalidInput``), as by the
     decorators: its steps run in whatever task consumes it, never in the captured contexts.
     """
-    if inspect.isasyncgenfunction(fn):
+    if is_async_gen_callable(fn):
         # Calling it only builds the generator; wrapping that call would carry nothing into its body.
         raise InvalidInput(
             "async generator functions cannot be wrapped: their steps run in the consuming task's "
@@ -227,13 +236,13 @@ def wrap(fn: Callable[P, R]) -> Callable[P, R]:
         return cast(Callable[P, R], call_async)
 
     snapshot = contextvars.copy_context()
-    if inspect.isgeneratorfunction(fn):
+    if is_gen_callable(fn):
 
         @functools.wraps(fn)
         def call_gen(*args: Any, **kwargs: Any) -> Any:
             # Each step in this call's copy of the contexts, wherever (and in whatever context) the
             # generator is consumed.
-            return isolated(fn(*args, **kwargs), snapshot.copy())
+            return isolated(cast(Generator[Any, Any, Any], fn(*args, **kwargs)), snapshot.copy())
 
         return cast(Callable[P, R], call_gen)
 

@@ -14,7 +14,7 @@ from outlay._errors import InvalidInput
 
 from ._context import CostContext, detach
 
-__all__ = ["Scope", "isolated"]
+__all__ = ["Scope", "is_async_callable", "is_async_gen_callable", "is_gen_callable", "isolated"]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -65,18 +65,18 @@ class Scope(Generic[T]):
         self._close(exc)
 
     def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
-        if inspect.isasyncgenfunction(fn):
+        if is_async_gen_callable(fn):
             # A context set inside an async generator would leak to its consumer between yields.
             raise InvalidInput(
                 "async generator functions cannot be decorated; open the scope around the work"
                 " between two yields (never around a yield)",
                 field="fn",
             )
-        if inspect.isgeneratorfunction(fn):
+        if is_gen_callable(fn):
 
             def body(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
                 with self._fresh():
-                    return (yield from fn(*args, **kwargs))
+                    return (yield from cast(Generator[Any, Any, Any], fn(*args, **kwargs)))
 
             @functools.wraps(fn)
             def call_gen(*args: Any, **kwargs: Any) -> Any:
@@ -102,11 +102,26 @@ class Scope(Generic[T]):
         return call
 
 
+def _dunder_call(fn: object) -> object:
+    """The ``__call__`` of a callable object (an agent tool class), or None for a function."""
+    return type(fn).__call__ if callable(fn) and not inspect.isroutine(fn) else None
+
+
+def is_gen_callable(fn: object) -> bool:
+    """A generator function, or an object whose ``__call__`` is one: calling it only builds the
+    generator, whose body runs step by step wherever it is consumed."""
+    return inspect.isgeneratorfunction(fn) or inspect.isgeneratorfunction(_dunder_call(fn))
+
+
+def is_async_gen_callable(fn: object) -> bool:
+    """An async generator function, or an object whose ``__call__`` is one."""
+    return inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(_dunder_call(fn))
+
+
 def is_async_callable(fn: object) -> bool:
     """A coroutine function, or an object whose ``__call__`` is one (a class with ``async def
     __call__``): calling it only builds a coroutine, whose body runs when it is awaited."""
-    call = type(fn).__call__ if callable(fn) and not inspect.isroutine(fn) else None
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(_dunder_call(fn))
 
 
 def isolated(gen: Generator[T, Any, R], ctx: contextvars.Context) -> Generator[T, Any, R]:
