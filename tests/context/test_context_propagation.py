@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -443,3 +443,31 @@ def test_framework_header_classes_work_as_carriers() -> None:
         with extract(carrier) as ctx:
             assert ctx is not None
             assert (ctx.tenant, ctx.run_id) == ("acme", sender.id)
+
+
+class _WerkzeugLikeHeaders:
+    """Like werkzeug's Headers (Flask's request.headers): dict-like but not a Mapping; iterating
+    yields (name, value) pairs and items() too, a repeated name once per value."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._pairs = pairs
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self._pairs)
+
+    def items(self) -> Iterator[tuple[str, str]]:
+        return iter(self._pairs)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return next((v for k, v in self._pairs if k.lower() == name.lower()), default)
+
+
+def test_dict_like_header_classes_that_are_not_mappings_are_read() -> None:
+    with attribute(tenant="acme"), run("client") as sender:
+        headers: dict[str, str] = {}
+        inject(headers)
+    flask_headers = _WerkzeugLikeHeaders(
+        [("Host", "x"), ("Baggage", "vendor=1"), ("Baggage", headers["baggage"])]
+    )
+    with extract(flask_headers) as ctx:
+        assert ctx is not None and (ctx.tenant, ctx.run_id) == ("acme", sender.id)

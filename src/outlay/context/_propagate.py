@@ -64,6 +64,10 @@ def default_getter(carrier: object, name: str) -> list[str | bytes]:
         pairs: Any = carrier.items()
     elif isinstance(carrier, Sequence) and not isinstance(carrier, str | bytes):
         pairs = carrier
+    elif callable(getattr(carrier, "items", None)) and not isinstance(carrier, str | bytes):
+        # Header classes that are dict-like without being Mappings: werkzeug's Headers (Flask's
+        # request.headers), whose items() are its (name, value) pairs, repeated names included.
+        pairs = carrier.items()  # type: ignore[attr-defined]
     else:
         raise InvalidInput(
             f"a mapping or a list of (name, value) pairs is expected, got {type(carrier).__name__}; "
