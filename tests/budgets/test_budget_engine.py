@@ -327,6 +327,35 @@ def test_guards_of_a_run_policy_stop_the_runs_it_applies_to(
     keyed.settle(keyed.reserve({"run_id": "r3"}, "0.01", fingerprint=same))  # the policy names r2 only
 
 
+def test_guards_stop_a_run_this_process_did_not_open(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    # A gateway knows a run only by its X-Outlay-Run-Id header: the budgets file's run policy
+    # limited its spend, yet its max_calls / max_identical_calls never stopped it.
+    engine = engine_with(clock, sink, Budget("10", scope="run", guards=RunGuards(max_calls=2)))
+    acme = Scope(tenant="acme", run="from-header")
+    for _ in range(2):
+        engine.settle(engine.reserve(acme, "0.01"))
+    with pytest.raises(RunStopped) as info:
+        engine.reserve(acme, "0.01")
+    assert (info.value.reason, info.value.run_id) == ("max_calls", "from-header")
+    # Another tenant naming the same run id has runs of its own: not counted, nor stopped.
+    globex = Scope(tenant="globex", run="from-header")
+    for _ in range(2):
+        engine.settle(engine.reserve(globex, "0.01"))
+    storms = engine_with(clock, sink, guards=RunGuards(max_identical_calls=1))
+    scope = {"tenant": "acme", "run_id": "child", "parent_run_id": "parent"}
+    storms.settle(storms.reserve(scope, "0.01", fingerprint="same"))
+    with pytest.raises(RunStopped, match="retry storm"):
+        storms.reserve(
+            {"tenant": "acme", "run_id": "sibling", "parent_run_id": "parent"}, "0", fingerprint="same"
+        )
+    storms.settle(storms.reserve({"tenant": "acme", "run_id": "other"}, "0.01", fingerprint="same"))
+    # A refused call is not one the run made.
+    tight = engine_with(clock, sink, Budget("0.01", scope="run", guards=RunGuards(max_calls=1)))
+    with pytest.raises(BudgetExceeded):
+        tight.reserve(acme, "0.50")
+    tight.settle(tight.reserve(acme, "0.01"))
+
+
 def test_a_run_policys_limit_shows_in_the_runs_checkpoints(
     clock: FakeClock, sink: InMemoryDecisionSink
 ) -> None:

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from outlay._money import money_str, money_sum
-from outlay.budgets import Budget, BudgetEngine, CostRateLimit, Scope
+from outlay.budgets import Budget, BudgetEngine, CostRateLimit, RunGuards, Scope
 from outlay.events import CostEvent
 from outlay.gateway import Gateway, Principal
 from outlay.gateway._outlay_hooks import NOT_BILLED
@@ -177,6 +177,24 @@ def test_cost_rate_is_429_with_retry_after(build, fake: FakeProvider) -> None:  
         client.messages.create(model="claude-haiku-4-5", max_tokens=50, messages=MESSAGES)  # type: ignore[arg-type]
     assert int(caught.value.response.headers["retry-after"]) >= 1
     assert len(fake.requests) == 1
+
+
+def test_a_budgets_file_run_guard_stops_a_run_named_in_a_header(build, fake: FakeProvider) -> None:  # type: ignore[no-untyped-def]
+    # The run policy's limit applied to X-Outlay-Run-Id runs, but its guards were never checked:
+    # an agent looping through the gateway on the same request was never stopped.
+    guarded = Budget("10", scope="run", guards=RunGuards(max_calls=3, max_identical_calls=2))
+    stack = build(engine=BudgetEngine(policies=[guarded]))
+    client = stack.openai(**{"X-Outlay-Run-Id": "loop-1"})
+    for _ in range(2):
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert caught.value.status_code == 402
+    assert caught.value.body["code"] == "run_stopped"  # type: ignore[index]
+    assert len(fake.requests) == 2
+    other = stack.openai(stack.keys.create("globex")[1], **{"X-Outlay-Run-Id": "loop-1"})
+    other.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert len(fake.requests) == 3  # another tenant's run of that id is its own
 
 
 def test_upstream_500_releases_the_hold_and_records_an_unbilled_error(build, fake: FakeProvider) -> None:  # type: ignore[no-untyped-def]

@@ -208,15 +208,13 @@ class BudgetEngine:
         amount = to_money(estimate, field="estimate")
         now = self.clock()
         runs = tuple(self.runs.chain(sc.runs or ((sc.run,) if sc.run else ())))
-        self._check_guards(sc, runs, amount, fingerprint, now)  # counts the call if it passes
+        counted = self._check_guards(sc, runs, amount, fingerprint, now)  # counts the call if it passes
         try:
             return self._reserve(sc, amount, runs, budgets, also, model, fingerprint, currency, ttl, now)
         except BaseException:
             with self.runs.lock:  # refused after all: it was not a call the run made
-                for run_id in runs:
-                    info = self.runs.get(run_id)
-                    if info is not None:
-                        info.guards.uncount(fingerprint)
+                for info in counted:
+                    info.guards.uncount(fingerprint)
             raise
 
     def _reserve(
@@ -295,16 +293,30 @@ class BudgetEngine:
             return self._rate_limits[tenant]
         return self._rate_limit
 
+    def _guarded(self, tenant: str | None, run_id: str) -> tuple[RunInfo | None, RunGuards | None]:
+        """A run's state and guards for a call of ``tenant``. A run this process did not open (its
+        id came in a gateway's X-Outlay-Run-Id header, or is an extracted parent's) has state only
+        when guards apply to it — a budgets file's ``run`` policy, the engine's — kept per tenant."""
+        info = self.runs.get(run_id)
+        if info is not None:
+            return info, self._guards_of(info, run_id)
+        guards = self._policy_guards(run_id)
+        return (None, None) if guards is None else (self.runs.remote(tenant, run_id), guards)
+
     def _check_guards(
         self, sc: Scope, runs: Sequence[str], amount: Decimal, fp: str | None, now: float
-    ) -> None:
+    ) -> list[RunInfo]:
         """Raise RunStopped if a run's guards stop this call; else count it on every run, in the
-        same critical section, so that concurrent calls cannot all pass a limit of N."""
+        same critical section, so that concurrent calls cannot all pass a limit of N. Returns the
+        runs it was counted on."""
         with self.runs.lock:
+            counted: list[RunInfo] = []
             for run_id in runs:
-                info = self.runs.get(run_id)
-                guards = self._guards_of(info, run_id)
-                if guards is None or info is None:
+                info, guards = self._guarded(sc.tenant, run_id)
+                if info is None:
+                    continue
+                counted.append(info)
+                if guards is None:
                     continue
                 stop = info.guards.check(guards, fp, amount, now)
                 if stop is None:
@@ -316,10 +328,9 @@ class BudgetEngine:
                     self._decide("run_stopped", message, tenant=sc.tenant, scope="run", key=run_id,
                                  estimate=amount, run_id=run_id, reason=reason)  # fmt: skip
                 raise RunStopped(message, reason=reason, run_id=run_id)
-            for run_id in runs:
-                info = self.runs.get(run_id)
-                if info is not None:
-                    info.guards.count(fp)
+            for info in counted:
+                info.guards.count(fp)
+            return counted
 
     def _denied(self, reservation: Reservation, status: KeyStatus) -> BudgetExceeded:
         tightest = [(p, v) for p, v, c in reservation.policies if c == status.key and p.limit is not None]
@@ -416,8 +427,7 @@ class BudgetEngine:
         self.runs.add_spend(reservation.runs, cost)
         with self.runs.lock:
             for run_id in reservation.runs:
-                info = self.runs.get(run_id)
-                guards = self._guards_of(info, run_id)
+                info, guards = self._guarded(tenant, run_id)
                 if info is not None and guards is not None and guards.max_cost_per_minute is not None:
                     info.guards.recent.append((now, cost))
         if reservation.keys and cost > reservation.estimate:
@@ -449,6 +459,10 @@ class BudgetEngine:
             return None
         if info.budget is not None and info.budget.guards is not None:
             return info.budget.guards
+        return self._policy_guards(run_id)
+
+    def _policy_guards(self, run_id: str) -> RunGuards | None:
+        """The guards of a ``run`` policy that applies to ``run_id``, else the engine's."""
         for policy in self._policies:
             if policy.scope == "run" and policy.guards is not None and policy.key in (None, run_id):
                 return policy.guards

@@ -49,6 +49,10 @@ class RunBook:
         # holding another lock, so it only appends here (atomic) and never takes ours.
         self._released: deque[str] = deque()
         self._ended: OrderedDict[str, RunInfo] = OrderedDict()
+        # Guard state of runs this process never opened (an id from a gateway's X-Outlay-Run-Id
+        # header, an extracted parent), per tenant: a client names the id, so another tenant's
+        # run of the same id must not count, or stop, this one. The last ENDED_KEPT are kept.
+        self._remote: OrderedDict[tuple[str | None, str], RunInfo] = OrderedDict()
 
     def start(
         self, run_id: str, parent: str | None, budget: Budget | None, tenant: str | None = None
@@ -96,6 +100,20 @@ class RunBook:
         if info is None:
             info = self._held.get(run_id)
         return info if info is not None else self._ended.get(run_id)
+
+    def remote(self, tenant: str | None, run_id: str) -> RunInfo:
+        """The guard state of ``run_id`` for ``tenant``, a run not opened in this process (created
+        on first sight; the least recently used are forgotten past :data:`ENDED_KEPT`)."""
+        with self.lock:
+            key = (tenant, run_id)
+            info = self._remote.get(key)
+            if info is None:
+                info = self._remote[key] = RunInfo(tenant=tenant)
+                while len(self._remote) > ENDED_KEPT:
+                    self._remote.popitem(last=False)
+            else:
+                self._remote.move_to_end(key)
+            return info
 
     def info(self, run_id: str) -> RunInfo:
         """The run's info, created on first sight (runs from another process, or no listener)."""
