@@ -406,6 +406,38 @@ def test_cost_velocity_guard_uses_the_last_minute(clock: FakeClock, sink: InMemo
     assert info.value.reason == "cost_velocity"
 
 
+def test_cost_velocity_counts_the_calls_in_flight(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
+    # Only settled spend was counted: 20 calls in flight at once all passed a $0.50 per minute
+    # guard, and the run spent $2.00 in its minute.
+    engine = engine_with(clock, sink)
+    engine.start_run("fan", budget=Budget(guards=RunGuards(max_cost_per_minute="0.50")))
+    scope = {"tenant": "acme", "run_id": "fan"}
+    held = [engine.reserve(scope, "0.10") for _ in range(5)]
+    with pytest.raises(RunStopped, match=r"\$0.50 is held by calls in flight") as info:
+        engine.reserve(scope, "0.10")
+    assert info.value.reason == "cost_velocity"
+    for hold in held:
+        engine.settle(hold)
+    assert engine.run_spent("fan") == D("0.50")
+    # A settled or released call holds nothing more; a hold past its deadline (a crashed caller)
+    # stops counting; a refused call never held anything.
+    engine.start_run("loop", budget=Budget(guards=RunGuards(max_cost_per_minute="1.00")))
+    loop = {"tenant": "acme", "run_id": "loop"}
+    engine.release(engine.reserve(loop, "0.90"))
+    engine.settle(engine.reserve(loop, "0.90"), "0.10")
+    crashed = engine.reserve(loop, "0.80", ttl=5)
+    clock.advance(6)
+    engine.settle(engine.reserve(loop, "0.85"))
+    clock.advance(61)
+    budgeted = engine_with(clock, sink, Budget("0.10", scope="tenant"))
+    budgeted.start_run("r", budget=Budget(guards=RunGuards(max_cost_per_minute="1.00")))
+    for _ in range(3):
+        with pytest.raises(BudgetExceeded):
+            budgeted.reserve({"tenant": "acme", "run_id": "r"}, "0.40")
+    budgeted.settle(budgeted.reserve({"tenant": "acme", "run_id": "r"}, "0.10"))
+    assert engine.settle(crashed) == D("0.80")
+
+
 def test_a_parent_runs_budget_covers_its_children(clock: FakeClock, sink: InMemoryDecisionSink) -> None:
     engine = engine_with(clock, sink)
     engine.start_run("parent", budget=Budget(limit="1.00"))

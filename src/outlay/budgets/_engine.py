@@ -208,13 +208,16 @@ class BudgetEngine:
         amount = to_money(estimate, field="estimate")
         now = self.clock()
         runs = tuple(self.runs.chain(sc.runs or ((sc.run,) if sc.run else ())))
-        counted = self._check_guards(sc, runs, amount, fingerprint, now)  # counts the call if it passes
+        rid = str(uuid_utils.uuid7())
+        deadline = now + (self._ttl if ttl is None else ttl)
+        # Counts the call if it passes (and what it holds, under a cost-velocity guard).
+        counted = self._check_guards(sc, runs, amount, fingerprint, now, (rid, deadline, amount))
         try:
-            return self._reserve(sc, amount, runs, budgets, also, model, fingerprint, currency, ttl, now)
+            return self._reserve(sc, amount, runs, budgets, also, model, fingerprint, currency, ttl, now, rid)
         except BaseException:
             with self.runs.lock:  # refused after all: it was not a call the run made
                 for info in counted:
-                    info.guards.uncount(fingerprint)
+                    info.guards.uncount(fingerprint, rid)
             raise
 
     def _reserve(
@@ -229,6 +232,7 @@ class BudgetEngine:
         currency: str,
         ttl: float | None,
         now: float,
+        rid: str,
     ) -> Reservation:
         policies = self._applicable(sc, runs, budgets, now)
         for other, other_budgets in also:
@@ -259,7 +263,7 @@ class BudgetEngine:
                              run_id=sc.run, retry_after=wait)  # fmt: skip
                 raise Throttled(message, retry_after=wait, tenant=sc.tenant)
         reservation = Reservation(
-            str(uuid_utils.uuid7()), amount, tuple(keys.values()), tuple(policies), sc, runs, model, currency
+            rid, amount, tuple(keys.values()), tuple(policies), sc, runs, model, currency
         )
         if keys:
             try:
@@ -304,18 +308,24 @@ class BudgetEngine:
         return (None, None) if guards is None else (self.runs.remote(tenant, run_id), guards)
 
     def _check_guards(
-        self, sc: Scope, runs: Sequence[str], amount: Decimal, fp: str | None, now: float
+        self,
+        sc: Scope,
+        runs: Sequence[str],
+        amount: Decimal,
+        fp: str | None,
+        now: float,
+        hold: tuple[str, float, Decimal],
     ) -> list[RunInfo]:
         """Raise RunStopped if a run's guards stop this call; else count it on every run, in the
         same critical section, so that concurrent calls cannot all pass a limit of N. Returns the
         runs it was counted on."""
         with self.runs.lock:
-            counted: list[RunInfo] = []
+            counted: list[tuple[RunInfo, bool]] = []  # (run, whether a velocity guard counts its hold)
             for run_id in runs:
                 info, guards = self._guarded(sc.tenant, run_id)
                 if info is None:
                     continue
-                counted.append(info)
+                counted.append((info, guards is not None and guards.max_cost_per_minute is not None))
                 if guards is None:
                     continue
                 stop = info.guards.check(guards, fp, amount, now)
@@ -328,9 +338,9 @@ class BudgetEngine:
                     self._decide("run_stopped", message, tenant=sc.tenant, scope="run", key=run_id,
                                  estimate=amount, run_id=run_id, reason=reason)  # fmt: skip
                 raise RunStopped(message, reason=reason, run_id=run_id)
-            for info in counted:
-                info.guards.count(fp)
-            return counted
+            for info, velocity in counted:
+                info.guards.count(fp, hold if velocity else None)
+            return [info for info, _ in counted]
 
     def _denied(self, reservation: Reservation, status: KeyStatus) -> BudgetExceeded:
         tightest = [(p, v) for p, v, c in reservation.policies if c == status.key and p.limit is not None]
@@ -428,6 +438,8 @@ class BudgetEngine:
         with self.runs.lock:
             for run_id in reservation.runs:
                 info, guards = self._guarded(tenant, run_id)
+                if info is not None:
+                    info.guards.finish(reservation.id)
                 if info is not None and guards is not None and guards.max_cost_per_minute is not None:
                     info.guards.recent.append((now, cost))
         if reservation.keys and cost > reservation.estimate:
@@ -443,6 +455,12 @@ class BudgetEngine:
         rate = self._rate_for(tenant)
         if released and rate is not None and tenant is not None:
             self._buckets.adjust(tenant, rate, -reservation.estimate, self.clock())
+        if released:
+            with self.runs.lock:  # it holds nothing any more, for the runs' cost-velocity guards
+                for run_id in reservation.runs:
+                    info = self.runs.get(run_id) or self.runs.remote_known(tenant, run_id)
+                    if info is not None:
+                        info.guards.finish(reservation.id)
         return released
 
     def _finish_keyless(self, reservation: Reservation) -> bool:

@@ -48,7 +48,8 @@ class RunGuards:
 
     ``max_calls``: billable calls per run. ``max_identical_calls``: calls with the same request
     fingerprint (a retry storm); the next one stops the run. ``max_cost_per_minute``: the run's
-    settled spend over the last 60 seconds plus the next call's estimate may not pass it.
+    settled spend over the last 60 seconds, plus what its calls in flight hold, plus the next
+    call's estimate may not pass it.
     """
 
     max_calls: int | None
@@ -78,6 +79,9 @@ class RunGuardState:
     calls: int = 0
     fingerprints: Counter[str] = field(default_factory=Counter)
     recent: deque[tuple[float, Decimal]] = field(default_factory=deque)
+    # Calls admitted and not yet settled, under a cost-velocity guard: reservation id ->
+    # (deadline, estimate). Counted like spend, or N concurrent calls would all pass the limit.
+    held: dict[str, tuple[float, Decimal]] = field(default_factory=dict)
     stopped: tuple[str, str] | None = None  # (reason, message) once stopped: it stays stopped
 
     def recent_spend(self, now: float) -> Decimal:
@@ -86,6 +90,16 @@ class RunGuardState:
         total = ZERO
         for _, amount in self.recent:
             total = MONEY_CONTEXT.add(total, amount)
+        return total
+
+    def held_spend(self, now: float) -> Decimal:
+        """What the calls in flight hold; a hold past its deadline (a crashed caller's) is dropped."""
+        total = ZERO
+        for reservation_id, (deadline, amount) in list(self.held.items()):
+            if deadline <= now:
+                del self.held[reservation_id]
+            else:
+                total = MONEY_CONTEXT.add(total, amount)
         return total
 
     def check(
@@ -108,24 +122,37 @@ class RunGuardState:
             )
         if guards.max_cost_per_minute is not None:
             recent = self.recent_spend(now)
-            if MONEY_CONTEXT.add(recent, estimate) > guards.max_cost_per_minute:
+            held = self.held_spend(now)
+            if MONEY_CONTEXT.add(MONEY_CONTEXT.add(recent, held), estimate) > guards.max_cost_per_minute:
+                in_flight = f" (and ${held} is held by calls in flight)" if held else ""
                 return (
                     "cost_velocity",
-                    f"the run spent ${recent} in the last minute and this call needs up to ${estimate}, "
-                    f"over its limit of ${guards.max_cost_per_minute} per minute",
+                    f"the run spent ${recent} in the last minute{in_flight} and this call needs up to "
+                    f"${estimate}, over its limit of ${guards.max_cost_per_minute} per minute",
                 )
         return None
 
-    def count(self, fp: str | None) -> None:
+    def count(self, fp: str | None, hold: tuple[str, float, Decimal] | None = None) -> None:
+        """Count an admitted call; ``hold`` (reservation id, deadline, estimate) keeps what it
+        holds until :meth:`finish`, for a cost-velocity guard."""
         self.calls += 1
         if fp is not None:
             self.fingerprints[fp] += 1
+        if hold is not None:
+            reservation_id, deadline, amount = hold
+            self.held[reservation_id] = (deadline, amount)
 
-    def uncount(self, fp: str | None) -> None:
+    def uncount(self, fp: str | None, reservation_id: str | None = None) -> None:
         """Take back a :meth:`count` whose call was refused after all (by a budget or throttle)."""
         self.calls -= 1
         if fp is not None:
             self.fingerprints[fp] -= 1
+        if reservation_id is not None:
+            self.held.pop(reservation_id, None)
+
+    def finish(self, reservation_id: str) -> None:
+        """The call was settled or released: it holds nothing any more."""
+        self.held.pop(reservation_id, None)
 
 
 @dataclass(frozen=True, slots=True, init=False)

@@ -115,6 +115,11 @@ class RunBook:
                 self._remote.move_to_end(key)
             return info
 
+    def remote_known(self, tenant: str | None, run_id: str) -> RunInfo | None:
+        """:meth:`remote` without creating it."""
+        with self.lock:
+            return self._remote.get((tenant, run_id))
+
     def info(self, run_id: str) -> RunInfo:
         """The run's info, created on first sight (runs from another process, or no listener)."""
         with self.lock:
