@@ -514,6 +514,22 @@ def test_bad_rate_limits() -> None:
         CostRateLimit(rate=1.5)  # type: ignore[arg-type]
 
 
+def test_an_engine_refuses_a_wrongly_typed_rate_limit_plans_or_guards() -> None:
+    # Accepted, then an AttributeError in the first reserve of the tenant (or every reserve, for a
+    # plans file's path given as plans=).
+    for kwargs, field in [
+        ({"rate_limit": "1.00"}, "rate_limit"),
+        ({"rate_limits": {"vip": "100"}}, "rate_limits.vip"),
+        ({"rate_limits": [("vip", CostRateLimit("1"))]}, "rate_limits"),
+        ({"plans": "plans.toml"}, "plans"),
+        ({"guards": {"max_calls": 3}}, "guards"),
+        ({"decision_sink": "ledger"}, "decision_sink"),
+    ]:
+        with pytest.raises(InvalidInput) as info:
+            BudgetEngine(**kwargs)  # type: ignore[arg-type]
+        assert info.value.field == field
+
+
 # --- entitlements ---------------------------------------------------------------------------------
 
 

@@ -97,6 +97,33 @@ class BudgetEngine:
         self._policies: tuple[Budget, ...] = ()
         for policy in policies:
             self.add_policy(policy)
+        # Checked here, or a wrong type (a plans file's path, a rate as a string) surfaced as an
+        # AttributeError in the first call that reached it.
+        if decision_sink is not None and not callable(decision_sink):
+            raise InvalidInput(
+                f"expected a callable, got {type(decision_sink).__name__}", field="decision_sink"
+            )
+        if plans is not None and not isinstance(plans, Plans):
+            raise InvalidInput(
+                f"expected a Plans (budgets.load_plans(path)), got {type(plans).__name__}", field="plans"
+            )
+        if guards is not None and not isinstance(guards, RunGuards):
+            raise InvalidInput(f"expected a RunGuards, got {type(guards).__name__}", field="guards")
+        if rate_limit is not None and not isinstance(rate_limit, CostRateLimit):
+            raise InvalidInput(
+                f"expected a CostRateLimit, got {type(rate_limit).__name__}", field="rate_limit"
+            )
+        if rate_limits is not None and not isinstance(rate_limits, Mapping):
+            raise InvalidInput(
+                f"expected a mapping of tenant -> CostRateLimit, got {type(rate_limits).__name__}",
+                field="rate_limits",
+            )
+        for tenant, limit in (rate_limits or {}).items():
+            if not isinstance(tenant, str) or not isinstance(limit, CostRateLimit):
+                raise InvalidInput(
+                    f"expected a tenant name -> CostRateLimit, got {tenant!r}: {type(limit).__name__}",
+                    field=f"rate_limits.{tenant}",
+                )
         self.decision_sink = decision_sink
         self.plans = plans
         self._rate_limit = rate_limit
