@@ -17,6 +17,7 @@ from outlay.budgets import (
     DowngradeMap,
     InMemoryBudgetStore,
     Plans,
+    RunGuards,
     Scope,
     load_plans,
     load_policies,
@@ -60,6 +61,8 @@ def test_amounts_are_exact_decimals_from_str_int_and_decimal() -> None:
         ({"limit": "1", "downgrade": {"gpt-4o": "gpt-4o-mini"}}, "downgrade"),
         ({"limit": "1", "soft": "1", "downgrade": {"a": "b*"}}, "downgrade['a']"),
         ({}, "limit"),
+        ({"limit": "1", "scope": "tenant", "guards": RunGuards(max_calls=3)}, "guards"),
+        ({"limit": "1", "guards": {"max_calls": 3}}, "guards"),
     ],
 )
 def test_bad_budgets_name_the_field(kwargs: dict[str, object], field: str) -> None:
@@ -263,6 +266,12 @@ max_cost_per_minute = "0.50"
         ('[[budget]]\nscope = "tenant"\nperiod = "week"\nlimit = "1"\n', r"budget\[0\]: period"),
         ('[[budget]]\nscope = 3\nlimit = "1"\n', r"budget\[0\]: scope: expected a string"),
         ("[[budget]]\nmax_calls = 0\n", r"max_calls"),
+        # Guards on a tenant budget were accepted and never checked (a noisy tenant's "cost per
+        # minute" silently unenforced): guards stop runs only.
+        (
+            '[[budget]]\nscope = "tenant"\nlimit = "10"\nmax_cost_per_minute = "0.01"\n',
+            r"budget\[0\]: max_cost_per_minute: runaway guards stop runs: they need scope 'run'",
+        ),
         ("budgets = 1\n", "unknown top-level"),
         ("[[budget]\n", "not valid TOML"),
     ],

@@ -70,6 +70,11 @@ def _entry(where: str, index: int, entry: object) -> Budget:
     try:
         return Budget(**kwargs, guards=RunGuards(**guards) if guards else None)
     except InvalidInput as exc:
-        error = ConfigError(f"{where}: {label}: {exc}")
+        message = str(exc)
+        if exc.field == "guards":  # the file has no "guards" field: name the one it has
+            first = sorted(guards)[0]
+            message = f"{first}: {message.removeprefix('guards: ')}"
+            exc.field = first
+        error = ConfigError(f"{where}: {label}: {message}")
         error.field = exc.field
         raise error from None

@@ -20,10 +20,10 @@ from outlay._errors import InvalidInput
 from outlay._money import to_money
 
 from ._downgrade import DowngradeMap
+from ._guards import RunGuards
 
 if TYPE_CHECKING:
     from ._decision import Decision
-    from ._guards import RunGuards
 
 __all__ = ["PERIODS", "SCOPES", "Amount", "Budget", "Scope", "parse_period", "period_bucket", "timezone"]
 
@@ -235,6 +235,15 @@ class Budget:
             )
         set_(self, "period", period)
         set_(self, "window", window)
+        if self.guards is not None and not isinstance(self.guards, RunGuards):
+            raise InvalidInput(f"expected a RunGuards, got {type(self.guards).__name__}", field="guards")
+        if self.guards is not None and self.scope != "run":
+            # Guards stop runs: on another scope they were accepted and never checked.
+            raise InvalidInput(
+                f"runaway guards stop runs: they need scope 'run', not {self.scope!r} (a tenant's cost "
+                "rate is a CostRateLimit: BudgetEngine(rate_limit=...), the gateway's rate_limit)",
+                field="guards",
+            )
         if not isinstance(self.currency, str) or not _CURRENCY.fullmatch(self.currency):
             raise InvalidInput(
                 f"expected an ISO 4217 code like 'USD', got {self.currency!r}", field="currency"
