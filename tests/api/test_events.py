@@ -94,6 +94,22 @@ async def test_ingest_is_validated_idempotent_and_visible(client: httpx.AsyncCli
     assert totals.json()["totals"]["events"] == 1 and totals.json()["totals"]["cost"] == "0.1"
 
 
+async def test_an_event_id_replayed_in_another_case_counts_once(client: httpx.AsyncClient) -> None:
+    """A UUID is case-insensitive: a service (or a retry path) that writes it in upper case sends
+    the same event, which must not be counted twice."""
+    first = cloud(feature="id-case", time=T0)
+    again = {**first, "id": first["id"].upper()}
+    for body in ([first], [again], [first, again]):
+        r = await client.post("/api/v1/events", json=body, headers=auth(ADMIN))
+        assert r.status_code == 200, r.text
+        assert r.json()["accepted"] == [first["id"]]
+    totals = await client.get("/api/v1/usage/totals", params={**WINDOW, "feature": "id-case"},
+                              headers=auth(ADMIN))  # fmt: skip
+    assert totals.json()["totals"]["events"] == 1 and totals.json()["totals"]["cost"] == "0.1"
+    listed = await pages(client, **WINDOW, feature="id-case")
+    assert [e["event_id"] for e in listed] == [first["id"]]
+
+
 async def test_an_event_whose_time_or_ids_no_report_could_hold_is_refused_alone(
     client: httpx.AsyncClient,
 ) -> None:

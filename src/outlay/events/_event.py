@@ -205,6 +205,10 @@ class CostEvent:
     def _check_ids(self) -> None:
         if type(self.event_id) is not str or _UUID.fullmatch(self.event_id) is None:
             raise InvalidEvent(f"must be a UUID string, got {self.event_id!r}", field="event_id")
+        if self.event_id.lower() != self.event_id:
+            # A UUID is case-insensitive: "01A2..." and "01a2..." are one event, so it is kept in
+            # one (lower-case) spelling, or a replay spelled otherwise would be counted twice.
+            object.__setattr__(self, "event_id", self.event_id.lower())
         values = _ids_of(self)
         for value in values:  # runs for every event: the loop that names the field only on failure
             if value is not None and (
