@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import psycopg
 import pytest
 
-from outlay.api import ENDPOINTS
+from outlay import Outlay
+from outlay.api import ENDPOINTS, create_app
+from outlay.ledger._postgres import PostgresLedger
 
-from .conftest import ACME, ADMIN, GLOBEX_MARKERS, WINDOW, auth
+from .conftest import ACME, ADMIN, GLOBEX_MARKERS, TOKENS, WINDOW, auth, seed_events
 
 INJECTIONS = (
     "' OR 1=1 --",
@@ -116,3 +120,34 @@ async def test_repeated_parameter_and_unknown_route(client: httpx.AsyncClient) -
     assert r.status_code == 404 and r.json()["error"] == "not_found"
     r = await client.delete("/api/v1/events", headers=auth(ADMIN))
     assert r.status_code == 405
+
+
+async def test_an_id_in_the_path_no_event_could_hold_is_a_400_on_postgres(postgres_url: str) -> None:
+    """PostgreSQL refuses a NUL in a text parameter: a path id holding one (``/runs/%00``) was a
+    503 "the ledger is not available; retry later" — bad input, not an outage."""
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    ledger = PostgresLedger(postgres_url, schema=schema)
+    outlay = Outlay("memory://", ledger=ledger)
+    try:
+        for e in seed_events():
+            outlay.record(e)
+        app = create_app(outlay, tokens=TOKENS)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
+            for token in (ADMIN, ACME):
+                for path, field in (
+                    ("/api/v1/runs/acme%00", "run_id"),
+                    ("/api/v1/tenants/acme%00/invoice", "tenant"),
+                    ("/api/v1/tenants/acme%00/export.csv", "tenant"),
+                    (f"/api/v1/runs/{'r' * 201}", "run_id"),
+                ):
+                    r = await c.get(path, params={"period": "2026-03"} if "runs" not in path else {},
+                                    headers=auth(token))  # fmt: skip
+                    assert r.status_code == 400, (path, r.text)
+                    assert r.json()["field"] == field and r.json()["message"]
+            r = await c.get("/api/v1/runs/acme-run", headers=auth(ACME))
+            assert r.status_code == 200 and r.json()["total_cost"] == "0.2"
+    finally:
+        outlay.close()
+        ledger.close()
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

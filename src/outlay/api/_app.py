@@ -33,7 +33,7 @@ from ._budgets import KeySource, Policies, StoreSource, open_budget_view, regist
 from ._endpoint import Call, Endpoint, Reply
 from ._ingest import MAX_BODY
 from ._openapi import docs_html, openapi_document
-from ._params import Query
+from ._params import Query, path_value
 
 if TYPE_CHECKING:
     from outlay import Outlay
@@ -123,7 +123,7 @@ def _route(endpoint: Endpoint, state: _State) -> Route:
             principal = state.authenticate(request, endpoint)
             query = Query(request.query_params.multi_items(), endpoint.params)
             body = await _read_body(request) if endpoint.body is not None else b""
-            path = {k: str(v) for k, v in request.path_params.items()}
+            path = {k: path_value(k, str(v)) for k, v in request.path_params.items()}
             call = Call(state.outlay, principal, query, path, body, state.catch_up_lock)
             result = await run_in_threadpool(endpoint.handler, call)
         except Exception as exc:  # every error becomes a JSON answer, never a crash
