@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -14,7 +15,7 @@ from outlay import Outlay
 from outlay.api import ENDPOINTS, create_app
 from outlay.ledger._postgres import PostgresLedger
 
-from .conftest import ACME, ADMIN, GLOBEX_MARKERS, TOKENS, WINDOW, auth, seed_events
+from .conftest import ACME, ADMIN, GLOBEX, GLOBEX_MARKERS, TOKENS, WINDOW, auth, cloud, seed_events
 
 INJECTIONS = (
     "' OR 1=1 --",
@@ -122,9 +123,9 @@ async def test_repeated_parameter_and_unknown_route(client: httpx.AsyncClient) -
     assert r.status_code == 405
 
 
-async def test_an_id_in_the_path_no_event_could_hold_is_a_400_on_postgres(postgres_url: str) -> None:
-    """PostgreSQL refuses a NUL in a text parameter: a path id holding one (``/runs/%00``) was a
-    503 "the ledger is not available; retry later" — bad input, not an outage."""
+@pytest.fixture
+async def pg_client(postgres_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The API over the seeded events on a PostgreSQL ledger (a fresh schema, dropped after)."""
     schema = f"t_{uuid.uuid4().hex[:16]}"
     ledger = PostgresLedger(postgres_url, schema=schema)
     outlay = Outlay("memory://", ledger=ledger)
@@ -133,21 +134,55 @@ async def test_an_id_in_the_path_no_event_could_hold_is_a_400_on_postgres(postgr
             outlay.record(e)
         app = create_app(outlay, tokens=TOKENS)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as c:
-            for token in (ADMIN, ACME):
-                for path, field in (
-                    ("/api/v1/runs/acme%00", "run_id"),
-                    ("/api/v1/tenants/acme%00/invoice", "tenant"),
-                    ("/api/v1/tenants/acme%00/export.csv", "tenant"),
-                    (f"/api/v1/runs/{'r' * 201}", "run_id"),
-                ):
-                    r = await c.get(path, params={"period": "2026-03"} if "runs" not in path else {},
-                                    headers=auth(token))  # fmt: skip
-                    assert r.status_code == 400, (path, r.text)
-                    assert r.json()["field"] == field and r.json()["message"]
-            r = await c.get("/api/v1/runs/acme-run", headers=auth(ACME))
-            assert r.status_code == 200 and r.json()["total_cost"] == "0.2"
+            yield c
     finally:
         outlay.close()
         ledger.close()
         with psycopg.connect(postgres_url, autocommit=True) as connection:
             connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+async def test_an_id_in_the_path_no_event_could_hold_is_a_400_on_postgres(
+    pg_client: httpx.AsyncClient,
+) -> None:
+    """PostgreSQL refuses a NUL in a text parameter: a path id holding one (``/runs/%00``) was a
+    503 "the ledger is not available; retry later" — bad input, not an outage."""
+    for token in (ADMIN, ACME):
+        for path, field in (
+            ("/api/v1/runs/acme%00", "run_id"),
+            ("/api/v1/tenants/acme%00/invoice", "tenant"),
+            ("/api/v1/tenants/acme%00/export.csv", "tenant"),
+            (f"/api/v1/runs/{'r' * 201}", "run_id"),
+        ):
+            params = {"period": "2026-03"} if "runs" not in path else {}
+            r = await pg_client.get(path, params=params, headers=auth(token))
+            assert r.status_code == 400, (path, r.text)
+            assert r.json()["field"] == field and r.json()["message"]
+    r = await pg_client.get("/api/v1/runs/acme-run", headers=auth(ACME))
+    assert r.status_code == 200 and r.json()["total_cost"] == "0.2"
+
+
+async def test_an_ingested_event_postgres_cannot_store_is_refused_not_a_poison(
+    pg_client: httpx.AsyncClient,
+) -> None:
+    """A NUL in `operation` or `unpriced_reason` was accepted (200), then stopped the PostgreSQL
+    ledger at that event: every report of every tenant answered 503 from then on."""
+    bad_operation = cloud(feature="nul")
+    bad_operation["data"]["operation"] = "chat\x00"
+    bad_reason = cloud(feature="nul", priced=False)
+    bad_reason["data"]["unpriced_reason"] = "no price\x00"
+    good = cloud(feature="nul")
+    r = await pg_client.post("/api/v1/events", json=[bad_operation, bad_reason, good], headers=auth(ACME))
+    assert r.status_code == 207, r.text
+    assert r.json()["accepted"] == [good["id"]]
+    assert [(e["index"], e["field"], e["status"]) for e in r.json()["errors"]] == [
+        (0, "operation", 422),
+        (1, "unpriced_reason", 422),
+    ]
+    for token in (ACME, GLOBEX, ADMIN):
+        totals = await pg_client.get("/api/v1/usage/totals", params=WINDOW, headers=auth(token))
+        assert totals.status_code == 200, totals.text
+    totals = await pg_client.get(
+        "/api/v1/usage/totals", params={**WINDOW, "feature": "nul"}, headers=auth(ACME)
+    )
+    assert totals.json()["totals"]["events"] == 1

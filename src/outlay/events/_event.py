@@ -180,8 +180,12 @@ class CostEvent:
             raise InvalidEvent("an event has a tenant_id exactly when it is attributed", field="attribution")
         if not isinstance(self.usage, Usage):
             raise InvalidEvent("must be a Usage", field="usage")
-        if not isinstance(self.operation, str) or not self.operation:
-            raise InvalidEvent("must be a non-empty string", field="operation")
+        if not isinstance(self.operation, str) or not self.operation or "\x00" in self.operation:
+            # No NUL: PostgreSQL refuses one in text, and one such event in the log would stop the
+            # ledger writer (and every report) at it.
+            raise InvalidEvent(
+                f"must be a non-empty string with no NUL, got {self.operation!r}", field="operation"
+            )
         self._check_cost()
         if self.latency_ms is not None and (
             isinstance(self.latency_ms, bool)
@@ -248,6 +252,11 @@ class CostEvent:
                 raise InvalidEvent("an unpriced event has no cost (unknown is not zero)", field="cost")
             if not self.unpriced_reason:
                 raise InvalidEvent("an unpriced event needs a reason", field="unpriced_reason")
+        reason = self.unpriced_reason
+        if reason is not None and (not isinstance(reason, str) or "\x00" in reason):  # as operation
+            raise InvalidEvent(
+                f"must be a string with no NUL character, got {reason!r}", field="unpriced_reason"
+            )
         if not isinstance(self.currency, str) or len(self.currency) != 3 or not self.currency.isupper():
             raise InvalidEvent(
                 f"must be an ISO 4217 code such as 'USD', got {self.currency!r}", field="currency"
