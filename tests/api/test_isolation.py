@@ -173,6 +173,21 @@ async def test_every_endpoint_needs_a_valid_token(
     assert r.headers["www-authenticate"] == "Bearer"
 
 
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: f"{e.method} {e.path}")
+@pytest.mark.parametrize("token", [ACME, ADMIN, None], ids=["tenant", "admin", "none"])
+async def test_no_cache_may_keep_an_answer_for_another_caller(
+    client: httpx.AsyncClient, endpoint: object, token: str | None
+) -> None:
+    """A tenant token's URL is every tenant's URL (the token scopes it): a shared cache or a proxy
+    set to cache must neither keep the answer nor give it to another token."""
+    path = endpoint.path.format(run_id="acme-run", tenant="acme", period="2026-03")  # type: ignore[attr-defined]
+    params = {"period": "2026-03"} if "period" in endpoint.params else {}  # type: ignore[attr-defined]
+    headers = auth(token) if token else {}
+    r = await client.request(endpoint.method, path, params=params, headers=headers, json=[cloud()])  # type: ignore[attr-defined]
+    assert r.headers["cache-control"] == "no-store", (r.status_code, r.headers)
+    assert r.headers["vary"] == "Authorization"
+
+
 def test_tokens_from_files_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     toml = tmp_path / "tokens.toml"
     toml.write_text(f'[[tokens]]\nname = "ops"\nsha256 = "{hash_token(ADMIN)}"\nrole = "admin"\n'

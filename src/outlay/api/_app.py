@@ -117,8 +117,19 @@ class _State:
         return principal
 
 
+#: Every answer depends on the caller's token, and a tenant token's URLs are every tenant's URLs
+#: (``/api/v1/usage/totals`` is scoped by the token, not the path): no cache may keep one and give
+#: it to the next caller, whatever a proxy in front is configured to do.
+_PRIVATE: Final = {"Cache-Control": "no-store", "Vary": "Authorization"}
+
+
 def _route(endpoint: Endpoint, state: _State) -> Route:
     async def serve(request: Request) -> Response:
+        response = await answer(request)
+        response.headers.update(_PRIVATE)
+        return response
+
+    async def answer(request: Request) -> Response:
         try:
             principal = state.authenticate(request, endpoint)
             query = Query(request.query_params.multi_items(), endpoint.params)
