@@ -65,6 +65,9 @@ async def test_timeseries_fills_every_day(client: httpx.AsyncClient) -> None:
     assert body["days"] == ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04", "2026-03-05"]
     (series,) = body["series"]
     assert [p["cost"] for p in series["points"]] == ["0", "0.1", "0.1", "0.1", "0"]
+    # a day with no event has every field of a point, not only some (tokens read as 0, not missing)
+    assert len({tuple(p) for p in series["points"]}) == 1
+    assert [p["input_tokens"] for p in series["points"]] == [0, 200, 100, 100, 0]
     r = await get(client, "/api/v1/usage/timeseries", **PROD, by="tenant")
     assert {s["tenant"] for s in r.json()["series"]} == {"acme", "globex", None}
 

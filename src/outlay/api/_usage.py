@@ -58,9 +58,8 @@ def timeseries(call: Call) -> dict[str, Any]:
         series.setdefault(t.key[1:], {})[str(t.key[0])] = point
     out = []
     for key, points in series.items():
-        filled = [
-            points.get(day) or {"day": day, "events": 0, "cost": "0", "unpriced_events": 0} for day in days
-        ]
+        # A day with no event is a point like any other (every field; nothing spent, no tokens).
+        filled = [points.get(day) or {"day": day, **_NO_EVENT} for day in days]
         out.append({**dict(zip(by, key, strict=True)), "points": filled})
     return {"window": window_json(window), "filters": dict(filters.values), "by": list(by), "days": days,
             "series": out}  # fmt: skip
@@ -95,6 +94,7 @@ def unpriced(call: Call) -> dict[str, Any]:
 
 
 _EMPTY: Final = Totals((), 0, 0, Decimal(0))  # no event at all: nothing was spent
+_NO_EVENT: Final = totals_row((), _EMPTY)
 _TENANT_ENV: Final = (*_WINDOW, "tenant", "environment")
 
 ENDPOINTS: Final = (
