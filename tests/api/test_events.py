@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from outlay import Outlay
 from outlay.api import create_app
@@ -71,6 +73,20 @@ async def test_cursor_of_another_query_or_garbage_is_refused(client: httpx.Async
     for garbage in ("x", "eyJ0IjoxfQ", "%%%", "e30"):
         bad = await client.get("/api/v1/events", params={"cursor": garbage}, headers=auth(ADMIN))
         assert bad.status_code == 400 and bad.json()["field"] == "cursor", garbage
+
+
+async def test_a_hand_made_cursor_at_any_instant_is_a_400(client: httpx.AsyncClient) -> None:
+    """The query's fingerprint in a cursor is no secret: a cursor made by hand with an instant past
+    datetime's range was a 500; one outside the window is not a cursor this API returned either."""
+    r = await client.get("/api/v1/events", params={**WINDOW, "limit": "1"}, headers=auth(ACME))
+    cursor = r.json()["next_cursor"]
+    fields = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    for us in (10**19, 2**63 - 1, -(10**18), 0, -1):
+        forged = base64.urlsafe_b64encode(orjson.dumps({**fields, "t": us})).decode().rstrip("=")
+        bad = await client.get("/api/v1/events", params={**WINDOW, "cursor": forged}, headers=auth(ACME))
+        assert bad.status_code == 400 and bad.json()["field"] == "cursor", (us, bad.text)
+    good = await client.get("/api/v1/events", params={**WINDOW, "cursor": cursor}, headers=auth(ACME))
+    assert good.status_code == 200
 
 
 async def test_ingest_is_validated_idempotent_and_visible(client: httpx.AsyncClient) -> None:
