@@ -7,6 +7,7 @@
     python bench/bench_ledger.py --ingest 200000 --events 0 --batch 50000 --ingest-days 1 --chunked
     python bench/bench_ledger.py --ingest 400000 --events 0 --batch 40000 --ingest-days 1 --processes 2
     python bench/bench_ledger.py --ingest 200000 --events 0 --batch 50000 --ingest-days 1   # live
+    OUTLAY_NO_SPEEDUPS=1 python bench/bench_ledger.py ...   # rows built in Python, not C
 
 The workload is shaped like a real platform: 500 tenants over 30 days, each using a handful of
 (feature, agent, model) combinations, 95% production, 3% unpriced, 4% unattributed, costs with up
@@ -34,7 +35,7 @@ from pathlib import Path
 
 from outlay._usage import Usage
 from outlay.events import CostEvent, decode_event, encode_event
-from outlay.ledger import LedgerWriter, SQLiteLedger
+from outlay.ledger import LedgerWriter, SQLiteLedger, speedups
 from outlay.reporting import Reports
 from outlay.stream import InMemoryEventLog
 
@@ -321,6 +322,8 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
 
     if args.ingest:
+        # OUTLAY_NO_SPEEDUPS=1 measures the pure-Python rows (what an install without a compiler runs)
+        print(f"rows built in {'C (outlay.ledger._speedups)' if speedups() else 'Python'}")
         events = make_events(args.ingest, days=args.ingest_days)
         payloads = [encode_event(e) for e in events]
         for run in range(2):
