@@ -78,6 +78,46 @@ def test_hidden_usage_filter_removes_exactly_the_usage_chunk(cuts: list[int], cr
     assert hidden.hidden == 1
 
 
+@given(
+    st.lists(st.sampled_from([b"\n\n", b"\r\n\r\n", b"\n\r\n", b"\r\n\n"]), min_size=1, max_size=8),
+    st.lists(st.integers(min_value=0), max_size=16),
+)
+def test_hidden_usage_filter_finds_every_kind_of_event_end_across_any_cut(
+    ends: list[bytes], cuts: list[int]
+) -> None:
+    events = [b'data: {"n":%d}' % i + end for i, end in enumerate(ends)]
+    data = b"".join(events)
+    hidden = HiddenUsageFilter(hide=False)
+    pieces = [hidden.feed(piece) for piece in _cut(data, cuts)]
+    assert b"".join(pieces) == data
+    assert hidden.flush() == b""
+
+
+def test_hidden_usage_filter_reads_a_huge_event_in_small_pieces_in_linear_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Responses ``response.completed`` repeats the whole output (megabytes, say a generated image)
+    and arrives in thousands of socket reads: each byte must be searched for the event end about
+    once, not once per read (quadratic: seconds of CPU on the event loop for a few megabytes)."""
+    import outlay.gateway._streaming as streaming
+
+    searched = 0
+    real = streaming._EVENT_END
+
+    class Counting:
+        def search(self, buffer: bytes, pos: int = 0) -> object:
+            nonlocal searched
+            searched += len(buffer) - pos
+            return real.search(buffer, pos)
+
+    monkeypatch.setattr(streaming, "_EVENT_END", Counting())
+    event = b'event: response.completed\ndata: {"output":"' + b"a" * 1_000_000 + b'"}\n\n'
+    hidden = HiddenUsageFilter(hide=False)
+    out = b"".join(hidden.feed(event[i : i + 1024]) for i in range(0, len(event), 1024))
+    assert out == event
+    assert searched < 2 * len(event)
+
+
 def test_stream_reader_flags_a_stream_without_usage_as_incomplete() -> None:
     accumulator = stream_accumulator("openai", "chat")
     for event in chat_stream(REPLY, include_usage=False):

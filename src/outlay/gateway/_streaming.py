@@ -41,27 +41,38 @@ class HiddenUsageFilter:
     when ``hide`` (the gateway added ``include_usage`` itself)."""
 
     def __init__(self, *, hide: bool = True) -> None:
-        self._buffer = b""
+        # The unfinished event, appended to in place, and how far it has been searched for its end:
+        # an event of megabytes (a Responses ``response.completed`` repeats the whole output) that
+        # arrives in thousands of reads costs time proportional to its size, not to its square.
+        self._buffer = bytearray()
+        self._searched = 0
         self._hide = hide
         self.hidden = 0
 
     def feed(self, chunk: bytes) -> bytes:
-        self._buffer += chunk
+        buffer = self._buffer
+        # An event end is at most 4 bytes (\r\n\r\n): one may straddle the old bytes and the new.
+        begin = max(0, self._searched - 3)
+        buffer += chunk
         out: list[bytes] = []
         start = 0
-        while (match := _EVENT_END.search(self._buffer, start)) is not None:
-            event = self._buffer[start : match.end()]
+        while (match := _EVENT_END.search(buffer, max(start, begin))) is not None:
+            event = bytes(buffer[start : match.end()])
             start = match.end()
             if self._hide and _is_usage_only(event):
                 self.hidden += 1
             else:
                 out.append(event)
-        self._buffer = self._buffer[start:]
+        if start:
+            del buffer[:start]
+        self._searched = len(buffer)
         return b"".join(out)
 
     def flush(self) -> bytes:
         """Whatever is left when the stream ends (an unterminated last event is still forwarded)."""
-        rest, self._buffer = self._buffer, b""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        self._searched = 0
         return b"" if self._hide and _is_usage_only(rest) else rest
 
 
