@@ -409,12 +409,11 @@ class Gateway:
                     if disconnected.done():
                         break  # stop paying for tokens nobody will read
                     if wire == "openai" and out:
-                        out, done = split_done(out)
+                        out, done = split_done(out, done)
                     if out:
                         await send({"type": "http.response.body", "body": out, "more_body": True})
             if not disconnected.done() and (tail := events.flush()):
-                tail, last = split_done(tail) if wire == "openai" else (tail, b"")
-                done = done or last
+                tail, done = split_done(tail, done) if wire == "openai" else (tail, done)
                 if tail:
                     await send({"type": "http.response.body", "body": tail, "more_body": True})
         except (UpstreamError, TimeoutError) as exc:

@@ -17,7 +17,7 @@ from ._errors import Dialect, GatewayError, render
 __all__ = ["HiddenUsageFilter", "error_event", "split_done"]
 
 _EVENT_END = re.compile(rb"\r?\n\r?\n")
-_DONE = re.compile(rb"(?:^|(?<=\n))data: ?\[DONE\]\r?\n\r?\n\Z")
+_DONE = re.compile(rb"(?:^|(?<=\n))data: ?\[DONE\]\r?(?:\n|\Z)")
 
 
 def _is_usage_only(event: bytes) -> bool:
@@ -76,10 +76,14 @@ class HiddenUsageFilter:
         return b"" if self._hide and _is_usage_only(rest) else rest
 
 
-def split_done(events: bytes) -> tuple[bytes, bytes]:
-    """``events`` without OpenAI's closing ``data: [DONE]`` event, and that event (or ``b""``): the
-    gateway sends it only once the call is recorded, since an SDK reads nothing after it."""
-    if b"[DONE]" not in events[-24:]:  # every chunk but the last: no regex search on the hot path
+def split_done(events: bytes, held: bytes = b"") -> tuple[bytes, bytes]:
+    """What of ``events`` to send now, and what to hold until the call is recorded: OpenAI's closing
+    ``data: [DONE]`` and whatever follows it (``held``: what is held already, which everything
+    after it joins, in order). The gateway sends it only once the call is recorded, since an SDK
+    reads nothing after it."""
+    if held:
+        return b"", held + events
+    if b"[DONE]" not in events:  # every chunk but the last: no regex search on the hot path
         return events, b""
     match = _DONE.search(events)
     if match is None:
