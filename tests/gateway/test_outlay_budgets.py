@@ -17,7 +17,7 @@ from outlay.events import CostEvent
 from outlay.gateway import Gateway, Principal
 from outlay.gateway._outlay_hooks import NOT_BILLED
 from outlay.keys import VirtualKey
-from outlay.testing import FakeProvider, Fault
+from outlay.testing import FakeProvider, Fault, ModelBehaviour
 
 from .conftest import Stack, make_stack, wait_for
 
@@ -306,3 +306,71 @@ async def test_64_concurrent_streams_against_one_hard_limit_never_overshoot(buil
     assert admitted >= 9  # no call was refused while ten worst cases still fitted
     assert admitted < 64
     assert _spent(stack, key) == (recorded, 0)  # the budget saw exactly what the ledger saw
+
+
+async def _uncapped_streams(stack: Stack, fake: FakeProvider, limit: Decimal) -> tuple[list[int], Decimal]:
+    """10 concurrent gpt-4o streams without an output limit, each answering 8,000 tokens when let."""
+    key, secret = stack.keys.create("acme", budget=f"{limit}/month")
+    client = openai.AsyncOpenAI(base_url=stack.url + "/v1", api_key=secret, max_retries=0, timeout=30)
+    fake.behaviours["gpt-4o"] = ModelBehaviour(output_tokens=8000)
+
+    async def one() -> int:
+        try:
+            stream = await client.chat.completions.create(
+                model="gpt-4o",
+                messages=MESSAGES,
+                stream=True,  # type: ignore[arg-type]
+            )
+            async for _ in stream:
+                pass
+        except openai.APIStatusError as exc:
+            return exc.status_code
+        return 200
+
+    try:
+        statuses = await asyncio.gather(*(one() for _ in range(10)))
+    finally:
+        del fake.behaviours["gpt-4o"]
+        await client.close()
+    admitted = statuses.count(200)
+    await asyncio.to_thread(wait_for, lambda: len(_calls(stack)) == admitted)
+    recorded = money_sum(e.cost for e in _calls(stack) if e.cost is not None)
+    assert _spent(stack, key) == (recorded, 0)
+    return statuses, recorded
+
+
+async def test_without_an_output_limit_a_hard_limit_is_overshot_unless_cap_output(
+    build, fake: FakeProvider
+) -> None:  # type: ignore[no-untyped-def]
+    limit = Decimal("0.05")
+    # As documented: the hold assumes default_output_tokens, and a longer answer is charged in full.
+    statuses, recorded = await _uncapped_streams(build(), fake, limit)
+    assert recorded > limit and statuses.count(200) >= 2
+    # cap_output: the request goes upstream with the limit its hold assumed, so it cannot cost more.
+    stack = build(cap_output=True)
+    statuses, recorded = await _uncapped_streams(stack, fake, limit)
+    assert 0 < recorded <= limit
+    assert set(statuses) <= {200, 402} and statuses.count(200) >= 2
+    sent = [r.json() for r in fake.requests if r.path.endswith("/chat/completions")]
+    assert sent and all(body["max_completion_tokens"] == 1024 for body in sent)
+    assert all(e.usage.output_tokens == 1024 for e in _calls(stack))
+
+
+def test_cap_output_leaves_a_given_limit_alone_and_covers_the_responses_api(
+    build, fake: FakeProvider
+) -> None:  # type: ignore[no-untyped-def]
+    stack = build(cap_output=True, default_output_tokens=300)
+    client = stack.openai(stack.secret)
+    given = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=MESSAGES, max_tokens=50
+    )  # type: ignore[arg-type]
+    capped = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES, n=2)  # type: ignore[arg-type]
+    assert "x-outlay-output-limit" not in given.headers
+    assert capped.headers["x-outlay-output-limit"] == "300"
+    client.responses.create(model="gpt-4o-mini", input="price this")
+    client.embeddings.create(model="text-embedding-3-small", input="x")
+    chat_given, chat_none, responses, embeddings = (r.json() for r in fake.requests)
+    assert chat_given["max_tokens"] == 50 and "max_completion_tokens" not in chat_given
+    assert chat_none["max_completion_tokens"] == 300  # per choice: the hold is 2 x 300
+    assert responses["max_output_tokens"] == 300
+    assert "max_completion_tokens" not in embeddings and "max_output_tokens" not in embeddings

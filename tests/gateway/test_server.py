@@ -62,6 +62,8 @@ def test_settings_from_file_and_environment(tmp_path: Path) -> None:
     assert settings.environment == "staging"
     assert settings.rate_limit is not None and settings.rate_limit.per == 60
     assert settings.routing.resolve("fast") is not None
+    assert settings.cap_output is False  # answers are not cut unless asked
+    assert load_settings(_config(tmp_path, "cap_output = true\n"), {}).cap_output is True
     assert load_settings(None, {}).budget_store == str(Path(".outlay") / "budgets.db")
 
 
@@ -71,6 +73,7 @@ def test_settings_from_file_and_environment(tmp_path: Path) -> None:
         ("colour = 1\n", "colour"),
         ('environment = "moon"\n', "environment"),
         ("default_output_tokens = -5\n", "default_output_tokens"),
+        ('cap_output = "yes"\n', "cap_output"),
         ("rate_limit = { rate = 1.5 }\n", "rate_limit"),
         ("[upstreams.x]\nbase_url = 'ftp://nope'\n", "upstreams.x"),
         ("not toml ===", "TOML"),

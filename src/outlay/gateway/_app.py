@@ -54,6 +54,9 @@ _PATH_FOR = {
     "messages": "/v1/messages",
 }
 _PASS_HEADERS = ("x-request-id", "request-id")
+# Where an admission's output_limit goes (Anthropic's max_tokens is required, so always given;
+# chat's max_completion_tokens, unlike the older max_tokens, is taken by every current model).
+_OUTPUT_LIMIT_FIELD = {"chat": "max_completion_tokens", "responses": "max_output_tokens"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,12 @@ def _outlay_headers(settlement: Settlement | None, admission: Admission | None) 
         out["x-outlay-model"] = admission.model
         out["x-outlay-downgraded-from"] = admission.downgraded_from
         out["x-outlay-model-downgraded"] = f"{admission.downgraded_from} -> {admission.model}"
+    if (
+        admission is not None
+        and admission.output_limit is not None
+        and admission.call.api in _OUTPUT_LIMIT_FIELD
+    ):
+        out["x-outlay-output-limit"] = str(admission.output_limit)  # cap_output: why an answer stopped
     return out
 
 
@@ -290,6 +299,11 @@ class Gateway:
         changed, hide_usage = False, False
         if request.get("model") != admission.model:
             request = {**request, "model": admission.model}
+            changed = True
+        limit_field = _OUTPUT_LIMIT_FIELD.get(admission.call.api)
+        if admission.output_limit is not None and limit_field is not None:
+            # The hold assumed at most this much output (the request gave no limit): make it so.
+            request = {**request, limit_field: admission.output_limit}
             changed = True
         if admission.call.api == "chat" and admission.call.stream:
             options = request.get("stream_options")

@@ -83,6 +83,9 @@ class Admission:
     reserved: Decimal | None = None
     budget_remaining: Decimal | None = None
     downgraded_from: str | None = None
+    #: An output limit to add to the request upstream (chat's ``max_completion_tokens``, the
+    #: Responses API's ``max_output_tokens``) when it has none: what the budget hold assumed.
+    output_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -159,9 +159,11 @@ class _WouldWait(Exception):
     """An inline completion found the event log busy: the blocking thread takes the call instead."""
 
 
-def _output_tokens(call: Call, default: int) -> int:
-    """The most output the call may produce, from the request (``n`` choices count n times)."""
+def _output_tokens(call: Call, default: int) -> tuple[int, bool]:
+    """The most output the call may produce, from the request (``n`` choices count n times), and
+    whether the request said so (else it is ``default``, which bounds nothing)."""
     body = call.body
+    given = True
     for name in _OUTPUT_FIELDS[call.api]:
         value = body.get(name)
         if value is None:
@@ -170,11 +172,11 @@ def _output_tokens(call: Call, default: int) -> int:
             raise InvalidInput(f"expected a non-negative integer, got {value!r}", field=name)
         break
     else:
-        value = 0 if call.api == "embeddings" else default
+        value, given = (0, True) if call.api == "embeddings" else (default, False)
     choices = body.get("n")
     if call.api == "chat" and isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
         value *= choices
-    return value
+    return value, given
 
 
 class OutlayHooks:
@@ -184,7 +186,10 @@ class OutlayHooks:
     revocation takes effect within that time on every worker). ``outlay`` (or ``recorder``) records
     events; ``engine`` enforces budgets (the key's own budget is added to the engine's policies).
     Calls whose price is unknown reserve and, unless usage says otherwise, are charged
-    ``unpriced_estimate``; requests without an output limit are estimated at ``default_output_tokens``.
+    ``unpriced_estimate``; requests without an output limit are estimated at ``default_output_tokens``,
+    which bounds nothing unless ``cap_output`` is true: then such a request (chat or Responses) is
+    sent upstream with that limit, so its hold is a worst case and a hard limit holds under
+    concurrency (answers longer than the limit end with ``finish_reason="length"``).
 
     Blocking work (a durable append, a SQLite budget transaction) runs on one thread, in batches, so
     the event loop keeps serving and concurrent appends share one fsync; with in-memory backends it
@@ -203,6 +208,7 @@ class OutlayHooks:
         recorder: Recorder | None = None,
         engine: BudgetEngine | None = None,
         default_output_tokens: int = 1024,
+        cap_output: bool = False,
         unpriced_estimate: Decimal = UNPRICED_ESTIMATE,
         environment: str = "production",
         cache_ttl: float = 1.0,
@@ -221,6 +227,7 @@ class OutlayHooks:
         if outlay is not None and self.engine.decision_sink is None:
             outlay.install_decision_sink(self.engine)  # refusals and downgrades land in the ledger
         self.default_output_tokens = default_output_tokens
+        self.cap_output = cap_output
         self.unpriced_estimate = unpriced_estimate
         self.environment = environment
         self.cache_ttl = cache_ttl
@@ -358,8 +365,9 @@ class OutlayHooks:
         key = found if isinstance(found, VirtualKey) else None
         ctx = self._context(principal, key, call.headers)
         provider = _PROVIDER.get(call.upstream.kind) or call.upstream.name.lower()
-        output = _output_tokens(call, self.default_output_tokens)
-        args = (principal, call, ctx, (key, provider, output))
+        output, given = _output_tokens(call, self.default_output_tokens)
+        limit = self.default_output_tokens if self.cap_output and not given else None
+        args = (principal, call, ctx, (key, provider, output, limit))
         if self._batches is None:
             return self._admit(*args)
         inline = self._admit_inline(args)
@@ -429,9 +437,9 @@ class OutlayHooks:
         principal: Principal,
         call: Call,
         ctx: CostContext,
-        how: tuple[VirtualKey | None, str, int],  # key, provider, max output tokens
+        how: tuple[VirtualKey | None, str, int, int | None],  # key, provider, max output, limit to add
     ) -> Admission:
-        key, provider, output = how
+        key, provider, output, limit = how
         token = attach(ctx)  # so budget decisions recorded now carry the call's attribution
         try:
             scope = self._scopes.get(id(ctx)) or Scope.of(ctx)
@@ -453,7 +461,7 @@ class OutlayHooks:
         return Admission(
             principal, call, model, reservation=ticket, reserved=amount,
             budget_remaining=self._remaining(holds, {st.key: st for h in holds for st in h.admitted}),
-            downgraded_from=call.model if downgraded else None,
+            downgraded_from=call.model if downgraded else None, output_limit=limit,
         )  # fmt: skip
 
     def _reserve(

@@ -10,6 +10,7 @@ A config file (``outlay gateway --config gateway.toml``)::
     prices = "prices.toml"                 # price overrides; $OUTLAY_PRICES_FILE
     environment = "production"
     default_output_tokens = 1024
+    cap_output = false                     # true: send that limit upstream when a request has none
     unpriced_estimate = "0.01"
     rate_limit = { rate = "5.00", per = 60 }   # per tenant, USD per `per` seconds
     max_body_bytes = 10485760
@@ -62,7 +63,7 @@ _ROUTING: Final = frozenset({"upstreams", "routes", "aliases", "max_body_bytes",
 _MAX_CACHE_TTL: Final = 300.0
 _SETTINGS: Final = frozenset(
     {"keys", "ledger", "budget_store", "budgets", "plans", "prices", "environment",
-     "default_output_tokens", "unpriced_estimate", "rate_limit", "cache_ttl"}
+     "default_output_tokens", "cap_output", "unpriced_estimate", "rate_limit", "cache_ttl"}
 )  # fmt: skip
 
 
@@ -82,6 +83,7 @@ class GatewaySettings:
     unpriced_estimate: Decimal
     rate_limit: CostRateLimit | None
     cache_ttl: float
+    cap_output: bool = False
 
 
 def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -128,6 +130,9 @@ def load_settings(
     output = data.get("default_output_tokens", 1024)
     if isinstance(output, bool) or not isinstance(output, int) or output < 0:
         raise ConfigError(f"expected a non-negative integer, got {output!r}", field="default_output_tokens")
+    cap = data.get("cap_output", False)
+    if not isinstance(cap, bool):
+        raise ConfigError(f"expected true or false, got {cap!r}", field="cap_output")
     ttl = data.get("cache_ttl", 1.0)
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 <= ttl <= _MAX_CACHE_TTL:
         # A revoked key keeps working for up to this long: never forever.
@@ -158,6 +163,7 @@ def load_settings(
         unpriced_estimate=fallback,
         rate_limit=limit,
         cache_ttl=float(ttl),
+        cap_output=cap,
     )
 
 
@@ -187,6 +193,7 @@ def create_app(settings: GatewaySettings | str | os.PathLike[str] | None = None)
         outlay=outlay,
         engine=engine,
         default_output_tokens=settings.default_output_tokens,
+        cap_output=settings.cap_output,
         unpriced_estimate=settings.unpriced_estimate,
         environment=settings.environment,
         cache_ttl=settings.cache_ttl,
