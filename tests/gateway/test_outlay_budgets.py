@@ -345,7 +345,7 @@ async def test_without_an_output_limit_a_hard_limit_is_overshot_unless_cap_outpu
     limit = Decimal("0.05")
     # As documented: the hold assumes default_output_tokens, and a longer answer is charged in full.
     statuses, recorded = await _uncapped_streams(build(), fake, limit)
-    assert recorded > limit and statuses.count(200) >= 2
+    assert recorded > limit  # one such call alone (8,000 tokens, 0.08 USD) is past it
     # cap_output: the request goes upstream with the limit its hold assumed, so it cannot cost more.
     stack = build(cap_output=True)
     statuses, recorded = await _uncapped_streams(stack, fake, limit)
