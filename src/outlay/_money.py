@@ -71,6 +71,9 @@ def to_money(value: object, *, field: str = "cost", allow_negative: bool = False
     elif isinstance(value, int):
         amount = Decimal(value)
     elif isinstance(value, str):
+        if not value.isascii() or "_" in value:
+            # Decimal() also reads "1_000" and other scripts' digits ("١"): not a plain amount.
+            raise InvalidInput(f"not a plain decimal amount: {value!r}", field=field)
         try:
             amount = Decimal(value.strip())
         except InvalidOperation:

@@ -272,6 +272,9 @@ max_cost_per_minute = "0.50"
             '[[budget]]\nscope = "tenant"\nlimit = "10"\nmax_cost_per_minute = "0.01"\n',
             r"budget\[0\]: max_cost_per_minute: runaway guards stop runs: they need scope 'run'",
         ),
+        # Decimal() reads these as 1000 and 5: an amount written so is refused, not guessed at.
+        ('[[budget]]\nscope = "tenant"\nlimit = "1_000"\n', r"budget\[0\]: limit: not a plain decimal"),
+        ('[[budget]]\nscope = "tenant"\nlimit = "\u0665"\n', r"budget\[0\]: limit: not a plain decimal"),
         ("budgets = 1\n", "unknown top-level"),
         ("[[budget]\n", "not valid TOML"),
     ],

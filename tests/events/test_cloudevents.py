@@ -224,3 +224,51 @@ def test_times_with_offsets_are_kept_as_instants() -> None:
     moment = datetime(2026, 3, 1, 9, 30, tzinfo=timezone(timedelta(hours=13)))
     event = CostEvent(tenant_id="t", time=moment, priced=True, cost=Decimal(0))
     assert decode_event(encode_event(event)).time == moment
+
+
+def _with(**data: Any) -> bytes:
+    envelope = to_cloudevent(CostEvent(tenant_id="t", priced=True, cost=Decimal("0.5")))
+    for name, value in data.items():
+        if name == "time":
+            envelope["time"] = value
+        else:
+            envelope["data"][name] = value
+    return json.dumps(envelope).encode()
+
+
+@pytest.mark.parametrize(
+    ("text", "instant"),
+    [
+        ("2026-03-02t10:00:00z", datetime(2026, 3, 2, 10, tzinfo=UTC)),  # RFC 3339 5.6: either case
+        ("2026-03-02 10:00:00.25+01:00", datetime(2026, 3, 2, 9, 0, 0, 250_000, tzinfo=UTC)),
+        ("2026-03-02T10:00:00.123456789Z", datetime(2026, 3, 2, 10, 0, 0, 123_456, tzinfo=UTC)),
+    ],
+)
+def test_rfc3339_times_in_any_of_its_spellings_are_read(text: str, instant: datetime) -> None:
+    assert decode_event(_with(time=text)).time == instant
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("20260302T100000Z", "RFC 3339"),  # ISO 8601 basic format: not RFC 3339
+        ("2026-W10-1T10:00:00Z", "RFC 3339"),  # a week date
+        ("2026-03-02T10:00Z", "RFC 3339"),  # no seconds
+        ("2026-03-02T10:00:00,5Z", "RFC 3339"),  # a decimal comma
+        ("2026-02-30T10:00:00Z", "RFC 3339"),  # no such day
+        ("2026-03-02T10:00:00", "UTC offset"),
+    ],
+)
+def test_times_that_are_not_rfc3339_are_refused(text: str, message: str) -> None:
+    with pytest.raises(InvalidEvent, match=message) as caught:
+        decode_event(_with(time=text))
+    assert caught.value.field == "time"
+
+
+@pytest.mark.parametrize("text", ["1_000", "\u0661", " 1", "1 ", "\uff11"])
+def test_money_is_a_plain_ascii_decimal_string(text: str) -> None:
+    """Decimal() reads "1_000" as 1000 and Arabic-Indic or full-width digits as digits: an amount
+    sent that way is refused, not read as something the sender may not have meant."""
+    with pytest.raises(InvalidEvent, match="plain decimal") as caught:
+        decode_event(_with(cost=text))
+    assert caught.value.field == "data.cost"

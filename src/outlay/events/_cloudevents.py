@@ -13,6 +13,7 @@ silently drop attribution), as are unknown schema versions.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -29,6 +30,11 @@ __all__ = ["CLOUDEVENT_TYPE", "decode_event", "encode_event", "from_cloudevent",
 
 CLOUDEVENT_TYPE: Final = f"dev.outlay.cost.v{SCHEMA_VERSION}"
 _TYPE_PREFIX: Final = "dev.outlay.cost.v"
+# RFC 3339 date-time (section 5.6; "T" and "Z" in either case, or a space between date and time as
+# its note allows). datetime.fromisoformat alone takes any ISO 8601 form (20260302T1000Z, week dates).
+_RFC3339: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?((?:[Zz]|[+-][0-9]{2}:[0-9]{2})?)"
+)
 
 _STR_FIELDS: Final = (
     "tenant_id",
@@ -128,6 +134,9 @@ def _money(value: object, field: str) -> Decimal:
         raise InvalidEvent(f"money must be a decimal string, not a JSON number ({value!r})", field=field)
     if not isinstance(value, str):
         raise InvalidEvent(f'money must be a decimal string like "0.0125", got {value!r}', field=field)
+    if not value.isascii() or "_" in value or value != value.strip():
+        # Decimal() also reads "1_000", " 1" and other scripts' digits ("١"): not what was sent.
+        raise InvalidEvent(f'money must be a plain decimal string like "0.0125", got {value!r}', field=field)
     try:
         amount = Decimal(value)
     except InvalidOperation:
@@ -148,13 +157,15 @@ def _money_map(value: object, field: str) -> dict[str, Decimal]:
 def _parse_time(value: object) -> datetime:
     if not isinstance(value, str):
         raise InvalidEvent("must be an RFC 3339 timestamp string", field="time")
+    shape = _RFC3339.fullmatch(value)
+    if shape is not None and not shape.group(1):
+        raise InvalidEvent(f"timestamp needs a UTC offset or 'Z': {value!r}", field="time")
     try:
-        moment = datetime.fromisoformat(value)
+        if shape is None:
+            raise ValueError(value)
+        return datetime.fromisoformat(value.upper())  # (a date or time out of range: ValueError)
     except ValueError:
         raise InvalidEvent(f"not an RFC 3339 timestamp: {value!r}", field="time") from None
-    if moment.tzinfo is None:
-        raise InvalidEvent(f"timestamp needs a UTC offset or 'Z': {value!r}", field="time")
-    return moment
 
 
 def from_cloudevent(envelope: Mapping[str, Any]) -> CostEvent:
