@@ -233,3 +233,7 @@ def test_no_tokens_at_all_refuses_to_start(monkeypatch: pytest.MonkeyPatch, tmp_
     (tmp_path / "bad.toml").write_text("[[tokens]\n")
     with pytest.raises(ConfigError, match="cannot read"):
         load_tokens(tmp_path / "bad.toml")
+    (tmp_path / "latin1.toml").write_bytes(b'[[tokens]]\ntenant = "caf\xe9"\n')  # a traceback before
+    with pytest.raises(ConfigError, match="not UTF-8") as info:
+        load_tokens(tmp_path / "latin1.toml")
+    assert info.value.field == "tokens"

@@ -161,7 +161,9 @@ def load_tokens(source: str | os.PathLike[str] | None = None) -> ApiTokens:
         return _parse(text, "inline tokens")
     path = Path(text).expanduser()
     try:
-        content = path.read_text()
+        content = path.read_bytes().decode("utf-8")  # not the locale's codec: the file is UTF-8 TOML/JSON
     except OSError as exc:
         raise ConfigError(f"cannot read tokens file {str(path)!r}: {exc.strerror}", field="tokens") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"tokens file {str(path)!r} is not UTF-8 ({exc.reason})", field="tokens") from None
     return _parse(content, f"tokens file {str(path)!r}")
