@@ -31,6 +31,8 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
+        #: While set, Redis's replies are dropped: commands still run, their callers time out.
+        self.mute_replies = False
 
     def __enter__(self) -> TcpProxy:
         self.start()
@@ -70,14 +72,14 @@ class TcpProxy:
                     upstream.close()
                     return
                 self._sockets += [client, upstream]
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+            for src, dst, reply in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(target=self._pipe, args=(src, dst, reply), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, reply: bool) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not (reply and self.mute_replies):
+                    dst.sendall(data)
         except OSError:
             pass
         finally:

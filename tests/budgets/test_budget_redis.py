@@ -220,11 +220,36 @@ def test_fail_closed_recovers_and_applies_queued_settles(make: MakeStore) -> Non
         with pytest.raises(BackendUnavailable):
             store.reserve("b", key, D("0.1"), 60)
         assert store.settle("a", D("0.5")).ok  # the call already happened: its cost is kept
-        assert store.pending == 1
+        assert store.pending == 2  # and b's release, in case its reserve ran (a lost reply)
         proxy.start()
         assert store.reserve("c", key, D("0.5"), 60).ok  # after the queued settle: 0.5 + 0.5 <= 1
         assert not store.reserve("d", key, D("0.01"), 60).ok
         assert store.status("k").spent == D("0.5")
+
+
+def test_a_refused_reserve_whose_reply_was_lost_holds_nothing(make: MakeStore) -> None:
+    """Redis ran the reserve but its reply never came (a timeout: Redis paused, a network stall):
+    the call was refused (503), so its hold must not stay, nor be charged when it expires."""
+    with TcpProxy(6379) as proxy:
+        store = make(f"redis://127.0.0.1:{proxy.port}/0", on_unavailable="deny", timeout=0.3,
+                     retry_interval=0)  # fmt: skip
+        observer = make()
+        key = [KeyLimit("tenant:acme", D("1"))]
+        assert store.status("tenant:acme").reserved == 0  # connected, scripts loaded
+        proxy.mute_replies = True
+        with pytest.raises(BackendUnavailable, match="on_unavailable='deny'"):
+            store.reserve("lost", key, D("0.6"), 1.0)
+        assert _poll(lambda: observer.status("tenant:acme").reserved == D("0.6"))  # it did run
+        proxy.mute_replies = False
+        proxy.stop()  # the muted connections are dead; new ones answer
+        proxy.start()
+        assert store.reserve("next", key, D("0.9"), 60).ok  # the refused call's hold was taken back
+        assert store.pending == 0
+        time.sleep(1.1)  # past the lost hold's deadline: nothing is charged for it
+        status = observer.status("tenant:acme")
+        assert (status.spent, status.reserved) == (D(0), D("0.9"))
+        assert store.settle("next", D("0.9")).ok
+        assert observer.status("tenant:acme").spent == D("0.9")
 
 
 def test_backoff_skips_redis_after_a_failure(make: MakeStore) -> None:

@@ -260,8 +260,9 @@ class RedisBudgetStore(BudgetStore):
     def _release_args(self, op: PendingOp) -> tuple[list[str], list[str]]:
         return (
             [self._prefix + "expiry", self._hold_key(op.reservation_id)],
-            [self._prefix, self._now(), op.reservation_id, self._retention_ms, op.nonce, op.issued],
-        )
+            [self._prefix, self._now(), op.reservation_id, self._retention_ms, op.nonce, op.issued,
+             op.reserve_nonce],
+        )  # fmt: skip
 
     def _statuses(self, names: Sequence[str], flat: Sequence[Any]) -> tuple[KeyStatus, ...]:
         out = tuple(
@@ -286,9 +287,10 @@ class RedisBudgetStore(BudgetStore):
             requests.append([kl.key, limit, _window(kl.window, "keys")])
         amount_text = _text(amount, "amount")
         cause: BackendUnavailable | None = None
+        nonce = uuid.uuid4().hex
         if self._reachable():
             args = [self._prefix, self._now(), reservation_id, amount_text, str(math.ceil(ttl * 1000)),
-                    self._retention_ms, uuid.uuid4().hex, json.dumps(requests)]  # fmt: skip
+                    self._retention_ms, nonce, json.dumps(requests)]  # fmt: skip
             try:
                 raw = self._call(
                     self._reserve, [self._prefix + "expiry", self._hold_key(reservation_id)], args
@@ -305,6 +307,13 @@ class RedisBudgetStore(BudgetStore):
                 if raw[0] == "denied":
                     return StoreResult(False, statuses, int(raw[1]))
                 return StoreResult(True, statuses)
+        if cause is not None and self._local.mode == "deny":
+            # The script may have run although its reply was lost (a timeout, Redis paused): the
+            # call is refused, so that hold must not stay, nor be charged at its deadline. Take it
+            # back when Redis answers again (only the hold this reserve made: its nonce).
+            op = PendingOp("release", reservation_id, uuid.uuid4().hex, local=True, reserve_nonce=nonce)
+            op.issued = self._issued()
+            self._local.queue(op)
         self._local.admit(
             reservation_id,
             tuple(keys),

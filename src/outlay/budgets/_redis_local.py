@@ -46,6 +46,7 @@ class PendingOp:
     amount: str = ""  # local: the estimate as decimal text
     cost: Decimal = ZERO  # local settle: the un-checked spend it carries
     issued: str = ""  # ms when the caller settled/released (a queued op may reach Redis after the deadline)
+    reserve_nonce: str = ""  # release: only a hold that this reserve made (its reply was lost)
 
 
 class LocalFallback:

@@ -302,7 +302,8 @@ return out
 )
 
 #: KEYS: expiry, hold. ARGV: prefix, now, id, retention ms, nonce, issued (ms, or "" for a release
-#: sent at once). Returns "ok"|"done"|"unknown".
+#: sent at once), reserve nonce ("" for any): only the hold that reserve made (one whose reply was
+#: lost). Returns "ok"|"done"|"unknown".
 RELEASE: Final = (
     _COMMON
     + r"""
@@ -311,8 +312,9 @@ local retention = tonumber(ARGV[4])
 tick(now, retention)
 local rid = ARGV[3]
 local h = P .. 'h:' .. rid
-local f = redis.call('HMGET', h, 's', 'a', 'k', 'sn', 'd')
+local f = redis.call('HMGET', h, 's', 'a', 'k', 'sn', 'd', 'n')
 if not f[1] then return 'unknown' end
+if (ARGV[7] or '') ~= '' and f[6] ~= ARGV[7] then return 'unknown' end
 if f[1] == 'expired' and issued_in_time(ARGV[6] or '', f[5]) then
   -- released in time, applied late (queued in an outage): the call cost nothing
   refund_expiry(cjson.decode(f[3]), f[2], tonumber(f[5]))
