@@ -495,3 +495,41 @@ def test_a_settle_or_release_made_in_time_but_queued_past_the_deadline_is_exact(
     clock.advance(3)
     assert observer.settle("late", D("0.70")).ok
     assert observer.status("tenant:acme").spent == D("1.80")
+
+
+# --- Redis lost the holds (a restart without persistence, a failover to an empty replica) --------
+
+
+def test_a_call_in_flight_when_redis_lost_its_hold_is_still_charged(make: MakeStore) -> None:
+    store, other = make(), make()
+    key = [KeyLimit("tenant:acme", D("1")), KeyLimit("feature:acme:chat", D("1"), 3600)]
+    assert store.reserve("a", key, D("0.4"), 60).ok
+    assert store.reserve("b", key, D("0.3"), 60).ok
+    assert other.reserve("c", key, D("0.2"), 60).ok
+    store.clear()  # Redis restarted empty: the holds and the counters are gone
+    assert store.settle("a", D("0.25")).ok  # the call was made: its cost counts, not dropped
+    assert store.settle("a", D("0.25")).ok is False  # and only once
+    assert store.release("b") is True  # nothing held any more: released, not an error
+    for name, window in (("tenant:acme", None), ("feature:acme:chat", 3600)):
+        status = other.status(name, window)
+        assert (status.spent, status.reserved) == (D("0.25"), D(0))
+    with pytest.raises(InvalidInput, match="unknown"):  # another replica's hold: keys not known here
+        store.settle("c", D("0.2"))
+
+
+def test_a_settle_queued_in_an_outage_counts_after_a_restart_without_persistence(make: MakeStore) -> None:
+    with TcpProxy(6379) as proxy:
+        store = make(f"redis://127.0.0.1:{proxy.port}/0", on_unavailable="deny", retry_interval=0)
+        observer = make()
+        key = [KeyLimit("tenant:acme", D("1"))]
+        assert store.reserve("a", key, D("0.5"), 60).ok
+        assert store.reserve("b", key, D("0.5"), 60).ok
+        proxy.stop()
+        assert store.settle("a", D("0.4")).ok  # queued
+        assert store.settle("b", None).ok  # queued: charges the estimate
+        observer.clear()  # Redis comes back empty
+        proxy.start()
+        assert store.flush() == 0
+        status = observer.status("tenant:acme")
+        assert (status.spent, status.reserved) == (D("0.9"), D(0))
+        assert not store.reserve("c", key, D("0.2"), 60).ok  # the limit still counts those calls

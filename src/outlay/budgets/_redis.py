@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -46,6 +47,10 @@ MAX_INTEGER_DIGITS: Final = 15
 MAX_FRACTION_DIGITS: Final = 40
 
 DEFAULT_PREFIX: Final = "outlay:budgets:"
+
+#: Holds this process made and has not finished, remembered so that their cost is still counted if
+#: Redis loses them (a restart without persistence, a failover to a replica that had not got them).
+_MADE_MAX: Final = 100_000
 
 
 def _text(amount: Decimal, field: str) -> str:
@@ -162,6 +167,10 @@ class RedisBudgetStore(BudgetStore):
                 field="local_cap",
             )
         self._local = LocalFallback(on_unavailable, cap)
+        self._retention = float(retention)
+        # id -> (keys, amount text, monotonic time until which Redis must still know the id)
+        self._made: dict[str, tuple[tuple[KeyLimit, ...], str, float]] = {}
+        self._made_lock = threading.Lock()
         self._reserve = client.register_script(lua.RESERVE)
         self._settle = client.register_script(lua.SETTLE)
         self._release = client.register_script(lua.RELEASE)
@@ -250,7 +259,7 @@ class RedisBudgetStore(BudgetStore):
             return self._local.pending_count()
 
     def _settle_args(self, op: PendingOp) -> tuple[list[str], list[str]]:
-        keys = json.dumps([[k.key, _window(k.window, "keys")] for k in op.keys]) if op.local else ""
+        keys = json.dumps([[k.key, _window(k.window, "keys")] for k in op.keys]) if op.keys else ""
         return (
             [self._prefix + "expiry", self._hold_key(op.reservation_id)],
             [self._prefix, self._now(), op.reservation_id, op.actual, self._retention_ms, op.nonce, keys,
@@ -289,6 +298,8 @@ class RedisBudgetStore(BudgetStore):
         cause: BackendUnavailable | None = None
         nonce = uuid.uuid4().hex
         if self._reachable():
+            # Redis keeps the id at least until its deadline plus the retention (as an expired hold)
+            known_until = time.monotonic() + ttl + self._retention
             args = [self._prefix, self._now(), reservation_id, amount_text, str(math.ceil(ttl * 1000)),
                     self._retention_ms, nonce, json.dumps(requests)]  # fmt: skip
             try:
@@ -306,6 +317,10 @@ class RedisBudgetStore(BudgetStore):
                 statuses = self._statuses([kl.key for kl in keys], raw[2:])
                 if raw[0] == "denied":
                     return StoreResult(False, statuses, int(raw[1]))
+                with self._made_lock:
+                    self._made[reservation_id] = (tuple(keys), amount_text, known_until)
+                    if len(self._made) > _MADE_MAX:
+                        del self._made[next(iter(self._made))]
                 return StoreResult(True, statuses)
         if cause is not None and self._local.mode == "deny":
             # The script may have run although its reply was lost (a timeout, Redis paused): the
@@ -335,6 +350,12 @@ class RedisBudgetStore(BudgetStore):
             self._reachable()  # if Redis is back, this reconciles the call at once
             return StoreResult(True, ())
         op = PendingOp("settle", reservation_id, uuid.uuid4().hex, actual=actual_text)
+        made = self._forget(reservation_id)
+        if made is not None:
+            # A hold of ours that Redis does not know although it must (it lost it: a restart
+            # without persistence, a failover) is recorded from these, charged in full: the call
+            # was made, and its cost must count (unknown is not zero).
+            op.keys, op.amount = made
         if self._reachable():
             try:
                 raw = self._call(self._settle, *self._settle_args(op))
@@ -353,11 +374,21 @@ class RedisBudgetStore(BudgetStore):
         op.issued = self._issued()
         return StoreResult(self._local.queue(op), ())
 
+    def _forget(self, reservation_id: str) -> tuple[tuple[KeyLimit, ...], str] | None:
+        """The keys and amount of a hold this process made, if Redis must still know its id."""
+        with self._made_lock:
+            made = self._made.pop(reservation_id, None)
+        if made is None or time.monotonic() >= made[2]:
+            return None  # not ours, or Redis may have forgotten it by now (no second charge)
+        return made[0], made[1]
+
     def release(self, reservation_id: str) -> bool:
         if self._local.release_local(reservation_id):
             self._reachable()  # if Redis is back, drop a hold the failed reserve may have left there
             return True
         op = PendingOp("release", reservation_id, uuid.uuid4().hex)
+        # A hold of ours that Redis lost holds nothing there: releasing it is done, not an error.
+        op.local = self._forget(reservation_id) is not None
         if self._reachable():
             try:
                 outcome = self._call(self._release, *self._release_args(op))
@@ -365,6 +396,8 @@ class RedisBudgetStore(BudgetStore):
                 pass
             else:
                 self._up()
+                if outcome == "unknown" and op.local:
+                    return True
                 if outcome == "unknown":
                     raise InvalidInput(
                         f"unknown (or long-expired) reservation {reservation_id!r}", field="reservation"
