@@ -283,6 +283,7 @@ async def test_a_settlement_failing_after_the_call_was_recorded_is_logged_and_th
     settlement = await hooks.complete(admission, Outcome(200, usage, "gpt-4o-mini", 0.2))
     assert settlement.cost is not None and settlement.cost > 0  # the caller got its answer
     assert settlement.budget_remaining is None  # unknown now: no figure rather than a wrong one
+    assert settlement.budget_known is False  # so no X-Outlay-Budget-Remaining, not "unlimited"
     assert log.end_offset() == 1  # the call is in the ledger
     assert "lapses at its TTL" in caplog.text and "disk is gone" in caplog.text
     status = hooks.engine.status(Scope(tenant="acme"), BUDGET)

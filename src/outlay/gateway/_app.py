@@ -79,12 +79,14 @@ def _outlay_headers(settlement: Settlement | None, admission: Admission | None) 
     out: dict[str, str] = {}
     if settlement is not None:
         out["x-outlay-cost"] = "unknown" if settlement.cost is None else money_str(settlement.cost)
-        remaining = settlement.budget_remaining
+        remaining, known = settlement.budget_remaining, settlement.budget_known
     else:
         remaining = admission.budget_remaining if admission else None
+        known = admission.budget_known if admission else True
         if admission is not None and admission.reserved is not None:
             out["x-outlay-cost-reserved"] = money_str(admission.reserved)
-    out["x-outlay-budget-remaining"] = "unlimited" if remaining is None else money_str(remaining)
+    if known:  # not known (the budget store unreachable): no figure rather than a wrong one
+        out["x-outlay-budget-remaining"] = "unlimited" if remaining is None else money_str(remaining)
     if admission is not None and admission.downgraded_from is not None:
         out["x-outlay-model"] = admission.model
         out["x-outlay-downgraded-from"] = admission.downgraded_from

@@ -81,11 +81,14 @@ class Admission:
     model: str
     reservation: object = None  # opaque to the gateway: whatever the hooks need to settle
     reserved: Decimal | None = None
-    budget_remaining: Decimal | None = None
+    budget_remaining: Decimal | None = None  # None: no hard limit applies ("unlimited")
     downgraded_from: str | None = None
     #: An output limit to add to the request upstream (chat's ``max_completion_tokens``, the
     #: Responses API's ``max_output_tokens``) when it has none: what the budget hold assumed.
     output_limit: int | None = None
+    #: False when what is left could not be read (the budget store unreachable): no
+    #: X-Outlay-Budget-Remaining at all rather than a wrong figure or "unlimited".
+    budget_known: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,8 @@ class Settlement:
     """The settled cost (``None``: unpriced, which is not zero) and what is left of the budget."""
 
     cost: Decimal | None = None
-    budget_remaining: Decimal | None = None
+    budget_remaining: Decimal | None = None  # None: no hard limit applies ("unlimited")
+    budget_known: bool = True  # False: what is left is not known (no header)
 
 
 class GatewayHooks(Protocol):

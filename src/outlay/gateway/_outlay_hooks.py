@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Final
 
-from outlay._errors import InvalidInput, Unauthenticated
+from outlay._errors import BackendError, InvalidInput, Unauthenticated
 from outlay._money import MONEY_CONTEXT, ZERO, money_sum
 from outlay._recording import UNPRICED_ESTIMATE, Recorder
 from outlay._runtime import Outlay
@@ -458,10 +458,10 @@ class OutlayHooks:
         finally:
             detach(token)
         ticket = _Ticket(ctx, key, provider, holds, amount, priced)
+        known, left = self._remaining(holds, {st.key: st for h in holds for st in h.admitted})
         return Admission(
-            principal, call, model, reservation=ticket, reserved=amount,
-            budget_remaining=self._remaining(holds, {st.key: st for h in holds for st in h.admitted}),
-            downgraded_from=call.model if downgraded else None, output_limit=limit,
+            principal, call, model, reservation=ticket, reserved=amount, budget_remaining=left,
+            downgraded_from=call.model if downgraded else None, output_limit=limit, budget_known=known,
         )  # fmt: skip
 
     def _reserve(
@@ -487,10 +487,12 @@ class OutlayHooks:
 
     def _remaining(
         self, holds: tuple[Reservation, ...], seen: Mapping[str, KeyStatus] | None = None
-    ) -> Decimal | None:
-        """What the tightest hard limit of the call still allows (None: no hard limit), from the
-        counters the store returned with the reservation or settlement (``seen``, by counter key) —
-        no second read on the hot path; a counter not in ``seen`` is read."""
+    ) -> tuple[bool, Decimal | None]:
+        """Whether it is known, and what the tightest hard limit of the call still allows (None: no
+        hard limit), from the counters the store returned with the reservation or settlement
+        (``seen``, by counter key) — no second read on the hot path; a counter not in ``seen`` is
+        read. A counter that cannot be read (the store unreachable: a call admitted or settled
+        without it) makes the figure unknown: no header, never a failed call."""
         best: Decimal | None = None
         for hold in holds:
             # A shared budget counts every tenant's calls: what it has left tells one tenant what
@@ -501,13 +503,16 @@ class OutlayHooks:
                     continue
                 status = seen.get(limit.key) if seen is not None else None
                 if status is None:
-                    status = self.engine.store.status(limit.key, limit.window)
+                    try:
+                        status = self.engine.store.status(limit.key, limit.window)
+                    except BackendError:
+                        return False, None
                 left = MONEY_CONTEXT.subtract(
                     MONEY_CONTEXT.subtract(limit.limit, status.spent), status.reserved
                 )
                 left = max(ZERO, left)
                 best = left if best is None or left < best else best
-        return best
+        return True, best
 
     # -- complete ---------------------------------------------------------------------------------
 
@@ -630,8 +635,8 @@ class OutlayHooks:
                 results[i] = (False, failure)
                 continue
             cost = event.cost if event.priced else None
-            left = self._remaining(ticket.holds, seen) if settled else None
-            results[i] = (True, Settlement(cost, left))
+            known, left = self._remaining(ticket.holds, seen) if settled else (False, None)
+            results[i] = (True, Settlement(cost, left, known))
 
     def _release_all(self, ticket: _Ticket) -> None:
         for hold in ticket.holds:
