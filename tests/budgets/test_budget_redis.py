@@ -533,3 +533,32 @@ def test_a_settle_queued_in_an_outage_counts_after_a_restart_without_persistence
         status = observer.status("tenant:acme")
         assert (status.spent, status.reserved) == (D("0.9"), D(0))
         assert not store.reserve("c", key, D("0.2"), 60).ok  # the limit still counts those calls
+
+
+def test_a_bounded_connection_pool_waits_for_a_connection_not_an_outage(
+    make: MakeStore, redis_url: str
+) -> None:
+    """``max_connections`` in the URL (passed to redis-py): more callers than connections wait for
+    one, as for Redis itself; a busy pool was taken for Redis being down (refused, then backed off)."""
+    import threading
+
+    store = make(redis_url + "?max_connections=1", retry_interval=60)
+    key = [KeyLimit("tenant:acme", D("1000"))]
+    failures: list[BaseException] = []
+
+    def caller(number: int) -> None:
+        for index in range(50):
+            try:
+                assert store.reserve(f"{number}-{index}", key, D("1"), 60).ok
+                store.settle(f"{number}-{index}", D("0.5"))
+            except BaseException as exc:
+                failures.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    status = store.status("tenant:acme")
+    assert (status.spent, status.reserved) == (D("150"), D(0))

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from outlay._errors import BackendError, BackendUnavailable, ConfigError, InvalidInput
 from outlay._money import money_str, to_money
@@ -47,6 +48,9 @@ MAX_INTEGER_DIGITS: Final = 15
 MAX_FRACTION_DIGITS: Final = 40
 
 DEFAULT_PREFIX: Final = "outlay:budgets:"
+
+#: What redis-py's BlockingConnectionPool raises (a plain ConnectionError) when no connection freed up.
+_POOL_EMPTY: Final = "No connection available."
 
 #: Holds this process made and has not finished, remembered so that their cost is still counted if
 #: Redis loses them (a restart without persistence, a failover to a replica that had not got them).
@@ -138,13 +142,20 @@ class RedisBudgetStore(BudgetStore):
             try:
                 # No client-side retries: a retried script would run twice on a lost reply; ours carry
                 # nonces instead, and one retry (below) is then safe.
-                client = module.Redis.from_url(
-                    url,
-                    decode_responses=True,
-                    socket_timeout=timeout,
-                    socket_connect_timeout=timeout,
-                    retry=module.retry.Retry(module.backoff.NoBackoff(), 1),
-                )
+                options: dict[str, Any] = {
+                    "decode_responses": True,
+                    "socket_timeout": timeout,
+                    "socket_connect_timeout": timeout,
+                    "retry": module.retry.Retry(module.backoff.NoBackoff(), 1),
+                }
+                if "max_connections" in parse_qs(urlsplit(url).query):
+                    # A bounded pool: a caller waits (up to ``timeout``) for a free connection, as
+                    # for Redis itself, instead of failing at once as if Redis were down.
+                    pool = module.BlockingConnectionPool.from_url(url, timeout=timeout, **options)
+                    client = module.Redis(connection_pool=pool)
+                    client.auto_close_connection_pool = True
+                else:
+                    client = module.Redis.from_url(url, **options)
             except ValueError as exc:
                 raise ConfigError(f"invalid Redis URL {url!r}: {exc}", field="url") from None
             self._owns_client = True
@@ -157,6 +168,7 @@ class RedisBudgetStore(BudgetStore):
         self.clock = time.time if clock is None else clock
         self._retention_ms = str(round(retention * 1000))
         self._retry_interval = float(retry_interval)
+        self._timeout = float(timeout)
         self._down_until = 0.0
         self._outage = False
         cap = to_money(local_cap, field="local_cap")
@@ -203,6 +215,13 @@ class RedisBudgetStore(BudgetStore):
         try:
             return script(keys=keys, args=args, client=self._client)
         except (self._exc.ConnectionError, self._exc.TimeoutError) as exc:
+            if isinstance(exc, self._exc.MaxConnectionsError) or str(exc) == _POOL_EMPTY:
+                # Every connection of a bounded pool (``max_connections``) is busy: this process is
+                # saturated, Redis is not down; only this call fails, nothing backs off.
+                raise BackendUnavailable(
+                    f"budget store: no free connection to Redis at {self._where} within {self._timeout:g} s"
+                    " (every connection of the pool, max_connections, is in use)"
+                ) from exc
             self._mark_down(exc)
             raise BackendUnavailable(f"budget store: Redis at {self._where} is unreachable: {exc}") from exc
         except self._exc.RedisError as exc:
