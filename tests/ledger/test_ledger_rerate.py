@@ -120,3 +120,32 @@ def test_bad_window_is_refused(ledger: LedgerStore) -> None:
         rerate(ledger, corrected, "2026-03-02", "2026-03-01")
     with pytest.raises(InvalidInput, match="start: not an ISO date"):
         rerate(ledger, corrected, "yesterday", "2026-03-01")
+
+
+def test_one_event_whose_cost_cannot_be_held_does_not_stop_the_rerating(ledger: LedgerStore) -> None:
+    # A quantity and a unit price a ledger each holds (36 places) whose product needs more than 60
+    # digits: that event stays unpriced; the others of the window are still re-rated.
+    from outlay._usage import Usage
+    from outlay.ledger import catalog_rater
+    from outlay.pricing import PriceCatalog, parse_overrides
+
+    long_quantity = unpriced(
+        provider="self-hosted",
+        model="llama-3.1-70b",
+        usage=Usage(units={"gpu_seconds": D("0.123456789012345678901234567890123456")}),
+    )
+    plain = unpriced(
+        provider="self-hosted", model="llama-3.1-70b", usage=Usage(units={"gpu_seconds": D("10")})
+    )
+    ledger.write([long_quantity, plain])
+    catalog = PriceCatalog(
+        parse_overrides(
+            b'[[price]]\nprovider = "self-hosted"\nmodel = "llama-3.1-70b"\n'
+            b'units = { gpu_seconds = "0.000347222222222222222222222222222222" }\n'
+        )
+    )
+    result = rerate(ledger, catalog_rater(catalog), "2026-03-16", "2026-03-17")
+    assert (result.examined, result.adjusted, result.still_unpriced) == (2, 1, 1)
+    assert [(a.event_id, a.cost) for a in ledger.adjustments()] == [
+        (plain.event_id, D("0.00347222222222222222222222222222222"))
+    ]

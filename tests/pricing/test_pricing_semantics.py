@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from outlay._errors import InvalidInput
 from outlay._rating import Rating
 from outlay._usage import Usage
-from outlay.pricing import PriceCatalog, default_catalog, estimate, rate
+from outlay.pricing import PriceCatalog, default_catalog, estimate, parse_overrides, rate
 
 AT = datetime(2026, 1, 15, tzinfo=UTC)
 
@@ -111,6 +111,21 @@ def test_unit_quantity_too_precise_to_rate_exactly_is_refused(catalog: PriceCata
     usage = Usage(units={"gpu_seconds": D("1." + "1" * 70)})
     with pytest.raises(InvalidInput, match=r"units\.gpu_seconds"):
         catalog.rate(usage, provider="self-hosted", model="llama-3.1-70b", at=AT)
+
+
+def test_holdable_quantity_times_a_long_price_is_unpriced_not_refused() -> None:
+    # Both fit a ledger (36 places each), but their product needs more than 60 digits: the call is
+    # kept unpriced with the reason (as for a cost of more than 36 places), never refused and lost.
+    overrides = parse_overrides(
+        b'[[price]]\nprovider = "self-hosted"\nmodel = "llama-3.1-70b"\n'
+        b'units = { gpu_seconds = "0.000347222222222222222222222222222222", tool_calls = "0.01" }\n'
+    )
+    usage = Usage(units={"gpu_seconds": D("0.123456789012345678901234567890123456"), "tool_calls": 2})
+    rating = PriceCatalog(overrides).rate(usage, provider="self-hosted", model="llama-3.1-70b", at=AT)
+    assert (rating.priced, rating.cost) == (False, None)
+    assert rating.reason is not None and "unit:gpu_seconds" in rating.reason
+    assert "fewer decimal places" in rating.reason
+    assert rating.breakdown == {"unit:tool_calls": D("0.02")}
 
 
 def test_estimate_is_worst_case_tokens_times_prices_or_none(genai: PriceCatalog) -> None:

@@ -154,20 +154,30 @@ class RatingPlan:
         breakdown: dict[str, Decimal] = {}
         unit_prices: dict[str, Decimal] = {}
         total = Decimal(0)
+        too_long: str | None = None
         for kind, count, unit_price in parts:
             try:
                 cost = _CTX.multiply(unit_price, count)
                 total = _CTX.add(total, cost)
             except Inexact:
-                raise InvalidUsage(
-                    f"{count} x {unit_price} needs more than {_CTX.prec} digits; cannot rate it exactly",
-                    field=kind.replace("unit:", "units.") if kind.startswith("unit:") else kind,
-                ) from None
+                if isinstance(count, Decimal) and amount_problem(count) is not None:
+                    # The quantity itself is more than any event or ledger holds: refuse it.
+                    raise InvalidUsage(
+                        f"{count} x {unit_price} needs more than {_CTX.prec} digits; cannot rate it exactly",
+                        field=kind.replace("unit:", "units.") if kind.startswith("unit:") else kind,
+                    ) from None
+                # A quantity a ledger holds (up to 36 places) times a long price: a cost of more
+                # digits than any ledger holds. Kept unpriced with the reason, as for the cost of
+                # more than 36 places below, so neither the call nor a re-rating is lost to it.
+                too_long = f"{kind} ({count} x {unit_price}) needs more than {_CTX.prec} digits"
+                continue
             breakdown[kind] = cost
             unit_prices[kind] = unit_price
         reason: str | None = None
         if missing:
             reason = f"no price for {', '.join(missing)} of {provider}/{model} in {self.version}"
+        elif too_long is not None:
+            reason = f"the cost under {self.version} of {too_long}: give its prices fewer decimal places"
         elif (problem := amount_problem(total)) is not None:
             # A price with many decimal places (an override's) times a fractional count can make
             # a cost no event or ledger holds exactly: the call is kept, unpriced with the reason
