@@ -107,6 +107,31 @@ output_mtok = "2"
     assert sources == {"genai-prices", "overrides"}
 
 
+def test_an_entry_for_the_dated_id_beats_one_for_the_id_it_is_an_alias_of(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        """
+[[price]]
+provider = "openai"
+model = "gpt-4o"
+input_mtok = "2"
+
+[[price]]
+provider = "openai"
+model = "gpt-4o-2024-08-06"
+input_mtok = "5"
+"""
+    )
+    catalog = PriceCatalog.load(path)
+    usage = Usage(input_tokens=1_000_000)
+    at = datetime(2026, 6, 1, tzinfo=UTC)
+    dated = catalog.rate(usage, provider="openai", model="GPT-4o-2024-08-06", at=at)
+    assert (dated.cost, dated.price_version.split(":")[1]) == (D("5"), "openai/gpt-4o-2024-08-06")
+    assert catalog.rate(usage, provider="openai", model="gpt-4o", at=at).cost == D("2")
+    # Another dated id of gpt-4o, with no entry of its own, is still covered by gpt-4o's.
+    assert catalog.rate(usage, provider="openai", model="gpt-4o-2024-11-20", at=at).cost == D("2")
+
+
 def test_cache_write_ttl_without_its_own_price_uses_the_cache_write_price(tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
     path.write_text(

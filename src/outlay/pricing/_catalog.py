@@ -98,8 +98,11 @@ class PriceCatalog:
             for record in self.overrides.records
             if record.provider in providers and any(fnmatchcase(m, record.model) for m in models)
         ]
-        # Exact names before globs; the sort is stable, so file order breaks ties.
-        matched.sort(key=lambda r: bool(_GLOB_CHARS & set(r.model)))
+        # Exact names before globs, and among exact names the model asked for before the genai-prices
+        # id it is an alias of (an entry for gpt-4o-2024-08-06 beats one for gpt-4o when rating
+        # gpt-4o-2024-08-06, wherever they are in the file); the sort is stable, so file order
+        # breaks the remaining ties.
+        matched.sort(key=lambda r: (bool(_GLOB_CHARS & set(r.model)), r.model != model))
         return matched
 
     def _build_timeline(self, provider: str, model: str) -> _Timeline:
