@@ -149,3 +149,30 @@ def test_one_event_whose_cost_cannot_be_held_does_not_stop_the_rerating(ledger: 
     assert [(a.event_id, a.cost) for a in ledger.adjustments()] == [
         (plain.event_id, D("0.00347222222222222222222222222222222"))
     ]
+
+
+def test_catalog_rater_leaves_costs_no_catalog_gave_alone(ledger: LedgerStore) -> None:
+    # The gateway's known zero for an upstream error, and an ingested event's own price, were not
+    # priced by a catalog: re-rating must not bill them at list price (here $5 per 1000 requests).
+    from outlay._usage import Usage
+    from outlay.gateway._outlay_hooks import NOT_BILLED
+    from outlay.ledger import catalog_rater
+    from outlay.pricing import PriceCatalog, parse_overrides
+
+    usage = Usage(input_tokens=1_000_000)
+    not_billed = event(usage=Usage(), status="error", cost=D(0), price_version=NOT_BILLED)
+    contract = event(usage=usage, cost=D("1"), price_version="acme-contract-2026")
+    catalogued = event(usage=usage, cost=D("3"), price_version="genai-prices@0.2.2:openai/gpt-4o")
+    missing = unpriced(usage=usage, price_version="genai-prices@0.2.3")
+    ledger.write([not_billed, contract, catalogued, missing])
+    catalog = PriceCatalog(
+        parse_overrides(
+            b'[[price]]\nprovider = "openai"\nmodel = "gpt-4o"\ninput_mtok = "2"\nrequests_kcount = "5"\n'
+        )
+    )
+    result = rerate(ledger, catalog_rater(catalog), "2026-03-16", "2026-03-17")
+    assert (result.examined, result.adjusted, result.skipped) == (4, 2, 2)
+    assert {a.event_id: a.cost for a in ledger.adjustments()} == {
+        catalogued.event_id: D("2.005"),
+        missing.event_id: D("2.005"),
+    }

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from types import MappingProxyType
+from typing import Final
 
 from outlay._errors import InvalidInput
 from outlay._money import MONEY_CONTEXT, ZERO, money_sum
@@ -29,14 +30,23 @@ __all__ = ["RateFunction", "RerateResult", "catalog_rater", "rerate"]
 RateFunction = Callable[[CostEvent], Rating | None]
 
 
+#: How the price_version of a cost a catalog rated begins: a genai-prices or an overrides record, or
+#: the catalog itself (genai-prices@0.2.3+overrides@...) when it had no price.
+_CATALOG_SOURCES: Final = ("genai-prices@", "overrides@")
+
+
 def catalog_rater(catalog: PriceCatalog) -> RateFunction:
     """The rate function that re-rates what the catalog priced, and nothing else. It leaves alone:
     events with no provider or model (tools, custom units: the catalog knows nothing of them),
-    events whose cost the caller gave (``price_version="caller"``), and events whose usage is
-    incomplete — a lower bound (a cut stream, the gateway's estimate) is never priced as the cost."""
+    events whose cost the caller gave (``price_version="caller"``), any other priced event whose
+    cost no catalog gave (the gateway's ``not-billed:upstream-error``, an ingested event's own
+    price), and events whose usage is incomplete — a lower bound (a cut stream, the gateway's
+    estimate) is never priced as the cost. Unpriced events are rated, whatever their version."""
 
     def rate(event: CostEvent) -> Rating | None:
         if event.provider is None or event.model is None or event.price_version == CALLER_PRICED:
+            return None
+        if event.priced and not (event.price_version or "").startswith(_CATALOG_SOURCES):
             return None
         if not event.usage.complete:
             return None
