@@ -176,3 +176,17 @@ def test_catalog_rater_leaves_costs_no_catalog_gave_alone(ledger: LedgerStore) -
         catalogued.event_id: D("2.005"),
         missing.event_id: D("2.005"),
     }
+
+
+def test_a_naive_adjustment_time_is_refused_naming_the_field(ledger: LedgerStore) -> None:
+    from datetime import datetime
+
+    e = unpriced()
+    ledger.write([e])
+    with pytest.raises(InvalidInput) as info:
+        rerate(ledger, corrected, "2026-03-16", "2026-03-17", at=datetime(2026, 12, 1))
+    assert info.value.field == "at"
+    with pytest.raises(InvalidInput) as info:
+        ledger.append_adjustments([(e.event_id, corrected(e))], at=datetime(2026, 12, 1))
+    assert info.value.field == "at"
+    assert ledger.adjustments() == []

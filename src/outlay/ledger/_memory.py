@@ -30,6 +30,7 @@ from ._rows import (
     Acc,
     RollupDeltas,
     RunAcc,
+    check_adjustment_time,
     check_by,
     check_events,
     check_rating,
@@ -121,6 +122,7 @@ class InMemoryLedger(LedgerStore):
     def append_adjustments(
         self, ratings: Sequence[tuple[str, Rating]], *, at: datetime | None = None
     ) -> list[Adjustment]:
+        check_adjustment_time(at)
         with self._lock:
             moment = at or datetime.now(UTC)  # stamped under the lock (see wait_for_writes)
             for event_id, rating in ratings:

@@ -32,7 +32,7 @@ from ._grain import combine, plan
 from ._postgres_query import EFFECTIVE, FROM_EVENTS, event_totals_sql, rollup_totals_sql, runs_sql, to_totals
 from ._postgres_session import Connection, Session
 from ._postgres_write import ADJUSTING_LOCK, Batch, adjust, adjusting_lock_name, write_batch
-from ._rows import check_by, check_events, check_rating
+from ._rows import check_adjustment_time, check_by, check_events, check_rating
 
 __all__ = ["PostgresLedger"]
 
@@ -90,6 +90,7 @@ class PostgresLedger(LedgerStore):
     def append_adjustments(
         self, ratings: Sequence[tuple[str, Rating]], *, at: datetime | None = None
     ) -> list[Adjustment]:
+        check_adjustment_time(at)
         for event_id, rating in ratings:
             check_rating(event_id, rating)
         if not ratings:

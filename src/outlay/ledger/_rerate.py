@@ -21,7 +21,7 @@ from outlay.events import CALLER_PRICED, CostEvent
 from outlay.pricing import PriceCatalog
 
 from ._base import LedgerStore
-from ._rows import wants_adjustment
+from ._rows import check_adjustment_time, wants_adjustment
 from ._window import parse_window
 
 __all__ = ["RateFunction", "RerateResult", "catalog_rater", "rerate"]
@@ -83,6 +83,7 @@ def rerate(
     (an unknown price never erases a known cost).
     """
     window = parse_window(start, end)
+    check_adjustment_time(at)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInput(f"must be a positive integer, got {batch_size!r}", field="batch_size")
     examined = adjusted = newly_priced = still_unpriced = skipped = 0

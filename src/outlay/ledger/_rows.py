@@ -27,6 +27,7 @@ __all__ = [
     "RollupDeltas",
     "RunAcc",
     "add_cost",
+    "check_adjustment_time",
     "check_by",
     "check_events",
     "check_rating",
@@ -130,6 +131,14 @@ def check_events(events: Sequence[CostEvent], payloads: Sequence[bytes] | None) 
                 f"the ledger totals {CURRENCY} only; event {event.event_id} is in {event.currency}",
                 field=f"events[{index}].currency",
             )
+
+
+def check_adjustment_time(at: object) -> None:
+    """``at`` of ``append_adjustments``/``rerate``: ``None`` (now) or an aware datetime."""
+    if at is None:
+        return
+    if not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None:
+        raise InvalidInput(f"must be a timezone-aware datetime, got {at!r}", field="at")
 
 
 def check_rating(event_id: str, rating: Rating) -> None:

@@ -49,6 +49,7 @@ from ._rows import (
     Acc,
     RollupDeltas,
     RunAcc,
+    check_adjustment_time,
     check_by,
     check_events,
     check_rating,
@@ -380,6 +381,7 @@ class SQLiteLedger(LedgerStore):
     def append_adjustments(
         self, ratings: Sequence[tuple[str, Rating]], *, at: datetime | None = None
     ) -> list[Adjustment]:
+        check_adjustment_time(at)
         for event_id, rating in ratings:
             check_rating(event_id, rating)
         if not ratings:
