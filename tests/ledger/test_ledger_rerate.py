@@ -137,7 +137,12 @@ def test_one_event_whose_cost_cannot_be_held_does_not_stop_the_rerating(ledger: 
     plain = unpriced(
         provider="self-hosted", model="llama-3.1-70b", usage=Usage(units={"gpu_seconds": D("10")})
     )
-    ledger.write([long_quantity, plain])
+    # A quantity with more places than a cost can carry (the ledger keeps it, unpriced): this price
+    # cannot rate it at all; it is skipped, never the end of the re-rating.
+    too_long = unpriced(
+        provider="self-hosted", model="llama-3.1-70b", usage=Usage(units={"gpu_seconds": D("0." + "1" * 50)})
+    )
+    ledger.write([too_long, long_quantity, plain])
     catalog = PriceCatalog(
         parse_overrides(
             b'[[price]]\nprovider = "self-hosted"\nmodel = "llama-3.1-70b"\n'
@@ -145,7 +150,7 @@ def test_one_event_whose_cost_cannot_be_held_does_not_stop_the_rerating(ledger: 
         )
     )
     result = rerate(ledger, catalog_rater(catalog), "2026-03-16", "2026-03-17")
-    assert (result.examined, result.adjusted, result.still_unpriced) == (2, 1, 1)
+    assert (result.examined, result.adjusted, result.still_unpriced, result.skipped) == (3, 1, 1, 1)
     assert [(a.event_id, a.cost) for a in ledger.adjustments()] == [
         (plain.event_id, D("0.00347222222222222222222222222222222"))
     ]

@@ -14,7 +14,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Final
 
-from outlay._errors import InvalidInput
+from outlay._errors import InvalidInput, InvalidUsage
 from outlay._money import MONEY_CONTEXT, ZERO, money_sum
 from outlay._rating import Rating
 from outlay.events import CALLER_PRICED, CostEvent
@@ -103,7 +103,12 @@ def rerate(
 
     for entry in ledger.entries(window.start, window.end):
         examined += 1
-        rating = rate(entry.event)
+        try:
+            rating = rate(entry.event)
+        except InvalidUsage:
+            # One event whose usage cannot be rated exactly (a unit quantity of more digits than a
+            # cost can carry) is left as it is, like an unknown price: it never stops the others.
+            rating = None
         if rating is None:
             skipped += 1
         elif wants_adjustment(entry.priced, entry.cost, rating):
