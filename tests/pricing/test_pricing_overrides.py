@@ -340,3 +340,18 @@ def test_a_price_with_too_many_places_is_refused_and_a_cost_with_them_is_unprice
     two = Usage(units={"gpu_seconds": 2})
     whole = PriceCatalog(overrides).rate(two, provider="self-hosted", model="m", at=at)
     assert whole.cost == D("0.000555555555555555555555555555555556")
+
+
+def test_an_entry_whose_price_version_no_event_could_hold_is_refused_at_load() -> None:
+    # Every event rated with the record stores its version (at most 200 characters): an entry
+    # that makes a longer one is a configuration error, not a refusal of every call at record time.
+    model = "m" * 170
+    data = (
+        f'[[price]]\nprovider = "self-hosted"\nmodel = "{model}"\n'
+        'effective_from = 2026-01-01T12:30:00Z\nunits = { gpu_seconds = "0.001" }\n'
+    ).encode()
+    with pytest.raises(ConfigError, match=r"price\[0\]: provider and model make a price_version of 226"):
+        parse_overrides(data)
+    fits = data.replace(model.encode(), b"m" * 140)
+    [record] = parse_overrides(fits).records
+    assert len(record.version) <= 200

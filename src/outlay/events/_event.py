@@ -44,6 +44,8 @@ STATUSES: Final = frozenset({"ok", "error", "estimated"})
 CALLER_PRICED: Final = "caller"
 
 _MAX_ID = 200
+#: The longest id or name an event holds (``price_version`` included).
+MAX_ID: Final = _MAX_ID
 # The instants every report can name — the reporting API's windows, the dashboard, billing periods
 # (2000-2199) — so no event is accepted that some view could never show (a clock gone wrong).
 _EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)

@@ -38,6 +38,7 @@ from typing import Any, Final
 from outlay._errors import ConfigError, InvalidInput
 from outlay._money import MAX_PLACES, to_money
 from outlay._usage import UNIT_NAME
+from outlay.events._event import MAX_ID
 from outlay.providers import normalize_provider
 
 from ._record import OVERRIDE_PRICE_KEYS, PriceRecord, Tier, TieredPrice
@@ -223,9 +224,18 @@ def _entry(index: int, raw: object, source: str, errors: _Collector) -> PriceRec
         errors.add(at, "no prices: set at least one price key (input_mtok, output_mtok, ...) or units")
     if len(errors.errors) != before:
         return None
-    return PriceRecord(
+    record = PriceRecord(
         names["provider"], names["model"], source, start, end, prices=prices, units=units, note=note
     )
+    if len(record.version) > MAX_ID:
+        # Every event rated with this record stores its version: one too long would be refused.
+        errors.add(
+            at,
+            f"provider and model make a price_version of {len(record.version)} characters"
+            f" ({record.version!r}); an event holds at most {MAX_ID}: use a shorter name or a glob",
+        )
+        return None
+    return record
 
 
 def _check_overlaps(records: Sequence[tuple[int, PriceRecord]], errors: _Collector) -> None:
