@@ -14,7 +14,7 @@ import orjson
 from outlay import Outlay
 from outlay.api import create_app
 
-from .conftest import ACME, ADMIN, GLOBEX, T0, TOKENS, WINDOW, auth, cloud, seed_decisions, seed_events
+from .conftest import ACME, ADMIN, GLOBEX, T0, TOKENS, WINDOW, auth, cloud, event, seed_decisions, seed_events
 
 
 async def pages(client: httpx.AsyncClient, token: str = ADMIN, **params: str) -> list[dict[str, Any]]:
@@ -250,3 +250,21 @@ async def test_origin_filter_lists_the_events_usage_adds_up(client: httpx.AsyncC
     r = await client.get("/api/v1/usage/totals", params=query, headers=auth(ADMIN))
     assert len(listed) == r.json()["totals"]["events"] == 2
     assert {e.get("tenant_id") for e in listed} == {None}
+
+
+async def test_a_run_tree_deeper_than_the_recursion_limit(outlay: Outlay, client: httpx.AsyncClient) -> None:
+    """A chain of runs deeper than orjson's 255 levels (128 runs) was a 500, and one deeper than
+    Python's recursion limit too for a tenant token (the pruning recursed): now the whole tree."""
+    import sys
+
+    depth = sys.getrecursionlimit() + 50
+    outlay.record(event(run_id="deep-0", root_run_id="deep-0"))
+    for i in range(1, depth):
+        outlay.record(event(run_id=f"deep-{i}", parent_run_id=f"deep-{i - 1}", root_run_id="deep-0"))
+    outlay.flush()
+    for token in (ADMIN, ACME):
+        reply = await client.get("/api/v1/runs/deep-0", headers=auth(token))
+        assert reply.status_code == 200, reply.text[:300]
+        assert reply.text.count('"run_id"') == depth
+        assert reply.text.startswith('{"run_id":"deep-0"') and f'"total_events":{depth}' in reply.text
+    assert (await client.get("/api/v1/runs/deep-0", headers=auth(GLOBEX))).status_code == 404

@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -25,6 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from outlay._errors import BackendError, Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+from outlay.reporting._render import json_bytes
 
 from . import _audit, _billing, _events, _exports, _finance, _reconcile, _usage
 from ._auth import ApiTokens, Principal, load_tokens
@@ -64,7 +64,7 @@ _ACROSS_SEGMENTS: Final = re.compile(r"\{(tenant|run_id)\}")
 
 
 def _json(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+    return Response(json_bytes(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def _error(status: int, error: str, message: str, field: str | None = None, **headers: str) -> Response:

@@ -151,9 +151,28 @@ def list_events(call: Call) -> dict[str, Any]:
     }
 
 
-def _prune(node: dict[str, Any], tenant: str) -> dict[str, Any] | None:
-    """The subtree a tenant may see: its own runs, and structure-only runs that lead to them."""
-    kids = [kept for kid in node["children"] if (kept := _prune(kid, tenant)) is not None]
+def _prune(tree: dict[str, Any], tenant: str) -> dict[str, Any] | None:
+    """The subtree a tenant may see: its own runs, and structure-only runs that lead to them.
+    Iterative, children before their parent: a tree may be deeper than Python's recursion limit."""
+    stack: list[tuple[dict[str, Any], Iterator[dict[str, Any]], list[dict[str, Any]]]] = [
+        (tree, iter(tree["children"]), [])
+    ]
+    while True:
+        node, pending, kept = stack[-1]
+        child = next(pending, None)
+        if child is not None:
+            stack.append((child, iter(child["children"]), []))
+            continue
+        stack.pop()
+        pruned = _prune_node(node, kept, tenant)
+        if not stack:
+            return pruned
+        if pruned is not None:
+            stack[-1][2].append(pruned)
+
+
+def _prune_node(node: dict[str, Any], kids: list[dict[str, Any]], tenant: str) -> dict[str, Any] | None:
+    """``node`` as ``tenant`` may see it, given its children pruned already."""
     own = node["tenant"] == tenant
     # A run with no events of its own, or with several tenants' (whose totals are no one tenant's),
     # is kept as structure only when it leads to the tenant's own runs.

@@ -668,28 +668,30 @@ class SQLiteLedger(LedgerStore):
         parent_run_ids: Sequence[str] = (),
         root_run_id: str | None = None,
     ) -> list[RunTotals]:
-        where: list[str] = []
-        params: list[Any] = []
-        if run_ids:
-            where.append(f"run_id IN ({_placeholders(len(run_ids))})")
-            params.extend(run_ids)
-        if parent_run_ids:
-            where.append(f"parent_run_id IN ({_placeholders(len(parent_run_ids))})")
-            params.extend(parent_run_ids)
+        # One query per condition and per chunk of ids (a run with 100,000 children gives a frontier of
+        # 100,000 parents: more variables than SQLite allows in one statement), each run once.
+        queries: list[tuple[str, Sequence[Any]]] = []
+        for column, ids in (("run_id", run_ids), ("parent_run_id", parent_run_ids)):
+            unique = list(dict.fromkeys(ids))
+            for start in range(0, len(unique), _CHUNK):
+                chunk = unique[start : start + _CHUNK]
+                queries.append((f"{column} IN ({_placeholders(len(chunk))})", chunk))
         if root_run_id is not None:
-            where.append("root_run_id = ?")
-            params.append(root_run_id)
-        if not where:
-            return []
-        rows = self._query(
-            "SELECT run_id, parent_run_id, root_run_id, tenant_id, agent, events, unpriced_events, cost"
-            f" FROM ledger_runs WHERE {' OR '.join(where)}",
-            params,
-        )
-        return [
-            RunTotals(run_id, parent, root, tenant, agent, events, unpriced, _money(cost))
-            for run_id, parent, root, tenant, agent, events, unpriced, cost in rows
-        ]
+            queries.append(("root_run_id = ?", (root_run_id,)))
+        found: dict[str, RunTotals] = {}
+        with self._snapshot():
+            for where, params in queries:
+                rows = self._query(
+                    "SELECT run_id, parent_run_id, root_run_id, tenant_id, agent, events, unpriced_events,"
+                    f" cost FROM ledger_runs WHERE {where}",
+                    params,
+                )
+                for run_id, parent, root, tenant, agent, events, unpriced, cost in rows:
+                    if run_id not in found:
+                        found[run_id] = RunTotals(
+                            run_id, parent, root, tenant, agent, events, unpriced, _money(cost)
+                        )
+        return list(found.values())
 
     def close(self) -> None:
         self._closed = True

@@ -8,7 +8,7 @@ group with no priced event, and ``unpriced_events`` says how many events have no
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any, Final
 
@@ -262,15 +262,32 @@ def _tree(run_id: str, nodes: dict[str, RunTotals]) -> dict[str, Any]:
             if parent not in inferred:
                 inferred.append(parent)
         children.setdefault(parent, []).append(r.run_id)
-    return _node(run_id, nodes, children, set())
+    return _node(run_id, nodes, children)
 
 
-def _node(
-    run_id: str, nodes: dict[str, RunTotals], children: dict[str, list[str]], seen: set[str]
-) -> dict[str, Any]:
-    seen.add(run_id)
-    own = nodes.get(run_id)
-    kids = [_node(c, nodes, children, seen) for c in sorted(children.get(run_id, ())) if c not in seen]
+def _node(run_id: str, nodes: dict[str, RunTotals], children: dict[str, list[str]]) -> dict[str, Any]:
+    """The tree under ``run_id``, depth first with each run once. Iterative: a chain of runs deeper
+    than Python's recursion limit (a re-planning agent spawning sub-runs) is an ordinary tree."""
+    seen = {run_id}
+    stack: list[tuple[str, Iterator[str], list[dict[str, Any]]]] = [
+        (run_id, iter(sorted(children.get(run_id, ()))), [])
+    ]
+    while True:
+        current, pending, kids = stack[-1]
+        for child in pending:
+            if child not in seen:
+                seen.add(child)
+                stack.append((child, iter(sorted(children.get(child, ()))), []))
+                break
+        else:
+            stack.pop()
+            built = _node_dict(current, nodes.get(current), kids)
+            if not stack:
+                return built
+            stack[-1][2].append(built)
+
+
+def _node_dict(run_id: str, own: RunTotals | None, kids: list[dict[str, Any]]) -> dict[str, Any]:
     events = own.events if own else 0
     unpriced = own.unpriced_events if own else 0
     total_cost = own.cost if own else None
