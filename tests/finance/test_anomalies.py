@@ -140,3 +140,32 @@ def test_runs_of_unknown_cost_do_not_lower_the_agent_median(ledger: InMemoryLedg
     ledger.write(events)
     start, end = datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC)
     assert runaway_runs(ledger, start, end) == []  # the median run costs an unknown amount, not 0
+
+
+def test_days_under_the_minimum_are_not_given_a_median(
+    ledger: InMemoryLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The median of the 14 days before was computed for every group-day, though a day under the
+    minimum can never be a spike: with 50,000 tenants the finance dashboard page took a minute."""
+    from outlay.finance import _anomalies
+
+    events = [
+        event(time=DAY0 + timedelta(days=n), tenant_id=f"t{i}", cost=D("0.01"))
+        for i in range(50)
+        for n in range(20)
+    ]
+    events.append(event(time=DAY0 + timedelta(days=16), tenant_id="t7", cost=D("5")))
+    ledger.write(events)
+    medians: list[int] = []
+    real = _anomalies._median
+
+    def counted(values: list[D]) -> D:
+        medians.append(len(values))
+        return real(values)
+
+    monkeypatch.setattr(_anomalies, "_median", counted)
+    found = spikes(ledger, date(2026, 3, 15), date(2026, 3, 21), minimum=D("1"))
+    assert [(s.day, s.key, s.cost, s.baseline) for s in found] == [
+        (date(2026, 3, 17), "t7", D("5.01"), D("0.01"))
+    ]
+    assert medians == [14]  # t7's one day over the minimum, not 50 tenants x 6 days
