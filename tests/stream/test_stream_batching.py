@@ -199,3 +199,29 @@ def test_bad_options_are_config_errors(log: ControlledLog, options: dict[str, fl
     with pytest.raises(ConfigError) as info:
         BatchingAppender(log, **options)  # type: ignore[arg-type]
     assert info.value.field == field
+
+
+class SmallLog(InMemoryEventLog):
+    """A log that takes payloads up to 100 bytes only, as NATS does up to its max_payload."""
+
+    def max_payload(self) -> int | None:
+        return 100
+
+    def append(self, payloads: Sequence[bytes]) -> list[int]:
+        if any(len(p) > 100 for p in payloads):
+            raise InvalidInput("over max_payload", field="payloads")
+        return super().append(payloads)
+
+
+def test_a_payload_the_log_can_never_take_is_refused_when_buffered() -> None:
+    """An event over the NATS server's max_payload (labels of 1 MB) was buffered in batching mode,
+    then its batch failed on every retry: every later event stayed undurable and flush() hung."""
+    log = SmallLog()
+    with BatchingAppender(log, max_delay=0.01) as appender:
+        appender.append([b"a"])
+        with pytest.raises(InvalidInput, match="max_payload") as info:
+            appender.append([b"b", b"x" * 101])
+        assert info.value.field == "payloads[1]"
+        appender.append([b"c"])
+        appender.flush(timeout=5)
+    assert [r.payload for r in read_all(log, "c")] == [b"a", b"c"]

@@ -25,6 +25,7 @@ __all__ = [
     "LogRecord",
     "check_consumer",
     "check_offset",
+    "check_payload_sizes",
     "check_payloads",
     "check_read_args",
 ]
@@ -101,6 +102,11 @@ class EventLog(ABC):
     def close(self) -> None:
         """Release resources; pending appends are flushed first. Idempotent."""
 
+    def max_payload(self) -> int | None:
+        """The largest payload, in bytes, :meth:`append` accepts (``None``: no limit). A buffer in
+        front of the log checks it when an event is recorded, not once it cannot be appended."""
+        return None
+
     def __enter__(self) -> Self:
         return self
 
@@ -114,6 +120,15 @@ class EventLog(ABC):
 
 
 # Shared argument checks, so every implementation rejects bad input with the same message.
+
+
+def check_payload_sizes(payloads: Sequence[bytes], limit: int | None, where: str) -> None:
+    """Raise ``InvalidInput`` naming the first payload over ``limit`` bytes (``None``: no limit)."""
+    if limit is None:
+        return
+    for index, payload in enumerate(payloads):
+        if len(payload) > limit:
+            raise InvalidInput(f"{len(payload)} bytes is over {where} ({limit})", field=f"payloads[{index}]")
 
 
 def check_payloads(payloads: Sequence[bytes]) -> list[bytes]:

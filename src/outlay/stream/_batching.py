@@ -23,7 +23,7 @@ from typing import Self
 
 from outlay._errors import BackendError, ConfigError
 
-from ._base import EventLog, check_payloads
+from ._base import EventLog, check_payload_sizes, check_payloads
 
 __all__ = ["BatchingAppender"]
 
@@ -96,6 +96,9 @@ class BatchingAppender:
         A single call larger than ``max_buffer`` waits for an empty buffer.
         """
         items = check_payloads(payloads)
+        # Refused now, as the log would refuse it: once buffered, a payload the log can never take
+        # would be retried forever and hold back every event after it.
+        check_payload_sizes(items, self._log.max_payload(), "the event log's max_payload")
         with self._cond:
             self._check_open()
             if not items:

@@ -31,7 +31,15 @@ from nats.js.manager import JetStreamManager
 
 from outlay._errors import BackendError, BackendUnavailable, ConfigError, InvalidInput
 
-from ._base import EventLog, LogRecord, check_consumer, check_offset, check_payloads, check_read_args
+from ._base import (
+    EventLog,
+    LogRecord,
+    check_consumer,
+    check_offset,
+    check_payload_sizes,
+    check_payloads,
+    check_read_args,
+)
 from ._nats_config import NatsSettings, url_options
 from ._nats_consumer import PullConsumer
 from ._nats_loop import LoopThread
@@ -212,13 +220,8 @@ class NatsEventLog(EventLog):
             if not items:
                 return []
             nc = self._nc
-            if nc is not None and nc.is_connected:
-                for index, payload in enumerate(items):
-                    if len(payload) > nc.max_payload:
-                        raise InvalidInput(
-                            f"{len(payload)} bytes is over the NATS server's max_payload ({nc.max_payload})",
-                            field=f"payloads[{index}]",
-                        )
+            # Also while disconnected: a spooled payload the server refuses would block the spool.
+            check_payload_sizes(items, self.max_payload(), "the NATS server's max_payload")
             outgoing = [route(p, self._cfg.subject_prefix) for p in items]
             if self._spool is not None and len(self._spool) and not (nc is not None and nc.is_connected):
                 # Behind what is already spooled, so that this producer's events stay in order.
@@ -236,6 +239,11 @@ class NatsEventLog(EventLog):
             with self._lock:
                 self._active -= 1
                 self._lock.notify_all()
+
+    def max_payload(self) -> int | None:
+        """The server's ``max_payload`` (as it last said, while disconnected)."""
+        nc = self._nc
+        return None if nc is None else int(nc.max_payload)
 
     def _settle(self, outgoing: list[Outgoing], results: list[int | BaseException]) -> list[int]:
         failed = [
