@@ -7,6 +7,8 @@ Each flavour's classes combine one mixin here with that library's ``BaseTranspor
 
 from __future__ import annotations
 
+import gc
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar, Final
 
@@ -75,6 +77,24 @@ def _mark(call: MeteredCall, response: Any) -> None:
         response.headers[DOWNGRADE_HEADER] = call.downgraded_from
 
 
+# Threads running a garbage collection right now. A stream left unclosed (the reader broke out of
+# its loop) is closed by the collector: the SDK's stream generator sits in a reference cycle, so its
+# ``finally: response.close()`` runs at whatever allocation triggers a collection -- possibly inside
+# outlay's own recording on this thread (the event log's group commit, a budget store's lock or
+# transaction), where recording again deadlocks or fails. Such a close records from a thread of its own.
+_COLLECTING: set[int] = set()
+
+
+def _track_collections(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _COLLECTING.add(threading.get_ident())
+    else:
+        _COLLECTING.discard(threading.get_ident())
+
+
+gc.callbacks.append(_track_collections)
+
+
 class SyncStreamMixin:
     """A response stream passed on chunk by chunk while its usage is read."""
 
@@ -103,7 +123,17 @@ class SyncStreamMixin:
         try:
             self._wrapped.close()
         finally:
-            self._meter.end()
+            if threading.get_ident() in _COLLECTING:  # an abandoned stream, closed by the collector
+                _end_elsewhere(self._meter)
+            else:
+                self._meter.end()
+
+
+def _end_elsewhere(meter: StreamMeter) -> None:
+    try:
+        threading.Thread(target=meter.end, name="outlay-stream-end").start()
+    except RuntimeError:  # the interpreter is shutting down: no new threads, and nothing else runs
+        meter.end()
 
 
 class AsyncStreamMixin:
