@@ -220,6 +220,23 @@ def test_a_call_that_never_got_a_pooled_connection_is_not_charged(
     assert status.reserved == 0 and status.spent == 0
 
 
+def test_a_call_that_never_reached_the_provider_is_a_known_zero_not_an_unknown(
+    pipeline: outlay.Outlay, engine: BudgetEngine
+) -> None:
+    # A refused connect (retried by the SDK) bills nothing: it was recorded unpriced, so the
+    # tenant's cost showed as unknown and the unpriced report listed calls no re-rating can price.
+    with (
+        openai_client(outlay=pipeline, budgets=engine, base_url="http://127.0.0.1:9/v1", api_key="k",
+                      max_retries=1) as client,
+        outlay.attribute(tenant="acme"),
+        pytest.raises(openai.APIConnectionError),
+    ):  # fmt: skip
+        client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=1000)
+    recorded = events(pipeline)
+    assert [(e.status, e.priced, e.cost) for e in recorded] == [("error", True, Decimal(0))] * 2
+    assert pipeline.reports().unpriced("2000-01-01", "2100-01-01") == []
+
+
 def test_a_stream_broken_by_the_upstream_is_recorded_as_an_error(
     fake: FakeProvider, anthropic_sdk: anthropic.Anthropic, pipeline: outlay.Outlay
 ) -> None:

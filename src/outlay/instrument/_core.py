@@ -151,9 +151,13 @@ class MeteredCall:
         self.metered.finish()
 
     def failed(self, sent: bool = True) -> None:
-        """The request failed before an answer: cost unknown. ``sent`` unless it surely never
-        reached the provider (a failed connect): a timeout or a drop may still be billed."""
-        self.metered.fail(may_be_billed=sent)
+        """The request failed before an answer. ``sent``: it may have reached the provider (a
+        timeout, a drop), which may bill it: cost unknown. Otherwise (a failed connect) it surely
+        never left: billed nothing, a known zero -- not an unknown cost in the unpriced report."""
+        if sent:
+            self.metered.fail(may_be_billed=True)
+        else:
+            self.metered.fail(_NOTHING)
 
     def stream_meter(self) -> StreamMeter:
         return StreamMeter(self)
