@@ -307,6 +307,12 @@ class Recorder:
 
         engine = budgets or get_engine()
         ctx = current()
+        if self.require_tenant and (ctx is None or ctx.tenant is None):
+            # Refused now, before the call is made: at record time the provider has billed it
+            # already, and an SDK that retries on errors (anthropic's) would make it again.
+            raise AttributionMissing(
+                f"{operation} on {provider}/{model} has no tenant (outlay.attribute(tenant=...) is missing)"
+            )
         scope: object = ctx if ctx is not None else {}
 
         def cost_of(name: str) -> Decimal | None:

@@ -197,6 +197,27 @@ def test_require_tenant_refuses_unattributed_calls(tmp_path: Path) -> None:
         strict.close()
 
 
+def test_require_tenant_refuses_a_metered_call_before_it_is_made(tmp_path: Path) -> None:
+    # It was refused only when recorded, after the call: the provider had billed it, the event
+    # was lost, and an SDK that retries on errors (anthropic's) made the call again.
+    strict = Outlay(tmp_path / "outlay.db", require_tenant=True)
+    engine = BudgetEngine(InMemoryBudgetStore())
+    made = []
+    try:
+        with pytest.raises(outlay.AttributionMissing, match="no tenant"):
+            with strict.recorder.meter(provider="openai", model="gpt-4o", budgets=engine) as call:
+                made.append(call)
+        assert made == []
+        with (
+            outlay.attribute(tenant="acme"),
+            strict.recorder.meter(provider="openai", model="gpt-4o", budgets=engine) as call,
+        ):
+            call.set_usage(Usage(input_tokens=1))
+        assert call.event is not None and call.event.tenant_id == "acme"
+    finally:
+        strict.close()
+
+
 def test_unknown_model_and_incomplete_usage_are_never_zero(pipeline: Outlay) -> None:
     with outlay.attribute(tenant="acme"):
         unknown = pipeline.record_llm(

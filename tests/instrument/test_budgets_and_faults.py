@@ -237,6 +237,27 @@ def test_a_call_that_never_reached_the_provider_is_a_known_zero_not_an_unknown(
     assert pipeline.reports().unpriced("2000-01-01", "2100-01-01") == []
 
 
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_require_tenant_refuses_an_unattributed_call_before_it_is_sent(
+    fake: FakeProvider, base_url: str, engine: BudgetEngine, sdk: str
+) -> None:
+    # It was sent, billed, then refused when recorded: no event, and the anthropic SDK (which
+    # retries any error not its own) sent it twice more.
+    strict = outlay.Outlay("memory://", require_tenant=True)
+    try:
+        with pytest.raises(outlay.AttributionMissing):
+            if sdk == "openai":
+                with openai_client(outlay=strict, budgets=engine, base_url=base_url + "/v1",
+                                   api_key="k") as oc:  # fmt: skip
+                    oc.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=5)
+            else:
+                with anthropic_client(outlay=strict, budgets=engine, base_url=base_url, api_key="k") as ac:
+                    ac.messages.create(model="claude-haiku-4-5", messages=HELLO, max_tokens=5)
+        assert fake.requests == []
+    finally:
+        strict.close()
+
+
 def test_a_stream_broken_by_the_upstream_is_recorded_as_an_error(
     fake: FakeProvider, anthropic_sdk: anthropic.Anthropic, pipeline: outlay.Outlay
 ) -> None:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Final
 
 import anyio
 
-from outlay._errors import BudgetError
+from outlay._errors import OutlayError
 
 from ._core import Meter, MeteredCall, StreamMeter, for_sdk
 
@@ -40,7 +40,7 @@ def _admit(meter: Meter, lib: Any, request: Any, body: bytes) -> tuple[MeteredCa
         return None, request
     try:
         call = meter.admit(endpoint, body)
-    except BudgetError as exc:
+    except OutlayError as exc:  # refused (budget, no tenant...): the provider never sees it
         raise for_sdk(exc, request.headers) from None
     if call is None:
         return None, request

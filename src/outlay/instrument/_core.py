@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
-from outlay._errors import BudgetError, InvalidInput, InvalidUsage
+from outlay._errors import InvalidInput, InvalidUsage, OutlayError
 from outlay._usage import Usage
 from outlay.providers import parse_response as _parse
 from outlay.providers import stream_accumulator, wire_format
@@ -213,14 +213,16 @@ def _from_anthropic_sdk(headers: Mapping[str, str]) -> bool:
     return "anthropic-version" in headers or "anthropic" in headers.get("user-agent", "").lower()
 
 
-def for_sdk(error: BudgetError, headers: Mapping[str, str]) -> BudgetError:
+def for_sdk(error: OutlayError, headers: Mapping[str, str]) -> OutlayError:
     """``error`` as the SDK that sent a request with ``headers`` lets it through.
 
     The anthropic SDK wraps every exception from its HTTP client that is not an ``AnthropicError``
-    in ``APIConnectionError`` and retries it; a refused budget must reach the caller as itself, at
-    once. So for that SDK the error is re-raised as a subclass of both its outlay class and
-    ``anthropic.AnthropicError`` (``except outlay.BudgetExceeded`` still catches it). The openai SDK
-    passes such errors through unchanged.
+    in ``APIConnectionError`` and retries it. A refused budget must reach the caller as itself, at
+    once; and an error recording a call the provider answered (the event log unavailable) must not
+    make the SDK send -- and the provider bill -- the same call again. So for that SDK the error is
+    re-raised as a subclass of both its outlay class and ``anthropic.AnthropicError``
+    (``except outlay.BudgetExceeded`` still catches it). The openai SDK passes such errors through
+    unchanged.
     """
     if not _from_anthropic_sdk(headers):
         return error
