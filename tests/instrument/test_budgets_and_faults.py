@@ -258,6 +258,21 @@ def test_require_tenant_refuses_an_unattributed_call_before_it_is_sent(
         strict.close()
 
 
+def test_an_answer_that_cannot_be_recorded_is_not_sent_again_by_the_anthropic_sdk(
+    fake: FakeProvider, anthropic_sdk: anthropic.Anthropic, pipeline: outlay.Outlay,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    # The provider answered (and billed) the call; the event log failing must reach the caller,
+    # not make the SDK retry -- each retry was billed again (three calls for one).
+    def log_down(event: object) -> None:
+        raise outlay.BackendError("event log unavailable")
+
+    monkeypatch.setattr(pipeline.recorder, "record", log_down)
+    with outlay.attribute(tenant="acme"), pytest.raises(outlay.BackendError, match="unavailable"):
+        anthropic_sdk.messages.create(model="claude-haiku-4-5", max_tokens=5, messages=HELLO)
+    assert len(fake.requests) == 1
+
+
 def test_a_stream_broken_by_the_upstream_is_recorded_as_an_error(
     fake: FakeProvider, anthropic_sdk: anthropic.Anthropic, pipeline: outlay.Outlay
 ) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import threading
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, NoReturn
 
 import anyio
 
@@ -59,6 +59,12 @@ def _admit(meter: Meter, lib: Any, request: Any, body: bytes) -> tuple[MeteredCa
         extensions={**request.extensions, _METERED: True},
     )  # fmt: skip
     return call, sent
+
+
+def _unretried(exc: OutlayError, request: Any) -> NoReturn:
+    """Raise ``exc``, which failed recording a call the provider answered, so that the SDK does
+    not retry it (the provider billed it: a retry is billed again)."""
+    raise for_sdk(exc, request.headers) from exc.__cause__
 
 
 def _decoded(lib: Any, headers: Any, raw: bytes) -> bytes | None:
@@ -204,7 +210,10 @@ class SyncTransportMixin:
         finally:
             response.stream.close()
         response.stream = self._lib.ByteStream(raw)
-        call.answered(response.status_code, _decoded(self._lib, response.headers, raw))
+        try:
+            call.answered(response.status_code, _decoded(self._lib, response.headers, raw))
+        except OutlayError as exc:
+            _unretried(exc, request)
         return response
 
     def close(self) -> None:
@@ -238,7 +247,10 @@ class AsyncTransportMixin:
         finally:
             await response.stream.aclose()
         response.stream = self._lib.ByteStream(raw)
-        await _off_loop(call.answered, response.status_code, _decoded(self._lib, response.headers, raw))
+        try:
+            await _off_loop(call.answered, response.status_code, _decoded(self._lib, response.headers, raw))
+        except OutlayError as exc:
+            _unretried(exc, request)
         return response
 
     async def aclose(self) -> None:
