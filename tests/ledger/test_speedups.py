@@ -282,3 +282,147 @@ def test_a_time_before_the_epoch_day_boundary_is_exact() -> None:
         "2199-12-31",
         "2024-02-29",
     ]
+
+
+class TestPythonCodeMidway:
+    """Python code the compiled loop calls (a sequence's ``__getitem__``, a property of a subclass,
+    an int subclass's ``+``) may change what the loop holds: it must not crash, and must do what
+    the Python reference does."""
+
+    def test_first_changed_by_the_events_sequence(self) -> None:
+        events = awkward_events(4)
+
+        def run(function: Any) -> Any:
+            # Keys made at run time (not interned): ``first`` holds their only reference.
+            first = {"".join(["id-", str(i)]): i for i in range(4)}
+
+            class Swapping(list[CostEvent]):
+                def __getitem__(self, index: Any) -> Any:
+                    key = "".join(["id-", str(index)])
+                    if key in first:  # the id being read: dropped (freed), another put in its place
+                        del first[key]
+                        first["".join(["new-", str(index)])] = index
+                    return list.__getitem__(self, index)
+
+            rows, _ = function(Swapping(events), None, first)
+            return [row[0] for row in rows]
+
+        assert run(event_rows) == run(event_rows_py) == ["id-0", "id-1", "new-0", "new-1"]
+
+    def test_first_growing_midway_is_the_dict_error(self) -> None:
+        events = awkward_events(3)
+        for function in (event_rows, event_rows_py):
+            first = {"a": 0, "b": 1, "c": 2}
+
+            class Growing(list[CostEvent]):
+                def __getitem__(self, index: Any) -> Any:
+                    first[f"more-{index}"] = index
+                    return list.__getitem__(self, index)
+
+            with pytest.raises(RuntimeError, match="changed size during iteration"):
+                function(Growing(events), None, first)
+
+    def test_a_failing_property_raises_its_own_error(self) -> None:
+        failing = {"on": False}
+
+        class Odd(CostEvent):
+            __slots__ = ()
+
+            @property
+            def feature(self) -> str:
+                if failing["on"]:
+                    raise KeyError("no feature")
+                return "search"
+
+            @property
+            def model(self) -> str:  # Python code, which must not run with an error pending
+                return "gpt-" + "4o"
+
+            @property
+            def unpriced_reason(self) -> str:
+                if failing["on"]:
+                    raise KeyError("no reason")
+                return ""
+
+            @property
+            def price_version(self) -> str:
+                return "v" + "1"
+
+        item = event()
+        odd = Odd(**{name: getattr(item, name) for name in item.__dataclass_fields__})
+        _both([odd], None)
+        failing["on"] = True
+        for function in (event_rows_py, event_rows):
+            with pytest.raises(KeyError, match="no feature"):
+                function([odd], None, {odd.event_id: 0})
+
+    def test_a_token_whose_add_changes_the_totals(self) -> None:
+        from outlay.ledger._rows import Acc
+
+        class Meddling(int):
+            """A token count (an int subclass passes Usage) whose ``+`` empties every Acc's tokens."""
+
+            def __radd__(self, other: Any) -> Any:
+                for item in gc.get_objects():
+                    if type(item) is Acc:
+                        item.tokens.clear()
+                return int(self) + other
+
+            __add__ = __radd__
+
+        events = [event(usage=Usage(input_tokens=Meddling(7), output_tokens=3)) for _ in range(2)]
+        for function in (event_rows_py, event_rows):
+            with pytest.raises(IndexError):
+                function(events, None, _first(events))
+
+
+@pytest.mark.parametrize("problem", ["payload", "usage", "getitem", "inexact", "first"])
+def test_no_reference_is_leaked_on_any_error_path(problem: str) -> None:
+    from dataclasses import replace
+
+    events: Any = awkward_events(40)
+    payloads: Any = [encode_event(e) for e in events]
+    first = _first(events)
+    broken = replace(events[25])
+    if problem == "payload":
+        payloads[25] = 1.5
+        expected: type[BaseException] = TypeError
+    elif problem == "usage":
+        usage = replace(broken.usage)
+        object.__delattr__(usage, "output_tokens")
+        object.__setattr__(broken, "usage", usage)
+        events[25] = broken
+        expected = AttributeError
+    elif problem == "getitem":
+
+        class Failing(list[CostEvent]):
+            def __getitem__(self, index: Any) -> Any:
+                if index == 25:
+                    raise LookupError(index)
+                return list.__getitem__(self, index)
+
+        events = Failing(events)
+        expected = LookupError
+    elif problem == "inexact":  # past what a CostEvent accepts: the money context refuses to round
+        from decimal import Inexact
+
+        other = replace(broken, event_id="0190b1a2-0000-7000-8000-000000000001")
+        object.__setattr__(broken, "cost", Decimal("1E+100"))
+        object.__setattr__(other, "cost", Decimal("1E-100"))
+        events[25] = broken
+        events[26] = other
+        first = _first(events)
+        expected = Inexact
+    else:
+        first[next(iter(first))] = 10**30
+        expected = IndexError
+    probes = [events[0], events[24], events[24].usage, events[24].tenant_id, payloads[24], *list(first)[:3]]
+    with pytest.raises(expected):
+        event_rows(events, payloads, first)
+    gc.collect()
+    before = [sys.getrefcount(p) for p in probes]
+    for _ in range(5):
+        with pytest.raises(expected):
+            event_rows(events, payloads, first)
+    gc.collect()
+    assert [sys.getrefcount(p) for p in probes] == before

@@ -260,10 +260,17 @@ add_group(PyObject *groups, PyObject *key, PyObject *cost, PyObject *const *toke
         goto done;
     }
     for (Py_ssize_t i = 0; i < 5; i++) {
-        PyObject *sum = PyNumber_Add(PyList_GET_ITEM(own, i), tokens[i]);
-        if (sum == NULL)
+        /* ``+`` may run Python code (a token of an int subclass) that changes the list: hold the
+         * item, and check the index each time, as ``own[i] += tokens[i]`` does */
+        if (i >= PyList_GET_SIZE(own)) {
+            PyErr_SetString(PyExc_IndexError, "list index out of range");
             goto done;
-        PyList_SetItem(own, i, sum); /* steals ``sum``, drops the old value */
+        }
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(own, i));
+        PyObject *sum = PyNumber_Add(item, tokens[i]);
+        Py_DECREF(item);
+        if (sum == NULL || PyList_SetItem(own, i, sum) < 0) /* steals ``sum``, drops the old value */
+            goto done;
     }
     rc = 0;
 done:
@@ -382,21 +389,19 @@ one_event(PyObject *event, PyObject *event_id, PyObject *payload, PyObject *delt
         Py_XSETREF(*day, text_day);
         *day_number = number;
     }
-    if ((tenant = get(event, E_TENANT)) == NULL || (agent = get(event, E_AGENT)) == NULL)
+    /* rollup_key's reads, in its order; none once one has failed (a property of a subclass is
+     * Python code, which must not run with an exception set) */
+    if ((tenant = get(event, E_TENANT)) == NULL)
         goto fail;
     k[0] = or_empty(Py_NewRef(tenant));
     k[1] = Py_NewRef(*day);
-    k[2] = or_empty(get(event, E_FEATURE));
+    if ((k[2] = or_empty(get(event, E_FEATURE))) == NULL || (agent = get(event, E_AGENT)) == NULL)
+        goto fail;
     k[3] = or_empty(Py_NewRef(agent));
-    k[4] = or_empty(get(event, E_MODEL));
-    k[5] = or_empty(get(event, E_PROVIDER));
-    k[6] = get(event, E_OPERATION);
-    k[7] = get(event, E_ENVIRONMENT);
-    k[8] = tenant == Py_None ? or_empty(get(event, E_ORIGIN)) : Py_NewRef(empty);
-    for (int i = 0; i < 9; i++) {
-        if (k[i] == NULL)
-            goto fail;
-    }
+    if ((k[4] = or_empty(get(event, E_MODEL))) == NULL || (k[5] = or_empty(get(event, E_PROVIDER))) == NULL
+        || (k[6] = get(event, E_OPERATION)) == NULL || (k[7] = get(event, E_ENVIRONMENT)) == NULL
+        || (k[8] = tenant == Py_None ? or_empty(get(event, E_ORIGIN)) : Py_NewRef(empty)) == NULL)
+        goto fail;
     if ((key = PyTuple_New(9)) == NULL)
         goto fail;
     for (int i = 0; i < 9; i++)
@@ -434,10 +439,8 @@ one_event(PyObject *event, PyObject *event_id, PyObject *payload, PyObject *delt
     }
 
     /* the row, in INSERT_EVENT's order */
-    text = cost == Py_None ? Py_NewRef(empty) : PyObject_Format(cost, format_f);
-    tail[0] = or_empty(get(event, E_REASON));
-    tail[1] = or_empty(get(event, E_VERSION));
-    if (text == NULL || tail[0] == NULL || tail[1] == NULL)
+    if ((text = cost == Py_None ? Py_NewRef(empty) : PyObject_Format(cost, format_f)) == NULL
+        || (tail[0] = or_empty(get(event, E_REASON))) == NULL || (tail[1] = or_empty(get(event, E_VERSION))) == NULL)
         goto fail;
     if (payload == NULL) {
         PyObject *encoded = PyObject_CallOneArg(h_encode, event);
@@ -513,33 +516,37 @@ event_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "deltas.groups and deltas.runs must be dicts");
         goto fail;
     }
-    Py_ssize_t position = 0, count = 0;
-    PyObject *event_id, *index_obj;
-    while (PyDict_Next(first, &position, &event_id, &index_obj)) {
-        if (count == PyList_GET_SIZE(rows)) {
-            PyErr_SetString(PyExc_RuntimeError, "first changed size during event_rows");
+    /* ``rows`` has room for ``size`` rows: the size ``first`` must keep (a dict iterator raises
+     * at its next step when it changed); if its keys change (same size), no more than ``size``. */
+    Py_ssize_t position = 0, count = 0, size = PyList_GET_SIZE(rows);
+    PyObject *key, *value;
+    while (PyDict_Next(first, &position, &key, &value)) {
+        if (PyDict_GET_SIZE(first) != size) {
+            PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
             goto fail;
         }
+        if (count == size) {
+            PyErr_SetString(PyExc_RuntimeError, "dictionary keys changed during iteration");
+            goto fail;
+        }
+        /* Borrowed from ``first``, which Python code run below (a sequence's __getitem__, a
+         * property of a subclass) may change: our own references, as ``first.items()`` holds. */
+        PyObject *event_id = Py_NewRef(key), *index_obj = Py_NewRef(value);
+        PyObject *event = NULL, *payload = NULL, *row = NULL;
         Py_ssize_t index = PyNumber_AsSsize_t(index_obj, PyExc_IndexError);
-        if (index == -1 && PyErr_Occurred())
-            goto fail;
-        PyObject *event = PySequence_GetItem(events, index);
-        if (event == NULL)
-            goto fail;
-        PyObject *payload = NULL;
-        if (payloads != Py_None && (payload = PySequence_GetItem(payloads, index)) == NULL) {
-            Py_DECREF(event);
-            goto fail;
-        }
-        PyObject *row = one_event(event, event_id, payload, deltas, groups, runs, &day_number, &day);
-        Py_DECREF(event);
+        if ((index != -1 || !PyErr_Occurred()) && (event = PySequence_GetItem(events, index)) != NULL
+            && (payloads == Py_None || (payload = PySequence_GetItem(payloads, index)) != NULL))
+            row = one_event(event, event_id, payload, deltas, groups, runs, &day_number, &day);
+        Py_XDECREF(event);
         Py_XDECREF(payload);
+        Py_DECREF(event_id);
+        Py_DECREF(index_obj);
         if (row == NULL)
             goto fail;
         PyList_SET_ITEM(rows, count++, row);
     }
-    if (count != PyList_GET_SIZE(rows)) {
-        PyErr_SetString(PyExc_RuntimeError, "first changed size during event_rows");
+    if (count != size || PyDict_GET_SIZE(first) != size) {
+        PyErr_SetString(PyExc_RuntimeError, "dictionary changed size during iteration");
         goto fail;
     }
     Py_DECREF(groups);
