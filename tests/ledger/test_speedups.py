@@ -376,6 +376,63 @@ class TestPythonCodeMidway:
                 function(events, None, _first(events))
 
 
+class TestConfigure:
+    """``configure`` is private, but must not be a way to corrupt memory: the slots it reads and
+    writes directly must be those of the classes given, and it allocates only plain classes."""
+
+    def _configure(self, **classes: Any) -> None:
+        from outlay._money import MONEY_CONTEXT
+        from outlay.ledger import _speedups
+        from outlay.ledger._rows import Acc, RunAcc, day_of, time_us
+
+        given = {"event": CostEvent, "usage": Usage, "acc": Acc, "run": RunAcc, **classes}
+        _speedups.configure(
+            time_us,
+            day_of,
+            encode_event,
+            given["event"],
+            given["usage"],
+            given["acc"],
+            given["run"],
+            RollupDeltas.link,
+            MONEY_CONTEXT.add,
+            "",
+        )
+
+    def test_refuses_slots_of_another_class(self) -> None:
+        class Big:
+            __slots__ = tuple(f"s{i}" for i in range(500))
+
+        class Small:  # its "slots" are Big's: offsets far past the end of a Small
+            __slots__ = ()
+
+        for i, name in enumerate(("events", "unpriced", "cost", "tokens", "time")):
+            setattr(Small, name, Big.__dict__[f"s{490 + i}"])
+        from outlay.ledger import _sqlite
+
+        try:
+            with pytest.raises(TypeError, match=r"Small\.events is not an object slot"):
+                self._configure(acc=Small)
+            with pytest.raises(TypeError, match="is not an object slot"):
+                self._configure(event=Small)
+        finally:
+            _sqlite._load_speedups()  # the real classes again, whatever happened
+        _both(awkward_events(30), None)
+
+    def test_refuses_a_class_with_another_c_base(self) -> None:
+        class Mapping(dict[str, Any]):  # tp_alloc alone would leave its dict uninitialised
+            __slots__ = ("cost", "events", "tokens", "unpriced")
+
+        from outlay.ledger import _sqlite
+
+        try:
+            with pytest.raises(TypeError, match="deriving from object alone"):
+                self._configure(acc=Mapping)
+        finally:
+            _sqlite._load_speedups()
+        _both(awkward_events(30), None)
+
+
 @pytest.mark.parametrize("problem", ["payload", "usage", "getitem", "inexact", "first"])
 def test_no_reference_is_leaked_on_any_error_path(problem: str) -> None:
     from dataclasses import replace

@@ -87,9 +87,9 @@ set(PyObject *obj, int which, PyObject *value)
     return 0;
 }
 
-/* Resolves the fields ``first``..``last`` of ``type``: each must be an object slot. */
+/* Resolves the fields ``first``..``last`` of ``type`` into ``out``: each must be an object slot. */
 static int
-resolve(PyObject *type, int first, int last)
+resolve(Field *out, PyObject *type, int first, int last)
 {
     if (!PyType_Check(type)) {
         PyErr_SetString(PyExc_TypeError, "configure() takes classes");
@@ -104,8 +104,12 @@ resolve(PyObject *type, int first, int last)
             Py_DECREF(name);
             return -1;
         }
+        /* The descriptor must describe ``type``'s own layout (one of its bases' slots): a
+         * member descriptor of another class, put in ``type``'s namespace, holds an offset past
+         * the end of ``type``'s objects, which Python itself refuses to apply to them. */
         int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type)
-                 && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+                 && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX
+                 && PyType_IsSubtype((PyTypeObject *)type, PyDescr_TYPE(descr));
         Py_ssize_t offset = ok ? ((PyMemberDescrObject *)descr)->d_member->offset : 0;
         Py_DECREF(descr);
         if (!ok) {
@@ -113,9 +117,29 @@ resolve(PyObject *type, int first, int last)
             Py_DECREF(name);
             return -1;
         }
-        Py_XSETREF(fields[i].name, name);
-        Py_XSETREF(fields[i].type, (PyTypeObject *)Py_NewRef(type));
-        fields[i].offset = offset;
+        out[i].name = name;
+        out[i].type = (PyTypeObject *)Py_NewRef(type);
+        out[i].offset = offset;
+    }
+    return 0;
+}
+
+/* Whether ``make`` may create objects of ``type`` with ``tp_alloc`` alone (no ``tp_new``, no
+ * ``__init__``): a Python class whose instance layout is ``object``'s plus its slots. A class with
+ * another C base (``dict``, say) would get an object its base never initialised. */
+static int
+allocatable(PyObject *type)
+{
+    if (!PyType_Check(type)) {
+        PyErr_SetString(PyExc_TypeError, "configure() takes classes");
+        return -1;
+    }
+    PyTypeObject *cls = (PyTypeObject *)type;
+    if (!PyType_HasFeature(cls, Py_TPFLAGS_HEAPTYPE) || cls->tp_base != &PyBaseObject_Type
+        || cls->tp_alloc != PyType_GenericAlloc || cls->tp_itemsize != 0
+        || PyType_HasFeature(cls, Py_TPFLAGS_IS_ABSTRACT)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a Python class deriving from object alone", cls->tp_name);
+        return -1;
     }
     return 0;
 }
@@ -568,9 +592,23 @@ configure(PyObject *Py_UNUSED(module), PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOOOOOU:configure", &time_us, &day_of, &encode, &event, &usage, &acc,
                           &run, &link, &add, &several))
         return NULL;
-    if (resolve(event, E_TIME, E_VERSION) < 0 || resolve(usage, U_TOK0, U_TOK4) < 0
-        || resolve(acc, A_EVENTS, A_TOKENS) < 0 || resolve(run, R_PARENT, R_ACC) < 0)
+    if (allocatable(acc) < 0 || allocatable(run) < 0)
         return NULL;
+    /* All or nothing: a configure that fails leaves the previous configuration whole. */
+    Field next[N_FIELDS] = {{NULL, NULL, 0}};
+    if (resolve(next, event, E_TIME, E_VERSION) < 0 || resolve(next, usage, U_TOK0, U_TOK4) < 0
+        || resolve(next, acc, A_EVENTS, A_TOKENS) < 0 || resolve(next, run, R_PARENT, R_ACC) < 0) {
+        for (int i = 0; i < N_FIELDS; i++) {
+            Py_XDECREF(next[i].name);
+            Py_XDECREF(next[i].type);
+        }
+        return NULL;
+    }
+    for (int i = 0; i < N_FIELDS; i++) {
+        Py_XSETREF(fields[i].name, next[i].name);
+        Py_XSETREF(fields[i].type, next[i].type);
+        fields[i].offset = next[i].offset;
+    }
     Py_XSETREF(h_time_us, Py_NewRef(time_us));
     Py_XSETREF(h_day_of, Py_NewRef(day_of));
     Py_XSETREF(h_encode, Py_NewRef(encode));
