@@ -175,6 +175,19 @@ class TestBadInput:
         with pytest.raises(AttributeError, match="time"):
             event_rows([object()], None, {"x": 0})  # type: ignore[list-item]
 
+    @pytest.mark.parametrize("name", ["environment", "usage"])
+    def test_an_empty_slot_is_the_same_attribute_error(self, name: str) -> None:
+        from dataclasses import replace
+
+        item = replace(awkward_events(1)[0])
+        object.__delattr__(item, name)
+        messages = []
+        for function in (event_rows_py, event_rows):
+            with pytest.raises(AttributeError) as caught:
+                function([item], None, {item.event_id: 0})
+            messages.append(str(caught.value))
+        assert messages[0] == messages[1] == f"'CostEvent' object has no attribute '{name}'"
+
     def test_a_payload_that_is_not_bytes_is_a_type_error(self) -> None:
         events = awkward_events(1)
         with pytest.raises(TypeError):

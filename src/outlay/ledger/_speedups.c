@@ -66,8 +66,9 @@ get(PyObject *obj, int which)
     if (Py_TYPE(obj) != field->type)
         return PyObject_GetAttr(obj, field->name);
     PyObject *value = *(PyObject **)((char *)obj + field->offset);
-    if (value == NULL) {
-        PyErr_SetObject(PyExc_AttributeError, field->name);
+    if (value == NULL) { /* an empty slot: the member descriptor's error */
+        PyErr_Format(PyExc_AttributeError, "'%.200s' object has no attribute '%U'", Py_TYPE(obj)->tp_name,
+                     field->name);
         return NULL;
     }
     return Py_NewRef(value);
