@@ -71,6 +71,35 @@ def test_a_writer_process_killed_mid_batch_is_replaced_and_nothing_is_doubled(
     _assert_exactly(sqlite_ledger, events)
 
 
+def test_a_writer_process_that_dies_as_it_starts_is_retried_not_fatal(
+    sqlite_ledger: SQLiteLedger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Killed (OOM killer, an operator) before it read its setup: the parent's send hits a broken
+    # pipe. That must be a BackendError, which run_forever retries, not an OSError that ends
+    # `outlay worker --processes N` (click turns a broken pipe into a silent exit status 1).
+    events = awkward_events(300)
+    log = _log_with(events)
+    spawn = subprocess.Popen
+
+    def dead_on_arrival(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        process: subprocess.Popen[bytes] = spawn(*args, **kwargs)  # type: ignore[call-overload]
+        process.kill()
+        process.wait()
+        return process
+
+    monkeypatch.setattr(subprocess, "Popen", dead_on_arrival)  # what _parallel spawns with
+    writer = LedgerWriter(log, sqlite_ledger, batch_size=100, processes=2)
+    try:
+        with pytest.raises(BackendError, match="did not start"):
+            writer.run_once()
+        assert log.committed("ledger") == 0
+        monkeypatch.undo()
+        writer.catch_up()  # new processes start and write everything
+    finally:
+        writer.close()
+    _assert_exactly(sqlite_ledger, events)
+
+
 def test_writer_processes_exit_when_their_parent_dies(tmp_path: Path) -> None:
     script = f"""
 import sys

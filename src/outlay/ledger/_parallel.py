@@ -154,21 +154,23 @@ class WriterProcesses:
         self._workers: list[tuple[subprocess.Popen[bytes], Connection, Connection]] = []
 
     def _start(self) -> None:
-        for _ in range(self.processes):
-            process = subprocess.Popen(
-                [sys.executable, "-c", _BOOT.format(root=_ROOT)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-            )
-            assert process.stdin is not None
-            assert process.stdout is not None
-            work = Connection(os.dup(process.stdin.fileno()), readable=False)
-            answers = Connection(os.dup(process.stdout.fileno()), writable=False)
-            process.stdin.close()  # (the dups above are the ends we use)
-            process.stdout.close()
-            self._workers.append((process, work, answers))
-            work.send(self._setup)
         try:
+            for _ in range(self.processes):
+                process = subprocess.Popen(
+                    [sys.executable, "-c", _BOOT.format(root=_ROOT)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                )
+                assert process.stdin is not None
+                assert process.stdout is not None
+                work = Connection(os.dup(process.stdin.fileno()), readable=False)
+                answers = Connection(os.dup(process.stdout.fileno()), writable=False)
+                process.stdin.close()  # (the dups above are the ends we use)
+                process.stdout.close()
+                self._workers.append((process, work, answers))
+                # A process that died as it started (killed, out of memory) breaks this pipe: a
+                # BackendError, retried like any other, not an OSError that ends the writer.
+                work.send(self._setup)
             ready = [answers.recv() for _, _, answers in self._workers]
         except (EOFError, OSError) as exc:
             self.close()
