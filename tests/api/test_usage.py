@@ -42,6 +42,16 @@ async def test_totals_of_nothing_are_zero_and_all_unpriced_is_null(client: httpx
     assert r.json()["totals"] == {**r.json()["totals"], "events": 1, "cost": None, "unpriced_events": 1}
 
 
+async def test_a_window_given_only_its_end_near_the_earliest_day_starts_there(
+    client: httpx.AsyncClient,
+) -> None:
+    """``to=2000-01-05`` alone: the default 30 days before it start before 2000, which no window can;
+    the window starts at 2000-01-01 instead of a 400 about a ``from`` the caller never sent."""
+    r = await get(client, "/api/v1/usage/totals", to="2000-01-05")
+    assert r.status_code == 200, r.text
+    assert r.json()["window"]["from"].startswith("2000-01-01") and r.json()["totals"]["events"] == 0
+
+
 async def test_breakdown_by_several_keys_with_filters(client: httpx.AsyncClient) -> None:
     r = await get(client, "/api/v1/usage/breakdown", **PROD, by="tenant,model", provider="openai")
     assert r.status_code == 200, r.text

@@ -96,7 +96,8 @@ class Query:
         start = (
             parse_instant(_value("from", start_text), "from")
             if start_text is not None
-            else end - timedelta(days=default_days)
+            # (clamped: "to=2000-01-05" alone names no "from", so must not get an error about one)
+            else max(end - timedelta(days=default_days), _EARLIEST)
         )
         for name, moment in (("from", start), ("to", end)):
             if not _EARLIEST <= moment <= _LATEST:
