@@ -179,6 +179,33 @@ def _output_tokens(call: Call, default: int) -> tuple[int, bool]:
     return value, given
 
 
+def _whole_count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _tool_uses(call: Call) -> tuple[int, int]:
+    """``(web searches, file searches)`` the request lets the provider run — billed per use, beyond
+    tokens. Responses ``max_tool_calls`` bounds them (each kind may take all of it); an Anthropic
+    web search tool its ``max_uses``; without a bound, one per tool (which bounds nothing)."""
+    tools = call.body.get("tools") if call.api in ("responses", "messages") else None
+    if not isinstance(tools, list):
+        return 0, 0
+    web = files = 0
+    for tool in tools:
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if not isinstance(kind, str):
+            continue
+        if kind.startswith("web_search"):  # web_search, web_search_preview, web_search_20250305, ...
+            uses = _whole_count(tool.get("max_uses")) if call.api == "messages" else None
+            web += 1 if uses is None else uses
+        elif kind == "file_search" and call.api == "responses":
+            files += 1
+    bound = _whole_count(call.body.get("max_tool_calls")) if call.api == "responses" else None
+    if bound is not None:
+        web, files = (bound if web else 0), (bound if files else 0)
+    return web, files
+
+
 class OutlayHooks:
     """The :class:`GatewayHooks` of a real deployment.
 
@@ -302,6 +329,23 @@ class OutlayHooks:
             self._estimates.clear()
         self._estimates[cache_key] = (value, now + 60.0)
         return value
+
+    def _with_tools(
+        self, provider: str, model: str, estimate: Decimal | None, uses: tuple[int, int]
+    ) -> Decimal | None:
+        """``estimate`` plus what the searches the request allows cost (web search ~$10 per
+        thousand: far more than a small model's tokens), so concurrent calls that search cannot
+        overshoot a hard limit by a multiple of concurrency. A search the catalog has no price for
+        holds ``unpriced_estimate``."""
+        web, files = uses
+        if estimate is None or not (web or files):
+            return estimate
+        units = {"storage_searches": Decimal(files)} if files else {}
+        with_tools = self.catalog.rate(Usage(web_searches=web, units=units), provider=provider, model=model)
+        if with_tools.cost is None:
+            return money_sum((estimate, self.unpriced_estimate))
+        base = self.catalog.rate(Usage(), provider=provider, model=model).cost or ZERO
+        return money_sum((estimate, with_tools.cost, -base))
 
     # -- authenticate -----------------------------------------------------------------------------
 
@@ -444,10 +488,13 @@ class OutlayHooks:
         try:
             scope = self._scopes.get(id(ctx)) or Scope.of(ctx)
             tokens = max(1, len(call.raw) // 4) + self._stored_context(call)
-            model, downgraded = self.engine.model_for(
-                scope, call.model, cost_of=lambda name: self._estimate(provider, name, tokens, output)
-            )
-            estimate = self._estimate(provider, model, tokens, output)
+            uses = _tool_uses(call)
+
+            def cost_of(name: str) -> Decimal | None:
+                return self._with_tools(provider, name, self._estimate(provider, name, tokens, output), uses)
+
+            model, downgraded = self.engine.model_for(scope, call.model, cost_of=cost_of)
+            estimate = cost_of(model)
             priced = estimate is not None
             amount = estimate if estimate is not None else self.unpriced_estimate
             # Identical repeated bodies within a run trip its retry-storm guard.
