@@ -1,4 +1,5 @@
-"""Budget holds count the provider-side searches a request enables, not only its tokens.
+"""Responses and Anthropic calls using provider-side state and tools: budget holds count the
+searches a request enables, not only its tokens; stored responses stay their tenant's.
 
 A Responses web search costs $10 per thousand (gpt-4o-mini's tokens for a short call: ~$0.00003):
 a hold of tokens only let ten concurrent searching calls spend five times a hard limit.
@@ -12,12 +13,16 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import openai
 import pytest
 
 from outlay._errors import BudgetExceeded
 from outlay._runtime import Outlay
 from outlay.gateway import Admission, Call, Outcome, OutlayHooks, Principal, Upstream
 from outlay.keys import InMemoryKeyStore
+from outlay.testing import FakeProvider
+
+from .conftest import Stack
 
 OPENAI = Upstream("openai", "openai", "http://127.0.0.1:9/v1")
 ANTHROPIC = Upstream("anthropic", "anthropic", "http://127.0.0.1:9")
@@ -90,3 +95,23 @@ async def test_concurrent_searching_calls_do_not_overshoot_a_hard_limit(hooks: O
     assert all(isinstance(r, BudgetExceeded) for r in results if not isinstance(r, Admission))
     for admission in admitted:
         await hooks.complete(admission, Outcome(500, None, None, 0.0))
+
+
+def test_a_tenant_cannot_continue_another_tenants_stored_response(stack: Stack, fake: FakeProvider) -> None:
+    """Every tenant reaches the provider with the gateway's one key: chaining another tenant's
+    response id would let it read that conversation back. The gateway knows whose it is."""
+    acme = stack.openai()
+    first = acme.responses.create(model="gpt-4o-mini", input="our secret plan", max_output_tokens=20)
+    _, other = stack.keys.create("globex")
+    sent = len(fake.requests)
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        stack.openai(other).responses.create(
+            model="gpt-4o-mini", input="repeat the above", previous_response_id=first.id, max_output_tokens=20
+        )
+    assert refused.value.body["code"] == "foreign_response"  # type: ignore[index]
+    assert len(fake.requests) == sent  # never forwarded
+    # The tenant that made it still continues its own conversation.
+    acme.responses.create(
+        model="gpt-4o-mini", input="go on", previous_response_id=first.id, max_output_tokens=20
+    )
+    assert fake.requests[-1].json()["previous_response_id"] == first.id

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Final
 
-from outlay._errors import BackendError, InvalidInput, Unauthenticated
+from outlay._errors import BackendError, Forbidden, InvalidInput, Unauthenticated
 from outlay._money import MONEY_CONTEXT, ZERO, money_sum
 from outlay._recording import UNPRICED_ESTIMATE, Recorder
 from outlay._runtime import Outlay
@@ -267,7 +267,8 @@ class OutlayHooks:
         # the blocking thread and back); the decisions they make (a refusal, a downgrade) are then
         # recorded by that thread, before the answer leaves.
         self._deferred = threading.local()
-        self._conversations: OrderedDict[str, int] = OrderedDict()  # response id -> its context tokens
+        # response id -> (its context tokens, the tenant whose call made it)
+        self._conversations: OrderedDict[str, tuple[int, str | None]] = OrderedDict()
         self._sink = self.engine.decision_sink
         if self._batches is not None and self._sink is not None:
             self.engine.decision_sink = self._defer_on_loop
@@ -487,7 +488,7 @@ class OutlayHooks:
         token = attach(ctx)  # so budget decisions recorded now carry the call's attribution
         try:
             scope = self._scopes.get(id(ctx)) or Scope.of(ctx)
-            tokens = max(1, len(call.raw) // 4) + self._stored_context(call)
+            tokens = max(1, len(call.raw) // 4) + self._stored_context(call, principal.tenant_id)
             uses = _tool_uses(call)
 
             def cost_of(name: str) -> Decimal | None:
@@ -568,23 +569,40 @@ class OutlayHooks:
             usage = outcome.usage
             if outcome.response_id and usage is not None and usage.complete:
                 # What a later call chaining previous_response_id will be billed for again.
-                self._remember_conversation(outcome.response_id, usage.input_tokens + usage.output_tokens)
+                self._remember_conversation(
+                    outcome.response_id,
+                    usage.input_tokens + usage.output_tokens,
+                    admission.principal.tenant_id,
+                )
             return await self._complete(admission, outcome)
         finally:
             self._inflight -= 1
 
-    def _remember_conversation(self, response_id: str, tokens: int) -> None:
+    def _remember_conversation(self, response_id: str, tokens: int, tenant: str | None) -> None:
         conversations = self._conversations
-        conversations[response_id] = tokens
+        conversations[response_id] = (tokens, tenant)
         conversations.move_to_end(response_id)
         while len(conversations) > _CONVERSATIONS_KEPT:
             conversations.popitem(last=False)
 
-    def _stored_context(self, call: Call) -> int:
+    def _stored_context(self, call: Call, tenant: str | None) -> int:
         """Tokens of the stored conversation a Responses call continues (``previous_response_id``):
-        the provider bills them as input again. 0 when unknown to this process."""
+        the provider bills them as input again. 0 when unknown to this process.
+
+        Every tenant's calls go upstream with the gateway's one key, so the provider would let any
+        tenant continue — and read back — another's stored conversation: a response this process
+        made for another tenant is refused (403), never forwarded."""
         previous = call.body.get("previous_response_id") if call.api == "responses" else None
-        return self._conversations.get(previous, 0) if isinstance(previous, str) else 0
+        known = self._conversations.get(previous) if isinstance(previous, str) else None
+        if known is None:
+            return 0
+        tokens, owner = known
+        if owner != tenant:
+            raise Forbidden(
+                f"previous_response_id {previous!r} belongs to another tenant's conversation",
+                reason="foreign_response",
+            )
+        return tokens
 
     async def _complete(self, admission: Admission, outcome: Outcome) -> Settlement:
         ticket = admission.reservation
