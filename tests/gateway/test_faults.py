@@ -232,6 +232,39 @@ def test_upstream_rejecting_gateway_credentials_is_a_502_without_the_key(hooks: 
     assert UPSTREAM_KEY not in caught.value.response.text
 
 
+@pytest.mark.parametrize(
+    "words",
+    [
+        # OpenAI's answer to a rotated key: the key masked but for its prefix and last four characters
+        "Incorrect API key provided: sk-upstr*****************6789. You can find your API key at"
+        " https://platform.openai.com/account/api-keys.",
+        "No such organization: org-OperatorsOwn123.",
+    ],
+)
+def test_the_providers_words_on_the_gateways_credentials_reach_the_log_not_the_tenant(
+    words: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    provider = FakeProvider(api_key=UPSTREAM_KEY)
+    with LiveServer(provider) as upstream:
+        app = Gateway(gateway_config(upstream.url), hooks=make_hooks(), trust_env=False)
+        with LiveServer(app, lifespan="on") as gw:
+            for status in (401, 403):
+                provider.fail(Fault.error(status, message=words, code="invalid_api_key"))
+                with caplog.at_level("WARNING", logger="outlay.gateway"):
+                    response = httpx.post(
+                        gw.url + "/v1/chat/completions",
+                        headers={"authorization": f"Bearer {CLIENT_KEY}"},
+                        json={"model": "gpt-4o-mini", "messages": MESSAGES},
+                    )
+                assert response.status_code == 502
+                error = response.json()["error"]
+                assert error["code"] == "upstream_auth_failed" and "credentials" in error["message"]
+                for told in ("sk-upstr", "6789", "org-OperatorsOwn"):  # no part of the key, no organization
+                    assert told not in response.text
+    logged = [r.getMessage() for r in caplog.records if r.name == "outlay.gateway"]
+    assert len(logged) == 2 and all(words in line for line in logged)  # the operator still learns why
+
+
 def test_unreachable_upstream_is_a_502(hooks: InMemoryHooks) -> None:
     with LiveServer(FakeProvider()) as gone:
         dead_url = gone.url

@@ -11,6 +11,7 @@ and 529 ``overloaded_error``).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -38,6 +39,8 @@ __all__ = [
     "from_upstream_response",
     "render",
 ]
+
+_log = logging.getLogger("outlay.gateway")
 
 Dialect = Literal["openai", "anthropic"]
 
@@ -187,8 +190,9 @@ def from_upstream_response(
     """Translate an upstream error status into the gateway's answer.
 
     The status is kept (so SDK retry logic behaves as against the provider), except that the
-    upstream refusing *our* credentials (401/403) is a gateway fault — 502 — not the client's. The
-    upstream's message is kept with its key redacted, and 429 keeps ``Retry-After``.
+    upstream refusing *our* credentials (401/403) is a gateway fault — 502 — not the client's, and
+    its message (about the operator's key and account) is logged, not sent. Other upstream messages
+    are kept with the key redacted, and 429 keeps ``Retry-After``.
     """
     message, source, fields = _upstream_error(body)
     message = message or f"HTTP {status}"
@@ -200,9 +204,16 @@ def from_upstream_response(
         if name in headers:
             keep[name] = headers[name]
     if status in (401, 403):
+        # The provider's words are about the operator's account, not the caller's: OpenAI's quote
+        # the key (masked but for its prefix and last four characters) and name the organization.
+        # They go to the operator's log; every tenant sharing the key gets only the fact.
+        _log.warning(
+            "upstream %s rejected the gateway's credentials (HTTP %d): %s", upstream, status, message
+        )
         return GatewayError(
             502,
-            f"upstream {upstream} rejected the gateway's credentials: {message}",
+            f"upstream {upstream} rejected the gateway's credentials (HTTP {status}); the gateway's log"
+            " has the provider's message",
             code="upstream_auth_failed",
         )
     if status < 400 or status > 599:
