@@ -153,6 +153,24 @@ def test_fail_closed_refuses_and_holds_nothing(make: MakeStore) -> None:
         engine.reserve({"tenant": "acme"}, "0.10")
 
 
+@pytest.mark.parametrize(
+    "url", ["redis://outlay:S3cretPw@127.0.0.1:{port}/0", "redis://127.0.0.1:{port}/0?password=S3cretPw"]
+)
+def test_an_unreachable_redis_is_named_without_its_password(
+    make: MakeStore, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The message reaches the log and, as the gateway's 503 body, every caller.
+    store = make(url.format(port=closed_port()), on_unavailable="deny")
+    with caplog.at_level("WARNING"), pytest.raises(BackendUnavailable) as caught:
+        store.reserve("a", [KeyLimit("k", D("1"))], D("0.1"), 60)
+    told = [str(caught.value), str(caught.value.__cause__), *(r.getMessage() for r in caplog.records)]
+    with pytest.raises(BackendUnavailable) as status:
+        store.status("k")
+    told.append(str(status.value))
+    assert all("S3cretPw" not in line for line in told), told
+    assert "***" in str(caught.value) and "127.0.0.1" in str(caught.value)  # still says which Redis
+
+
 def test_fail_open_without_a_local_cap_is_a_configuration_error(make: MakeStore) -> None:
     with pytest.raises(
         ConfigError, match=r"local_cap: on_unavailable=allow .* cap of 0 it would deny them all"

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import threading
 import time
 import uuid
@@ -83,6 +84,24 @@ def _window(window: int | None, field: str) -> int:
             f"a rolling window must be a positive number of seconds, got {window!r}", field=field
         )
     return window
+
+
+def shown_url(url: str) -> str:
+    """``url`` as errors and logs print it: a password — in the userinfo (``redis://user:pw@host``)
+    or a ``password=`` option, both of which redis-py reads — replaced by ``***``. Messages naming
+    the store reach the log and, through the gateway's 503, its callers."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<the configured Redis URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else netloc
+    query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", parts.query, flags=re.IGNORECASE)
+    shown = url.replace(parts.netloc, netloc, 1) if netloc != parts.netloc else url
+    return shown.replace(f"?{parts.query}", f"?{query}", 1) if query != parts.query else shown
 
 
 def _import_redis() -> Any:
@@ -157,12 +176,12 @@ class RedisBudgetStore(BudgetStore):
                 else:
                     client = module.Redis.from_url(url, **options)
             except ValueError as exc:
-                raise ConfigError(f"invalid Redis URL {url!r}: {exc}", field="url") from None
+                raise ConfigError(f"invalid Redis URL {shown_url(url)!r}: {exc}", field="url") from None
             self._owns_client = True
         else:
             self._owns_client = False
         self._client: redis.Redis = client
-        self._where = url or "the given client"
+        self._where = shown_url(url) if url else "the given client"
         self._prefix = prefix
         self._server_time = clock is None
         self.clock = time.time if clock is None else clock
