@@ -222,10 +222,18 @@ def test_bad_configuration_is_named(postgres_url: str) -> None:
         PostgresLedger(postgres_url + "?schema=b", schema="a")
 
 
-def test_unreachable_server_is_backend_unavailable() -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres:secret@127.0.0.1:1/test",
+        "postgresql://postgres@127.0.0.1:1/test?password=secret",
+    ],
+)
+def test_unreachable_server_is_backend_unavailable(url: str) -> None:
     with pytest.raises(BackendUnavailable, match="cannot connect") as caught:
-        PostgresLedger("postgresql://postgres:secret@127.0.0.1:1/test", connect_timeout=1)
-    assert "secret" not in str(caught.value)  # the password never reaches logs
+        PostgresLedger(url, connect_timeout=1)
+    assert "secret" not in str(caught.value)  # the password never reaches logs, wherever the URL holds it
+    assert "***" in str(caught.value)
 
 
 def test_open_ledger_selects_postgres_with_schema_in_url(pg: Factory, postgres_url: str) -> None:

@@ -37,6 +37,8 @@ Connection = psycopg.Connection[Any]
 
 _ATTEMPTS: Final = 3
 _PASSWORD: Final = re.compile(r"(://[^:/@]*:)[^@]*@")
+#: libpq also takes the password as a query option: ``postgresql://u@host/db?password=...``.
+_PASSWORD_OPTION: Final = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 _MIGRATIONS_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS {s}.schema_migrations (version integer PRIMARY KEY,"
     " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -71,7 +73,7 @@ class Session:
         self.url = url
         self.schema = schema
         self.application_name = f"outlay-ledger:{schema}"
-        shown = _PASSWORD.sub(r"\1***@", url)  # never print a password into logs
+        shown = _PASSWORD_OPTION.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))  # never print a password
         self.name = f"PostgreSQL ledger {shown!r} schema {schema!r}"
         self._quoted = f'"{schema}"'  # safe: the name matched SCHEMA_NAME
         self._connect_timeout = connect_timeout
