@@ -209,3 +209,14 @@ def test_default_location_follows_a_home_not_created_yet(tmp_path: Path) -> None
     home.mkdir(parents=True)
     assert before == default_keys_url({"OUTLAY_URL": str(home)}) == str(home / "keys.db")
     assert default_keys_url({"OUTLAY_URL": str(tmp_path / "prod.db")}) == str(tmp_path / "keys.db")
+
+
+@pytest.mark.parametrize("args", [["create", "--tenant", "acme"], ["list"], ["revoke", "k_x"]])
+def test_the_keys_cli_refuses_an_in_memory_store(args: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key created in memory:// printed a secret (and "store it now") for a key gone as the command
+    ended, which no gateway could ever accept."""
+    result = CliRunner().invoke(keys, [*args, "--keys", "memory://"])
+    assert result.exit_code == 2 and "lasts only as long as this command" in result.output
+    assert "olk_" not in result.output
+    monkeypatch.setenv("OUTLAY_KEYS_URL", "memory://")  # the same when the environment names it
+    assert CliRunner().invoke(keys, args).exit_code == 2

@@ -37,6 +37,20 @@ def _keys_option(func: Any) -> Any:
     )(func)
 
 
+def _open_keys(keys_url: str | None, *, create: bool = True) -> Any:
+    """The key store the gateway reads: never an in-memory one, which would vanish with this
+    command (a key created there would print a secret that no gateway could ever accept)."""
+    from outlay.keys import InMemoryKeyStore, open_key_store
+
+    store = open_key_store(keys_url, create=create)
+    if isinstance(store, InMemoryKeyStore):
+        store.close()
+        raise click.UsageError(
+            "an in-memory key store (memory://) lasts only as long as this command: give a file with --keys"
+        )
+    return store
+
+
 @click.group()
 def keys() -> None:
     """Virtual keys: gateway credentials that stand for a tenant and its budget."""
@@ -63,9 +77,7 @@ def create_key(
     keys_url: str | None,
 ) -> None:
     """Create a key and print its secret — once: only its hash is stored."""
-    from outlay.keys import open_key_store
-
-    with _clean_errors(), open_key_store(keys_url) as store:
+    with _clean_errors(), _open_keys(keys_url) as store:
         key, secret = store.create(tenant, workspace=workspace, feature=feature, name=name, budget=budget)
     click.echo(secret)
     detail = f"key {key.id} for tenant {key.tenant}"
@@ -80,9 +92,7 @@ def create_key(
 @_keys_option
 def list_keys(tenant: str | None, fmt: str, keys_url: str | None) -> None:
     """List keys (never their secrets)."""
-    from outlay.keys import open_key_store
-
-    with _clean_errors(), open_key_store(keys_url, create=False) as store:
+    with _clean_errors(), _open_keys(keys_url, create=False) as store:
         rows = [key.to_dict() for key in store.list_keys(tenant=tenant)]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
@@ -98,9 +108,7 @@ def list_keys(tenant: str | None, fmt: str, keys_url: str | None) -> None:
 @_keys_option
 def revoke_key(key_id: str, keys_url: str | None) -> None:
     """Revoke a key: gateways refuse it with 401 (within their key cache TTL, 1 s by default)."""
-    from outlay.keys import open_key_store
-
-    with _clean_errors(), open_key_store(keys_url, create=False) as store:
+    with _clean_errors(), _open_keys(keys_url, create=False) as store:
         key = store.revoke(key_id)
     click.echo(f"revoked {key.id} ({key.prefix}...) of tenant {key.tenant}")
 
