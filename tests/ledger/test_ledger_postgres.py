@@ -246,6 +246,23 @@ def test_open_ledger_selects_postgres_with_schema_in_url(pg: Factory, postgres_u
         assert ledger.event_count() == 1
 
 
+def test_url_parameters_beside_schema_reach_libpq_unchanged(pg: Factory, postgres_url: str) -> None:
+    # Taking ?schema= out of the URL re-encoded the other parameters with "+" for a space, which
+    # libpq reads as a plus: options=-c%20statement_timeout... became "-c+statement_timeout..."
+    # and the server refused the connection ("unrecognized configuration parameter").
+    schema = _schema()
+    pg(schema=schema).close()  # registered for the drop at the end
+    url = f"{postgres_url}?options=-c%20statement_timeout%3D4321&schema={schema}&keepalives=1"
+    with open_ledger(url) as ledger:
+        assert isinstance(ledger, PostgresLedger)
+        assert ledger.schema == schema
+        assert "schema" not in ledger.url and "options=-c%20statement_timeout%3D4321" in ledger.url
+        shown = ledger._session.run(lambda c: c.execute("SHOW statement_timeout").fetchone())
+        assert shown == ("4321ms",)
+        ledger.write([event()])
+        assert ledger.event_count() == 1
+
+
 def test_closed_ledger_refuses_work(ledger: PostgresLedger) -> None:
     ledger.close()
     with pytest.raises(BackendError, match="closed"):

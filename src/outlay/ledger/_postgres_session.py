@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from datetime import date
 from typing import Any, Final, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import errors
@@ -46,15 +46,26 @@ _MIGRATIONS_TABLE: Final = (
 
 
 def _split_schema(url: str, schema: str | None) -> tuple[str, str]:
-    """Take outlay's own ``?schema=`` parameter out of ``url`` (libpq would refuse it)."""
+    """Take outlay's own ``?schema=`` parameter out of ``url`` (libpq would refuse it).
+
+    The other parameters are passed on byte for byte: libpq percent-decodes them but reads ``+``
+    as a plus sign, so decoding and re-encoding them (``+`` for a space) would change their values
+    (``options=-c%20TimeZone%3DUTC`` would become ``-c+TimeZone=UTC``, refused by the server).
+    """
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    named = [value for key, value in query if key == "schema"]
+    kept: list[str] = []
+    named: list[str] = []
+    for field in parts.query.split("&") if parts.query else ():
+        key, _, value = field.partition("=")
+        if unquote(key) == "schema":
+            named.append(unquote(value))
+        else:
+            kept.append(field)
     if named:
         if schema is not None and schema != named[-1]:
             raise ConfigError(f"schema {schema!r} given, but the URL names {named[-1]!r}", field="schema")
         schema = named[-1]
-        url = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k != "schema"])))
+        url = urlunsplit(parts._replace(query="&".join(kept)))
     return url, "outlay" if schema is None else schema
 
 
