@@ -263,6 +263,23 @@ def test_url_parameters_beside_schema_reach_libpq_unchanged(pg: Factory, postgre
         assert ledger.event_count() == 1
 
 
+def test_times_come_back_in_utc_whatever_the_session_time_zone(pg: Factory, postgres_url: str) -> None:
+    # A TimeZone set in the URL (or on the server) made adjustments() and rejected() return times
+    # in that zone where the other ledgers return UTC; days and months stay UTC either way.
+    ledger = pg(url=f"{postgres_url}?options=-c%20TimeZone%3DPacific/Auckland")
+    at = datetime(2026, 3, 31, 20, 0, tzinfo=UTC)  # already 1 April in Auckland
+    ledger.write([event(time=at, cost=D("1"))])
+    (only,) = list(ledger.entries(at, at + timedelta(seconds=1)))
+    ledger.append_adjustments([(only.event.event_id, Rating(D("2"), True, "v2"))], at=at)
+    ledger.reject(b"{", "bad json")
+    assert ledger.adjustments()[0].time.utcoffset() == timedelta(0)
+    assert ledger.adjustments()[0].time == at
+    assert ledger.rejected()[0].time.utcoffset() == timedelta(0)
+    assert [(t.key, t.cost) for t in ledger.rollup_totals(["day"], DAY0, date(2026, 5, 1))] == [
+        (("2026-03-31",), D("2"))
+    ]
+
+
 def test_closed_ledger_refuses_work(ledger: PostgresLedger) -> None:
     ledger.close()
     with pytest.raises(BackendError, match="closed"):

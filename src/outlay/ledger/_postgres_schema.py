@@ -180,9 +180,12 @@ STAGING_TYPES: Final = (
 DELTA_TYPES: Final = ["date"] + ["text"] * 8 + ["int8", "int8", "numeric"] + ["int8"] * 5
 RUN_DELTA_TYPES: Final = ["text"] * 5 + ["int8", "int8", "numeric", "timestamptz", "timestamptz"]
 # temp_buffers must be set before the session first touches a temp table; 64 MB holds a
-# 20,000-event batch with its payloads without spilling to disk.
+# 20,000-event batch with its payloads without spilling to disk. The ledger's days and months are
+# UTC: its sessions read in UTC too, whatever TimeZone the URL's options or the server set, so the
+# times it hands back (adjustments, rejects) are UTC, as from the other ledgers.
 STAGING: Final = f"""
 SET temp_buffers = '64MB';
+SET TimeZone = 'UTC';
 CREATE TEMP TABLE IF NOT EXISTS outlay_staging (
     event_id text COLLATE "C" NOT NULL,
     time timestamptz NOT NULL,
