@@ -151,6 +151,26 @@ def test_separate_ledgers_creating_the_same_partitions_at_once(pg: Factory) -> N
     assert ledgers[0].rollup_totals([], DAY0, DAY_END)[0].cost == D(12 * sum(range(6)))
 
 
+def test_a_new_event_in_a_detached_month_gets_a_new_partition(pg: Factory, postgres_url: str) -> None:
+    # docs/postgres.md: "to drop old detail, detach or drop a month's partition". After a detach,
+    # CREATE TABLE IF NOT EXISTS found the detached table by name and created nothing: every write
+    # of a new event into that month failed, and the writer retried that batch forever.
+    ledger = pg()
+    old = datetime(2025, 1, 10, tzinfo=UTC)
+    ledger.write([event(time=old, cost=D("1"))])
+    schema = ledger.schema
+    _admin(postgres_url, f'ALTER TABLE "{schema}".events DETACH PARTITION "{schema}".events_2025_01')
+    assert ledger.write([event(time=old + timedelta(days=1), cost=D("2"))]).inserted == 1
+    other = pg(schema=schema)  # another process, knowing no partition yet
+    assert other.write([event(time=old + timedelta(days=2), cost=D("4"))]).inserted == 1
+    log = InMemoryEventLog()
+    log.append([encode_event(event(time=old + timedelta(days=3), cost=D("8")))])
+    assert LedgerWriter(log, pg(schema=schema)).catch_up().inserted == 1
+    assert [e.cost for e in ledger.entries(old, old + timedelta(days=30))] == [D("2"), D("4"), D("8")]
+    assert _admin(postgres_url, f'SELECT count(*) FROM "{schema}".events_2025_01') == [(1,)]  # kept as is
+    assert ledger.rollup_totals([], date(2025, 1, 1), date(2025, 2, 1))[0].cost == D("15")
+
+
 def test_money_is_stored_as_exact_numeric(ledger: PostgresLedger, postgres_url: str) -> None:
     cost = D("0.000000123456789012345678") * 49_999
     ledger.write([event(cost=cost)])

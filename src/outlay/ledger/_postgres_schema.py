@@ -328,11 +328,12 @@ ON CONFLICT (event_id) DO UPDATE SET priced = excluded.priced, cost = excluded.c
 """
 
 
-def partition_ddl(month: date) -> tuple[str, str]:
-    """The name and ``CREATE TABLE IF NOT EXISTS`` of the partition of the month of ``month``."""
+def partition_ddl(month: date, name: str | None = None) -> tuple[str, str]:
+    """The name (``events_YYYY_MM`` unless ``name`` is given) and ``CREATE TABLE IF NOT EXISTS`` of
+    the partition of the month of ``month``."""
     first = month.replace(day=1)
     following = date(first.year + first.month // 12, first.month % 12 + 1, 1)
-    name = f"events_{first.year:04d}_{first.month:02d}"
+    name = name or f"events_{first.year:04d}_{first.month:02d}"
     # Bounds in UTC explicitly, whatever the session's TimeZone setting is.
     ddl = (
         f"CREATE TABLE IF NOT EXISTS {{s}}.{name} PARTITION OF {{s}}.events"

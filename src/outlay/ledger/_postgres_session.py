@@ -39,6 +39,12 @@ _ATTEMPTS: Final = 3
 _PASSWORD: Final = re.compile(r"(://[^:/@]*:)[^@]*@")
 #: libpq also takes the password as a query option: ``postgresql://u@host/db?password=...``.
 _PASSWORD_OPTION: Final = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+#: The partitions attached to the events table (a detached one keeps its name but is not listed).
+_ATTACHED: Final = (
+    "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+    " WHERE i.inhparent = %s::regclass"
+)
+_EXISTS: Final = "SELECT to_regclass(%s)"
 _MIGRATIONS_TABLE: Final = (
     "CREATE TABLE IF NOT EXISTS {s}.schema_migrations (version integer PRIMARY KEY,"
     " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -197,8 +203,21 @@ class Session:
             connection.execute(
                 "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_PARTITIONS, self.schema)
             )
+            rows = connection.execute(_ATTACHED, (self.sql("{s}.events"),)).fetchall()
+            attached = {row[0] for row in rows}
             for month in missing:
-                connection.execute(self.sql(partition_ddl(date.fromisoformat(month + "-01"))[1]))
+                first = date.fromisoformat(month + "-01")
+                name = base = partition_ddl(first)[0]
+                if base in attached or any(n.startswith(base + "_") for n in attached):
+                    continue
+                # A table of that name that is no partition was detached (to drop old detail): it
+                # keeps its name and rows, and the month gets a new partition beside it, rather
+                # than every write into that month failing forever (and the writer with them).
+                suffix = 1
+                while connection.execute(_EXISTS, (self.sql("{s}.") + name,)).fetchone() != (None,):
+                    suffix += 1
+                    name = f"{base}_{suffix}"
+                connection.execute(self.sql(partition_ddl(first, name)[1]))
         with self._lock:
             self._partitions.update(missing)
 
