@@ -256,6 +256,18 @@ def test_unreachable_server_is_backend_unavailable(url: str) -> None:
     assert "***" in str(caught.value)
 
 
+def test_a_password_in_the_url_query_is_masked_too() -> None:
+    # libpq reads ?password= as well as user:password@; that one was printed in full.
+    for url in (
+        "postgresql://postgres@127.0.0.1:1/test?password=s3cret&schema=x",
+        "postgresql://postgres@127.0.0.1:1/test?connect_timeout=1&pass%77ord=s3cret",
+    ):
+        with pytest.raises(BackendUnavailable, match="cannot connect") as caught:
+            PostgresLedger(url, connect_timeout=1)
+        assert "s3cret" not in str(caught.value)
+        assert "=***" in str(caught.value)
+
+
 def test_open_ledger_selects_postgres_with_schema_in_url(pg: Factory, postgres_url: str) -> None:
     schema = _schema()
     pg(schema=schema).close()  # registered for the drop at the end

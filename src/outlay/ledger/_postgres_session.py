@@ -37,8 +37,21 @@ Connection = psycopg.Connection[Any]
 
 _ATTEMPTS: Final = 3
 _PASSWORD: Final = re.compile(r"(://[^:/@]*:)[^@]*@")
-#: libpq also takes the password as a query option: ``postgresql://u@host/db?password=...``.
-_PASSWORD_OPTION: Final = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+#: libpq also reads a password from the query (``?password=...``; keys are percent-decoded too).
+_QUERY_FIELD: Final = re.compile(r"([?&])([^=&#]*)=([^&#]*)")
+
+
+def _masked(url: str) -> str:
+    """``url`` with any password (in the user part or the query) replaced by ``***``."""
+
+    def field(match: re.Match[str]) -> str:
+        if unquote(match[2]) == "password":
+            return f"{match[1]}{match[2]}=***"
+        return match[0]
+
+    return _QUERY_FIELD.sub(field, _PASSWORD.sub(r"\1***@", url))
+
+
 #: The partitions attached to the events table (a detached one keeps its name but is not listed).
 _ATTACHED: Final = (
     "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
@@ -90,7 +103,7 @@ class Session:
         self.url = url
         self.schema = schema
         self.application_name = f"outlay-ledger:{schema}"
-        shown = _PASSWORD_OPTION.sub(r"\1***", _PASSWORD.sub(r"\1***@", url))  # never print a password
+        shown = _masked(url)  # never print a password into logs
         self.name = f"PostgreSQL ledger {shown!r} schema {schema!r}"
         self._quoted = f'"{schema}"'  # safe: the name matched SCHEMA_NAME
         self._connect_timeout = connect_timeout
