@@ -315,15 +315,16 @@ class Outlay:
     ) -> None:
         self.close()
 
-    def close(self, timeout: float | None = None) -> None:
+    def close(self, timeout: float | None = None, *, catch_up: bool = True) -> None:
         """Flush what is buffered, let the embedded writer catch up, release the log and ledger.
         Idempotent; ``with Outlay(...) as o:`` calls it on the way out. ``timeout`` bounds the wait
-        for a batching buffer to drain (``BackendError`` past it; at exit, 30 s)."""
+        for a batching buffer to drain (``BackendError`` past it; at exit, 30 s). ``catch_up=False``
+        leaves what the log holds to the next writer (``outlay worker`` stopping on SIGTERM)."""
         if self._closed:
             return
         self._closed = True
         self.recorder.close(timeout)
-        if self.embedded and self._ledger is not None:
+        if catch_up and self.embedded and self._ledger is not None:
             self.writer.catch_up()
         self.log.close()
         if self._ledger is not None:

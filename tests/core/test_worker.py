@@ -111,3 +111,56 @@ def test_worker_given_only_a_sqlite_ledger_reads_the_log_beside_it(
     assert "3 written" in result.output
     assert _ledger_events(home) == 3
     assert not (elsewhere / ".outlay").exists()  # no stray log under the working directory
+
+
+def _committed(home: Path) -> tuple[int, int]:
+    from outlay.stream import SQLiteEventLog
+
+    log = SQLiteEventLog(home.with_name("events.db"))
+    try:
+        return log.committed("ledger"), log.end_offset()
+    finally:
+        log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", [[], ["--once"]], ids=["follow", "once"])
+def test_sigterm_finishes_the_batch_in_hand_and_leaves_the_backlog(tmp_path: Path, mode: list[str]) -> None:
+    # Before: --once ignored SIGTERM and Ctrl-C (catch_up never looked at the stop event), and
+    # both modes wrote the whole rest of the log on the way out (Outlay.close's own catch-up).
+    home = tmp_path / "outlay.db"
+    with Outlay(home, mode="batching") as recorder, outlay.attribute(tenant="acme"):
+        for i in range(20_000):
+            recorder.record_llm(provider="openai", model="gpt-4o", usage=Usage(input_tokens=i + 1))
+    _ledger_events(home)
+    worker = _worker(home, "--batch-size", "20", *mode)
+    try:
+        deadline = time.monotonic() + 30
+        while _committed(home)[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    committed, end = _committed(home)
+    assert 0 < committed < end
+    assert _ledger_events(home) == committed  # every acknowledged event is written, none beyond
+    assert f"{committed} written" in out
+
+
+def test_once_reports_a_failing_log_as_an_error_not_a_traceback(tmp_path: Path) -> None:
+    home = tmp_path / "outlay.db"
+    with Outlay(home) as recorder, outlay.attribute(tenant="acme"):
+        for i in range(2000):
+            recorder.record_llm(provider="openai", model="gpt-4o", usage=Usage(input_tokens=i + 1))
+    _ledger_events(home)
+    log_file = home.with_name("events.db")
+    with log_file.open("r+b") as f:  # damage pages in the middle of the log's table
+        f.seek(log_file.stat().st_size // 2)
+        f.write(b"\xff" * 4096)
+    worker = _worker(home, "--once")
+    _out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 1
+    assert "Traceback" not in err
+    assert "Error: SQLite event log" in err
+    assert "malformed" in err

@@ -85,12 +85,16 @@ def worker(
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        stats = writer.catch_up() if once else writer.run_forever(stop)
+        stats = writer.catch_up(stop=stop) if once else writer.run_forever(stop)
+    except OutlayError as exc:  # --once: a failing log or ledger is reported, not retried
+        raise click.ClickException(str(exc)) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         writer.close()
-        pipeline.close()
+        # Not Outlay's own catch-up on close: after SIGTERM (or a failure) the rest of the log is
+        # the next worker's, and stopping must not wait for a whole backlog to be written.
+        pipeline.close(catch_up=False)
     click.echo(
         f"worker {consumer!r}: {stats.read} read, {stats.inserted} written, "
         f"{stats.duplicates} duplicates, {stats.rejected} rejected"

@@ -112,17 +112,18 @@ class LedgerWriter:
         if self._processes is not None:
             self._processes.close()
 
-    def catch_up(self, *, patience: float = 30.0) -> WriterStats:
+    def catch_up(self, *, patience: float = 30.0, stop: threading.Event | None = None) -> WriterStats:
         """Write everything up to the end of the log as it is now; returns this call's counts.
 
         On a shared log (NATS) records past this consumer's position may be held by another
         worker — or by one that died, until the log hands them out again (``ack_wait``). Then this
         waits for them, up to ``patience`` seconds without progress, rather than stop short.
+        Once ``stop`` is set, the batch in hand is finished and acknowledged, and this returns.
         """
         total = WriterStats()
         target = self.log.end_offset()
         idle_since: float | None = None
-        while self.log.committed(self.consumer) < target:
+        while not (stop is not None and stop.is_set()) and self.log.committed(self.consumer) < target:
             step = self.run_once(timeout=0.0 if idle_since is None else 0.5)
             if step.read:
                 total.add(step)
