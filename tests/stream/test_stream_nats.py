@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -436,3 +437,24 @@ def test_a_consumer_carries_on_after_nats_restarts(tmp_path: Path, private_nats:
         # Everything not acknowledged before the crash came; so may acknowledged records, since
         # nats-server writes consumer state lazily (at-least-once; the ledger is idempotent).
         assert set(range(41, 101)) <= set(seen) <= set(range(1, 101))
+
+
+def test_truncate_never_makes_the_server_forget_a_batch_in_flight(nats_url: str) -> None:
+    # nats-server 2.9 drops the pending deliveries of every consumer on a purge, also those above
+    # the purged range: before, the batch a worker held (read, not acked) when another process
+    # truncated was never delivered again once that worker died or closed.
+    stream, prefix = f"REVLOG_{uuid.uuid4().hex[:10]}", f"revlog.test.{uuid.uuid4().hex[:10]}"
+    try:
+        worker = NatsEventLog(nats_url, stream=stream, subject_prefix=prefix)
+        worker.append([str(i).encode() for i in range(1, 21)])
+        assert len(worker.read("ledger", 100)) == 20
+        worker.ack("ledger", 10)  # 11..20 are in hand, not written yet
+        with NatsEventLog(nats_url, stream=stream, subject_prefix=prefix) as admin:
+            assert admin.truncate(100) == 0  # would have purged 1..10 and lost 11..20
+        worker.close()  # dies before acking: its batch must come back
+        with NatsEventLog(nats_url, stream=stream, subject_prefix=prefix) as restarted:
+            assert [r.offset for r in restarted.read("ledger", 100, timeout=5)] == list(range(11, 21))
+            restarted.ack("ledger", 20)
+            assert restarted.truncate(100) == 20  # nothing in flight: everything acknowledged goes
+    finally:
+        delete_stream(nats_url, stream)

@@ -383,6 +383,11 @@ class NatsEventLog(EventLog):
         consumers = await jsm.consumers_info(self._cfg.stream)
         if not consumers:
             return 0
+        # A purge makes nats-server (2.9 and earlier) forget every delivery of every consumer that
+        # is not acknowledged yet, above the purged range too: a worker holding a batch that dies
+        # before its ack would never see that batch again. Purge only when nothing is in flight.
+        if any(c.num_ack_pending for c in consumers):
+            return 0
         floor = min(c.ack_floor.stream_seq if c.ack_floor else 0 for c in consumers)
         limit = min(before_offset, floor + 1)
         if limit <= 1:
