@@ -34,9 +34,9 @@ from .context import CostContext
 from .context._context import MAX_RUN_PATH
 from .events import CostEvent
 from .ledger import LedgerStore, LedgerWriter, open_ledger
-from .ledger._open import companion_path, ledger_file
+from .ledger._open import companion_path, ledger_file, refuse_event_log
 from .pricing import PriceCatalog, default_catalog
-from .stream import EventLog, InMemoryEventLog, open_event_log
+from .stream import EventLog, InMemoryEventLog, SQLiteEventLog, open_event_log
 
 if TYPE_CHECKING:
     from .budgets import BudgetEngine, Decision
@@ -260,8 +260,16 @@ class Outlay:
                 path = _ledger_path(self.ledger_url)
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
+                    if not self._shares_file_with_log(path):
+                        refuse_event_log(path)
                 self._ledger = open_ledger(self.ledger_url)
             return self._ledger
+
+    def _shares_file_with_log(self, ledger_path: Path) -> bool:
+        log = self._log
+        if not isinstance(log, SQLiteEventLog):
+            return False
+        return Path(log.path).resolve() == ledger_path.resolve()
 
     @property
     def writer(self) -> LedgerWriter:

@@ -164,3 +164,29 @@ def test_once_reports_a_failing_log_as_an_error_not_a_traceback(tmp_path: Path) 
     assert "Traceback" not in err
     assert "Error: SQLite event log" in err
     assert "malformed" in err
+
+
+def test_worker_given_the_event_log_as_its_ledger_says_so(tmp_path: Path) -> None:
+    # Before: the log file silently got ledger tables, the worker followed a new, empty
+    # events.events.db beside it, printed "0 read" and exited 0; the events were never written.
+    from click.testing import CliRunner
+
+    from outlay.cli import main
+
+    home = tmp_path / "outlay.db"
+    with Outlay(home) as recorder, outlay.attribute(tenant="acme"):
+        recorder.record_llm(provider="openai", model="gpt-4o", usage=Usage(input_tokens=10))
+    log_file = tmp_path / "events.db"
+    for option in ("--url", "--ledger"):
+        result = CliRunner().invoke(main, ["worker", option, str(log_file), "--once"])
+        assert result.exit_code == 1, result.output
+        assert "is an outlay event log, not a ledger" in result.output
+    with Outlay(home) as pipeline:
+        assert pipeline.log.end_offset() == 1
+    # A ledger that shares the log's file on purpose is fine.
+    shared = tmp_path / "shared.db"
+    with Outlay(shared, stream_url=str(shared)) as recorder, outlay.attribute(tenant="acme"):
+        recorder.record_llm(provider="openai", model="gpt-4o", usage=Usage(input_tokens=10))
+    result = CliRunner().invoke(main, ["worker", "--url", str(shared), "--stream", str(shared), "--once"])
+    assert result.exit_code == 0, result.output
+    assert _ledger_events(shared) == 1

@@ -15,7 +15,7 @@ from ._base import LedgerStore
 from ._memory import InMemoryLedger
 from ._sqlite import SQLiteLedger
 
-__all__ = ["DEFAULT_PATH", "companion_path", "ledger_file", "ledger_url", "open_ledger"]
+__all__ = ["DEFAULT_PATH", "companion_path", "ledger_file", "ledger_url", "open_ledger", "refuse_event_log"]
 
 #: The embedded default, shared with ``outlay.configure`` (log and ledger live in ``./.outlay/``).
 DEFAULT_PATH: Final = Path(".outlay") / "outlay.db"
@@ -89,6 +89,26 @@ def ledger_file(target: str) -> Path:
     path = Path(target).expanduser()
     home = path.is_dir() or target.endswith("/") or (not path.exists() and not path.suffix)
     return path / DEFAULT_PATH.name if home else path
+
+
+def refuse_event_log(path: Path) -> None:
+    """Refuse, before a ledger is created in it, an existing SQLite file that is an outlay event log
+    holding no ledger (``events.db`` given as the ledger by mistake): its events would never be
+    written, the log beside it being another, empty file. A log that shares its file with the
+    ledger on purpose is not checked here (the caller knows its log's path)."""
+    if not path.is_file():
+        return
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error:
+        return  # not ours to judge: opening it as a ledger reports what is wrong with it
+    if {"log", "consumers"} <= tables and "ledger_events" not in tables:
+        raise ConfigError(
+            f"{str(path)!r} is an outlay event log, not a ledger (give the ledger, e.g. outlay.db"
+            " beside it; to keep both in one file, name that file as the event log too)",
+            field="ledger",
+        )
 
 
 def _check_is_ledger(path: Path) -> None:
