@@ -5,6 +5,7 @@ Every test uses a stream and subject prefix of its own and deletes the stream af
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -458,3 +459,32 @@ def test_truncate_never_makes_the_server_forget_a_batch_in_flight(nats_url: str)
             assert restarted.truncate(100) == 20  # nothing in flight: everything acknowledged goes
     finally:
         delete_stream(nats_url, stream)
+
+
+@pytest.mark.parametrize("consumer", ["exporter.s3", "billing:v2", "ünïcode", "a%b", "_private", "x" * 200])
+def test_any_consumer_name_reads_and_acknowledges(nats_url: str, consumer: str) -> None:
+    # Before: a name escaped with '%' (a.b -> a%2Eb) made nats-server format its ack subjects
+    # wrongly: no record was ever received, the worker failed with "unreachable: TimeoutError".
+    stream, prefix = f"REVLOG_{uuid.uuid4().hex[:10]}", f"revlog.test.{uuid.uuid4().hex[:10]}"
+    try:
+        with NatsEventLog(nats_url, stream=stream, subject_prefix=prefix, timeout=2) as log:
+            log.append([b"1", b"2", b"3"])
+            assert [r.offset for r in log.read(consumer, 10, timeout=2)] == [1, 2, 3]
+            log.ack(consumer, 2)
+            assert log.committed(consumer) == 2
+            assert log.committed("ledger") == 0  # another consumer entirely
+        with NatsEventLog(nats_url, stream=stream, subject_prefix=prefix, timeout=2) as log:
+            assert [r.offset for r in log.read(consumer, 10, timeout=2)] == [3]
+    finally:
+        delete_stream(nats_url, stream)
+
+
+def test_durable_names_are_valid_and_one_to_one() -> None:
+    from outlay.stream._nats_route import durable_name
+
+    names = ["ledger", "a.b", "a%2Eb", "_xa2e62", "_x612e62", "-", "é", "x" * 200, "y" * 200, "日本" * 30]
+    durables = [durable_name(n) for n in names]
+    assert len(set(durables)) == len(names)
+    for durable in durables:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{1,128}", durable), durable
+    assert durable_name("ledger") == "ledger"

@@ -44,7 +44,7 @@ from ._nats_config import NatsSettings, url_options
 from ._nats_consumer import PullConsumer
 from ._nats_loop import LoopThread
 from ._nats_publish import Publisher
-from ._nats_route import Outgoing, route, token
+from ._nats_route import Outgoing, durable_name, route
 from ._spool import Spool
 
 __all__ = ["NatsEventLog"]
@@ -321,7 +321,7 @@ class NatsEventLog(EventLog):
         state = self._consumers.get(consumer)
         if state is None:
             nc, jsm = self._connected()
-            state = PullConsumer(nc, jsm, self._cfg.stream, token(consumer), self._cfg.timeout)
+            state = PullConsumer(nc, jsm, self._cfg.stream, durable_name(consumer), self._cfg.timeout)
             await state.start(self._cfg.consumer_config(state.durable))
             self._consumers[consumer] = state
         return state
@@ -364,7 +364,7 @@ class NatsEventLog(EventLog):
 
     def committed(self, consumer: str) -> int:
         check_consumer(consumer)
-        return self._call(self._ack_floor(token(consumer)))
+        return self._call(self._ack_floor(durable_name(consumer)))
 
     async def _end_offset(self) -> int:
         _, jsm = self._connected()

@@ -19,7 +19,7 @@ import orjson
 
 from outlay.events import CLOUDEVENT_TYPE
 
-__all__ = ["INVALID_TOKEN", "UNATTRIBUTED_TOKEN", "Outgoing", "route", "token"]
+__all__ = ["INVALID_TOKEN", "UNATTRIBUTED_TOKEN", "Outgoing", "durable_name", "route", "token"]
 
 #: Tokens that start with ``_`` are outlay's own; a tenant named ``_invalid`` is escaped to ``%5Finvalid``.
 UNATTRIBUTED_TOKEN: Final = "_unattributed"
@@ -61,6 +61,22 @@ def token(text: str) -> str:
     if not escaped or len(escaped) > _MAX_TOKEN:
         return "_h" + hashlib.sha256(raw).hexdigest()[:40]
     return escaped
+
+
+def durable_name(consumer: str) -> str:
+    """The JetStream durable consumer name of ``consumer``: its :func:`token` when that has no
+    ``%`` (a plain name, or a long one hashed), else ``_x`` and the hex of its UTF-8 bytes (or
+    ``_h`` and a SHA-256 prefix when that is too long). nats-server builds each message's ack
+    subject with Go's ``Sprintf`` and the consumer name inside the format: a ``%2E`` there came out
+    as ``%!E(uint64=...)``, a reply subject with a space that broke the client's connection, so a
+    consumer named ``a.b`` never received a record. One-to-one: plain names never start with ``_``.
+    """
+    name = token(consumer)
+    if "%" not in name:
+        return name
+    raw = consumer.encode("utf-8", "surrogatepass")
+    hexed = "_x" + raw.hex()
+    return hexed if len(hexed) <= _MAX_TOKEN else "_h" + hashlib.sha256(raw).hexdigest()[:40]
 
 
 def _invalid(payload: bytes, prefix: str) -> Outgoing:
