@@ -336,7 +336,8 @@ class NatsEventLog(EventLog):
 
         async def read() -> list[LogRecord]:
             self._connected()
-            return await (await self._consumer(consumer)).read(max_records, float(timeout))
+            # A pull's batch is a 64-bit integer on the wire (and more is "everything" anyway).
+            return await (await self._consumer(consumer)).read(min(max_records, 2**62), float(timeout))
 
         return self._call(read())
 

@@ -49,6 +49,8 @@ _READ: Final = (
     'SELECT "offset", payload FROM log WHERE "offset" >'
     ' coalesce((SELECT "offset" FROM consumers WHERE name = ?), 0) ORDER BY "offset" LIMIT ?'
 )
+# SQLite integers are 64-bit: a larger LIMIT is an OverflowError, and this many rows is "all" anyway.
+_MAX_LIMIT: Final = 2**62
 _COMMITTED: Final = 'SELECT "offset" FROM consumers WHERE name = ?'
 _ACK: Final = (
     'INSERT INTO consumers (name, "offset") VALUES (?, ?)'
@@ -314,7 +316,7 @@ class SQLiteEventLog(EventLog):
             generation = self._generation
             with self._read_lock, self._translate("read"):
                 self._check_open()
-                rows = self._reader.execute(_READ, (consumer, max_records)).fetchall()
+                rows = self._reader.execute(_READ, (consumer, min(max_records, _MAX_LIMIT))).fetchall()
             if rows:
                 return [LogRecord(int(offset), bytes(payload)) for offset, payload in rows]
             remaining = deadline - time.monotonic()
