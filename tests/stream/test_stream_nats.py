@@ -5,6 +5,7 @@ Every test uses a stream and subject prefix of its own and deletes the stream af
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import subprocess
@@ -16,9 +17,10 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import nats
 import pytest
 
-from outlay._errors import BackendUnavailable, ConfigError, InvalidInput
+from outlay._errors import BackendError, BackendUnavailable, ConfigError, InvalidInput
 from outlay.events import decode_event
 from outlay.stream import EventLog, NatsEventLog, open_event_log
 
@@ -488,3 +490,39 @@ def test_durable_names_are_valid_and_one_to_one() -> None:
     for durable in durables:
         assert re.fullmatch(r"[A-Za-z0-9_-]{1,128}", durable), durable
     assert durable_name("ledger") == "ledger"
+
+
+def _delete_consumer(url: str, stream: str, durable: str) -> None:
+    async def delete() -> None:
+        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+        try:
+            await nc.jsm().delete_consumer(stream, durable)
+        finally:
+            await nc.close()
+
+    asyncio.run(delete())
+
+
+def test_a_consumer_deleted_on_the_server_is_said_so_then_created_again(nats_url: str) -> None:
+    # Before: once an operator (or a server that lost its storage) deleted the consumer, every read
+    # of this process returned [] without a word, and an ack of a batch in hand failed as
+    # "unreachable: NoRespondersError" forever, the same batch read again each time.
+    stream, prefix = f"REVLOG_{uuid.uuid4().hex[:10]}", f"revlog.test.{uuid.uuid4().hex[:10]}"
+    try:
+        with NatsEventLog(nats_url, stream=stream, subject_prefix=prefix, timeout=2) as log:
+            log.append([b"1", b"2"])
+            assert len(log.read("ledger", 10)) == 2
+            _delete_consumer(nats_url, stream, "ledger")  # a batch in hand
+            with pytest.raises(BackendError, match="deleted on the server"):
+                log.ack("ledger", 2)
+            assert [r.offset for r in log.read("ledger", 10, timeout=2)] == [1, 2]
+            log.ack("ledger", 2)
+            _delete_consumer(nats_url, stream, "ledger")  # between two batches
+            log.append([b"3"])
+            with pytest.raises(BackendError, match="deleted on the server"):
+                log.read("ledger", 10)
+            assert [r.offset for r in log.read("ledger", 10, timeout=2)] == [1, 2, 3]
+            log.ack("ledger", 3)
+            assert log.committed("ledger") == 3
+    finally:
+        delete_stream(nats_url, stream)

@@ -336,10 +336,22 @@ class NatsEventLog(EventLog):
 
         async def read() -> list[LogRecord]:
             self._connected()
-            # A pull's batch is a 64-bit integer on the wire (and more is "everything" anyway).
-            return await (await self._consumer(consumer)).read(min(max_records, 2**62), float(timeout))
+            state = await self._consumer(consumer)
+            try:
+                # A pull's batch is a 64-bit integer on the wire (and more is "everything" anyway).
+                return await state.read(min(max_records, 2**62), float(timeout))
+            except BackendError:
+                await self._forget_if_gone(consumer, state)
+                raise
 
         return self._call(read())
+
+    async def _forget_if_gone(self, consumer: str, state: PullConsumer) -> None:
+        """A consumer deleted on the server (by an operator, or a server that lost its storage) is
+        forgotten here, so that the next read creates it again, as a new process would."""
+        if state.gone and self._consumers.get(consumer) is state:
+            del self._consumers[consumer]
+            await state.forget()
 
     def ack(self, consumer: str, offset: int) -> None:
         check_consumer(consumer)
@@ -351,7 +363,11 @@ class NatsEventLog(EventLog):
             if offset > state.highest:
                 end = await self._end_offset()
                 floor = await self._ack_floor(state.durable)
-            await state.ack(offset, end, floor)
+            try:
+                await state.ack(offset, end, floor)
+            except BackendError:
+                await self._forget_if_gone(consumer, state)
+                raise
 
         self._call(ack())
 

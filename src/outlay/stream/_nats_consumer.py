@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 from typing import Final
 
+import nats.errors
 import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -80,6 +81,7 @@ class PullConsumer:
         self._answered = asyncio.Event()
         self._requests = 0
         self._error: BackendError | None = None
+        self.gone = False  # deleted on the server: the log drops this object and starts afresh
 
     @property
     def highest(self) -> int:
@@ -101,7 +103,7 @@ class PullConsumer:
                 status = msg.headers.get("Status") if msg.headers else None
                 description = msg.headers.get("Description", "") if msg.headers else ""
                 if status == "409" and "Deleted" in description:
-                    self._error = BackendError(f"consumer {self.durable!r} was deleted on the server")
+                    self._error = self._gone()
                 self._answered.set()
             return
         sequence = _stream_sequence(msg.reply)
@@ -130,11 +132,32 @@ class PullConsumer:
             # A timeout means the connection went away mid-request; what arrived is held all the same.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._answered.wait(), wait)
+            if not self._answered.is_set() and not self._received and await self._deleted():
+                # A pull for a consumer that no longer exists is never answered: without this, every
+                # read returned nothing, without a word, for as long as the process lived.
+                self._error = self._gone()
             return self._received
         finally:
             self._reply = None
             if self._error is not None:
                 raise self._error
+
+    def _gone(self) -> BackendError:
+        self.gone = True
+        return BackendError(
+            f"consumer {self.durable!r} was deleted on the server; the next read creates it again,"
+            " from the start of the stream"
+        )
+
+    async def _deleted(self) -> bool:
+        """Whether the consumer is gone from the server (False when that cannot be told now)."""
+        try:
+            await self._jsm.consumer_info(self._stream, self.durable)
+        except NotFoundError:
+            return True
+        except Exception:  # not connected, a timeout: the caller's own errors tell that story
+            return False
+        return False
 
     async def read(self, max_records: int, timeout: float) -> list[LogRecord]:
         """The held records plus new ones, oldest first, waiting up to ``timeout`` for one."""
@@ -193,7 +216,22 @@ class PullConsumer:
                 await write(b"PUB %s %d\r\n%s\r\n" % (reply.encode(), len(verdict), verdict))
             else:
                 await self._nc.publish(reply, verdict)
-        await self._nc.request(self._held[sequences[-1]].reply, verdict, timeout=self._timeout)
+        try:
+            await self._nc.request(self._held[sequences[-1]].reply, verdict, timeout=self._timeout)
+        except (TimeoutError, nats.errors.TimeoutError, nats.errors.NoRespondersError) as exc:
+            # Nobody answers the acks of a deleted consumer: its records were never acknowledged.
+            if await self._deleted():
+                raise self._gone() from exc
+            raise
+
+    async def forget(self) -> None:
+        """Drop what this process holds of a consumer deleted on the server, and unsubscribe."""
+        self._held.clear()
+        self._served.clear()
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
 
     async def stop(self) -> None:
         """Hand back what this process holds (NAK: redelivered now, not after ack_wait); unsubscribe."""
