@@ -12,11 +12,11 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Final
 
 from outlay._errors import InvalidInput
-from outlay._money import MONEY_CONTEXT, money_str
+from outlay._money import MONEY_CONTEXT, money_str, to_money
 from outlay.ledger import LedgerStore, parse_instant
 from outlay.reporting import Reports
 
@@ -55,19 +55,8 @@ _HIGHEST: Final = Decimal(10) ** 12  # far beyond any sensible factor or amount;
 def _check(name: str, value: object, low: Decimal) -> Decimal:
     """``value`` as a ``Decimal`` from ``low`` to ``_HIGHEST``: a ``Decimal``, an ``int`` or a decimal
     string (``factor=3`` is as good as ``Decimal(3)``); a float, having lost its exact value, is refused."""
-    if isinstance(value, Decimal):
-        number = value
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = Decimal(value)
-    elif isinstance(value, str):
-        try:
-            number = Decimal(value.strip())
-        except InvalidOperation:
-            raise InvalidInput(f"not a decimal number: {value!r}", field=name) from None
-    else:
-        kind = "a float (pass a string or Decimal)" if isinstance(value, float) else type(value).__name__
-        raise InvalidInput(f"expected an int, a decimal string or a Decimal, got {kind}", field=name)
-    if not number.is_finite() or not low <= number <= _HIGHEST:
+    number = to_money(value, field=name, allow_negative=True)
+    if not low <= number <= _HIGHEST:
         raise InvalidInput(f"must be a number from {low} to {_HIGHEST}, got {value}", field=name)
     return number
 

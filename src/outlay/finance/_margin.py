@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any, Final
 
-from outlay._errors import InvalidInput
-from outlay._money import MONEY_CONTEXT, money_str
+from outlay._money import MONEY_CONTEXT, money_str, to_money
 from outlay.ledger import LedgerStore, Totals
 from outlay.reporting import Reports
 
@@ -136,22 +135,9 @@ def _maybe_below(row: TenantMargin, below: Decimal) -> bool:
 
 
 def _threshold(value: object) -> Decimal:
-    """``below`` as an exact ``Decimal``: a ``Decimal``, an ``int`` or a decimal string ("0.2")."""
-    if isinstance(value, Decimal):
-        number = value
-    elif isinstance(value, int) and not isinstance(value, bool):
-        number = Decimal(value)
-    elif isinstance(value, str):
-        try:
-            number = Decimal(value.strip())
-        except InvalidOperation:
-            raise InvalidInput(f"not a decimal number: {value!r}", field="below") from None
-    else:
-        kind = "a float (pass a string or Decimal)" if isinstance(value, float) else type(value).__name__
-        raise InvalidInput(f"expected an int, a decimal string or a Decimal, got {kind}", field="below")
-    if not number.is_finite():
-        raise InvalidInput(f"must be a finite number, got {value!r}", field="below")
-    return number
+    """``below`` as an exact ``Decimal``: a ``Decimal``, an ``int`` or a decimal string ("0.2"); it
+    may be negative (a loss ratio). A float, having lost its exact value, is refused."""
+    return to_money(value, field="below", allow_negative=True)
 
 
 def margins(
