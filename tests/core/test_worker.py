@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -111,6 +112,13 @@ def test_worker_given_only_a_sqlite_ledger_reads_the_log_beside_it(
     assert "3 written" in result.output
     assert _ledger_events(home) == 3
     assert not (elsewhere / ".outlay").exists()  # no stray log under the working directory
+    # --once also rolls the events up by hour, as a following worker does when idle: a worker run
+    # from cron never did, so windows with times of day were always read from the events.
+    with sqlite3.connect(home) as db:
+        rolled = db.execute("SELECT value FROM ledger_meta WHERE name = 'hours_rolled_to'").fetchone()
+        assert (
+            rolled is not None and rolled[0] == db.execute("SELECT MAX(seq) FROM ledger_events").fetchone()[0]
+        )
 
 
 def _committed(home: Path) -> tuple[int, int]:

@@ -46,8 +46,8 @@ __all__ = ["worker"]
 @click.option(
     "--once",
     is_flag=True,
-    help="catch up to the end of the log, then exit (on NATS it waits up to 30 s for batches "
-    "held by other or killed workers).",
+    help="catch up to the end of the log, roll the events up by hour, then exit (on NATS it waits "
+    "up to 30 s for batches held by other or killed workers).",
 )
 def worker(
     url: str | None,
@@ -85,7 +85,14 @@ def worker(
 
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        stats = writer.catch_up(stop=stop) if once else writer.run_forever(stop)
+        if once:
+            stats = writer.catch_up(stop=stop)
+            # Caught up: the upkeep a following worker does when idle (hour rollups), so that a
+            # worker run from cron fills them too; bounded steps, each stoppable by SIGTERM.
+            while not stop.is_set() and pipeline.ledger.maintain():
+                pass
+        else:
+            stats = writer.run_forever(stop)
     except OutlayError as exc:  # --once: a failing log or ledger is reported, not retried
         raise click.ClickException(str(exc)) from None
     finally:
