@@ -36,6 +36,7 @@ from pathlib import Path
 from outlay._usage import Usage
 from outlay.events import CostEvent, decode_event, encode_event
 from outlay.ledger import LedgerWriter, SQLiteLedger, speedups
+from outlay.ledger._sqlite import compiled_inserts
 from outlay.reporting import Reports
 from outlay.stream import InMemoryEventLog
 
@@ -323,7 +324,10 @@ def main() -> None:
 
     if args.ingest:
         # OUTLAY_NO_SPEEDUPS=1 measures the pure-Python rows (what an install without a compiler runs)
-        print(f"rows built in {'C (outlay.ledger._speedups)' if speedups() else 'Python'}")
+        print(
+            f"rows built in {'C (outlay.ledger._speedups)' if speedups() else 'Python'},"
+            f" inserted by {'insert_rows (C)' if compiled_inserts() else 'executemany'}"
+        )
         events = make_events(args.ingest, days=args.ingest_days)
         payloads = [encode_event(e) for e in events]
         for run in range(2):

@@ -1,4 +1,4 @@
-/* outlay.ledger._speedups: the SQLite ledger's per-event row building, compiled.
+/* outlay.ledger._speedups: the SQLite ledger's per-event row building and inserts, compiled.
  *
  * ``event_rows`` does exactly what ``outlay.ledger._sqlite.event_rows_py`` does (that Python
  * function is the reference; tests compare the two on generated batches): one ``ledger_events``
@@ -9,8 +9,11 @@
  * run-path links, an event with no payload. Money stays ``Decimal``, added by the ledger's own
  * context (``MONEY_CONTEXT.add``), formatted by ``format(cost, "f")`` as in Python.
  *
- * Only CPython's public C API is used; the module is optional (the build skips it when no
- * compiler is found, and the Python code runs instead).
+ * ``insert_rows`` is ``executemany`` for those rows and the rollup upserts, stepped on the
+ * connection's own SQLite handle (see its section below).
+ *
+ * CPython's public C API is used, and one field of ``sqlite3.Connection``: its handle. The module
+ * is optional (the build skips it when no compiler is found, and the Python code runs instead).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -392,7 +395,7 @@ done:
 /* One event: its row (returned) and its deltas. ``*day_number``/``*day`` cache the last day. */
 static PyObject *
 one_event(PyObject *event, PyObject *event_id, PyObject *payload, PyObject *deltas, PyObject *groups,
-          PyObject *runs, long long *day_number, PyObject **day)
+          PyObject *runs, long long *day_number, PyObject **day, int raw)
 {
     PyObject *row = NULL, *moment = NULL, *us = NULL, *tenant = NULL, *agent = NULL, *key = NULL;
     PyObject *usage = NULL, *cost = NULL, *run_id = NULL, *path = NULL, *text = NULL, *bytes = NULL;
@@ -471,10 +474,10 @@ one_event(PyObject *event, PyObject *event_id, PyObject *payload, PyObject *delt
         PyObject *encoded = PyObject_CallOneArg(h_encode, event);
         if (encoded == NULL)
             goto fail;
-        bytes = PyByteArray_FromObject(encoded);
+        bytes = raw && PyBytes_CheckExact(encoded) ? Py_NewRef(encoded) : PyByteArray_FromObject(encoded);
         Py_DECREF(encoded);
     } else {
-        bytes = PyByteArray_FromObject(payload);
+        bytes = raw && PyBytes_CheckExact(payload) ? Py_NewRef(payload) : PyByteArray_FromObject(payload);
     }
     if (bytes == NULL || (row = PyTuple_New(22)) == NULL)
         goto fail;
@@ -517,10 +520,13 @@ fail:
 static PyObject *
 event_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "event_rows(events, payloads, first, deltas)");
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "event_rows(events, payloads, first, deltas, raw=False)");
         return NULL;
     }
+    int raw = nargs == 5 ? PyObject_IsTrue(args[4]) : 0;
+    if (raw < 0)
+        return NULL;
     if (t_acc == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "outlay.ledger._speedups is not configured");
         return NULL;
@@ -561,7 +567,7 @@ event_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         Py_ssize_t index = PyNumber_AsSsize_t(index_obj, PyExc_IndexError);
         if ((index != -1 || !PyErr_Occurred()) && (event = PySequence_GetItem(events, index)) != NULL
             && (payloads == Py_None || (payload = PySequence_GetItem(payloads, index)) != NULL))
-            row = one_event(event, event_id, payload, deltas, groups, runs, &day_number, &day);
+            row = one_event(event, event_id, payload, deltas, groups, runs, &day_number, &day, raw);
         Py_XDECREF(event);
         Py_XDECREF(payload);
         Py_DECREF(event_id);
@@ -621,9 +627,331 @@ configure(PyObject *Py_UNUSED(module), PyObject *args)
     Py_RETURN_NONE;
 }
 
+
+/* ---- insert_rows: executemany of the ledger's writes, bound and stepped in C --------------- *
+ *
+ * ``sqlite3.Cursor.executemany`` spends about as much per row on Python's side (checks, a type
+ * dispatch and adapter lookup per value, statement bookkeeping) as SQLite spends inserting a
+ * ledger row (docs/benchmarks.md). ``insert_rows`` binds the rows' values to a statement prepared
+ * on the connection's own ``sqlite3 *`` handle and steps it, as executemany does: the same SQLite
+ * calls, the GIL let go around each step, the changes counted the same way.
+ *
+ * The SQLite functions are not linked in. ``configure_sqlite`` looks them up in the library the
+ * ``_sqlite3`` module was loaded with (its dependencies, searched from its own handle), so they
+ * are the code that made the handle; the library's version must be the one ``sqlite3`` reports,
+ * and the caller self-tests the handle (``in_transaction``) before offering ``insert_rows``. Where
+ * any of that fails (a ``_sqlite3`` with SQLite built in and hidden, Windows), the ledger uses
+ * executemany. The handle is the first field after the object header of CPython's
+ * ``pysqlite_Connection``, in every version since 2.5.
+ */
+#ifndef _WIN32
+#include <dlfcn.h>
+#define HAVE_DL 1
+#endif
+
+typedef struct sqlite3 sqlite3;
+typedef struct sqlite3_stmt sqlite3_stmt;
+#define SQ_OK 0
+#define SQ_ROW 100
+#define SQ_DONE 101
+#define SQ_STATIC ((void (*)(void *))0)
+
+static struct {
+    int (*prepare_v2)(sqlite3 *, const char *, int, sqlite3_stmt **, const char **);
+    int (*bind_int64)(sqlite3_stmt *, int, long long);
+    int (*bind_double)(sqlite3_stmt *, int, double);
+    int (*bind_text)(sqlite3_stmt *, int, const char *, int, void (*)(void *));
+    int (*bind_blob)(sqlite3_stmt *, int, const void *, int, void (*)(void *));
+    int (*bind_null)(sqlite3_stmt *, int);
+    int (*bind_parameter_count)(sqlite3_stmt *);
+    int (*step)(sqlite3_stmt *);
+    int (*reset)(sqlite3_stmt *);
+    int (*finalize)(sqlite3_stmt *);
+    int (*changes)(sqlite3 *);
+    int (*extended_errcode)(sqlite3 *);
+    const char *(*errmsg)(sqlite3 *);
+    int (*get_autocommit)(sqlite3 *);
+    int (*libversion_number)(void);
+} sq;
+static int sq_ready;                      /* 1 once configure_sqlite found the library */
+static PyTypeObject *t_connection;        /* sqlite3.Connection */
+static PyObject *e_integrity, *e_operational, *e_database, *e_data, *e_programming, *e_internal;
+
+typedef struct {
+    PyObject_HEAD
+    sqlite3 *db;
+} ConnectionHead;
+
+static sqlite3 *
+handle_of(PyObject *connection)
+{
+    if (!sq_ready) {
+        PyErr_SetString(PyExc_RuntimeError, "outlay.ledger._speedups found no SQLite library to call");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(connection, t_connection)) {
+        PyErr_Format(PyExc_TypeError, "expected a sqlite3.Connection, got %.200s", Py_TYPE(connection)->tp_name);
+        return NULL;
+    }
+    sqlite3 *db = ((ConnectionHead *)connection)->db;
+    if (db == NULL)
+        PyErr_SetString(e_programming, "Cannot operate on a closed database.");
+    return db;
+}
+
+/* Raises the sqlite3 module's exception for ``code``, chosen as its own error mapping does, with
+ * the message and ``sqlite_errorcode`` it would give. */
+static void
+raise_sqlite(sqlite3 *db, int code)
+{
+    PyObject *kind;
+    switch (code & 0xff) {
+    case 2: case 12: kind = e_internal; break;                       /* INTERNAL, NOTFOUND */
+    case 7: PyErr_NoMemory(); return;                               /* NOMEM */
+    case 18: kind = e_data; break;                                   /* TOOBIG */
+    case 19: case 20: kind = e_integrity; break;                     /* CONSTRAINT, MISMATCH */
+    case 21: kind = e_programming; break;                            /* MISUSE */
+    case 1: case 3: case 4: case 5: case 6: case 8: case 9: case 10: case 13: case 14: case 15:
+    case 16: case 17: kind = e_operational; break;                   /* ERROR, PERM, ... SCHEMA */
+    default: kind = e_database;                                      /* CORRUPT, RANGE, ... */
+    }
+    PyObject *exc = PyObject_CallFunction(kind, "s", sq.errmsg(db));
+    if (exc == NULL)
+        return;
+    PyObject *number = PyLong_FromLong(sq.extended_errcode(db));
+    if (number == NULL || PyObject_SetAttrString(exc, "sqlite_errorcode", number) < 0) {
+        Py_XDECREF(number);
+        Py_DECREF(exc);
+        return;
+    }
+    Py_DECREF(number);
+    PyErr_SetObject(kind, exc);
+    Py_DECREF(exc);
+}
+
+/* Binds ``row``'s values to ``stmt`` as the sqlite3 module binds them when no adapter is
+ * registered (outlay registers none): int (bool too), float, str, None, and anything with a
+ * buffer (bytes, bytearray, memoryview) as a blob; any other type is a ProgrammingError. Text and
+ * blobs are bound in place: the caller holds ``row`` until the step, a tuple's items cannot
+ * change, a str's UTF-8 is kept with it, and a buffer stays exported (``views``) until the step,
+ * so a bytearray resized meanwhile by another thread fails instead of freeing it. */
+static int
+bind_row(sqlite3_stmt *stmt, PyObject *row, int width, Py_buffer *views, int *held)
+{
+    if (!PyTuple_Check(row)) {
+        PyErr_Format(PyExc_TypeError, "insert_rows takes rows as tuples, not %.200s", Py_TYPE(row)->tp_name);
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(row) != width) {
+        PyErr_Format(e_programming, "Incorrect number of bindings supplied. The current statement uses %d, and"
+                     " there are %zd supplied.", width, PyTuple_GET_SIZE(row));
+        return -1;
+    }
+    for (int i = 0; i < width; i++) {
+        PyObject *value = PyTuple_GET_ITEM(row, i);
+        int rc;
+        if (value == Py_None) {
+            rc = sq.bind_null(stmt, i + 1);
+        } else if (PyLong_Check(value)) {
+            int overflow;
+            long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+            if (overflow) {
+                PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to SQLite INTEGER");
+                return -1;
+            }
+            if (number == -1 && PyErr_Occurred())
+                return -1;
+            rc = sq.bind_int64(stmt, i + 1, number);
+        } else if (PyUnicode_Check(value)) {
+            Py_ssize_t size;
+            const char *text = PyUnicode_AsUTF8AndSize(value, &size);
+            if (text == NULL)
+                return -1;
+            if (size > INT_MAX) {
+                PyErr_SetString(e_data, "string longer than INT_MAX bytes");
+                return -1;
+            }
+            rc = sq.bind_text(stmt, i + 1, text, (int)size, SQ_STATIC);
+        } else if (PyFloat_Check(value)) {
+            rc = sq.bind_double(stmt, i + 1, PyFloat_AS_DOUBLE(value));
+        } else if (PyObject_CheckBuffer(value)) {
+            Py_buffer *view = &views[*held];
+            if (PyObject_GetBuffer(value, view, PyBUF_SIMPLE) < 0)
+                return -1;
+            (*held)++;
+            if (view->len > INT_MAX) {
+                PyErr_SetString(e_data, "BLOB longer than INT_MAX bytes");
+                return -1;
+            }
+            rc = sq.bind_blob(stmt, i + 1, view->len ? view->buf : "", (int)view->len, SQ_STATIC);
+        } else {
+            PyErr_Format(e_programming, "Error binding parameter %d: type '%.200s' is not supported", i + 1,
+                         Py_TYPE(value)->tp_name);
+            return -1;
+        }
+        if (rc != SQ_OK)
+            return rc;
+    }
+    return 0;
+}
+
+static PyObject *
+insert_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyUnicode_Check(args[1]) || !PyList_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "insert_rows(connection, sql: str, rows: list)");
+        return NULL;
+    }
+    sqlite3 *db = handle_of(args[0]);
+    if (db == NULL)
+        return NULL;
+    Py_ssize_t length;
+    const char *sql = PyUnicode_AsUTF8AndSize(args[1], &length);
+    if (sql == NULL)
+        return NULL;
+    if (length > INT_MAX) {
+        PyErr_SetString(e_data, "query string is too large");
+        return NULL;
+    }
+    sqlite3_stmt *stmt = NULL;
+    const char *tail = NULL;
+    int rc = sq.prepare_v2(db, sql, (int)length, &stmt, &tail);
+    if (rc != SQ_OK) {
+        raise_sqlite(db, rc);
+        return NULL;
+    }
+    if (stmt == NULL || (tail != NULL && *tail != '\0')) {
+        sq.finalize(stmt);
+        PyErr_SetString(e_programming, "insert_rows runs exactly one statement");
+        return NULL;
+    }
+    int width = sq.bind_parameter_count(stmt);
+    Py_buffer *views = PyMem_New(Py_buffer, width > 0 ? width : 1);
+    if (views == NULL) {
+        sq.finalize(stmt);
+        return PyErr_NoMemory();
+    }
+    PyObject *rows = Py_NewRef(args[2]); /* a list may shrink under us (another thread): checked */
+    long long changed = 0;
+    int failed = 0;
+    for (Py_ssize_t i = 0; !failed && i < PyList_GET_SIZE(rows); i++) {
+        PyObject *row = Py_NewRef(PyList_GET_ITEM(rows, i));
+        int held = 0;
+        rc = bind_row(stmt, row, width, views, &held);
+        if (rc == 0) {
+            Py_BEGIN_ALLOW_THREADS
+            rc = sq.step(stmt);
+            Py_END_ALLOW_THREADS
+            if (rc == SQ_DONE || rc == SQ_ROW) {
+                changed += sq.changes(db);
+                rc = sq.reset(stmt);
+            } else {
+                rc = sq.reset(stmt); /* the step's error, with its message kept for errmsg */
+            }
+            if (rc != SQ_OK) {
+                raise_sqlite(db, rc);
+                failed = 1;
+            }
+        } else if (rc > 0) {
+            raise_sqlite(db, rc);
+            failed = 1;
+        } else {
+            failed = 1;
+        }
+        for (int k = 0; k < held; k++)
+            PyBuffer_Release(&views[k]);
+        Py_DECREF(row);
+    }
+    PyMem_Free(views);
+    Py_DECREF(rows);
+    sq.finalize(stmt);
+    return failed ? NULL : PyLong_FromLongLong(changed);
+}
+
+/* configure_sqlite(library, version, Connection, IntegrityError, OperationalError, DatabaseError,
+ * DataError, ProgrammingError, InternalError) -> bool: whether the SQLite functions were found in
+ * ``library`` (the ``_sqlite3`` module's file; None: the program's own symbols) and are of
+ * ``version`` (``sqlite3.sqlite_version_info`` as SQLite numbers it: 3040001 for 3.40.1). */
+static PyObject *
+configure_sqlite(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *library, *connection, *errors[6];
+    int version;
+    if (!PyArg_ParseTuple(args, "OiO!OOOOOO:configure_sqlite", &library, &version, &PyType_Type, &connection,
+                          &errors[0], &errors[1], &errors[2], &errors[3], &errors[4], &errors[5]))
+        return NULL;
+    PyObject *path = NULL;
+    if (library != Py_None && !PyUnicode_FSConverter(library, &path))
+        return NULL;
+    Py_XSETREF(t_connection, (PyTypeObject *)Py_NewRef(connection));
+    Py_XSETREF(e_integrity, Py_NewRef(errors[0]));
+    Py_XSETREF(e_operational, Py_NewRef(errors[1]));
+    Py_XSETREF(e_database, Py_NewRef(errors[2]));
+    Py_XSETREF(e_data, Py_NewRef(errors[3]));
+    Py_XSETREF(e_programming, Py_NewRef(errors[4]));
+    Py_XSETREF(e_internal, Py_NewRef(errors[5]));
+    sq_ready = 0;
+#ifdef HAVE_DL
+    void *handle = dlopen(path == NULL ? NULL : PyBytes_AS_STRING(path), RTLD_NOW | RTLD_NOLOAD);
+    Py_XDECREF(path);
+    if (handle == NULL)
+        Py_RETURN_FALSE;
+    struct {
+        void **slot;
+        const char *name;
+    } wanted[] = {
+        {(void **)&sq.prepare_v2, "sqlite3_prepare_v2"},
+        {(void **)&sq.bind_int64, "sqlite3_bind_int64"},
+        {(void **)&sq.bind_double, "sqlite3_bind_double"},
+        {(void **)&sq.bind_text, "sqlite3_bind_text"},
+        {(void **)&sq.bind_blob, "sqlite3_bind_blob"},
+        {(void **)&sq.bind_null, "sqlite3_bind_null"},
+        {(void **)&sq.bind_parameter_count, "sqlite3_bind_parameter_count"},
+        {(void **)&sq.step, "sqlite3_step"},
+        {(void **)&sq.reset, "sqlite3_reset"},
+        {(void **)&sq.finalize, "sqlite3_finalize"},
+        {(void **)&sq.changes, "sqlite3_changes"},
+        {(void **)&sq.extended_errcode, "sqlite3_extended_errcode"},
+        {(void **)&sq.errmsg, "sqlite3_errmsg"},
+        {(void **)&sq.get_autocommit, "sqlite3_get_autocommit"},
+        {(void **)&sq.libversion_number, "sqlite3_libversion_number"},
+    };
+    int found = 1;
+    for (size_t i = 0; found && i < sizeof wanted / sizeof wanted[0]; i++) {
+        *wanted[i].slot = dlsym(handle, wanted[i].name);
+        found = *wanted[i].slot != NULL;
+    }
+    /* RTLD_NOLOAD took a reference of its own: the module keeps the library loaded */
+    dlclose(handle);
+    if (!found || sq.libversion_number() != version)
+        Py_RETURN_FALSE;
+    sq_ready = 1;
+    Py_RETURN_TRUE;
+#else
+    Py_XDECREF(path);
+    Py_RETURN_FALSE;
+#endif
+}
+
+/* in_transaction(connection) -> bool, read through the handle: the self-test of configure_sqlite. */
+static PyObject *
+in_transaction(PyObject *Py_UNUSED(module), PyObject *connection)
+{
+    sqlite3 *db = handle_of(connection);
+    if (db == NULL)
+        return NULL;
+    return PyBool_FromLong(!sq.get_autocommit(db));
+}
+
 static PyMethodDef methods[] = {
     {"event_rows", (PyCFunction)(void (*)(void))event_rows, METH_FASTCALL,
-     "event_rows(events, payloads, first, deltas) -> rows: as outlay.ledger._sqlite.event_rows_py."},
+     "event_rows(events, payloads, first, deltas, raw=False) -> rows: as outlay.ledger._sqlite.event_rows_py."},
+    {"insert_rows", (PyCFunction)(void (*)(void))insert_rows, METH_FASTCALL,
+     "insert_rows(connection, sql, rows) -> int: executemany(sql, rows) in C; the rows changed."},
+    {"configure_sqlite", configure_sqlite, METH_VARARGS,
+     "configure_sqlite(library, version, Connection, IntegrityError, OperationalError, DatabaseError,"
+     " DataError, ProgrammingError, InternalError) -> bool"},
+    {"in_transaction", in_transaction, METH_O, "in_transaction(connection) -> bool, read through its handle"},
     {"configure", configure, METH_VARARGS,
      "configure(time_us, day_of, encode_event, CostEvent, Usage, Acc, RunAcc, RollupDeltas.link, add,"
      " several_tenants)"},
@@ -632,7 +960,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "outlay.ledger._speedups",
-    "The SQLite ledger's per-event row building, compiled (see event_rows_py).", -1, methods,
+    "The SQLite ledger's per-event row building and inserts, compiled (see event_rows_py).", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 

@@ -15,5 +15,22 @@ def configure(
     several_tenants: str,
 ) -> None: ...
 def event_rows(
-    events: Sequence[Any], payloads: Sequence[bytes] | None, first: dict[str, int], deltas: Any
+    events: Sequence[Any],
+    payloads: Sequence[bytes] | None,
+    first: dict[str, int],
+    deltas: Any,
+    raw: bool = ...,
 ) -> list[tuple[Any, ...]]: ...
+def configure_sqlite(
+    library: str | None,
+    version: int,
+    connection: type,
+    integrity_error: type,
+    operational_error: type,
+    database_error: type,
+    data_error: type,
+    programming_error: type,
+    internal_error: type,
+) -> bool: ...
+def in_transaction(connection: Any) -> bool: ...
+def insert_rows(connection: Any, sql: str, rows: list[tuple[Any, ...]]) -> int: ...

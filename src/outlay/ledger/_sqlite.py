@@ -79,7 +79,7 @@ from ._sqlite_schema import (
     totals,
 )
 
-__all__ = ["SQLiteLedger", "event_rows", "event_rows_py", "speedups"]
+__all__ = ["SQLiteLedger", "compiled_inserts", "event_rows", "event_rows_py", "speedups"]
 
 _PAGE_SIZE: Final = 32768
 _CHUNK: Final = 4000  # ids per IN (...) list; well under SQLite's 32,766 variable limit
@@ -107,7 +107,7 @@ def _placeholders(count: int) -> str:
 
 
 def event_rows_py(
-    events: Sequence[CostEvent], payloads: Sequence[bytes] | None, first: dict[str, int]
+    events: Sequence[CostEvent], payloads: Sequence[bytes] | None, first: dict[str, int], raw: bool = False
 ) -> tuple[list[tuple[Any, ...]], RollupDeltas]:
     """The ``ledger_events`` rows of the events at ``first``'s indexes (one per distinct id), and
     their rollup deltas as if every one were new. Hot: it runs once per ingested event, so
@@ -115,7 +115,8 @@ def event_rows_py(
     is the reference the tests hold it to.
 
     The values are of the types sqlite3 binds without its adapter lookup (see ``INSERT_EVENT``):
-    '' for an absent optional text, 1/0 for ``priced``, the payload as a ``bytearray``."""
+    '' for an absent optional text, 1/0 for ``priced``, the payload as a ``bytearray`` (with ``raw``,
+    a ``bytes`` payload as it is: ``insert_rows`` binds it without the copy)."""
     rows = []
     deltas = RollupDeltas()
     add = deltas.add_event
@@ -139,10 +140,14 @@ def event_rows_py(
                 event.unpriced_reason or "",
                 event.price_version or "",
                 *tokens,
-                bytearray(payloads[index] if payloads is not None else encode_event(event)),
+                _blob(payloads[index] if payloads is not None else encode_event(event), raw),
             )
         )
     return rows, deltas
+
+
+def _blob(payload: bytes, raw: bool) -> bytes | bytearray:
+    return payload if raw and type(payload) is bytes else bytearray(payload)
 
 
 def _load_speedups() -> Any:
@@ -178,14 +183,69 @@ def speedups() -> bool:
 
 
 def event_rows(
-    events: Sequence[CostEvent], payloads: Sequence[bytes] | None, first: dict[str, int]
+    events: Sequence[CostEvent], payloads: Sequence[bytes] | None, first: dict[str, int], raw: bool = False
 ) -> tuple[list[tuple[Any, ...]], RollupDeltas]:
     """:func:`event_rows_py`, compiled where the speedups were built (the same rows and deltas)."""
     if _SPEEDUPS is None:
-        return event_rows_py(events, payloads, first)
+        return event_rows_py(events, payloads, first, raw)
     deltas = RollupDeltas()
-    rows: list[tuple[Any, ...]] = _SPEEDUPS.event_rows(events, payloads, first, deltas)
+    rows: list[tuple[Any, ...]] = _SPEEDUPS.event_rows(events, payloads, first, deltas, raw)
     return rows, deltas
+
+
+def _load_inserts(compiled: Any) -> Any:
+    """The compiled ``insert_rows`` where it can step statements on the handle of this Python's
+    own ``sqlite3`` connections (the same SQLite library, found and self-tested here); ``None``
+    otherwise, and the ledger uses ``executemany``."""
+    if compiled is None:
+        return None
+    import _sqlite3
+
+    major, minor, patch = sqlite3.sqlite_version_info
+    found = compiled.configure_sqlite(
+        getattr(_sqlite3, "__file__", None),  # None: built into the interpreter
+        major * 1_000_000 + minor * 1_000 + patch,
+        sqlite3.Connection,
+        sqlite3.IntegrityError,
+        sqlite3.OperationalError,
+        sqlite3.DatabaseError,
+        sqlite3.DataError,
+        sqlite3.ProgrammingError,
+        sqlite3.InternalError,
+    )
+    if not found:
+        return None
+    probe = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        idle = compiled.in_transaction(probe)
+        probe.execute("BEGIN")
+        busy = compiled.in_transaction(probe)
+        probe.execute("CREATE TEMP TABLE probe (a, b)")
+        changed = compiled.insert_rows(probe, "INSERT INTO probe VALUES (?, ?)", [(1, "x"), (2, b"y")])
+        rows = probe.execute("SELECT a, b FROM probe ORDER BY a").fetchall()
+        probe.execute("ROLLBACK")
+    finally:
+        probe.close()
+    if (idle, busy, changed, rows) != (False, True, 2, [(1, "x"), (2, b"y")]):
+        return None
+    return compiled.insert_rows
+
+
+_INSERT_ROWS: Final = _load_inserts(_SPEEDUPS)
+
+
+def compiled_inserts() -> bool:
+    """Whether the ledger's inserts and upserts are stepped in C (``insert_rows``) rather than by
+    ``executemany``: where the speedups were built and found this Python's SQLite library."""
+    return _INSERT_ROWS is not None
+
+
+def _executemany(cursor: sqlite3.Cursor, sql: str, rows: list[tuple[Any, ...]]) -> int:
+    """``cursor.executemany(sql, rows)``, compiled where it can be; the rows changed."""
+    if _INSERT_ROWS is not None:
+        return int(_INSERT_ROWS(cursor.connection, sql, rows))
+    cursor.executemany(sql, rows)
+    return cursor.rowcount
 
 
 class SQLiteLedger(LedgerStore):
@@ -313,11 +373,10 @@ class SQLiteLedger(LedgerStore):
             return WriteResult(0, 0)
         # Rows and rollup deltas in one pass, before the write lock is taken: the deltas assume
         # every event is new, and are rebuilt in the (rare) case that some were already written.
-        rows, deltas = event_rows(events, payloads, first)
+        rows, deltas = event_rows(events, payloads, first, raw=_INSERT_ROWS is not None)
         with self._transaction() as cursor:
             before = cursor.execute("SELECT COALESCE(MAX(seq), 0) FROM ledger_events").fetchone()[0]
-            cursor.executemany(INSERT_EVENT, rows)
-            inserted = cursor.rowcount
+            inserted = _executemany(cursor, INSERT_EVENT, rows)
             if inserted != len(rows):
                 # Some ids were already known: the new rows are exactly those past the old max seq
                 # (we hold the write lock), so only they reach the rollups.
@@ -343,10 +402,10 @@ class SQLiteLedger(LedgerStore):
             (UPSERT_MONTH, deltas.months()),
             (UPSERT_HOUR, hours.groups if hours is not None else {}),
         ):
-            cursor.executemany(
-                sql, [(*key, a.events, a.unpriced, _text(a.cost), *a.tokens) for key, a in groups.items()]
-            )
-        cursor.executemany(
+            rows = [(*key, a.events, a.unpriced, _text(a.cost), *a.tokens) for key, a in groups.items()]
+            _executemany(cursor, sql, rows)
+        _executemany(
+            cursor,
             UPSERT_RUN,
             [
                 (

@@ -1,0 +1,256 @@
+"""The SQLite ledger's compiled inserts (``outlay.ledger._speedups.insert_rows``): the same rows,
+counts and errors as ``sqlite3.Cursor.executemany``, other threads running while it steps, and a
+clean fallback to executemany where it cannot call this Python's SQLite. CI requires the compiled
+module (``.ci/run``); elsewhere these tests skip where the install found no C compiler."""
+
+from __future__ import annotations
+
+import gc
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from outlay._money import MONEY_CONTEXT
+from outlay._rating import Rating
+from outlay.events import CostEvent, encode_event
+from outlay.ledger import GROUP_KEYS, SQLiteLedger, rerate
+from outlay.ledger import _sqlite as ledger_sqlite
+from outlay.ledger._sqlite import compiled_inserts, event_rows, event_rows_py
+
+from .conftest import awkward_events
+
+if not compiled_inserts():
+    if os.environ.get("OUTLAY_REQUIRE_SERVICES") == "1":
+        pytest.fail(
+            "outlay.ledger._speedups.insert_rows is not in use (OUTLAY_REQUIRE_SERVICES=1: CI builds it)",
+            pytrace=False,
+        )
+    pytest.skip("the compiled inserts are not in use (no C compiler at install)", allow_module_level=True)
+
+insert_rows = ledger_sqlite._INSERT_ROWS
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[sqlite3.Connection, sqlite3.Connection]]:
+    """Two databases of the same table: one written by insert_rows, one by executemany."""
+    connections = []
+    for _ in range(2):
+        connection = sqlite3.connect(":memory:", isolation_level=None)
+        connection.execute("CREATE TABLE t (k TEXT UNIQUE, v, w)")
+        connection.create_function("boom", 1, lambda x: 1 // 0)
+        connections.append(connection)
+    yield connections[0], connections[1]
+    for connection in connections:
+        connection.close()
+
+
+def _same(pair: tuple[sqlite3.Connection, sqlite3.Connection], sql: str, rows: list[Any]) -> Any:
+    """Run ``rows`` through both; assert the same outcome (count or error) and table; return it."""
+    fast, slow = pair
+    outcome: list[Any] = []
+    for connection, run in (
+        (fast, lambda: insert_rows(fast, sql, rows)),
+        (slow, lambda: slow.executemany(sql, rows).rowcount),
+    ):
+        try:
+            outcome.append(("ok", run()))
+        except Exception as exc:  # compared below
+            outcome.append((type(exc), str(exc), getattr(exc, "sqlite_errorcode", None)))
+    assert outcome[0] == outcome[1]
+    query = "SELECT k, v, typeof(v), w, typeof(w) FROM t ORDER BY rowid"
+    tables = [connection.execute(query).fetchall() for connection in pair]
+    assert tables[0] == tables[1]
+    return outcome[0]
+
+
+class TestSameAsExecutemany:
+    def test_every_value_type_is_stored_as_executemany_stores_it(self, pair: Any) -> None:
+        class Text(str):
+            pass
+
+        rows = [
+            ("a", None, 1),
+            ("b", True, False),
+            ("c", 2**63 - 1, -(2**63)),
+            ("d", 1.5, float("nan")),
+            ("ü€😀", Text("sub"), ""),
+            ("e", b"", b"\x00\xff"),
+            ("f", bytearray(b"xy"), memoryview(b"mv")),
+        ]
+        assert _same(pair, "INSERT INTO t VALUES (?, ?, ?)", rows) == ("ok", 7)
+
+    def test_conflicts_skipped_are_not_counted(self, pair: Any) -> None:
+        rows = [("a", 1, 1), ("a", 2, 2), ("b", 3, 3)]
+        assert _same(pair, "INSERT INTO t VALUES (?, ?, ?) ON CONFLICT (k) DO NOTHING", rows) == ("ok", 2)
+        upsert = "INSERT INTO t VALUES (?, ?, ?) ON CONFLICT (k) DO UPDATE SET v = v + excluded.v"
+        assert _same(pair, upsert, [("a", 10, 0), ("c", 1, 1)]) == ("ok", 2)
+
+    def test_an_empty_list_changes_nothing(self, pair: Any) -> None:
+        assert _same(pair, "INSERT INTO t VALUES (?, ?, ?)", []) == ("ok", 0)
+
+    def test_a_constraint_error_is_an_integrity_error_with_its_code(self, pair: Any) -> None:
+        outcome = _same(pair, "INSERT INTO t VALUES (?, ?, ?)", [("a", 1, 1), ("b", 2, 2), ("a", 3, 3)])
+        # the rows before it stay, as with executemany (the caller's transaction rolls them back)
+        assert outcome == (sqlite3.IntegrityError, "UNIQUE constraint failed: t.k", 2067)
+
+    def test_a_failing_sql_function_is_an_operational_error(self, pair: Any) -> None:
+        outcome = _same(pair, "INSERT INTO t VALUES (?, boom(?), ?)", [("a", 1, 1)])
+        assert outcome[0] is sqlite3.OperationalError
+        assert "user-defined function raised exception" in outcome[1]
+
+    def test_bad_sql_and_bad_rows_are_refused_like_executemany(self, pair: Any) -> None:
+        assert _same(pair, "INSERT INTO nowhere VALUES (?)", [(1,)])[0] is sqlite3.OperationalError
+        wrong_count = _same(pair, "INSERT INTO t VALUES (?, ?, ?)", [("a", 1)])
+        assert wrong_count[0] is sqlite3.ProgrammingError
+        assert "Incorrect number of bindings" in wrong_count[1]
+        too_big = _same(pair, "INSERT INTO t VALUES (?, ?, ?)", [("a", 2**63, 1)])
+        assert too_big[0] is OverflowError
+
+    def test_an_unsupported_value_is_refused_not_guessed(self, pair: Any) -> None:
+        fast, _ = pair
+        unsupported = r"parameter 2: type 'decimal\.Decimal' is not supported"
+        with pytest.raises(sqlite3.ProgrammingError, match=unsupported):
+            insert_rows(fast, "INSERT INTO t VALUES (?, ?, ?)", [("a", Decimal("1.5"), 1)])
+        with pytest.raises(TypeError, match="rows as tuples"):
+            insert_rows(fast, "INSERT INTO t VALUES (?, ?, ?)", [["a", 1, 1]])
+        with pytest.raises(sqlite3.ProgrammingError, match="exactly one statement"):
+            insert_rows(fast, "INSERT INTO t VALUES (?, ?, ?); SELECT 1", [("a", 1, 1)])
+        with pytest.raises(TypeError, match=r"sqlite3\.Connection"):
+            insert_rows(object(), "INSERT INTO t VALUES (?, ?, ?)", [("a", 1, 1)])
+        assert fast.execute("SELECT COUNT(*) FROM t").fetchone() == (0,)
+
+    def test_a_closed_connection_is_refused(self) -> None:
+        connection = sqlite3.connect(":memory:")
+        connection.close()
+        with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+            insert_rows(connection, "SELECT ?", [(1,)])
+
+    def test_buffers_are_released_and_no_reference_is_kept(self) -> None:
+        connection = sqlite3.connect(":memory:", isolation_level=None)
+        connection.execute("CREATE TABLE t (a, b)")
+        blob, text = bytearray(b"payload"), "text-" + "x" * 50
+        rows = [(text, blob)] * 10
+        gc.collect()
+        before = (sys.getrefcount(blob), sys.getrefcount(text), sys.getrefcount(rows[0]))
+        for _ in range(5):
+            insert_rows(connection, "INSERT INTO t VALUES (?, ?)", rows)
+            with pytest.raises(sqlite3.ProgrammingError):
+                insert_rows(connection, "INSERT INTO t VALUES (?, ?)", [(text, blob, 1)])
+        gc.collect()
+        assert (sys.getrefcount(blob), sys.getrefcount(text), sys.getrefcount(rows[0])) == before
+        blob.extend(b" grown")  # a buffer still exported would refuse the resize
+        connection.close()
+
+
+def test_other_threads_run_while_it_steps() -> None:
+    """The GIL is let go around each step, as executemany does: a writer in the process of a
+    gateway or an app does not stop its other threads for a batch's duration."""
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    connection.execute("CREATE TABLE t (n)")
+    slow_step = (
+        "INSERT INTO t SELECT COUNT(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1"
+        " FROM c WHERE x < ?) SELECT x FROM c)"
+    )
+    ticks = 0
+    done = threading.Event()
+
+    def count() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=count)
+    thread.start()
+    try:
+        began = time.monotonic()
+        insert_rows(connection, slow_step, [(3_000_000,)])
+        elapsed = time.monotonic() - began
+        seen = ticks
+    finally:
+        done.set()
+        thread.join()
+    assert elapsed > 0.1  # the step took long enough to tell
+    assert seen >= 10  # the other thread ran meanwhile (held GIL: 0 or 1)
+    connection.close()
+
+
+class TestTheLedger:
+    def test_rows_with_raw_payloads_are_the_python_reference(self) -> None:
+        events = awkward_events(200)
+        payloads: list[Any] = [encode_event(e) for e in events]
+        payloads[3] = bytearray(payloads[3])
+        first = {e.event_id: i for i, e in enumerate(events)}
+        rows, _ = event_rows(events, payloads, first, raw=True)
+        expected, _ = event_rows_py(events, payloads, first, raw=True)
+        assert rows == expected
+        assert [type(r[-1]) for r in rows] == [type(r[-1]) for r in expected]
+        assert type(rows[0][-1]) is bytes and rows[0][-1] is payloads[0]  # bound without a copy
+        assert type(rows[3][-1]) is bytearray
+
+    def test_compiled_and_executemany_ledgers_hold_the_same(
+        self, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Writes, redeliveries and re-rating (day, month, hour and run upserts) give the same
+        tables through insert_rows as through executemany."""
+        events = awkward_events(400)
+        payloads = [encode_event(e) for e in events]
+        times = sorted(e.time for e in events)
+        dumps = []
+        for compiled in (True, False):
+            if not compiled:
+                monkeypatch.setattr(ledger_sqlite, "_INSERT_ROWS", None)
+            ledger = SQLiteLedger(tmp_path / f"{compiled}.db")
+            assert ledger.write(events[:250], payloads[:250]).inserted == 250
+            assert ledger.write(events[200:], payloads[200:]).inserted == 150  # 50 redelivered
+            while ledger.maintain():  # roll up by hour, so re-rating adjusts the hours too
+                pass
+            rerate(ledger, _corrected, "2000-01-01", "2100-01-01", at=events[0].time)
+            start, end = date(2000, 1, 1), date(2100, 1, 1)
+            dumps.append(
+                (
+                    sorted(ledger.rollup_totals(GROUP_KEYS, start, end), key=repr),
+                    sorted(ledger.runs(run_ids=sorted({e.run_id for e in events if e.run_id})), key=repr),
+                    ledger.event_count(),
+                    [(e.event, e.cost, e.adjustments) for e in ledger.entries(times[0], times[-1])],
+                )
+            )
+            ledger.close()
+        assert dumps[0] == dumps[1]
+        assert dumps[0][2] == 400
+
+
+def _corrected(event: CostEvent) -> Rating:
+    price = Decimal("0.000000000000000003")
+    cost = MONEY_CONTEXT.multiply(price, Decimal(event.usage.input_tokens))
+    return Rating(cost=cost, priced=True, price_version="fix")
+
+
+def test_without_this_pythons_sqlite_it_falls_back_to_executemany(tmp_path: Any) -> None:
+    """A SQLite library of another version than ``sqlite3`` reports (say, one built into
+    ``_sqlite3`` and another on the path) is not used: the ledger writes with executemany."""
+    script = (
+        "import sqlite3; sqlite3.sqlite_version_info = (3, 0, 0);"
+        "from outlay.ledger import SQLiteLedger; from outlay.ledger._sqlite import compiled_inserts;"
+        "from outlay.ledger import speedups; assert speedups() and not compiled_inserts();"
+        "import sys; sys.path.insert(0, 'tests'); from ledger.conftest import awkward_events;"
+        f"ledger = SQLiteLedger({str(tmp_path / 'l.db')!r}); print(ledger.write(awkward_events(50)).inserted)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60, cwd=_root()
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "50"
+
+
+def _root() -> str:
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
