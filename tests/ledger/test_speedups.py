@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from outlay._errors import InvalidInput
 from outlay._usage import Usage
 from outlay.events import CostEvent, encode_event
 from outlay.ledger import GROUP_KEYS, SQLiteLedger, speedups
@@ -115,6 +116,26 @@ class TestSameAsPython:
         events = events + [events[i] for i in repeats if i < len(events)]
         _both(events, None)
         _both(events, [encode_event(e) for e in events])
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        sign=st.integers(0, 1),
+        digits=st.lists(st.integers(0, 9), min_size=1, max_size=40),
+        exponent=st.integers(-45, 20),
+    )
+    def test_every_form_of_a_cost_is_written_out_as_format_f(
+        self, sign: int, digits: list[int], exponent: int
+    ) -> None:
+        """The compiled rows write costs out from ``str`` (1.8750000E-8, 0E+3, -0E-7, 1.23E+5 ...)
+        exactly as ``format(cost, "f")`` does."""
+        cost = Decimal((sign, tuple(digits), exponent))
+        try:
+            item = event(cost=cost, priced=True)
+        except InvalidInput:
+            return  # an amount no event can hold (too big, too many places)
+        _both([item], None)
+        rows, _ = event_rows([item], None, _first([item]))
+        assert rows[0][13] == format(cost, "f")
 
     def test_a_realistic_batch(self) -> None:
         events = awkward_events(3000)
