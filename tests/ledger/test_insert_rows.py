@@ -18,6 +18,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from outlay._money import MONEY_CONTEXT
 from outlay._rating import Rating
@@ -25,6 +27,7 @@ from outlay.events import CostEvent, encode_event
 from outlay.ledger import GROUP_KEYS, SQLiteLedger, rerate
 from outlay.ledger import _sqlite as ledger_sqlite
 from outlay.ledger._sqlite import compiled_inserts, event_rows, event_rows_py
+from outlay.ledger._sqlite_schema import dadd
 
 from .conftest import awkward_events
 
@@ -254,3 +257,94 @@ def test_without_this_pythons_sqlite_it_falls_back_to_executemany(tmp_path: Any)
 
 def _root() -> str:
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _amounts() -> st.SearchStrategy[Decimal]:
+    """Amounts of every shape: money-like (up to 40 places), huge, tiny, negative, zeros."""
+    return st.builds(
+        lambda sign, digits, exponent: Decimal((sign, tuple(digits), exponent)),
+        st.integers(0, 1),
+        st.lists(st.integers(0, 9), min_size=1, max_size=70),
+        st.integers(-80, 30),
+    )
+
+
+class TestCompiledDadd:
+    """``outlay_dadd`` in C: the same text as the Python function, or the same failure."""
+
+    @pytest.fixture
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        connection = sqlite3.connect(":memory:")
+        ledger_sqlite._SPEEDUPS.register_dadd(connection, dadd)
+        yield connection
+        connection.close()
+
+    @staticmethod
+    def _both(connection: sqlite3.Connection, left: Any, right: Any) -> Any:
+        try:
+            expected: Any = dadd(left, right)
+        except Exception:  # Python's refusal; SQLite reports it as a failed user function
+            expected = "user-defined function raised exception"
+        try:
+            got: Any = connection.execute("SELECT outlay_dadd(?, ?)", (left, right)).fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            got = str(exc)
+        assert got == expected, (left, right)
+        return got
+
+    @settings(max_examples=500, deadline=None)
+    @given(left=_amounts(), right=_amounts(), plain=st.booleans())
+    def test_generated_amounts(self, left: Decimal, right: Decimal, plain: bool) -> None:
+        def text(amount: Decimal) -> str:
+            return format(amount, "f") if plain else str(amount)
+
+        connection = sqlite3.connect(":memory:")
+        ledger_sqlite._SPEEDUPS.register_dadd(connection, dadd)
+        try:
+            self._both(connection, text(left), text(right))
+        finally:
+            connection.close()
+
+    def test_edges(self, connection: sqlite3.Connection) -> None:
+        cases = [
+            ("1.5", "2.25", "3.75"),
+            ("-1.5", "1.5", "0"),
+            ("-0", "-0", "0"),
+            ("007.50", "0.5", "8"),
+            ("0.000000018750000000", "12", "12.00000001875"),
+            ("-3", "1.25", "-1.75"),
+            ("1.25", "-3", "-1.75"),
+            ("9" * 59, "1", "1" + "0" * 59),
+            ("0." + "0" * 90 + "1", "1", None),  # 92 digits: MONEY_CONTEXT refuses (Inexact)
+            ("9" * 60, "1", "1" + "0" * 60),  # 61 digits, the last a zero: Python rounds it exactly
+            ("1e3", "1", "1001"),  # not plain: Python's
+            ("1_0", "1", "11"),
+            (" 1", "1", "2"),
+            ("abc", "1", None),
+            (None, "1.50", "1.50"),  # NULL: the other as it is
+            ("2", None, "2"),
+            (None, None, None),
+            (5, "1.5", "6.5"),
+            ("1." + "0" * 200, "1", "2"),  # longer than the C code takes: Python's
+        ]
+        for left, right, want in cases:
+            got = self._both(connection, left, right)
+            if want is None and got is not None:
+                assert got == "user-defined function raised exception", (left, right, got)
+            else:
+                assert got == want, (left, right, got)
+
+    def test_the_fallback_is_released_with_the_connection(self) -> None:
+        def fallback(left: Any, right: Any) -> str | None:
+            return dadd(left, right)
+
+        gc.collect()
+        before = sys.getrefcount(fallback)
+        for _ in range(3):
+            connection = sqlite3.connect(":memory:")
+            ledger_sqlite._SPEEDUPS.register_dadd(connection, fallback)
+            ledger_sqlite._SPEEDUPS.register_dadd(connection, fallback)  # the first is replaced
+            assert sys.getrefcount(fallback) == before + 1
+            assert connection.execute("SELECT outlay_dadd('1e1', '1')").fetchone() == ("11",)
+            connection.close()
+        assert sys.getrefcount(fallback) == before

@@ -726,6 +726,16 @@ configure(PyObject *Py_UNUSED(module), PyObject *args)
 
 typedef struct sqlite3 sqlite3;
 typedef struct sqlite3_stmt sqlite3_stmt;
+typedef struct sqlite3_context sqlite3_context;
+typedef struct sqlite3_value sqlite3_value;
+#define SQ_INTEGER 1
+#define SQ_FLOAT 2
+#define SQ_TEXT 3
+#define SQ_BLOB 4
+#define SQ_NULL 5
+#define SQ_UTF8 1
+#define SQ_DETERMINISTIC 0x800
+#define SQ_TRANSIENT ((void (*)(void *))-1)
 #define SQ_OK 0
 #define SQ_ROW 100
 #define SQ_DONE 101
@@ -747,6 +757,22 @@ static struct {
     const char *(*errmsg)(sqlite3 *);
     int (*get_autocommit)(sqlite3 *);
     int (*libversion_number)(void);
+    int (*create_function_v2)(sqlite3 *, const char *, int, int, void *,
+                              void (*)(sqlite3_context *, int, sqlite3_value **),
+                              void (*)(sqlite3_context *, int, sqlite3_value **), void (*)(sqlite3_context *),
+                              void (*)(void *));
+    void *(*user_data)(sqlite3_context *);
+    int (*value_type)(sqlite3_value *);
+    const unsigned char *(*value_text)(sqlite3_value *);
+    int (*value_bytes)(sqlite3_value *);
+    long long (*value_int64)(sqlite3_value *);
+    double (*value_double)(sqlite3_value *);
+    const void *(*value_blob)(sqlite3_value *);
+    void (*result_value)(sqlite3_context *, sqlite3_value *);
+    void (*result_text)(sqlite3_context *, const char *, int, void (*)(void *));
+    void (*result_null)(sqlite3_context *);
+    void (*result_error)(sqlite3_context *, const char *, int);
+    void (*result_error_nomem)(sqlite3_context *);
 } sq;
 static int sq_ready;                      /* 1 once configure_sqlite found the library */
 static PyTypeObject *t_connection;        /* sqlite3.Connection */
@@ -990,6 +1016,19 @@ configure_sqlite(PyObject *Py_UNUSED(module), PyObject *args)
         {(void **)&sq.errmsg, "sqlite3_errmsg"},
         {(void **)&sq.get_autocommit, "sqlite3_get_autocommit"},
         {(void **)&sq.libversion_number, "sqlite3_libversion_number"},
+        {(void **)&sq.create_function_v2, "sqlite3_create_function_v2"},
+        {(void **)&sq.user_data, "sqlite3_user_data"},
+        {(void **)&sq.value_type, "sqlite3_value_type"},
+        {(void **)&sq.value_text, "sqlite3_value_text"},
+        {(void **)&sq.value_bytes, "sqlite3_value_bytes"},
+        {(void **)&sq.value_int64, "sqlite3_value_int64"},
+        {(void **)&sq.value_double, "sqlite3_value_double"},
+        {(void **)&sq.value_blob, "sqlite3_value_blob"},
+        {(void **)&sq.result_value, "sqlite3_result_value"},
+        {(void **)&sq.result_text, "sqlite3_result_text"},
+        {(void **)&sq.result_null, "sqlite3_result_null"},
+        {(void **)&sq.result_error, "sqlite3_result_error"},
+        {(void **)&sq.result_error_nomem, "sqlite3_result_error_nomem"},
     };
     int found = 1;
     for (size_t i = 0; found && i < sizeof wanted / sizeof wanted[0]; i++) {
@@ -1018,6 +1057,222 @@ in_transaction(PyObject *Py_UNUSED(module), PyObject *connection)
     return PyBool_FromLong(!sq.get_autocommit(db));
 }
 
+
+/* ---- outlay_dadd in C --------------------------------------------------------------------- *
+ *
+ * The rollup upserts add each batch's cost to a row's with ``outlay_dadd(cost, excluded.cost)``:
+ * exact decimal TEXT, NULL for "no priced event". In Python (``_sqlite_schema.dadd``) each call
+ * crosses into the interpreter and parses two Decimals. Here two plain decimals (``-?d+(.d+)?``,
+ * what the ledger writes) are added digit by digit and written out as ``money_str`` does; anything
+ * else (another form, a sum of more than MONEY_CONTEXT's 60 digits, a non-text value) is handed to
+ * the Python function, so the result, or the error, is always Python's. */
+
+#define DADD_MAX 96 /* digits on either side of the point handled here; longer goes to Python */
+
+typedef struct {
+    int negative;
+    const char *whole, *fraction;
+    int whole_n, fraction_n;
+} Plain;
+
+static int
+parse_plain(const unsigned char *text, int size, Plain *out)
+{
+    int at = 0;
+    out->negative = size > 0 && text[0] == '-';
+    at = out->negative;
+    int start = at;
+    while (at < size && text[at] >= '0' && text[at] <= '9')
+        at++;
+    out->whole = (const char *)text + start;
+    out->whole_n = at - start;
+    out->fraction = NULL;
+    out->fraction_n = 0;
+    if (out->whole_n == 0 || out->whole_n > DADD_MAX)
+        return -1;
+    if (at < size && text[at] == '.') {
+        int begin = ++at;
+        while (at < size && text[at] >= '0' && text[at] <= '9')
+            at++;
+        out->fraction = (const char *)text + begin;
+        out->fraction_n = at - begin;
+        if (out->fraction_n == 0 || out->fraction_n > DADD_MAX)
+            return -1;
+    }
+    return at == size ? 0 : -1;
+}
+
+/* The digit at ``i`` (0: the last of the fraction part, counted leftwards) of ``p`` scaled to
+ * ``places`` decimal places. */
+static int
+digit_at(const Plain *p, int places, int i)
+{
+    int shift = places - p->fraction_n; /* zeros appended to p's fraction */
+    if (i < shift)
+        return 0;
+    i -= shift;
+    if (i < p->fraction_n)
+        return p->fraction[p->fraction_n - 1 - i] - '0';
+    i -= p->fraction_n;
+    return i < p->whole_n ? p->whole[p->whole_n - 1 - i] - '0' : 0;
+}
+
+/* a + b written out as money_str does, into ``out`` (room for 2 * DADD_MAX + 8); -1: leave it to
+ * Python (more than 60 significant digits: MONEY_CONTEXT would round, or refuse). */
+static int
+add_plain(const Plain *a, const Plain *b, char *out)
+{
+    int places = a->fraction_n > b->fraction_n ? a->fraction_n : b->fraction_n;
+    int width = places + (a->whole_n > b->whole_n ? a->whole_n : b->whole_n) + 1;
+    unsigned char sum[2 * DADD_MAX + 2]; /* least significant first */
+    int negative;
+    if (a->negative == b->negative) {
+        int carry = 0;
+        for (int i = 0; i < width; i++) {
+            int d = digit_at(a, places, i) + digit_at(b, places, i) + carry;
+            sum[i] = (unsigned char)(d % 10);
+            carry = d / 10;
+        }
+        negative = a->negative;
+    } else {
+        int order = 0; /* |a| against |b| */
+        for (int i = width - 1; i >= 0 && order == 0; i--)
+            order = digit_at(a, places, i) - digit_at(b, places, i);
+        const Plain *big = order >= 0 ? a : b, *small = order >= 0 ? b : a;
+        int borrow = 0;
+        for (int i = 0; i < width; i++) {
+            int d = digit_at(big, places, i) - digit_at(small, places, i) - borrow;
+            borrow = d < 0;
+            sum[i] = (unsigned char)(d + (borrow ? 10 : 0));
+        }
+        negative = big->negative;
+    }
+    int top = width - 1;
+    while (top > 0 && sum[top] == 0)
+        top--;
+    if (top + 1 > 60) /* the coefficient's digits: past the context's precision */
+        return -1;
+    int low = 0; /* the fraction's trailing zeros go */
+    while (low < places && sum[low] == 0)
+        low++;
+    int is_zero = top == 0 && sum[0] == 0;
+    char *w = out;
+    if (negative && !is_zero)
+        *w++ = '-';
+    int whole_top = top >= places ? top : places; /* at least the 0 before the point */
+    for (int i = whole_top; i >= places; i--)
+        *w++ = (char)('0' + (i <= top ? sum[i] : 0));
+    if (low < places) {
+        *w++ = '.';
+        for (int i = places - 1; i >= low; i--)
+            *w++ = (char)('0' + sum[i]);
+    }
+    *w = '\0';
+    return (int)(w - out);
+}
+
+/* Python's outlay_dadd on two non-NULL arguments (the GIL taken: the step may run without it):
+ * its str, or SQLite's error for a user function that raised, as the sqlite3 module reports it. */
+static void
+dadd_python(sqlite3_context *context, int argc, sqlite3_value **argv)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *args = PyTuple_New(argc);
+    for (int i = 0; args != NULL && i < argc; i++) {
+        PyObject *value;
+        switch (sq.value_type(argv[i])) {
+        case SQ_INTEGER: value = PyLong_FromLongLong(sq.value_int64(argv[i])); break;
+        case SQ_FLOAT: value = PyFloat_FromDouble(sq.value_double(argv[i])); break;
+        case SQ_TEXT:
+            value = PyUnicode_DecodeUTF8((const char *)sq.value_text(argv[i]), sq.value_bytes(argv[i]), NULL);
+            break;
+        case SQ_BLOB:
+            value = PyBytes_FromStringAndSize(sq.value_blob(argv[i]), sq.value_bytes(argv[i]));
+            break;
+        default: value = Py_NewRef(Py_None);
+        }
+        if (value == NULL)
+            Py_CLEAR(args);
+        else
+            PyTuple_SET_ITEM(args, i, value);
+    }
+    PyObject *result = args == NULL ? NULL : PyObject_Call((PyObject *)sq.user_data(context), args, NULL);
+    Py_XDECREF(args);
+    if (result == Py_None) {
+        sq.result_null(context);
+    } else if (result != NULL && PyUnicode_Check(result)) {
+        Py_ssize_t size;
+        const char *text = PyUnicode_AsUTF8AndSize(result, &size);
+        if (text != NULL && size <= INT_MAX)
+            sq.result_text(context, text, (int)size, SQ_TRANSIENT);
+        else
+            sq.result_error(context, "user-defined function raised exception", -1);
+    } else {
+        sq.result_error(context, "user-defined function raised exception", -1);
+    }
+    Py_XDECREF(result);
+    PyErr_Clear();
+    PyGILState_Release(gil);
+}
+
+static void
+dadd_sql(sqlite3_context *context, int argc, sqlite3_value **argv)
+{
+    int left = sq.value_type(argv[0]), right = sq.value_type(argv[1]);
+    if (left == SQ_NULL || right == SQ_NULL) { /* NULL is "no priced event": the other, as it is */
+        sq.result_value(context, argv[left == SQ_NULL ? 1 : 0]);
+        return;
+    }
+    if (left == SQ_TEXT && right == SQ_TEXT) {
+        Plain a, b;
+        char out[2 * DADD_MAX + 8];
+        const unsigned char *x = sq.value_text(argv[0]);
+        int xn = sq.value_bytes(argv[0]);
+        const unsigned char *y = sq.value_text(argv[1]);
+        int yn = sq.value_bytes(argv[1]);
+        int n;
+        if (x != NULL && y != NULL && parse_plain(x, xn, &a) == 0 && parse_plain(y, yn, &b) == 0
+            && (n = add_plain(&a, &b, out)) >= 0) {
+            sq.result_text(context, out, n, SQ_TRANSIENT);
+            return;
+        }
+    }
+    dadd_python(context, argc, argv);
+}
+
+static void
+drop_fallback(void *fallback)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    Py_DECREF((PyObject *)fallback);
+    PyGILState_Release(gil);
+}
+
+/* register_dadd(connection, fallback): outlay_dadd on ``connection`` in C, ``fallback`` (Python's
+ * own outlay_dadd) for what it leaves. */
+static PyObject *
+register_dadd(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *connection, *fallback;
+    if (!PyArg_ParseTuple(args, "OO:register_dadd", &connection, &fallback))
+        return NULL;
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "register_dadd needs a callable fallback");
+        return NULL;
+    }
+    sqlite3 *db = handle_of(connection);
+    if (db == NULL)
+        return NULL;
+    Py_INCREF(fallback); /* released by drop_fallback, also when the registration fails */
+    int rc = sq.create_function_v2(db, "outlay_dadd", 2, SQ_UTF8 | SQ_DETERMINISTIC, fallback, dadd_sql, NULL,
+                                   NULL, drop_fallback);
+    if (rc != SQ_OK) {
+        raise_sqlite(db, rc);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"event_rows", (PyCFunction)(void (*)(void))event_rows, METH_FASTCALL,
      "event_rows(events, payloads, first, deltas, raw=False) -> rows: as outlay.ledger._sqlite.event_rows_py."},
@@ -1026,6 +1281,8 @@ static PyMethodDef methods[] = {
     {"configure_sqlite", configure_sqlite, METH_VARARGS,
      "configure_sqlite(library, version, Connection, IntegrityError, OperationalError, DatabaseError,"
      " DataError, ProgrammingError, InternalError) -> bool"},
+    {"register_dadd", register_dadd, METH_VARARGS,
+     "register_dadd(connection, fallback): outlay_dadd in C on the connection, fallback for the rest"},
     {"in_transaction", in_transaction, METH_O, "in_transaction(connection) -> bool, read through its handle"},
     {"configure", configure, METH_VARARGS,
      "configure(time_us, day_of, encode_event, CostEvent, Usage, Acc, RunAcc, RollupDeltas.link, add,"

@@ -74,6 +74,7 @@ from ._sqlite_schema import (
     UPSERT_MONTH,
     UPSERT_ROLLUP,
     UPSERT_RUN,
+    dadd,
     filters,
     register_functions,
     totals,
@@ -312,6 +313,8 @@ class SQLiteLedger(LedgerStore):
         if self._checkpointer is not None:  # each thread's connection leaves checkpoints to it too
             connection.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
         register_functions(connection)
+        if _INSERT_ROWS is not None:  # the same SQLite found: outlay_dadd in C, Python's for the rest
+            _SPEEDUPS.register_dadd(connection, dadd)
         self._local.connection = connection
         with self._connections_lock:
             self._connections.append(connection)

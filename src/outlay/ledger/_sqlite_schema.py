@@ -35,6 +35,7 @@ __all__ = [
     "UPSERT_MONTH",
     "UPSERT_ROLLUP",
     "UPSERT_RUN",
+    "dadd",
     "filters",
     "register_functions",
     "totals",
@@ -159,7 +160,9 @@ CREATE TABLE IF NOT EXISTS ledger_rejects (
 """
 
 
-def _dadd(left: str | None, right: str | None) -> str | None:
+def dadd(left: str | None, right: str | None) -> str | None:
+    """``outlay_dadd``: the exact sum of two decimal TEXT values, ``NULL`` (None) for none. Where
+    the speedups were built, a compiled copy runs instead and hands here what it does not cover."""
     if left is None:
         return right
     if right is None:
@@ -183,7 +186,7 @@ class _DecimalSum:
 
 
 def register_functions(connection: sqlite3.Connection) -> None:
-    connection.create_function("outlay_dadd", 2, _dadd, deterministic=True)
+    connection.create_function("outlay_dadd", 2, dadd, deterministic=True)
     connection.create_function("outlay_hour", 1, hour_of, deterministic=True)
     # typeshed types aggregate values as int; ours are TEXT, which SQLite passes as str.
     connection.create_aggregate("outlay_dsum", 1, cast(Any, _DecimalSum))
