@@ -187,6 +187,43 @@ def test_other_threads_run_while_it_steps() -> None:
     connection.close()
 
 
+def test_other_threads_run_while_it_waits_for_a_locked_database(tmp_path: Any) -> None:
+    """Preparing the statement can wait for the connection's busy timeout (a schema to read while
+    another connection holds the file's lock): executemany lets the GIL go for that too, so a
+    process's other threads are not stopped for up to the timeout (the ledger's is a minute)."""
+    path = str(tmp_path / "locked.db")
+    setup = sqlite3.connect(path, isolation_level=None)
+    setup.execute("CREATE TABLE t (n)")
+    setup.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    connection = sqlite3.connect(path, isolation_level=None, timeout=0.5)
+    ticks = 0
+    done = threading.Event()
+
+    def count() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=count)
+    thread.start()
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            insert_rows(connection, "INSERT INTO t VALUES (?)", [(1,)])
+        seen = ticks
+    finally:
+        done.set()
+        thread.join()
+    assert seen >= 10  # the other thread ran meanwhile (held GIL: 0 or 1)
+    holder.rollback()
+    insert_rows(connection, "INSERT INTO t VALUES (?)", [(1,)])
+    assert connection.execute("SELECT n FROM t").fetchall() == [(1,)]
+    for each in (holder, connection):
+        each.close()
+
+
 class TestTheLedger:
     def test_rows_with_raw_payloads_are_the_python_reference(self) -> None:
         events = awkward_events(200)

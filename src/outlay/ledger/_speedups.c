@@ -896,6 +896,16 @@ bind_row(sqlite3_stmt *stmt, PyObject *row, int width, Py_buffer *views, int *he
     return 0;
 }
 
+/* sqlite3_finalize with the GIL let go, as executemany's statements are: the last statement of a
+ * connection closed meanwhile frees its handle there. */
+static void
+finalize(sqlite3_stmt *stmt)
+{
+    Py_BEGIN_ALLOW_THREADS
+    sq.finalize(stmt);
+    Py_END_ALLOW_THREADS
+}
+
 static PyObject *
 insert_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -914,22 +924,35 @@ insert_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(e_data, "query string is too large");
         return NULL;
     }
+    /* Preparing may read the schema, and so wait out the busy timeout on a locked file: the GIL is
+     * let go for it, as executemany does. A statement of ours is on the handle first (prepared
+     * with the GIL held, it reads no schema): a close() by another thread meanwhile then leaves
+     * the handle a zombie until it is finalized, instead of freeing it under the prepare. */
+    sqlite3_stmt *pin = NULL;
+    int rc = sq.prepare_v2(db, "SELECT 1", -1, &pin, NULL);
+    if (rc != SQ_OK) {
+        raise_sqlite(db, rc);
+        return NULL;
+    }
     sqlite3_stmt *stmt = NULL;
     const char *tail = NULL;
-    int rc = sq.prepare_v2(db, sql, (int)length, &stmt, &tail);
+    Py_BEGIN_ALLOW_THREADS
+    rc = sq.prepare_v2(db, sql, (int)length, &stmt, &tail);
+    sq.finalize(pin);
+    Py_END_ALLOW_THREADS
     if (rc != SQ_OK) {
         raise_sqlite(db, rc);
         return NULL;
     }
     if (stmt == NULL || (tail != NULL && *tail != '\0')) {
-        sq.finalize(stmt);
+        finalize(stmt);
         PyErr_SetString(e_programming, "insert_rows runs exactly one statement");
         return NULL;
     }
     int width = sq.bind_parameter_count(stmt);
     Py_buffer *views = PyMem_New(Py_buffer, width > 0 ? width : 1);
     if (views == NULL) {
-        sq.finalize(stmt);
+        finalize(stmt);
         return PyErr_NoMemory();
     }
     PyObject *rows = Py_NewRef(args[2]); /* a list may shrink under us (another thread): checked */
@@ -940,15 +963,13 @@ insert_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         int held = 0;
         rc = bind_row(stmt, row, width, views, &held);
         if (rc == 0) {
+            /* the reset too (it can roll back, or release locks) runs with the GIL let go */
             Py_BEGIN_ALLOW_THREADS
             rc = sq.step(stmt);
-            Py_END_ALLOW_THREADS
-            if (rc == SQ_DONE || rc == SQ_ROW) {
+            if (rc == SQ_DONE || rc == SQ_ROW)
                 changed += sq.changes(db);
-                rc = sq.reset(stmt);
-            } else {
-                rc = sq.reset(stmt); /* the step's error, with its message kept for errmsg */
-            }
+            rc = sq.reset(stmt); /* a failed step's error, with its message kept for errmsg */
+            Py_END_ALLOW_THREADS
             if (rc != SQ_OK) {
                 raise_sqlite(db, rc);
                 failed = 1;
@@ -965,7 +986,7 @@ insert_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     }
     PyMem_Free(views);
     Py_DECREF(rows);
-    sq.finalize(stmt);
+    finalize(stmt);
     return failed ? NULL : PyLong_FromLongLong(changed);
 }
 
