@@ -6,6 +6,7 @@ module (``.ci/run``); elsewhere these tests skip where the install found no C co
 from __future__ import annotations
 
 import gc
+import mmap
 import os
 import sqlite3
 import subprocess
@@ -117,6 +118,27 @@ class TestSameAsExecutemany:
         assert "Incorrect number of bindings" in wrong_count[1]
         too_big = _same(pair, "INSERT INTO t VALUES (?, ?, ?)", [("a", 2**63, 1)])
         assert too_big[0] is OverflowError
+
+    def test_what_follows_the_statement_is_judged_as_executemany_judges_it(self, pair: Any) -> None:
+        ran = _same(pair, "INSERT INTO t VALUES (?, ?, ?); -- the end\n /* really */ ", [("a", 1, 1)])
+        assert ran == ("ok", 1)
+        # SQLite stops at a NUL, and would run the statement before it as if it were all
+        cut = _same(pair, "INSERT INTO t VALUES (?, ?, ?)\x00; DROP TABLE t", [("b", 1, 1)])
+        assert cut == (sqlite3.ProgrammingError, "the query contains a null character", None)
+
+    def test_a_value_past_int_max_bytes_is_an_overflow_error(self, pair: Any) -> None:
+        huge = mmap.mmap(-1, 2**31)  # 2 GiB mapped, none of it touched
+        try:
+            outcome = _same(pair, "INSERT INTO t VALUES (?, ?, ?)", [("a", huge, 1)])
+        finally:
+            huge.close()
+        assert outcome == (OverflowError, "BLOB longer than INT_MAX bytes", None)
+
+    def test_a_statement_returning_rows_is_refused_not_miscounted(self, pair: Any) -> None:
+        fast, _ = pair
+        for sql in ("INSERT INTO t VALUES (?, ?, ?) RETURNING k", "SELECT ?, ?, ?"):
+            with pytest.raises(sqlite3.ProgrammingError, match="return no rows"):
+                insert_rows(fast, sql, [("a", 1, 1), ("b", 2, 2)])
 
     def test_an_unsupported_value_is_refused_not_guessed(self, pair: Any) -> None:
         fast, _ = pair

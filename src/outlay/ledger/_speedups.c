@@ -869,7 +869,7 @@ bind_row(sqlite3_stmt *stmt, PyObject *row, int width, Py_buffer *views, int *he
             if (text == NULL)
                 return -1;
             if (size > INT_MAX) {
-                PyErr_SetString(e_data, "string longer than INT_MAX bytes");
+                PyErr_SetString(PyExc_OverflowError, "string longer than INT_MAX bytes");
                 return -1;
             }
             rc = sq.bind_text(stmt, i + 1, text, (int)size, SQ_STATIC);
@@ -881,7 +881,7 @@ bind_row(sqlite3_stmt *stmt, PyObject *row, int width, Py_buffer *views, int *he
                 return -1;
             (*held)++;
             if (view->len > INT_MAX) {
-                PyErr_SetString(e_data, "BLOB longer than INT_MAX bytes");
+                PyErr_SetString(PyExc_OverflowError, "BLOB longer than INT_MAX bytes");
                 return -1;
             }
             rc = sq.bind_blob(stmt, i + 1, view->len ? view->buf : "", (int)view->len, SQ_STATIC);
@@ -894,6 +894,28 @@ bind_row(sqlite3_stmt *stmt, PyObject *row, int width, Py_buffer *views, int *he
             return rc;
     }
     return 0;
+}
+
+/* ``sql`` past whitespace and comments, as executemany skips them after a statement's ';'. */
+static const char *
+skip_blank(const char *sql)
+{
+    for (;;) {
+        if (*sql == ' ' || *sql == '\t' || *sql == '\f' || *sql == '\n' || *sql == '\r') {
+            sql++;
+        } else if (sql[0] == '-' && sql[1] == '-') {
+            sql = strchr(sql, '\n');
+            if (sql == NULL)
+                return "";
+        } else if (sql[0] == '/' && sql[1] == '*') {
+            sql = strstr(sql + 2, "*/");
+            if (sql == NULL)
+                return "";
+            sql += 2;
+        } else {
+            return sql;
+        }
+    }
 }
 
 /* sqlite3_finalize with the GIL let go, as executemany's statements are: the last statement of a
@@ -924,6 +946,10 @@ insert_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(e_data, "query string is too large");
         return NULL;
     }
+    if (strlen(sql) != (size_t)length) { /* SQLite would stop at it, and run what comes before */
+        PyErr_SetString(e_programming, "the query contains a null character");
+        return NULL;
+    }
     /* Preparing may read the schema, and so wait out the busy timeout on a locked file: the GIL is
      * let go for it, as executemany does. A statement of ours is on the handle first (prepared
      * with the GIL held, it reads no schema): a close() by another thread meanwhile then leaves
@@ -944,7 +970,7 @@ insert_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         raise_sqlite(db, rc);
         return NULL;
     }
-    if (stmt == NULL || (tail != NULL && *tail != '\0')) {
+    if (stmt == NULL || (tail != NULL && *skip_blank(tail) != '\0')) {
         finalize(stmt);
         PyErr_SetString(e_programming, "insert_rows runs exactly one statement");
         return NULL;
@@ -964,13 +990,18 @@ insert_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         rc = bind_row(stmt, row, width, views, &held);
         if (rc == 0) {
             /* the reset too (it can roll back, or release locks) runs with the GIL let go */
+            int stepped;
             Py_BEGIN_ALLOW_THREADS
-            rc = sq.step(stmt);
-            if (rc == SQ_DONE || rc == SQ_ROW)
+            rc = stepped = sq.step(stmt);
+            if (rc == SQ_DONE)
                 changed += sq.changes(db);
             rc = sq.reset(stmt); /* a failed step's error, with its message kept for errmsg */
             Py_END_ALLOW_THREADS
-            if (rc != SQ_OK) {
+            if (stepped == SQ_ROW) {
+                /* a row (a SELECT, RETURNING) before its statement is done: no count to give */
+                PyErr_SetString(e_programming, "insert_rows runs statements that return no rows");
+                failed = 1;
+            } else if (rc != SQ_OK) {
                 raise_sqlite(db, rc);
                 failed = 1;
             }
