@@ -964,12 +964,13 @@ insert_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     const char *tail = NULL;
     Py_BEGIN_ALLOW_THREADS
     rc = sq.prepare_v2(db, sql, (int)length, &stmt, &tail);
-    sq.finalize(pin);
     Py_END_ALLOW_THREADS
     if (rc != SQ_OK) {
-        raise_sqlite(db, rc);
+        raise_sqlite(db, rc); /* the pin still holds the handle for its message */
+        finalize(pin);
         return NULL;
     }
+    finalize(pin); /* ``stmt`` holds the handle from here */
     if (stmt == NULL || (tail != NULL && *skip_blank(tail) != '\0')) {
         finalize(stmt);
         PyErr_SetString(e_programming, "insert_rows runs exactly one statement");
