@@ -772,7 +772,6 @@ static struct {
     void (*result_text)(sqlite3_context *, const char *, int, void (*)(void *));
     void (*result_null)(sqlite3_context *);
     void (*result_error)(sqlite3_context *, const char *, int);
-    void (*result_error_nomem)(sqlite3_context *);
 } sq;
 static int sq_ready;                      /* 1 once configure_sqlite found the library */
 static PyTypeObject *t_connection;        /* sqlite3.Connection */
@@ -1081,7 +1080,6 @@ configure_sqlite(PyObject *Py_UNUSED(module), PyObject *args)
         {(void **)&sq.result_text, "sqlite3_result_text"},
         {(void **)&sq.result_null, "sqlite3_result_null"},
         {(void **)&sq.result_error, "sqlite3_result_error"},
-        {(void **)&sq.result_error_nomem, "sqlite3_result_error_nomem"},
     };
     int found = 1;
     for (size_t i = 0; found && i < sizeof wanted / sizeof wanted[0]; i++) {
