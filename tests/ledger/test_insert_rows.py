@@ -407,3 +407,24 @@ class TestCompiledDadd:
             assert connection.execute("SELECT outlay_dadd('1e1', '1')").fetchone() == ("11",)
             connection.close()
         assert sys.getrefcount(fallback) == before
+
+
+def test_only_the_sqlite_that_implements_the_connection_class_is_used() -> None:
+    """The SQLite functions come from the shared object whose code implements the connection
+    class (and what it was loaded with): a class implemented elsewhere, as a replacement module
+    bundling its own SQLite would be, is not given another library's functions."""
+    script = (
+        "import sqlite3; from outlay.ledger import _sqlite as L; s = L._SPEEDUPS;"
+        "errors = (sqlite3.IntegrityError, sqlite3.OperationalError, sqlite3.DatabaseError,"
+        " sqlite3.DataError, sqlite3.ProgrammingError, sqlite3.InternalError);"
+        "v = sqlite3.sqlite_version_info; number = v[0] * 1_000_000 + v[1] * 1_000 + v[2]\n"
+        "class Sub(sqlite3.Connection): pass\n"
+        "class Elsewhere:\n    def cursor(self): pass\n"
+        "print(s.configure_sqlite(number, Sub, *errors), s.configure_sqlite(number, dict, *errors),"
+        " s.configure_sqlite(number, Elsewhere, *errors), s.configure_sqlite(number + 1, Sub, *errors))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False", "False", "False"]

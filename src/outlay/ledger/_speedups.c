@@ -711,12 +711,12 @@ configure(PyObject *Py_UNUSED(module), PyObject *args)
  * on the connection's own ``sqlite3 *`` handle and steps it, as executemany does: the same SQLite
  * calls, the GIL let go around each step, the changes counted the same way.
  *
- * The SQLite functions are not linked in. ``configure_sqlite`` looks them up in the library the
- * ``_sqlite3`` module was loaded with (its dependencies, searched from its own handle), so they
- * are the code that made the handle; the library's version must be the one ``sqlite3`` reports,
- * and the caller self-tests the handle (``in_transaction``) before offering ``insert_rows``. Where
- * any of that fails (a ``_sqlite3`` with SQLite built in and hidden, Windows), the ledger uses
- * executemany. The handle is the first field after the object header of CPython's
+ * The SQLite functions are not linked in. ``configure_sqlite`` looks them up in the shared object
+ * that implements ``sqlite3.Connection`` (``_sqlite3``, and the SQLite library it was loaded with,
+ * searched from its own handle), so they are the code that made the handle; the library's version
+ * must be the one ``sqlite3`` reports, and the caller self-tests the handle (``in_transaction``)
+ * before offering ``insert_rows``. Where any of that fails (a ``_sqlite3`` with SQLite built in
+ * and hidden, Windows), the ledger uses executemany. The handle is the first field after the object header of CPython's
  * ``pysqlite_Connection``, in every version since 2.5.
  */
 #ifndef _WIN32
@@ -1021,20 +1021,41 @@ insert_rows(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     return failed ? NULL : PyLong_FromLongLong(changed);
 }
 
-/* configure_sqlite(library, version, Connection, IntegrityError, OperationalError, DatabaseError,
- * DataError, ProgrammingError, InternalError) -> bool: whether the SQLite functions were found in
- * ``library`` (the ``_sqlite3`` module's file; None: the program's own symbols) and are of
- * ``version`` (``sqlite3.sqlite_version_info`` as SQLite numbers it: 3040001 for 3.40.1). */
+#ifdef HAVE_DL
+/* The shared object holding the C code of ``connection``'s ``cursor`` method, opened again
+ * (RTLD_NOLOAD: only if loaded), or NULL. That is the object that made the handles: CPython's
+ * ``_sqlite3``, or a replacement module such as pysqlite3 with its own SQLite. */
+static void *
+library_of(PyObject *connection)
+{
+    PyObject *method = PyObject_GetAttrString(connection, "cursor");
+    if (method == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    void *code = NULL;
+    if (PyObject_TypeCheck(method, &PyMethodDescr_Type))
+        code = (void *)((PyMethodDescrObject *)method)->d_method->ml_meth;
+    Py_DECREF(method);
+    Dl_info info;
+    if (code == NULL || dladdr(code, &info) == 0 || info.dli_fname == NULL)
+        return NULL;
+    return dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD);
+}
+#endif
+
+/* configure_sqlite(version, Connection, IntegrityError, OperationalError, DatabaseError, DataError,
+ * ProgrammingError, InternalError) -> bool: whether the SQLite functions were found in the shared
+ * object that implements ``Connection`` (and its dependencies, searched from its own handle) and
+ * are of ``version`` (``sqlite3.sqlite_version_info`` as SQLite numbers it: 3040001 for 3.40.1).
+ * A ``Connection`` whose code is elsewhere, or whose SQLite is built in and hidden, gets False. */
 static PyObject *
 configure_sqlite(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *library, *connection, *errors[6];
+    PyObject *connection, *errors[6];
     int version;
-    if (!PyArg_ParseTuple(args, "OiO!OOOOOO:configure_sqlite", &library, &version, &PyType_Type, &connection,
-                          &errors[0], &errors[1], &errors[2], &errors[3], &errors[4], &errors[5]))
-        return NULL;
-    PyObject *path = NULL;
-    if (library != Py_None && !PyUnicode_FSConverter(library, &path))
+    if (!PyArg_ParseTuple(args, "iO!OOOOOO:configure_sqlite", &version, &PyType_Type, &connection, &errors[0],
+                          &errors[1], &errors[2], &errors[3], &errors[4], &errors[5]))
         return NULL;
     Py_XSETREF(t_connection, (PyTypeObject *)Py_NewRef(connection));
     Py_XSETREF(e_integrity, Py_NewRef(errors[0]));
@@ -1045,8 +1066,7 @@ configure_sqlite(PyObject *Py_UNUSED(module), PyObject *args)
     Py_XSETREF(e_internal, Py_NewRef(errors[5]));
     sq_ready = 0;
 #ifdef HAVE_DL
-    void *handle = dlopen(path == NULL ? NULL : PyBytes_AS_STRING(path), RTLD_NOW | RTLD_NOLOAD);
-    Py_XDECREF(path);
+    void *handle = library_of(connection);
     if (handle == NULL)
         Py_RETURN_FALSE;
     struct {
@@ -1093,7 +1113,6 @@ configure_sqlite(PyObject *Py_UNUSED(module), PyObject *args)
     sq_ready = 1;
     Py_RETURN_TRUE;
 #else
-    Py_XDECREF(path);
     Py_RETURN_FALSE;
 #endif
 }
@@ -1330,8 +1349,8 @@ static PyMethodDef methods[] = {
     {"insert_rows", (PyCFunction)(void (*)(void))insert_rows, METH_FASTCALL,
      "insert_rows(connection, sql, rows) -> int: executemany(sql, rows) in C; the rows changed."},
     {"configure_sqlite", configure_sqlite, METH_VARARGS,
-     "configure_sqlite(library, version, Connection, IntegrityError, OperationalError, DatabaseError,"
-     " DataError, ProgrammingError, InternalError) -> bool"},
+     "configure_sqlite(version, Connection, IntegrityError, OperationalError, DatabaseError, DataError,"
+     " ProgrammingError, InternalError) -> bool"},
     {"register_dadd", register_dadd, METH_VARARGS,
      "register_dadd(connection, fallback): outlay_dadd in C on the connection, fallback for the rest"},
     {"in_transaction", in_transaction, METH_O, "in_transaction(connection) -> bool, read through its handle"},

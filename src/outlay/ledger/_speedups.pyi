@@ -22,7 +22,6 @@ def event_rows(
     raw: bool = ...,
 ) -> list[tuple[Any, ...]]: ...
 def configure_sqlite(
-    library: str | None,
     version: int,
     connection: type,
     integrity_error: type,

@@ -200,11 +200,8 @@ def _load_inserts(compiled: Any) -> Any:
     otherwise, and the ledger uses ``executemany``."""
     if compiled is None:
         return None
-    import _sqlite3
-
     major, minor, patch = sqlite3.sqlite_version_info
     found = compiled.configure_sqlite(
-        getattr(_sqlite3, "__file__", None),  # None: built into the interpreter
         major * 1_000_000 + minor * 1_000 + patch,
         sqlite3.Connection,
         sqlite3.IntegrityError,
