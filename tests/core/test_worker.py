@@ -198,3 +198,48 @@ def test_worker_given_the_event_log_as_its_ledger_says_so(tmp_path: Path) -> Non
     result = CliRunner().invoke(main, ["worker", "--url", str(shared), "--stream", str(shared), "--once"])
     assert result.exit_code == 0, result.output
     assert _ledger_events(shared) == 1
+
+
+def _log_records(home: Path) -> int:
+    with sqlite3.connect(home.with_name("events.db")) as db:
+        return int(db.execute("SELECT COUNT(*) FROM log").fetchone()[0])
+
+
+def test_trim_log_drops_what_the_ledger_holds_and_keeps_what_a_consumer_still_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded log grew for ever: every record stayed after the ledger held it. With
+    --trim-log the worker drops what it wrote, except what another consumer has not read yet."""
+    from click.testing import CliRunner
+
+    from outlay.cli import main
+    from outlay.stream import SQLiteEventLog
+
+    for name in ("OUTLAY_URL", "OUTLAY_STREAM_URL", "OUTLAY_LEDGER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "outlay.db"
+    with Outlay(home) as recorder, outlay.attribute(tenant="acme"):
+        for i in range(30):
+            recorder.record_llm(provider="openai", model="gpt-4o", usage=Usage(input_tokens=10 + i))
+    exporter = SQLiteEventLog(home.with_name("events.db"))
+    exporter.register("exporter")
+    exporter.ack("exporter", exporter.read("exporter", 10)[-1].offset)  # it has read 10 of 30
+    exporter.close()
+
+    plain = CliRunner().invoke(main, ["worker", "--url", str(home), "--once"])
+    assert plain.exit_code == 0, plain.output
+    assert _ledger_events(home) == 30
+    assert _log_records(home) == 30  # by default the log keeps everything, for replays
+
+    trimmed = CliRunner().invoke(main, ["worker", "--url", str(home), "--once", "--trim-log"])
+    assert trimmed.exit_code == 0, trimmed.output
+    assert _log_records(home) == 20  # the exporter's 20 unread records stay
+
+    exporter = SQLiteEventLog(home.with_name("events.db"))
+    assert len(exporter.read("exporter", 100)) == 20
+    exporter.ack("exporter", exporter.end_offset())
+    exporter.close()
+    again = CliRunner().invoke(main, ["worker", "--url", str(home), "--once", "--trim-log"])
+    assert again.exit_code == 0, again.output
+    assert _log_records(home) == 0
+    assert _ledger_events(home) == 30  # nothing written twice, nothing lost

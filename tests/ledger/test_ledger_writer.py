@@ -427,3 +427,64 @@ def test_the_worker_rolls_up_hours_so_a_sqlite_ledger_has_nothing_left(tmp_path:
     _assert_exactly(ledger, events)
     ledger.close()
     log.close()
+
+
+class TestTrimLog:
+    """``LedgerWriter(trim_log=True)`` drops from the log what the ledger holds: in bounded steps
+    under load, everything it may when idle; never what another consumer has not acknowledged."""
+
+    def _records(self, log: InMemoryEventLog) -> int:
+        return len(log.read("audit", 1_000_000))
+
+    def test_the_log_keeps_only_the_backlog(self) -> None:
+        log = InMemoryEventLog()
+        ledger = InMemoryLedger()
+        log.register("audit")  # a second consumer, read back below without acknowledging
+        events = awkward_events(40)
+        log.append([encode_event(e) for e in events])
+        writer = LedgerWriter(log, ledger, batch_size=15, trim_log=True)
+        writer.catch_up()
+        assert writer.trim_log() == 0  # "audit" acknowledged nothing: everything stays
+        assert self._records(log) == 40
+        log.ack("audit", log.end_offset())
+        assert writer.trim_log() == 40
+        assert self._records(log) == 0
+        assert ledger.event_count() == 40
+
+    def test_run_forever_trims_under_load_and_when_idle(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from outlay.ledger import _writer
+
+        monkeypatch.setattr(_writer, "_TRIM_CHUNK", 7)
+        monkeypatch.setattr(_writer, "_TRIM_EVERY", 0.0)
+        log = InMemoryEventLog()
+        ledger = InMemoryLedger()
+        writer = LedgerWriter(log, ledger, batch_size=10, trim_log=True)
+        dropped: list[int] = []
+        real = log.truncate
+
+        def spy(before_offset: int) -> int:
+            count = real(before_offset)
+            dropped.append(count)
+            return count
+
+        monkeypatch.setattr(log, "truncate", spy)
+        log.append([encode_event(e) for e in awkward_events(50)])
+        stop = threading.Event()
+        thread = threading.Thread(target=writer.run_forever, args=(stop,), kwargs={"poll": 0.01})
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            while (ledger.event_count() < 50 or sum(dropped) < 50) and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            stop.set()
+            thread.join()
+        assert ledger.event_count() == 50
+        assert sum(dropped) == 50
+        assert max(dropped) <= 10  # bounded steps: a batch at a time, at most _TRIM_CHUNK after the first
+        log.register("late")
+        assert log.read("late", 100) == []  # nothing of what the ledger holds is left in the log
+
+    def test_a_bad_flag_is_refused(self) -> None:
+        with pytest.raises(InvalidInput, match="trim_log"):
+            LedgerWriter(InMemoryEventLog(), InMemoryLedger(), trim_log="yes")  # type: ignore[arg-type]

@@ -49,6 +49,13 @@ __all__ = ["worker"]
     help="catch up to the end of the log, roll the events up by hour, then exit (on NATS it waits "
     "up to 30 s for batches held by other or killed workers).",
 )
+@click.option(
+    "--trim-log",
+    is_flag=True,
+    help="drop from the event log the records written into the ledger (when idle, and every few "
+    "seconds under load); records another registered consumer has not acknowledged stay. Without "
+    "it the log keeps everything, for replays from offset 0.",
+)
 def worker(
     url: str | None,
     stream_url: str | None,
@@ -57,6 +64,7 @@ def worker(
     batch_size: int,
     processes: int,
     once: bool,
+    trim_log: bool,
 ) -> None:
     """Write the event log into the ledger until SIGTERM or Ctrl-C.
 
@@ -66,7 +74,8 @@ def worker(
     worker decodes and writes each batch in N processes (the embedded log has one reader). On
     SIGTERM the batch in hand is finished and acknowledged, then the worker exits. When the log has
     nothing new, the worker rolls the SQLite ledger's events up by hour (for reports over windows
-    with times of day).
+    with times of day). With --trim-log it also drops from the log what the ledger now holds, so
+    the log stays the size of its backlog.
     """
     from outlay._runtime import Outlay
     from outlay.ledger import LedgerWriter
@@ -74,7 +83,12 @@ def worker(
     try:
         pipeline = Outlay(url, stream_url=stream_url, ledger_url=ledger_url)
         writer = LedgerWriter(
-            pipeline.log, pipeline.ledger, consumer, batch_size=batch_size, processes=processes
+            pipeline.log,
+            pipeline.ledger,
+            consumer,
+            batch_size=batch_size,
+            processes=processes,
+            trim_log=trim_log,
         )
     except OutlayError as exc:
         raise click.ClickException(str(exc)) from None
@@ -91,6 +105,8 @@ def worker(
             # worker run from cron fills them too; bounded steps, each stoppable by SIGTERM.
             while not stop.is_set() and pipeline.ledger.maintain():
                 pass
+            if trim_log and not stop.is_set():
+                writer.trim_log()
         else:
             stats = writer.run_forever(stop)
     except OutlayError as exc:  # --once: a failing log or ledger is reported, not retried

@@ -34,6 +34,10 @@ _MAX_BACKOFF: Final = 30.0
 #: 20,000 wrote 2.2 KB of WAL per event against 3.7 KB at 5,000, and the writer went from 27-30k
 #: to 34-38k events/s (docs/benchmarks.md), for ~55 MB of Python objects per step instead of ~15 MB.
 DEFAULT_BATCH: Final = 20_000
+#: With ``trim_log``: seconds between trims while records keep coming (an idle writer trims at once),
+#: and offsets dropped per log transaction (appends wait for the log's write lock meanwhile).
+_TRIM_EVERY: Final = 5.0
+_TRIM_CHUNK: Final = 10_000
 
 
 @dataclass(slots=True)
@@ -62,6 +66,9 @@ class LedgerWriter:
     decodes and writes each batch in that many processes (a SQLite or PostgreSQL ledger only; see
     :mod:`outlay.ledger._parallel`): the writer's CPU work then runs on as many cores. Call
     :meth:`close` when done with such a writer.
+
+    ``trim_log=True`` drops from the log what the ledger holds (:meth:`trim_log`): when idle, and
+    every few seconds under load. Off by default, so that the log can be replayed from offset 0.
     """
 
     def __init__(
@@ -73,7 +80,10 @@ class LedgerWriter:
         batch_size: int = DEFAULT_BATCH,
         decode: Callable[[bytes], CostEvent] = decode_event,
         processes: int = 1,
+        trim_log: bool = False,
     ) -> None:
+        if not isinstance(trim_log, bool):
+            raise InvalidInput(f"must be True or False, got {trim_log!r}", field="trim_log")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInput(f"must be a positive integer, got {batch_size!r}", field="batch_size")
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
@@ -86,6 +96,9 @@ class LedgerWriter:
         # Several processes decode and write each batch (started with the first batch).
         self._processes = WriterProcesses(ledger, processes, decode, consumer) if processes > 1 else None
         self.stats = WriterStats()
+        self.trimming = trim_log
+        self._trimmed_to: int | None = None  # the log's records below it were dropped, if they could be
+        self._trim_due = 0.0
 
     def run_once(self, max_records: int | None = None, timeout: float = 0.0) -> WriterStats:
         """Read, write and acknowledge one batch (waiting up to ``timeout`` s for the first record)."""
@@ -106,6 +119,28 @@ class LedgerWriter:
         step.batches = 1
         self.stats.add(step)
         return step
+
+    def trim_log(self, *, whole: bool = True) -> int:
+        """Drop from the log the records this writer has written (the ledger holds each, payload
+        and all, or its reject table does); returns how many were dropped. Records another
+        registered consumer has not acknowledged stay (``EventLog.truncate``). ``whole=False``
+        drops only what was acknowledged since the last trim, in transactions of a bounded size,
+        so that appends wait at most one of them; the first trim, and any ``whole`` one, drop
+        everything they may in one go (a lagging consumer's records, once it caught up)."""
+        target = self.log.committed(self.consumer) + 1
+        dropped = 0
+        start = self._trimmed_to
+        if whole or start is None:
+            dropped = self.log.truncate(target)
+        else:
+            while start < target:
+                start = min(start + _TRIM_CHUNK, target)
+                dropped += self.log.truncate(start)
+        self._trimmed_to = max(target, self._trimmed_to or 0)
+        self._trim_due = time.monotonic() + _TRIM_EVERY
+        if dropped:
+            logger.debug("ledger writer %r: dropped %d written records from the log", self.consumer, dropped)
+        return dropped
 
     def close(self) -> None:
         """Stop the writer processes, if any (the log and the ledger are the caller's)."""
@@ -149,8 +184,12 @@ class LedgerWriter:
                 step = self.run_once(timeout=0.0 if upkeep else poll)
                 if step.read:
                     upkeep = True
+                    if self.trimming and time.monotonic() >= self._trim_due:
+                        self.trim_log(whole=False)  # under load, the last few seconds' records
                 elif upkeep:
                     upkeep = self.ledger.maintain()
+                elif self.trimming and time.monotonic() >= self._trim_due:
+                    self.trim_log()  # idle: everything it may
             except BackendError:
                 logger.exception(
                     "ledger writer %r: backend failed; retrying in %.1fs", self.consumer, backoff
