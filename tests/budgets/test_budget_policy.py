@@ -275,6 +275,10 @@ max_cost_per_minute = "0.50"
         # Decimal() reads these as 1000 and 5: an amount written so is refused, not guessed at.
         ('[[budget]]\nscope = "tenant"\nlimit = "1_000"\n', r"budget\[0\]: limit: not a plain decimal"),
         ('[[budget]]\nscope = "tenant"\nlimit = "\u0665"\n', r"budget\[0\]: limit: not a plain decimal"),
+        # outlay.meter, the instrumented SDKs and the gateway reserve in USD (the catalog's and the
+        # ledger's currency): a budget in another currency loaded, then refused every call.
+        ('[[budget]]\nscope = "tenant"\nlimit = "1"\ncurrency = "EUR"\n', r"budget\[0\]: currency: .*USD"),
+        ('[[budget]]\nscope = "tenant"\nlimit = "1"\ncurrency = "XYZ"\n', r"budget\[0\]: currency: .*USD"),
         ("budgets = 1\n", "unknown top-level"),
         ("[[budget]\n", "not valid TOML"),
     ],

@@ -6,6 +6,7 @@ scope = "tenant"
 key = "acme"                 # omit: every tenant gets its own counter under this policy
 period = "month"             # run | hour | day | month | rolling:<seconds> (rolling:1h)
 limit = "25.00"              # strings or integers; floats are refused (money is exact)
+currency = "USD"             # the only one: calls are priced and reserved in USD
 soft = "20.00"
 timezone = "Pacific/Auckland"
 downgrade = { "gpt-4o" = "gpt-4o-mini", "claude-opus-*" = "claude-haiku-*" }
@@ -65,6 +66,15 @@ def _entry(where: str, index: int, entry: object) -> Budget:
             error = ConfigError(f"{where}: {label}: {name}: expected a string, got {entry[name]!r}")
             error.field = name
             raise error
+    if entry.get("currency", "USD") != "USD":
+        # outlay.meter, the instrumented SDKs and the gateway price and reserve every call in USD
+        # (the catalog's and the ledger's currency): such a budget loaded, then refused every call.
+        error = ConfigError(
+            f"{where}: {label}: currency: outlay prices and reserves calls in USD only, "
+            f"got {entry['currency']!r}"
+        )
+        error.field = "currency"
+        raise error
     guards = {name: entry[name] for name in _GUARD_FIELDS if name in entry}
     kwargs = {name: entry[name] for name in _FIELDS if name in entry}
     try:
