@@ -399,6 +399,26 @@ def test_open_budget_store_selects_by_url(
     assert caught.value.field == "on_unavailable"
 
 
+def test_a_misspelt_url_option_is_a_config_error_when_the_store_opens(redis_url: str, prefix: str) -> None:
+    # It reached redis-py, which raised a bare TypeError on every reserve (the gateway's 500), and
+    # meanwhile the store ran in the mode the option was meant to change.
+    for url in (
+        f"{redis_url}?prefix={prefix}&on_unavailble=allow&local_cap=5",
+        f"{redis_url}?prefix={prefix}&max_connections=4&tiemout=2",
+    ):
+        with pytest.raises(ConfigError, match=r"on_unavailble|tiemout") as caught:
+            open_budget_store(url)
+        assert caught.value.field == "url"
+        assert "on_unavailable" in str(caught.value)  # the options outlay reads are named
+    with pytest.raises(ConfigError, match="colour") as caught:
+        RedisBudgetStore(f"{redis_url}?colour=blue", prefix=prefix)
+    # redis-py's own options still go through
+    store = open_budget_store(f"{redis_url}?prefix={prefix}&health_check_interval=10&client_name=outlay")
+    assert store.reserve("a", [KeyLimit("k", D(1))], D("0.5"), 60).ok
+    store.clear()
+    store.close()
+
+
 # --- three gateway replicas (real processes) against one hard limit -------------------------------
 
 LIMIT = D("10.00")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from outlay._errors import ConfigError
@@ -13,9 +12,6 @@ from ._sqlite import SQLiteBudgetStore
 from ._store import BudgetStore, InMemoryBudgetStore
 
 __all__ = ["open_budget_store"]
-
-#: Query parameters of a redis:// URL that configure outlay, not the Redis connection.
-_REDIS_OPTIONS: Final = ("prefix", "on_unavailable", "local_cap", "timeout", "retry_interval")
 
 
 def open_budget_store(url: str | None = None) -> BudgetStore:
@@ -44,13 +40,13 @@ def open_budget_store(url: str | None = None) -> BudgetStore:
 
 
 def _open_redis(url: str) -> BudgetStore:
-    from ._redis import RedisBudgetStore
+    from ._redis import _OUTLAY_OPTIONS, RedisBudgetStore
 
     parts = urlsplit(url)
     ours: dict[str, str] = {}
     rest: list[tuple[str, str]] = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
-        if name in _REDIS_OPTIONS:
+        if name in _OUTLAY_OPTIONS:
             ours[name] = value
         else:
             rest.append((name, value))

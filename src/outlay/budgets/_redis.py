@@ -50,6 +50,9 @@ MAX_FRACTION_DIGITS: Final = 40
 
 DEFAULT_PREFIX: Final = "outlay:budgets:"
 
+#: The query options of a budget store URL that outlay reads itself (``open_budget_store``).
+_OUTLAY_OPTIONS: Final = ("prefix", "on_unavailable", "local_cap", "timeout", "retry_interval")
+
 #: What redis-py's BlockingConnectionPool raises (a plain ConnectionError) when no connection freed up.
 _POOL_EMPTY: Final = "No connection available."
 
@@ -102,6 +105,23 @@ def shown_url(url: str) -> str:
     query = re.sub(r"(^|&)(password=)[^&]*", r"\1\2***", parts.query, flags=re.IGNORECASE)
     shown = url.replace(parts.netloc, netloc, 1) if netloc != parts.netloc else url
     return shown.replace(f"?{parts.query}", f"?{query}", 1) if query != parts.query else shown
+
+
+def _check_options(client: Any, url: str) -> None:
+    """Refuse now a URL option redis-py does not know (a misspelt ``on_unavailable``, say): redis-py
+    passes it on to every connection it makes, so it raised a bare TypeError on every call instead,
+    while the store ran without the setting. Making a connection object opens no socket."""
+    pool = client.connection_pool
+    try:
+        pool.connection_class(**pool.connection_kwargs)
+    except TypeError as exc:
+        found = re.search(r"argument '([^']+)'", str(exc))
+        name = found.group(1) if found else str(exc)
+        raise ConfigError(
+            f"invalid Redis URL {shown_url(url)!r}: unknown option {name!r} (outlay reads "
+            f"{', '.join(_OUTLAY_OPTIONS)} from $OUTLAY_BUDGET_URL; the others go to redis-py)",
+            field="url",
+        ) from None
 
 
 def _import_redis() -> Any:
@@ -177,6 +197,7 @@ class RedisBudgetStore(BudgetStore):
                     client = module.Redis.from_url(url, **options)
             except ValueError as exc:
                 raise ConfigError(f"invalid Redis URL {shown_url(url)!r}: {exc}", field="url") from None
+            _check_options(client, url)
             self._owns_client = True
         else:
             self._owns_client = False
