@@ -663,3 +663,38 @@ def test_a_soft_limit_given_per_call_is_announced_once_per_counter(clock: FakeCl
     other = Budget(soft="0.50", scope="tenant", period="day", name="daily-high")
     engine.settle(engine.reserve(Scope(tenant="acme"), "0.20", budgets=[other]))
     assert [d.kind for d in sink.decisions] == ["soft_exceeded", "soft_exceeded"]
+
+
+def test_threads_crossing_a_soft_limit_at_once_announce_it_once(clock: FakeClock) -> None:
+    """'One soft_exceeded decision per counter and process': two threads over the soft limit at
+    the same moment both found it unannounced, and its on_soft hook (an alert, say) ran twice."""
+    sink = InMemoryDecisionSink()
+    hooked: list[Decision] = []
+    engine = engine_with(clock, sink, Budget(limit="10", soft="1", scope="tenant", on_soft=hooked.append))
+    engine.settle(engine.reserve(ACME, "0.99"))
+
+    class Slow(dict):  # type: ignore[type-arg]
+        """The engine's memory of announced counters, slow to answer: the race made wide."""
+
+        def get(self, key: Any, default: Any = None) -> Any:
+            found = super().get(key, default)
+            time.sleep(0.05)
+            return found
+
+        def popitem(self, last: bool = True) -> Any:
+            return super().popitem()
+
+    engine._soft_seen = Slow()  # type: ignore[assignment]
+    start = threading.Barrier(4)
+
+    def call() -> None:
+        start.wait()
+        engine.settle(engine.reserve(ACME, "0.02"))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [d.kind for d in sink.decisions] == ["soft_exceeded"]
+    assert len(hooked) == 1

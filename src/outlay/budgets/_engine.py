@@ -138,6 +138,7 @@ class BudgetEngine:
         # Both bounded (oldest forgotten first): a soft counter per period and key, and the holds
         # of calls under no budget that were never settled (a crashed caller) would grow forever.
         self._soft_seen: OrderedDict[str, float] = OrderedDict()  # -> when it was announced
+        self._soft_lock = threading.Lock()
         # Calls no policy applied to hold nothing in the store; this set makes their settle and
         # release idempotent too (a repeated settle must not count a run's spend twice).
         self._keyless: OrderedDict[str, None] = OrderedDict()
@@ -408,14 +409,17 @@ class BudgetEngine:
             if _add(status.spent, status.reserved) < policy.soft:
                 continue
             now = self.clock()
-            told = self._soft_seen.get(seen)
-            # A calendar period's next window is a new counter, announced anew; a rolling window
-            # keeps its key, so it is announced again once the spend told of has left the window.
-            if told is not None and (policy.window is None or now - told < policy.window):
-                continue
-            self._soft_seen[seen] = now
-            if len(self._soft_seen) > _REMEMBERED:
-                self._soft_seen.popitem(last=False)
+            # Checked and marked in one step: two threads crossing the soft limit at once both
+            # found it unannounced, and its on_soft hook ran twice.
+            with self._soft_lock:
+                told = self._soft_seen.get(seen)
+                # A calendar period's next window is a new counter, announced anew; a rolling window
+                # keeps its key, so it is announced again once the spend told of has left the window.
+                if told is not None and (policy.window is None or now - told < policy.window):
+                    continue
+                self._soft_seen[seen] = now
+                if len(self._soft_seen) > _REMEMBERED:
+                    self._soft_seen.popitem(last=False)
             period = policy.describe()
             soft = f"{format_money(policy.soft, policy.currency)}{' (' + period + ')' if period else ''}"
             if policy.shared:  # (every tenant's spend: not the caller's to read, as in _denied)
@@ -434,7 +438,8 @@ class BudgetEngine:
                 try:
                     policy.on_soft(decision)
                 except BaseException:
-                    self._soft_seen.pop(seen, None)  # escalated: the next call asks the hook again
+                    with self._soft_lock:  # escalated: the next call asks the hook again
+                        self._soft_seen.pop(seen, None)
                     raise
 
     def settle(self, reservation: Reservation, actual: object = None) -> Decimal:
