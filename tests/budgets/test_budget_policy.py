@@ -333,3 +333,26 @@ def test_bad_plans_files(tmp_path: Path, text: str, expected: str) -> None:
         load_plans(write(tmp_path, text, "plans.toml"))
     if "default_tier" in text and "unknown field" not in expected:
         assert info.value.field == "default_tier"  # a caller can tell which field, not only read it
+
+
+def test_the_documented_downgrade_map_switches_to_models_the_catalog_prices(clock: FakeClock) -> None:
+    """docs/budgets.md's map (what users copy): its old "claude-opus-*" = "claude-haiku-*" made
+    claude-haiku-4-1, which no provider serves, so outlay.meter and the gateway never switched."""
+    from outlay.budgets import BudgetEngine, InMemoryBudgetStore
+    from outlay.pricing import default_catalog
+
+    catalog = default_catalog()
+    budget = Budget(limit="10", soft="0", scope="tenant", downgrade={
+        "gpt-4o": "gpt-4o-mini", "claude-opus-*": "claude-haiku-4-5", "gpt-4.1-20*": "gpt-4.1-mini-20*",
+    })  # fmt: skip
+    engine = BudgetEngine(InMemoryBudgetStore(clock=clock), policies=[budget])
+    for provider, model, cheaper in (
+        ("anthropic", "claude-opus-4-1", "claude-haiku-4-5"),
+        ("openai", "gpt-4.1-2025-04-14", "gpt-4.1-mini-2025-04-14"),
+        ("openai", "gpt-4o", "gpt-4o-mini"),
+    ):
+
+        def cost_of(name: str, provider: str = provider) -> Decimal | None:
+            return catalog.estimate(provider=provider, model=name, input_tokens=1000, max_output_tokens=500)
+
+        assert engine.model_for({"tenant": "acme"}, model, cost_of=cost_of) == (cheaper, True)

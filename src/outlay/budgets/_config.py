@@ -9,7 +9,7 @@ limit = "25.00"              # strings or integers; floats are refused (money is
 currency = "USD"             # the only one: calls are priced and reserved in USD
 soft = "20.00"
 timezone = "Pacific/Auckland"
-downgrade = { "gpt-4o" = "gpt-4o-mini", "claude-opus-*" = "claude-haiku-*" }
+downgrade = { "gpt-4o" = "gpt-4o-mini", "claude-opus-*" = "claude-haiku-4-5" }
 """
 
 from __future__ import annotations

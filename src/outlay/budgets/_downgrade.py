@@ -1,8 +1,8 @@
-"""The downgrade map: ``{"gpt-4o": "gpt-4o-mini", "claude-opus-*": "claude-haiku-*"}``.
+"""The downgrade map: ``{"gpt-4o": "gpt-4o-mini", "gpt-4.1-20*": "gpt-4.1-mini-20*"}``.
 
 Exact names win over globs; globs are tried in the order given. ``*`` matches any run of
 characters and what it matched is carried over to the ``*`` of the replacement, in order, so
-``claude-opus-4-1`` becomes ``claude-haiku-4-1``. A map is applied once (no chains), so
+``gpt-4.1-2025-04-14`` becomes ``gpt-4.1-mini-2025-04-14``. A map is applied once (no chains), so
 ``{"a": "b", "b": "a"}`` cannot loop.
 """
 
