@@ -14,8 +14,9 @@ from outlay._runtime import decision_event
 from outlay.api import create_app
 from outlay.budgets import Decision
 
-from .conftest import ACME, ADMIN, GLOBEX, T0, TOKENS, WINDOW, auth, event
+from .conftest import ACME, ADMIN, GLOBEX, T0, TOKENS, WINDOW, auth, cloud, event
 
+D = Decimal
 PROD = {**WINDOW, "environment": "production"}
 
 
@@ -186,6 +187,31 @@ async def test_decisions_are_only_the_asked_tenants_decisions_of_the_day(
             assert await ids(ADMIN, kind="soft_exceeded") == [acme_ids[1]]
     finally:
         instance.close()
+
+
+async def test_a_decisions_labels_cannot_pass_it_off_as_another_tenants(client: httpx.AsyncClient) -> None:
+    # A tenant token may ingest its own "decision:" events with any labels. Labels holding the names
+    # of the listing's own fields (tenant, id, time, kind, ...) must not overwrite them: finance would
+    # otherwise read acme's event as a decision about globex, under an id that is not the event's.
+    spoof = cloud(
+        time=T0 + timedelta(hours=3),
+        operation="decision:denied",
+        cost=D("0"),
+        labels={"tenant": "globex", "id": "not-the-id", "kind": "throttled", "time": "2000-01-01",
+                "run_id": "globex-run", "model": "claude-secret", "message": "acme label", "scope": "x"},
+    )  # fmt: skip
+    r = await client.post("/api/v1/events", json=[spoof], headers=auth(ACME))
+    assert r.status_code == 200, r.text
+    r = await get(client, "/api/v1/budgets/decisions", **WINDOW)
+    listed = [d for d in r.json()["decisions"] if d["message"] == "acme label"]
+    assert len(listed) == 1
+    row = listed[0]
+    assert row["id"] == spoof["id"] and row["tenant"] == "acme" and row["kind"] == "denied"
+    assert row["time"] == (T0 + timedelta(hours=3)).isoformat()
+    assert row["run_id"] is None and row["model"] == "gpt-4o"
+    assert row["scope"] == "x"  # other labels are still listed
+    r = await get(client, "/api/v1/budgets/decisions", **WINDOW, tenant="globex")
+    assert "acme label" not in r.text
 
 
 async def test_csv_exports_carry_their_hash(client: httpx.AsyncClient) -> None:

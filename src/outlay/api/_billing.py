@@ -67,7 +67,10 @@ def _decision_json(entry_event: Any) -> dict[str, Any]:
         "model": entry_event.model,
         "message": labels.pop("message", None),
     }
-    row.update(labels)
+    # The other labels (limit, spent, scope, ...) are listed too, but never over the event's own
+    # fields: labels are whatever the sender wrote, and a tenant's own "decision:" event labelled
+    # tenant=globex must not read as a decision about globex.
+    row.update((name, value) for name, value in labels.items() if name not in row)
     return row
 
 
