@@ -32,7 +32,7 @@ async def test_finance_view_shows_every_section_with_exact_amounts(client: httpx
     assert "nightly-reindex" in html  # unattributed by origin
     assert "zz-model-alpha-unpriced" in html  # unpriced, listed rather than counted as zero
     assert "Top-1 share</span><b>44.7%" in html  # 9.87 of 22.08 (tenants' priced spend)
-    assert "$22.08" in html
+    assert "Total priced spend</span><b>$22.58</b>" in html  # the tenants' 22.08 and the unattributed 0.50
 
 
 async def test_daily_chart_has_a_point_per_day_with_exact_titles(client: httpx.AsyncClient) -> None:
@@ -199,3 +199,24 @@ def test_the_summed_bar_says_it_leaves_unknown_costs_out() -> None:
     assert "$88.00 + unknown</text>" in svg
     known = bar_chart(bars[: 14 - 1], title="t", limit=12)  # no unknown among the rest: a plain sum
     assert "1 others: 88</title>" in known and "+ unknown" not in known
+
+
+async def test_the_finance_total_is_what_the_table_and_the_daily_chart_add_up_to(
+    client: httpx.AsyncClient,
+) -> None:
+    # "Total priced spend" is read against the tenant table and the daily chart beneath it, both of
+    # which count the unattributed job's $0.50: the total must too, to the last digit.
+    from decimal import Decimal
+
+    r = await client.get("/dashboard/finance", params=WINDOW, headers=auth(ADMIN))
+    html = r.text
+    total = re.search(r"Total priced spend</span><b>\$([0-9.]+)</b>", html)
+    assert total is not None
+    table = html.split("<h2>Spend by tenant</h2>", 1)[1].split("</table>", 1)[0].split("<tbody>", 1)[1]
+    rows = [row for row in table.split("</tr>") if "<td" in row]
+    costs = [re.findall(r'<td class="n">([^<]*)</td>', row)[1] for row in rows]
+    chart = html.split("<h2>Spend per day</h2>", 1)[1].split("</svg>", 1)[0]
+    days = re.findall(r"<title>\d{4}-\d\d-\d\d: ([0-9.]+)</title>", chart)
+    assert sum(map(Decimal, costs)) == sum(map(Decimal, days)) == Decimal("22.58")
+    assert Decimal(total.group(1)) == Decimal("22.58")
+    assert "Top-1 share</span><b>44.7%" in html  # shares stay the tenants' (9.87 of their 22.08)

@@ -10,6 +10,7 @@ from html import escape
 from typing import Any, Final
 
 from outlay._errors import ConfigError
+from outlay._money import MONEY_CONTEXT, money_str
 from outlay.api._finance import PLANS_ENV
 from outlay.api._params import Query
 
@@ -46,6 +47,14 @@ def _unattributed(conc: Mapping[str, Any]) -> str:
     return _money(conc["unattributed_cost"])
 
 
+def _total(conc: Mapping[str, Any]) -> str:
+    # Every priced cost of the window — the tenants' and the unattributed — as the tenant table and
+    # the daily chart add it up; shares and the median stay the tenants' own.
+    unattributed = cost_of(conc["unattributed_cost"])
+    total = Decimal(conc["total_cost"])
+    return _money(money_str(total if unattributed is None else MONEY_CONTEXT.add(total, unattributed)))
+
+
 def finance_view(ctx: Context, query: Query) -> str:
     values = window_values(query)
     ctx.principal.require_admin("the finance view")
@@ -70,7 +79,7 @@ def finance_view(ctx: Context, query: Query) -> str:
         filters_form({**values, "period": period}, "/dashboard/finance", period=True),
         kpis(
             [
-                ("Total priced spend", _money(conc["total_cost"])),
+                ("Total priced spend", _total(conc)),
                 ("Tenants", str(conc["tenants"])),
                 ("Top-1 share", percent(conc["top_1_share"])),
                 ("Top-5 share", percent(conc["top_5_share"])),
