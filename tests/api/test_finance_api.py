@@ -277,3 +277,16 @@ async def test_exports_keep_a_formula_looking_name_as_text_and_the_seal_still_ve
     assert "'=HYPERLINK" in audit.text
     seal = dict(part.split("=", 1) for part in audit.headers["x-outlay-seal"].split("; "))
     assert audit_csv_sha256(audit.content) == seal["sha256"]  # the file alone still proves the seal
+
+
+async def test_a_seal_records_which_token_closed_the_month(client: httpx.AsyncClient) -> None:
+    # Closing a month is final: the audit trail must say who did it, not only when. The finance
+    # team sees the token's name; a tenant's part of the seal names no one of the operator's.
+    closed = await client.post("/api/v1/periods/2026-03/close", headers=auth(ADMIN))
+    assert closed.status_code == 201 and closed.json()["closed_by"] == "finance"
+    again = await client.post("/api/v1/periods/2026-03/close", headers=auth(ADMIN))
+    assert again.json()["closed_by"] == "finance"
+    seal = await client.get("/api/v1/periods/2026-03", headers=auth(ADMIN))
+    assert seal.json()["closed_by"] == "finance" and seal.json()["verified"]
+    part = await client.get("/api/v1/periods/2026-03", headers=auth(ACME))
+    assert "closed_by" not in part.json() and part.json()["verified"]

@@ -280,3 +280,38 @@ def test_a_close_during_a_rerating_commit_seals_what_verify_sees(
     assert verify_period(ledger, "2026-03", store).ok
     other.close()
     ledger.close()
+
+
+def test_who_closed_a_period_is_kept_and_old_seal_files_still_open(tmp_path: Path) -> None:
+    import sqlite3
+
+    # A seal file written before seals named who closed them: it opens, its seals read as closed
+    # by no one known, and a new close records its closer.
+    old = sqlite3.connect(tmp_path / "periods.db")
+    old.execute(
+        "CREATE TABLE period_seals (period TEXT PRIMARY KEY, sha256 TEXT NOT NULL, entries INTEGER NOT NULL,"
+        " total TEXT NOT NULL, unpriced INTEGER NOT NULL, closed_at TEXT NOT NULL, tenants TEXT NOT NULL)"
+    )
+    old.execute(
+        "INSERT INTO period_seals VALUES ('2026-02', ?, 0, '0', 0, '2026-03-02T09:00:00+00:00', '{}')",
+        ("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",),
+    )
+    old.commit()
+    old.close()
+    ledger = SQLiteLedger(tmp_path / "outlay.db")
+    _seed(ledger)
+    store = SQLitePeriodStore(tmp_path / "periods.db")
+    february = store.get("2026-02")
+    assert february is not None and february.closed_by is None
+    assert february.to_json()["closed_by"] is None
+    seal, created = close_period(ledger, "2026-03", store, now=CLOSE, closed_by="finance")
+    assert created and seal.closed_by == "finance" and seal.to_json()["closed_by"] == "finance"
+    assert "closed_by" not in seal.to_json("acme")
+    store.close()
+    reopened = SQLitePeriodStore(tmp_path / "periods.db")
+    assert reopened.get("2026-03") == seal
+    again, created = close_period(ledger, "2026-03", reopened, now=LATER, closed_by="someone-else")
+    assert not created and again.closed_by == "finance"  # the first close stands
+    assert verify_period(ledger, "2026-03", reopened).ok
+    reopened.close()
+    ledger.close()

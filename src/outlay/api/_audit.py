@@ -47,7 +47,7 @@ def close(call: Call) -> Reply:
             f"the ledger is {behind} event(s) behind the event log: a seal of {month.name} now could"
             " miss some; let `outlay worker` catch up, then close the period"
         )
-    seal, created = close_period(ledger, month, period_store_for(ledger))
+    seal, created = close_period(ledger, month, period_store_for(ledger), closed_by=call.principal.name)
     return Reply({"created": created, **seal.to_json()}, status=201 if created else 200)
 
 

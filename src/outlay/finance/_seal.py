@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -188,10 +188,16 @@ def seal_items(period: str, items: Sequence[Item], closed_at: datetime) -> Seal:
 
 
 def close_period(
-    ledger: LedgerStore, period: str | Period, store: PeriodStore, *, now: datetime | None = None
+    ledger: LedgerStore,
+    period: str | Period,
+    store: PeriodStore,
+    *,
+    now: datetime | None = None,
+    closed_by: str | None = None,
 ) -> tuple[Seal, bool]:
     """Seal ``period`` (which must have ended). Returns the seal and whether this call created it;
-    closing a closed period again returns the stored seal unchanged."""
+    closing a closed period again returns the stored seal unchanged. ``closed_by`` names who closes
+    it (the API passes its token's name), for the audit trail."""
     month = period if isinstance(period, Period) else parse_period(period)
     if now is not None and (not isinstance(now, datetime) or now.tzinfo is None):
         raise InvalidInput(f"must be a timezone-aware datetime, got {now!r}", field="now")
@@ -207,6 +213,7 @@ def close_period(
     # seal would miss it and verify_period would then fail on an untouched ledger.
     ledger.wait_for_writes()
     seal = seal_items(month.name, period_items(ledger, store, month, cutoff=moment), moment)
+    seal = replace(seal, closed_by=closed_by)
     stored = store.put(seal)
     return stored, stored == seal
 

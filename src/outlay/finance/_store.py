@@ -58,9 +58,13 @@ class Seal:
     unpriced: int
     closed_at: datetime
     tenants: Mapping[str, TenantSeal] = field(default_factory=dict)
+    #: Who closed the period (the API token's name), ``None`` when not known: the audit trail of
+    #: an act that cannot be undone. Not part of what the hash covers.
+    closed_by: str | None = None
 
     def to_json(self, tenant: str | None = None) -> dict[str, Any]:
-        """The seal as JSON; with ``tenant``, only that tenant's part (nothing about the others)."""
+        """The seal as JSON; with ``tenant``, only that tenant's part (nothing about the others, nor
+        the operator's name of whoever closed it)."""
         head = {"period": self.period, "closed_at": self.closed_at.isoformat()}
         if tenant is not None:
             part = self.tenants.get(tenant, TenantSeal(_EMPTY_SHA, 0, Decimal(0), 0))
@@ -72,6 +76,7 @@ class Seal:
             "total": _total_text(self.total),
             "unpriced": self.unpriced,
             "tenants": {t: _part_json(p) for t, p in sorted(self.tenants.items())},
+            "closed_by": self.closed_by,
         }
 
 
@@ -131,9 +136,11 @@ CREATE TABLE IF NOT EXISTS period_seals (
     total TEXT NOT NULL,
     unpriced INTEGER NOT NULL,
     closed_at TEXT NOT NULL,
-    tenants TEXT NOT NULL
+    tenants TEXT NOT NULL,
+    closed_by TEXT
 )
 """
+_COLUMNS = "period, sha256, entries, total, unpriced, closed_at, tenants, closed_by"
 
 
 class SQLitePeriodStore(PeriodStore):
@@ -147,11 +154,14 @@ class SQLitePeriodStore(PeriodStore):
             self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             use_wal(self._db, 30)
             self._db.execute(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(period_seals)")}
+            if "closed_by" not in columns:  # a file from before seals named who closed them
+                self._db.execute("ALTER TABLE period_seals ADD COLUMN closed_by TEXT")
         except sqlite3.Error as exc:
             raise BackendError(f"period store {str(self.path)!r}: {exc}") from exc
 
     def _rows(self, where: str, args: tuple[str, ...]) -> list[Seal]:
-        sql = f"SELECT period, sha256, entries, total, unpriced, closed_at, tenants FROM period_seals {where}"
+        sql = f"SELECT {_COLUMNS} FROM period_seals {where}"
         try:
             with self._lock:
                 rows = self._db.execute(sql, args).fetchall()
@@ -169,11 +179,13 @@ class SQLitePeriodStore(PeriodStore):
         }
         # An unknown total is '' in the column (NOT NULL in files made before it could be unknown).
         row = (seal.period, seal.sha256, seal.entries, _total_text(seal.total) or "", seal.unpriced,
-               seal.closed_at.isoformat(), json.dumps(tenants, sort_keys=True))  # fmt: skip
+               seal.closed_at.isoformat(), json.dumps(tenants, sort_keys=True), seal.closed_by)  # fmt: skip
         try:
             with self._lock:
                 # INSERT OR IGNORE: two concurrent closes store one seal, and both return it.
-                self._db.execute("INSERT OR IGNORE INTO period_seals VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                self._db.execute(
+                    f"INSERT OR IGNORE INTO period_seals ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row
+                )
         except sqlite3.Error as exc:
             raise BackendError(f"period store {str(self.path)!r}: {exc}") from exc
         stored = self.get(seal.period)
@@ -189,13 +201,14 @@ class SQLitePeriodStore(PeriodStore):
 
 
 def _seal_of(row: tuple[Any, ...]) -> Seal:
-    period, sha, entries, total, unpriced, closed_at, tenants = row
+    period, sha, entries, total, unpriced, closed_at, tenants, closed_by = row
     parts = {
         t: TenantSeal(p[0], int(p[1]), None if p[2] is None else Decimal(p[2]), int(p[3]))
         for t, p in json.loads(tenants).items()
     }
     amount = Decimal(total) if total != "" else None
-    return Seal(period, sha, int(entries), amount, int(unpriced), datetime.fromisoformat(closed_at), parts)
+    closed = datetime.fromisoformat(closed_at)
+    return Seal(period, sha, int(entries), amount, int(unpriced), closed, parts, closed_by)
 
 
 _STORES: weakref.WeakKeyDictionary[LedgerStore, PeriodStore] = weakref.WeakKeyDictionary()
