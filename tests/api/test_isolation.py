@@ -188,6 +188,16 @@ async def test_no_cache_may_keep_an_answer_for_another_caller(
     assert r.headers["vary"] == "Authorization"
 
 
+@pytest.mark.parametrize("endpoint", ENDPOINTS, ids=lambda e: f"{e.method} {e.path}")
+async def test_no_answer_may_be_sniffed_into_a_page(client: httpx.AsyncClient, endpoint: object) -> None:
+    """Answers carry tenants' own strings (a feature named ``<script>...``) as JSON or CSV: a
+    browser must take them for what the Content-Type says, never guess HTML."""
+    path = endpoint.path.format(run_id="acme-run", tenant="acme", period="2026-03")  # type: ignore[attr-defined]
+    params = {"period": "2026-03"} if "period" in endpoint.params else {}  # type: ignore[attr-defined]
+    r = await client.request(endpoint.method, path, params=params, headers=auth(ACME), json=[cloud()])  # type: ignore[attr-defined]
+    assert r.headers["x-content-type-options"] == "nosniff", (r.status_code, r.headers)
+
+
 def test_tokens_from_files_and_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     toml = tmp_path / "tokens.toml"
     toml.write_text(f'[[tokens]]\nname = "ops"\nsha256 = "{hash_token(ADMIN)}"\nrole = "admin"\n'

@@ -118,6 +118,8 @@ async def test_the_filters_form_submitted_as_is_is_not_an_error(client: httpx.As
         headers=auth(QUOKKA),
     )
     assert r.status_code == 200
+    # The tenant's own strings, as CSV: a browser must not guess them into a page.
+    assert r.headers["x-content-type-options"] == "nosniff"
 
 
 async def test_bad_period_and_unknown_tenant(client: httpx.AsyncClient) -> None:

@@ -119,8 +119,9 @@ class _State:
 
 #: Every answer depends on the caller's token, and a tenant token's URLs are every tenant's URLs
 #: (``/api/v1/usage/totals`` is scoped by the token, not the path): no cache may keep one and give
-#: it to the next caller, whatever a proxy in front is configured to do.
-_PRIVATE: Final = {"Cache-Control": "no-store", "Vary": "Authorization"}
+#: it to the next caller, whatever a proxy in front is configured to do. Answers also carry
+#: tenants' own strings (a feature named ``<script>...``): no browser may sniff one into a page.
+_PRIVATE: Final = {"Cache-Control": "no-store", "Vary": "Authorization", "X-Content-Type-Options": "nosniff"}
 
 
 def _route(endpoint: Endpoint, state: _State) -> Route:

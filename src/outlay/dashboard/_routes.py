@@ -181,7 +181,10 @@ async def _export(request: Request) -> Response:
         return _error_page(exc, request)
     assert isinstance(reply, Reply)
     return Response(
-        reply.body, reply.status, {**reply.headers, "Cache-Control": "no-store"}, media_type=reply.media_type
+        reply.body,
+        reply.status,
+        {**reply.headers, "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+        media_type=reply.media_type,
     )
 
 
