@@ -290,3 +290,34 @@ async def test_a_seal_records_which_token_closed_the_month(client: httpx.AsyncCl
     assert seal.json()["closed_by"] == "finance" and seal.json()["verified"]
     part = await client.get("/api/v1/periods/2026-03", headers=auth(ACME))
     assert "closed_by" not in part.json() and part.json()["verified"]
+
+
+async def test_ingest_refuses_a_new_event_dated_in_a_closed_month(client: httpx.AsyncClient) -> None:
+    # A seal is final. Any tenant token could otherwise add an event to a closed month and so
+    # make the month's seal fail to verify for the finance team (and change its own invoice of a
+    # month already billed), with nothing but a 200 to show for it.
+    from .conftest import cloud
+
+    sent = cloud(time=datetime(2026, 3, 20, tzinfo=UTC), cost=Decimal("0.02"))
+    assert (await client.post("/api/v1/events", json=[sent], headers=auth(ACME))).status_code == 200
+    closed = await client.post("/api/v1/periods/2026-03/close", headers=auth(ADMIN))
+    assert closed.status_code == 201
+    invoice = {"period": "2026-03"}
+    before = await client.get("/api/v1/tenants/acme/invoice", params=invoice, headers=auth(ACME))
+    late = cloud(time=datetime(2026, 3, 20, tzinfo=UTC), cost=Decimal("0.01"))
+    fresh = cloud(time=datetime(2026, 4, 3, tzinfo=UTC), cost=Decimal("0.01"))
+    r = await client.post("/api/v1/events", json=[late, fresh], headers=auth(ACME))
+    assert r.status_code == 207, r.text
+    assert r.json()["accepted"] == [fresh["id"]]
+    [error] = r.json()["errors"]
+    assert (error["index"], error["id"], error["field"], error["status"]) == (0, late["id"], "time", 422)
+    assert "2026-03 is closed" in error["message"]
+    assert (await client.get("/api/v1/periods/2026-03", headers=auth(ADMIN))).json()["verified"] is True
+    after = await client.get("/api/v1/tenants/acme/invoice", params=invoice, headers=auth(ACME))
+    assert after.json()["total_cost"] == before.json()["total_cost"]
+    # A retry of an event the ledger already holds stays what it always was: accepted, counted once.
+    r = await client.post("/api/v1/events", json=[sent], headers=auth(ACME))
+    assert r.status_code == 200 and r.json()["accepted"] == [sent["id"]], r.text
+    assert (await client.get("/api/v1/periods/2026-03", headers=auth(ADMIN))).json()["verified"] is True
+    again = await client.get("/api/v1/tenants/acme/invoice", params=invoice, headers=auth(ACME))
+    assert again.json()["total_cost"] == before.json()["total_cost"]

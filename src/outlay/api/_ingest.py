@@ -9,16 +9,22 @@ ledger counts each event id once.
 
 A tenant token may only send its own tenant's events: any other event (another tenant's, or one
 with no tenant) is refused with ``status: 403`` in its error, and the rest of the batch goes on.
+
+A closed (sealed) month takes no new event: one dated in it is refused (``422``, field ``time``),
+since it would change a month already billed and make its seal fail to verify. An event the ledger
+already holds is still accepted, as any retry is (it changes nothing).
 """
 
 from __future__ import annotations
 
+from datetime import UTC, timedelta
 from typing import Any, Final
 
 import orjson
 
 from outlay._errors import InvalidInput
-from outlay.events import encode_event, from_cloudevent
+from outlay.events import CostEvent, encode_event, from_cloudevent
+from outlay.finance import Seal, period_store_for
 from outlay.ledger._rows import CURRENCY
 
 from ._endpoint import Call, Reply
@@ -56,6 +62,33 @@ def _batch(body: bytes) -> list[Any]:
     return data
 
 
+class _ClosedMonths:
+    """Which months are sealed (each looked up once per batch), and whether the ledger already
+    holds an event: a retry of one changes nothing, so it is no new event in a closed month."""
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+        self._seals: dict[str, Seal | None] = {}
+
+    def refusal(self, event: CostEvent) -> str | None:
+        moment = event.time.astimezone(UTC)
+        month = f"{moment.year:04d}-{moment.month:02d}"
+        if month not in self._seals:
+            self._seals[month] = period_store_for(self._call.outlay.ledger).get(month)
+        seal = self._seals[month]
+        if seal is None or self._known(event):
+            return None
+        return (
+            f"{month} is closed (sealed at {seal.closed_at.isoformat()}): an event dated in it would "
+            "change a month already billed and break its seal; date it in an open month"
+        )
+
+    def _known(self, event: CostEvent) -> bool:
+        ledger = self._call.reports().ledger  # caught up with the event log first
+        found = ledger.entries(event.time, event.time + timedelta(microseconds=1), tenant=event.tenant_id)
+        return any(entry.event.event_id == event.event_id for entry in found)
+
+
 def ingest(call: Call) -> Reply:
     items = _batch(call.body)
     tenant = call.principal.tenant
@@ -64,6 +97,7 @@ def ingest(call: Call) -> Reply:
     errors: list[dict[str, Any]] = []
     payloads: list[bytes] = []
     seen: set[str] = set()
+    closed = _ClosedMonths(call)
     for index, item in enumerate(items):
         raw_id = item.get("id") if isinstance(item, dict) else None
         event_id = raw_id if isinstance(raw_id, str) else None
@@ -81,6 +115,12 @@ def ingest(call: Call) -> Reply:
             message = f"this token may only send events of tenant {tenant!r}"
             refusal = {"index": index, "id": event.event_id, "field": "data.tenant_id", "status": 403}
             errors.append({**refusal, "message": message})
+            continue
+        sealed = closed.refusal(event)
+        if sealed is not None:
+            errors.append(
+                {"index": index, "id": event.event_id, "field": "time", "message": sealed, "status": 422}
+            )
             continue
         if event.event_id in seen:
             duplicates.append(event.event_id)
