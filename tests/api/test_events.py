@@ -226,6 +226,51 @@ async def test_a_run_id_two_tenants_used_shows_not_the_others_agent(client: http
     assert admin["agent"] == "globex-nightly-agent"
 
 
+async def test_a_tenants_runs_under_a_job_or_another_tenants_run_are_reachable_from_it(
+    client: httpx.AsyncClient,
+) -> None:
+    """A platform job (no tenant) that runs a step per tenant: each tenant sees the job as structure
+    leading to its own steps, not a 404 claiming nothing was recorded under it. A parent that is
+    another tenant's run must look just like one never recorded: 200 or 404 must not tell a tenant
+    whether a run id it guessed exists."""
+    from decimal import Decimal
+
+    job = [
+        cloud(tenant_id=None, run_id="nightly-root", root_run_id="nightly-root", origin="nightly",
+              agent="platform-scheduler", cost=Decimal("5")),
+        cloud(run_id="nightly-acme", parent_run_id="nightly-root", root_run_id="nightly-root",
+              cost=Decimal("0.25")),
+        cloud(tenant_id="globex", run_id="nightly-globex", parent_run_id="nightly-root",
+              root_run_id="nightly-root", cost=Decimal("7")),
+        cloud(tenant_id="globex", run_id="globex-secret-run", root_run_id="globex-secret-run",
+              agent="g-agent"),
+    ]  # fmt: skip
+    assert (await client.post("/api/v1/events", json=job, headers=auth(ADMIN))).status_code == 200
+    r = await client.get("/api/v1/runs/nightly-root", headers=auth(ACME))
+    assert r.status_code == 200, r.text
+    tree = r.json()
+    assert (tree["events"], tree["cost"], tree["agent"], tree["tenant"]) == (0, None, None, None)
+    assert [(c["run_id"], c["cost"]) for c in tree["children"]] == [("nightly-acme", "0.25")]
+    assert (tree["total_cost"], tree["total_events"]) == ("0.25", 1)
+    assert "globex" not in r.text and "platform-scheduler" not in r.text
+    # Steps under a guessed run id: one that exists (globex's) and one that never did.
+    probes = [
+        cloud(run_id=f"probe-{guess}", parent_run_id=guess, root_run_id=guess, cost=Decimal("0.01"))
+        for guess in ("globex-secret-run", "never-recorded-run")
+    ]
+    assert (await client.post("/api/v1/events", json=probes, headers=auth(ACME))).status_code == 200
+    seen = [await client.get(f"/api/v1/runs/{guess}", headers=auth(ACME))
+            for guess in ("globex-secret-run", "never-recorded-run")]  # fmt: skip
+    assert [r.status_code for r in seen] == [200, 200]
+    existing, absent = (r.json() for r in seen)
+    assert existing["children"][0]["run_id"] == "probe-globex-secret-run"
+    for name in ("run_id", "children"):
+        existing.pop(name), absent.pop(name)
+    assert existing == absent  # nothing tells the two apart
+    admin = await client.get("/api/v1/runs/globex-secret-run", headers=auth(ADMIN))
+    assert admin.json()["tenant"] == "globex"
+
+
 async def test_run_tree_rolls_up_and_is_pruned_for_a_tenant(client: httpx.AsyncClient) -> None:
     admin = (await client.get("/api/v1/runs/acme-run", headers=auth(ADMIN))).json()
     assert admin["total_cost"] == "1.2"  # acme 0.1 + 0.1, globex's run under it 1.00

@@ -174,10 +174,14 @@ def _prune(tree: dict[str, Any], tenant: str) -> dict[str, Any] | None:
 def _prune_node(node: dict[str, Any], kids: list[dict[str, Any]], tenant: str) -> dict[str, Any] | None:
     """``node`` as ``tenant`` may see it, given its children pruned already."""
     own = node["tenant"] == tenant
-    # A run with no events of its own, or with several tenants' (whose totals are no one tenant's),
-    # is kept as structure only when it leads to the tenant's own runs.
-    if not own and not ((node["inferred"] or node["several_tenants"]) and kids):
+    # Any run not the tenant's own — one with no events, several tenants' (whose totals are no one
+    # tenant's), a platform job's (no tenant) or another tenant's — is kept as structure only when
+    # it leads to the tenant's own runs: a tenant's steps under a nightly job are reachable from
+    # the job. One tenant's run is then shown as a run never recorded (nothing of it, not even
+    # that it has events), so a tenant cannot tell another's run id from an unused one.
+    if not own and not kids:
         return None
+    foreign = not own and not node["several_tenants"]
     total = None if not own or node["cost"] is None else Decimal(node["cost"])
     for kid in kids:
         total = add_cost(total, None if kid["total_cost"] is None else Decimal(kid["total_cost"]))
@@ -187,6 +191,8 @@ def _prune_node(node: dict[str, Any], kids: list[dict[str, Any]], tenant: str) -
         # A structure-only node is another tenant's run (or a mix): its agent is not this tenant's
         # to see either, only that the tenant's own runs hang under it.
         "agent": node["agent"] if own else None,
+        "tenant": node["tenant"] if own else None,
+        "inferred": True if foreign else node["inferred"],
         "events": events,
         "unpriced_events": unpriced,
         "cost": node["cost"] if own else None,
