@@ -214,6 +214,27 @@ async def test_a_decisions_labels_cannot_pass_it_off_as_another_tenants(client: 
     assert "acme label" not in r.text
 
 
+async def test_a_decision_event_that_costs_something_is_refused(client: httpx.AsyncClient) -> None:
+    # Invoices (and margins, and reconciliation) leave "decision:" lines out, as budget decisions
+    # cost nothing. An ingested event named so with a cost would be left out of the invoice while
+    # the usage totals and the ledger-entries export count it: refused instead, naming the field.
+    priced = cloud(time=T0, operation="decision:chat", cost=D("100"))
+    unpriced = cloud(time=T0, operation="decision:denied", priced=False)
+    real = cloud(time=T0, operation="decision:denied", cost=D("0"))
+    before = await get(client, "/api/v1/tenants/acme/invoice", ACME, period="2026-03")
+    r = await client.post("/api/v1/events", json=[priced, unpriced, real], headers=auth(ACME))
+    assert r.status_code == 207, r.text
+    assert r.json()["accepted"] == [real["id"]]
+    assert [(e["index"], e["field"], e["status"]) for e in r.json()["errors"]] == [
+        (0, "data.cost", 422),
+        (1, "data.cost", 422),
+    ]
+    after = await get(client, "/api/v1/tenants/acme/invoice", ACME, period="2026-03")
+    totals = await get(client, "/api/v1/usage/totals", ACME, **PROD)
+    assert after.json()["total_cost"] == before.json()["total_cost"]
+    assert totals.json()["totals"]["cost"] == after.json()["total_cost"]
+
+
 async def test_csv_exports_carry_their_hash(client: httpx.AsyncClient) -> None:
     import csv
     import hashlib

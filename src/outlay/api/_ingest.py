@@ -32,6 +32,7 @@ from ._endpoint import Call, Reply
 __all__ = ["MAX_BATCH", "MAX_BODY", "ingest"]
 
 MAX_BATCH: Final = 1000
+_DECISION: Final = "decision:"
 MAX_BODY: Final = 8 * 1024 * 1024
 
 
@@ -106,6 +107,14 @@ def ingest(call: Call) -> Reply:
             if event.currency != CURRENCY:
                 raise InvalidInput(
                     f"the ledger holds {CURRENCY} only, got {event.currency!r}", field="data.currency"
+                )
+            if (event.operation or "").startswith(_DECISION) and not (event.priced and event.cost == 0):
+                # Invoices, margins and reconciliation leave budget decisions out as costing nothing:
+                # one that cost something would vanish from the bill while the ledger counts it.
+                raise InvalidInput(
+                    f"a budget decision ({event.operation!r}) costs nothing: it must be priced with"
+                    " cost 0; give a cost to an operation not starting with 'decision:'",
+                    field="data.cost",
                 )
         except InvalidInput as exc:
             field, message = _split(exc)
