@@ -247,3 +247,40 @@ def test_no_tokens_at_all_refuses_to_start(monkeypatch: pytest.MonkeyPatch, tmp_
     with pytest.raises(ConfigError, match="not UTF-8") as info:
         load_tokens(tmp_path / "latin1.toml")
     assert info.value.field == "tokens"
+
+
+def test_a_token_removed_from_the_tokens_file_is_revoked_without_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The file was read once at start: a token deleted from it (a leaked one, a departed
+    customer's) kept working, pages and API alike, until the server restarted."""
+    from outlay._errors import Unauthenticated
+    from outlay.api import _auth
+
+    monkeypatch.setattr(_auth, "_RECHECK", 0.0)
+    path = tmp_path / "tokens.toml"
+    admin = f'[[tokens]]\nname = "ops"\nsha256 = "{hash_token(ADMIN)}"\nrole = "admin"\n'
+    acme = f'[[tokens]]\nname = "acme"\nsha256 = "{hash_token(ACME)}"\ntenant = "acme"\n'
+    path.write_text(admin + acme)
+    tokens = load_tokens(path)
+    assert tokens.authenticate(f"Bearer {ACME}").tenant == "acme"
+
+    path.write_text(admin)  # acme's token revoked
+    with pytest.raises(Unauthenticated):
+        tokens.authenticate(f"Bearer {ACME}")
+    assert tokens.authenticate(f"Bearer {ADMIN}").is_admin
+
+    path.write_text(admin + "[[tokens]]\nname = ")  # a half-written edit: the tokens stay as they were
+    assert tokens.authenticate(f"Bearer {ADMIN}").is_admin
+    assert "the tokens read before stay in use" in caplog.text
+    path.unlink()  # so does a deleted file
+    assert tokens.authenticate(f"Bearer {ADMIN}").is_admin
+
+    replacement = tmp_path / "new.toml"  # an edit saved by rename, as editors do
+    replacement.write_text(
+        admin + acme.replace("acme", "globex").replace(hash_token(ACME), hash_token(GLOBEX))
+    )
+    replacement.rename(path)
+    assert tokens.authenticate(f"Bearer {GLOBEX}").tenant == "globex"
+    with pytest.raises(Unauthenticated):
+        tokens.authenticate(f"Bearer {ACME}")

@@ -14,15 +14,22 @@ A tokens file (TOML or JSON) lists them::
 
 Tokens are long random secrets, so one SHA-256 is enough (like GitHub's tokens): a leaked file does
 not reveal them, and a lookup by hash leaks nothing an attacker could use to guess one.
+
+Tokens read from a file follow it: a change to the file (a token removed, i.e. revoked, or added)
+takes effect within a second, without a restart. A file that no longer reads (a half-written edit,
+a syntax error, deleted) leaves the tokens as they were, and is logged.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
+import threading
+import time
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +42,10 @@ __all__ = ["ApiTokens", "Principal", "hash_token", "load_tokens", "new_token"]
 
 ENV_VAR: Final = "OUTLAY_API_TOKENS"
 _ROLES: Final = ("admin", "tenant")
+#: Seconds between looks at a tokens file for changes (one stat each).
+_RECHECK: Final = 1.0
+
+logger = logging.getLogger("outlay.api")
 
 
 def hash_token(token: str) -> str:
@@ -78,6 +89,42 @@ class ApiTokens:
         if not principals:
             raise ConfigError("no API tokens are configured", field="tokens")
         self._by_hash = dict(principals)
+        self._file: Path | None = None  # the tokens file this follows, if any
+        self._stamp: tuple[int, int, int] | None = None
+        self._next_look = 0.0
+        self._lock = threading.Lock()
+
+    def _follow(self, path: Path, stamp: tuple[int, int, int]) -> ApiTokens:
+        self._file, self._stamp = path, stamp
+        self._next_look = time.monotonic() + _RECHECK
+        return self
+
+    def _refresh(self) -> None:
+        """Read the tokens file again if it changed since it was read (at most once per _RECHECK)."""
+        path = self._file
+        if path is None or time.monotonic() < self._next_look or not self._lock.acquire(blocking=False):
+            return
+        try:
+            self._next_look = time.monotonic() + _RECHECK
+            try:
+                stamp = _stamp(path)
+            except OSError as exc:
+                if self._stamp is not None:
+                    logger.error("tokens file %r: %s; the tokens read before stay in use", str(path), exc)
+                    self._stamp = None  # said once; said again if it reappears broken
+                return
+            if stamp == self._stamp:
+                return
+            self._stamp = stamp
+            try:
+                fresh = _read(path)
+            except ConfigError as exc:
+                logger.error("%s; the tokens read before stay in use", exc)
+                return
+            self._by_hash = fresh._by_hash
+            logger.info("tokens file %r read again: %d token(s)", str(path), len(fresh))
+        finally:
+            self._lock.release()
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -114,6 +161,7 @@ class ApiTokens:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated("expected Authorization: Bearer <token>", reason="malformed")
+        self._refresh()
         principal = self._by_hash.get(hash_token(token.strip()))
         if principal is None:
             raise Unauthenticated("unknown token", reason="invalid")
@@ -160,6 +208,20 @@ def load_tokens(source: str | os.PathLike[str] | None = None) -> ApiTokens:
     if isinstance(source, str) and _is_json(text):
         return _parse(text, "inline tokens")
     path = Path(text).expanduser()
+    try:
+        stamp = _stamp(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read tokens file {str(path)!r}: {exc.strerror}", field="tokens") from None
+    return _read(path)._follow(path, stamp)
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """What tells a changed file: its inode (a file replaced by rename), size and mtime."""
+    status = path.stat()
+    return status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _read(path: Path) -> ApiTokens:
     try:
         content = path.read_bytes().decode("utf-8")  # not the locale's codec: the file is UTF-8 TOML/JSON
     except OSError as exc:
