@@ -116,6 +116,37 @@ def test_an_empty_csv_has_the_header_a_full_one_has(ledger_path: str, report: li
     assert empty == full.split("\n")[0] + "\n"
 
 
+@pytest.mark.parametrize("name", ["[/]", "[bold]acme", "a[red]b[/red]c", "x\\"])
+def test_names_that_look_like_markup_are_shown_as_written(
+    tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tenants, features, origins, agents and run ids are recorded data: a table or a run tree
+    shows them as written; "[/]" in a tenant's name must not crash every table it appears in."""
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough that no name is folded
+    path = str(tmp_path / "outlay.db")
+    with SQLiteLedger(path) as ledger:
+        ledger.write(
+            [
+                event(
+                    tenant_id=name, feature=name, agent=name, run_id=f"run{name}", root_run_id=f"run{name}"
+                ),
+                event(tenant_id=None, origin=name, cost=D("0.5")),
+                unpriced(tenant_id=name, model=name, unpriced_reason=f"no price for {name}"),
+            ]
+        )
+    for report in (
+        ["tenants"],
+        ["breakdown", "--by", "tenant,feature,agent,model"],
+        ["unattributed"],
+        ["unpriced"],
+        ["concentration"],
+    ):
+        table = _run("report", *report, *WINDOW, "--ledger", path)
+        assert name in table, (report, table)
+    tree = _run("report", "run", f"run{name}", "--ledger", path)
+    assert f"run{name} {name}  own 0.0125" in tree
+
+
 def test_a_ledger_path_naming_the_event_log_is_an_error(tmp_path: Path) -> None:
     from outlay.stream import SQLiteEventLog
 

@@ -101,3 +101,15 @@ def test_registered_on_the_root_command() -> None:
     result = CliRunner().invoke(main, ["prices", "check", "--help"])
     assert result.exit_code == 0
     assert "Validate a price overrides FILE" in result.output
+
+
+def test_show_prints_a_note_that_looks_like_markup_as_written(tmp_path: Path) -> None:
+    """A note is the user's text: "[/]" or "[bold]" in it is shown as written, never a crash."""
+    path = tmp_path / "prices.toml"
+    path.write_text(
+        '[[price]]\nprovider = "acme"\nmodel = "x1"\neffective_from = 2020-01-01\n'
+        'input_mtok = "0.1"\noutput_mtok = "0.3"\nnote = "[/] per [bold]contract[/bold] 7"\n'
+    )
+    result = CliRunner().invoke(prices, ["show", "x1", "-p", "acme", "--overrides", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "[/] per [bold]contract[/bold] 7" in result.output

@@ -61,8 +61,10 @@ def _record_json(record: PriceRecord) -> dict[str, Any]:
 def _print_table(provider: str, model: str, records: list[PriceRecord], catalog: PriceCatalog) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"{provider}/{model} — {catalog.version}", show_lines=True)
+    # Names and notes come from the catalog and the overrides file: data, never rich markup.
+    table = Table(title=Text(f"{provider}/{model} — {catalog.version}"), show_lines=True)
     table.add_column("effective from")
     table.add_column("until")
     table.add_column("source / version")
@@ -75,9 +77,9 @@ def _print_table(provider: str, model: str, records: list[PriceRecord], catalog:
         table.add_row(
             _when(record.effective_from, "(always)"),
             _when(record.effective_to, "(open)"),
-            record.version + (f"\n{record.note}" if record.note else ""),
-            "\n".join(part for part in (published, units) if part),
-            "\n".join(f"{kind}: {_price_text(value)}" for kind, value in per_one.items()),
+            Text(record.version + (f"\n{record.note}" if record.note else "")),
+            Text("\n".join(part for part in (published, units) if part)),
+            Text("\n".join(f"{kind}: {_price_text(value)}" for kind, value in per_one.items())),
         )
     # Wide when piped (a file, CliRunner): the version ids must not be wrapped mid-word.
     Console(width=None if sys.stdout.isatty() else 200).print(table)

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from outlay._errors import BackendError, InvalidInput
@@ -114,14 +115,16 @@ def _plain(name: str, value: Any) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 
-def _cell(name: str, value: Any) -> str:
+def _cell(name: str, value: Any) -> str | Text:
     if value is None:
         if name == "cost":
             return "[yellow]unknown[/]"
         return "[dim](unattributed)[/]" if name == "tenant" else "[dim]-[/]"
     if isinstance(value, int):
         return f"{value:,}"
-    return str(value)
+    # Recorded names (tenants, features, models, reasons) are data, never rich markup: a tenant
+    # called "[bold]acme" is shown as written, and "[/]" does not crash the table.
+    return Text(str(value))
 
 
 def _print_rows(
@@ -377,16 +380,20 @@ def reconcile(
         )
 
 
-def _run_label(node: Mapping[str, Any]) -> str:
-    name = node["run_id"] + (f" [cyan]{node['agent']}[/]" if node["agent"] else "")
+def _run_label(node: Mapping[str, Any]) -> Text:
+    # Text, not markup: run ids and agent names are recorded data ("[/]" is a name, not a tag).
+    label = Text(node["run_id"])
+    if node["agent"]:
+        label.append(" ").append(node["agent"], style="cyan")
     if node["inferred"]:
-        name += " [dim](no events of its own)[/]"
+        label.append(" (no events of its own)", style="dim")
     elif node["several_tenants"]:
-        name += " [yellow](events of several tenants)[/]"
+        label.append(" (events of several tenants)", style="yellow")
     own = node["cost"] if node["cost"] is not None else "unknown"
     total = node["total_cost"] if node["total_cost"] is not None else "unknown"
     unpriced_note = f", {node['total_unpriced_events']} unpriced" if node["total_unpriced_events"] else ""
-    return f"{name}  own {own}  total [bold]{total}[/] ({node['total_events']} events{unpriced_note})"
+    label.append(f"  own {own}  total ").append(total, style="bold")
+    return label.append(f" ({node['total_events']} events{unpriced_note})")
 
 
 @click.command()
