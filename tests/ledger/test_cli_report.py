@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -193,6 +198,43 @@ def test_missing_ledger_is_an_error_not_an_empty_report(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "no ledger at" in result.output
     assert not (tmp_path / "typo.db").exists()
+
+
+def test_a_ledger_in_a_directory_we_cannot_write_says_so(ledger_path: str) -> None:
+    """The file is readable, but SQLite must make its -shm file beside it: the error says that,
+    not that the ledger "is not a readable SQLite ledger"."""
+    shared = Path(tempfile.mkdtemp(prefix="outlay-ro-"))  # pytest's tmp is 0700: nobody could not reach it
+    try:
+        shutil.copy(ledger_path, shared / "outlay.db")
+        shared.chmod(0o555)
+        args = ["report", "tenants", *WINDOW, "--ledger", str(shared / "outlay.db")]
+        if os.geteuid() != 0:
+            result = CliRunner().invoke(main, args)
+            code, output = result.exit_code, result.output
+        else:  # root writes anywhere: ask as nobody
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                pytest.skip("running as root without setpriv to drop privileges")
+            src = str(Path(__file__).resolve().parents[2] / "src")
+            nobody = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+            done = subprocess.run(
+                [*nobody, sys.executable, "-m", "outlay.cli", *args],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": src},
+                timeout=60,
+                check=False,
+            )
+            code, output = done.returncode, done.stdout + done.stderr
+            if "Error: " not in output:  # nobody cannot run this interpreter or reach the temp dir
+                pytest.skip(f"cannot run the command as nobody here: {output[-200:]}")
+        assert code == 2, output
+        assert "its directory is not writable" in output, output
+        assert "not a readable SQLite ledger" not in output
+        assert "Traceback" not in output
+    finally:
+        shared.chmod(0o755)
+        shutil.rmtree(shared)
 
 
 def test_rerate_prices_what_the_catalog_now_knows(tmp_path: Path) -> None:

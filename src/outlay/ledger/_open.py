@@ -118,6 +118,14 @@ def _check_is_ledger(path: Path) -> None:
         with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
             tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as exc:
+        if not os.access(path.resolve().parent, os.W_OK | os.X_OK):
+            # A WAL database is read through its -shm file, which SQLite makes beside it: the
+            # file may be perfectly readable and still not open in a directory we cannot write.
+            raise ConfigError(
+                f"cannot open the ledger {str(path)!r}: its directory is not writable, and SQLite"
+                f" needs to create its -wal and -shm files there ({exc})",
+                field="ledger",
+            ) from None
         raise ConfigError(f"{str(path)!r} is not a readable SQLite ledger: {exc}", field="ledger") from None
     if tables and "ledger_events" not in tables:
         what = "an outlay event log" if {"log", "consumers"} <= tables else "a database without a ledger"
