@@ -152,6 +152,29 @@ def test_names_that_look_like_markup_are_shown_as_written(
     assert f"run{name} {name}  own 0.0125" in tree
 
 
+@pytest.mark.parametrize(
+    ("report", "columns"),
+    [
+        (["concentration"], ("events", "cost", "share", "vs_median")),
+        (["breakdown", "--by", "tenant,feature,model,day"], ("events", "cost", "unpriced_events")),
+        (["unpriced"], ("unpriced_events", "input_tokens")),
+    ],
+)
+def test_a_narrow_terminal_never_splits_a_number(
+    ledger_path: str, monkeypatch: pytest.MonkeyPatch, report: list[str], columns: tuple[str, ...]
+) -> None:
+    """On a narrow terminal names fold, but every number (a share, a ratio, a count) stays whole
+    on its line, as amounts do: "0.94" over "5046" would be read as two numbers."""
+    data = json.loads(_run("report", *report, *WINDOW, "--format", "json", "--ledger", ledger_path))
+    monkeypatch.setenv("COLUMNS", "40")
+    table = _run("report", *report, *WINDOW, "--ledger", ledger_path)
+    for row in data["rows"] if isinstance(data, dict) else data:
+        for name in columns:
+            value = row[name]
+            text = f"{value:,}" if isinstance(value, int) else value
+            assert text is None or text in table, (name, text, table)
+
+
 def test_a_ledger_path_naming_the_event_log_is_an_error(tmp_path: Path) -> None:
     from outlay.stream import SQLiteEventLog
 

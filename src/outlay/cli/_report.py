@@ -147,13 +147,14 @@ def _print_rows(
     else:
         table = Table(title=title)
         for name in columns:
-            # Money is never cut short with an ellipsis: amounts keep every digit, names fold.
+            # Numbers are never cut short or split over lines: amounts, shares and counts keep
+            # every digit on one line (a narrow terminal wraps the lines instead); names fold.
             widest = max((len(_plain(name, row.get(name))) for row in rows), default=0)
             table.add_column(
                 _HEADERS.get(name, name),
                 justify="left" if name in _KEY_NAMES else "right",
                 overflow="fold",
-                min_width=widest if name in _MONEY_NAMES else None,
+                min_width=None if name in _KEY_NAMES else widest,
             )
         for row in rows:
             table.add_row(*(_cell(name, row.get(name)) for name in columns))
@@ -162,7 +163,6 @@ def _print_rows(
             click.echo(empty)
 
 
-_MONEY_NAMES = frozenset(("cost", "delta", "ours_cost", "theirs_cost", "drift"))
 _HEADERS = {"unpriced_events": "unpriced", "input_tokens": "input tokens", "ours_cost": "ours",
             "theirs_cost": "theirs", "drift_pct": "drift %", "ours_tokens": "our tokens",
             "theirs_tokens": "their tokens"}  # fmt: skip
