@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,21 @@ def test_a_home_that_cannot_be_made_is_a_usage_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     result = CliRunner().invoke(main, ["demo", "--home", str(blocker / "below")])
     assert result.exit_code == 2 and "--home" in result.output and "Traceback" not in result.output
+
+
+def test_the_explore_command_it_prints_runs_as_pasted(tmp_path: Path) -> None:
+    """The suggested command names the ledger as a shell would read it: a home with a space or
+    brackets is quoted, and "[dir]" is not taken for rich markup and dropped from the path."""
+    home = tmp_path / "my [dir]"
+    result = _demo(home)
+    squeezed = "".join(result.stderr.split())  # the timing line may wrap anywhere
+    assert "".join(f"ledger: {home / 'outlay.db'}".split()) in squeezed
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("Explore it: ")]
+    words = shlex.split(line.removeprefix("Explore it: "))
+    assert words[0] == "outlay" and words[words.index("--ledger") + 1] == str(home / "outlay.db")
+    explored = CliRunner().invoke(main, [*words[1:], "--format", "json"])
+    assert explored.exit_code == 0, explored.output
+    assert json.loads(explored.stdout)
 
 
 def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from outlay._errors import InvalidInput
@@ -66,13 +68,15 @@ def demo(*, seed: int, tenants: int, runs: int, home: Path, keep: bool, fmt: str
     ledger = home / "outlay.db"
     err.print(
         f"[dim]{events:,} events recorded ({mode} mode) in {result.simulate_seconds:.2f} s, "
-        f"reports in {result.report_seconds:.2f} s; ledger: {ledger}[/]",
+        f"reports in {result.report_seconds:.2f} s; ledger: {escape(str(ledger))}[/]",
         highlight=False,
     )
     if fmt == "table":
         window = f"--from {result.report['window']['from']} --to {result.report['window']['to']}"
         err.print(
-            f"[dim]Explore it: outlay report breakdown --by tenant,model {window} --ledger {ledger}[/]",
+            # A command to paste: the path quoted for the shell, and never read as rich markup.
+            f"[dim]Explore it: outlay report breakdown --by tenant,model {window}"
+            f" --ledger {escape(shlex.quote(str(ledger)))}[/]",
             highlight=False,
             soft_wrap=True,
         )
