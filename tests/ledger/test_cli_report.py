@@ -192,6 +192,18 @@ def test_default_ledger_comes_from_outlay_url(ledger_path: str, monkeypatch: pyt
     assert "acme" in _run("report", "tenants", *WINDOW)
 
 
+def test_outlay_ledger_url_comes_before_outlay_url_as_help_says(
+    ledger_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "other.db"
+    with SQLiteLedger(other) as ledger:
+        ledger.write([event(tenant_id="only-in-other")])
+    monkeypatch.setenv("OUTLAY_URL", ledger_path)
+    monkeypatch.setenv("OUTLAY_LEDGER_URL", str(other))
+    assert "only-in-other" in _run("report", "tenants", *WINDOW)
+    assert "$OUTLAY_LEDGER_URL, else $OUTLAY_URL" in " ".join(_run("report", "tenants", "--help").split())
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

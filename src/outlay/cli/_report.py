@@ -87,7 +87,8 @@ def _ledger_option(func: F) -> F:
         "--ledger",
         "ledger_url",
         metavar="URL",
-        help="Ledger path or URL (sqlite:PATH, postgresql://...); default $OUTLAY_URL or .outlay/outlay.db",
+        help="Ledger path or URL (sqlite:PATH, postgresql://...); default $OUTLAY_LEDGER_URL, else"
+        " $OUTLAY_URL, else .outlay/outlay.db",
     )(func)
 
 
