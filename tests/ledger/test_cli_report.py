@@ -219,6 +219,11 @@ def test_outlay_ledger_url_comes_before_outlay_url_as_help_says(
         ),
         (["report", "unattributed", "--from", "0001-01-01", "--to", "2026-01-01"], "start: must be between"),
         (["rerate", "--from", "2026-01-01", "--to", "9998-12-31T23:00:00-05:00"], "end: must be between"),
+        # an empty value (a script's unset variable) is not the default, nor the empty tenant
+        (["report", "tenants", "--from", "2026-03-01", "--to", ""], "end: not an ISO date"),
+        (["report", "concentration", "--from", "", "--to", "2026-04-01"], "start: not an ISO date"),
+        (["report", "breakdown", "--tenant", "", *WINDOW], "tenant: must be a non-empty"),
+        (["report", "unpriced", "--tenant", "", *WINDOW], "tenant: must be a non-empty"),
     ],
 )
 def test_bad_input_is_a_clear_usage_error(ledger_path: str, args: list[str], message: str) -> None:

@@ -222,6 +222,10 @@ def test_concentration_of_an_empty_window(ledger: LedgerStore) -> None:
         (lambda r: r.tenants(date(2026, 3, 2), datetime(2026, 3, 1, tzinfo=UTC)), "end: must be after start"),
         (lambda r: r.tenants(*WEEK, environment="prod"), "environment: must be one of"),
         (lambda r: r.unpriced(None, "2026-03-01"), "start: expected a date"),
+        # "" is how the ledger stores "no tenant": asking for tenant "" is not asking for those
+        (lambda r: r.breakdown("model", *WEEK, tenant=""), "tenant: must be a non-empty"),
+        (lambda r: r.unpriced(*WEEK, tenant=""), "tenant: must be a non-empty"),
+        (lambda r: r.totals("model", *WEEK, tenant="a\x00b"), "tenant: must be a non-empty"),
     ],
 )
 def test_bad_input_is_refused_with_the_field(ledger: LedgerStore, call, message: str) -> None:  # type: ignore[no-untyped-def]

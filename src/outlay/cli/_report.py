@@ -108,8 +108,10 @@ def _common(func: F) -> F:
 
 
 def _window(start: str | None, end: str | None) -> tuple[str, str]:
+    """The window asked for; only an option left out takes the default (``--to ""``, a script's
+    unset variable, is an error, not a silent "up to tomorrow")."""
     default_start, default_end = _default_window()
-    return start or default_start, end or default_end
+    return default_start if start is None else start, default_end if end is None else end
 
 
 def _plain(name: str, value: Any) -> str:

@@ -82,6 +82,18 @@ def _check_environment(environment: str | None) -> str | None:
     return environment
 
 
+def _check_tenant(tenant: str | None) -> str | None:
+    # The ledger keeps unattributed spend under the empty tenant: "" must not select it (a script's
+    # unset $TENANT would report the spend of no tenant as if it were one's).
+    if tenant is not None and (not tenant or len(tenant) > 200 or not tenant.isprintable()):
+        raise InvalidInput(
+            f"must be a non-empty printable string of at most 200 characters, got {tenant!r}"
+            " (spend with no tenant: the unattributed report)",
+            field="tenant",
+        )
+    return tenant
+
+
 def _parse_by(by: str | Sequence[str]) -> tuple[str, ...]:
     names = [part.strip() for part in by.split(",")] if isinstance(by, str) else list(by)
     if not names or any(not name for name in names):
@@ -112,7 +124,7 @@ class Reports:
         window = parse_window(start, end)
         filters: dict[str, Any] = {
             "environment": _check_environment(environment),
-            "tenant": tenant,
+            "tenant": _check_tenant(tenant),
             "unattributed": unattributed,
         }
         parts: list[Totals] = []
@@ -163,7 +175,7 @@ class Reports:
             window.start,
             window.end,
             environment=_check_environment(environment),
-            tenant=tenant,
+            tenant=_check_tenant(tenant),
             unpriced_only=True,
         )
         rows = []
