@@ -175,6 +175,44 @@ def test_a_narrow_terminal_never_splits_a_number(
             assert text is None or text in table, (name, text, table)
 
 
+def test_python_dash_m_outlay_is_the_outlay_command(ledger_path: str) -> None:
+    """Where the venv's bin is not on PATH, ``python -m outlay`` is how the command is run."""
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "outlay",
+            "report",
+            "tenants",
+            *WINDOW,
+            "--format",
+            "json",
+            "--ledger",
+            ledger_path,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": src},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == json.loads(
+        _run("report", "tenants", *WINDOW, "--format", "json", "--ledger", ledger_path)
+    )
+    env = {**os.environ, "PYTHONPATH": src}
+    usage = subprocess.run(
+        [sys.executable, "-m", "outlay", "nope"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert usage.returncode == 2 and "Usage: outlay " in usage.stderr
+
+
 def test_a_ledger_path_naming_the_event_log_is_an_error(tmp_path: Path) -> None:
     from outlay.stream import SQLiteEventLog
 
