@@ -6,6 +6,7 @@ or fail under ``OUTLAY_REQUIRE_SERVICES=1`` (the ``postgres_url`` fixture).
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -276,6 +277,34 @@ def test_open_ledger_selects_postgres_with_schema_in_url(pg: Factory, postgres_u
         assert ledger.schema == schema
         ledger.write([event()])
         assert ledger.event_count() == 1
+
+
+def test_a_report_on_a_mistyped_schema_is_an_error_and_creates_nothing(
+    pg: Factory, postgres_url: str
+) -> None:
+    """As for a mistyped SQLite path: ``outlay report --ledger postgresql://...?schema=typo`` said
+    "no events in this window" and left a new, empty schema ``typo`` in the database."""
+    from click.testing import CliRunner
+
+    from outlay.cli import main
+
+    schema = _schema()
+    pg(schema=schema).write([event(tenant_id="acme")])  # the real one, dropped at the end
+    window = ["--from", "2026-03-01", "--to", "2026-04-01", "--format", "json", "--ledger"]
+    typo = f"{schema}x"
+    try:
+        result = CliRunner().invoke(main, ["report", "tenants", *window, f"{postgres_url}?schema={typo}"])
+        assert result.exit_code == 2, result.output
+        assert "no ledger in PostgreSQL ledger" in result.output and typo in result.output
+        assert _admin(postgres_url, "SELECT 1 FROM pg_namespace WHERE nspname = %s", (typo,)) == []
+    finally:
+        _admin(postgres_url, f'DROP SCHEMA IF EXISTS "{typo}" CASCADE')
+    result = CliRunner().invoke(main, ["report", "tenants", *window, f"{postgres_url}?schema={schema}"])
+    assert result.exit_code == 0, result.output
+    assert [row["tenant"] for row in json.loads(result.stdout)] == ["acme"]
+    with open_ledger(f"{postgres_url}?schema={typo}x") as created:  # recording still creates its schema
+        assert created.event_count() == 0
+    _admin(postgres_url, f'DROP SCHEMA IF EXISTS "{typo}x" CASCADE')
 
 
 def test_url_parameters_beside_schema_reach_libpq_unchanged(pg: Factory, postgres_url: str) -> None:

@@ -47,8 +47,9 @@ def open_ledger(url: str | None = None, *, create: bool = True) -> LedgerStore:
     - ``postgresql://...``: the PostgreSQL ledger (needs ``outlay[postgres]``);
     - ``memory://``: a new, empty :class:`InMemoryLedger`.
 
-    With ``create=False`` a missing SQLite file is an error instead of a new, empty ledger, so a
-    report never silently reads nothing from a mistyped path.
+    With ``create=False`` a missing SQLite file (or a PostgreSQL schema with no ledger in it) is an
+    error instead of a new, empty ledger, so a report never silently reads nothing from a mistyped
+    path.
     """
     target = ledger_url(url)
     if target == "memory://":
@@ -62,7 +63,7 @@ def open_ledger(url: str | None = None, *, create: bool = True) -> LedgerStore:
                 " install outlay[postgres]",
                 field="ledger",
             ) from None
-        store: LedgerStore = module.PostgresLedger(target)
+        store: LedgerStore = module.PostgresLedger(target, create=create)
         return store
     if target.startswith("sqlite:"):
         target = target.removeprefix("sqlite:")

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
+from outlay._errors import ConfigError
 from outlay._rating import Rating
 from outlay.events import CostEvent, decode_event
 
@@ -43,15 +44,21 @@ class PostgresLedger(LedgerStore):
     """The ledger in schema ``schema`` of the PostgreSQL database at ``url``.
 
     ``schema`` defaults to the URL's ``?schema=`` parameter, else ``outlay``. The schema is created
-    and migrated on first use (several processes may start at once; see ``schema_migrations``).
-    Each thread uses its own connection. ``connect_timeout`` is in seconds.
+    and migrated on first use (several processes may start at once; see ``schema_migrations``);
+    with ``create=False`` a schema holding no ledger is a ``ConfigError`` instead (a report must not
+    read a new, empty ledger from a mistyped name). Each thread uses its own connection.
+    ``connect_timeout`` is in seconds.
     """
 
-    def __init__(self, url: str, *, schema: str | None = None, connect_timeout: int = 5) -> None:
+    def __init__(
+        self, url: str, *, schema: str | None = None, connect_timeout: int = 5, create: bool = True
+    ) -> None:
         self._session = Session(url, schema, connect_timeout)
         self.url = self._session.url
         self.schema = self._session.schema
         try:
+            if not create:  # a report on a mistyped schema: an error, not a new, empty ledger
+                self._session.run(self._require_ledger)
             self._session.run(self._session.migrate)
         except BaseException:
             self._session.close()  # nobody else holds this ledger: release its connection now
@@ -59,6 +66,17 @@ class PostgresLedger(LedgerStore):
 
     def __repr__(self) -> str:
         return f"PostgresLedger(<{self._session.name}>)"
+
+    def _require_ledger(self, connection: Connection) -> None:
+        found = connection.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", (self._session.sql("{s}.schema_migrations"),)
+        ).fetchone()
+        if not found or not found[0]:
+            raise ConfigError(
+                f"no ledger in {self._session.name} (check ?schema=, or pass --ledger or set"
+                " OUTLAY_LEDGER_URL or OUTLAY_URL)",
+                field="ledger",
+            )
 
     @property
     def application_name(self) -> str:
