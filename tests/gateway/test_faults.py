@@ -199,6 +199,33 @@ def test_a_stream_whose_call_cannot_be_recorded_ends_in_an_error_the_sdk_raises(
     assert "[DONE]" not in raw.text and raw.text.rstrip().endswith("}")
 
 
+def test_a_billed_call_that_cannot_be_recorded_is_not_retried_by_the_sdks() -> None:
+    # The provider answered (and billed) but the ledger is down: a 503 the SDKs retry by default
+    # would make the provider bill the call again on each retry, none of them recorded.
+    keys = {CLIENT_KEY: Principal("acme", key_id="k1")}
+    provider = FakeProvider(api_key=UPSTREAM_KEY)
+    with LiveServer(provider) as upstream:
+        app = Gateway(gateway_config(upstream.url), hooks=_LedgerDown(keys), trust_env=False)
+        with LiveServer(app, lifespan="on") as gw:
+            oai = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=2)
+            with pytest.raises(openai.InternalServerError) as caught:
+                oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+            assert "backend unavailable" in caught.value.message and "billed" in caught.value.message
+            assert len(provider.requests) == 1
+            claude = anthropic.Anthropic(base_url=gw.url, api_key=CLIENT_KEY, max_retries=2)
+            with pytest.raises(anthropic.InternalServerError):
+                claude.messages.create(model="claude-haiku-4-5", max_tokens=5, messages=MESSAGES)  # type: ignore[arg-type]
+            assert len(provider.requests) == 2
+            # An upstream error answer is not billed: retrying it costs nothing, so the SDK may.
+            provider.fail(Fault.error(500), times=3)
+            once_more = oai.with_options(max_retries=1)
+            with pytest.raises(openai.InternalServerError):
+                once_more.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+            assert len(provider.requests) == 4
+            oai.close()
+            claude.close()
+
+
 def test_a_call_past_max_call_seconds_is_ended_with_a_504_its_usage_unknown() -> None:
     slow = FakeProvider(api_key=UPSTREAM_KEY, chunk_delay=0.4)
     with LiveServer(slow) as upstream:

@@ -284,7 +284,13 @@ class Gateway:
             try:
                 return await self.hooks.complete(admission, outcome)
             except OutlayError as exc:  # e.g. the ledger is down: the caller must not get a silent 200
-                raise from_outlay_error(exc) from None
+                error = from_outlay_error(exc)
+                if status < 400 or usage is None or not usage.is_empty:
+                    # The provider answered (or may have) and bills it: both SDKs retry a 5xx
+                    # by default, and each retry would be billed again — and go unrecorded too.
+                    error.message += "; the provider may have billed this call, so it is not retried"
+                    error.headers["x-should-retry"] = "false"
+                raise error from None
 
         try:
             deadline = asyncio.get_running_loop().time() + admission.call.max_seconds
