@@ -24,7 +24,7 @@ from outlay._money import money_str, money_sum
 from outlay._rating import Rating
 from outlay._usage import Usage
 from outlay.events import CostEvent
-from outlay.ledger import GROUP_KEYS, SEVERAL_TENANTS, LedgerStore, Totals
+from outlay.ledger import GROUP_KEYS, SEVERAL_TENANTS, InMemoryLedger, LedgerStore, RunTotals, Totals
 
 from .conftest import AWKWARD_PRICES, T0, awkward_events, event, unpriced
 
@@ -318,6 +318,57 @@ class LedgerStoreConformance:
         runs = {r.run_id: r for r in ledger.runs(run_ids=["job", "own"])}
         assert (runs["job"].parent_run_id, runs["job"].root_run_id) == (None, "job")
         assert (runs["own"].parent_run_id, runs["own"].root_run_id) == (None, None)
+
+    def test_a_runs_agent_and_links_come_from_its_first_event(self, ledger: LedgerStore) -> None:
+        """A run whose events in one batch disagree (a planner run that also logged a call as its
+        critic): every ledger keeps the first event's agent, parent and root, as the run tree shows."""
+        ledger.write(
+            [
+                event(run_id="r", agent="planner", parent_run_id="p2", root_run_id="root-b", cost=D("1")),
+                event(run_id="r", agent="critic", parent_run_id="p1", root_run_id="root-a", cost=D("2")),
+            ]
+        )
+        [run] = ledger.runs(run_ids=["r"])
+        assert (run.agent, run.parent_run_id, run.root_run_id, run.cost) == ("planner", "p2", "root-b", D(3))
+
+    @pytest.mark.parametrize("seed", range(6))
+    def test_run_trees_equal_the_in_memory_ledgers_for_any_batches(
+        self, make_ledger: LedgerFactory, seed: int
+    ) -> None:
+        """Runs of events that disagree on their links, agents and tenants, with run paths, written
+        in random batches: every ledger keeps the same runs as the reference in-memory one."""
+        rng = random.Random(seed)
+        names = [f"r{i}" for i in range(6)]
+        events = []
+        for i in range(14):
+            run_id = rng.choice(names)
+            others = [n for n in names if n != run_id]
+            fields: dict[str, object] = {
+                "time": T0 + timedelta(seconds=rng.randint(0, 99)),
+                "run_id": run_id,
+                "agent": rng.choice([None, "critic", "planner"]),
+                "tenant_id": rng.choice(["acme", "globex", None]),
+                "cost": D(i),
+                "parent_run_id": rng.choice([None, *others]),
+                "root_run_id": rng.choice([None, *names]),
+            }
+            if fields["tenant_id"] is None:
+                fields["origin"] = "job"
+            if fields["parent_run_id"] is not None and rng.random() < 0.5:
+                ancestors = [n for n in others if n != fields["parent_run_id"]]
+                fields["run_path"] = (*rng.sample(ancestors, rng.randint(0, 2)), fields["parent_run_id"])
+            events.append(event(**fields) if i % 5 else unpriced(**{**fields, "cost": None}))
+        cuts = sorted(rng.sample(range(1, len(events)), 3))
+        batches = [events[a:b] for a, b in zip([0, *cuts], [*cuts, len(events)], strict=True)]
+        ledger, reference = make_ledger(), InMemoryLedger()
+        for batch in batches:
+            ledger.write(batch)
+            reference.write(batch)
+
+        def key(run: RunTotals) -> str:
+            return run.run_id
+
+        assert sorted(ledger.runs(run_ids=names), key=key) == sorted(reference.runs(run_ids=names), key=key)
 
     def test_a_run_with_events_of_several_tenants_belongs_to_none(self, ledger: LedgerStore) -> None:
         """Run ids are global: a batch job over many tenants, or one id two tenants both used. Its

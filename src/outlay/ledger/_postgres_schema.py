@@ -41,7 +41,6 @@ __all__ = [
     "ROLLUPS_FROM_DELTA",
     "ROLLUP_KEY",
     "RUNS_FROM_DELTA",
-    "RUNS_FROM_STAGING",
     "RUN_DELTA_TYPES",
     "SCHEMA_NAME",
     "STAGING",
@@ -305,15 +304,6 @@ ON CONFLICT (run_id) DO UPDATE SET
 """
 
 
-# A run's links (parent, root, agent) are the same on all its events; where a batch's events
-# disagree, the smallest non-null value is kept (deterministic, and never a NULL over a value). A run
-# with events of several tenants (or of a tenant and of none) gets '' (SEVERAL_TENANTS) as its tenant.
-RUNS_FROM_STAGING: Final = _upsert_runs(
-    "SELECT run_id, min(parent_run_id), min(root_run_id),"
-    " CASE WHEN count(DISTINCT tenant) > 1 THEN '' ELSE min(NULLIF(tenant, '')) END, min(NULLIF(agent, '')),"
-    " count(*), count(*) FILTER (WHERE NOT priced), sum(cost), min(time), max(time)"
-    " FROM pg_temp.outlay_staging WHERE run_id IS NOT NULL GROUP BY run_id ORDER BY run_id"
-)
 RUNS_FROM_DELTA: Final = _upsert_runs("SELECT * FROM pg_temp.outlay_run_delta ORDER BY run_id")
 INSERT_ADJUSTMENT: Final = """
 INSERT INTO {s}.adjustments (adjustment_id, event_id, time, price_version, priced, cost, previous_cost,

@@ -1,8 +1,9 @@
 """The write transactions of the PostgreSQL ledger: event batches and re-rating adjustments.
 
 A batch's rollup changes are aggregated in SQL from the staged new events (one GROUP BY per
-rollup table: no per-event Python work, exact NUMERIC sums); re-rating deltas are aggregated in
-Python (:class:`RollupDeltas`, shared with the other ledgers) and staged by COPY. Both are upserted
+rollup table: no per-event Python work, exact NUMERIC sums); its runs' totals and links, and
+re-rating deltas, are aggregated in Python (:class:`RollupDeltas`, shared with the other ledgers, so
+a run's parent, root and agent are chosen as they choose them) and staged by COPY. All are upserted
 in primary-key order with ``cost = COALESCE(r.cost + excluded.cost, r.cost, excluded.cost)``.
 """
 
@@ -33,7 +34,6 @@ from ._postgres_schema import (
     ROLLUPS_FROM_DELTA,
     RUN_DELTA_TYPES,
     RUNS_FROM_DELTA,
-    RUNS_FROM_STAGING,
     STAGING_COLUMNS,
     STAGING_TYPES,
     UPSERT_EVENT_STATE,
@@ -61,9 +61,10 @@ _LOCK_IDS: Final = "SELECT event_id FROM {s}.event_ids WHERE event_id = ANY(%s) 
 
 
 class Batch:
-    """A batch of distinct events as staging rows, and the UTC months it touches, before any I/O."""
+    """A batch of distinct events as staging rows, the UTC months it touches, and its runs' totals
+    and links (added up as the other ledgers do, :meth:`RollupDeltas.add_run`), before any I/O."""
 
-    __slots__ = ("links", "months", "rows")
+    __slots__ = ("events", "months", "rows", "runs")
 
     def __init__(self, events: Sequence[CostEvent], payloads: Sequence[bytes] | None) -> None:
         first: dict[str, int] = {}
@@ -71,7 +72,8 @@ class Batch:
             first.setdefault(event.event_id, index)  # duplicates inside a batch: the first wins
         rows: list[tuple[Any, ...]] = []
         months: set[tuple[int, int]] = set()
-        links = RollupDeltas()  # runs known only as ancestors in run_path (no events, no totals)
+        runs = RollupDeltas()
+        distinct: list[CostEvent] = []
         # The hot path of ingestion (runs once per event): plain attribute reads, no helper calls.
         for event_id, index in first.items():
             event = events[index]
@@ -80,8 +82,9 @@ class Batch:
             months.add((utc.year, utc.month))
             tenant = event.tenant_id
             usage = event.usage
-            if event.run_path:
-                links.link(event.run_path, event.root_run_id, time_us(moment))
+            distinct.append(event)
+            if event.run_id is not None:
+                runs.add_run(event, time_us(moment))
             rows.append(
                 (
                     event_id,
@@ -112,7 +115,16 @@ class Batch:
             )
         self.rows = rows
         self.months = {f"{year:04d}-{month:02d}" for year, month in months}
-        self.links = links.runs
+        self.events = distinct
+        self.runs = runs.runs
+
+    def runs_of(self, fresh: set[str]) -> dict[str, RunAcc]:
+        """The runs' totals and links of the events with ids in ``fresh`` only."""
+        runs = RollupDeltas()
+        for event in self.events:
+            if event.run_id is not None and event.event_id in fresh:
+                runs.add_run(event, time_us(event.time))
+        return runs.runs
 
 
 def write_batch(session: Session, connection: Connection, batch: Batch) -> int:
@@ -125,23 +137,19 @@ def write_batch(session: Session, connection: Connection, batch: Batch) -> int:
                 copy.write_row(row)
         cursor.execute(session.sql(INSERT_IDS))
         inserted = cursor.rowcount
+        runs = batch.runs
         if inserted != len(batch.rows):
             # Some ids were known (a replay, or another writer got there first): only the ids
             # this transaction claimed stay staged, to reach the events table and the rollups.
             fresh = {row[0] for row in cursor.fetchall()}
             cursor.execute(_DROP_KNOWN, ([row[0] for row in batch.rows if row[0] not in fresh],))
+            runs = batch.runs_of(fresh)
         if inserted:
             # Rollups are aggregated from the staged new events in SQL (exact NUMERIC sums).
-            for statement in (
-                INSERT_EVENTS,
-                DELTA_FROM_STAGING,
-                ROLLUPS_FROM_DELTA,
-                MONTHS_FROM_DELTA,
-                RUNS_FROM_STAGING,
-            ):
+            for statement in (INSERT_EVENTS, DELTA_FROM_STAGING, ROLLUPS_FROM_DELTA, MONTHS_FROM_DELTA):
                 cursor.execute(session.sql(statement))
-        if batch.links:  # (structure only: applied again for a replayed event, it changes nothing)
-            _apply_runs(session, cursor, batch.links)
+        if runs:  # added up in Python, as by the other ledgers: the same runs, links and agents
+            _apply_runs(session, cursor, runs)
     return inserted
 
 

@@ -247,6 +247,15 @@ class RollupDeltas:
             own[2] += tokens[2]
             own[3] += tokens[3]
             own[4] += tokens[4]
+        if event.run_id is not None:
+            self.add_run(event, us)
+
+    def add_run(self, event: CostEvent, us: int) -> None:
+        """The run part of :meth:`add_event` (an event with a ``run_id``): its run's totals, and
+        the links of its ``run_path``. The PostgreSQL ledger adds up its batches' runs with it, so
+        every ledger places and labels runs alike (the first event's parent, root and agent)."""
+        cost = event.cost
+        unpriced = 1 if cost is None else 0
         run_id = event.run_id
         if run_id is None:
             return
