@@ -197,7 +197,11 @@ def test_migrations_apply_once_when_workers_start_together(
     # A second migration that fails if run twice (ADD COLUMN without IF NOT EXISTS).
     migrations = [
         *_postgres_schema.MIGRATIONS,
-        (3, "rejects note", "ALTER TABLE {s}.rejects ADD COLUMN note text"),
+        (
+            len(_postgres_schema.MIGRATIONS) + 1,
+            "rejects note",
+            "ALTER TABLE {s}.rejects ADD COLUMN note text",
+        ),
     ]
     monkeypatch.setattr(_postgres_session, "MIGRATIONS", migrations)
     barrier = threading.Barrier(8)
@@ -219,9 +223,22 @@ def test_migrations_apply_once_when_workers_start_together(
     assert errors == []
     assert len(made) == 8
     versions = _admin(postgres_url, f'SELECT version, name FROM "{schema}".schema_migrations ORDER BY 1')
-    assert versions == [(1, "ledger tables"), (2, "events by tenant and time"), (3, "rejects note")]
+    assert versions == [(version, name) for version, name, _ in migrations]
     made[0].write([event()])
     assert made[-1].event_count() == 1  # every worker sees the one ledger
+
+
+def test_events_at_one_instant_keep_their_recording_order_across_connections(pg: Factory) -> None:
+    """Two writers (two connections) recording at one instant: the entries, and so the pages of
+    ``/events``, list the events in the order they were recorded, as the SQLite ledger does; a later
+    event listed before one already paged past would never be seen by the client paging."""
+    schema = _schema()
+    first, second = pg(schema=schema), pg(schema=schema)
+    recorded = [event(time=T0, feature=name) for name in ("one", "two", "three", "four")]
+    for index, e in enumerate(recorded):
+        (first if index % 2 == 0 else second).write([e])
+    listed = [entry.event.feature for entry in first.entries(T0, T0 + timedelta(seconds=1))]
+    assert listed == ["one", "two", "three", "four"]
 
 
 def test_a_newer_database_schema_is_refused(pg: Factory, postgres_url: str) -> None:
