@@ -600,3 +600,16 @@ def test_a_bounded_connection_pool_waits_for_a_connection_not_an_outage(
     assert failures == []
     status = store.status("tenant:acme")
     assert (status.spent, status.reserved) == (D("150"), D(0))
+
+
+@pytest.mark.parametrize("url", ["redis:/127.0.0.1:6379/0", "redis:127.0.0.1:6379", "rediss//cache:6380/0"])
+def test_a_mistyped_redis_url_is_refused_not_made_a_local_sqlite_store(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Taken as a path, OUTLAY_BUDGET_URL=redis:/host gave each host a SQLite store of its own:
+    # replicas on other hosts no longer shared the counters, so each could spend the whole limit.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="neither a URL") as caught:
+        open_budget_store(url)
+    assert caught.value.field == "budget_store"
+    assert list(tmp_path.iterdir()) == []

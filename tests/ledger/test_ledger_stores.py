@@ -225,3 +225,18 @@ def test_sqlite_write_pauses_the_cyclic_gc_and_gives_it_back_as_it_was(tmp_path:
         finally:
             gc.enable()
     assert seen == [False, False, False]
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresql:/outlay@db:5432/outlay", "postgres:db/outlay", "postgresql//outlay@db/outlay"]
+)
+def test_a_mistyped_postgresql_url_is_refused_not_made_a_sqlite_ledger(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OUTLAY_LEDGER_URL=postgresql:/... (one slash) used to open a new SQLite ledger in a directory
+    # named after the URL: a worker then wrote the shared stream's events where no report looks.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="neither a URL") as info:
+        open_ledger(url)
+    assert info.value.field == "ledger"
+    assert list(tmp_path.iterdir()) == []

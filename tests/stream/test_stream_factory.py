@@ -65,3 +65,28 @@ def test_bad_urls_are_config_errors_naming_the_url(url: object) -> None:
         open_event_log(url)  # type: ignore[arg-type]
     assert info.value.field == "url"
     assert isinstance(info.value, ValueError)
+
+
+@pytest.mark.parametrize("url", ["nats:/127.0.0.1:4222", "nats:127.0.0.1:4222", "tls//host:4222"])
+def test_a_mistyped_nats_url_is_refused_not_taken_for_a_local_file(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Taken as a path, OUTLAY_STREAM_URL=nats:/host made every recorder append to a local SQLite
+    # file named after the URL: nothing reached the stream the workers read, and nothing said so.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="neither a URL") as info:
+        open_event_log(url)
+    assert info.value.field == "url"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nats_event_log_refuses_url_options_it_would_ignore() -> None:
+    # NatsEventLog("nats://h:4222?stream=BILLING") used to connect and use OUTLAY_EVENTS: its
+    # events went to another stream than asked, and a reader of BILLING saw nothing.
+    pytest.importorskip("nats")
+    from outlay.stream import NatsEventLog
+
+    for url in ("nats://127.0.0.1:1?stream=BILLING", "nats://127.0.0.1:1/BILLING"):
+        with pytest.raises(ConfigError, match="from_url") as info:
+            NatsEventLog(url)
+        assert info.value.field == "url"

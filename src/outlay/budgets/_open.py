@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from outlay._errors import ConfigError
+from outlay._urls import refuse_url_like_path
 
 from ._sqlite import SQLiteBudgetStore
 from ._store import BudgetStore, InMemoryBudgetStore
@@ -35,6 +36,10 @@ def open_budget_store(url: str | None = None) -> BudgetStore:
         raise ConfigError(
             f"unsupported budget store URL {target!r}; use memory://, a path, sqlite:PATH or redis://",
             field="budget_store",
+        )
+    else:
+        refuse_url_like_path(
+            target, field="budget_store", expected="memory://, a path, sqlite:PATH or redis://"
         )
     return SQLiteBudgetStore(Path(target).expanduser())
 

@@ -40,6 +40,7 @@ from typing import Any, Final
 from outlay._errors import ConfigError, InvalidInput
 from outlay._money import to_money
 from outlay._runtime import Outlay
+from outlay._urls import refuse_url_like_path
 from outlay.budgets import (
     BudgetEngine,
     BudgetStore,
@@ -173,6 +174,9 @@ def _budget_store(url: str) -> BudgetStore:
         target = url.removeprefix("sqlite:")
         target = target[2:] if target.startswith("//") else target
         if "://" not in target:
+            refuse_url_like_path(  # before a directory named after a mistyped URL is made
+                target, field="budget_store", expected="memory://, a path, sqlite:PATH or redis://"
+            )
             Path(target).expanduser().parent.mkdir(parents=True, exist_ok=True)
     return open_budget_store(url)
 

@@ -20,6 +20,7 @@ from typing import Any, Final, Self
 
 from outlay._errors import BackendError, ConfigError, InvalidInput
 from outlay._sqlite import use_wal
+from outlay._urls import refuse_url_like_path
 from outlay.ledger._open import ledger_file
 
 from ._key import DISPLAY_CHARS, VirtualKey, generate_secret, hash_secret, new_key_id, parse_budget
@@ -248,6 +249,8 @@ def open_key_store(url: str | None = None, *, create: bool = True) -> KeyStore:
         raise ConfigError(
             f"unsupported key store URL {target!r}; use a path, sqlite:PATH or memory://", field="keys"
         )
+    else:
+        refuse_url_like_path(target, field="keys", expected="a path, sqlite:PATH or memory://")
     if not create and not Path(target).expanduser().exists():
         raise ConfigError(
             f"no key store at {target!r} (create a key first, or pass --keys / set OUTLAY_KEYS_URL)",

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Final
 
 from outlay._errors import ConfigError
+from outlay._urls import refuse_url_like_path
 
 from ._base import LedgerStore
 from ._memory import InMemoryLedger
@@ -72,6 +73,8 @@ def open_ledger(url: str | None = None, *, create: bool = True) -> LedgerStore:
         raise ConfigError(
             f"unsupported ledger URL {target!r}; use a path, sqlite:PATH or postgresql://", field="ledger"
         )
+    else:
+        refuse_url_like_path(target, field="ledger", expected="a path, sqlite:PATH or postgresql://")
     path = ledger_file(target)
     if not create:
         if not path.exists():

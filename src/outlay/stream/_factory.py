@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from outlay._errors import ConfigError
+from outlay._urls import refuse_url_like_path
 
 from ._base import EventLog
 from ._memory import InMemoryEventLog
@@ -13,6 +14,7 @@ from ._sqlite import SQLiteEventLog
 __all__ = ["open_event_log"]
 
 _SQLITE = "sqlite://"
+_EXPECTED = "nats://, memory://, sqlite:// or a file path"
 
 
 def open_event_log(url: str | os.PathLike[str]) -> EventLog:
@@ -30,6 +32,7 @@ def open_event_log(url: str | os.PathLike[str]) -> EventLog:
     if not isinstance(url, str) or not url.strip():
         raise ConfigError(f"expected an event log URL or file path, got {url!r}", field="url")
     if "://" not in url:
+        refuse_url_like_path(url, field="url", expected=_EXPECTED)
         return SQLiteEventLog(url)
     scheme = url.split("://", 1)[0].lower()
     if scheme == "memory":
@@ -55,6 +58,6 @@ def open_event_log(url: str | os.PathLike[str]) -> EventLog:
             ) from None
         return NatsEventLog.from_url(url)
     raise ConfigError(
-        f"unknown event log scheme {scheme!r} in {url!r}; expected memory://, sqlite:// or a file path",
+        f"unknown event log scheme {scheme!r} in {url!r}; expected {_EXPECTED}",
         field="url",
     )

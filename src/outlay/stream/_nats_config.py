@@ -109,6 +109,13 @@ class NatsSettings:
                 raise ConfigError(f"invalid server URL {server!r}: {exc}", field="url") from None
             if parts.scheme not in _SCHEMES or not parts.hostname:
                 raise ConfigError(f"expected nats://host:port, got {server!r}", field="url")
+            if parts.query or parts.path.strip("/"):
+                # ?stream=... here was ignored: the log used OUTLAY_EVENTS, another stream than asked
+                raise ConfigError(
+                    f"options in the URL ({server!r}) are read by open_event_log(url) or"
+                    " NatsEventLog.from_url(url); NatsEventLog() takes them as arguments",
+                    field="url",
+                )
         if not isinstance(stream, str) or not _STREAM_NAME.fullmatch(stream):
             raise ConfigError(
                 f"expected letters, digits, '-' or '_' (at most 64), got {stream!r}", field="stream"
