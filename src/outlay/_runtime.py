@@ -28,7 +28,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from ._errors import ConfigError
 from ._recording import Recorder
+from ._urls import refuse_url_like_path
 from ._usage import Usage
 from .context import CostContext
 from .context._context import MAX_RUN_PATH
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 __all__ = ["Outlay", "decision_event", "embedded_log_path"]
 
 _DEFAULT_HOME = Path(".outlay") / "outlay.db"
+_DISTRIBUTED = frozenset({"nats", "tls"})  # the schemes of a shared event log (open_event_log)
 
 
 def _ledger_path(url: str) -> Path | None:
@@ -55,6 +58,7 @@ def _ledger_path(url: str) -> Path | None:
     target = target[2:] if target.startswith("//") else target
     if "://" in target:
         return None
+    refuse_url_like_path(target, field="url", expected="a path, sqlite:PATH, postgresql:// or memory://")
     return ledger_file(target)
 
 
@@ -161,9 +165,9 @@ class Outlay:
         ledger: LedgerStore | None = None,
     ) -> None:
         given_home = str(url) if url is not None else os.environ.get("OUTLAY_URL")
-        self.ledger_url = (
-            ledger_url or os.environ.get("OUTLAY_LEDGER_URL") or given_home or str(_DEFAULT_HOME)
-        )
+        named_ledger = ledger_url or os.environ.get("OUTLAY_LEDGER_URL") or given_home
+        self._ledger_named = bool(named_ledger)
+        self.ledger_url = named_ledger or str(_DEFAULT_HOME)
         # With no home given, a SQLite ledger is the home: its event log is the one beside it (as
         # `outlay report --ledger PATH` reads it), not one under ./.outlay/.
         home = given_home or (self.ledger_url if _ledger_path(self.ledger_url) else str(_DEFAULT_HOME))
@@ -182,7 +186,9 @@ class Outlay:
                 self._log_url = stream or self._embedded_log_path(home)
                 log = open_event_log(self._log_url)
         self._log = log
-        self.embedded = not (stream or "").startswith("nats://")
+        # NATS in any spelling open_event_log takes (nats://, tls://, NATS://): a process that took
+        # a shared stream for an embedded log would run the ledger writer on its consumer itself.
+        self.embedded = (stream or "").partition("://")[0].lower() not in _DISTRIBUTED
         self._ledger = ledger
         self._lock = threading.Lock()
         self._recorder = Recorder(
@@ -257,6 +263,16 @@ class Outlay:
             self._after_fork()
         with self._lock:
             if self._ledger is None:
+                if not self.embedded and not self._ledger_named:
+                    # A worker (or API) on the shared stream with the ledger setting missing or
+                    # misspelt: the embedded default would take the stream's events (acknowledged,
+                    # so never redelivered) into a local file that no report of the deployment reads.
+                    raise ConfigError(
+                        "the event log is a shared NATS stream but no ledger is named: set"
+                        " OUTLAY_LEDGER_URL (postgresql://...) or OUTLAY_URL, or pass --ledger;"
+                        f" refusing the embedded default {_DEFAULT_HOME}",
+                        field="ledger",
+                    )
                 path = _ledger_path(self.ledger_url)
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)

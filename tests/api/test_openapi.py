@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import httpx
+import pytest
 from click.testing import CliRunner
 
 from outlay.api import ENDPOINTS, hash_token
@@ -115,3 +117,31 @@ def test_a_real_server_in_a_thread_serves_the_api() -> None:
         server.should_exit = True
         thread.join(10)
         outlay.close()
+
+
+def test_cli_refuses_at_start_a_ledger_it_cannot_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, postgres_url: str, nats_url: str
+) -> None:
+    # On a shared stream the API only reads the ledger the workers write. A typo in ?schema= used
+    # to create a new, empty ledger and answer "no spend"; an unreachable server, a 503 on every
+    # request after a start that looked fine.
+    import uuid
+
+    import psycopg
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("served a ledger it cannot read"))
+    monkeypatch.chdir(tmp_path)
+    schema = f"t_missing_{uuid.uuid4().hex[:10]}"
+    tokens = tmp_path / "tokens.toml"
+    tokens.write_text(f'[[tokens]]\nname = "fin"\nsha256 = "{hash_token("t" * 32)}"\nrole = "admin"\n')
+    env = {"OUTLAY_STREAM_URL": nats_url, "OUTLAY_URL": None}
+    for ledger, message in (
+        (f"{postgres_url}?schema={schema}", "no ledger"),
+        ("postgresql://postgres@127.0.0.1:1/test", "cannot connect"),
+    ):
+        out = CliRunner(env={**env, "OUTLAY_LEDGER_URL": ledger}).invoke(api, ["--tokens", str(tokens)])
+        assert out.exit_code == 1 and message in out.output, out.output
+    with psycopg.connect(postgres_url) as db:
+        assert db.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None
+    assert not (tmp_path / ".outlay").exists()

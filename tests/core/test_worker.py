@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -243,3 +245,59 @@ def test_trim_log_drops_what_the_ledger_holds_and_keeps_what_a_consumer_still_ne
     assert again.exit_code == 0, again.output
     assert _log_records(home) == 0
     assert _ledger_events(home) == 30  # nothing written twice, nothing lost
+
+
+def test_a_worker_on_a_nats_stream_with_no_ledger_named_refuses_to_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nats_url: str
+) -> None:
+    # OUTLAY_LEDGER_URL missing or misspelt (OUTLAY_LEDGER_ULR): the worker used to take the shared
+    # consumer's events, acknowledge them and write them into ./.outlay/outlay.db, where no report of
+    # the deployment reads them.
+    from click.testing import CliRunner
+
+    from outlay.cli import main
+    from outlay.stream import open_event_log
+
+    tag = uuid.uuid4().hex[:12]
+    stream, prefix = f"T_{tag}", f"outlay.test.{tag}"
+    url = f"{nats_url}?stream={stream}&subject_prefix={prefix}"
+    monkeypatch.chdir(tmp_path)
+    for name in ("OUTLAY_URL", "OUTLAY_LEDGER_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OUTLAY_STREAM_URL", url)
+    monkeypatch.setenv("OUTLAY_LEDGER_ULR", "postgresql://db/outlay")  # the typo
+    try:
+        with Outlay() as recorder, outlay.attribute(tenant="acme"):
+            recorder.record_llm(provider="openai", model="gpt-4o", usage=Usage(input_tokens=10))
+        result = CliRunner().invoke(main, ["worker", "--once"])
+        assert result.exit_code == 1, result.output
+        assert "no ledger is named" in result.output and "OUTLAY_LEDGER_URL" in result.output
+        assert not (tmp_path / ".outlay").exists()
+        with open_event_log(url) as log:  # the event is still there for the deployment's workers
+            assert log.end_offset() == 1, log.end_offset()
+            assert len(log.read("ledger", max_records=10, timeout=5.0)) == 1
+        # Naming the ledger, even the local default, is a choice the worker then follows.
+        result = CliRunner().invoke(main, ["worker", "--once", "--url", str(tmp_path / "local")])
+        assert result.exit_code == 0 and "1 written" in result.output, result.output
+    finally:
+        asyncio.run(_delete_stream(nats_url, stream))
+
+
+async def _delete_stream(url: str, stream: str) -> None:
+    import nats
+
+    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+    try:
+        await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+def test_a_tls_nats_stream_is_not_taken_for_an_embedded_log() -> None:
+    # With tls:// (NATS over TLS) a process asking for reports ran the ledger writer on the shared
+    # consumer itself, as if the stream were its own embedded log.
+    from outlay.stream import InMemoryEventLog
+
+    for url in ("tls://nats.internal:4222", "NATS://nats.internal:4222"):
+        with Outlay("memory://", stream_url=url, log=InMemoryEventLog()) as pipeline:
+            assert not pipeline.embedded

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from outlay._errors import BackendError, InvalidInput
+from outlay._errors import BackendError, InvalidInput, OutlayError
+
+if TYPE_CHECKING:
+    from outlay import Outlay
 
 __all__ = ["api"]
 
@@ -77,7 +81,12 @@ def api(
         outlay = Outlay(url)
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from None
-    except BackendError as exc:
+    except OutlayError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        _open_ledger_now(outlay)
+    except OutlayError as exc:
+        outlay.close(catch_up=False)
         raise click.ClickException(str(exc)) from None
     keys, store = _gateway_budgets(url, keys_url, budgets_file)
     try:
@@ -89,6 +98,18 @@ def api(
         uvicorn.run(app, host=host, port=port, log_level="info")
     finally:
         outlay.close()
+
+
+def _open_ledger_now(outlay: Outlay) -> None:
+    """Open the ledger before serving: a wrong URL, an unreachable server or wrong credentials are
+    an error at start, not a 503 on every request. On a shared stream the workers write (and
+    create) the ledger and the API only reads it, so a schema or file holding no ledger (a typo in
+    ``?schema=``) is refused rather than created empty and reported as "no spend"."""
+    from outlay.ledger import open_ledger
+
+    if not outlay.embedded:
+        open_ledger(outlay.ledger_url, create=False).close()
+    outlay.ledger  # noqa: B018  # opened now, for the reason above
 
 
 def _gateway_budgets(
