@@ -306,3 +306,24 @@ def test_unreachable_upstream_is_a_502(hooks: InMemoryHooks) -> None:
     assert response.json()["type"] == "error"
     assert response.json()["error"]["type"] == "api_error"
     assert app.hooks.outcomes[0][1].usage == Usage()  # type: ignore[attr-defined]  # never sent: nothing billed
+
+
+def test_the_upstream_refusing_the_gateways_key_is_not_retried_by_the_sdks() -> None:
+    # The same key is refused again on every retry: the SDKs' two retries only made the caller
+    # wait (with backoff) and logged the operator's warning three times.
+    provider = FakeProvider(api_key=UPSTREAM_KEY)
+    with LiveServer(provider) as upstream:
+        app = Gateway(gateway_config(upstream.url), hooks=make_hooks(), trust_env=False)
+        with LiveServer(app, lifespan="on") as gw:
+            provider.fail(Fault.error(401, code="invalid_api_key"), times=10)
+            oai = openai.OpenAI(base_url=gw.url + "/v1", api_key=CLIENT_KEY, max_retries=2)
+            with pytest.raises(openai.APIStatusError) as caught:
+                oai.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+            assert caught.value.status_code == 502
+            assert len(provider.requests) == 1
+            claude = anthropic.Anthropic(base_url=gw.url, api_key=CLIENT_KEY, max_retries=2)
+            with pytest.raises(anthropic.APIStatusError):
+                claude.messages.create(model="claude-haiku-4-5", max_tokens=5, messages=MESSAGES)  # type: ignore[arg-type]
+            assert len(provider.requests) == 2
+            oai.close()
+            claude.close()

@@ -210,14 +210,22 @@ def from_upstream_response(
         _log.warning(
             "upstream %s rejected the gateway's credentials (HTTP %d): %s", upstream, status, message
         )
+        # Not retried by the SDKs (x-should-retry: false): the same key is refused again, and each
+        # retry only makes the caller wait and the operator's log repeat itself.
         return GatewayError(
             502,
             f"upstream {upstream} rejected the gateway's credentials (HTTP {status}); the gateway's log"
             " has the provider's message",
             code="upstream_auth_failed",
+            headers={"x-should-retry": "false"},
         )
-    if status < 400 or status > 599:
-        return GatewayError(502, f"upstream {upstream} answered HTTP {status}", code="upstream_error")
+    if status < 400 or status > 599:  # a redirect (not followed): the same answer every time
+        return GatewayError(
+            502,
+            f"upstream {upstream} answered HTTP {status}",
+            code="upstream_error",
+            headers={"x-should-retry": "false"},
+        )
     # The provider's own code, param and type (context_length_exceeded, insufficient_quota, ...)
     # reach the client as the provider sent them; the type only in the format it belongs to.
     # An OpenAI error with "code": null keeps it null (a client branching on it sees what the
