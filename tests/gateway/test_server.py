@@ -199,3 +199,17 @@ def test_two_workers_serve_and_shut_down_gracefully(tmp_path: Path, fake: FakePr
     rows = home.reports().breakdown(("tenant",), "2000-01-01", "2100-01-01")
     home.close()
     assert rows[0]["events"] == 6
+
+
+def test_a_store_that_cannot_open_stops_several_workers_at_start(tmp_path: Path) -> None:
+    # Each worker built its own stores: a bad one made every worker print a traceback while the
+    # parent went on, serving nothing. It is now built once first, and reported as one line.
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        f'ledger = "{tmp_path / "outlay.db"}"\n'
+        'budget_store = "redis://127.0.0.1:6379/0?on_unavailble=allow"\n'  # a misspelt option
+    )
+    result = CliRunner().invoke(gateway, ["--config", str(path), "--workers", "2", "--port", "0"])
+    assert result.exit_code != 0
+    assert "on_unavailble" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterator
@@ -149,6 +150,10 @@ def gateway(host: str, port: int, workers: int, config_path: str | None, log_lev
     }
     if workers > 1:
         # Each worker process builds its own app (pools, stores, recorder) from the same config.
+        # Built once here first: a store that cannot open fails now, as one line, instead of in
+        # every worker (a traceback each, and a parent left serving nothing).
+        with _clean_errors():
+            asyncio.run(create_app(settings).aclose())
         if config_path:
             os.environ[CONFIG_ENV] = os.path.abspath(config_path)
         uvicorn.run("outlay.gateway:app_from_env", factory=True, workers=workers, **options)
