@@ -588,3 +588,36 @@ def test_events_at_one_instant_keep_their_recording_order(ledger: PostgresLedger
     ledger.write(events)
     back = [entry.event.event_id for entry in ledger.entries(at, at + timedelta(seconds=1))]
     assert back == [e.event_id for e in events]
+
+
+def test_a_threads_connection_is_closed_when_the_thread_ends(
+    ledger: PostgresLedger, postgres_url: str
+) -> None:
+    """Each thread that used the ledger kept its connection open until close(): a program whose
+    threads come and go ran PostgreSQL out of connection slots ("too many clients")."""
+    import threading
+
+    ledger.write(awkward_events(5))
+    start, end = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+
+    def read() -> None:
+        assert len(list(ledger.entries(start, end))) == 5
+
+    for _ in range(3):
+        threads = [threading.Thread(target=read) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    with psycopg.connect(postgres_url, autocommit=True) as admin:
+        deadline = time.monotonic() + 5  # a backend whose client has gone exits a moment later
+        while True:
+            (open_now,) = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                (ledger.application_name,),
+            ).fetchone()  # type: ignore[misc]
+            if open_now <= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert open_now <= 1  # this thread's own, at most: not one per thread that ever read (60)
+    read()  # and the ledger still works from here

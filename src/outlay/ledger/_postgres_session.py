@@ -9,8 +9,10 @@ twice. A server that cannot be reached raises ``BackendUnavailable``; the ledger
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
+import weakref
 from collections.abc import Callable
 from datetime import date
 from typing import Any, Final, TypeVar
@@ -121,6 +123,8 @@ class Session:
         connection: Connection | None = getattr(self._local, "connection", None)
         if connection is not None and not connection.closed:
             return connection
+        if connection is not None:  # broken and closed: not this thread's any more
+            self._discard(connection)
         if self.closed:
             raise BackendError(f"{self.name} is closed")
         try:
@@ -145,7 +149,22 @@ class Session:
                 raise BackendError(f"{self.name} is closed")
             self._connections.append(connection)
         self._local.connection = connection
+        # Closed when its thread ends (the thread's locals go, and this token with them): a
+        # program whose threads come and go (a pool that replaces idle workers, a thread per
+        # request) otherwise kept one open connection per thread it ever had, until PostgreSQL
+        # refused new ones ("too many clients").
+        token = _ThreadToken()
+        self._local.token = token
+        weakref.finalize(token, _thread_ended, weakref.ref(self), connection)
         return connection
+
+    def _release(self, connection: Connection) -> None:
+        """A thread that ended: its connection is closed and forgotten."""
+        with self._lock:
+            if connection in self._connections:
+                self._connections.remove(connection)
+        with contextlib.suppress(Exception):  # closing at a thread's end must never raise there
+            connection.close()
 
     def _discard(self, connection: Connection) -> None:
         if getattr(self._local, "connection", None) is connection:
@@ -240,3 +259,17 @@ class Session:
             connections, self._connections = self._connections, []
         for connection in connections:
             connection.close()
+
+
+class _ThreadToken:
+    """Lives in one thread's locals as long as the thread (see ``Session._connection``)."""
+
+    __slots__ = ("__weakref__",)
+
+
+def _thread_ended(session: weakref.ref[Any], connection: Connection) -> None:
+    owner = session()
+    if owner is not None:
+        owner._release(connection)
+    else:
+        connection.close()
