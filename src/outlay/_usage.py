@@ -30,7 +30,7 @@ from typing import Any, Final
 from ._errors import InvalidUsage
 from ._frozen import slot_init
 
-__all__ = ["MAX_COUNT", "TOKEN_FIELDS", "Usage"]
+__all__ = ["CACHE_AUDIO_READ_UNIT", "MAX_COUNT", "TOKEN_FIELDS", "Usage"]
 
 #: The largest count one operation may report (a trillion tokens; the largest contexts hold a few
 #: million). Ledgers sum counts in 64-bit integers: millions of events at this bound still fit,
@@ -38,6 +38,12 @@ __all__ = ["MAX_COUNT", "TOKEN_FIELDS", "Usage"]
 MAX_COUNT: Final = 10**12
 
 _NO_UNITS: Mapping[str, Decimal] = MappingProxyType({})
+#: The unit (genai-prices' usage key) that counts the audio tokens among ``cache_read_tokens``: a
+#: *part* of the cache reads, not an extra quantity. Rating charges them at the model's
+#: ``cache_audio_read_mtok`` where it has one (Gemini bills cached audio above cached text), else
+#: leaves them in the cache reads.
+CACHE_AUDIO_READ_UNIT: Final = "cache_audio_read_tokens"
+
 UNIT_NAME = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
 
 #: The integer token/count fields of :class:`Usage`, in a stable order.

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from outlay._errors import InvalidInput
 from outlay._rating import Rating
-from outlay._usage import Usage
+from outlay._usage import CACHE_AUDIO_READ_UNIT, Usage
 from outlay.pricing import PriceCatalog, default_catalog, estimate, parse_overrides, rate
 
 AT = datetime(2026, 1, 15, tzinfo=UTC)
@@ -79,6 +79,29 @@ def test_audio_overlapping_cached_tokens_is_unpriced_rather_than_guessed(genai: 
     assert rating.cost is None
     assert rating.reason is not None
     assert "cannot split" in rating.reason
+
+
+def test_cached_audio_is_a_part_of_the_cache_reads_at_its_own_price(genai: PriceCatalog) -> None:
+    cached = {CACHE_AUDIO_READ_UNIT: 1_000_000}
+    usage = Usage(input_tokens=3_000_000, cache_read_tokens=1_500_000, units=cached)
+    rating = genai.rate(usage, provider="google", model="gemini-2.5-flash", at=AT)
+    # 1M cached audio at $0.10, 0.5M cached text at $0.03, 1.5M text at $0.30: never a unit on top.
+    assert rating.breakdown == {"cache_audio_read": D("0.1"), "cache_read": D("0.015"), "input": D("0.45")}
+    assert rating.unit_prices["cache_audio_read"] == D("0.0000001")
+    # An override prices it too; a count that cannot be a part of the cache reads is not guessed.
+    catalog = PriceCatalog(
+        parse_overrides(
+            b'[[price]]\nprovider = "google"\nmodel = "gemini-2.5-flash"\ninput_mtok = "1"\n'
+            b'cache_read_mtok = "0.1"\ncache_audio_read_mtok = "0.5"\n',
+            name="p.toml",
+        )
+    )
+    assert catalog.rate(usage, provider="google", model="gemini-2.5-flash", at=AT).cost == D("2.05")
+    for units in ({CACHE_AUDIO_READ_UNIT: 1_500_001}, {CACHE_AUDIO_READ_UNIT: "0.5"}):
+        odd = Usage(input_tokens=3_000_000, cache_read_tokens=1_500_000, units=units)
+        rating = genai.rate(odd, provider="google", model="gemini-2.5-flash", at=AT)
+        assert rating.cost is None
+        assert rating.reason is not None and "cannot split" in rating.reason
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from outlay._errors import InvalidUsage
-from outlay._usage import Usage
+from outlay._usage import CACHE_AUDIO_READ_UNIT, Usage
 from outlay.pricing import PriceCatalog, rate
 from outlay.providers import parse_response, usage_from_response
 
@@ -181,26 +181,45 @@ def test_gemini_adds_tool_prompt_and_thoughts_and_counts_distinct_searches() -> 
     assert parse_response("gemini", fx.GEMINI_RESPONSE, api="generate_content") == parsed
 
 
-def test_gemini_cached_audio_is_charged_once_as_a_cache_read() -> None:
-    # 10,000 cached audio tokens were counted both as cache reads and as audio input: carved out
-    # of the input twice (gemini-2.5-flash: $0.01355 instead of about $0.00725).
+def test_gemini_cached_audio_is_charged_once_at_the_cached_audio_price() -> None:
+    # 10,000 cached audio tokens were first counted both as cache reads and as audio input (carved
+    # out of the input twice), then charged as text cache reads: $0.03 instead of Google's $0.10 per
+    # million on gemini-2.5-flash, a silent under-charge. They are cache reads at the audio price.
     body = {
         "usageMetadata": {
             "promptTokenCount": 30000,
-            "cachedContentTokenCount": 10000,
+            "cachedContentTokenCount": 12000,
             "candidatesTokenCount": 100,
             "promptTokensDetails": [
                 {"modality": "AUDIO", "tokenCount": 10000},
                 {"modality": "TEXT", "tokenCount": 20000},
             ],
-            "cacheTokensDetails": [{"modality": "AUDIO", "tokenCount": 10000}],
+            "cacheTokensDetails": [
+                {"modality": "AUDIO", "tokenCount": 10000},
+                {"modality": "TEXT", "tokenCount": 2000},
+            ],
         },
         "modelVersion": "gemini-2.5-flash",
     }
     usage = usage_from_response("google", body)
-    assert usage == Usage(input_tokens=30000, cache_read_tokens=10000, output_tokens=100)
+    assert usage == Usage(
+        input_tokens=30000,
+        cache_read_tokens=12000,
+        output_tokens=100,
+        units={CACHE_AUDIO_READ_UNIT: 10000},
+    )
     rating = PriceCatalog().rate(usage, provider="google", model="gemini-2.5-flash")
-    assert rating.cost == Decimal("0.0003") + Decimal("0.006") + Decimal("0.00025")
+    assert rating.breakdown == {
+        "cache_audio_read": Decimal("0.001"),  # 10,000 x $0.10/M
+        "cache_read": Decimal("0.00006"),  # 2,000 text x $0.03/M
+        "input": Decimal("0.0054"),  # 18,000 text x $0.30/M
+        "output": Decimal("0.00025"),
+    }
+    assert rating.cost == Decimal("0.00671")
+    # A model without a cached-audio price keeps them in its cache-read bucket (genai-prices' rule).
+    plain = PriceCatalog().rate(usage, provider="google", model="gemini-2.5-pro")
+    assert plain.priced and "cache_audio_read" not in plain.breakdown
+    assert plain.breakdown["cache_read"] == Decimal("0.0015")  # 12,000 x $0.125/M
     bad = {**body["usageMetadata"], "cacheTokensDetails": [{"modality": "AUDIO", "tokenCount": 10001}]}
     with pytest.raises(InvalidUsage, match="cacheTokensDetails"):
         usage_from_response("google", {"usageMetadata": bad})

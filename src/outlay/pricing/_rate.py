@@ -4,10 +4,11 @@ Kinds and how tokens are split between them (``Usage.input_tokens`` includes cac
 writes; ``output_tokens`` includes reasoning):
 
 - ``cache_read``, ``cache_write_5m``, ``cache_write_1h``, ``input_audio``, ``input_image`` are
-  carved out of input *when the model has a price for them*; a cache-write TTL without its own
-  price falls back to ``cache_write_mtok``. Whatever is not carved out stays in ``input`` — the
-  same decomposition genai-prices uses, so an unpriced sub-kind is charged at the full input price,
-  never at zero.
+  carved out of input *when the model has a price for them* (and ``cache_audio_read``, the
+  ``units["cache_audio_read_tokens"]`` part of the cache reads, out of ``cache_read``); a
+  cache-write TTL without its own price falls back to ``cache_write_mtok``. Whatever is not carved
+  out stays in ``input`` — the same decomposition genai-prices uses, so an unpriced sub-kind is
+  charged at the full input price, never at zero.
 - ``output_reasoning``, ``output_audio``, ``output_image`` are carved out of output the same way.
 - ``web_searches`` (per thousand), ``requests`` (per thousand; one per rated call unless
   ``units["requests"]`` says otherwise), and ``unit:<name>`` for ``Usage.units``.
@@ -28,7 +29,7 @@ from typing import Final
 from outlay._errors import InvalidUsage
 from outlay._money import MONEY_CONTEXT, amount_problem
 from outlay._rating import Rating
-from outlay._usage import Usage
+from outlay._usage import CACHE_AUDIO_READ_UNIT, Usage
 
 from ._genai import genai_unit_keys
 from ._record import COUNT_PRICE_KEYS, TOKEN_PRICE_KEYS, PriceRecord, Tier, TieredPrice
@@ -86,6 +87,7 @@ class RatingPlan:
     output_parts: tuple[tuple[str, str], ...]
     units: Mapping[str, Decimal]
     per_request: bool
+    cached_audio: bool  # the model prices cached audio apart from cached text
 
     def unit_prices(self) -> dict[str, Decimal | TieredPrice]:
         """Kind -> price of one unit (tiered where it is), named as a rating's breakdown names kinds."""
@@ -103,6 +105,12 @@ class RatingPlan:
             if count:
                 parts.append((kind, count, table[kind]))
                 input_left -= count
+        if usage.units and CACHE_AUDIO_READ_UNIT in usage.units:
+            problem = self._carve_cached_audio(usage, table, parts)
+            if problem is not None:
+                input_left = -1
+            elif self.cached_audio and "cache_read" not in self.display:
+                input_left -= int(usage.units[CACHE_AUDIO_READ_UNIT])
         output_left = usage.output_tokens
         for kind, attr in self.output_parts:
             count = getattr(usage, attr)
@@ -116,7 +124,9 @@ class RatingPlan:
                 priced=False,
                 price_version=self.version,
                 reason=f"cannot split the tokens of {provider}/{model} between its separately priced"
-                " kinds (audio/image/reasoning tokens overlap cached tokens); rate it with an override",
+                " kinds (audio/image/reasoning tokens overlap cached tokens, or units"
+                f"[{CACHE_AUDIO_READ_UNIT!r}] is not a whole part of cache_read_tokens);"
+                " rate it with an override",
                 provider=provider,
                 model=model,
             )
@@ -136,14 +146,35 @@ class RatingPlan:
             self._rate_units(usage, table, parts, missing)
         return self._finish(parts, missing, provider, model)
 
+    def _carve_cached_audio(
+        self, usage: Usage, table: Mapping[str, Decimal], parts: list[_Part]
+    ) -> str | None:
+        """Charge the cached audio (a part of the cache reads) at its own price, if the model has one.
+
+        Returns a problem when the count cannot be a part of ``cache_read_tokens``."""
+        quantity = usage.units[CACHE_AUDIO_READ_UNIT]
+        if quantity != quantity.to_integral_value() or quantity > usage.cache_read_tokens:
+            return "not a part of the cache reads"
+        audio = int(quantity)
+        if not self.cached_audio or not audio:
+            return None  # left in the cache reads, at their price (genai-prices' decomposition)
+        for i, (kind, count, price) in enumerate(parts):
+            if kind == "cache_read":
+                parts[i] = (kind, count - audio, price)
+                if count == audio:
+                    del parts[i]
+                break
+        parts.append(("cache_audio_read", audio, table["cache_audio_read"]))
+        return None
+
     def _rate_units(
         self, usage: Usage, table: Mapping[str, Decimal], parts: list[_Part], missing: list[str]
     ) -> None:
         if self.per_request:  # one request per rated call, unless the usage counted them
             parts.append(("requests", usage.units.get("requests", 1), table["requests"]))
         for name, quantity in usage.units.items():
-            if name == "requests" and self.per_request:
-                continue
+            if (name == "requests" and self.per_request) or name == CACHE_AUDIO_READ_UNIT:
+                continue  # counted above / a part of the cache reads, rated with them
             unit_price = self.units.get(name)
             if unit_price is None:
                 missing.append(f"unit:{name}")
@@ -247,4 +278,5 @@ def compile_plan(record: PriceRecord) -> RatingPlan:
         output_parts=tuple(part for part in _OUTPUT_PARTS if part[0] in display),
         units=units,
         per_request="requests" in display,
+        cached_audio="cache_audio_read" in display,
     )

@@ -34,6 +34,7 @@ TOKEN_PRICE_KEYS: Final[Mapping[str, str]] = MappingProxyType(
         "cache_write": "cache_write_mtok",
         "cache_write_5m": "cache_write_5m_mtok",
         "cache_write_1h": "cache_write_1h_mtok",
+        "cache_audio_read": "cache_audio_read_mtok",
         "input_audio": "input_audio_mtok",
         "input_image": "input_image_mtok",
         "output": "output_mtok",

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from outlay._errors import InvalidUsage
-from outlay._usage import Usage
+from outlay._usage import CACHE_AUDIO_READ_UNIT, Usage
 
 from ._base import ParsedResponse, StreamState, cut_usage, describe_error
 from ._common import bad_count, within
@@ -86,13 +86,18 @@ def gemini_usage(u: Any, at: str, web_searches: int = 0) -> Usage:
         inputs[modality] = inputs.get(modality, 0) + n
     outputs = _modalities(u, "candidatesTokensDetails", at)
     # The prompt's audio and images include what was read from the cache, which cachedContentTokenCount
-    # counts too: each cached token is charged once, as a cache read (Usage has no cached-audio kind,
-    # so at the cache-read price; docs/pricing.md), not a second time as audio input.
+    # counts too: each cached token is charged once, as a cache read, not a second time as audio
+    # input. Google bills cached audio above cached text (gemini-2.5-flash: $0.10 vs $0.03 per
+    # million), so the cached audio is kept as the CACHE_AUDIO_READ_UNIT part of the cache reads.
+    cached_audio = 0
     for modality, n in _modalities(u, "cacheTokensDetails", at).items():
         if modality in ("AUDIO", "IMAGE"):
             where = f"{at}.cacheTokensDetails[modality={modality}].tokenCount"
             within(n, where, inputs.get(modality, 0), f"{at}.promptTokensDetails[modality={modality}]")
+            within(n, where, cached, f"{at}.cachedContentTokenCount")
             inputs[modality] -= n
+            if modality == "AUDIO":
+                cached_audio = n
     total_in, total_out = prompt + tool_prompt, candidates + thoughts
     for name in ("AUDIO", "IMAGE"):
         where = f"[modality={name}].tokenCount"
@@ -118,7 +123,12 @@ def gemini_usage(u: Any, at: str, web_searches: int = 0) -> Usage:
         output_audio_tokens=outputs.get("AUDIO", 0),
         output_image_tokens=outputs.get("IMAGE", 0),
         web_searches=web_searches,
+        **_cached_audio_units(cached_audio),
     )
+
+
+def _cached_audio_units(cached_audio: int) -> dict[str, Any]:
+    return {"units": {CACHE_AUDIO_READ_UNIT: cached_audio}} if cached_audio else {}
 
 
 def _candidates(body: Mapping[str, Any], at: str) -> list[Mapping[str, Any]]:
