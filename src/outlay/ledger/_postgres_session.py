@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import re
 import threading
-import weakref
 from collections.abc import Callable
 from datetime import date
 from typing import Any, Final, TypeVar
@@ -22,6 +21,7 @@ import psycopg
 from psycopg import errors
 
 from outlay._errors import BackendError, BackendUnavailable, ConfigError, InvalidInput
+from outlay._thread_end import at_thread_end
 
 from ._postgres_schema import (
     LOCK_MIGRATIONS,
@@ -149,13 +149,10 @@ class Session:
                 raise BackendError(f"{self.name} is closed")
             self._connections.append(connection)
         self._local.connection = connection
-        # Closed when its thread ends (the thread's locals go, and this token with them): a
-        # program whose threads come and go (a pool that replaces idle workers, a thread per
-        # request) otherwise kept one open connection per thread it ever had, until PostgreSQL
-        # refused new ones ("too many clients").
-        token = _ThreadToken()
-        self._local.token = token
-        weakref.finalize(token, _thread_ended, weakref.ref(self), connection)
+        # Closed when its thread ends: a program whose threads come and go (a pool that replaces
+        # idle workers, a thread per request) otherwise kept one open connection per thread it
+        # ever had, until PostgreSQL refused new ones ("too many clients").
+        at_thread_end(self._local, self, Session._release, connection)
         return connection
 
     def _release(self, connection: Connection) -> None:
@@ -259,17 +256,3 @@ class Session:
             connections, self._connections = self._connections, []
         for connection in connections:
             connection.close()
-
-
-class _ThreadToken:
-    """Lives in one thread's locals as long as the thread (see ``Session._connection``)."""
-
-    __slots__ = ("__weakref__",)
-
-
-def _thread_ended(session: weakref.ref[Any], connection: Connection) -> None:
-    owner = session()
-    if owner is not None:
-        owner._release(connection)
-    else:
-        connection.close()

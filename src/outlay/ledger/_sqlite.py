@@ -8,6 +8,7 @@ cut, because the writer acknowledges the event log as soon as ``write`` returns.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -28,6 +29,7 @@ from outlay._gc import gc_paused
 from outlay._money import MONEY_CONTEXT, ZERO, money_str
 from outlay._rating import Rating
 from outlay._sqlite import use_wal
+from outlay._thread_end import at_thread_end
 from outlay._usage import Usage
 from outlay.events import CostEvent, decode_event, encode_event
 
@@ -315,7 +317,18 @@ class SQLiteLedger(LedgerStore):
         self._local.connection = connection
         with self._connections_lock:
             self._connections.append(connection)
+        # Closed when its thread ends: each keeps file handles and up to 64 MiB of page cache,
+        # and a program whose threads come and go would otherwise keep one per thread it had.
+        at_thread_end(self._local, self, SQLiteLedger._release, connection)
         return connection
+
+    def _release(self, connection: sqlite3.Connection) -> None:
+        with self._connections_lock:
+            if connection not in self._connections:
+                return  # closed with the ledger already
+            self._connections.remove(connection)
+        with contextlib.suppress(sqlite3.Error):  # never raise at a thread's end
+            connection.close()
 
     @contextmanager
     def _translate(self) -> Iterator[None]:
