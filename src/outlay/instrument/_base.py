@@ -134,6 +134,18 @@ class SyncStreamMixin:
             else:
                 self._meter.end()
 
+    def __del__(self) -> None:
+        _ended_unclosed(self._meter)
+
+
+def _ended_unclosed(meter: StreamMeter) -> None:
+    # The stream was dropped unclosed -- possibly never read (``create(stream=True)`` and nothing
+    # after it), so no generator of the SDK's ever ran to close it: the provider billed the call all
+    # the same. Record it (usage unknown: the estimate is charged) from a thread of its own, as the
+    # collector may drop it anywhere, in the middle of outlay's own recording included.
+    if not meter.ended:
+        _end_elsewhere(meter)
+
 
 def _end_elsewhere(meter: StreamMeter) -> None:
     try:
@@ -168,6 +180,9 @@ class AsyncStreamMixin:
             await self._wrapped.aclose()
         finally:
             await _off_loop(self._meter.end)
+
+    def __del__(self) -> None:
+        _ended_unclosed(self._meter)
 
 
 async def _off_loop(func: Any, *args: Any) -> None:

@@ -182,6 +182,10 @@ class StreamMeter:
     def flush(self) -> bytes:
         return b"" if self._filter is None else self._filter.flush()
 
+    @property
+    def ended(self) -> bool:
+        return self._ended.locked()
+
     def end(self, error: BaseException | None = None) -> None:
         """The stream was read to the end, closed early (usage incomplete: recorded as a lower
         bound, never as zero) or broke with ``error``. Only the first call records."""
