@@ -135,15 +135,15 @@ class SyncStreamMixin:
                 self._meter.end()
 
     def __del__(self) -> None:
-        _ended_unclosed(self._meter)
+        _ended_unclosed(getattr(self, "_meter", None))  # None: its __init__ never finished
 
 
-def _ended_unclosed(meter: StreamMeter) -> None:
+def _ended_unclosed(meter: StreamMeter | None) -> None:
     # The stream was dropped unclosed -- possibly never read (``create(stream=True)`` and nothing
     # after it), so no generator of the SDK's ever ran to close it: the provider billed the call all
     # the same. Record it (usage unknown: the estimate is charged) from a thread of its own, as the
     # collector may drop it anywhere, in the middle of outlay's own recording included.
-    if not meter.ended:
+    if meter is not None and not meter.ended:
         _end_elsewhere(meter)
 
 
@@ -182,7 +182,7 @@ class AsyncStreamMixin:
             await _off_loop(self._meter.end)
 
     def __del__(self) -> None:
-        _ended_unclosed(self._meter)
+        _ended_unclosed(getattr(self, "_meter", None))  # None: its __init__ never finished
 
 
 async def _off_loop(func: Any, *args: Any) -> None:
