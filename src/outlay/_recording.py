@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from ._errors import AttributionMissing, InvalidInput
+from ._errors import AttributionMissing, ConfigError, InvalidInput
 from ._usage import Usage
 from .context import CostContext, attach, current, detach
 from .events import ATTRIBUTED, CALLER_PRICED, UNATTRIBUTED, CostEvent, encode_event
+from .events._event import MAX_ID
 from .pricing import PriceCatalog, default_catalog
 from .providers import parse_response
 from .stream import BatchingAppender, EventLog
@@ -41,9 +42,30 @@ def program_name() -> str | None:
     executable (``nightly.py``, ``celery``); ``None`` for ``python -c`` or an interactive session."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if spec is not None and spec.name and spec.name != "__main__":
-        return str(spec.name).removesuffix(".__main__")
+        return _as_origin(str(spec.name).removesuffix(".__main__"))
     name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    return name if name and name not in ("-c", "-") else None
+    return _as_origin(name) if name and name not in ("-c", "-") else None
+
+
+def _as_origin(name: str) -> str | None:
+    """``name`` as an event's origin can hold it: a file name that is not UTF-8 (``os.fsdecode``
+    gives lone surrogates) or is very long would otherwise fail every unattributed event."""
+    if not name.isprintable() or len(name) > MAX_ID:
+        raw = name.encode("utf-8", "surrogateescape")
+        name = raw.decode("utf-8", "backslashreplace")
+        name = "".join(c if c.isprintable() else "?" for c in name)[:MAX_ID]
+    return name or None
+
+
+def _check_service(service: object) -> str | None:
+    if service is None:
+        return None
+    if type(service) is not str or not service.isprintable() or len(service) > MAX_ID or not service.strip():
+        raise ConfigError(
+            f"must be a non-empty printable string of at most {MAX_ID} characters, got {service!r}",
+            field="service",
+        )
+    return service
 
 
 def _origin(ctx: CostContext | None, fallback: str) -> str:
@@ -72,6 +94,10 @@ class Recorder:
     ) -> None:
         if mode not in MODES:
             raise InvalidInput(f"must be one of {', '.join(MODES)}, got {mode!r}", field="mode")
+        # Checked now: a service no event can carry would fail every record, after the call is billed.
+        service = _check_service(service)
+        if type(require_tenant) is not bool:
+            raise ConfigError(f"must be True or False, got {require_tenant!r}", field="require_tenant")
         self.log = log
         self.catalog = catalog or default_catalog()
         self.mode = mode

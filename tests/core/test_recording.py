@@ -105,6 +105,36 @@ def test_spend_outside_any_run_takes_the_service_else_the_program_as_its_origin(
             instance.close()
 
 
+def test_a_program_whose_file_name_is_not_utf8_or_very_long_still_records_its_spend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OUTLAY_SERVICE", raising=False)
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None)
+    monkeypatch.setattr(sys, "argv", [os.fsdecode(b"/srv/jobs/caf\xe9.py")])  # a latin-1 file name
+    latin1 = Outlay(tmp_path / "a.db")
+    monkeypatch.setattr(sys, "argv", ["/srv/" + "j" * 250 + ".py"])
+    long = Outlay(tmp_path / "b.db")
+    try:
+        assert _record_without_context(latin1) == "caf\\xe9.py"
+        origin = _record_without_context(long)
+        assert origin.startswith("jjj") and len(origin) == 200
+        [row] = latin1.reports().unattributed(*WINDOW)
+        assert row["events"] == 1
+    finally:
+        latin1.close()
+        long.close()
+
+
+def test_a_service_no_event_can_carry_is_refused_when_configured(tmp_path: Path) -> None:
+    from outlay._errors import ConfigError
+
+    for service in ("a\x00b", "x" * 201, "caf\udce9", " ", 5):
+        with pytest.raises(ConfigError, match="service: must be a non-empty printable string"):
+            Outlay(tmp_path / "outlay.db", service=service)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="require_tenant: must be True or False, got 'no'"):
+        Outlay(tmp_path / "outlay.db", require_tenant="no")  # type: ignore[arg-type]
+
+
 def test_a_module_run_with_python_m_is_named_by_its_module(tmp_path: Path) -> None:
     package = tmp_path / "jobs" / "reindex"
     package.mkdir(parents=True)
