@@ -211,6 +211,19 @@ def test_an_amount_no_ledger_could_total_is_refused_when_recorded(pipeline: Outl
     assert [(r["tenant"], r["cost"]) for r in rows] == [("acme", "250000"), ("other", "1")]
 
 
+def test_labels_with_no_utf8_form_are_refused_naming_the_field(pipeline: Outlay) -> None:
+    from outlay._errors import InvalidEvent
+
+    usage = Usage(input_tokens=10)
+    with outlay.attribute(tenant="acme"):
+        for labels in ({"k": "caf\udce9"}, {"caf\udce9": "v"}):
+            with pytest.raises(InvalidEvent, match=r"labels: .* has no UTF-8 form"):
+                pipeline.record_llm(provider="openai", model="gpt-4o", usage=usage, labels=labels)
+        pipeline.record_llm(provider="openai", model="gpt-4o", usage=usage, labels={"k": "café"})
+    [row] = pipeline.reports().tenants(*WINDOW)
+    assert row["events"] == 1
+
+
 def test_record_refuses_what_is_not_a_cost_event(pipeline: Outlay) -> None:
     from outlay._errors import InvalidInput
 

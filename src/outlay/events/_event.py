@@ -78,6 +78,14 @@ def _frozen_str_map(name: str, mapping: Mapping[str, Any] | None) -> Mapping[str
     for key, value in mapping.items():
         if type(key) is not str or type(value) is not str:
             raise InvalidEvent(f"keys and values must be strings, got {key!r}: {value!r}", field=name)
+        try:
+            key.encode("utf-8")
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate (os.fsdecode of a non-UTF-8 name, a JSON "\\udcff"): the event's
+            # JSON is UTF-8, so it would fail later as a TypeError naming nothing.
+            problem = f"{key!r}: {value!r} has no UTF-8 form (a lone surrogate)"
+            raise InvalidEvent(problem, field=name) from None
     # A read-only view is already immutable (CostContext and Rating hand over such views): share it.
     return mapping if type(mapping) is MappingProxyType else MappingProxyType(dict(mapping))
 
