@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from ._errors import AttributionMissing, ConfigError, InvalidInput
+from ._errors import AttributionMissing, ConfigError, InvalidInput, InvalidUsage
+from ._money import MAX_AMOUNT
 from ._usage import Usage
 from .context import CostContext, attach, current, detach
 from .events import ATTRIBUTED, CALLER_PRICED, UNATTRIBUTED, CostEvent, encode_event
@@ -139,6 +140,13 @@ class Recorder:
         """
         ctx = context if context is not None else current()
         moment = at or datetime.now(UTC)
+        for unit, quantity in usage.units.items() if isinstance(usage, Usage) else ():
+            if quantity >= MAX_AMOUNT:
+                # As a token count past 10^12: refused naming the unit, not recorded unpriced with a
+                # reason that blames the prices (10^40 tool calls is no amount a ledger holds).
+                raise InvalidUsage(
+                    f"must be below 10^15 for one operation, got {quantity}", field=f"units.{unit}"
+                )
         attributed = ctx is not None and ctx.tenant is not None
         if not attributed and self.require_tenant:
             raise AttributionMissing(

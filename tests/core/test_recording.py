@@ -288,6 +288,31 @@ def test_tool_calls_are_priced_by_custom_units(tmp_path: Path) -> None:
         instance.close()
 
 
+def test_a_tool_quantity_no_ledger_could_hold_is_refused_naming_the_unit(tmp_path: Path) -> None:
+    from outlay._errors import InvalidUsage
+
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[[price]]\nprovider = "tools"\nmodel = "web-search"\nunits = { calls = "0.005" }\n')
+    instance = Outlay(tmp_path / "outlay.db", prices=prices)
+    try:
+        with outlay.attribute(tenant="acme"):
+            with pytest.raises(InvalidUsage, match=r"units\.calls: must be below 10\^15"):
+                instance.record_tool("web-search", 10**40)
+            with pytest.raises(InvalidUsage, match=r"units\.gpu_seconds: must be below 10\^15"):
+                instance.record_usage(
+                    operation="gpu",
+                    provider="tools",
+                    model="web-search",
+                    usage={"units": {"gpu_seconds": "1e15"}},
+                )
+            event = instance.record_tool("web-search", 10**6)
+        assert event.cost == Decimal("5000.000")
+        [row] = instance.reports().tenants(*WINDOW)
+        assert (row["events"], row["unpriced_events"]) == (1, 0)
+    finally:
+        instance.close()
+
+
 def test_batching_mode_drains_on_flush(tmp_path: Path) -> None:
     instance = Outlay(tmp_path / "outlay.db", mode="batching")
     try:
