@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -203,6 +203,7 @@ class Recorder:
         """Append ``event``; durable on return in ``durable`` mode. Returns it for chaining."""
         if not isinstance(event, CostEvent):
             raise InvalidInput(f"expected a CostEvent, got {type(event).__name__}", field="event")
+        event = self._with_origin(event)
         payload = encode_event(event)
         if self._batcher is not None:
             self._batcher.append((payload,))
@@ -210,9 +211,17 @@ class Recorder:
             self.log.append((payload,))
         return event
 
+    def _with_origin(self, event: CostEvent) -> CostEvent:
+        """A ready-made unattributed event with no origin takes the one :meth:`build` would give
+        it (the current run, workflow or feature, else the service or program): unattributed spend
+        is never recorded as coming from nowhere."""
+        if event.origin is None and event.attribution == UNATTRIBUTED:
+            return replace(event, origin=_origin(current(), self._origin))
+        return event
+
     def record_many(self, events: Sequence[CostEvent]) -> None:
         """Append ``events`` together: one durable commit for all of them in ``durable`` mode."""
-        payloads = [encode_event(event) for event in events]
+        payloads = [encode_event(self._with_origin(event)) for event in events]
         if not payloads:
             return
         if self._batcher is not None:
@@ -226,7 +235,7 @@ class Recorder:
         ``batching`` mode, whose buffer is drained by its own thread."""
         if self._batcher is not None:
             return False
-        payloads = [encode_event(event) for event in events]
+        payloads = [encode_event(self._with_origin(event)) for event in events]
         return not payloads or self.log.try_append(payloads) is not None
 
     def record_llm(

@@ -224,6 +224,37 @@ def test_labels_with_no_utf8_form_are_refused_naming_the_field(pipeline: Outlay)
     assert row["events"] == 1
 
 
+def test_a_ready_made_unattributed_event_is_recorded_with_its_origin(tmp_path: Path) -> None:
+    from outlay import CostEvent
+
+    instance = Outlay(tmp_path / "outlay.db", service="billing-sync")
+    try:
+
+        def event() -> CostEvent:
+            return CostEvent(
+                operation="tool",
+                attribution="unattributed",
+                priced=True,
+                cost=Decimal(1),
+                price_version="caller",
+            )
+
+        assert instance.record(event()).origin == "billing-sync"
+        with outlay.run("reindex"):
+            assert instance.record(event()).origin == "reindex"
+        named = CostEvent(
+            operation="tool", attribution="unattributed", origin="mine", priced=True, cost=Decimal(1),
+            price_version="caller",
+        )  # fmt: skip
+        assert instance.record(named).origin == "mine"
+        rows = instance.reports().unattributed(*WINDOW)
+        assert sorted((row["origin"], row["events"]) for row in rows) == [
+            ("billing-sync", 1), ("mine", 1), ("reindex", 1)
+        ]  # fmt: skip
+    finally:
+        instance.close()
+
+
 def test_record_refuses_what_is_not_a_cost_event(pipeline: Outlay) -> None:
     from outlay._errors import InvalidInput
 
