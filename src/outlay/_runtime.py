@@ -62,6 +62,23 @@ def _ledger_path(url: str) -> Path | None:
     return ledger_file(target)
 
 
+def _home_url(url: object) -> str:
+    """``url`` as the text of a home/ledger URL: a ``str`` or a path object, never ``str()`` of
+    something else (``b"/data"`` would be a directory named ``b'``)."""
+    value = os.fspath(url) if isinstance(url, os.PathLike) else url
+    if type(value) is not str:
+        raise ConfigError(f"expected a path or URL string, got {url!r}", field="url")
+    return value
+
+
+def _check_ledger_url(url: str, *, field: str) -> None:
+    if "://" in url and not url.startswith(("postgresql://", "postgres://", "memory://", "sqlite:")):
+        raise ConfigError(
+            f"unsupported ledger URL {url!r}; use a path, sqlite:PATH, postgresql:// or memory://",
+            field=field,
+        )
+
+
 def embedded_log_path(home: str) -> Path | None:
     """Where the embedded event log of a SQLite home lives, beside the ledger: ``events.db`` for
     ``outlay.db`` (the default name), ``<name>.events.db`` for any other ledger file. Each ledger
@@ -164,8 +181,12 @@ class Outlay:
         log: EventLog | None = None,
         ledger: LedgerStore | None = None,
     ) -> None:
-        given_home = str(url) if url is not None else os.environ.get("OUTLAY_URL")
+        given_home = _home_url(url) if url is not None else os.environ.get("OUTLAY_URL")
         named_ledger = ledger_url or os.environ.get("OUTLAY_LEDGER_URL") or given_home
+        if named_ledger:
+            # Refused now: events would otherwise be recorded into ./.outlay/events.db, for a ledger
+            # that fails only when a report (or the writer) first opens it.
+            _check_ledger_url(named_ledger, field="url" if named_ledger == given_home else "ledger")
         self._ledger_named = bool(named_ledger)
         self.ledger_url = named_ledger or str(_DEFAULT_HOME)
         # With no home given, a SQLite ledger is the home: its event log is the one beside it (as

@@ -169,6 +169,25 @@ def test_a_home_named_without_an_extension_is_a_directory(
         assert default.reports().tenants(*WINDOW)[0]["events"] == 1
 
 
+def test_a_home_that_names_no_ledger_is_refused_before_anything_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outlay._errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    for url in ("https://example.com/ledger", "nats://127.0.0.1:4222"):
+        with pytest.raises(ConfigError, match="url: unsupported ledger URL"):
+            Outlay(url)
+    monkeypatch.setenv("OUTLAY_LEDGER_URL", "mysql://db/outlay")
+    with pytest.raises(ConfigError, match="ledger: unsupported ledger URL 'mysql://db/outlay'"):
+        Outlay()
+    monkeypatch.delenv("OUTLAY_LEDGER_URL")
+    for wrong in (b"/srv/outlay", 123):
+        with pytest.raises(ConfigError, match="url: expected a path or URL string"):
+            Outlay(wrong)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []  # no ./.outlay/events.db, no directory named "b'"
+
+
 def test_two_ledgers_in_one_directory_keep_their_own_events(tmp_path: Path) -> None:
     usage = Usage(input_tokens=1000, output_tokens=100)
     with Outlay(tmp_path / "prod.db") as prod, Outlay(tmp_path / "staging.db") as staging:
