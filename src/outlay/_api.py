@@ -120,10 +120,12 @@ def shutdown() -> None:
 
 
 def _shutdown_at_exit() -> None:
-    # Bounded: a busy event log must not hold the interpreter's exit forever.
-    global _default
+    # Bounded: a busy event log must not hold the interpreter's exit forever. The closed pipeline
+    # stays the default: a daemon thread still recording now gets its "closed" error, where a
+    # default rebuilt from the environment would open ./.outlay/ (not the configured home) and
+    # take the event there, out of the configured ledger.
     with _lock:
-        instance, _default = _default, None
+        instance = _default
     if instance is None:
         return
     try:

@@ -579,6 +579,28 @@ def test_a_metered_call_that_cannot_be_recorded_leaves_no_hold(
 
 
 @pytest.mark.slow
+def test_a_thread_recording_at_exit_does_not_open_another_home(tmp_path: Path) -> None:
+    script = tmp_path / "late.py"
+    script.write_text(
+        "import sys, threading, time\n"
+        "import outlay\n"
+        "outlay.configure(sys.argv[1])\n"
+        "def loop():\n"
+        "    while True:\n"
+        "        with outlay.attribute(tenant='a'):\n"
+        "            outlay.record_tool('x', 1)\n"
+        "threading.Thread(target=loop, daemon=True).start()\n"
+        "time.sleep(0.2)\n"
+    )
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTLAY_")}
+    subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "prod")], cwd=cwd, env=env, timeout=60, check=False
+    )
+    assert list(cwd.iterdir()) == []  # no ./.outlay/events.db taking the last events
+
+
 def test_kill_9_of_a_recording_process_loses_no_returned_event(tmp_path: Path) -> None:
     home = tmp_path / "outlay.db"
     child = subprocess.Popen(
