@@ -28,7 +28,7 @@ from .context import CostContext, attach, current, detach
 from .events import ATTRIBUTED, CALLER_PRICED, UNATTRIBUTED, CostEvent, encode_event
 from .events._event import MAX_ID
 from .pricing import PriceCatalog, default_catalog
-from .providers import parse_response
+from .providers import normalize_provider, parse_response
 from .stream import BatchingAppender, EventLog
 
 __all__ = ["MODES", "UNPRICED_ESTIMATE", "Metered", "Recorder"]
@@ -56,6 +56,18 @@ def _as_origin(name: str) -> str | None:
         name = raw.decode("utf-8", "backslashreplace")
         name = "".join(c if c.isprintable() else "?" for c in name)[:MAX_ID]
     return name or None
+
+
+def _canonical_provider(provider: str | None) -> str | None:
+    """A known provider under its one id (``OpenAI`` -> ``openai``, ``gemini`` -> ``google``), as
+    it is priced: else a breakdown by provider splits one provider's spend over its spellings. A
+    name the registry does not know (a custom one, priced by overrides) is kept as given."""
+    if type(provider) is not str:
+        return provider  # (refused, naming the field, by the event)
+    try:
+        return normalize_provider(provider)
+    except InvalidInput:
+        return provider
 
 
 def _check_service(service: object) -> str | None:
@@ -140,6 +152,7 @@ class Recorder:
         """
         ctx = context if context is not None else current()
         moment = at or datetime.now(UTC)
+        provider = _canonical_provider(provider)
         for unit, quantity in usage.units.items() if isinstance(usage, Usage) else ():
             if quantity >= MAX_AMOUNT:
                 # As a token count past 10^12: refused naming the unit, not recorded unpriced with a

@@ -274,6 +274,22 @@ def test_a_ready_made_unattributed_event_is_recorded_with_its_origin(tmp_path: P
         instance.close()
 
 
+def test_one_provider_spelt_several_ways_is_one_row_of_a_breakdown(pipeline: Outlay) -> None:
+    usage = Usage(input_tokens=1000)
+    with outlay.attribute(tenant="acme"):
+        for provider in ("openai", "OpenAI", " openai"):
+            assert pipeline.record_llm(provider=provider, model="gpt-4o", usage=usage).provider == "openai"
+        body = {"modelVersion": "gemini-1.5-pro", "usageMetadata": {"promptTokenCount": 10}}
+        assert pipeline.record_llm(provider="gemini", response=body).provider == "google"
+        assert pipeline.record_tool("web-search", 1).provider == "tools"  # not a registry name: as given
+    rows = pipeline.reports().breakdown("provider", *WINDOW)
+    assert sorted((row["provider"], row["events"]) for row in rows) == [
+        ("google", 1),
+        ("openai", 3),
+        ("tools", 1),
+    ]
+
+
 def test_record_refuses_what_is_not_a_cost_event(pipeline: Outlay) -> None:
     from outlay._errors import InvalidInput
 
