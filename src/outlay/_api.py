@@ -99,10 +99,14 @@ def meter(**kwargs: Any) -> Iterator[Metered]:
         yield metered
 
 
-def flush() -> None:
-    """Make every event recorded so far durable (batching mode); a no-op in durable mode."""
+def flush(timeout: float | None = None) -> None:
+    """Make every event recorded so far durable (batching mode); a no-op in durable mode.
+
+    ``timeout``: the seconds to wait for a log that keeps failing (a full disk) before raising
+    ``BackendError`` naming how many events are not durable; by default, as long as it takes.
+    """
     if _default is not None:
-        _default.flush()
+        _default.flush(timeout)
 
 
 def reports() -> Reports:

@@ -349,8 +349,9 @@ class Outlay:
     def install_decision_sink(self, engine: BudgetEngine) -> None:
         engine.decision_sink = self.record_decision
 
-    def flush(self) -> None:
-        self.recorder.flush()
+    def flush(self, timeout: float | None = None) -> None:
+        """See :func:`outlay.flush`."""
+        self.recorder.flush(timeout)
 
     def __enter__(self) -> Self:
         return self

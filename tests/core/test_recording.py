@@ -397,6 +397,33 @@ def test_batching_mode_drains_on_flush(tmp_path: Path) -> None:
         instance.close()
 
 
+def test_flush_can_be_bounded_when_the_log_keeps_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from outlay._errors import BackendError
+
+    instance = outlay.configure(tmp_path / "outlay.db", mode="batching")
+    try:
+
+        def full_disk(payloads: object) -> None:
+            raise OSError("No space left on device")
+
+        monkeypatch.setattr(instance.log, "append", full_disk)
+        with outlay.attribute(tenant="acme"):
+            instance.record_tool("web-search", 1)
+        started = time.monotonic()
+        with pytest.raises(BackendError, match="1 events are not durable yet"):
+            outlay.flush(timeout=0.3)
+        assert time.monotonic() - started < 5
+        monkeypatch.undo()
+        outlay.flush(timeout=10)  # the log took it once it could
+        [row] = instance.reports().tenants(*WINDOW)
+        assert row["events"] == 1
+    finally:
+        monkeypatch.undo()  # a log that works again, or shutdown() would wait on it forever
+        outlay.shutdown()
+
+
 def test_try_record_many_records_at_once_or_not_at_all(tmp_path: Path) -> None:
     durable = Outlay(tmp_path / "durable" / "outlay.db")  # each its own directory: its own log
     batching = Outlay(tmp_path / "batching" / "outlay.db", mode="batching")
