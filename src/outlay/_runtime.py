@@ -186,7 +186,13 @@ class Outlay:
         if named_ledger:
             # Refused now: events would otherwise be recorded into ./.outlay/events.db, for a ledger
             # that fails only when a report (or the writer) first opens it.
-            _check_ledger_url(named_ledger, field="url" if named_ledger == given_home else "ledger")
+            if ledger_url:
+                named_by = "ledger_url"
+            elif named_ledger != given_home:
+                named_by = "OUTLAY_LEDGER_URL"
+            else:
+                named_by = "url" if url is not None else "OUTLAY_URL"
+            _check_ledger_url(named_ledger, field=named_by)
         self._ledger_named = bool(named_ledger)
         self.ledger_url = named_ledger or str(_DEFAULT_HOME)
         # With no home given, a SQLite ledger is the home: its event log is the one beside it (as

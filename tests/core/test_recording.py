@@ -179,9 +179,13 @@ def test_a_home_that_names_no_ledger_is_refused_before_anything_is_recorded(
         with pytest.raises(ConfigError, match="url: unsupported ledger URL"):
             Outlay(url)
     monkeypatch.setenv("OUTLAY_LEDGER_URL", "mysql://db/outlay")
-    with pytest.raises(ConfigError, match="ledger: unsupported ledger URL 'mysql://db/outlay'"):
+    with pytest.raises(ConfigError, match="OUTLAY_LEDGER_URL: unsupported ledger URL 'mysql://db/outlay'"):
         Outlay()
     monkeypatch.delenv("OUTLAY_LEDGER_URL")
+    monkeypatch.setenv("OUTLAY_URL", "https://example.com/ledger")
+    with pytest.raises(ConfigError, match="OUTLAY_URL: unsupported ledger URL"):
+        Outlay()
+    monkeypatch.delenv("OUTLAY_URL")
     for wrong in (b"/srv/outlay", 123):
         with pytest.raises(ConfigError, match="url: expected a path or URL string"):
             Outlay(wrong)  # type: ignore[arg-type]
