@@ -87,6 +87,9 @@ def _check_count(name: str, value: object) -> int:
 def _check_quantity(name: str, value: object) -> Decimal:
     if isinstance(value, bool | float):
         raise InvalidUsage(f"must be an int, Decimal or decimal string, got {value!r}", field=f"units.{name}")
+    if isinstance(value, str) and (not value.isascii() or "_" in value):
+        # Decimal() also reads "3_000" and other scripts' digits ("٣"): not a plain quantity
+        raise InvalidUsage(f"not a plain decimal quantity: {value!r}", field=f"units.{name}")
     try:
         amount = Decimal(value) if isinstance(value, int | str) else value
     except ArithmeticError:

@@ -722,3 +722,16 @@ def test_outlay_report_sees_events_only_the_embedded_log_holds(tmp_path: Path) -
     result = CliRunner().invoke(main, ["report", "tenants", "--ledger", str(home), "--format", "json"])
     assert result.exit_code == 0, result.output
     assert '"cost": "0.0025"' in result.output
+
+
+@pytest.mark.parametrize("quantity", ["3_000", "٣", "３"])
+def test_a_quantity_must_be_a_plain_decimal(tmp_path: Path, quantity: str) -> None:
+    """Decimal() reads "3_000" as 3000 and other scripts' digits as digits: a tool quantity typed
+    or parsed wrongly was billed as whatever Decimal made of it. Money already refused these."""
+    from outlay._errors import InvalidUsage
+
+    with Outlay(tmp_path / "outlay.db") as pipeline, outlay.attribute(tenant="acme"):
+        with pytest.raises(InvalidUsage, match="plain decimal") as info:
+            pipeline.record_tool("web-search", quantity)
+        assert info.value.field == "units.calls"  # a tool's unit
+        assert pipeline.record_tool("web-search", " 3 ").usage.units == {"calls": Decimal(3)}
