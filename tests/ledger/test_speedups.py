@@ -9,6 +9,7 @@ import gc
 import os
 import subprocess
 import sys
+import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -218,6 +219,16 @@ class TestBadInput:
 class TestReferences:
     def test_no_reference_is_leaked_or_stolen(self) -> None:
         events = awkward_events(200)
+        # Strings only this test holds: a tenant like "acme" is shared with the whole process, whose
+        # other threads (a stream recorded at collection, say) move its count meanwhile.
+        unique = uuid.uuid4().hex
+        events[0] = event(
+            tenant_id=f"tenant-{unique}",
+            run_id=f"run-{unique}",
+            time=events[0].time,
+            usage=Usage(input_tokens=123_456_789, output_tokens=987_654),  # ints no one else holds
+        )
+        events[3] = event(tenant_id=f"other-{unique}", run_id=f"run3-{unique}", time=events[3].time)
         payloads = [encode_event(e) for e in events]
         first = _first(events)
         probes = [
