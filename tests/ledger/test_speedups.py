@@ -251,6 +251,7 @@ class TestReferences:
 
     def test_an_error_midway_leaks_nothing(self) -> None:
         events: list[Any] = awkward_events(50)
+        events[0] = event(tenant_id=f"tenant-{uuid.uuid4().hex}")  # a string only this test holds
         events[30] = object()
         first = {f"id-{i}": i for i in range(50)}
         probe = events[0].tenant_id
