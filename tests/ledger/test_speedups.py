@@ -484,6 +484,8 @@ def test_no_reference_is_leaked_on_any_error_path(problem: str) -> None:
     from dataclasses import replace
 
     events: Any = awkward_events(40)
+    # tenant_id is a probe: a string only this test holds ("acme" is the whole process's)
+    events[24] = replace(events[24], tenant_id=f"tenant-{uuid.uuid4().hex}")
     payloads: Any = [encode_event(e) for e in events]
     first = _first(events)
     broken = replace(events[25])
