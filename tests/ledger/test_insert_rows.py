@@ -13,7 +13,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -176,15 +177,9 @@ class TestSameAsExecutemany:
         connection.close()
 
 
-def test_other_threads_run_while_it_steps() -> None:
-    """The GIL is let go around each step, as executemany does: a writer in the process of a
-    gateway or an app does not stop its other threads for a batch's duration."""
-    connection = sqlite3.connect(":memory:", isolation_level=None)
-    connection.execute("CREATE TABLE t (n)")
-    slow_step = (
-        "INSERT INTO t SELECT COUNT(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1"
-        " FROM c WHERE x < ?) SELECT x FROM c)"
-    )
+@contextmanager
+def _ticking() -> Iterator[Callable[[], int]]:
+    """A thread counting milliseconds meanwhile: the count tells whether it got the GIL."""
     ticks = 0
     done = threading.Event()
 
@@ -197,13 +192,26 @@ def test_other_threads_run_while_it_steps() -> None:
     thread = threading.Thread(target=count)
     thread.start()
     try:
-        began = time.monotonic()
-        insert_rows(connection, slow_step, [(3_000_000,)])
-        elapsed = time.monotonic() - began
-        seen = ticks
+        yield lambda: ticks
     finally:
         done.set()
         thread.join()
+
+
+def test_other_threads_run_while_it_steps() -> None:
+    """The GIL is let go around each step, as executemany does: a writer in the process of a
+    gateway or an app does not stop its other threads for a batch's duration."""
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    connection.execute("CREATE TABLE t (n)")
+    slow_step = (
+        "INSERT INTO t SELECT COUNT(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1"
+        " FROM c WHERE x < ?) SELECT x FROM c)"
+    )
+    with _ticking() as ticks:
+        began = time.monotonic()
+        insert_rows(connection, slow_step, [(3_000_000,)])
+        elapsed = time.monotonic() - began
+        seen = ticks()
     assert elapsed > 0.1  # the step took long enough to tell
     assert seen >= 10  # the other thread ran meanwhile (held GIL: 0 or 1)
     connection.close()
@@ -220,24 +228,10 @@ def test_other_threads_run_while_it_waits_for_a_locked_database(tmp_path: Any) -
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     connection = sqlite3.connect(path, isolation_level=None, timeout=0.5)
-    ticks = 0
-    done = threading.Event()
-
-    def count() -> None:
-        nonlocal ticks
-        while not done.is_set():
-            ticks += 1
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=count)
-    thread.start()
-    try:
+    with _ticking() as ticks:
         with pytest.raises(sqlite3.OperationalError, match="database is locked"):
             insert_rows(connection, "INSERT INTO t VALUES (?)", [(1,)])
-        seen = ticks
-    finally:
-        done.set()
-        thread.join()
+        seen = ticks()
     assert seen >= 10  # the other thread ran meanwhile (held GIL: 0 or 1)
     holder.rollback()
     insert_rows(connection, "INSERT INTO t VALUES (?)", [(1,)])
