@@ -16,6 +16,10 @@ maps onto these):
   ``vector_queries``, ``tool_calls``, ...), priced by the catalog's custom units.
 - ``complete`` is ``False`` when the numbers are known to be a lower bound — a stream cut before the
   provider sent its usage. Such usage is never mistaken for zero: ``reason`` says what happened.
+- ``service_tier`` is the tier the provider says served the call when it is not the standard one
+  (``"priority"``, ``"flex"``, ``"batch"``, ...); ``None`` is standard. Rating charges the tier's
+  price (docs/pricing.md, "Service tiers"); the standard names (``standard``, ``default``,
+  ``auto``) are stored as ``None``, so a standard call's usage is the same whoever reported it.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from typing import Any, Final
 from ._errors import InvalidUsage
 from ._frozen import slot_init
 
-__all__ = ["CACHE_AUDIO_READ_UNIT", "MAX_COUNT", "TOKEN_FIELDS", "Usage"]
+__all__ = ["CACHE_AUDIO_READ_UNIT", "MAX_COUNT", "STANDARD_TIERS", "TOKEN_FIELDS", "Usage"]
 
 #: The largest count one operation may report (a trillion tokens; the largest contexts hold a few
 #: million). Ledgers sum counts in 64-bit integers: millions of events at this bound still fit,
@@ -45,6 +49,13 @@ _NO_UNITS: Mapping[str, Decimal] = MappingProxyType({})
 CACHE_AUDIO_READ_UNIT: Final = "cache_audio_read_tokens"
 
 UNIT_NAME = re.compile(r"^[a-z][a-z0-9_.:-]{0,63}$")
+
+#: What a service tier may be called: short and plain, as every provider names them. It is stored
+#: on every event and named in ``price_version``, so it is bounded like any other name.
+TIER_NAME: Final = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+#: The names providers give the standard tier (OpenAI ``default``/``auto``, Anthropic and Gemini
+#: ``standard``): a call served at one of them is rated at the standard price, as ``None`` is.
+STANDARD_TIERS: Final = frozenset({"standard", "default", "auto"})
 
 #: The integer token/count fields of :class:`Usage`, in a stable order.
 TOKEN_FIELDS: tuple[str, ...] = (
@@ -84,6 +95,21 @@ def _check_count(name: str, value: object) -> int:
     return value
 
 
+def _check_tier(value: object) -> str | None:
+    if type(value) is not str:
+        raise InvalidUsage(
+            f"must be a string naming the tier, got {type(value).__name__}", field="service_tier"
+        )
+    tier = value.strip().lower()
+    if not TIER_NAME.match(tier):
+        shown = value if len(value) <= 40 else f"{value[:40]}... ({len(value)} characters)"
+        raise InvalidUsage(
+            f"must be a tier name such as 'priority' ({TIER_NAME.pattern}), got {shown!r}",
+            field="service_tier",
+        )
+    return None if tier in STANDARD_TIERS else tier
+
+
 def _check_quantity(name: str, value: object) -> Decimal:
     if isinstance(value, bool | float):
         raise InvalidUsage(f"must be an int, Decimal or decimal string, got {value!r}", field=f"units.{name}")
@@ -118,6 +144,7 @@ class Usage:
     units: Mapping[str, Decimal] = field(default_factory=lambda: _NO_UNITS)
     complete: bool = True
     reason: str | None = None
+    service_tier: str | None = None
 
     def __post_init__(self) -> None:
         # This runs on every metered call, so the common case (plain ints, no units) is kept to one
@@ -150,6 +177,8 @@ class Usage:
                     )
         if type(self.complete) is not bool:
             raise InvalidUsage(f"must be a bool, got {self.complete!r}", field="complete")
+        if self.service_tier is not None:
+            object.__setattr__(self, "service_tier", _check_tier(self.service_tier))
         if self.units is _NO_UNITS:
             return
         if not isinstance(self.units, Mapping):
@@ -190,12 +219,20 @@ class Usage:
         units = dict(self.units)
         for name, quantity in other.units.items():
             units[name] = units.get(name, Decimal(0)) + quantity
+        if self.service_tier != other.service_tier:
+            # One rating prices one tier: a sum across tiers would be charged wrongly either way.
+            raise InvalidUsage(
+                f"cannot add usage served at service tier {self.service_tier or 'standard'!r} to usage"
+                f" served at {other.service_tier or 'standard'!r}; rate them apart",
+                field="service_tier",
+            )
         reasons = [r for r in (self.reason, other.reason) if r]
         return Usage(
             **{name: getattr(self, name) + getattr(other, name) for name in TOKEN_FIELDS},
             units=units,
             complete=self.complete and other.complete,
             reason="; ".join(reasons) or None,
+            service_tier=self.service_tier,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -207,6 +244,8 @@ class Usage:
             out["complete"] = False
         if self.reason:
             out["reason"] = self.reason
+        if self.service_tier is not None:
+            out["service_tier"] = self.service_tier
         return out
 
     @classmethod
@@ -227,6 +266,7 @@ class Usage:
             units={str(k): _check_quantity(str(k), v) for k, v in units.items()} if units else _NO_UNITS,
             complete=data.get("complete", True),
             reason=data.get("reason"),
+            service_tier=data.get("service_tier"),
         )
 
 

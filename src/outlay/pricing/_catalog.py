@@ -5,8 +5,14 @@ name over a glob, then the first in file order); otherwise the genai-prices reco
 winner's prices are used as a whole — an override *replaces* genai-prices' record for that
 provider/model, it does not merge key by key.
 
-Resolution is cached per (provider, model) as a timeline of non-overlapping segments, so a warm
-``rate()`` is an LRU hit, a bisect and a few Decimal multiplications.
+A call served at a non-standard service tier (``Usage.service_tier``: ``priority``, ``flex``,
+``batch``, ...) has its own precedence: an override of that tier, then an override with no tier
+(it replaces genai-prices' prices for every call, as documented), then genai-prices' variant price
+of the tier. With none of these in force the call is unpriced, with a reason naming the tier: the
+standard price would under-count a priority call and over-count a flex or batch one.
+
+Resolution is cached per (provider, model, tier) as a timeline of non-overlapping segments, so a
+warm ``rate()`` is an LRU hit, a bisect and a few Decimal multiplications.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from outlay._errors import InvalidInput
 from outlay._rating import Rating
 from outlay._usage import Usage
 
-from ._genai import GENAI_SOURCE, GENAI_VERSION, find_provider, genai_history
+from ._genai import GENAI_SOURCE, GENAI_VERSION, find_provider, genai_history, genai_tier_history
 from ._overrides import Overrides, load_overrides, provider_id
 from ._rate import RatingPlan, compile_plan
 from ._record import PriceRecord
@@ -86,7 +92,7 @@ class PriceCatalog:
     # -- resolution -------------------------------------------------------------------------------
 
     def _matching_overrides(
-        self, provider: str, model: str, genai: Sequence[PriceRecord]
+        self, provider: str, model: str, genai: Sequence[PriceRecord], tier: str | None
     ) -> list[PriceRecord]:
         if self.overrides is None:
             return []
@@ -96,19 +102,26 @@ class PriceCatalog:
         matched = [
             record
             for record in self.overrides.records
-            if record.provider in providers and any(fnmatchcase(m, record.model) for m in models)
+            if record.provider in providers
+            and record.service_tier in (None, tier)
+            and any(fnmatchcase(m, record.model) for m in models)
         ]
-        # Exact names before globs, and among exact names the model asked for before the genai-prices
+        # The tier's own overrides first (an untiered one prices every tier it has no entry for),
+        # exact names before globs, and among exact names the model asked for before the genai-prices
         # id it is an alias of (an entry for gpt-4o-2024-08-06 beats one for gpt-4o when rating
         # gpt-4o-2024-08-06, wherever they are in the file); the sort is stable, so file order
         # breaks the remaining ties.
-        matched.sort(key=lambda r: (bool(_GLOB_CHARS & set(r.model)), r.model != model))
+        matched.sort(
+            key=lambda r: (r.service_tier is None, bool(_GLOB_CHARS & set(r.model)), r.model != model)
+        )
         return matched
 
-    def _build_timeline(self, provider: str, model: str) -> _Timeline:
+    def _build_timeline(self, provider: str, model: str, tier: str | None = None) -> _Timeline:
         provider, model = provider.strip().lower(), model.strip().lower()
         genai = genai_history(provider, model)
-        overrides = self._matching_overrides(provider, model, genai)
+        overrides = self._matching_overrides(provider, model, genai, tier)
+        if tier is not None:  # the tier's variant prices; never the standard ones (module docstring)
+            genai = genai_tier_history(provider, model, tier)
         ranked = [*overrides, *genai]  # precedence order
         cuts = {_FLOOR} | {
             moment for r in ranked for moment in (r.effective_from, r.effective_to) if moment is not None
@@ -127,18 +140,24 @@ class PriceCatalog:
         history = sorted(ranked, key=lambda r: (r.effective_from or _FLOOR, r.source != GENAI_SOURCE))
         return _Timeline(tuple(starts), tuple(chosen), tuple(history))
 
-    def _plan(self, provider: str, model: str, at: datetime) -> RatingPlan | None:
+    def _plan(self, provider: str, model: str, at: datetime, tier: str | None = None) -> RatingPlan | None:
         # Keyed by the names as given (no normalising on the hot path); the builder normalises.
-        return self._timeline(provider, model).at(at)
+        return self._timeline(provider, model, tier).at(at)
 
-    def resolve(self, provider: str, model: str, at: datetime | None = None) -> PriceRecord | None:
-        """The price record in force for ``provider``/``model`` at ``at`` (default now), or None."""
-        plan = self._plan(_check_name("provider", provider), _check_name("model", model), _check_at(at))
+    def resolve(
+        self, provider: str, model: str, at: datetime | None = None, *, service_tier: str | None = None
+    ) -> PriceRecord | None:
+        """The price record in force for ``provider``/``model`` at ``at`` (default now), or None;
+        with ``service_tier``, the one that rates a call served at that tier."""
+        tier = Usage(service_tier=service_tier).service_tier if service_tier is not None else None
+        plan = self._plan(_check_name("provider", provider), _check_name("model", model), _check_at(at), tier)
         return None if plan is None else plan.record
 
     def history(self, provider: str, model: str) -> list[PriceRecord]:
         """Every record (genai-prices and overrides) for ``provider``/``model``, oldest first."""
-        return list(self._timeline(_check_name("provider", provider), _check_name("model", model)).records)
+        return list(
+            self._timeline(_check_name("provider", provider), _check_name("model", model), None).records
+        )
 
     def find_provider(self, model: str) -> str | None:
         """The provider a bare model name belongs to: genai-prices' guess, else a unique override."""
@@ -161,20 +180,27 @@ class PriceCatalog:
         _check_name("provider", provider)
         _check_name("model", model)
         moment = _check_at(at)
-        plan = self._plan(provider, model, moment)
+        plan = self._plan(provider, model, moment, usage.service_tier)
         if plan is None:
             return Rating(
                 cost=None,
                 priced=False,
                 price_version=self.version,
-                reason=self._no_price_reason(provider, model, moment),
+                reason=self._no_price_reason(provider, model, moment, usage.service_tier),
                 provider=provider,
                 model=model,
             )
         return plan.rate(usage, provider, model)
 
-    def _no_price_reason(self, provider: str, model: str, at: datetime) -> str:
+    def _no_price_reason(self, provider: str, model: str, at: datetime, tier: str | None = None) -> str:
         where = f"genai-prices {GENAI_VERSION} or overrides"
+        if tier is not None and self._plan(provider, model, at) is not None:
+            # Priced at standard, a priority call would be recorded below what it cost.
+            return (
+                f"no {tier!r} service tier price for {provider}/{model} at {at.isoformat()} in {where}"
+                f" (the call was served at that tier; its standard price is not what it cost):"
+                f' give one in an overrides file with service_tier = "{tier}"'
+            )
         if self.history(provider, model):
             return f"no price for {provider}/{model} at {at.isoformat()} in {where} (none in force then)"
         return f"no price for {provider}/{model} in {where}"

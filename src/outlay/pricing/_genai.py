@@ -5,11 +5,16 @@ Only the data bundled with the installed (pinned) package is read: outlay builds
 anything else in the process installed (``UpdatePrices`` fetches one at run time) can never change
 what we charge or make :data:`GENAI_SOURCE` lie about where a price came from.
 
+``price_variants`` (priority/flex service tiers, batch processing) become records of their tier
+(:func:`genai_tier_history`): the standard record in force, with the keys the variant prices
+replaced, as ``ModelInfo.get_prices`` resolves them.
+
 What is *not* carried over, on purpose (docs/pricing.md):
 
-- ``price_variants`` (service tier, batch processing): the standard price is used.
-- time-of-day prices (DeepSeek's off-peak windows): those conditional entries are skipped, so the
-  model's date-based price applies all day.
+- time-of-day prices (DeepSeek's off-peak windows): those conditional entries (and variants) are
+  skipped, so the model's date-based price applies all day.
+- variants selected by anything but the service tier (Anthropic's ``speed``, OpenRouter's
+  ``route``, Perplexity's ``search_type``): no response field outlay reads names them.
 """
 
 from __future__ import annotations
@@ -27,7 +32,14 @@ if TYPE_CHECKING:
     from genai_prices.data_snapshot import DataSnapshot
     from genai_prices.types import ModelPrice
 
-__all__ = ["GENAI_SOURCE", "GENAI_VERSION", "find_provider", "genai_history", "genai_unit_keys"]
+__all__ = [
+    "GENAI_SOURCE",
+    "GENAI_VERSION",
+    "find_provider",
+    "genai_history",
+    "genai_tier_history",
+    "genai_unit_keys",
+]
 
 GENAI_VERSION: Final = _dist_version("genai-prices")
 GENAI_SOURCE: Final = f"genai-prices@{GENAI_VERSION}"
@@ -145,6 +157,82 @@ def genai_history(provider: str, model: str) -> tuple[PriceRecord, ...]:
                 effective_from=_midnight(start) if start else None,
                 effective_to=_midnight(end) if end else None,
                 prices=_prices_of(conditional[index].prices),
+            )
+        )
+    return tuple(records)
+
+
+def _price_context(tier: str) -> dict[str, str]:
+    """The genai-prices request context of a call served at ``tier``: batch is a ``processing``
+    mode there, the others (``priority``, ``flex``, ...) a ``service_tier``."""
+    return {"processing": "batch"} if tier == "batch" else {"service_tier": tier}
+
+
+@functools.lru_cache(maxsize=4096)
+def genai_tier_history(provider: str, model: str, tier: str) -> tuple[PriceRecord, ...]:
+    """The records genai-prices has for calls served at the non-standard ``tier``, oldest first.
+
+    Each is the standard record in force with the keys of the variants in force replaced (the first
+    variant naming a key wins, as ``ModelInfo.get_prices`` resolves them), over the dates where
+    that combination holds. Where no variant of the tier is in force there is no record: the tier's
+    price is unknown then, never the standard one. As genai-prices does, variants apply only to a
+    model of the provider asked for, not to one found through a fallback provider.
+    """
+    from genai_prices.types import ModelPrice, StartDateConstraint, TimeOfDateConstraint
+
+    try:
+        found_provider, info = _snapshot().find_provider_model(model, None, provider, None)
+    except LookupError:
+        return ()
+    if not any(info is candidate for candidate in found_provider.models):
+        return ()
+    context = _price_context(tier)
+    variants = [
+        v
+        for v in info.price_variants or ()
+        if not isinstance(v.constraint, TimeOfDateConstraint)
+        and all(context.get(key) == value for key, value in v.when.items())
+    ]
+    if not variants:
+        return ()
+    conditional = [] if isinstance(info.prices, ModelPrice) else list(info.prices)
+    constraints = [c.constraint for c in conditional] + [v.constraint for v in variants]
+    starts = sorted({c.start_date for c in constraints if isinstance(c, StartDateConstraint)})
+    first_day = starts[0] - timedelta(days=1) if starts else date(1970, 1, 1)
+    # (start, standard index, indexes of the variants in force) over each elementary interval.
+    segments: list[tuple[date | None, int, tuple[int, ...]]] = []
+    for start, probe in [(None, first_day), *((s, s) for s in starts)]:
+        index = _selected(conditional, probe) if conditional else 0
+        active = tuple(
+            i
+            for i, v in enumerate(variants)
+            if v.constraint is None
+            or (isinstance(v.constraint, StartDateConstraint) and probe >= v.constraint.start_date)
+        )
+        if not segments or segments[-1][1:] != (index, active):
+            segments.append((start, index, active))
+    provider_id, model_id = str(found_provider.id), str(info.id)
+    records = []
+    for position, (start, index, active) in enumerate(segments):
+        if not active:
+            continue
+        end = segments[position + 1][0] if position + 1 < len(segments) else None
+        standard = info.prices if isinstance(info.prices, ModelPrice) else conditional[index].prices
+        prices = _prices_of(standard)
+        replaced: dict[str, Decimal | TieredPrice] = {}
+        for i in active:
+            for key, value in _prices_of(variants[i].prices).items():
+                replaced.setdefault(key, value)
+        prices.update(replaced)
+        records.append(
+            PriceRecord(
+                provider_id,
+                model_id,
+                GENAI_SOURCE,
+                effective_from=_midnight(start) if start else None,
+                effective_to=_midnight(end) if end else None,
+                prices=prices,
+                service_tier=tier,
             )
         )
     return tuple(records)

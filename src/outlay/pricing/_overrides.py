@@ -15,6 +15,13 @@ effective_from = 2026-03-01
 input_mtok = "2.00"                # USD per million tokens, as genai-prices publishes them
 output_mtok = "8"
 cache_read_mtok = { base = "1", tiers = [{ start = 200000, price = "2" }] }  # tiered by input
+
+[[price]]
+provider = "anthropic"
+model = "claude-sonnet-4-5"
+service_tier = "priority"          # rates only calls served at this tier
+input_mtok = "5.10"
+output_mtok = "25.50"
 ```
 
 Numbers are read with ``parse_float=Decimal`` so ``0.1`` stays exactly 0.1; strings are accepted
@@ -37,7 +44,7 @@ from typing import Any, Final
 
 from outlay._errors import ConfigError, InvalidInput
 from outlay._money import MAX_PLACES, to_money
-from outlay._usage import UNIT_NAME
+from outlay._usage import STANDARD_TIERS, TIER_NAME, UNIT_NAME
 from outlay.events._event import MAX_ID
 from outlay.providers import normalize_provider
 
@@ -45,7 +52,9 @@ from ._record import OVERRIDE_PRICE_KEYS, PriceRecord, Tier, TieredPrice
 
 __all__ = ["Overrides", "load_overrides", "parse_overrides"]
 
-_ENTRY_KEYS: Final = frozenset({"provider", "model", "effective_from", "effective_to", "units", "note"})
+_ENTRY_KEYS: Final = frozenset(
+    {"provider", "model", "effective_from", "effective_to", "units", "note", "service_tier"}
+)
 _NAME = re.compile(r"^[A-Za-z0-9*?\[][A-Za-z0-9_.:/@*?\[\]-]{0,199}$")
 
 
@@ -190,6 +199,14 @@ def _entry(index: int, raw: object, source: str, errors: _Collector) -> PriceRec
     if note is not None and not isinstance(note, str):
         errors.add(f"{at}.note", f"expected a string, got {note!r}")
         note = None
+    tier = raw.get("service_tier")
+    if tier is not None:
+        if not isinstance(tier, str) or not TIER_NAME.match(tier):
+            errors.add(f"{at}.service_tier", f"expected a tier name such as 'priority', got {tier!r}")
+            tier = None
+        elif tier in STANDARD_TIERS:
+            errors.add(f"{at}.service_tier", f"{tier!r} is the standard tier: leave service_tier out for it")
+            tier = None
     start = (
         _instant(raw["effective_from"], f"{at}.effective_from", errors) if "effective_from" in raw else None
     )
@@ -225,7 +242,15 @@ def _entry(index: int, raw: object, source: str, errors: _Collector) -> PriceRec
     if len(errors.errors) != before:
         return None
     record = PriceRecord(
-        names["provider"], names["model"], source, start, end, prices=prices, units=units, note=note
+        names["provider"],
+        names["model"],
+        source,
+        start,
+        end,
+        prices=prices,
+        units=units,
+        note=note,
+        service_tier=tier,
     )
     if len(record.version) > MAX_ID:
         # Every event rated with this record stores its version: one too long would be refused.
@@ -239,17 +264,18 @@ def _entry(index: int, raw: object, source: str, errors: _Collector) -> PriceRec
 
 
 def _check_overlaps(records: Sequence[tuple[int, PriceRecord]], errors: _Collector) -> None:
-    groups: dict[tuple[str, str], list[tuple[int, PriceRecord]]] = {}
+    groups: dict[tuple[str, str, str | None], list[tuple[int, PriceRecord]]] = {}
     for index, record in records:
-        groups.setdefault((record.provider, record.model), []).append((index, record))
+        groups.setdefault((record.provider, record.model, record.service_tier), []).append((index, record))
     floor = datetime.min.replace(tzinfo=UTC)
-    for (provider, model), group in groups.items():
+    for (provider, model, tier), group in groups.items():
+        which = f"{provider}/{model}" if tier is None else f"{provider}/{model} (service_tier {tier})"
         group.sort(key=lambda item: item[1].effective_from or floor)
         for (i, a), (j, b) in itertools.pairwise(group):
             if a.effective_to is None or a.effective_to > (b.effective_from or floor):
                 errors.add(
                     f"price[{j}]",
-                    f"{provider}/{model} overlaps price[{i}]: effective ranges of one provider/model"
+                    f"{which} overlaps price[{i}]: effective ranges of one provider/model"
                     " must not overlap (end the earlier one with effective_to)",
                 )
 

@@ -3,7 +3,8 @@
 A record never changes once built. A price change is a *new* record with a later
 ``effective_from`` (DESIGN invariant 4), so any past rating can be explained by naming the record
 it used: :attr:`PriceRecord.version` is that name, e.g. ``genai-prices@0.2.3:openai/o3@2025-06-10``
-or ``overrides@3f2a9c01b7de:self-hosted/llama-3.1-70b@2026-01-01``.
+or ``overrides@3f2a9c01b7de:self-hosted/llama-3.1-70b@2026-01-01``. A record of one service tier
+ends with it: ``genai-prices@0.2.3:openai/gpt-4o@2026-10-12#priority``.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class PriceRecord:
     ``prices`` holds genai-prices style keys in their published unit (``input_mtok`` per million
     tokens, ``web_searches_kcount`` per thousand); ``units`` holds custom units priced per *one*
     unit (a GPU-second, a tool call). ``None`` dates are open ended. For an override, ``model`` may
-    be a glob (``claude-opus-*``).
+    be a glob (``claude-opus-*``). ``service_tier`` is set on the prices of one non-standard tier
+    (``priority``, ``flex``, ``batch``): they rate only calls served at that tier.
     """
 
     provider: str
@@ -102,6 +104,7 @@ class PriceRecord:
     prices: Mapping[str, Decimal | TieredPrice] = field(default_factory=lambda: MappingProxyType({}))
     units: Mapping[str, Decimal] = field(default_factory=lambda: MappingProxyType({}))
     note: str | None = None
+    service_tier: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prices", MappingProxyType(dict(self.prices)))
@@ -109,11 +112,11 @@ class PriceRecord:
 
     @property
     def version(self) -> str:
-        """Stable id of this exact record: ``<source>:<provider>/<model>[@<effective_from>]``."""
+        """Stable id of this exact record: ``<source>:<provider>/<model>[@<effective_from>][#<tier>]``."""
         base = f"{self.source}:{self.provider}/{self.model}"
-        if self.effective_from is None:
-            return base
-        return f"{base}@{format_instant(self.effective_from)}"
+        if self.effective_from is not None:
+            base = f"{base}@{format_instant(self.effective_from)}"
+        return base if self.service_tier is None else f"{base}#{self.service_tier}"
 
     def in_force(self, at: datetime) -> bool:
         """Whether this record applies at ``at`` (an aware datetime)."""
