@@ -12,6 +12,9 @@
   token counts in the usage field of the message_delta event are cumulative"): each field takes its
   latest value, never a sum. Newer API versions also repeat input and cache counts there, and a
   stream using server tools may send several ``message_delta`` events.
+- ``usage.service_tier`` ("standard", "priority" or "batch") is the tier that served the request
+  (https://docs.anthropic.com/en/api/service-tiers); in a stream it is in ``message_start``'s
+  usage (and any ``message_delta`` repeating it: the latest wins, as for the counts).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from outlay._errors import InvalidUsage
 from outlay._usage import Usage
 
 from ._base import ParsedResponse, StreamState, cut_usage, describe_error
-from ._common import count, nested, required, text, within
+from ._common import count, nested, required, text, with_tier, within
 
 __all__ = ["AnthropicStream", "anthropic_usage", "read_anthropic"]
 
@@ -58,7 +61,7 @@ def anthropic_usage(u: Any, at: str) -> Usage:
     tools = nested(u, "server_tool_use", at)
     if tools:
         web = count(tools, "web_search_requests", at + ".server_tool_use")
-    return Usage(
+    usage = Usage(
         input_tokens=uncached + read + write,
         cache_read_tokens=read,
         cache_write_tokens=write,
@@ -67,6 +70,7 @@ def anthropic_usage(u: Any, at: str) -> Usage:
         reasoning_tokens=reasoning,
         web_searches=web,
     )
+    return with_tier(usage, u.get("service_tier"))
 
 
 def read_anthropic(body: dict[str, Any], api: str | None) -> ParsedResponse:

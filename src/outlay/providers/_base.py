@@ -48,6 +48,7 @@ class StreamState:
         self.response_id: str | None = None
         self.done = False
         self.provider_error: str | None = None  # an error the provider sent in the stream itself
+        self.service_tier: object = None  # the tier the provider says served it, as sent (latest wins)
 
     def wants(self, data: bytes) -> bool:
         """Cheap pre-filter on an event's raw ``data:`` bytes: can it matter for usage or model?"""

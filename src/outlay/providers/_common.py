@@ -7,11 +7,13 @@ check; the JSON path of a field is only built when a value is rejected.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import replace
+from typing import Any, Final
 
 import orjson
 
 from outlay._errors import InvalidUsage
+from outlay._usage import STANDARD_TIERS, TIER_NAME, Usage
 
 __all__ = [
     "bad_count",
@@ -20,7 +22,9 @@ __all__ = [
     "load_body",
     "nested",
     "required",
+    "served_tier",
     "text",
+    "with_tier",
     "within",
 ]
 
@@ -69,6 +73,32 @@ def within(part: int, part_path: str, whole: int, whole_path: str) -> None:
 def text(obj: Mapping[str, Any], key: str) -> str | None:
     value = obj.get(key)
     return value if type(value) is str else None
+
+
+_LONGEST_TIER: Final = 32
+
+
+def served_tier(value: object) -> str | None:
+    """The non-standard service tier a provider says served a call, as ``Usage`` names it.
+
+    Never raises: the call was billed whatever this field holds, and its usage must be recorded. A
+    value that is not a plain tier name (not a string, too long, odd characters) is ignored — the
+    call is rated as standard — like a field the provider did not send (docs/pricing.md).
+    """
+    if type(value) is not str or len(value) > _LONGEST_TIER:
+        return None
+    tier = value.strip().lower()
+    if tier in STANDARD_TIERS or not TIER_NAME.match(tier):
+        return None
+    return tier
+
+
+def with_tier(usage: Usage, value: object) -> Usage:
+    """``usage`` served at the tier ``value`` names (see :func:`served_tier`)."""
+    if value is None or value == "default":  # the usual case: no copy
+        return usage
+    tier = served_tier(value)
+    return usage if tier is None else replace(usage, service_tier=tier)
 
 
 def json_object(data: bytes | bytearray | memoryview | str, what: str) -> dict[str, Any]:

@@ -15,6 +15,13 @@
   ``usageMetadata`` is the running total; the last chunk carrying one holds the final counts, and a
   candidate's ``finishReason`` marks the end (there is no end-of-stream sentinel).
 
+- Service tier: Vertex AI reports the tier that served a request as ``usageMetadata.trafficType``
+  (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/GenerateContentResponse#TrafficType):
+  ``ON_DEMAND_PRIORITY`` and ``ON_DEMAND_FLEX`` are the priority and flex tiers; ``ON_DEMAND`` and
+  ``PROVISIONED_THROUGHPUT`` are rated at the standard price. The Gemini API (ai.google.dev)
+  reports it only in the ``x-gemini-service-tier`` response *header*, which a body reader never
+  sees: those calls are rated at the standard price (docs/pricing.md).
+
 The SDK's snake_case names (``usage_metadata``, ``prompt_token_count``...) are read too.
 """
 
@@ -22,13 +29,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from outlay._errors import InvalidUsage
 from outlay._usage import CACHE_AUDIO_READ_UNIT, Usage
 
 from ._base import ParsedResponse, StreamState, cut_usage, describe_error
-from ._common import bad_count, within
+from ._common import bad_count, with_tier, within
+
+#: Vertex AI ``trafficType`` -> the service tier it is billed at (others are standard).
+_TRAFFIC_TIERS: Final = {"ON_DEMAND_PRIORITY": "priority", "ON_DEMAND_FLEX": "flex"}
 
 __all__ = ["GoogleStream", "gemini_usage", "read_google"]
 
@@ -113,7 +123,7 @@ def gemini_usage(u: Any, at: str, web_searches: int = 0) -> Usage:
             candidates,
             f"{at}.candidatesTokenCount",
         )
-    return Usage(
+    usage = Usage(
         input_tokens=total_in,
         cache_read_tokens=cached,
         input_audio_tokens=inputs.get("AUDIO", 0),
@@ -124,6 +134,12 @@ def gemini_usage(u: Any, at: str, web_searches: int = 0) -> Usage:
         output_image_tokens=outputs.get("IMAGE", 0),
         web_searches=web_searches,
         **_cached_audio_units(cached_audio),
+    )
+    traffic = _get(u, "trafficType")
+    return (
+        usage
+        if traffic is None
+        else with_tier(usage, _TRAFFIC_TIERS.get(traffic) if type(traffic) is str else None)
     )
 
 

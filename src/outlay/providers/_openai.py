@@ -18,6 +18,12 @@ a name given with ``declare_provider``. Field references:
 - Responses streaming: https://platform.openai.com/docs/api-reference/responses-streaming — the
   terminal ``response.completed`` / ``response.incomplete`` / ``response.failed`` event carries the
   whole response with its usage.
+- Service tier: the top-level ``service_tier`` of a chat completion, chunk or response is "the
+  processing type used for serving the request" (``default``, ``flex``, ``priority``, ``scale``),
+  which may differ from the one asked for
+  (https://platform.openai.com/docs/api-reference/chat/object#chat/object-service_tier). In a
+  stream every chunk repeats it, and ``response.created`` may say what was asked while the
+  terminal event says what served it: the latest value wins.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from outlay._errors import InvalidUsage
 from outlay._usage import Usage
 
 from ._base import ParsedResponse, StreamState, cut_usage, describe_error
-from ._common import count, nested, required, text, within
+from ._common import count, nested, required, text, with_tier, within
 
 __all__ = ["OpenAIStream", "chat_usage", "read_openai", "responses_usage"]
 
@@ -242,7 +248,11 @@ def read_openai(body: dict[str, Any], api: str | None) -> ParsedResponse:
             raise InvalidUsage(f"must be an object, got {type(raw).__name__}", field="usage")
         usage = Usage(input_tokens=required(raw, "prompt_tokens", "usage"))
     model, rid = body.get("model"), body.get("id")
-    return ParsedResponse(usage, model if type(model) is str else None, rid if type(rid) is str else None)
+    return ParsedResponse(
+        with_tier(usage, body.get("service_tier")),
+        model if type(model) is str else None,
+        rid if type(rid) is str else None,
+    )
 
 
 class OpenAIStream(StreamState):
@@ -274,6 +284,9 @@ class OpenAIStream(StreamState):
             return
         if self.model is None:
             self.model, self.response_id = text(event, "model"), text(event, "id")
+        tier = event.get("service_tier")
+        if tier is not None:
+            self.service_tier = tier
         usage = event.get("usage")
         if usage is not None:
             self._raw, self._label = usage, f"{label}.usage"
@@ -303,6 +316,8 @@ class OpenAIStream(StreamState):
             raise InvalidUsage("must be an object", field=f"{label}.response")
         self.model = text(response, "model") or self.model
         self.response_id = text(response, "id") or self.response_id
+        if response.get("service_tier") is not None:
+            self.service_tier = response["service_tier"]
         if kind in _TERMINAL:
             self.done = True
             self._calls_final = _tool_calls(response.get("output"), f"{label}.response.output")

@@ -12,7 +12,7 @@ from outlay._usage import Usage
 
 from ._anthropic import AnthropicStream
 from ._base import StreamState
-from ._common import sdk_dump
+from ._common import sdk_dump, with_tier
 from ._google import GoogleStream
 from ._openai import OpenAIStream
 from ._registry import normalize_api, normalize_provider, wire_format
@@ -111,7 +111,7 @@ class StreamAccumulator:
         """The usage so far: complete once the provider's final counts arrived, else a lower bound."""
         if self._error is not None:
             raise self._error
-        return self._state.usage()
+        return with_tier(self._state.usage(), self._state.service_tier)
 
     # -- internals ---------------------------------------------------------------------------------
 
