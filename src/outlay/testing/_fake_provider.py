@@ -93,6 +93,9 @@ class ModelBehaviour:
     cache_write_tokens: int = 0  # Anthropic cache creation (capped at what is left of the input)
     reasoning_tokens: int = 0  # part of the output (capped at it)
     dimensions: int = 8  # embedding size
+    #: The tier the fake says served the call (``priority``, ``flex``, ``batch``...); ``None`` is the
+    #: standard one, or for OpenAI's APIs the ``service_tier`` the request asked for, as OpenAI echoes it.
+    service_tier: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,6 +399,10 @@ class FakeProvider:
             output = limit
         cached = min(behaviour.cached_tokens, input_tokens)
         cache_write = min(behaviour.cache_write_tokens, input_tokens - cached)
+        tier = behaviour.service_tier
+        asked = request.get("service_tier")
+        if tier is None and api in ("chat", "responses") and asked in ("priority", "flex"):
+            tier = asked
         words = [_WORDS[i % len(_WORDS)] for i in range(output)]
         pieces = self._split(" ".join(words))
         prefix = {"chat": "chatcmpl-", "responses": "resp_", "messages": "msg_"}.get(api, "id-")
@@ -409,6 +416,7 @@ class FakeProvider:
             cache_write_tokens=cache_write if api == "messages" else 0,
             reasoning_tokens=min(behaviour.reasoning_tokens, output),
             finish="length" if output < behaviour.output_tokens else "stop",
+            service_tier=tier,
         )
 
     def _split(self, text: str) -> tuple[str, ...]:

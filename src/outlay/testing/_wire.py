@@ -7,6 +7,10 @@ code stays about transport and faults. Field names follow the providers' API ref
 - OpenAI Responses and its streaming events: https://platform.openai.com/docs/api-reference/responses
 - Anthropic Messages and streaming: https://docs.anthropic.com/en/docs/build-with-claude/streaming
 - Gemini's OpenAI compatibility layer: https://ai.google.dev/gemini-api/docs/openai
+
+The tier that served a call (``Reply.service_tier``) is reported as each provider does: OpenAI's
+top-level ``service_tier`` (every chunk of a stream too), Anthropic's ``usage.service_tier``, and
+for Gemini the ``usageMetadata.trafficType`` Vertex AI sends (only when the tier is not standard).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class Reply:
     cache_write_tokens: int = 0  # Anthropic cache creation
     reasoning_tokens: int = 0
     finish: str = "stop"  # "stop" or "length"
+    service_tier: str | None = None  # the tier that served it, in the provider's words; None: standard
 
     @property
     def text(self) -> str:
@@ -118,7 +123,7 @@ def chat_completion(reply: Reply) -> bytes:
                 }
             ],
             "usage": _chat_usage(reply),
-            "service_tier": "default",
+            "service_tier": reply.service_tier or "default",
             "system_fingerprint": "fp_outlay_fake",
         }
     )
@@ -135,6 +140,7 @@ def chat_stream(reply: Reply, *, include_usage: bool) -> Iterator[bytes]:
             "object": "chat.completion.chunk",
             "created": created,
             "model": reply.model,
+            "service_tier": reply.service_tier or "default",
             "system_fingerprint": "fp_outlay_fake",
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
@@ -153,6 +159,7 @@ def chat_stream(reply: Reply, *, include_usage: bool) -> Iterator[bytes]:
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": reply.model,
+                "service_tier": reply.service_tier or "default",
                 "system_fingerprint": "fp_outlay_fake",
                 "choices": [],
                 "usage": _chat_usage(reply),
@@ -195,6 +202,7 @@ def _response(reply: Reply, status: str) -> dict[str, Any]:
         "parallel_tool_calls": True,
         "previous_response_id": None,
         "reasoning": {"effort": None, "summary": None},
+        "service_tier": reply.service_tier or "default",
         "store": True,
         "temperature": 1.0,
         "text": {"format": {"type": "text"}},
@@ -309,7 +317,7 @@ def _anthropic_usage(reply: Reply, output_tokens: int) -> dict[str, Any]:
             "ephemeral_1h_input_tokens": 0,
         },
         "output_tokens": output_tokens,
-        "service_tier": "standard",
+        "service_tier": reply.service_tier or "standard",
     }
 
 
@@ -372,6 +380,8 @@ def _gemini_usage(reply: Reply, *, final: bool) -> dict[str, Any]:
     usage["totalTokenCount"] = reply.input_tokens + (reply.output_tokens if final else 0)
     if reply.cached_tokens:
         usage["cachedContentTokenCount"] = reply.cached_tokens
+    if reply.service_tier is not None:
+        usage["trafficType"] = f"ON_DEMAND_{reply.service_tier.upper()}"
     return usage
 
 
