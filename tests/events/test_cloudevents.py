@@ -35,6 +35,7 @@ def usages(draw: st.DrawFn) -> Usage:
         web_searches=draw(st.integers(0, 50)),
         units=draw(st.dictionaries(st.sampled_from(["gpu_seconds", "calls", "vector_queries"]), money)),
         complete=draw(st.booleans()),
+        service_tier=draw(st.sampled_from([None, "priority", "flex", "batch"])),
     )
 
 
@@ -272,3 +273,23 @@ def test_money_is_a_plain_ascii_decimal_string(text: str) -> None:
     with pytest.raises(InvalidEvent, match="plain decimal") as caught:
         decode_event(_with(cost=text))
     assert caught.value.field == "data.cost"
+
+
+def test_the_service_tier_travels_in_the_usage_and_old_payloads_read_as_standard() -> None:
+    usage = Usage(input_tokens=10, output_tokens=2, service_tier="priority")
+    event = CostEvent(tenant_id="acme", priced=True, cost=Decimal("0.25"), price_version="v", usage=usage)
+    envelope = to_cloudevent(event)
+    assert envelope["data"]["usage"] == {"input_tokens": 10, "output_tokens": 2, "service_tier": "priority"}
+    assert decode_event(encode_event(event)).usage.service_tier == "priority"
+    # A payload written before tiers were recorded: no key, standard, and the same usage as ever.
+    old = _wire(usage={"input_tokens": 10, "output_tokens": 2})
+    assert decode_event(old).usage == Usage(input_tokens=10, output_tokens=2)
+    assert decode_event(old).usage.service_tier is None
+    assert "service_tier" not in to_cloudevent(decode_event(old))["data"]["usage"]
+
+
+@pytest.mark.parametrize("bad", [7, ["priority"], "x" * 5_000, "prio rity"])
+def test_a_bad_tier_in_an_ingested_event_is_rejected_naming_the_field(bad: Any) -> None:
+    with pytest.raises(InvalidEvent, match=r"^data\.service_tier: must be") as caught:
+        decode_event(_wire(usage={"input_tokens": 10, "service_tier": bad}))
+    assert len(str(caught.value)) < 200

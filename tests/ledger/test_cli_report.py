@@ -420,3 +420,22 @@ def test_rerate_needs_a_window(ledger_path: str) -> None:
     result = CliRunner().invoke(main, ["rerate", "--ledger", ledger_path])
     assert result.exit_code == 2
     assert "--from" in result.output
+
+
+def test_rerate_charges_a_priority_call_its_tier_price_from_an_overrides_file(tmp_path: Path) -> None:
+    path = str(tmp_path / "outlay.db")
+    # Anthropic's priority tier has no price in genai-prices 0.2.3: recorded unpriced, with the tier.
+    usage = Usage(input_tokens=1_000_000, output_tokens=100_000, service_tier="priority")
+    with SQLiteLedger(path) as ledger:
+        ledger.write(
+            [unpriced(tenant_id="acme", provider="anthropic", model="claude-haiku-4-5", usage=usage)]
+        )
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[[price]]\nprovider = "anthropic"\nmodel = "claude-haiku-4-5"\ninput_mtok = "1"\n'
+        'output_mtok = "5"\n\n'
+        '[[price]]\nprovider = "anthropic"\nmodel = "claude-haiku-4-5"\nservice_tier = "priority"\n'
+        'input_mtok = "1.75"\noutput_mtok = "8.75"\n'
+    )
+    rows = json.loads(_run("rerate", *WINDOW, "--prices", str(prices), "--format", "json", "--ledger", path))
+    assert rows == [{"tenant": "acme", "delta": "2.625"}]  # 1M x 1.75 + 100k x 8.75 per million, not 1.5

@@ -195,3 +195,53 @@ def test_a_naive_adjustment_time_is_refused_naming_the_field(ledger: LedgerStore
         ledger.append_adjustments([(e.event_id, corrected(e))], at=datetime(2026, 12, 1))
     assert info.value.field == "at"
     assert ledger.adjustments() == []
+
+
+def test_rerating_prices_a_call_at_the_tier_that_served_it(ledger: LedgerStore) -> None:
+    # Recorded priority calls: one rated at the standard price by an older version, one unpriced
+    # (no priority price then). Re-rated with a catalog that has the tier's prices, each is charged
+    # at the priority price: the tier survived the event's encoding in the ledger.
+    from datetime import UTC, datetime
+
+    from outlay._usage import Usage
+    from outlay.ledger import catalog_rater
+    from outlay.pricing import PriceCatalog, parse_overrides
+
+    at = datetime(2026, 11, 16, 9, 30, tzinfo=UTC)
+    priority = Usage(input_tokens=1_000_000, output_tokens=100_000, service_tier="priority")
+    as_standard = event(
+        time=at, usage=priority, cost=D("3.5"), price_version="genai-prices@0.2.2:openai/gpt-4o"
+    )
+    claude = unpriced(
+        time=at,
+        provider="anthropic",
+        model="claude-haiku-4-5",
+        usage=priority,
+        price_version="genai-prices@0.2.3",
+    )
+    standard = event(
+        time=at, usage=Usage(input_tokens=1_000_000, output_tokens=100_000), cost=D("3.5"),
+        price_version="genai-prices@0.2.3:openai/gpt-4o",
+    )  # fmt: skip
+    ledger.write([as_standard, claude, standard])
+    catalog = PriceCatalog(
+        parse_overrides(
+            b'[[price]]\nprovider = "anthropic"\nmodel = "claude-haiku-4-5"\nservice_tier = "priority"\n'
+            b'input_mtok = "1.75"\noutput_mtok = "8.75"\n'
+        )
+    )
+    result = rerate(ledger, catalog_rater(catalog), "2026-11-16", "2026-11-17")
+    assert (result.examined, result.adjusted, result.newly_priced) == (3, 2, 1)
+    adjustments = {a.event_id: a for a in ledger.adjustments()}
+    # gpt-4o priority: 1M x $4.25 + 100k x $17 per million = 4.25 + 1.7
+    assert adjustments[as_standard.event_id].cost == D("5.95")
+    assert (
+        adjustments[as_standard.event_id].price_version
+        == "genai-prices@0.2.3:openai/gpt-4o@2026-10-12#priority"
+    )
+    # claude-haiku-4-5 priority (the override): 1.75 + 0.875
+    assert adjustments[claude.event_id].cost == D("2.625")
+    assert adjustments[claude.event_id].price_version.endswith(":anthropic/claude-haiku-4-5#priority")
+    assert standard.event_id not in adjustments  # the standard call's price is unchanged
+    [entry] = [e for e in ledger.entries(at, at + timedelta(hours=1)) if e.event.event_id == claude.event_id]
+    assert entry.event.usage.service_tier == "priority"
