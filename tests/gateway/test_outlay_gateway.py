@@ -325,3 +325,33 @@ def test_event_is_durable_before_a_non_streamed_answer_and_survives_shutdown(
     assert totals[0]["tenant"] == "acme"
     assert totals[0]["events"] == 3
     reopened.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_priority_call_through_the_gateway_costs_the_priority_price(stack: Stack, stream: bool) -> None:
+    client = stack.openai()
+    if stream:
+        chunks = client.chat.completions.create(
+            model="gpt-4o",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            stream=True,
+            service_tier="priority",
+        )
+        list(chunks)
+    else:
+        raw_answer = client.chat.completions.with_raw_response.create(
+            model="gpt-4o",
+            messages=MESSAGES,  # type: ignore[arg-type]
+            service_tier="priority",
+        )
+        raw_answer.parse()
+    event = _only(stack)
+    usage = Usage(
+        input_tokens=count_input_tokens({"messages": MESSAGES}), output_tokens=16, service_tier="priority"
+    )
+    assert event.usage == usage
+    # gpt-4o priority: $4.25 / $17 per million tokens (standard: $2.50 / $10)
+    assert event.cost == (Decimal("4.25") * usage.input_tokens + Decimal(17) * 16) / 1_000_000
+    assert event.price_version == "genai-prices@0.2.3:openai/gpt-4o@2026-10-12#priority"
+    if not stream:
+        assert raw_answer.headers["x-outlay-cost"] == money_str(event.cost)
