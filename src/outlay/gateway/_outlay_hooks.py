@@ -38,12 +38,14 @@ from outlay.budgets import (
     Scope,
 )
 from outlay.context import CostContext, attach, current, detach
-from outlay.events import CostEvent
+from outlay.events import CostEvent, new_event_id
 from outlay.keys import KeyStore, VirtualKey
 from outlay.stream import InMemoryEventLog
 
 from ._attribution import attribute
 from ._hooks import Admission, Call, Outcome, Principal, Settlement, client_key
+from ._journal import AdmissionJournal
+from ._lost import journal_record, lost_call_event
 
 __all__ = ["OutlayHooks"]
 
@@ -73,6 +75,7 @@ class _Ticket:
     holds: tuple[Reservation, ...]
     estimate: Decimal
     estimate_priced: bool  # False: the model has no price and ``estimate`` is the fallback
+    event_id: str  # the call's event, whether its completion or a recovery records it
 
 
 _Job = tuple[str, tuple[Any, ...]]  # ("admit" | "complete" | "decide", arguments)
@@ -241,6 +244,7 @@ class OutlayHooks:
         cache_ttl: float = 1.0,
         offload: bool | None = None,
         owned: bool = False,
+        journal: AdmissionJournal | None = None,
     ) -> None:
         if recorder is None:
             if outlay is None:
@@ -259,6 +263,7 @@ class OutlayHooks:
         self.environment = environment
         self.cache_ttl = cache_ttl
         self.owned = owned
+        self.journal = journal
         if offload is None:
             memory = isinstance(recorder.log, InMemoryEventLog) or recorder.mode == "batching"
             offload = not (memory and isinstance(self.engine.store, InMemoryBudgetStore))
@@ -282,10 +287,50 @@ class OutlayHooks:
         """Finish blocking work in flight, then (``owned``) close the key store and the pipeline."""
         if self._batches is not None:
             await self._batches.aclose()
+        if self.journal is not None:
+            self.journal.close()
         if self.owned:
             self.keys.close()
             if self.outlay is not None:
                 self.outlay.close()
+
+    def recover_lost_calls(self) -> int:
+        """Record the calls that gateway processes now gone (killed, crashed) admitted and never
+        recorded, from their admission journals; returns how many. Each is one ``estimated``
+        event under the id its completion would have had (so never counted twice, however often
+        this runs), and its hold is charged now rather than at its expiry. Blocking: call it at
+        start (``create_app`` does), before serving."""
+        if self.journal is None:
+            return 0
+        count = 0
+        for path, records in self.journal.orphans():
+            built: list[tuple[dict[str, Any], CostEvent]] = []
+            for record in records:
+                try:
+                    built.append((record, lost_call_event(self.recorder, record)))
+                except Exception:  # (a line written by another version, say): the others count
+                    _log.exception("outlay: cannot record the lost call %r", record)
+            # Durable, or this raises and the file stays for the next start.
+            self.recorder.record_many([event for _, event in built])
+            for record, event in built:
+                amount = Decimal(record["estimate"])
+                for hold_id in record["holds"]:
+                    # Charged its hold (one expired meanwhile is charged already, a settled one done).
+                    try:
+                        self.engine.store.settle(hold_id, amount)
+                    except InvalidInput:
+                        pass  # a store that forgot it (in memory, or past its retention)
+                    except Exception:
+                        _log.exception("outlay: charging the hold of lost call %s failed", event.event_id)
+                _log.warning(
+                    "outlay: recorded call %s (tenant %s, %s) admitted by a gateway process that stopped"
+                    " before recording it, at its estimate %s",
+                    event.event_id, event.tenant_id, event.model,
+                    event.cost if event.priced else "(unpriced)",
+                )  # fmt: skip
+            self.journal.forget(path)
+            count += len(built)
+        return count
 
     def _run_batch(self, jobs: Sequence[_Job]) -> list[_Result]:
         """Run a batch of jobs on the blocking thread: completions first (they free budget), their
@@ -400,7 +445,10 @@ class OutlayHooks:
     async def admit(self, principal: Principal, call: Call) -> Admission:
         self._inflight += 1
         try:
-            return await self._admit_call(principal, call)
+            admission = await self._admit_call(principal, call)
+            if self.journal is not None:
+                self._journal_admitted(admission)
+            return admission
         except BaseException:
             self._inflight -= 1  # refused, failed or cancelled: there will be no completion
             raise
@@ -427,6 +475,25 @@ class OutlayHooks:
             raise admission
         assert isinstance(admission, Admission)
         return admission
+
+    def _journal_admitted(self, admission: Admission) -> None:
+        """Note the call in the admission journal before it goes upstream: a process killed during
+        the call leaves it there, to be recorded by the next start. A call the journal cannot
+        note is refused (503) and its hold given back: nothing would remember it."""
+        ticket = admission.reservation
+        assert isinstance(ticket, _Ticket)
+        assert self.journal is not None
+        record = journal_record(
+            context=ticket.context, key_id=ticket.key.id if ticket.key is not None else None,
+            provider=ticket.provider, model=admission.model, requested_model=admission.downgraded_from,
+            operation="embedding" if admission.call.api == "embeddings" else "chat",
+            estimate=ticket.estimate, priced=ticket.estimate_priced, holds=ticket.holds,
+        )  # fmt: skip
+        try:
+            self.journal.admitted(ticket.event_id, record)
+        except BaseException:
+            self._release_all(ticket)
+            raise
 
     def _admit_inline(self, args: tuple[Any, ...]) -> tuple[_Result, list[_Decided]] | None:
         """The admission, run here in a budget transaction that could begin without waiting; None
@@ -505,7 +572,7 @@ class OutlayHooks:
             holds = self._reserve(scope, key, amount, model, fp, call.max_seconds + _HOLD_MARGIN)
         finally:
             detach(token)
-        ticket = _Ticket(ctx, key, provider, holds, amount, priced)
+        ticket = _Ticket(ctx, key, provider, holds, amount, priced, new_event_id())
         known, left = self._remaining(holds, {st.key: st for h in holds for st in h.admitted})
         return Admission(
             principal, call, model, reservation=ticket, reserved=amount, budget_remaining=left,
@@ -667,6 +734,8 @@ class OutlayHooks:
             except Exception as exc:
                 results[i] = (False, exc)
                 self._release_all(ticket)
+                if self.journal is not None:  # answered with the error, as before the journal
+                    self.journal.recorded(ticket.event_id)
                 continue
             built.append((i, ticket, event, bill))
         failure: Exception | None = None
@@ -676,6 +745,11 @@ class OutlayHooks:
             raise
         except Exception as exc:
             failure = exc
+        if failure is None and self.journal is not None:
+            # Durable: nothing left to recover. (An event the log refused stays in the journal,
+            # and is recorded, as an estimate, when the next start recovers this process's file.)
+            for _, ticket, _, _ in built:
+                self.journal.recorded(ticket.event_id)
         for i, ticket, event, bill in built:
             seen: dict[str, KeyStatus] = {}
             settled = True
@@ -728,6 +802,7 @@ class OutlayHooks:
             "context": ticket.context,
             "latency_ms": outcome.latency_s * 1000,
             "labels": labels,
+            "event_id": ticket.event_id,
         }
         usage = outcome.usage
         if usage is not None and usage.complete and usage.is_empty and outcome.status >= 400:

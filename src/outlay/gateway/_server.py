@@ -15,6 +15,7 @@ A config file (``outlay gateway --config gateway.toml``)::
     rate_limit = { rate = "5.00", per = 60 }   # per tenant, USD per `per` seconds
     max_body_bytes = 10485760
     max_call_seconds = 3600                # a call (stream included) ends by then; its hold lives as long
+    journal = ".outlay/inflight"           # calls admitted, not yet recorded; "off"; $OUTLAY_GATEWAY_JOURNAL
     aliases = { fast = "gpt-4o-mini" }
     [upstreams.local]
     kind = "openai_compatible"
@@ -29,6 +30,7 @@ The file wins over the environment; upstream URLs and keys come from ``OUTLAY_UP
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -54,9 +56,12 @@ from outlay.keys import default_keys_url, open_key_store
 
 from ._app import Gateway
 from ._config import GatewayConfig
+from ._journal import AdmissionJournal
 from ._outlay_hooks import OutlayHooks
 
 __all__ = ["CONFIG_ENV", "GatewaySettings", "app_from_env", "create_app", "load_settings"]
+
+_log = logging.getLogger("outlay.gateway")
 
 #: The environment variable through which ``outlay gateway`` hands its --config to every worker.
 CONFIG_ENV: Final = "OUTLAY_GATEWAY_CONFIG"
@@ -64,7 +69,7 @@ _ROUTING: Final = frozenset({"upstreams", "routes", "aliases", "max_body_bytes",
 _MAX_CACHE_TTL: Final = 300.0
 _SETTINGS: Final = frozenset(
     {"keys", "ledger", "budget_store", "budgets", "plans", "prices", "environment",
-     "default_output_tokens", "cap_output", "unpriced_estimate", "rate_limit", "cache_ttl"}
+     "default_output_tokens", "cap_output", "unpriced_estimate", "rate_limit", "cache_ttl", "journal"}
 )  # fmt: skip
 
 
@@ -85,6 +90,8 @@ class GatewaySettings:
     rate_limit: CostRateLimit | None
     cache_ttl: float
     cap_output: bool = False
+    #: The admission journal's directory (None: off). Default: ``inflight/`` beside the keys.
+    journal: str | None = None
 
 
 def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -147,6 +154,9 @@ def load_settings(
     except InvalidInput as exc:
         raise ConfigError(str(exc), field="unpriced_estimate") from None
     environment = text("environment", "OUTLAY_ENVIRONMENT") or "production"
+    journal = text("journal", "OUTLAY_GATEWAY_JOURNAL")
+    if journal is None and ledger != "memory://":
+        journal = _beside(keys, "inflight")  # on this host's disk, as the process it outlives
     if environment not in ENVIRONMENTS:
         raise ConfigError(
             f"must be one of {', '.join(sorted(ENVIRONMENTS))}, got {environment!r}", field="environment"
@@ -165,6 +175,7 @@ def load_settings(
         rate_limit=limit,
         cache_ttl=float(ttl),
         cap_output=cap,
+        journal=None if journal == "off" else journal,
     )
 
 
@@ -202,7 +213,13 @@ def create_app(settings: GatewaySettings | str | os.PathLike[str] | None = None)
         environment=settings.environment,
         cache_ttl=settings.cache_ttl,
         owned=True,
+        journal=AdmissionJournal(settings.journal) if settings.journal else None,
     )
+    try:
+        # Calls a gateway process here admitted and never recorded (it was killed mid-call).
+        hooks.recover_lost_calls()
+    except Exception:  # serve all the same: the journal stays, for the next start to record
+        _log.exception("outlay: recording the calls of stopped gateway processes failed")
     return Gateway(settings.routing, hooks=hooks)
 
 

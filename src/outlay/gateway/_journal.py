@@ -1,0 +1,194 @@
+"""``AdmissionJournal``: what a gateway process admitted and has not yet recorded, on disk.
+
+A call's cost event is written when the call completes. A gateway killed between admitting a call
+and recording it (``kill -9``, out of memory) would leave a call the provider probably billed and
+the ledger never sees. So each process appends one line per admitted call (before it goes
+upstream) to a file of its own, and one line when the call's event is durable::
+
+    +{"id": "<event id>", "at": ..., "ctx": {...}, "model": ..., "estimate": "0.0123", ...}
+    -<event id>
+
+A process holds an exclusive ``flock`` on its file for its whole life, so the lock is free exactly
+when the process is gone (however it died). :meth:`AdmissionJournal.orphans` takes the files whose
+lock is free — a dead process's — and yields the calls admitted there and never recorded, to be
+recorded as estimates under the very ``event_id`` the completion would have used: the ledger keeps
+the first event of an id, so a call that was recorded after all (the process died between the
+append and the ``-`` line), or a journal recovered twice, is never counted twice.
+
+A line is one ``write(2)`` to a file opened ``O_APPEND``, with no ``fsync``: it survives the
+process (its page cache is the kernel's), not the host losing power. Files live on the host's
+disk, so a lost call is recovered by the next gateway started there (``create_app`` does it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from outlay._errors import BackendError
+
+__all__ = ["AdmissionJournal"]
+
+_log = logging.getLogger("outlay.gateway")
+
+_PREFIX: Final = "inflight-"
+_SUFFIX: Final = ".log"
+#: Past this many bytes written, the file is rewritten with the calls still open (usually none).
+_COMPACT_AT: Final = 4 << 20
+
+
+class AdmissionJournal:
+    """One process's journal file in ``directory`` (created when the first call is admitted), and
+    the recovery of the files of processes that died. Thread-safe; reopened after ``fork()``."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory).expanduser()
+        self._lock = threading.Lock()
+        self._pid = -1
+        self._fd = -1
+        self._path: Path | None = None
+        self._open: dict[str, bytes] = {}  # event id -> its "+" line, while the call is in flight
+        self._written = 0
+
+    # -- this process's file ----------------------------------------------------------------------
+
+    def _file(self) -> int:
+        if self._pid != os.getpid():  # first use, or a child forked after it: a file of its own
+            if self._fd >= 0:  # the parent's: kept open here, it would hold the parent's lock
+                with contextlib.suppress(OSError):
+                    os.close(self._fd)
+            self._fd, self._path, self._pid = -1, None, os.getpid()
+            self._open, self._written = {}, 0
+        if self._fd < 0:
+            self._fd, self._path = self._create(b"")
+        return self._fd
+
+    def _create(self, content: bytes) -> tuple[int, Path]:
+        """A new locked file holding ``content``: made under a name :meth:`orphans` ignores, locked,
+        then renamed, so no recovery can take it for a dead process's in between."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            name = f"{_PREFIX}{uuid.uuid4().hex}{_SUFFIX}"
+            temporary = self.directory / f".{name}.new"
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if content:
+                os.write(fd, content)
+            path = self.directory / name
+            os.rename(temporary, path)
+        except OSError as exc:
+            raise BackendError(
+                f"cannot write the gateway's admission journal in {self.directory}: {exc}"
+            ) from exc
+        return fd, path
+
+    def admitted(self, event_id: str, record: Mapping[str, Any]) -> None:
+        """Note an admitted call (before it goes upstream). Raises :class:`BackendError` if the
+        line cannot be written: the call must then not be made, as nothing would remember it."""
+        line = b"+" + json.dumps({"id": event_id, **record}, separators=(",", ":")).encode() + b"\n"
+        with self._lock:
+            fd = self._file()
+            try:
+                os.write(fd, line)
+            except OSError as exc:
+                raise BackendError(f"cannot write the gateway's admission journal: {exc}") from exc
+            self._open[event_id] = line
+            self._written += len(line)
+
+    def recorded(self, event_id: str) -> None:
+        """Note that the call's event is durable: there is nothing left to recover for it."""
+        with self._lock:
+            if self._pid != os.getpid() or self._open.pop(event_id, None) is None:
+                return
+            try:
+                os.write(self._fd, b"-" + event_id.encode() + b"\n")
+                self._written += len(event_id) + 2
+                if self._written > _COMPACT_AT:
+                    self._compact()
+            except (OSError, BackendError):  # recovery will find the call recorded (same event id)
+                _log.warning("outlay: the admission journal could not note event %s", event_id)
+
+    def _compact(self) -> None:
+        """Start a new file with only the calls still in flight, then drop the old one."""
+        fd, path = self._create(b"".join(self._open.values()))
+        old_fd, old_path = self._fd, self._path
+        self._fd, self._path, self._written = fd, path, sum(map(len, self._open.values()))
+        assert old_path is not None
+        with contextlib.suppress(OSError):
+            os.unlink(old_path)
+        os.close(old_fd)
+
+    def close(self) -> None:
+        """Drop this process's file if every call it admitted was recorded; else leave it for
+        the next start to recover (an event the log refused is recorded then, as an estimate)."""
+        with self._lock:
+            if self._pid != os.getpid() or self._fd < 0:
+                return
+            if not self._open and self._path is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self._path)
+            os.close(self._fd)
+            self._fd, self._path = -1, None
+
+    # -- recovery ---------------------------------------------------------------------------------
+
+    def orphans(self) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+        """``(file, calls admitted and never recorded)`` for each file of a process that is gone,
+        held locked while the caller records them. The caller deletes the file when done
+        (:meth:`forget`); one it leaves is offered again by the next recovery."""
+        if not self.directory.is_dir():
+            return
+        for path in sorted(self.directory.glob(f"{_PREFIX}*{_SUFFIX}")):
+            if path == self._path:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue  # recovered (and deleted) by another process meanwhile
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its process is alive
+                try:
+                    if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                        continue  # deleted by another recovery after we opened it
+                except FileNotFoundError:
+                    continue
+                with os.fdopen(os.dup(fd), "rb") as handle:
+                    yield path, _unrecorded(path, handle.read())
+            finally:
+                os.close(fd)  # (releases the lock)
+
+    @staticmethod
+    def forget(path: Path) -> None:
+        """Delete a recovered file (call while :meth:`orphans` still holds it)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def _unrecorded(path: Path, data: bytes) -> list[dict[str, Any]]:
+    admitted: dict[str, dict[str, Any]] = {}
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line:
+            continue
+        try:
+            if line[:1] == b"+":
+                record = json.loads(line[1:])
+                admitted[str(record["id"])] = record
+            elif line[:1] == b"-":
+                admitted.pop(line[1:].decode(), None)
+            else:
+                raise ValueError("unknown line")
+        except (ValueError, KeyError, TypeError):
+            # A line cut by a full disk (a write(2) is whole or absent for a process that dies).
+            _log.error("outlay: %s line %d is not a journal line; skipped", path, number)
+    return list(admitted.values())

@@ -1,0 +1,104 @@
+"""Lost calls: what the admission journal keeps of a call, and the event recorded when its process
+died before recording the call itself.
+
+A lost call's event is ``status="estimated"``, dated when the call was admitted, attributed as the
+call was (tenant, workspace, feature, user, run, agent, key, model after any downgrade), with its
+usage unknown (``complete=False`` and :data:`LOST_REASON`) and the label ``gateway.lost``. Its
+cost is the worst case the call reserved, flagged as such by ``gateway.estimate`` (unknown is never
+zero); a model with no price stays unpriced with the catalog's reason, to be re-rated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from outlay._recording import Recorder
+from outlay._usage import Usage
+from outlay.budgets import Reservation
+from outlay.context import CostContext
+from outlay.context._context import STR_FIELDS
+from outlay.events import CostEvent
+
+__all__ = ["LOST_ESTIMATE", "LOST_REASON", "journal_record", "lost_call_event"]
+
+#: Why a lost call's usage is unknown (its event's usage reason and ``gateway.lost`` label).
+LOST_REASON: Final = (
+    "the gateway stopped (killed or crashed) during the call, or could not record it; "
+    "the provider may have billed it"
+)
+#: The ``gateway.estimate`` label of a lost call priced at its hold.
+LOST_ESTIMATE: Final = "reserved worst case: the call's outcome was never seen"
+
+
+def journal_record(
+    *,
+    context: CostContext,
+    key_id: str | None,
+    provider: str,
+    model: str,
+    requested_model: str | None,
+    operation: str,
+    estimate: Decimal,
+    priced: bool,
+    holds: Sequence[Reservation],
+) -> dict[str, Any]:
+    """What the journal keeps of an admitted call: enough to record it if it is lost."""
+    ctx: dict[str, Any] = {
+        name: value for name in STR_FIELDS if (value := getattr(context, name)) is not None
+    }
+    if context.labels:
+        ctx["labels"] = dict(context.labels)
+    if context.run_path:
+        ctx["run_path"] = list(context.run_path)
+    return {
+        "at": datetime.now(UTC).timestamp(),
+        "ctx": ctx,
+        "key": key_id,
+        "provider": provider,
+        "model": model,
+        "requested": requested_model,
+        "operation": operation,
+        "estimate": str(estimate),
+        "priced": priced,
+        # Only holds the store keeps (a call under no budget holds nothing there).
+        "holds": [hold.id for hold in holds if hold.keys],
+    }
+
+
+def lost_call_event(recorder: Recorder, record: Mapping[str, Any]) -> CostEvent:
+    """The event of a call admitted and never recorded, from its journal ``record``."""
+    raw_ctx = dict(record["ctx"])
+    if "run_path" in raw_ctx:
+        raw_ctx["run_path"] = tuple(raw_ctx["run_path"])
+    context = CostContext(**raw_ctx)
+    labels = {k: v for k, v in context.labels.items() if not k.startswith("gateway.")}
+    if record.get("key") is not None:
+        labels["gateway.key"] = record["key"]
+    if record.get("requested") is not None:
+        labels["gateway.requested_model"] = record["requested"]
+    labels["gateway.lost"] = LOST_REASON
+    event = recorder.build(
+        operation=record["operation"],
+        provider=record["provider"],
+        model=record["model"],
+        usage=Usage(complete=False, reason=LOST_REASON),
+        at=datetime.fromtimestamp(float(record["at"]), UTC),
+        context=context,
+        status="estimated",
+        labels=labels,
+        event_id=record["id"],
+    )
+    if (
+        record["priced"]
+        and event.price_version is not None
+        and (event.unpriced_reason or "").startswith("usage incomplete")
+    ):
+        labels["gateway.estimate"] = LOST_ESTIMATE
+        event = replace(
+            event, priced=True, cost=Decimal(record["estimate"]), unpriced_reason=None, labels=labels
+        )
+    return event

@@ -1,0 +1,148 @@
+"""The admission journal: a dead process's calls are recovered once, a live one's never, a completed
+call never doubled, and a call the journal cannot note is not made."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import openai
+import pytest
+
+from outlay.budgets import Budget, BudgetEngine
+from outlay.gateway import Gateway, OutlayHooks, _journal
+from outlay.gateway._journal import AdmissionJournal, _unrecorded
+from outlay.testing import FakeProvider
+
+from .conftest import Stack, make_stack
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def _stack(gateway: Gateway, fake: FakeProvider, journal: AdmissionJournal) -> Stack:
+    fake.reset()
+    engine = BudgetEngine(policies=[Budget(Decimal(5), scope="tenant")])
+    built = make_stack(gateway.url, engine=engine, journal=journal)  # type: ignore[attr-defined]
+    gateway.hooks = built.hooks
+    return built
+
+
+@pytest.fixture
+def journaled(gateway: Gateway, fake: FakeProvider, tmp_path: Path) -> Iterator[Stack]:
+    built = _stack(gateway, fake, AdmissionJournal(tmp_path / "inflight"))
+    yield built
+    built.close()
+
+
+def _spent(stack: Stack) -> tuple[Decimal, Decimal]:
+    status = stack.engine.status({"tenant": "acme"}, stack.engine.policies[0])
+    return status.spent, status.reserved
+
+
+def test_a_call_recorded_before_its_process_died_is_not_recorded_twice(
+    journaled: Stack, tmp_path: Path
+) -> None:
+    journal = journaled.hooks.journal
+    assert journal is not None
+    lines: list[bytes] = []
+    real_recorded = journal.recorded
+    journal.recorded = lambda event_id: lines.append(event_id.encode())  # type: ignore[method-assign]
+    journaled.openai().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=20)  # type: ignore[arg-type]
+    journal.recorded = real_recorded  # type: ignore[method-assign]
+    # What a process killed after the event's append, before its "-" line, leaves behind.
+    assert journal._path is not None
+    (tmp_path / "inflight" / "inflight-dead.log").write_bytes(journal._path.read_bytes())
+    [event] = journaled.events()
+    assert lines == [event.event_id.encode()]  # the journal names the call by its event id
+    before = _spent(journaled)
+
+    later = OutlayHooks(
+        journaled.keys, outlay=journaled.outlay, engine=journaled.engine,
+        journal=AdmissionJournal(tmp_path / "inflight"),
+    )  # fmt: skip
+    assert later.recover_lost_calls() == 1  # recorded again, under the same event id
+    assert journaled.events() == [event]  # the ledger keeps the first: the exact cost, once
+    assert _spent(journaled) == before  # a settled hold is not charged again
+    assert later.recover_lost_calls() == 0
+    assert not (tmp_path / "inflight" / "inflight-dead.log").exists()
+
+
+_WRITER = """
+import os, signal, sys, time
+from outlay.gateway._journal import AdmissionJournal
+journal = AdmissionJournal(sys.argv[1])
+journal.admitted("01a24de0-0000-7000-8000-000000000001", {"model": "gpt-4o"})
+journal.admitted("01a24de0-0000-7000-8000-000000000002", {"model": "gpt-4o-mini"})
+journal.recorded("01a24de0-0000-7000-8000-000000000002")
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_only_a_dead_process_journal_is_recovered(tmp_path: Path) -> None:
+    directory = tmp_path / "inflight"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(_WRITER), str(directory)], stdout=subprocess.PIPE
+    )
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == b"ready\n"
+        reader = AdmissionJournal(directory)
+        assert list(reader.orphans()) == []  # alive: its calls may still complete
+        writer.kill()  # SIGKILL
+        writer.wait(timeout=10)
+        found = [(path.name, [r["id"] for r in records]) for path, records in reader.orphans()]
+        assert len(found) == 1
+        assert found[0][1] == ["01a24de0-0000-7000-8000-000000000001"]  # the other one was recorded
+    finally:
+        writer.kill()
+        writer.wait(timeout=10)
+        assert writer.stdout is not None
+        writer.stdout.close()
+
+
+def test_a_call_the_journal_cannot_note_is_not_made(
+    gateway: Gateway, fake: FakeProvider, tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    stack = _stack(gateway, fake, AdmissionJournal(tmp_path / "file" / "inflight"))
+    try:
+        with pytest.raises(openai.InternalServerError) as raised:
+            stack.openai().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        assert raised.value.status_code == 503
+        assert "admission journal" in str(raised.value)
+        assert fake.requests == []  # never sent: nothing would have remembered it
+        assert _spent(stack) == (Decimal(0), Decimal(0))  # its hold given back
+    finally:
+        stack.close()
+
+
+def test_the_journal_stays_small_and_keeps_the_calls_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_journal, "_COMPACT_AT", 2000)
+    journal = AdmissionJournal(tmp_path)
+    ids = [f"01a24de0-0000-7000-8000-{n:012d}" for n in range(200)]
+    journal.admitted(ids[0], {"model": "long-call"})
+    for event_id in ids[1:]:
+        journal.admitted(event_id, {"model": "gpt-4o"})
+        journal.recorded(event_id)
+    [path] = list(tmp_path.iterdir())
+    assert path.stat().st_size < 4000
+    assert [r["id"] for r in _unrecorded(path, path.read_bytes())] == [ids[0]]
+    journal.recorded(ids[0])
+    journal.close()
+    assert list(tmp_path.iterdir()) == []  # nothing left to recover: no file
+
+
+def test_a_torn_line_is_skipped_not_fatal(tmp_path: Path) -> None:
+    good = json.dumps({"id": "01a24de0-0000-7000-8000-000000000009", "model": "m"}).encode()
+    path = tmp_path / "inflight-x.log"
+    path.write_bytes(b"+" + good + b'\n+{"id": "01a2')
+    assert [r["id"] for _, records in AdmissionJournal(tmp_path).orphans() for r in records] == [
+        "01a24de0-0000-7000-8000-000000000009"
+    ]
