@@ -15,8 +15,8 @@ import openai
 import pytest
 
 from outlay.budgets import Budget, BudgetEngine
-from outlay.gateway import Gateway, OutlayHooks, _journal
-from outlay.gateway._journal import AdmissionJournal, _unrecorded
+from outlay.gateway import AdmissionJournal, Gateway, OutlayHooks, _journal, load_settings
+from outlay.gateway._journal import _unrecorded
 from outlay.testing import FakeProvider
 
 from .conftest import Stack, make_stack
@@ -146,3 +146,12 @@ def test_a_torn_line_is_skipped_not_fatal(tmp_path: Path) -> None:
     assert [r["id"] for _, records in AdmissionJournal(tmp_path).orphans() for r in records] == [
         "01a24de0-0000-7000-8000-000000000009"
     ]
+
+
+def test_the_journal_is_on_beside_the_keys_unless_turned_off(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.toml"
+    path.write_text(f'ledger = "{tmp_path / "outlay.db"}"\n')
+    assert load_settings(path, {}).journal == str(tmp_path / "inflight")
+    assert load_settings(path, {"OUTLAY_GATEWAY_JOURNAL": "off"}).journal is None
+    path.write_text('ledger = "memory://"\n')  # nothing to recover into
+    assert load_settings(path, {}).journal is None

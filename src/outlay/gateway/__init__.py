@@ -27,12 +27,14 @@ from ._hooks import (
     Settlement,
     client_key,
 )
+from ._journal import AdmissionJournal
 from ._outlay_hooks import OutlayHooks
 from ._server import GatewaySettings, app_from_env, create_app, load_settings
 
 __all__ = [
     "DEFAULT_ROUTES",
     "Admission",
+    "AdmissionJournal",
     "Call",
     "Gateway",
     "GatewayConfig",
