@@ -4,9 +4,11 @@ call never doubled, and a call the journal cannot note is not made."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -155,3 +157,11 @@ def test_the_journal_is_on_beside_the_keys_unless_turned_off(tmp_path: Path) -> 
     assert load_settings(path, {"OUTLAY_GATEWAY_JOURNAL": "off"}).journal is None
     path.write_text('ledger = "memory://"\n')  # nothing to recover into
     assert load_settings(path, {}).journal is None
+
+
+def test_a_file_left_half_made_by_a_dead_process_is_dropped(tmp_path: Path) -> None:
+    stale = tmp_path / ".inflight-0.log.new"
+    stale.write_bytes(b"")
+    os.utime(stale, (time.time() - 120, time.time() - 120))
+    assert list(AdmissionJournal(tmp_path).orphans()) == []
+    assert not stale.exists()

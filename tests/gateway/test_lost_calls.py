@@ -6,6 +6,7 @@ one call; the gateway is killed while the call is upstream, then started again, 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,10 +54,11 @@ def _port() -> int:
 class Served:
     """``outlay gateway`` in a process of its own, started and stopped (or killed) by the test."""
 
-    def __init__(self, config: Path, fake_url: str) -> None:
+    def __init__(self, config: Path, fake_url: str, workers: int = 1) -> None:
         self.port = _port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-c", _CODE, "--port", str(self.port), "--config", str(config)]
+        args += ["--workers", str(workers)]
         self.process = subprocess.Popen(args, env=_env(fake_url))
         deadline = time.monotonic() + 30
         while True:
@@ -174,3 +176,47 @@ def test_a_call_in_flight_when_the_gateway_is_killed_is_recorded_by_the_next_sta
     Served(config, fake.url).stop()  # type: ignore[attr-defined]  # a second start adds nothing
     assert len(_events(tmp_path)) == 2
     assert _budget(tmp_path) == (spent_after, reserved_after)
+
+
+def _workers(parent: int) -> list[int]:
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def test_a_worker_killed_mid_call_is_recorded_when_uvicorn_restarts_it(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    # The out-of-memory killer takes one worker of `outlay gateway --workers 2`: its supervisor
+    # starts another, and that start records the call (no operator, no restart of the gateway).
+    fake.reset()
+    config = _config(tmp_path)
+    secret = _new_key(tmp_path)
+    served = Served(config, fake.url, workers=2)  # type: ignore[attr-defined]
+    client = openai.OpenAI(base_url=served.url + "/v1", api_key=secret, max_retries=0, timeout=30)
+    try:
+        fake.fail(Fault.hang())
+        caller = threading.Thread(target=_call_ignoring_errors, args=(client,))
+        caller.start()
+        wait_for(lambda: len(fake.requests) == 1)
+        workers = [pid for pid in _workers(served.process.pid) if _is_worker(pid)]
+        assert len(workers) == 2
+        for pid in workers:  # (which one took the call is not known: both die)
+            os.kill(pid, signal.SIGKILL)
+        caller.join(timeout=30)
+        wait_for(lambda: len(_events(tmp_path)) == 1, timeout=30)
+    finally:
+        client.close()
+        served.stop()
+    [lost] = _events(tmp_path)
+    assert (lost.tenant_id, lost.model, lost.status) == ("acme", "gpt-4o", "estimated")
+    assert lost.labels["gateway.lost"] == LOST_REASON
+
+
+def _call_ignoring_errors(client: openai.OpenAI) -> None:
+    with contextlib.suppress(openai.APIError):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=400)  # type: ignore[arg-type]
+
+
+def _is_worker(pid: int) -> bool:
+    """A uvicorn worker, not the resource tracker multiprocessing also starts."""
+    return b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -146,6 +147,7 @@ class AdmissionJournal:
         (:meth:`forget`); one it leaves is offered again by the next recovery."""
         if not self.directory.is_dir():
             return
+        self._drop_stale_temporaries()
         for path in sorted(self.directory.glob(f"{_PREFIX}*{_SUFFIX}")):
             if path == self._path:
                 continue
@@ -167,6 +169,24 @@ class AdmissionJournal:
                     yield path, _unrecorded(path, handle.read())
             finally:
                 os.close(fd)  # (releases the lock)
+
+    def _drop_stale_temporaries(self) -> None:
+        """A process killed while starting a file leaves it under its temporary name: while it
+        was one, the calls it held were still in the file it replaced (deleted only after)."""
+        for path in self.directory.glob(f".{_PREFIX}*{_SUFFIX}.new"):
+            try:
+                if time.time() - path.stat().st_mtime < 60:
+                    continue  # (a live process may be between making and locking it)
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.unlink(path)
+            except OSError:  # (BlockingIOError: its process is alive, about to rename it)
+                pass
+            finally:
+                os.close(fd)
 
     @staticmethod
     def forget(path: Path) -> None:
