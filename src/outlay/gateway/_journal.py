@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import threading
@@ -33,6 +32,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
+
+import orjson
 
 from outlay._errors import BackendError
 
@@ -94,7 +95,7 @@ class AdmissionJournal:
     def admitted(self, event_id: str, record: Mapping[str, Any]) -> None:
         """Note an admitted call (before it goes upstream). Raises :class:`BackendError` if the
         line cannot be written: the call must then not be made, as nothing would remember it."""
-        line = b"+" + json.dumps({"id": event_id, **record}, separators=(",", ":")).encode() + b"\n"
+        line = b"+" + orjson.dumps({"id": event_id, **record}) + b"\n"
         with self._lock:
             fd = self._file()
             try:
@@ -202,7 +203,7 @@ def _unrecorded(path: Path, data: bytes) -> list[dict[str, Any]]:
             continue
         try:
             if line[:1] == b"+":
-                record = json.loads(line[1:])
+                record = orjson.loads(line[1:])
                 admitted[str(record["id"])] = record
             elif line[:1] == b"-":
                 admitted.pop(line[1:].decode(), None)

@@ -10,6 +10,7 @@ zero); a model with no price stays unpriced with the catalog's reason, to be re-
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -55,7 +56,7 @@ def journal_record(
     if context.run_path:
         ctx["run_path"] = list(context.run_path)
     return {
-        "at": datetime.now(UTC).timestamp(),
+        "at": time.time(),
         "ctx": ctx,
         "key": key_id,
         "provider": provider,
