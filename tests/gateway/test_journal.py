@@ -58,7 +58,7 @@ def test_a_call_recorded_before_its_process_died_is_not_recorded_twice(
     journal.recorded = real_recorded  # type: ignore[method-assign]
     # What a process killed after the event's append, before its "-" line, leaves behind.
     assert journal._path is not None
-    (tmp_path / "inflight" / "inflight-dead.log").write_bytes(journal._path.read_bytes())
+    (tmp_path / "inflight" / "inflight-any-dead.log").write_bytes(journal._path.read_bytes())
     [event] = journaled.events()
     assert lines == [event.event_id.encode()]  # the journal names the call by its event id
     before = _spent(journaled)
@@ -71,7 +71,7 @@ def test_a_call_recorded_before_its_process_died_is_not_recorded_twice(
     assert journaled.events() == [event]  # the ledger keeps the first: the exact cost, once
     assert _spent(journaled) == before  # a settled hold is not charged again
     assert later.recover_lost_calls() == 0
-    assert not (tmp_path / "inflight" / "inflight-dead.log").exists()
+    assert not (tmp_path / "inflight" / "inflight-any-dead.log").exists()
 
 
 _WRITER = """
@@ -143,7 +143,7 @@ def test_the_journal_stays_small_and_keeps_the_calls_in_flight(
 
 def test_a_torn_line_is_skipped_not_fatal(tmp_path: Path) -> None:
     good = json.dumps({"id": "01a24de0-0000-7000-8000-000000000009", "model": "m"}).encode()
-    path = tmp_path / "inflight-x.log"
+    path = tmp_path / "inflight-any-x.log"
     path.write_bytes(b"+" + good + b'\n+{"id": "01a2')
     assert [r["id"] for _, records in AdmissionJournal(tmp_path).orphans() for r in records] == [
         "01a24de0-0000-7000-8000-000000000009"
@@ -160,8 +160,22 @@ def test_the_journal_is_on_beside_the_keys_unless_turned_off(tmp_path: Path) -> 
 
 
 def test_a_file_left_half_made_by_a_dead_process_is_dropped(tmp_path: Path) -> None:
-    stale = tmp_path / ".inflight-0.log.new"
+    stale = tmp_path / ".inflight-any-0.log.new"
     stale.write_bytes(b"")
     os.utime(stale, (time.time() - 120, time.time() - 120))
     assert list(AdmissionJournal(tmp_path).orphans()) == []
     assert not stale.exists()
+
+
+def test_a_gateway_recovers_only_calls_bound_for_its_own_event_log(tmp_path: Path) -> None:
+    # Staging and production gateways on one host, with one journal directory: each records the
+    # lost calls of its own kind only, never another's into its ledger.
+    production = AdmissionJournal(tmp_path, destination="/srv/prod/events.db")
+    production.admitted("01a24de0-0000-7000-8000-000000000007", {"model": "gpt-4o"})
+    production.close()  # its call not recorded: the file stays, unlocked, as a dead process's
+    staging = AdmissionJournal(tmp_path, destination="/srv/staging/events.db")
+    assert list(staging.orphans()) == []
+    again = AdmissionJournal(tmp_path, destination="/srv/prod/events.db")
+    assert [r["id"] for _, records in again.orphans() for r in records] == [
+        "01a24de0-0000-7000-8000-000000000007"
+    ]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import threading
@@ -49,10 +50,16 @@ _COMPACT_AT: Final = 4 << 20
 
 class AdmissionJournal:
     """One process's journal file in ``directory`` (created when the first call is admitted), and
-    the recovery of the files of processes that died. Thread-safe; reopened after ``fork()``."""
+    the recovery of the files of processes that died. ``destination`` names where their calls are
+    recorded (the event log): only files of the same destination are recovered. Thread-safe;
+    reopened after ``fork()``."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, destination: str = "") -> None:
         self.directory = Path(directory).expanduser()
+        # Where recovered calls are recorded (the event log): two gateways sharing a directory but
+        # not a ledger (staging and production on one host) must not record each other's calls.
+        tag = hashlib.sha256(destination.encode()).hexdigest()[:12] if destination else "any"
+        self._prefix = f"{_PREFIX}{tag}-"
         self._lock = threading.Lock()
         self._pid = -1
         self._fd = -1
@@ -78,7 +85,7 @@ class AdmissionJournal:
         then renamed, so no recovery can take it for a dead process's in between."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            name = f"{_PREFIX}{uuid.uuid4().hex}{_SUFFIX}"
+            name = f"{self._prefix}{uuid.uuid4().hex}{_SUFFIX}"
             temporary = self.directory / f".{name}.new"
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -149,7 +156,7 @@ class AdmissionJournal:
         if not self.directory.is_dir():
             return
         self._drop_stale_temporaries()
-        for path in sorted(self.directory.glob(f"{_PREFIX}*{_SUFFIX}")):
+        for path in sorted(self.directory.glob(f"{self._prefix}*{_SUFFIX}")):
             if path == self._path:
                 continue
             try:
@@ -174,7 +181,7 @@ class AdmissionJournal:
     def _drop_stale_temporaries(self) -> None:
         """A process killed while starting a file leaves it under its temporary name: while it
         was one, the calls it held were still in the file it replaced (deleted only after)."""
-        for path in self.directory.glob(f".{_PREFIX}*{_SUFFIX}.new"):
+        for path in self.directory.glob(f".{self._prefix}*{_SUFFIX}.new"):
             try:
                 if time.time() - path.stat().st_mtime < 60:
                     continue  # (a live process may be between making and locking it)

@@ -192,6 +192,12 @@ def _budget_store(url: str) -> BudgetStore:
     return open_budget_store(url)
 
 
+def _destination(outlay: Outlay) -> str:
+    """Where this gateway's events go (its event log), as the journal tells gateways apart by."""
+    path = getattr(outlay.log, "path", None)
+    return str(Path(path).resolve()) if isinstance(path, str | os.PathLike) else outlay.ledger_url
+
+
 def create_app(settings: GatewaySettings | str | os.PathLike[str] | None = None) -> Gateway:
     """A gateway with keys, budgets and the ledger, as configured. Built once per worker process."""
     if not isinstance(settings, GatewaySettings):
@@ -213,7 +219,9 @@ def create_app(settings: GatewaySettings | str | os.PathLike[str] | None = None)
         environment=settings.environment,
         cache_ttl=settings.cache_ttl,
         owned=True,
-        journal=AdmissionJournal(settings.journal) if settings.journal else None,
+        journal=(
+            AdmissionJournal(settings.journal, destination=_destination(outlay)) if settings.journal else None
+        ),
     )
     try:
         # Calls a gateway process here admitted and never recorded (it was killed mid-call).
