@@ -312,6 +312,7 @@ class OutlayHooks:
                     _log.exception("outlay: cannot record the lost call %r", record)
             # Durable, or this raises and the file stays for the next start.
             self.recorder.record_many([event for _, event in built])
+            self.recorder.flush()  # (batching mode: durable before the journal is deleted)
             for record, event in built:
                 amount = Decimal(record["estimate"])
                 for hold_id in record["holds"]:
