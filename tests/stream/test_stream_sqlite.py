@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from outlay._errors import BackendError, ConfigError
+from outlay._sqlite import compiled_inserts
 from outlay.stream import EventLog, SQLiteEventLog
 
 from .conformance import EventLogConformance, read_all
@@ -315,3 +317,37 @@ def test_processes_opening_one_new_file_at_once_all_succeed(tmp_path: Path) -> N
         ]
         errors = [child.communicate(timeout=60)[1].decode() for child in children]
         assert [child.returncode for child in children] == [0] * 4, errors
+
+
+def test_a_thread_busy_in_python_does_not_slow_appends_row_by_row(tmp_path: Path) -> None:
+    """A batch is appended with the compiled inserts, which let the GIL go once per block of rows.
+    executemany lets it go and takes it back around every row, and in a process with a thread busy
+    in Python (the app recording, an event loop) each take waits a switch interval: a batching
+    recorder's flush of 10,000 events took 17 s here (500 took 0.86 s; 0.03 s now)."""
+    if compiled_inserts() is None:
+        if os.environ.get("OUTLAY_REQUIRE_SERVICES") == "1":
+            pytest.fail("the compiled inserts are not in use (OUTLAY_REQUIRE_SERVICES=1: CI builds them)")
+        pytest.skip("the compiled inserts are not in use (no C compiler at install)")
+    log = SQLiteEventLog(tmp_path / "events.db")
+    payloads = [b'{"n": %d}' % n for n in range(10_000)]
+    done = threading.Event()
+
+    def busy() -> None:
+        while not done.is_set():
+            sum(range(1000))
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(0.02)
+    thread = threading.Thread(target=busy)
+    thread.start()
+    try:
+        began = time.monotonic()
+        log.append(payloads)
+        elapsed = time.monotonic() - began
+    finally:
+        done.set()
+        thread.join()
+        sys.setswitchinterval(previous)
+    assert [r.payload for r in read_all(log, "c")] == payloads
+    assert elapsed < 5
+    log.close()

@@ -28,6 +28,7 @@ from outlay._errors import BackendError, ConfigError, InvalidInput
 from outlay._gc import gc_paused
 from outlay._money import MONEY_CONTEXT, ZERO, money_str
 from outlay._rating import Rating
+from outlay._sqlite import compiled_inserts as compiled_inserts_of
 from outlay._sqlite import use_wal
 from outlay._thread_end import at_thread_end
 from outlay._usage import Usage
@@ -196,42 +197,8 @@ def event_rows(
     return rows, deltas
 
 
-def _load_inserts(compiled: Any) -> Any:
-    """The compiled ``insert_rows`` where it can step statements on the handle of this Python's
-    own ``sqlite3`` connections (the same SQLite library, found and self-tested here); ``None``
-    otherwise, and the ledger uses ``executemany``."""
-    if compiled is None:
-        return None
-    major, minor, patch = sqlite3.sqlite_version_info
-    found = compiled.configure_sqlite(
-        major * 1_000_000 + minor * 1_000 + patch,
-        sqlite3.Connection,
-        sqlite3.IntegrityError,
-        sqlite3.OperationalError,
-        sqlite3.DatabaseError,
-        sqlite3.DataError,
-        sqlite3.ProgrammingError,
-        sqlite3.InternalError,
-    )
-    if not found:
-        return None
-    probe = sqlite3.connect(":memory:", isolation_level=None)
-    try:
-        idle = compiled.in_transaction(probe)
-        probe.execute("BEGIN")
-        busy = compiled.in_transaction(probe)
-        probe.execute("CREATE TEMP TABLE probe (a, b)")
-        changed = compiled.insert_rows(probe, "INSERT INTO probe VALUES (?, ?)", [(1, "x"), (2, b"y")])
-        rows = probe.execute("SELECT a, b FROM probe ORDER BY a").fetchall()
-        probe.execute("ROLLBACK")
-    finally:
-        probe.close()
-    if (idle, busy, changed, rows) != (False, True, 2, [(1, "x"), (2, b"y")]):
-        return None
-    return compiled.insert_rows
-
-
-_INSERT_ROWS: Final = _load_inserts(_SPEEDUPS)
+# The compiled ``insert_rows`` (outlay._sqlite.compiled_inserts), unless the speedups are off.
+_INSERT_ROWS: Final = compiled_inserts_of() if _SPEEDUPS is not None else None
 
 
 def compiled_inserts() -> bool:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from outlay._errors import BackendError, ConfigError
+from outlay._sqlite import insert_many
 
 from ._nats_route import Outgoing
 
@@ -74,7 +75,7 @@ class Spool:
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
-                count = self._conn.executemany(sql, rows).rowcount
+                count = insert_many(self._conn, sql, rows)
                 self._conn.execute("COMMIT")
             except BaseException:
                 # SQLite may have rolled back already (a full disk does): then ROLLBACK would fail

@@ -24,7 +24,7 @@ from typing import Final
 
 from outlay._checkpoint import DEFAULT_INTERVAL, Checkpointer
 from outlay._errors import BackendError, ConfigError, InvalidInput
-from outlay._sqlite import begin_now, hold_at_fork, use_wal
+from outlay._sqlite import begin_now, hold_at_fork, insert_many, use_wal
 
 from ._base import EventLog, LogRecord, check_consumer, check_offset, check_payloads, check_read_args
 
@@ -290,7 +290,7 @@ class SQLiteEventLog(EventLog):
                     return False
                 with self._transaction(self._writer, began=began) as conn:
                     last = self._end(conn)
-                    conn.executemany(_INSERT, rows)
+                    insert_many(conn, _INSERT, rows)
                     # Under the write lock AUTOINCREMENT hands out last+1, last+2, ...; check, never
                     # assume.
                     if self._end(conn) != last + len(rows):
