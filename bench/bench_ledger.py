@@ -7,6 +7,7 @@
     python bench/bench_ledger.py --ingest 200000 --events 0 --batch 50000 --ingest-days 1 --chunked
     python bench/bench_ledger.py --ingest 400000 --events 0 --batch 40000 --ingest-days 1 --processes 2
     python bench/bench_ledger.py --ingest 200000 --events 0 --batch 50000 --ingest-days 1   # live
+    python bench/bench_ledger.py --ingest 40000 --events 0 --batch 40000 --ingest-days 1 --busy-thread
     OUTLAY_NO_SPEEDUPS=1 python bench/bench_ledger.py ...   # rows built in Python, not C
 
 The workload is shaped like a real platform: 500 tenants over 30 days, each using a handful of
@@ -27,8 +28,10 @@ import random
 import sqlite3
 import statistics
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -103,6 +106,25 @@ def bench_write(path: Path, events: list[CostEvent], payloads: list[bytes], batc
     elapsed = time.perf_counter() - began
     ledger.close()
     return len(events) / elapsed
+
+
+@contextmanager
+def busy_thread() -> Iterator[None]:
+    """Another thread running Python meanwhile, as an app recording in the writer's process does: a
+    writer that takes the GIL back after every row waits a switch interval (5 ms) each time."""
+    done = threading.Event()
+
+    def spin() -> None:
+        while not done.is_set():
+            sum(range(1000))
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def bench_writer(path: Path, payloads: list[bytes], batch: int, processes: int = 1) -> float:
@@ -318,6 +340,11 @@ def main() -> None:
     parser.add_argument(
         "--chunked", action="store_true", help="also measure the write path of a chunked event layout"
     )
+    parser.add_argument(
+        "--busy-thread",
+        action="store_true",
+        help="also measure write while another thread of the process is busy in Python (an app's)",
+    )
     args = parser.parse_args()
     workdir = Path(args.dir or tempfile.mkdtemp(prefix="outlay-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -335,6 +362,11 @@ def main() -> None:
             ingest.unlink(missing_ok=True)
             rate = bench_write(ingest, events, payloads, args.batch)
             print(f"SQLiteLedger.write, batch {args.batch}: {rate:,.0f} events/s ({args.ingest:,} events)")
+        if args.busy_thread:
+            with busy_thread():
+                ingest.unlink(missing_ok=True)
+                rate = bench_write(ingest, events, payloads, args.batch)
+            print(f"SQLiteLedger.write beside a thread busy in Python: {rate:,.0f} events/s")
         writer_db = workdir / "writer.db"
         writer_db.unlink(missing_ok=True)
         rate = bench_writer(writer_db, payloads, args.batch)
