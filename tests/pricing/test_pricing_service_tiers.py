@@ -202,6 +202,22 @@ def test_a_bad_override_tier_is_a_config_error(entry: str, message: str) -> None
         parse_overrides(text.encode(), name="bad.toml")
 
 
+@pytest.mark.parametrize("written", ["Priority", " PRIORITY ", "priority"])
+def test_an_override_tier_is_named_in_any_case_as_usage_names_it(written: str) -> None:
+    # A response's "Priority" is rated as "priority"; the overrides file names tiers the same way
+    # (it refused "Priority" with "expected a tier name", though Usage accepts it).
+    text = f'[[price]]\nprovider = "openai"\nmodel = "gpt-4o"\nservice_tier = "{written}"\ninput_mtok = "9"\n'
+    catalog = PriceCatalog(parse_overrides(text.encode(), name="case.toml"))
+    rating = catalog.rate(tiered(MTOK, 0, "Priority"), provider="openai", model="gpt-4o", at=NOW)
+    assert rating.cost == D("9") and rating.price_version.endswith("openai/gpt-4o#priority")
+
+
+def test_a_standard_tier_in_any_case_is_named_as_the_standard_tier_in_an_override() -> None:
+    text = '[[price]]\nprovider = "openai"\nmodel = "gpt-4o"\nservice_tier = "Default"\ninput_mtok = "1"\n'
+    with pytest.raises(ConfigError, match="'default' is the standard tier: leave service_tier out for it"):
+        parse_overrides(text.encode(), name="bad.toml")
+
+
 def test_overlaps_are_checked_per_tier() -> None:
     two_tiers = TIER_OVERRIDES.replace('service_tier = "scale"', 'service_tier = "priority"')
     parse_overrides(two_tiers.encode())  # a priority and an untiered entry for one model: fine

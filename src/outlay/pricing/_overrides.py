@@ -201,10 +201,12 @@ def _entry(index: int, raw: object, source: str, errors: _Collector) -> PriceRec
         note = None
     tier = raw.get("service_tier")
     if tier is not None:
-        if not isinstance(tier, str) or not TIER_NAME.match(tier):
+        # Named as Usage and the providers' responses name it (any case, spaces around ignored),
+        # so an entry for "Priority" rates the calls a response reported as "priority".
+        if not isinstance(tier, str) or not TIER_NAME.match(tier.strip().lower()):
             errors.add(f"{at}.service_tier", f"expected a tier name such as 'priority', got {tier!r}")
             tier = None
-        elif tier in STANDARD_TIERS:
+        elif (tier := tier.strip().lower()) in STANDARD_TIERS:
             errors.add(f"{at}.service_tier", f"{tier!r} is the standard tier: leave service_tier out for it")
             tier = None
     start = (
