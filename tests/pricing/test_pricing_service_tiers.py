@@ -252,3 +252,25 @@ def test_a_warm_tier_rating_is_a_cache_hit(genai: PriceCatalog) -> None:
     genai.rate(usage, provider="openai", model="gpt-4o", at=NOW)
     after = genai._timeline.cache_info()  # type: ignore[attr-defined]
     assert (after.hits, after.misses) == (before.hits + 1, before.misses)
+
+
+def test_the_estimate_of_a_request_asking_for_a_tier_is_the_worse_of_it_and_standard(
+    genai: PriceCatalog,
+) -> None:
+    def estimate(provider: str, model: str, tier: str | None) -> D | None:
+        return genai.estimate(
+            provider=provider,
+            model=model,
+            input_tokens=MTOK,
+            max_output_tokens=MTOK,
+            at=NOW,
+            service_tier=tier,
+        )
+
+    # gpt-4o priority: $4.25 + $17 for a million of each, not the standard $2.50 + $10.
+    assert estimate("openai", "gpt-4o", "Priority") == D("21.25")
+    assert estimate("openai", "gpt-4o", None) == D("12.5")
+    # flex may be served at standard, so standard stays the worst case; a tier with no price
+    # (Anthropic's priority) leaves the standard estimate, as before tiers were read.
+    assert estimate("openai", "gpt-5", "flex") == estimate("openai", "gpt-5", None)
+    assert estimate("anthropic", "claude-haiku-4-5", "priority") == D("6")

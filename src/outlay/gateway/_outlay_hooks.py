@@ -27,7 +27,7 @@ from outlay._errors import BackendError, Forbidden, InvalidInput, Unauthenticate
 from outlay._money import MONEY_CONTEXT, ZERO, money_sum
 from outlay._recording import UNPRICED_ESTIMATE, Recorder
 from outlay._runtime import Outlay
-from outlay._usage import Usage
+from outlay._usage import STANDARD_TIERS, TIER_NAME, Usage
 from outlay.budgets import (
     Budget,
     BudgetEngine,
@@ -182,6 +182,17 @@ def _output_tokens(call: Call, default: int) -> tuple[int, bool]:
     return value, given
 
 
+def _asked_tier(call: Call) -> str | None:
+    """The non-standard service tier the request asks for (OpenAI's and Anthropic's top-level
+    ``service_tier``), so its hold is at that tier's price; anything else (absent, a standard name,
+    not a plain name) is None: the upstream judges the request, admission never fails on it."""
+    value = call.body.get("service_tier") if call.api != "embeddings" else None
+    if type(value) is not str or len(value) > 32:
+        return None
+    tier = value.strip().lower()
+    return None if tier in STANDARD_TIERS or not TIER_NAME.match(tier) else tier
+
+
 def _whole_count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
@@ -281,7 +292,7 @@ class OutlayHooks:
         self._cache: dict[str, tuple[VirtualKey, float]] = {}
         self._contexts: dict[str, CostContext] = {}
         self._scopes: dict[int, Scope] = {}  # the budget Scope of each cached key context
-        self._estimates: dict[tuple[str, str, int, int], tuple[Decimal | None, float]] = {}
+        self._estimates: dict[tuple[str, str, int, int, str | None], tuple[Decimal | None, float]] = {}
 
     async def aclose(self) -> None:
         """Finish blocking work in flight, then (``owned``) close the key store and the pipeline."""
@@ -358,19 +369,26 @@ class OutlayHooks:
             return [(False, exc)] * len(jobs)
         return results
 
-    def _estimate(self, provider: str, model: str, input_tokens: int, output_tokens: int) -> Decimal | None:
-        """The catalog's worst case, memoised: input is rounded *up* to 1/16 of its magnitude (at most
-        6.25% more, so still a worst case) to make the cache hit, and entries expire after a minute
-        so a price taking effect is picked up."""
+    def _estimate(
+        self, provider: str, model: str, input_tokens: int, output_tokens: int, tier: str | None = None
+    ) -> Decimal | None:
+        """The catalog's worst case (at the asked-for ``tier``'s price when it has one), memoised:
+        input is rounded *up* to 1/16 of its magnitude (at most 6.25% more, so still a worst case)
+        to make the cache hit, and entries expire after a minute so a price taking effect is
+        picked up."""
         step = 1 << max(0, input_tokens.bit_length() - 4)
         rounded = -(-input_tokens // step) * step
         now = time.monotonic()
-        cache_key = (provider, model, rounded, output_tokens)
+        cache_key = (provider, model, rounded, output_tokens, tier)
         hit = self._estimates.get(cache_key)
         if hit is not None and hit[1] > now:
             return hit[0]
         value = self.catalog.estimate(
-            provider=provider, model=model, input_tokens=rounded, max_output_tokens=output_tokens
+            provider=provider,
+            model=model,
+            input_tokens=rounded,
+            max_output_tokens=output_tokens,
+            service_tier=tier,
         )
         if len(self._estimates) >= _CACHE_MAX:
             self._estimates.clear()
@@ -558,9 +576,11 @@ class OutlayHooks:
             scope = self._scopes.get(id(ctx)) or Scope.of(ctx)
             tokens = max(1, len(call.raw) // 4) + self._stored_context(call, principal.tenant_id)
             uses = _tool_uses(call)
+            tier = _asked_tier(call)
 
             def cost_of(name: str) -> Decimal | None:
-                return self._with_tools(provider, name, self._estimate(provider, name, tokens, output), uses)
+                estimate = self._estimate(provider, name, tokens, output, tier)
+                return self._with_tools(provider, name, estimate, uses)
 
             model, downgraded = self.engine.model_for(scope, call.model, cost_of=cost_of)
             estimate = cost_of(model)

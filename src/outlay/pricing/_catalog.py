@@ -213,22 +213,45 @@ class PriceCatalog:
         input_tokens: int,
         max_output_tokens: int,
         at: datetime | None = None,
+        service_tier: str | None = None,
     ) -> Decimal | None:
         """Worst-case cost of a call, for budget admission; ``None`` when it cannot be priced.
 
         All input is charged as uncached input and all ``max_output_tokens`` at the higher of the
-        output and reasoning prices (plus the per-request price, if any).
+        output and reasoning prices (plus the per-request price, if any). With ``service_tier`` (the
+        tier the request asks for), the higher of that tier's and the standard price, when the tier
+        has one: a provider may serve the call at either, and a priority call estimated at standard
+        would let a hard limit be overshot by the difference.
         """
         for field, value in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidInput(f"expected a non-negative integer, got {value!r}", field=field)
-        usage = Usage(input_tokens=input_tokens, output_tokens=max_output_tokens)
+        standard = self._estimate(provider, model, input_tokens, max_output_tokens, at, None)
+        tier = Usage(service_tier=service_tier).service_tier if service_tier is not None else None
+        if standard is None or tier is None:
+            return standard
+        asked = self._estimate(provider, model, input_tokens, max_output_tokens, at, tier)
+        return standard if asked is None or asked < standard else asked
+
+    def _estimate(
+        self,
+        provider: str,
+        model: str,
+        input_tokens: int,
+        max_output_tokens: int,
+        at: datetime | None,
+        tier: str | None,
+    ) -> Decimal | None:
+        usage = Usage(input_tokens=input_tokens, output_tokens=max_output_tokens, service_tier=tier)
         rating = self.rate(usage, provider=provider, model=model, at=at)
         if rating.cost is None:
             return None
         if max_output_tokens:
             as_reasoning = Usage(
-                input_tokens=input_tokens, output_tokens=max_output_tokens, reasoning_tokens=max_output_tokens
+                input_tokens=input_tokens,
+                output_tokens=max_output_tokens,
+                reasoning_tokens=max_output_tokens,
+                service_tier=tier,
             )
             other = self.rate(as_reasoning, provider=provider, model=model, at=at).cost
             if other is not None and other > rating.cost:
@@ -270,8 +293,14 @@ def estimate(
     max_output_tokens: int,
     at: datetime | None = None,
     catalog: PriceCatalog | None = None,
+    service_tier: str | None = None,
 ) -> Decimal | None:
     """Worst-case cost of a call for budget admission. See :meth:`PriceCatalog.estimate`."""
     return (catalog or default_catalog()).estimate(
-        provider=provider, model=model, input_tokens=input_tokens, max_output_tokens=max_output_tokens, at=at
+        provider=provider,
+        model=model,
+        input_tokens=input_tokens,
+        max_output_tokens=max_output_tokens,
+        at=at,
+        service_tier=service_tier,
     )
