@@ -21,17 +21,18 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Final
 
-from ._errors import AttributionMissing, ConfigError, InvalidInput, InvalidUsage
+from ._errors import AttributionMissing, ConfigError, InvalidEvent, InvalidInput, InvalidUsage
 from ._money import MAX_AMOUNT
 from ._usage import Usage
 from .context import CostContext, attach, current, detach
+from .context._context import check_labels
 from .events import ATTRIBUTED, CALLER_PRICED, UNATTRIBUTED, CostEvent, encode_event
 from .events._event import MAX_ID
 from .pricing import PriceCatalog, default_catalog
 from .providers import normalize_provider, parse_response
 from .stream import BatchingAppender, EventLog
 
-__all__ = ["MODES", "UNPRICED_ESTIMATE", "Metered", "Recorder"]
+__all__ = ["MODES", "UNPRICED_ESTIMATE", "Metered", "Recorder", "check_event_labels"]
 
 MODES: Final = ("durable", "batching")
 #: The default hold (and charge) of a call whose model has no price: unknown is not zero.
@@ -79,6 +80,22 @@ def _check_service(service: object) -> str | None:
             field="service",
         )
     return service
+
+
+def _caller_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` given to a ``record_*`` call, with its ``labels`` (if any) checked against the
+    bounds of every new event's labels (:func:`outlay.context.check_labels`)."""
+    if fields.get("labels") is not None:
+        fields["labels"] = check_labels(fields["labels"], error=InvalidEvent)
+    return fields
+
+
+def check_event_labels(event: CostEvent) -> CostEvent:
+    """``event`` if its labels are within the bounds of a new event's (a ready-made event from a
+    caller, an ingested one), else :class:`InvalidEvent` naming ``labels``."""
+    if isinstance(event, CostEvent) and event.labels:  # (not an event: refused by record, naming it)
+        check_labels(event.labels, error=InvalidEvent)
+    return event
 
 
 def _origin(ctx: CostContext | None, fallback: str) -> str:
@@ -273,6 +290,7 @@ class Recorder:
             raise InvalidInput("the model is not known: pass model=", field="model")
         assert usage is not None
         op = operation or ("embedding" if api == "embeddings" else "chat")
+        fields = _caller_fields(fields)
         return self.record(self.build(operation=op, provider=provider, model=model, usage=usage, **fields))
 
     def record_tool(
@@ -280,6 +298,7 @@ class Recorder:
     ) -> CostEvent:
         """Record ``quantity`` ``unit``s of a tool (priced by a custom unit ``provider``/``name``)."""
         usage = Usage(units={unit: quantity})  # type: ignore[dict-item]  # validated by Usage
+        fields = _caller_fields(fields)
         return self.record(
             self.build(
                 operation=fields.pop("operation", "tool"),
@@ -302,6 +321,7 @@ class Recorder:
         """Record any billable operation: retrieval, embeddings, GPU time, ... (``usage`` may be a dict)."""
         if not isinstance(usage, Usage):
             usage = Usage.from_dict(usage)
+        fields = _caller_fields(fields)
         return self.record(
             self.build(operation=operation, provider=provider, model=model, usage=usage, **fields)
         )

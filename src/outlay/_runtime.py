@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from ._errors import ConfigError
-from ._recording import Recorder
+from ._recording import Recorder, check_event_labels
 from ._urls import refuse_url_like_path
 from ._usage import Usage
 from .context import CostContext
@@ -337,7 +337,8 @@ class Outlay:
     # -- recording (see Recorder) -----------------------------------------------------------------
 
     def record(self, event: CostEvent) -> CostEvent:
-        return self.recorder.record(event)
+        """Append a ready-made event; its labels must be within the bounds of a new event's."""
+        return self.recorder.record(check_event_labels(event))
 
     def record_llm(self, **kwargs: Any) -> CostEvent:
         return self.recorder.record_llm(**kwargs)

@@ -313,3 +313,27 @@ async def test_a_run_tree_deeper_than_the_recursion_limit(outlay: Outlay, client
         assert reply.text.count('"run_id"') == depth
         assert reply.text.startswith('{"run_id":"deep-0"') and f'"total_events":{depth}' in reply.text
     assert (await client.get("/api/v1/runs/deep-0", headers=auth(GLOBEX))).status_code == 404
+
+
+async def test_ingested_labels_are_bounded_and_the_rest_of_the_batch_goes_on(
+    client: httpx.AsyncClient,
+) -> None:
+    good = cloud(feature="labelled", time=T0, labels={f"k{i}": "v" * 1024 for i in range(64)})
+    too_many = cloud(feature="labelled", time=T0)
+    too_many["data"]["labels"] = {f"k{i}": "v" for i in range(65)}
+    too_long = cloud(feature="labelled", time=T0)
+    too_long["data"]["labels"] = {"note": "x" * 1_000_000}
+    bad_key = cloud(feature="labelled", time=T0)
+    bad_key["data"]["labels"] = {"has space": "v"}
+    r = await client.post("/api/v1/events", json=[good, too_many, too_long, bad_key], headers=auth(ADMIN))
+    assert r.status_code == 207, r.text
+    assert r.json()["accepted"] == [good["id"]]
+    errors = r.json()["errors"]
+    assert [(e["index"], e["field"]) for e in errors] == [
+        (1, "data.labels"),
+        (2, "data.labels"),
+        (3, "data.labels"),
+    ]
+    assert "at most 64 labels" in errors[0]["message"]
+    assert "note: values must be at most 1024 characters, got 1000000" in errors[1]["message"]
+    assert "keys must be names" in errors[2]["message"]

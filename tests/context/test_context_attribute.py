@@ -239,3 +239,35 @@ def test_exit_in_a_different_context_is_logged_not_raised(caplog: pytest.LogCapt
         gen.close()  # ... exited in another: the token cannot be reset here
     assert any("failed to detach" in r.getMessage() for r in caplog.records)
     assert current() is None
+
+
+def test_labels_are_bounded_naming_the_field() -> None:
+    at_the_bounds = {f"k{i}": "v" * 1024 for i in range(63)} | {"example.com/Cost_center:x-1" + "y" * 37: "v"}
+    with attribute(labels=at_the_bounds) as ctx:
+        assert len(ctx.labels) == 64
+    for labels, problem in (
+        ({f"k{i}": "v" for i in range(65)}, "at most 64 labels, got 65"),
+        ({"k": "v" * 1025}, "k: values must be at most 1024 characters, got 1025"),
+        ({"k" * 65: "v"}, "keys must be names"),
+        ({"has space": "v"}, "keys must be names"),
+        ({"1st": "v"}, "keys must be names"),
+        ({"ключ": "v"}, "keys must be names"),
+    ):
+        with pytest.raises(InvalidInput, match=problem) as caught:
+            attribute(labels=labels)
+        assert caught.value.field == "labels"
+        with pytest.raises(InvalidInput, match=problem):
+            CostContext(tenant="a", labels=labels)
+    with pytest.raises(InvalidInput, match="at most 64 labels, got 65"):
+        attribute(labels={f"k{i}": "v" for i in range(60)}, **{f"m{i}": "v" for i in range(5)})
+
+
+def test_nested_labels_over_the_bound_are_refused_as_the_block_opens() -> None:
+    with attribute(tenant="acme", labels={f"outer{i}": "v" for i in range(40)}):
+        inner = attribute(labels={f"inner{i}": "v" for i in range(40)})
+        with pytest.raises(InvalidInput, match="at most 64 labels, got 80 with the enclosing") as caught:
+            inner.__enter__()
+        assert caught.value.field == "labels"
+        assert current() is not None and len(current().labels) == 40  # type: ignore[union-attr]
+        with attribute(labels={f"outer{i}": "w" for i in range(40)}) as same_keys:  # overrides: no growth
+            assert len(same_keys.labels) == 40

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from outlay._errors import InvalidBaggage, InvalidInput
 from outlay.context import CostContext, attribute, current, extract, inject, run
-from outlay.context._context import derive
+from outlay.context._context import LABEL_KEY, derive
 
 
 def _ctx_fields(ctx: CostContext | None) -> CostContext:
@@ -314,7 +314,7 @@ def test_inject_refuses_text_with_no_utf8_form() -> None:
 
 def test_special_characters_are_percent_encoded_on_the_wire() -> None:
     headers: dict[str, str] = {}
-    with attribute(tenant="a,b;c=d%e f", labels={"ключ,;= %": '€ "\\'}):
+    with attribute(tenant="a,b;c=d%e f", labels={"example.com/cost:center-1": 'ключ,;= % € "\\'}):
         inject(headers)
     for ch in ' ;"\\':
         assert ch not in headers["baggage"]
@@ -322,7 +322,7 @@ def test_special_characters_are_percent_encoded_on_the_wire() -> None:
     with extract(headers) as ctx:
         assert ctx is not None
         assert ctx.tenant == "a,b;c=d%e f"
-        assert dict(ctx.labels) == {"ключ,;= %": '€ "\\'}
+        assert dict(ctx.labels) == {"example.com/cost:center-1": 'ключ,;= % € "\\'}
 
 
 # Field values are printable (what a cost event holds); label values may be any text.
@@ -337,7 +337,7 @@ _value = st.text(st.characters(exclude_categories=_UNPRINTABLE), min_size=1, max
     user=st.none() | _value,
     feature=st.none() | _value,
     request_id=st.none() | _value,
-    labels=st.dictionaries(st.text(min_size=1, max_size=30), st.text(max_size=30), max_size=4),
+    labels=st.dictionaries(st.from_regex(LABEL_KEY, fullmatch=True), st.text(max_size=30), max_size=4),
     run_name=st.none() | _value,
     billing_unit=st.none() | st.sampled_from(["user", "workspace", "feature", "campaign"]),
     environment=st.sampled_from(["production", "staging", "development", "test"]),

@@ -239,8 +239,11 @@ def test_labels_with_no_utf8_form_are_refused_naming_the_field(pipeline: Outlay)
 
     usage = Usage(input_tokens=10)
     with outlay.attribute(tenant="acme"):
-        for labels in ({"k": "caf\udce9"}, {"caf\udce9": "v"}):
-            with pytest.raises(InvalidEvent, match=r"labels: .* has no UTF-8 form"):
+        for labels, problem in (
+            ({"k": "caf\udce9"}, "has no UTF-8 form"),
+            ({"caf\udce9": "v"}, "keys must be"),
+        ):
+            with pytest.raises(InvalidEvent, match=rf"labels: .*{problem}"):
                 pipeline.record_llm(provider="openai", model="gpt-4o", usage=usage, labels=labels)
         pipeline.record_llm(provider="openai", model="gpt-4o", usage=usage, labels={"k": "café"})
     [row] = pipeline.reports().tenants(*WINDOW)
@@ -735,3 +738,45 @@ def test_a_quantity_must_be_a_plain_decimal(tmp_path: Path, quantity: str) -> No
             pipeline.record_tool("web-search", quantity)
         assert info.value.field == "units.calls"  # a tool's unit
         assert pipeline.record_tool("web-search", " 3 ").usage.units == {"calls": Decimal(3)}
+
+
+def test_labels_given_to_record_are_bounded_and_nothing_is_recorded(pipeline: Outlay) -> None:
+    from outlay._errors import InvalidEvent
+
+    usage = Usage(input_tokens=10)
+    with outlay.attribute(tenant="acme"):
+        for labels, problem in (
+            ({f"k{i}": "v" for i in range(65)}, "at most 64 labels"),
+            ({"note": "x" * 5_000_000}, "at most 1024 characters, got 5000000"),
+        ):
+            with pytest.raises(
+                InvalidEvent, match=f"labels: {problem}|labels: note: values must be {problem}"
+            ):
+                pipeline.record_llm(provider="openai", model="gpt-4o", usage=usage, labels=labels)
+            with pytest.raises(InvalidEvent, match="labels"):
+                pipeline.record_tool("search", 1, labels=labels)
+            with pytest.raises(InvalidEvent, match="labels"):
+                pipeline.record_usage(operation="retrieval", provider="x", model="y", usage={}, labels=labels)
+            ready_made = outlay.CostEvent(tenant_id="acme", operation="tool", labels=labels,
+                                          priced=False, unpriced_reason="no price")  # fmt: skip
+            with pytest.raises(InvalidEvent, match="labels"):
+                pipeline.record(ready_made)
+    assert pipeline.reports().tenants(*WINDOW) == []
+
+
+def test_events_stored_before_labels_were_bounded_are_still_read_and_rerated(pipeline: Outlay) -> None:
+    from outlay.events import CostEvent, encode_event
+    from outlay.ledger import rerate
+
+    labels = {"ключ с пробелом": "v", "note": "x" * 200_000, **{f"k{i}": "v" for i in range(100)}}
+    old = CostEvent(tenant_id="acme", provider="openai", model="gpt-4o", usage=Usage(input_tokens=1000),
+                    priced=False, unpriced_reason="no price then", labels=labels)  # fmt: skip
+    pipeline.log.append([encode_event(old)])  # as an outlay without the bounds recorded it
+    [row] = pipeline.reports().tenants(*WINDOW)
+    assert row["events"] == 1
+    [entry] = pipeline.ledger.entries(*_WINDOW)
+    assert dict(entry.event.labels) == labels
+    result = rerate(pipeline.ledger, lambda e: pipeline.recorder.catalog.rate(
+        e.usage, provider=e.provider or "", model=e.model or "", at=e.time), *WINDOW)  # fmt: skip
+    assert (result.examined, result.newly_priced) == (1, 1)
+    assert pipeline.reports().tenants(*WINDOW)[0]["cost"] == "0.0025"

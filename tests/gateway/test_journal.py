@@ -179,3 +179,21 @@ def test_a_gateway_recovers_only_calls_bound_for_its_own_event_log(tmp_path: Pat
     assert [r["id"] for _, records in again.orphans() for r in records] == [
         "01a24de0-0000-7000-8000-000000000007"
     ]
+
+
+def test_a_lost_call_journaled_with_labels_outside_todays_bounds_is_still_recorded() -> None:
+    # A journal written by a gateway from before labels were bounded: its billed call is recorded.
+    from outlay._recording import Recorder
+    from outlay.events import new_event_id
+    from outlay.gateway._lost import lost_call_event
+    from outlay.stream import InMemoryEventLog
+
+    labels = {"ключ": "v", "note": "x" * 5000, **{f"k{i}": "v" for i in range(70)}}
+    record = {
+        "id": new_event_id(), "at": time.time(), "key": "key-1", "provider": "openai",
+        "model": "gpt-4o-mini", "requested": None, "operation": "chat", "estimate": "0.01",
+        "priced": True, "holds": [], "ctx": {"tenant": "acme", "environment": "production", "labels": labels},
+    }  # fmt: skip
+    event = lost_call_event(Recorder(InMemoryEventLog()), record)
+    assert {k: v for k, v in event.labels.items() if not k.startswith("gateway.")} == labels
+    assert (event.tenant_id, event.cost, event.labels["gateway.key"]) == ("acme", Decimal("0.01"), "key-1")

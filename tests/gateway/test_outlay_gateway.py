@@ -191,6 +191,33 @@ def test_malformed_attribution_is_a_400_naming_it(stack: Stack, headers: dict[st
     assert needle in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("labels", "needle"),
+    [
+        ({"note": "x" * 1025}, "values must be at most 1024 characters"),
+        ({"has%20space": "v"}, "keys must be names"),
+    ],
+)
+def test_labels_out_of_bounds_are_a_400_and_nothing_goes_upstream(
+    stack: Stack, fake: FakeProvider, labels: dict[str, str], needle: str
+) -> None:
+    # What a tenant puts in its baggage lands in every event: refused before the call is made (and
+    # billed), never found out while recording it.
+    members = ",".join(f"outlay.l.{k}={v}" for k, v in labels.items())
+    for client, create in (
+        (stack.openai(baggage=members), "chat"),
+        (stack.anthropic(baggage=members), "messages"),
+    ):
+        with pytest.raises((openai.BadRequestError, anthropic.BadRequestError)) as caught:
+            if create == "chat":
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[union-attr,arg-type]
+            else:
+                client.messages.create(model="claude-haiku-4-5", max_tokens=5, messages=MESSAGES)  # type: ignore[union-attr,arg-type]
+        assert needle in str(caught.value) and "labels" in str(caught.value)
+    assert fake.requests == []
+    assert stack.events() == []
+
+
 def test_non_ascii_attribution_headers_are_read_as_utf8(stack: Stack) -> None:
     # Clients send header text as UTF-8; the server hands it over as latin-1. Read as latin-1,
     # "café" was recorded as "cafÃ©", and a key's own non-ASCII tenant was refused as forged (403).

@@ -22,7 +22,8 @@ from typing import Any, Final
 
 import orjson
 
-from outlay._errors import InvalidInput
+from outlay._errors import InvalidEvent, InvalidInput
+from outlay.context._context import check_labels
 from outlay.events import CostEvent, encode_event, from_cloudevent
 from outlay.finance import Seal, period_store_for
 from outlay.ledger._rows import CURRENCY
@@ -104,6 +105,9 @@ def ingest(call: Call) -> Reply:
         event_id = raw_id if isinstance(raw_id, str) else None
         try:
             event = from_cloudevent(item)
+            if event.labels:
+                # Bounded as every new event's are (an event already stored is read whatever it holds).
+                check_labels(event.labels, error=InvalidEvent, field="data.labels")
             if event.currency != CURRENCY:
                 raise InvalidInput(
                     f"the ledger holds {CURRENCY} only, got {event.currency!r}", field="data.currency"

@@ -6,9 +6,12 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final, Self
 
+from outlay._errors import InvalidInput
+
 from ._context import (
     BILLING_UNITS,
     ENVIRONMENTS,
+    MAX_LABELS,
     CostContext,
     attach,
     check_choice,
@@ -43,9 +46,15 @@ class AttributeScope(Scope[CostContext]):
             changes.setdefault("environment", default_environment())
         if self._labels:
             # Labels merge key by key: an inner attribute() adds to or overrides the outer labels.
-            changes["labels"] = (
-                MappingProxyType({**base.labels, **self._labels}) if base.labels else self._labels
-            )
+            labels = MappingProxyType({**base.labels, **self._labels}) if base.labels else self._labels
+            if len(labels) > MAX_LABELS:
+                # Each attribute() is within bounds alone; refused as the block opens, before the
+                # calls inside it are made, not as their events are recorded.
+                raise InvalidInput(
+                    f"at most {MAX_LABELS} labels, got {len(labels)} with the enclosing context's",
+                    field="labels",
+                )
+            changes["labels"] = labels
         ctx = derive(base, changes)
         self._token = attach(ctx)
         return ctx
@@ -76,7 +85,8 @@ def attribute(
 
     Raises :class:`~outlay.InvalidInput` naming the field: an empty or over-long value, an unknown
     ``environment`` (production|staging|development|test) or ``billing_unit``
-    (user|workspace|feature|campaign).
+    (user|workspace|feature|campaign), labels out of bounds (more than 64 with the enclosing ones,
+    a key that is not a plain name of at most 64 characters, a value over 1024 characters).
     """
     changes: dict[str, str] = {}
     for name, value in (
@@ -95,5 +105,5 @@ def attribute(
         changes["environment"] = check_choice("environment", environment, ENVIRONMENTS)
     merged = check_labels(more_labels)
     if labels is not None:
-        merged = MappingProxyType({**check_labels(labels), **merged})
+        merged = check_labels({**check_labels(labels), **merged})
     return AttributeScope(changes, merged)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing.util
 import os
+import re
 from collections.abc import Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 __all__ = [
     "BILLING_UNITS",
     "ENVIRONMENTS",
+    "LABEL_KEY",
+    "MAX_LABELS",
+    "MAX_LABEL_VALUE",
     "MAX_RUN_PATH",
     "RUN_KINDS",
     "CostContext",
@@ -44,6 +48,15 @@ RUN_KINDS: Final = frozenset({"agent", "tool", "llm", "retrieval", "job"})
 MAX_VALUE: Final = 200
 # Same bound as CostEvent.run_path: how many ancestors a context carries (the nearest are kept).
 MAX_RUN_PATH: Final = 32
+
+# Labels are free-form and set by whoever calls (a tenant's own baggage at the gateway, an ingested
+# event): bounded, or one caller could make every event, the event log and every report carry
+# megabytes. Keys are plain names like unit names (any case, dots and slashes for namespaces:
+# "team", "cost.center", "example.com/tier"); values are free text of a bounded length. outlay's own
+# labels (the gateway's "gateway.*", a budget decision's) fit these bounds too.
+MAX_LABELS: Final = 64
+LABEL_KEY: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]{0,63}")
+MAX_LABEL_VALUE: Final = 1024
 
 _EMPTY_LABELS: Final[Mapping[str, str]] = MappingProxyType({})
 
@@ -84,21 +97,34 @@ def check_choice(
     return value  # type: ignore[return-value,unused-ignore]  # in a set of str, so a str
 
 
-def check_labels(labels: object, *, error: type[InvalidInput] = InvalidInput) -> Mapping[str, str]:
+def check_labels(
+    labels: object, *, error: type[InvalidInput] = InvalidInput, field: str = "labels"
+) -> Mapping[str, str]:
+    """``labels`` as a read-only mapping if it is within the bounds every new event's labels keep
+    (at most MAX_LABELS, keys matching LABEL_KEY, values of at most MAX_LABEL_VALUE characters with a
+    UTF-8 form), else an error naming ``field``. Events already stored are never checked again."""
     if not isinstance(labels, Mapping):
-        raise error(f"must be a mapping of strings, got {type(labels).__name__}", field="labels")
+        raise error(f"must be a mapping of strings, got {type(labels).__name__}", field=field)
+    if len(labels) > MAX_LABELS:
+        raise error(f"at most {MAX_LABELS} labels, got {len(labels)}", field=field)
     for key, value in labels.items():
-        if not isinstance(key, str) or not key or len(key) > MAX_VALUE:
+        if not isinstance(key, str) or LABEL_KEY.fullmatch(key) is None:
+            shown = key if not isinstance(key, str) or len(key) <= 80 else key[:77] + "..."
             raise error(
-                f"keys must be non-empty strings of at most {MAX_VALUE} characters, got {key!r}",
-                field="labels",
+                "keys must be names of 1 to 64 ASCII letters, digits and _ . : / - starting with a letter"
+                f" or _, got {shown!r}",
+                field=field,
             )
         if not isinstance(value, str):
-            raise error(f"{key}: values must be strings, got {value!r}", field="labels")
-        if not _has_utf8_form(key) or not _has_utf8_form(value):
+            raise error(f"{key}: values must be strings, got {value!r}", field=field)
+        if len(value) > MAX_LABEL_VALUE:
+            raise error(
+                f"{key}: values must be at most {MAX_LABEL_VALUE} characters, got {len(value)}", field=field
+            )
+        if not _has_utf8_form(value):
             # A lone surrogate (os.fsdecode of a non-UTF-8 name) fits no cost event, whose JSON is
             # UTF-8: refused here, not after the provider has billed a call recorded under it.
-            raise error(f"{key!r}: {value!r} has no UTF-8 form (a lone surrogate)", field="labels")
+            raise error(f"{key!r}: {value!r} has no UTF-8 form (a lone surrogate)", field=field)
     return MappingProxyType(dict(labels))
 
 

@@ -15,13 +15,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Final
 
 from outlay._recording import Recorder
 from outlay._usage import Usage
 from outlay.budgets import Reservation
 from outlay.context import CostContext
-from outlay.context._context import STR_FIELDS
+from outlay.context._context import STR_FIELDS, derive
 from outlay.events import CostEvent
 
 __all__ = ["LOST_ESTIMATE", "LOST_REASON", "journal_record", "lost_call_event"]
@@ -75,7 +76,12 @@ def lost_call_event(recorder: Recorder, record: Mapping[str, Any]) -> CostEvent:
     raw_ctx = dict(record["ctx"])
     if "run_path" in raw_ctx:
         raw_ctx["run_path"] = tuple(raw_ctx["run_path"])
+    # The labels were checked as the call was admitted, under the bounds of the gateway that admitted
+    # it (an older one's may be looser): its billed call is recorded as it was, never refused now.
+    journal_labels = raw_ctx.pop("labels", None) or {}
     context = CostContext(**raw_ctx)
+    if journal_labels:
+        context = derive(context, {"labels": MappingProxyType(dict(journal_labels))})
     labels = {k: v for k, v in context.labels.items() if not k.startswith("gateway.")}
     if record.get("key") is not None:
         labels["gateway.key"] = record["key"]
