@@ -76,6 +76,23 @@ def test_the_client_key_never_reaches_the_upstream(stack: Stack, fake: FakeProvi
     assert stack.secret not in str(dict(forwarded))
 
 
+def test_count_tokens_and_model_lookups_are_free_and_need_a_live_key(
+    stack: Stack, fake: FakeProvider
+) -> None:
+    counted = stack.anthropic().messages.count_tokens(model="claude-haiku-4-5", messages=MESSAGES)  # type: ignore[arg-type]
+    assert counted.input_tokens == count_input_tokens({"messages": MESSAGES})
+    assert stack.openai().models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
+    assert stack.anthropic().models.retrieve("claude-haiku-4-5").id == "claude-haiku-4-5"
+    assert all(stack.secret not in str(dict(r.headers)) for r in fake.requests)
+    stack.outlay.flush()
+    assert stack.events() == []  # the provider bills none of them: no cost event, no hold
+    stack.keys.revoke(stack.key.id)
+    with pytest.raises(anthropic.AuthenticationError):
+        stack.anthropic().messages.count_tokens(model="claude-haiku-4-5", messages=MESSAGES)  # type: ignore[arg-type]
+    with pytest.raises(openai.AuthenticationError):
+        stack.openai().models.retrieve("gpt-4o-mini")
+
+
 # -- attribution ------------------------------------------------------------------------------------
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import anthropic
+import httpx
 import openai
+import pytest
 
 from outlay._usage import Usage
 from outlay.gateway import InMemoryHooks
@@ -186,3 +189,69 @@ def test_models_lists_every_openai_style_upstream_and_aliases(
     assert "haiku" in ids
     assert ids.count("gpt-4o-mini") == 3  # openai, gemini and the self-hosted upstream all answer
     assert "claude-haiku-4-5" in [m.id for m in claude.models.list()]
+
+
+COUNTED = [{"role": "user", "content": "How many tokens is this question, for the record?"}]
+
+
+def test_count_tokens_is_passed_through_with_the_upstream_key_and_not_metered(
+    claude: anthropic.Anthropic, hooks: InMemoryHooks, fake: FakeProvider
+) -> None:
+    counted = claude.messages.count_tokens(model="claude-haiku-4-5", messages=COUNTED, system="Be brief.")  # type: ignore[arg-type]
+    assert counted.input_tokens == count_input_tokens({"messages": COUNTED, "system": "Be brief."})
+    [sent] = fake.requests
+    assert (sent.method, sent.path) == ("POST", "/v1/messages/count_tokens")
+    assert sent.headers["x-api-key"] == UPSTREAM_KEY and CLIENT_KEY not in str(sent.headers)
+    # An alias is counted by the model it names, under the upstream's own name for it.
+    assert claude.messages.count_tokens(model="haiku", messages=COUNTED).input_tokens > 0  # type: ignore[arg-type]
+    assert json.loads(fake.requests[-1].body)["model"] == "claude-haiku-4-5"
+    assert hooks.outcomes == []  # free: nothing admitted, settled or recorded
+
+
+def test_count_tokens_refusals_are_anthropic_errors_and_send_nothing(
+    gw_url: str, claude: anthropic.Anthropic, fake: FakeProvider
+) -> None:
+    with pytest.raises(anthropic.BadRequestError, match="count_tokens"):
+        claude.messages.count_tokens(model="gpt-4o-mini", messages=COUNTED)  # type: ignore[arg-type]
+    with pytest.raises(anthropic.NotFoundError, match="no route"):
+        claude.messages.count_tokens(model="no-such-model", messages=COUNTED)  # type: ignore[arg-type]
+    stranger = anthropic.Anthropic(base_url=gw_url, api_key="sk-not-ours", max_retries=0, timeout=10)
+    with pytest.raises(anthropic.AuthenticationError):
+        stranger.messages.count_tokens(model="claude-haiku-4-5", messages=COUNTED)  # type: ignore[arg-type]
+    stranger.close()
+    assert fake.requests == []
+    # The upstream's own refusal reaches the client as Anthropic's error.
+    with pytest.raises(anthropic.BadRequestError, match="messages"):
+        claude.messages.count_tokens(model="claude-haiku-4-5", messages=None)  # type: ignore[arg-type]
+
+
+def test_models_retrieve_answers_from_the_upstream_serving_the_model(
+    oai: openai.OpenAI, claude: anthropic.Anthropic, hooks: InMemoryHooks, fake: FakeProvider
+) -> None:
+    model = oai.models.retrieve("gpt-4o-mini")
+    assert (model.id, model.owned_by) == ("gpt-4o-mini", "openai")
+    sent = fake.requests[-1]
+    assert (sent.method, sent.path) == ("GET", "/v1/models/gpt-4o-mini")
+    assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert oai.models.retrieve("fast").owned_by == "outlay-alias"  # as the list shows it
+    info = claude.models.retrieve("claude-haiku-4-5")
+    assert (info.id, info.type) == ("claude-haiku-4-5", "model")
+    assert fake.requests[-1].headers["x-api-key"] == UPSTREAM_KEY
+    assert hooks.outcomes == []
+    # Each client sees the models of its own list: another format's, or an unrouted one, is a 404.
+    for unknown in ("claude-haiku-4-5", "no-such-model", "llama-9"):  # llama-9: the upstream's own 404
+        with pytest.raises(openai.NotFoundError):
+            oai.models.retrieve(unknown)
+    with pytest.raises(anthropic.NotFoundError):
+        claude.models.retrieve("gpt-4o")
+    assert [r.path for r in fake.requests[-1:]] == ["/v1/models/llama-9"]
+
+
+def test_the_free_routes_take_only_their_method(gw_url: str, fake: FakeProvider) -> None:
+    auth = {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}
+    wrong = httpx.get(gw_url + "/v1/messages/count_tokens", headers=auth)
+    assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST")
+    assert wrong.json()["error"]["type"] == "invalid_request_error"
+    wrong = httpx.post(gw_url + "/v1/models/gpt-4o", headers={"authorization": f"Bearer {CLIENT_KEY}"})
+    assert (wrong.status_code, wrong.headers["allow"]) == (405, "GET")
+    assert fake.requests == []

@@ -35,6 +35,7 @@ from ._errors import (
 from ._hooks import Admission, Call, GatewayHooks, OpenHooks, Outcome, Settlement
 from ._metering import read_response, read_stream, stream_accumulator
 from ._models import model_page
+from ._passthrough import MODEL_PREFIX, count_tokens, model_info
 from ._streaming import HiddenUsageFilter, error_event, split_done
 from ._upstreams import UpstreamError, UpstreamPool, UpstreamResponse
 
@@ -47,6 +48,8 @@ _ENDPOINTS: dict[str, tuple[str, Api | None]] = {
     "/v1/messages": ("POST", "messages"),
     "/v1/models": ("GET", None),
 }
+# Free calls (no admission, no cost event): passed through as GET /v1/models is.
+_FREE: dict[str, str] = {"/v1/messages/count_tokens": "POST", "/v1/models/{id}": "GET"}
 _PATH_FOR = {
     "chat": "/v1/chat/completions",
     "responses": "/v1/responses",
@@ -136,6 +139,16 @@ class Gateway:
         dialect: Dialect = "anthropic" if anthropic else "openai"
         try:
             endpoint = _ENDPOINTS.get(path)
+            free = "/v1/models/{id}" if path.startswith(MODEL_PREFIX) else path
+            if endpoint is None and free in _FREE:
+                if scope["method"] != _FREE[free]:
+                    raise GatewayError(
+                        405,
+                        f"{path} accepts {_FREE[free]}, not {scope['method']}",
+                        headers={"allow": _FREE[free]},
+                    )
+                await self._free(path, headers, dialect, receive, send)
+                return
             if endpoint is None:
                 raise GatewayError(
                     404, f"unknown endpoint {scope['method']} {scope['path']}", code="unknown_url"
@@ -471,6 +484,23 @@ class Gateway:
         tail_event = error_event(failure, dialect) if failure is not None else done
         with contextlib.suppress(OSError):  # the client may be gone by now
             await send({"type": "http.response.body", "body": tail_event, "more_body": False})
+
+    async def _free(
+        self, path: str, headers: Mapping[str, str], dialect: Dialect, receive: Receive, send: Send
+    ) -> None:
+        if path.startswith(MODEL_PREFIX):
+            try:
+                await self.hooks.authenticate(headers)
+            except OutlayError as exc:
+                raise from_outlay_error(exc) from None
+            body, head = await model_info(self.pool, headers, dialect, path.removeprefix(MODEL_PREFIX))
+        else:
+            raw = await self._read_body(headers, receive)
+            _, request = await self._authenticate_and_parse(headers, raw)
+            body, head = await count_tokens(self.pool, headers, request, raw)
+        head = {**head, "content-length": str(len(body))}
+        await send({"type": "http.response.start", "status": 200, "headers": _header_list(head)})
+        await send({"type": "http.response.body", "body": body})
 
     async def _models(self, headers: Mapping[str, str], dialect: Dialect, send: Send) -> None:
         try:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Literal
+from urllib.parse import quote
 
 from outlay._errors import ConfigError
 
@@ -81,11 +82,18 @@ class Upstream:
         if self.max_connections < 1:
             raise ConfigError(f"must be at least 1, got {self.max_connections}", field="max_connections")
 
-    def url(self, api: Api | Literal["models"]) -> str:
+    def url(self, api: Api | Literal["models", "count_tokens"], model: str | None = None) -> str:
+        """The upstream URL of ``api``; with ``model``, of that one model (``GET /models/{id}``)."""
         if self.kind == "anthropic":
-            return self.base_url + "/v1/" + ("messages" if api == "messages" else "models")
-        path = {"chat": "/chat/completions", "responses": "/responses", "embeddings": "/embeddings"}
-        return self.base_url + path.get(api, "/models")
+            if api == "count_tokens":
+                return self.base_url + "/v1/messages/count_tokens"
+            url = self.base_url + "/v1/" + ("messages" if api == "messages" else "models")
+        else:
+            path = {"chat": "/chat/completions", "responses": "/responses", "embeddings": "/embeddings"}
+            url = self.base_url + path.get(api, "/models")
+        # Fine-tuned ids hold ':' (ft:gpt-4o-mini:org::id), self-hosted ones '/' (meta-llama/...):
+        # sent as the client's SDK sends them; anything else is escaped.
+        return url if model is None else url + "/" + quote(model, safe="/:@")
 
 
 @dataclass(frozen=True, slots=True)

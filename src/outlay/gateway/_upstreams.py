@@ -169,9 +169,11 @@ class UpstreamPool:
     async def send(
         self,
         upstream: Upstream,
-        api: Api | Literal["models"],
+        api: Api | Literal["models", "count_tokens"],
         client_headers: Mapping[str, str],
         body: bytes | None = None,
+        *,
+        model: str | None = None,
     ) -> UpstreamResponse:
         """Send the request; the answer's head is in, its body is read from the result.
 
@@ -182,7 +184,7 @@ class UpstreamPool:
         try:
             response = await session.request(
                 "GET" if body is None else "POST",
-                upstream.url(api),
+                upstream.url(api, model),
                 headers=headers,
                 data=body,
                 allow_redirects=False,

@@ -65,19 +65,24 @@ _OPENAI_TYPE = {
     503: "server_error",
 }
 
-Api = Literal["chat", "responses", "embeddings", "messages", "models", "generate_content"]
+Api = Literal[
+    "chat", "responses", "embeddings", "messages", "count_tokens", "models", "model", "generate_content"
+]
 Dialect = Literal["openai", "anthropic", "gemini"]
 
 # Gemini's own API: POST /v1beta/models/{model}:generateContent | :streamGenerateContent?alt=sse
 _GEMINI_NATIVE: Final = re.compile(
     r"/v1beta/models/(?P<model>[^/:]+):(?P<method>generateContent|streamGenerateContent)"
 )
+# GET /v1/models/{id} (OpenAI and Anthropic), /v1beta/openai/models/{id} (Gemini's OpenAI API)
+_MODEL: Final = re.compile(r"(?P<prefix>/v1|/v1beta/openai)/models/(?P<model>.+)")
 _ROUTES: dict[tuple[str, str], tuple[Dialect, Api]] = {
     ("POST", "/v1/chat/completions"): ("openai", "chat"),
     ("POST", "/v1/responses"): ("openai", "responses"),
     ("POST", "/v1/embeddings"): ("openai", "embeddings"),
     ("GET", "/v1/models"): ("openai", "models"),
     ("POST", "/v1/messages"): ("anthropic", "messages"),
+    ("POST", "/v1/messages/count_tokens"): ("anthropic", "count_tokens"),
     ("POST", "/v1beta/openai/chat/completions"): ("gemini", "chat"),
     ("POST", "/v1beta/openai/embeddings"): ("gemini", "embeddings"),
     ("GET", "/v1beta/openai/models"): ("gemini", "models"),
@@ -297,11 +302,14 @@ class FakeProvider:
         native = _GEMINI_NATIVE.fullmatch(path) if route is None and method == "POST" else None
         if native is not None:  # /v1beta/models/{model}:generateContent (or :streamGenerateContent)
             route = ("gemini", "generate_content")
+        one_model = _MODEL.fullmatch(path) if route is None and method == "GET" else None
+        if one_model is not None:
+            route = ("gemini" if one_model["prefix"] == "/v1beta/openai" else "openai", "model")
         if route is None:
             await self._error(send, "openai", 404, f"Unknown request URL: {method} {path}")
             return
         dialect, api = route
-        if api == "models" and "anthropic-version" in headers:
+        if api in ("models", "model") and "anthropic-version" in headers:
             dialect = "anthropic"
         if self.latency:
             await asyncio.sleep(self.latency)
@@ -311,7 +319,7 @@ class FakeProvider:
         ):
             await self._error(send, dialect, 401, "Incorrect API key provided.")
             return
-        if dialect == "anthropic" and api == "messages" and "anthropic-version" not in headers:
+        if dialect == "anthropic" and api != "models" and "anthropic-version" not in headers:
             await self._error(send, dialect, 400, "anthropic-version: header is required")
             return
         fault = self._take_fault(path)
@@ -325,6 +333,13 @@ class FakeProvider:
             return
         if api == "models":
             await send_bytes(send, 200, self._models_body(dialect), "application/json")
+            return
+        if one_model is not None:
+            found = self._model_body(dialect, one_model["model"])
+            if found is None:
+                await self._error(send, dialect, 404, f"model: {one_model['model']}")
+            else:
+                await send_bytes(send, 200, found, "application/json")
             return
         try:
             request = json.loads(body)
@@ -341,6 +356,15 @@ class FakeProvider:
                 raise TypeError("model is not a string")
         except (ValueError, TypeError, KeyError) as exc:
             await self._error(send, dialect, 400, f"Invalid request body: {exc}")
+            return
+        if api == "count_tokens":
+            # https://docs.anthropic.com/en/api/messages-count-tokens: a Messages request without
+            # max_tokens in, {"input_tokens": N} out; free, and counted as _generate counts input.
+            if not isinstance(request.get("messages"), list):
+                await self._error(send, dialect, 400, "messages: Field required")
+                return
+            counted = json.dumps({"input_tokens": count_input_tokens(request)}).encode()
+            await send_bytes(send, 200, counted, "application/json")
             return
         await self._generate(send, dialect, api, request, fault)
 
@@ -424,6 +448,19 @@ class FakeProvider:
             return ("",)
         size = -(-len(text) // self.chunks)
         return tuple(text[i : i + size] for i in range(0, len(text), size))
+
+    def _model_body(self, dialect: Dialect, model: str) -> bytes | None:
+        """One model as GET /v1/models/{id} answers it, or None for a model the fake does not serve."""
+        if model not in self.models:
+            return None
+        if dialect == "anthropic":
+            found: dict[str, object] = {
+                "type": "model", "id": model, "display_name": model, "created_at": "2025-01-01T00:00:00Z",
+            }  # fmt: skip
+        else:
+            owner = "google" if dialect == "gemini" else "openai"
+            found = {"id": model, "object": "model", "created": 1700000000, "owned_by": owner}
+        return json.dumps(found).encode()
 
     def _models_body(self, dialect: Dialect) -> bytes:
         if dialect == "anthropic":
