@@ -197,3 +197,44 @@ def test_a_lost_call_journaled_with_labels_outside_todays_bounds_is_still_record
     event = lost_call_event(Recorder(InMemoryEventLog()), record)
     assert {k: v for k, v in event.labels.items() if not k.startswith("gateway.")} == labels
     assert (event.tenant_id, event.cost, event.labels["gateway.key"]) == ("acme", Decimal("0.01"), "key-1")
+
+
+class _FullDisk:
+    """``os`` as :mod:`outlay.gateway._journal` sees it, on a disk that has no room for a new
+    file's content (a compaction's): what a full disk does, without filling one."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(os, name)
+
+    @staticmethod
+    def write(fd: int, data: bytes) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".new"):
+            raise OSError(28, "No space left on device")
+        return os.write(fd, data)
+
+
+def test_a_full_disk_does_not_leak_a_file_and_a_descriptor_per_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each completion past the compaction threshold tries to start a new file: on a full disk
+    # each attempt left its half-made file open and locked, until the process ran out of
+    # descriptors (every call, upstream connections included, then failing) and the disk filled.
+    monkeypatch.setattr(_journal, "_COMPACT_AT", 2000)
+    journal = AdmissionJournal(tmp_path)
+    ids = [f"01a24de0-0000-7000-8000-{n:012d}" for n in range(200)]
+    for event_id in ids[:20]:
+        journal.admitted(event_id, {"model": "gpt-4o", "pad": "x" * 100})
+    monkeypatch.setattr(_journal, "os", _FullDisk())
+    descriptors = len(os.listdir("/proc/self/fd"))
+    for event_id in ids[:10]:
+        journal.recorded(event_id)
+    assert len(os.listdir("/proc/self/fd")) == descriptors
+    assert [p.name.startswith("inflight-") for p in tmp_path.iterdir()] == [True]  # no .new left
+    monkeypatch.setattr(_journal, "os", os)  # room again
+    # The journal still knows the calls in flight, and compacts again once there is room.
+    for event_id in ids[20:]:
+        journal.admitted(event_id, {"model": "gpt-4o"})
+        journal.recorded(event_id)
+    [path] = list(tmp_path.iterdir())
+    assert [r["id"] for r in _unrecorded(path, path.read_bytes())] == ids[10:20]
+    assert path.stat().st_size < 6000

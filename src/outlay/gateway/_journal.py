@@ -83,6 +83,7 @@ class AdmissionJournal:
     def _create(self, content: bytes) -> tuple[int, Path]:
         """A new locked file holding ``content``: made under a name :meth:`orphans` ignores, locked,
         then renamed, so no recovery can take it for a dead process's in between."""
+        fd = -1
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             name = f"{self._prefix}{uuid.uuid4().hex}{_SUFFIX}"
@@ -94,6 +95,12 @@ class AdmissionJournal:
             path = self.directory / name
             os.rename(temporary, path)
         except OSError as exc:
+            if fd >= 0:
+                # Not left open (and locked) behind: a full disk fails every compaction, and each
+                # leaked descriptor and half-written file would stay until the process ends.
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
+                os.close(fd)
             raise BackendError(
                 f"cannot write the gateway's admission journal in {self.directory}: {exc}"
             ) from exc
@@ -127,7 +134,11 @@ class AdmissionJournal:
 
     def _compact(self) -> None:
         """Start a new file with only the calls still in flight, then drop the old one."""
-        fd, path = self._create(b"".join(self._open.values()))
+        try:
+            fd, path = self._create(b"".join(self._open.values()))
+        except BackendError:
+            self._written = 0  # tried again in another _COMPACT_AT bytes, not at every completion
+            raise
         old_fd, old_path = self._fd, self._path
         self._fd, self._path, self._written = fd, path, sum(map(len, self._open.values()))
         assert old_path is not None
