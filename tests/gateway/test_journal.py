@@ -16,6 +16,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from outlay._errors import BackendError
 from outlay.budgets import Budget, BudgetEngine
 from outlay.gateway import AdmissionJournal, Gateway, OutlayHooks, _journal, load_settings
 from outlay.gateway._journal import _unrecorded
@@ -238,3 +239,39 @@ def test_a_full_disk_does_not_leak_a_file_and_a_descriptor_per_call(
     [path] = list(tmp_path.iterdir())
     assert [r["id"] for r in _unrecorded(path, path.read_bytes())] == ids[10:20]
     assert path.stat().st_size < 6000
+
+
+class _AlmostFullDisk:
+    """``os`` for the journal on a disk with room for ``room`` more bytes, then none."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(os, name)
+
+    def write(self, fd: int, data: bytes) -> int:
+        if self.room <= 0:
+            raise OSError(28, "No space left on device")
+        written = os.write(fd, data[: self.room])  # a short write: what fits
+        self.room -= written
+        return written
+
+
+def test_a_line_cut_short_by_a_full_disk_refuses_its_call_and_spoils_no_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On a full disk write(2) takes what fits. The cut line was taken for noted (its call sent),
+    # and the next line, once there was room again, was appended to it: neither call readable.
+    journal = AdmissionJournal(tmp_path)
+    ids = [f"01a24de0-0000-7000-8000-{n:012d}" for n in range(4)]
+    journal.admitted(ids[0], {"model": "gpt-4o"})
+    monkeypatch.setattr(_journal, "os", _AlmostFullDisk(room=30))
+    with pytest.raises(BackendError, match="admission journal"):  # the call is refused (503)
+        journal.admitted(ids[1], {"model": "gpt-4o"})
+    with pytest.raises(BackendError):
+        journal.admitted(ids[2], {"model": "gpt-4o"})
+    monkeypatch.setattr(_journal, "os", os)  # room again
+    journal.admitted(ids[3], {"model": "gpt-4o"})
+    assert journal._path is not None
+    assert [r["id"] for r in _unrecorded(journal._path, journal._path.read_bytes())] == [ids[0], ids[3]]

@@ -23,6 +23,7 @@ disk, so a lost call is recovered by the next gateway started there (``create_ap
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import logging
@@ -66,6 +67,7 @@ class AdmissionJournal:
         self._path: Path | None = None
         self._open: dict[str, bytes] = {}  # event id -> its "+" line, while the call is in flight
         self._written = 0
+        self._torn = False  # the file ends in a partial line: the next one starts with a newline
 
     # -- this process's file ----------------------------------------------------------------------
 
@@ -75,7 +77,7 @@ class AdmissionJournal:
                 with contextlib.suppress(OSError):
                     os.close(self._fd)
             self._fd, self._path, self._pid = -1, None, os.getpid()
-            self._open, self._written = {}, 0
+            self._open, self._written, self._torn = {}, 0, False
         if self._fd < 0:
             self._fd, self._path = self._create(b"")
         return self._fd
@@ -90,8 +92,8 @@ class AdmissionJournal:
             temporary = self.directory / f".{name}.new"
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if content:
-                os.write(fd, content)
+            if content and os.write(fd, content) != len(content):
+                raise OSError(errno.ENOSPC, "the journal's new file was cut short")
             path = self.directory / name
             os.rename(temporary, path)
         except OSError as exc:
@@ -113,11 +115,22 @@ class AdmissionJournal:
         with self._lock:
             fd = self._file()
             try:
-                os.write(fd, line)
+                self._append(fd, line)
             except OSError as exc:
                 raise BackendError(f"cannot write the gateway's admission journal: {exc}") from exc
             self._open[event_id] = line
             self._written += len(line)
+
+    def _append(self, fd: int, line: bytes) -> None:
+        """Append ``line`` whole, or raise. A full disk can take part of a line (a short write):
+        that line does not count, and the next one starts on a line of its own — appended to the
+        torn one it would be unreadable too, and its call lost with it."""
+        if self._torn:
+            line = b"\n" + line
+        written = os.write(fd, line)
+        self._torn = written != len(line)
+        if self._torn:
+            raise OSError(errno.ENOSPC, f"only {written} of the line's {len(line)} bytes were written")
 
     def recorded(self, event_id: str) -> None:
         """Note that the call's event is durable: there is nothing left to recover for it."""
@@ -125,7 +138,7 @@ class AdmissionJournal:
             if self._pid != os.getpid() or self._open.pop(event_id, None) is None:
                 return
             try:
-                os.write(self._fd, b"-" + event_id.encode() + b"\n")
+                self._append(self._fd, b"-" + event_id.encode() + b"\n")
                 self._written += len(event_id) + 2
                 if self._written > _COMPACT_AT:
                     self._compact()
@@ -141,6 +154,7 @@ class AdmissionJournal:
             raise
         old_fd, old_path = self._fd, self._path
         self._fd, self._path, self._written = fd, path, sum(map(len, self._open.values()))
+        self._torn = False
         assert old_path is not None
         with contextlib.suppress(OSError):
             os.unlink(old_path)
