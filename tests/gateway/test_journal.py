@@ -60,6 +60,7 @@ def test_a_call_recorded_before_its_process_died_is_not_recorded_twice(
     # What a process killed after the event's append, before its "-" line, leaves behind.
     assert journal._path is not None
     (tmp_path / "inflight" / "inflight-any-dead.log").write_bytes(journal._path.read_bytes())
+    (tmp_path / "inflight" / "inflight-any-dead.log").chmod(0o600)  # as the gateway makes them
     [event] = journaled.events()
     assert lines == [event.event_id.encode()]  # the journal names the call by its event id
     before = _spent(journaled)
@@ -146,6 +147,7 @@ def test_a_torn_line_is_skipped_not_fatal(tmp_path: Path) -> None:
     good = json.dumps({"id": "01a24de0-0000-7000-8000-000000000009", "model": "m"}).encode()
     path = tmp_path / "inflight-any-x.log"
     path.write_bytes(b"+" + good + b'\n+{"id": "01a2')
+    path.chmod(0o600)
     assert [r["id"] for _, records in AdmissionJournal(tmp_path).orphans() for r in records] == [
         "01a24de0-0000-7000-8000-000000000009"
     ]
@@ -275,3 +277,39 @@ def test_a_line_cut_short_by_a_full_disk_refuses_its_call_and_spoils_no_other(
     journal.admitted(ids[3], {"model": "gpt-4o"})
     assert journal._path is not None
     assert [r["id"] for r in _unrecorded(journal._path, journal._path.read_bytes())] == [ids[0], ids[3]]
+
+
+def _plant(path: Path) -> None:
+    """A journal file that says tenant ``acme`` spent 900 USD, as anyone could write one."""
+    line = {"id": "01a24de0-0000-7000-8000-000000000666", "ctx": {"tenant": "acme"}, "estimate": "900"}
+    path.write_bytes(b"+" + json.dumps(line).encode() + b"\n")
+
+
+def test_a_journal_file_another_user_could_have_written_is_not_recovered(tmp_path: Path) -> None:
+    # What a file says is recorded as a tenant's spend and charged to its budget: one in a
+    # directory others may write to (group-writable by umask 002, or /tmp) is not the gateway's.
+    planted = tmp_path / "inflight-any-planted.log"
+    _plant(planted)
+    planted.chmod(0o666)
+    assert list(AdmissionJournal(tmp_path).orphans()) == []
+    assert planted.exists()  # left for the operator to look at
+    (tmp_path / "elsewhere.log").write_bytes(planted.read_bytes())
+    planted.unlink()
+    (tmp_path / "inflight-any-linked.log").symlink_to(tmp_path / "elsewhere.log")
+    assert list(AdmissionJournal(tmp_path).orphans()) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another user")
+def test_a_journal_file_of_another_user_is_not_recovered(tmp_path: Path) -> None:
+    planted = tmp_path / "inflight-any-planted.log"
+    _plant(planted)
+    planted.chmod(0o600)
+    os.chown(planted, 65534, 65534)
+    assert list(AdmissionJournal(tmp_path).orphans()) == []
+
+
+def test_the_journal_directory_is_the_gateway_user_s_alone(tmp_path: Path) -> None:
+    journal = AdmissionJournal(tmp_path / "inflight")
+    journal.admitted("01a24de0-0000-7000-8000-000000000001", {"model": "gpt-4o"})
+    assert (tmp_path / "inflight").stat().st_mode & 0o777 == 0o700
+    assert journal._path is not None and journal._path.stat().st_mode & 0o777 == 0o600

@@ -87,7 +87,8 @@ class AdmissionJournal:
         then renamed, so no recovery can take it for a dead process's in between."""
         fd = -1
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            # Only this user may add files: what a file says is recorded as spend, and its holds charged.
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             name = f"{self._prefix}{uuid.uuid4().hex}{_SUFFIX}"
             temporary = self.directory / f".{name}.new"
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
@@ -185,10 +186,12 @@ class AdmissionJournal:
             if path == self._path:
                 continue
             try:
-                fd = os.open(path, os.O_RDONLY)
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
             except OSError:
-                continue  # recovered (and deleted) by another process meanwhile
+                continue  # recovered (and deleted) by another process meanwhile, or a symbolic link
             try:
+                if not _ours(path, os.fstat(fd)):
+                    continue
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -226,6 +229,19 @@ class AdmissionJournal:
         """Delete a recovered file (call while :meth:`orphans` still holds it)."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+def _ours(path: Path, stat: os.stat_result) -> bool:
+    """Whether ``path`` is a journal file this user's gateway made (``0o600``, its owner). Another
+    user able to write in the directory could otherwise plant one: its lines would be recorded as
+    any tenant's spend, at any amount, and charge any hold it names."""
+    if stat.st_uid == os.geteuid() and not stat.st_mode & 0o022:
+        return True
+    _log.error(
+        "outlay: %s is not a journal file of this user (owner uid %d, mode %o); not recovered",
+        path, stat.st_uid, stat.st_mode & 0o777,
+    )  # fmt: skip
+    return False
 
 
 def _unrecorded(path: Path, data: bytes) -> list[dict[str, Any]]:
