@@ -407,6 +407,15 @@ class Recorder:
         metered._admitted = _Admitted(self, engine, reservation, ctx, operation, time.perf_counter())
         return metered
 
+    def mark(self) -> int:
+        """A mark covering every event recorded so far, for :meth:`durable_through` (``batching``
+        mode: they may still be only buffered; 0 in durable mode, where they are durable)."""
+        return self._batcher.accepted if self._batcher is not None else 0
+
+    def durable_through(self, mark: int) -> bool:
+        """Whether every event recorded before :meth:`mark` returned ``mark`` is durable."""
+        return self._batcher is None or self._batcher.durable >= mark
+
     def flush(self, timeout: float | None = None) -> None:
         """Make every event recorded so far durable (a no-op in durable mode)."""
         if self._batcher is not None:

@@ -17,9 +17,22 @@ import openai
 import pytest
 
 from outlay._errors import BackendError
+from outlay._recording import Recorder
+from outlay._usage import Usage
 from outlay.budgets import Budget, BudgetEngine
-from outlay.gateway import AdmissionJournal, Gateway, OutlayHooks, _journal, load_settings
+from outlay.gateway import (
+    AdmissionJournal,
+    Call,
+    Gateway,
+    GatewayConfig,
+    Outcome,
+    OutlayHooks,
+    _journal,
+    load_settings,
+)
 from outlay.gateway._journal import _unrecorded
+from outlay.keys import InMemoryKeyStore
+from outlay.stream import SQLiteEventLog
 from outlay.testing import FakeProvider
 
 from .conftest import Stack, make_stack
@@ -313,3 +326,86 @@ def test_the_journal_directory_is_the_gateway_user_s_alone(tmp_path: Path) -> No
     journal.admitted("01a24de0-0000-7000-8000-000000000001", {"model": "gpt-4o"})
     assert (tmp_path / "inflight").stat().st_mode & 0o777 == 0o700
     assert journal._path is not None and journal._path.stat().st_mode & 0o777 == 0o600
+
+
+_BATCHING_GATEWAY = """
+import asyncio, json, sys, time
+from outlay._recording import Recorder
+from outlay._usage import Usage
+from outlay.gateway import AdmissionJournal, Call, GatewayConfig, Outcome, OutlayHooks
+from outlay.keys import InMemoryKeyStore
+from outlay.stream import SQLiteEventLog
+
+async def main():
+    recorder = Recorder(SQLiteEventLog(sys.argv[1] + "/events.db"), mode="batching", max_delay=60)
+    keys = InMemoryKeyStore()
+    _, secret = keys.create("acme")
+    hooks = OutlayHooks(keys, recorder=recorder, journal=AdmissionJournal(sys.argv[1] + "/inflight"))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
+    headers = {"authorization": f"Bearer {secret}"}
+    upstream = GatewayConfig.from_env({"OPENAI_API_KEY": "x"}).upstreams["openai"]
+    principal = await hooks.authenticate(headers)
+    raw = json.dumps(body).encode()
+    call = Call("chat", "gpt-4o-mini", "gpt-4o-mini", upstream, False, body, headers, raw=raw)
+    admission = await hooks.admit(principal, call)
+    usage = Usage(input_tokens=30, output_tokens=16)
+    await hooks.complete(admission, Outcome(200, usage, latency_s=0.01, model="gpt-4o-mini"))
+    print(admission.reservation.event_id, flush=True)  # answered: the provider billed it
+    time.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+def test_a_call_a_batching_recorder_had_only_buffered_is_recovered_after_a_kill(tmp_path: Path) -> None:
+    # A batching recorder returns once the event is buffered. The journal was told the call was
+    # recorded then, so a kill before the buffer reached the log lost a call the provider billed.
+    child = subprocess.Popen([sys.executable, "-c", _BATCHING_GATEWAY, str(tmp_path)], stdout=subprocess.PIPE)
+    try:
+        assert child.stdout is not None
+        event_id = child.stdout.readline().decode().strip()
+        assert event_id
+    finally:
+        child.kill()  # SIGKILL: the buffer dies with it
+        child.wait(timeout=10)
+        assert child.stdout is not None
+        child.stdout.close()
+    log = SQLiteEventLog(tmp_path / "events.db")
+    try:
+        assert log.end_offset() == 0  # the event died in the buffer
+        keys = InMemoryKeyStore()
+        later = OutlayHooks(keys, recorder=Recorder(log), journal=AdmissionJournal(tmp_path / "inflight"))
+        assert later.recover_lost_calls() == 1
+        [record] = log.read("test", timeout=1)
+        assert json.loads(record.payload)["id"] == event_id
+    finally:
+        log.close()
+
+
+async def test_a_batching_recorder_s_calls_are_durable_before_the_journal_forgets_them(
+    tmp_path: Path,
+) -> None:
+    recorder = Recorder(SQLiteEventLog(tmp_path / "events.db"), mode="batching", max_delay=60)
+    keys = InMemoryKeyStore()
+    _, secret = keys.create("acme")
+    journal = AdmissionJournal(tmp_path / "inflight")
+    hooks = OutlayHooks(keys, recorder=recorder, journal=journal)
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 16}
+    headers = {"authorization": f"Bearer {secret}"}
+    upstream = GatewayConfig.from_env({"OPENAI_API_KEY": "x"}).upstreams["openai"]
+    done = Outcome(200, Usage(input_tokens=5, output_tokens=16), latency_s=0.0, model="gpt-4o-mini")
+    for _ in range(3):
+        principal = await hooks.authenticate(headers)
+        call = Call("chat", "gpt-4o-mini", "gpt-4o-mini", upstream, False, body, headers, raw=b"{}")
+        admission = await hooks.admit(principal, call)
+        await hooks.complete(admission, done)
+    assert journal._path is not None
+    assert len(_unrecorded(journal._path, journal._path.read_bytes())) == 3  # buffered only
+    recorder.flush()
+    principal = await hooks.authenticate(headers)
+    admission = await hooks.admit(principal, call)
+    await hooks.complete(admission, done)
+    assert len(_unrecorded(journal._path, journal._path.read_bytes())) == 1  # the three are durable
+    await hooks.aclose()  # flushes the last one: nothing left to recover, no file
+    assert list((tmp_path / "inflight").iterdir()) == []
+    recorder.close()

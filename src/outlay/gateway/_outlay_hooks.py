@@ -16,7 +16,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -289,6 +289,9 @@ class OutlayHooks:
         if self._batches is not None and self._sink is not None:
             self.engine.decision_sink = self._defer_on_loop
         self._inflight = 0  # calls admitted (or being admitted) and not yet completed
+        # (batching recorder) calls recorded, not yet durable: (the recorder's mark, event ids)
+        self._undurable: deque[tuple[int, Sequence[str]]] = deque()
+        self._undurable_lock = threading.Lock()
         self._cache: dict[str, tuple[VirtualKey, float]] = {}
         self._contexts: dict[str, CostContext] = {}
         self._scopes: dict[int, Scope] = {}  # the budget Scope of each cached key context
@@ -299,6 +302,12 @@ class OutlayHooks:
         if self._batches is not None:
             await self._batches.aclose()
         if self.journal is not None:
+            if self._undurable:
+                try:  # (batching) what is buffered, durable before the journal forgets it
+                    await asyncio.to_thread(self.recorder.flush, 30.0)
+                    self._journal_recorded(())
+                except Exception:  # the file stays: the next start records them (same event ids)
+                    _log.exception("outlay: recorded calls could not be made durable at shutdown")
             self.journal.close()
         if self.owned:
             self.keys.close()
@@ -767,10 +776,9 @@ class OutlayHooks:
         except Exception as exc:
             failure = exc
         if failure is None and self.journal is not None:
-            # Durable: nothing left to recover. (An event the log refused stays in the journal,
+            # Recorded: nothing left to recover. (An event the log refused stays in the journal,
             # and is recorded, as an estimate, when the next start recovers this process's file.)
-            for _, ticket, _, _ in built:
-                self.journal.recorded(ticket.event_id)
+            self._journal_recorded([ticket.event_id for _, ticket, _, _ in built])
         for i, ticket, event, bill in built:
             seen: dict[str, KeyStatus] = {}
             settled = True
@@ -797,6 +805,22 @@ class OutlayHooks:
             cost = event.cost if event.priced else None
             known, left = self._remaining(ticket.holds, seen) if settled else (False, None)
             results[i] = (True, Settlement(cost, left, known))
+
+    def _journal_recorded(self, event_ids: Sequence[str]) -> None:
+        """Tell the journal these calls' events are recorded — once they are durable. A batching
+        recorder has only buffered them: were the journal told now, a kill before the buffer
+        reaches the log would lose the calls the journal exists to keep. So they wait for it."""
+        assert self.journal is not None
+        if self.recorder.mode != "batching":
+            for event_id in event_ids:
+                self.journal.recorded(event_id)
+            return
+        with self._undurable_lock:
+            if event_ids:
+                self._undurable.append((self.recorder.mark(), event_ids))
+            while self._undurable and self.recorder.durable_through(self._undurable[0][0]):
+                for event_id in self._undurable.popleft()[1]:
+                    self.journal.recorded(event_id)
 
     def _release_all(self, ticket: _Ticket) -> None:
         for hold in ticket.holds:

@@ -89,6 +89,18 @@ class BatchingAppender:
         with self._cond:
             return self._accepted - self._durable
 
+    @property
+    def accepted(self) -> int:
+        """Events ever buffered: once :attr:`durable` reaches this count, all of them are durable."""
+        with self._cond:
+            return self._accepted
+
+    @property
+    def durable(self) -> int:
+        """Events ever committed (always the first ``durable`` of those accepted)."""
+        with self._cond:
+            return self._durable
+
     def append(self, payloads: Sequence[bytes]) -> None:
         """Buffer ``payloads``; returns at once unless the buffer is full (then waits for room).
 
