@@ -16,7 +16,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from outlay._errors import BackendError
+from outlay._errors import BackendError, BackendUnavailable
 from outlay._recording import Recorder
 from outlay._usage import Usage
 from outlay.budgets import Budget, BudgetEngine
@@ -409,3 +409,37 @@ async def test_a_batching_recorder_s_calls_are_durable_before_the_journal_forget
     await hooks.aclose()  # flushes the last one: nothing left to recover, no file
     assert list((tmp_path / "inflight").iterdir()) == []
     recorder.close()
+
+
+def test_a_call_whose_event_the_log_refused_is_recorded_at_its_exact_cost_by_the_next_start(
+    journaled: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The call was answered by the provider with its usage, and its hold settled at that exact
+    # cost; only the append failed (503). The next start recorded it at the reserved worst case:
+    # the tenant's ledger (its invoice) said 4,000 output tokens where it used 16.
+    recorder = journaled.hooks.recorder
+
+    def refuse(events: object) -> None:
+        raise BackendUnavailable("event log disk is full (test)")
+
+    monkeypatch.setattr(recorder, "record_many", refuse)
+    with pytest.raises(openai.APIStatusError) as raised:
+        journaled.openai().chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=4000)  # type: ignore[arg-type]
+    assert raised.value.status_code == 503
+    monkeypatch.undo()
+    spent, reserved = _spent(journaled)
+    assert spent > 0 and reserved == 0  # settled at the exact cost the provider reported
+    assert journaled.events() == []
+    assert journaled.hooks.journal is not None
+    journaled.hooks.journal.close()  # the process ends; its file stays, with the call
+
+    later = OutlayHooks(
+        journaled.keys, outlay=journaled.outlay, engine=journaled.engine,
+        journal=AdmissionJournal(tmp_path / "inflight"),
+    )  # fmt: skip
+    assert later.recover_lost_calls() == 1
+    [event] = journaled.events()
+    assert event.usage.output_tokens == 16 and event.status == "ok"  # what the provider reported
+    assert event.cost == spent  # the ledger says what the budget was charged
+    assert _spent(journaled) == (spent, Decimal(0))
+    assert list((tmp_path / "inflight").iterdir()) == []

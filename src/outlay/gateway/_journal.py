@@ -7,6 +7,7 @@ upstream) to a file of its own, and one line when the call's event is durable::
 
     +{"id": "<event id>", "at": ..., "ctx": {...}, "model": ..., "estimate": "0.0123", ...}
     -<event id>
+    ={<the call's event, CloudEvents JSON>}      (instead of "-" when the log refused the event)
 
 A process holds an exclusive ``flock`` on its file for its whole life, so the lock is free exactly
 when the process is gone (however it died). :meth:`AdmissionJournal.orphans` takes the files whose
@@ -161,9 +162,25 @@ class AdmissionJournal:
             os.unlink(old_path)
         os.close(old_fd)
 
+    def unrecorded(self, event_id: str, payload: bytes) -> None:
+        """The call's event (``payload``, CloudEvents JSON) could not be recorded — the log
+        refused it. Kept in place of the admission, so the next start records the event itself:
+        its exact cost, which its budget was charged, not the reserved worst case."""
+        line = b"=" + payload + b"\n"
+        with self._lock:
+            if self._pid != os.getpid() or event_id not in self._open:
+                return
+            try:
+                self._append(self._fd, line)
+            except OSError:  # the "+" line stands: recovered as an estimate
+                _log.warning("outlay: the admission journal could not keep event %s", event_id)
+                return
+            self._open[event_id] = line
+            self._written += len(line)
+
     def close(self) -> None:
         """Drop this process's file if every call it admitted was recorded; else leave it for
-        the next start to recover (an event the log refused is recorded then, as an estimate)."""
+        the next start to recover (an event the log refused is recorded then, as it was)."""
         with self._lock:
             if self._pid != os.getpid() or self._fd < 0:
                 return
@@ -253,6 +270,9 @@ def _unrecorded(path: Path, data: bytes) -> list[dict[str, Any]]:
             if line[:1] == b"+":
                 record = orjson.loads(line[1:])
                 admitted[str(record["id"])] = record
+            elif line[:1] == b"=":  # the call's event itself, which the log refused
+                envelope = orjson.loads(line[1:])
+                admitted[str(envelope["id"])] = {"id": envelope["id"], "event": envelope}
             elif line[:1] == b"-":
                 admitted.pop(line[1:].decode(), None)
             else:

@@ -38,7 +38,7 @@ from outlay.budgets import (
     Scope,
 )
 from outlay.context import CostContext, attach, current, detach
-from outlay.events import CostEvent, new_event_id
+from outlay.events import CostEvent, decode_event, encode_event, new_event_id
 from outlay.keys import KeyStore, VirtualKey
 from outlay.stream import InMemoryEventLog
 
@@ -327,13 +327,17 @@ class OutlayHooks:
             built: list[tuple[dict[str, Any], CostEvent]] = []
             for record in records:
                 try:
-                    built.append((record, lost_call_event(self.recorder, record)))
+                    # An event the log refused is recorded as it was (its hold settled then).
+                    event = decode_event(record["event"]) if "event" in record else None
+                    built.append((record, event or lost_call_event(self.recorder, record)))
                 except Exception:  # (a line written by another version, say): the others count
                     _log.exception("outlay: cannot record the lost call %r", record)
             # Durable, or this raises and the file stays for the next start.
             self.recorder.record_many([event for _, event in built])
             self.recorder.flush()  # (batching mode: durable before the journal is deleted)
             for record, event in built:
+                if "event" in record:
+                    continue
                 amount = Decimal(record["estimate"])
                 for hold_id in record["holds"]:
                     # Charged its hold (one expired meanwhile is charged already, a settled one done).
@@ -345,7 +349,7 @@ class OutlayHooks:
                         _log.exception("outlay: charging the hold of lost call %s failed", event.event_id)
                 _log.warning(
                     "outlay: recorded call %s (tenant %s, %s) admitted by a gateway process that stopped"
-                    " before recording it, at its estimate %s",
+                    " before recording it, at %s",
                     event.event_id, event.tenant_id, event.model,
                     event.cost if event.priced else "(unpriced)",
                 )  # fmt: skip
@@ -775,10 +779,12 @@ class OutlayHooks:
             raise
         except Exception as exc:
             failure = exc
-        if failure is None and self.journal is not None:
-            # Recorded: nothing left to recover. (An event the log refused stays in the journal,
-            # and is recorded, as an estimate, when the next start recovers this process's file.)
-            self._journal_recorded([ticket.event_id for _, ticket, _, _ in built])
+        if self.journal is not None:
+            if failure is None:  # recorded: nothing left to recover
+                self._journal_recorded([ticket.event_id for _, ticket, _, _ in built])
+            else:  # the event itself stays in the journal, for the next start to record
+                for _, ticket, event, _ in built:
+                    self.journal.unrecorded(ticket.event_id, encode_event(event))
         for i, ticket, event, bill in built:
             seen: dict[str, KeyStatus] = {}
             settled = True
