@@ -443,3 +443,32 @@ def test_a_call_whose_event_the_log_refused_is_recorded_at_its_exact_cost_by_the
     assert event.cost == spent  # the ledger says what the budget was charged
     assert _spent(journaled) == (spent, Decimal(0))
     assert list((tmp_path / "inflight").iterdir()) == []
+
+
+@pytest.mark.parametrize("reported", ["m" * 500, "gpt-4o-mini\n2024", "gpt\x00x"])
+async def test_a_model_name_no_event_can_hold_does_not_lose_the_billed_call(
+    tmp_path: Path, reported: str
+) -> None:
+    # The provider answered (and billed) but named its model in a way no event can hold: the event
+    # failed to build, the call was dropped from the journal and its hold released: never recorded.
+    log = SQLiteEventLog(tmp_path / "events.db")
+    keys = InMemoryKeyStore()
+    _, secret = keys.create("acme")
+    journal = AdmissionJournal(tmp_path / "inflight")
+    hooks = OutlayHooks(keys, recorder=Recorder(log), journal=journal)
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 16}
+    headers = {"authorization": f"Bearer {secret}"}
+    upstream = GatewayConfig.from_env({"OPENAI_API_KEY": "x"}).upstreams["openai"]
+    principal = await hooks.authenticate(headers)
+    call = Call("chat", "gpt-4o-mini", "gpt-4o-mini", upstream, False, body, headers, raw=b"{}")
+    admission = await hooks.admit(principal, call)
+    settled = await hooks.complete(
+        admission, Outcome(200, Usage(input_tokens=5, output_tokens=16), latency_s=0.0, model=reported)
+    )
+    [record] = log.read("test", timeout=1)
+    event = json.loads(record.payload)["data"]
+    assert (event["model"], event["tenant_id"], event["priced"]) == ("gpt-4o-mini", "acme", True)
+    assert event["labels"]["gateway.reported_model"] == ascii(reported)[:200]
+    assert settled.cost is not None and settled.cost > 0
+    await hooks.aclose()
+    log.close()

@@ -39,6 +39,7 @@ from outlay.budgets import (
 )
 from outlay.context import CostContext, attach, current, detach
 from outlay.events import CostEvent, decode_event, encode_event, new_event_id
+from outlay.events._event import MAX_ID
 from outlay.keys import KeyStore, VirtualKey
 from outlay.stream import InMemoryEventLog
 
@@ -846,10 +847,19 @@ class OutlayHooks:
             labels["gateway.error"] = outcome.error[:200]
         if outcome.status >= 400 or outcome.client_disconnected:
             labels["gateway.status"] = "499" if outcome.client_disconnected else str(outcome.status)
+        model = admission.model
+        reported = outcome.model
+        if reported and reported != model:
+            if type(reported) is str and len(reported) <= MAX_ID and reported.isprintable():
+                model = reported
+            else:
+                # A name no event can hold (too long, control characters): the billed call is
+                # recorded under the model it was sent to, and what the provider said is kept.
+                labels["gateway.reported_model"] = ascii(reported)[:200]
         common: dict[str, Any] = {
             "operation": "embedding" if call.api == "embeddings" else "chat",
             "provider": ticket.provider,
-            "model": outcome.model or admission.model,
+            "model": model,
             "context": ticket.context,
             "latency_ms": outcome.latency_s * 1000,
             "labels": labels,
