@@ -247,6 +247,35 @@ def test_models_retrieve_answers_from_the_upstream_serving_the_model(
     assert [r.path for r in fake.requests[-1:]] == ["/v1/models/llama-9"]
 
 
+@pytest.mark.parametrize(
+    "model_id",
+    [
+        "openai%2F..%2Ffiles",  # GET /v1/files: every tenant's uploads, with the gateway's key
+        "gpt-x%2F..%2F..%2Fchat%2Fcompletions",  # the stored completions of every tenant
+        "llama-1%2F..%2F..%2F..%2Fadmin",  # anywhere on a self-hosted upstream's host
+        "gpt-4o%2F.%2F..%2Fgpt-4o-mini",
+        "%2E%2E",  # ".." itself
+    ],
+)
+def test_a_model_id_cannot_climb_out_of_the_upstreams_models_path(
+    gw_url: str, fake: FakeProvider, model_id: str
+) -> None:
+    # The server decodes %2F, so "{id}" may hold "..": joined to <base>/models/ it would send a GET
+    # with the upstream's credential to any path of the provider's API, its answer passed back.
+    answer = httpx.get(gw_url + "/v1/models/" + model_id, headers={"authorization": f"Bearer {CLIENT_KEY}"})
+    assert answer.status_code == 400
+    assert "'..' and '.' are not model ids" in answer.json()["error"]["message"]
+    batches = httpx.get(
+        gw_url + "/v1/models/claude-x%2F..%2F..%2Fmessages%2Fbatches",
+        headers={"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"},
+    )
+    assert (batches.status_code, batches.json()["error"]["type"]) == (400, "invalid_request_error")
+    assert fake.requests == []
+    # A self-hosted id holding '/' (and dots inside a segment) still reaches its upstream as it is.
+    httpx.get(gw_url + "/v1/models/llama-org/v3..1.gguf", headers={"authorization": f"Bearer {CLIENT_KEY}"})
+    assert [(r.method, r.path) for r in fake.requests] == [("GET", "/v1/models/llama-org/v3..1.gguf")]
+
+
 def test_the_free_routes_take_only_their_method(gw_url: str, fake: FakeProvider) -> None:
     auth = {"x-api-key": CLIENT_KEY, "anthropic-version": "2023-06-01"}
     wrong = httpx.get(gw_url + "/v1/messages/count_tokens", headers=auth)

@@ -78,6 +78,19 @@ async def count_tokens(
     return await _relay(pool, upstream, "count_tokens", headers, body)
 
 
+def _checked_id(model: str) -> str:
+    """``model`` as the last part of an upstream URL. The server has decoded ``%2F``, so an id may
+    hold '/' (self-hosted ids do), but a '..' or '.' segment would walk out of ``<base>/models/``: a
+    GET with the upstream's credential to any path of the provider's API (every tenant's files,
+    stored completions, batches), its answer passed back to the client."""
+    if any(segment in (".", "..") for segment in model.split("/")):
+        shown = model if len(model) <= 200 else model[:197] + "..."
+        raise GatewayError(
+            400, f"model {shown!r}: path segments '..' and '.' are not model ids", param="model"
+        )
+    return model
+
+
 def _alias(model: str) -> bytes:
     # As GET /v1/models lists it: the alias is the gateway's, not any upstream's.
     return json.dumps({"id": model, "object": "model", "created": 0, "owned_by": "outlay-alias"}).encode()
@@ -90,10 +103,11 @@ async def model_info(
     Anthropic client sees Anthropic's models, any other client the OpenAI-format ones."""
     config = pool.config
     anthropic = dialect == "anthropic"
+    _checked_id(model)
     if not anthropic and model in config.aliases:
         return _alias(model), {"content-type": "application/json"}
     resolved = config.resolve(model)
     if resolved is None or (resolved[0].kind == "anthropic") != anthropic:
         raise _no_route(model)  # (a model of the other format is not in this client's list either)
     upstream, upstream_model = resolved
-    return await _relay(pool, upstream, "models", headers, model=upstream_model)
+    return await _relay(pool, upstream, "models", headers, model=_checked_id(upstream_model))
