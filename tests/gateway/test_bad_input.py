@@ -46,6 +46,34 @@ def test_bad_chat_bodies_get_openai_shaped_4xx(
     assert hooks.outcomes == []
 
 
+@pytest.mark.parametrize("value", ['"true"', "1", '"yes"', "{}"])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_a_stream_flag_that_is_not_a_boolean_is_refused_before_anything_is_sent(
+    gw_url: str, fake: FakeProvider, hooks: InMemoryHooks, value: str, path: str
+) -> None:
+    # The gateway streams, and asks a chat stream for its usage, only on "stream": true. An upstream
+    # that coerces "true" or 1 (pydantic's default: vLLM and most self-hosted servers) would stream
+    # without the usage chunk, and the call be recorded as an estimate far below what it produced.
+    model = "claude-haiku-4-5" if path == "/v1/messages" else "gpt-4o-mini"
+    body = f'{{"model": "{model}", "max_tokens": 8, "messages": [], "stream": {value}}}'.encode()
+    response = _post(gw_url, path, body, {"x-api-key": CLIENT_KEY})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["message"].startswith("stream: must be true or false, got ")
+    assert fake.requests == []
+    assert hooks.outcomes == []
+
+
+def test_a_stream_flag_of_false_or_null_is_a_plain_call(
+    gw_url: str, fake: FakeProvider, hooks: InMemoryHooks
+) -> None:
+    for value in (b"false", b"null"):
+        body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream": ' + value
+        response = _post(gw_url, "/v1/chat/completions", body + b"}")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/json")
+
+
 def test_bad_messages_body_gets_anthropic_shaped_400(
     gw_url: str, fake: FakeProvider, hooks: InMemoryHooks
 ) -> None:

@@ -277,7 +277,13 @@ class Gateway:
         body = await self._read_body(headers, receive)
         principal, request = await self._authenticate_and_parse(headers, body)
         model, upstream, upstream_model = self._route(api, request)
-        stream = request.get("stream") is True
+        stream = request.get("stream")
+        if stream is not None and type(stream) is not bool:
+            # Streamed (and a chat stream asked for its usage) only on true: an upstream coercing
+            # "true" or 1, as pydantic does, would stream with no usage and the call be under-recorded.
+            shown = repr(stream) if len(repr(stream)) <= 80 else repr(stream)[:77] + "..."
+            raise GatewayError(400, f"stream: must be true or false, got {shown}", param="stream")
+        stream = stream is True
         call = Call(
             api, model, upstream_model, upstream, stream, request, headers, raw=body,
             max_seconds=self.config.max_call_seconds,
