@@ -178,7 +178,11 @@ def _output_tokens(call: Call, default: int) -> tuple[int, bool]:
     else:
         value, given = (0, True) if call.api == "embeddings" else (default, False)
     choices = body.get("n")
-    if call.api == "chat" and isinstance(choices, int) and not isinstance(choices, bool) and choices > 1:
+    if call.api == "chat" and choices is not None:
+        # A lax upstream (pydantic's coercion: vLLM, most self-hosted servers) serves "5" as 5
+        # choices: anything but a whole number would be held as one and could overshoot a limit.
+        if isinstance(choices, bool) or not isinstance(choices, int) or choices < 1:
+            raise InvalidInput(f"expected a positive integer, got {choices!r}", field="n")
         value *= choices
     return value, given
 
