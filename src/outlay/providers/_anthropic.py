@@ -73,7 +73,8 @@ def anthropic_usage(u: Any, at: str) -> Usage:
     return with_tier(usage, u.get("service_tier"))
 
 
-def read_anthropic(body: dict[str, Any], api: str | None) -> ParsedResponse:
+def read_anthropic(body: dict[str, Any], api: str | None, header: object = None) -> ParsedResponse:
+    # ``header`` (Gemini's x-gemini-service-tier) is not Anthropic's: it names its tier in the body.
     raw = body.get("usage")
     if raw is None:
         kind = body.get("type")

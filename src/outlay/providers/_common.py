@@ -17,7 +17,10 @@ from outlay._usage import STANDARD_TIERS, TIER_NAME, Usage
 
 __all__ = [
     "bad_count",
+    "check_headers",
     "count",
+    "gemini_tier",
+    "header_tier",
     "json_object",
     "load_body",
     "nested",
@@ -99,6 +102,47 @@ def with_tier(usage: Usage, value: object) -> Usage:
         return usage
     tier = served_tier(value)
     return usage if tier is None else replace(usage, service_tier=tier)
+
+
+#: The response header in which the Gemini API names the tier that served a call:
+#: https://ai.google.dev/gemini-api/docs/priority-inference ("standard" when a priority request was
+#: served at standard, as it may be when priority capacity runs out).
+GEMINI_TIER_HEADER: Final = "x-gemini-service-tier"
+
+
+def gemini_tier(value: object) -> object:
+    """Gemini's name of a tier as :func:`with_tier` takes it: its REST enum is ``standard``,
+    ``flex``, ``priority`` or ``unspecified`` (the default, standard), spelt ``SERVICE_TIER_PRIORITY``
+    in its proto form. Anything else is passed on as it is, for :func:`served_tier` to judge."""
+    if type(value) is not str or len(value) > _LONGEST_TIER + 13:
+        return value
+    name = value.strip().lower().removeprefix("service_tier_")
+    return "standard" if name == "unspecified" else name
+
+
+def header_tier(headers: Mapping[str, str] | None) -> object:
+    """The tier a response's ``x-gemini-service-tier`` header names, or ``None`` when it has none.
+
+    ``headers`` is any mapping of the response's headers: httpx's and starlette's are
+    case-insensitive; a plain dict is searched whatever the case of its keys. Never raises: a
+    value that is no tier name is judged (and ignored) by :func:`with_tier`.
+    """
+    if not headers:
+        return None
+    value = headers.get(GEMINI_TIER_HEADER)
+    if value is None and type(headers) is dict:
+        value = next((v for k, v in headers.items() if str(k).lower() == GEMINI_TIER_HEADER), None)
+    return None if value is None else gemini_tier(value)
+
+
+def check_headers(headers: object) -> Mapping[str, str] | None:
+    """``headers`` given to a reader: ``None`` or a mapping (InvalidUsage names the field)."""
+    if headers is None or isinstance(headers, Mapping):
+        return headers
+    raise InvalidUsage(
+        f"expected a mapping of response header names to values, got {type(headers).__name__}",
+        field="headers",
+    )
 
 
 def json_object(data: bytes | bytearray | memoryview | str, what: str) -> dict[str, Any]:

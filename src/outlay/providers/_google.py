@@ -18,9 +18,12 @@
 - Service tier: Vertex AI reports the tier that served a request as ``usageMetadata.trafficType``
   (https://cloud.google.com/vertex-ai/docs/reference/rest/v1/GenerateContentResponse#TrafficType):
   ``ON_DEMAND_PRIORITY`` and ``ON_DEMAND_FLEX`` are the priority and flex tiers; ``ON_DEMAND`` and
-  ``PROVISIONED_THROUGHPUT`` are rated at the standard price. The Gemini API (ai.google.dev)
-  reports it only in the ``x-gemini-service-tier`` response *header*, which a body reader never
-  sees: those calls are rated at the standard price (docs/pricing.md).
+  ``PROVISIONED_THROUGHPUT`` are rated at the standard price. The Gemini API (ai.google.dev) names
+  it in the ``x-gemini-service-tier`` response *header* (https://ai.google.dev/gemini-api/docs/
+  priority-inference: ``standard``, ``priority``, ``flex``), which the caller hands in as
+  ``headers`` (the whole-answer header; streams have not been seen to carry it), and newer answers
+  in ``usageMetadata.serviceTier`` (whole and streamed; "not supported in Vertex AI"). A tier the
+  body names wins over the header's.
 
 The SDK's snake_case names (``usage_metadata``, ``prompt_token_count``...) are read too.
 """
@@ -35,12 +38,12 @@ from outlay._errors import InvalidUsage
 from outlay._usage import CACHE_AUDIO_READ_UNIT, Usage
 
 from ._base import ParsedResponse, StreamState, cut_usage, describe_error
-from ._common import bad_count, with_tier, within
+from ._common import bad_count, gemini_tier, header_tier, with_tier, within
 
 #: Vertex AI ``trafficType`` -> the service tier it is billed at (others are standard).
 _TRAFFIC_TIERS: Final = {"ON_DEMAND_PRIORITY": "priority", "ON_DEMAND_FLEX": "flex"}
 
-__all__ = ["GoogleStream", "gemini_usage", "read_google"]
+__all__ = ["GoogleStream", "body_tier", "gemini_usage", "read_google"]
 
 _SNAKE: dict[str, str] = {}
 
@@ -123,7 +126,7 @@ def gemini_usage(u: Any, at: str, web_searches: int = 0) -> Usage:
             candidates,
             f"{at}.candidatesTokenCount",
         )
-    usage = Usage(
+    return Usage(
         input_tokens=total_in,
         cache_read_tokens=cached,
         input_audio_tokens=inputs.get("AUDIO", 0),
@@ -135,12 +138,17 @@ def gemini_usage(u: Any, at: str, web_searches: int = 0) -> Usage:
         web_searches=web_searches,
         **_cached_audio_units(cached_audio),
     )
+
+
+def body_tier(u: object) -> object:
+    """The tier ``usageMetadata`` names (Vertex's ``trafficType``, the Gemini API's ``serviceTier``),
+    as :func:`with_tier` takes it; ``None`` when it names none, so the header's may be used."""
+    if not isinstance(u, Mapping):
+        return None
     traffic = _get(u, "trafficType")
-    return (
-        usage
-        if traffic is None
-        else with_tier(usage, _TRAFFIC_TIERS.get(traffic) if type(traffic) is str else None)
-    )
+    if traffic is not None:
+        return _TRAFFIC_TIERS.get(traffic, "standard") if type(traffic) is str else traffic
+    return gemini_tier(_get(u, "serviceTier"))
 
 
 def _cached_audio_units(cached_audio: int) -> dict[str, Any]:
@@ -176,7 +184,8 @@ def _model(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
     return (model if isinstance(model, str) else None), (rid if isinstance(rid, str) else None)
 
 
-def read_google(body: dict[str, Any], api: str | None) -> ParsedResponse:
+def read_google(body: dict[str, Any], api: str | None, header: object = None) -> ParsedResponse:
+    """``header``: the tier the response's ``x-gemini-service-tier`` header names, if any."""
     raw = _get(body, "usageMetadata")
     if raw is None:
         raise InvalidUsage(
@@ -184,7 +193,14 @@ def read_google(body: dict[str, Any], api: str | None) -> ParsedResponse:
         )
     queries: set[str] = set()
     _search_queries(_candidates(body, ""), "", queries)
-    return ParsedResponse(gemini_usage(raw, "usageMetadata", len(queries)), *_model(body))
+    usage = gemini_usage(raw, "usageMetadata", len(queries))
+    tier = body_tier(raw)
+    if tier is None and header is None:
+        # A google-genai response object keeps its HTTP headers (``sdk_http_response.headers``).
+        http = _get(body, "sdkHttpResponse")
+        sent = http.get("headers") if isinstance(http, Mapping) else None
+        header = header_tier(sent) if isinstance(sent, Mapping) else None
+    return ParsedResponse(with_tier(usage, header if tier is None else tier), *_model(body))
 
 
 class GoogleStream(StreamState):
@@ -206,6 +222,9 @@ class GoogleStream(StreamState):
         raw = _get(event, "usageMetadata")
         if raw is not None:
             self._raw, self._label = raw, f"{label}.usageMetadata"
+            tier = body_tier(raw)
+            if tier is not None:
+                self.service_tier = tier
         candidates = _candidates(event, f"{label}.")
         _search_queries(candidates, f"{label}.", self._queries)
         if any(_get(c, "finishReason") for c in candidates):

@@ -233,7 +233,9 @@ def _detect(body: Mapping[str, Any]) -> str:
     )
 
 
-def read_openai(body: dict[str, Any], api: str | None) -> ParsedResponse:
+def read_openai(body: dict[str, Any], api: str | None, header: object = None) -> ParsedResponse:
+    """``header``: the tier an ``x-gemini-service-tier`` header names (Gemini's OpenAI-compatible
+    endpoint), used when the body names none."""
     if api is None:
         api = "chat" if body.get("object") == "chat.completion" else _detect(body)
     raw = body.get("usage")
@@ -249,7 +251,7 @@ def read_openai(body: dict[str, Any], api: str | None) -> ParsedResponse:
         usage = Usage(input_tokens=required(raw, "prompt_tokens", "usage"))
     model, rid = body.get("model"), body.get("id")
     return ParsedResponse(
-        with_tier(usage, body.get("service_tier")),
+        with_tier(usage, header if (tier := body.get("service_tier")) is None else tier),
         model if type(model) is str else None,
         rid if type(rid) is str else None,
     )

@@ -12,7 +12,7 @@ from outlay._usage import Usage
 
 from ._anthropic import AnthropicStream
 from ._base import StreamState
-from ._common import sdk_dump, with_tier
+from ._common import check_headers, header_tier, sdk_dump, with_tier
 from ._google import GoogleStream
 from ._openai import OpenAIStream
 from ._registry import normalize_api, normalize_provider, wire_format
@@ -41,15 +41,24 @@ class StreamAccumulator:
     :meth:`usage` can be called at any time; until the provider's final usage has arrived it returns
     the counts seen so far with ``complete=False`` and a reason. Call :meth:`close` when the byte
     stream ends so an unterminated last line is read too.
+
+    ``headers`` are the stream's HTTP response headers, if you have them: a tier the Gemini API
+    names in ``x-gemini-service-tier`` is used when no event names one (see :func:`parse_response`).
     """
 
-    __slots__ = ("_closing", "_decoder", "_error", "_events", "_state", "api", "provider")
+    __slots__ = ("_closing", "_decoder", "_error", "_events", "_header_tier", "_state", "api", "provider")
 
-    def __init__(self, provider: str, api: str | None = None) -> None:
+    def __init__(
+        self, provider: str, api: str | None = None, *, headers: Mapping[str, str] | None = None
+    ) -> None:
         self.provider = normalize_provider(provider)
         fmt = wire_format(self.provider)
         self.api = normalize_api(fmt, api)
         self._state = _state(fmt, self.api)
+        # Anthropic names its tier in the body, and the Gemini header is none of its business.
+        self._header_tier = (
+            None if headers is None or fmt == "anthropic" else header_tier(check_headers(headers))
+        )
         self._decoder = SSEDecoder(self._on_data)
         self._error: InvalidUsage | None = None
         self._events = 0
@@ -111,7 +120,8 @@ class StreamAccumulator:
         """The usage so far: complete once the provider's final counts arrived, else a lower bound."""
         if self._error is not None:
             raise self._error
-        return with_tier(self._state.usage(), self._state.service_tier)
+        tier = self._state.service_tier
+        return with_tier(self._state.usage(), self._header_tier if tier is None else tier)
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -159,22 +169,28 @@ class StreamAccumulator:
             self._remember(exc)
 
 
-def stream_accumulator(provider: str, api: str | None = None) -> StreamAccumulator:
-    """A :class:`StreamAccumulator` for one stream of ``provider`` (``api`` as in usage_from_response)."""
-    return StreamAccumulator(provider, api)
+def stream_accumulator(
+    provider: str, api: str | None = None, *, headers: Mapping[str, str] | None = None
+) -> StreamAccumulator:
+    """A :class:`StreamAccumulator` for one stream of ``provider`` (``api`` and ``headers`` as in
+    usage_from_response)."""
+    return StreamAccumulator(provider, api, headers=headers)
 
 
 _RAW = (bytes, bytearray, memoryview)
 
 
-def usage_from_stream(provider: str, sse: object, api: str | None = None) -> Usage:
+def usage_from_stream(
+    provider: str, sse: object, api: str | None = None, *, headers: Mapping[str, str] | None = None
+) -> Usage:
     """Usage of a whole streamed response.
 
     ``sse`` is the SSE text or bytes, or an iterable of: raw byte chunks (``bytes``, cut anywhere, as
     ``httpx.Response.iter_bytes()`` yields them), text lines (``str``, with or without their line
-    end, as ``iter_lines()`` yields them), event dicts, or official SDK event objects.
+    end, as ``iter_lines()`` yields them), event dicts, or official SDK event objects. ``headers``:
+    the response's HTTP headers, as in :func:`parse_response`.
     """
-    acc = StreamAccumulator(provider, api)
+    acc = StreamAccumulator(provider, api, headers=headers)
     if isinstance(sse, (*_RAW, str)):
         acc.feed(sse)
     elif isinstance(sse, Mapping) or not isinstance(sse, Iterable):
