@@ -20,7 +20,7 @@ import logging
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from . import _wire
@@ -101,6 +101,12 @@ class ModelBehaviour:
     #: The tier the fake says served the call (``priority``, ``flex``, ``batch``...); ``None`` is the
     #: standard one, or for OpenAI's APIs the ``service_tier`` the request asked for, as OpenAI echoes it.
     service_tier: str | None = None
+    #: Where a Gemini answer names the tier: ``"trafficType"`` in ``usageMetadata`` as Vertex AI does
+    #: (only when not standard); ``"header"``, the ``x-gemini-service-tier`` response header of the
+    #: Gemini API (``standard`` included), on its own and its OpenAI-compatible endpoints, whole and
+    #: streamed, with no tier in the body; ``"serviceTier"`` in ``usageMetadata``, as newer Gemini API
+    #: answers do (https://ai.google.dev/gemini-api/docs/priority-inference).
+    gemini_tier_as: Literal["trafficType", "header", "serviceTier"] = "trafficType"
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,19 +390,24 @@ class FakeProvider:
             await self._respond(send, body, fault)
             return
         reply = self._reply(api, model, request, behaviour)
+        head: list[tuple[bytes, bytes]] = []
+        if dialect == "gemini" and behaviour.gemini_tier_as != "trafficType":
+            reply = replace(reply, gemini_tier_as=behaviour.gemini_tier_as)
+            if behaviour.gemini_tier_as == "header":
+                head.append((b"x-gemini-service-tier", (reply.service_tier or "standard").encode()))
         if api == "generate_content":
             if stream:
-                await self._stream(send, _wire.gemini_stream(reply), fault)
+                await self._stream(send, _wire.gemini_stream(reply), fault, head)
             else:
-                await self._respond(send, _wire.gemini_response(reply), fault)
+                await self._respond(send, _wire.gemini_response(reply), fault, head)
             return
         if api == "chat":
             if stream:
                 options = request.get("stream_options") or {}
                 events = _wire.chat_stream(reply, include_usage=options.get("include_usage") is True)
-                await self._stream(send, events, fault)
+                await self._stream(send, events, fault, head)
             else:
-                await self._respond(send, _wire.chat_completion(reply), fault)
+                await self._respond(send, _wire.chat_completion(reply), fault, head)
         elif api == "responses":
             if stream:
                 await self._stream(send, _wire.responses_stream(reply), fault)
@@ -474,16 +485,24 @@ class FakeProvider:
         data = [{"id": m, "object": "model", "created": 1700000000, "owned_by": owner} for m in self.models]
         return json.dumps({"object": "list", "data": data}).encode()
 
-    async def _respond(self, send: Send, body: bytes, fault: Fault | None) -> None:
+    async def _respond(
+        self, send: Send, body: bytes, fault: Fault | None, head: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         if fault is not None and fault.kind == "drop":
             # Promise the whole body, send half: the client sees a truncated response.
             await send_bytes(
                 send, 200, body[: len(body) // 2], "application/json", length=len(body), more=True
             )
             raise _DroppedConnection("fake provider dropped the connection mid-body")
-        await send_bytes(send, 200, body, "application/json")
+        await send_bytes(send, 200, body, "application/json", headers=head)
 
-    async def _stream(self, send: Send, events: Iterator[bytes], fault: Fault | None) -> None:
+    async def _stream(
+        self,
+        send: Send,
+        events: Iterator[bytes],
+        fault: Fault | None,
+        head: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
         await send(
             {
                 "type": "http.response.start",
@@ -491,6 +510,7 @@ class FakeProvider:
                 "headers": [
                     (b"content-type", b"text/event-stream; charset=utf-8"),
                     (b"cache-control", b"no-cache"),
+                    *(head or []),
                 ],
             }
         )

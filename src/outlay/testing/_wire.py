@@ -10,7 +10,9 @@ code stays about transport and faults. Field names follow the providers' API ref
 
 The tier that served a call (``Reply.service_tier``) is reported as each provider does: OpenAI's
 top-level ``service_tier`` (every chunk of a stream too), Anthropic's ``usage.service_tier``, and
-for Gemini the ``usageMetadata.trafficType`` Vertex AI sends (only when the tier is not standard).
+for Gemini (``Reply.gemini_tier_as``) the ``usageMetadata.trafficType`` Vertex AI sends (only when
+the tier is not standard), the Gemini API's ``usageMetadata.serviceTier``, or nothing in the body
+(the Gemini API's ``x-gemini-service-tier`` header, which the fake provider sends).
 """
 
 from __future__ import annotations
@@ -53,10 +55,17 @@ class Reply:
     reasoning_tokens: int = 0
     finish: str = "stop"  # "stop" or "length"
     service_tier: str | None = None  # the tier that served it, in the provider's words; None: standard
+    gemini_tier_as: str = "trafficType"  # Gemini: "trafficType", "serviceTier" or "header" (not the body)
 
     @property
     def text(self) -> str:
         return "".join(self.pieces)
+
+
+def _openai_tier(reply: Reply) -> dict[str, str]:
+    """OpenAI's ``service_tier`` field; Gemini's OpenAI-compatible endpoint sends none when its header
+    names the tier."""
+    return {} if reply.gemini_tier_as == "header" else {"service_tier": reply.service_tier or "default"}
 
 
 def _dumps(value: object) -> bytes:
@@ -123,7 +132,7 @@ def chat_completion(reply: Reply) -> bytes:
                 }
             ],
             "usage": _chat_usage(reply),
-            "service_tier": reply.service_tier or "default",
+            **_openai_tier(reply),
             "system_fingerprint": "fp_outlay_fake",
         }
     )
@@ -140,7 +149,7 @@ def chat_stream(reply: Reply, *, include_usage: bool) -> Iterator[bytes]:
             "object": "chat.completion.chunk",
             "created": created,
             "model": reply.model,
-            "service_tier": reply.service_tier or "default",
+            **_openai_tier(reply),
             "system_fingerprint": "fp_outlay_fake",
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
@@ -159,7 +168,7 @@ def chat_stream(reply: Reply, *, include_usage: bool) -> Iterator[bytes]:
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": reply.model,
-                "service_tier": reply.service_tier or "default",
+                **_openai_tier(reply),
                 "system_fingerprint": "fp_outlay_fake",
                 "choices": [],
                 "usage": _chat_usage(reply),
@@ -380,7 +389,9 @@ def _gemini_usage(reply: Reply, *, final: bool) -> dict[str, Any]:
     usage["totalTokenCount"] = reply.input_tokens + (reply.output_tokens if final else 0)
     if reply.cached_tokens:
         usage["cachedContentTokenCount"] = reply.cached_tokens
-    if reply.service_tier is not None:
+    if reply.gemini_tier_as == "serviceTier":
+        usage["serviceTier"] = reply.service_tier or "standard"
+    elif reply.service_tier is not None and reply.gemini_tier_as == "trafficType":
         usage["trafficType"] = f"ON_DEMAND_{reply.service_tier.upper()}"
     return usage
 
