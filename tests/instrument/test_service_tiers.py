@@ -146,3 +146,58 @@ def test_a_garbage_tier_from_the_provider_never_stops_the_call_being_recorded(
     for event in events(pipeline):
         assert event.usage.service_tier is None
         assert_rated(event, "2.5", "10", "genai-prices@0.2.3:openai/gpt-4o")
+
+
+@pytest.mark.parametrize("as_", ["header", "serviceTier"])
+def test_gemini_api_priority_from_its_header_or_usage_metadata_whole_and_streamed(
+    fake: FakeProvider,
+    base_url: str,
+    pipeline: outlay.Outlay,
+    engine: BudgetEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    as_: Any,
+) -> None:
+    # The Gemini API (ai.google.dev) names the tier in the x-gemini-service-tier header, not the body.
+    model = "gemini-3.8-flash-tts"
+    behaviour = ModelBehaviour(service_tier="priority", gemini_tier_as=as_)
+    monkeypatch.setitem(fake.behaviours, model, behaviour)
+    transport = MeteringTransport(outlay=pipeline, budgets=engine)
+    body = {"contents": [{"role": "user", "parts": [{"text": "Read this aloud, please."}]}]}
+    with httpx2.Client(transport=transport, base_url=base_url + "/v1beta") as client:
+        whole = client.post(f"/models/{model}:generateContent", json=body)
+        with client.stream(
+            "POST", f"/models/{model}:streamGenerateContent", params={"alt": "sse"}, json=body
+        ) as stream:
+            stream.read()
+    assert "trafficType" not in whole.json()["usageMetadata"]
+    if as_ == "header":
+        assert whole.headers["x-gemini-service-tier"] == stream.headers["x-gemini-service-tier"] == "priority"
+        assert "serviceTier" not in whole.json()["usageMetadata"]
+    for event in events(pipeline):
+        assert event.usage.service_tier == "priority" and event.usage.complete
+        # $0.90 / $16.20 per million until 2027, not the standard $0.50 / $9
+        assert_rated(event, "0.9", "16.2", f"genai-prices@0.2.3:google/{model}@2026-10-15#priority")
+
+
+@pytest.mark.parametrize("tier", [None, "PRIORITY!", "priority, flex"], ids=["standard", "bang", "list"])
+def test_gemini_api_header_standard_or_garbage_is_rated_at_standard(
+    fake: FakeProvider,
+    base_url: str,
+    pipeline: outlay.Outlay,
+    engine: BudgetEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    tier: str | None,
+) -> None:
+    model = "gemini-3.8-flash-tts"
+    monkeypatch.setitem(fake.behaviours, model, ModelBehaviour(service_tier=tier, gemini_tier_as="header"))
+    transport = MeteringTransport(outlay=pipeline, budgets=engine)
+    body = {"contents": [{"role": "user", "parts": [{"text": "Read this aloud, please."}]}]}
+    with httpx2.Client(transport=transport, base_url=base_url + "/v1beta") as client:
+        whole = client.post(f"/models/{model}:generateContent", json=body)
+        client.post(f"/models/{model}:streamGenerateContent", params={"alt": "sse"}, json=body)
+    assert whole.headers["x-gemini-service-tier"] == (tier or "standard")
+    recorded = events(pipeline)
+    assert len(recorded) == 2
+    for event in recorded:
+        assert event.usage.service_tier is None and event.usage.complete
+        assert_rated(event, "0.5", "9", f"genai-prices@0.2.3:google/{model}")

@@ -215,7 +215,7 @@ class SyncTransportMixin:
             raise
         _mark(call, response)
         if call.stream and response.status_code < 300:
-            response.stream = self._stream_class(response.stream, call.stream_meter())
+            response.stream = self._stream_class(response.stream, call.stream_meter(response.headers))
             return response
         try:
             raw = b"".join(response.stream)
@@ -226,7 +226,7 @@ class SyncTransportMixin:
             response.stream.close()
         response.stream = self._lib.ByteStream(raw)
         try:
-            call.answered(response.status_code, _decoded(self._lib, response.headers, raw))
+            call.answered(response.status_code, _decoded(self._lib, response.headers, raw), response.headers)
         except OutlayError as exc:
             _unretried(exc, request)
         return response
@@ -252,7 +252,7 @@ class AsyncTransportMixin:
             raise
         _mark(call, response)
         if call.stream and response.status_code < 300:
-            response.stream = self._stream_class(response.stream, call.stream_meter())
+            response.stream = self._stream_class(response.stream, call.stream_meter(response.headers))
             return response
         try:
             raw = b"".join([chunk async for chunk in response.stream])
@@ -263,7 +263,12 @@ class AsyncTransportMixin:
             await response.stream.aclose()
         response.stream = self._lib.ByteStream(raw)
         try:
-            await _off_loop(call.answered, response.status_code, _decoded(self._lib, response.headers, raw))
+            await _off_loop(
+                call.answered,
+                response.status_code,
+                _decoded(self._lib, response.headers, raw),
+                response.headers,
+            )
         except OutlayError as exc:
             _unretried(exc, request)
         return response

@@ -130,9 +130,10 @@ class MeteredCall:
     def downgraded_from(self) -> str | None:
         return self.metered.requested_model if self.metered.downgraded else None
 
-    def answered(self, status: int, content: bytes | None) -> None:
+    def answered(self, status: int, content: bytes | None, headers: Mapping[str, str] | None = None) -> None:
         """A whole answer came back: record its usage (``content`` is the decoded body, ``None``
-        when it could not be decoded) and settle — before the SDK sees the response."""
+        when it could not be decoded; ``headers`` the answer's, where the Gemini API names the
+        tier that served it) and settle — before the SDK sees the response."""
         if status >= 300:  # an error, or a redirect (the client sends the call again, metered anew)
             self.metered.fail(_NOTHING)
             return
@@ -140,7 +141,7 @@ class MeteredCall:
         try:
             if content is None:
                 raise InvalidUsage("the response body could not be decoded", field="body")
-            parsed = _parse(self.endpoint.wire, content, self.endpoint.api)
+            parsed = _parse(self.endpoint.wire, content, self.endpoint.api, headers=headers)
         except InvalidUsage as exc:
             usage = Usage(complete=False, reason=f"no readable usage in the response ({exc})")
         else:
@@ -159,8 +160,8 @@ class MeteredCall:
         else:
             self.metered.fail(_NOTHING)
 
-    def stream_meter(self) -> StreamMeter:
-        return StreamMeter(self)
+    def stream_meter(self, headers: Mapping[str, str] | None = None) -> StreamMeter:
+        return StreamMeter(self, headers)
 
 
 class StreamMeter:
@@ -168,9 +169,9 @@ class StreamMeter:
 
     __slots__ = ("_accumulator", "_call", "_ended", "_filter")
 
-    def __init__(self, call: MeteredCall) -> None:
+    def __init__(self, call: MeteredCall, headers: Mapping[str, str] | None = None) -> None:
         self._call = call
-        self._accumulator = stream_accumulator(call.endpoint.wire, call.endpoint.api)
+        self._accumulator = stream_accumulator(call.endpoint.wire, call.endpoint.api, headers=headers)
         self._filter = UsageChunkFilter() if call.hide_usage else None
         self._ended = threading.Lock()
 
