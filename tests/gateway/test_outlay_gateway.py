@@ -19,7 +19,7 @@ from outlay.context import CostContext, inject
 from outlay.events import CostEvent
 from outlay.gateway import Gateway, OutlayHooks
 from outlay.keys import InMemoryKeyStore
-from outlay.testing import FakeProvider, count_input_tokens
+from outlay.testing import FakeProvider, ModelBehaviour, count_input_tokens
 
 from .conftest import Stack
 
@@ -399,3 +399,53 @@ def test_a_priority_call_through_the_gateway_costs_the_priority_price(stack: Sta
     assert event.price_version == "genai-prices@0.2.3:openai/gpt-4o@2026-10-12#priority"
     if not stream:
         assert raw_answer.headers["x-outlay-cost"] == money_str(event.cost)
+
+
+GEMINI_TTS = "gemini-3.8-flash-tts"  # genai-prices 0.2.3 prices its Gemini API tiers
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize(
+    ("sent", "tier", "per_in", "per_out", "version"),
+    [
+        # $0.90 / $16.20 per million until 2027 (standard: $0.50 / $9)
+        (
+            "priority",
+            "priority",
+            "0.9",
+            "16.2",
+            f"genai-prices@0.2.3:google/{GEMINI_TTS}@2026-10-15#priority",
+        ),
+        (None, None, "0.5", "9", f"genai-prices@0.2.3:google/{GEMINI_TTS}"),
+        ("PRIORITY!", None, "0.5", "9", f"genai-prices@0.2.3:google/{GEMINI_TTS}"),
+    ],
+    ids=["priority", "standard", "garbage"],
+)
+def test_a_gemini_call_is_rated_at_the_tier_its_header_names(
+    stack: Stack,
+    fake: FakeProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    stream: bool,
+    sent: str | None,
+    tier: str | None,
+    per_in: str,
+    per_out: str,
+    version: str,
+) -> None:
+    # Gemini's OpenAI-compatible endpoint: no service_tier in the body, the tier in x-gemini-service-tier.
+    behaviour = ModelBehaviour(service_tier=sent, gemini_tier_as="header")
+    monkeypatch.setitem(fake.behaviours, GEMINI_TTS, behaviour)
+    client = stack.openai()
+    if stream:
+        list(client.chat.completions.create(model=GEMINI_TTS, messages=MESSAGES, stream=True))  # type: ignore[arg-type]
+    else:
+        raw = client.chat.completions.with_raw_response.create(model=GEMINI_TTS, messages=MESSAGES)  # type: ignore[arg-type]
+        assert raw.parse().service_tier is None
+    assert fake.requests[-1].path == "/v1beta/openai/chat/completions"
+    event = _only(stack)
+    usage = Usage(
+        input_tokens=count_input_tokens({"messages": MESSAGES}), output_tokens=16, service_tier=tier
+    )
+    assert event.provider == "google" and event.usage == usage
+    assert event.cost == (Decimal(per_in) * usage.input_tokens + Decimal(per_out) * 16) / 1_000_000
+    assert event.price_version == version

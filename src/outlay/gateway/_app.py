@@ -387,7 +387,7 @@ class Gateway:
                 settlement = await complete(error.status, None, model=None, error=str(error))
                 await self._send_error(send, error, dialect, _outlay_headers(settlement, admission))
                 return
-            usage, model, response_id = read_response(wire, content, call.api)
+            usage, model, response_id = read_response(wire, content, call.api, upstream_headers)
             settlement = await complete(response.status, usage, model=model, response_id=response_id)
             out = {
                 "content-type": upstream_headers.get("content-type", "application/json"),
@@ -418,7 +418,7 @@ class Gateway:
             exchange.complete,
         )
         receive = exchange.receive
-        accumulator = stream_accumulator(wire, admission.call.api)
+        accumulator = stream_accumulator(wire, admission.call.api, headers=response.headers)
         events = HiddenUsageFilter(hide=hide_usage)
         done = b""  # OpenAI's closing [DONE], held until the call is recorded
         headers = {
