@@ -40,6 +40,70 @@ async def test_login_by_query_sets_an_httponly_cookie_and_drops_the_token_from_t
     assert QUOKKA not in page.text
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},  # a sibling subdomain is another site's code too
+        {"Sec-Fetch-Site": "cross-site", "Origin": "http://dash"},  # the browser's word wins
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},  # a sandboxed frame, or a page under no-referrer
+        {"Origin": "https://dash"},  # our host, but not our scheme
+        {"Origin": "http://dash:8080"},
+        {"Origin": "garbage"},
+    ],
+)
+async def test_a_login_form_another_site_sends_is_refused(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    # An auto-submitting form on another site, with the attacker's own (valid) token: the victim's
+    # browser must not end up in the attacker's tenant.
+    r = await client.post(
+        "/dashboard/login", data={"token": QUOKKA, "next": "/dashboard/tenant"}, headers=headers
+    )
+    assert r.status_code == 403 and "set-cookie" not in r.headers
+    assert "<h1>Login refused</h1>" in r.text and "another web site" in r.text
+    assert r.headers["x-frame-options"] == "DENY"
+    assert (await client.get("/dashboard/tenant", params=WINDOW)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "same-origin", "Origin": "http://dash"},
+        {"Sec-Fetch-Site": "same-origin", "Origin": "null"},  # a form under no-referrer
+        # Behind a proxy that rewrites Host, the browser's Sec-Fetch-Site still says who sent it.
+        {"Sec-Fetch-Site": "same-origin", "Origin": "https://dashboard.example.com"},
+        {"Sec-Fetch-Site": "none"},  # typed or bookmarked by the user
+        {"Origin": "http://dash"},  # plain HTTP to a non-local host: no Sec-Fetch-Site
+        {"Origin": "http://DASH:80"},
+        {},  # a script or curl: no browser, nobody else's site
+    ],
+)
+async def test_a_login_form_from_the_dashboard_itself_logs_in(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    r = await client.post(
+        "/dashboard/login", data={"token": QUOKKA, "next": "/dashboard/tenant"}, headers=headers
+    )
+    assert r.status_code == 303 and "outlay_dashboard=" in r.headers["set-cookie"]
+    assert (await client.get("/dashboard/tenant", params=WINDOW)).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/dashboard/login", "/dashboard/finance"])
+async def test_login_pages_cannot_be_framed_and_send_their_own_origin(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    for r in (await client.get(path), await client.get("/dashboard/login", params={"next": path})):
+        assert 'name="token"' in r.text
+        assert r.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        # Not no-referrer: under it the form's POST has "Origin: null", refused over plain HTTP
+        # where no Sec-Fetch-Site is sent; strict-origin never sends a path, so never the token.
+        assert r.headers["referrer-policy"] == "strict-origin"
+        assert '<meta name="referrer" content="strict-origin">' in r.text
+
+
 async def test_login_by_form_post_then_logout(client: httpx.AsyncClient) -> None:
     r = await client.post("/dashboard/login", data={"token": ADMIN, "next": "/dashboard/finance"})
     assert (r.status_code, r.headers["location"]) == (303, "/dashboard/finance")
@@ -69,6 +133,8 @@ async def test_a_wrong_token_at_login_sets_no_cookie(client: httpx.AsyncClient) 
 )
 async def test_login_never_redirects_off_the_dashboard(client: httpx.AsyncClient, target: str) -> None:
     r = await client.get("/dashboard/login", params={"token": ADMIN, "next": target})
+    assert r.status_code == 303 and r.headers["location"] == "/dashboard"
+    r = await client.post("/dashboard/login", data={"token": ADMIN, "next": target})
     assert r.status_code == 303 and r.headers["location"] == "/dashboard"
 
 

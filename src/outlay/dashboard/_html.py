@@ -9,7 +9,16 @@ from html import escape
 from typing import Any, Final
 from urllib.parse import urlencode
 
-__all__ = ["Link", "login_page", "message_page", "page", "table", "url"]
+__all__ = [
+    "LOGIN_REFERRER",
+    "Link",
+    "login_page",
+    "message_page",
+    "page",
+    "refused_login_page",
+    "table",
+    "url",
+]
 
 _CSS: Final = """
 *{box-sizing:border-box}body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2430;background:#f5f6f8}
@@ -37,7 +46,14 @@ def url(path: str, params: Mapping[str, str | None]) -> str:
     return f"{path}?{urlencode(kept)}" if kept else path
 
 
-def page(title: str, body: str, *, who: str | None = None, nav: Sequence[tuple[str, str]] = ()) -> str:
+def page(
+    title: str,
+    body: str,
+    *,
+    who: str | None = None,
+    nav: Sequence[tuple[str, str]] = (),
+    referrer: str = "no-referrer",
+) -> str:
     links = "".join(f'<a href="{escape(href)}">{escape(text)}</a>' for text, href in nav)
     user = ""
     if who is not None:
@@ -48,7 +64,7 @@ def page(title: str, body: str, *, who: str | None = None, nav: Sequence[tuple[s
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        '<meta name="referrer" content="no-referrer">'
+        f'<meta name="referrer" content="{escape(referrer)}">'
         f"<title>{escape(title)} · outlay</title><style>{_CSS}</style></head><body>"
         f"<header><strong>outlay</strong>{links}{user}</header><main><h1>{escape(title)}</h1>{body}</main>"
         "</body></html>"
@@ -103,6 +119,13 @@ def message_page(title: str, message: str, *, field: str | None = None, back: st
     return page(title, body)
 
 
+#: The referrer policy of every page holding a login form. Not ``no-referrer``: under it a browser
+#: sends ``Origin: null`` with the form's POST, and where it sends no ``Sec-Fetch-Site`` (plain HTTP
+#: to a host other than localhost) that is what a cross-site form sends too, so the login would be
+#: refused. ``strict-origin`` sends our origin and never a path or query (so never a token).
+LOGIN_REFERRER: Final = "strict-origin"
+
+
 def login_page(message: str | None = None, *, next_path: str = "/dashboard") -> str:
     note = f'<p class="error">{escape(message)}</p>' if message else ""
     body = (
@@ -113,4 +136,13 @@ def login_page(message: str | None = None, *, next_path: str = "/dashboard") -> 
         '<label>Token<input type="password" name="token" autocomplete="off" size="48" required></label>'
         '<button type="submit">Log in</button></form></section>'
     )
-    return page("Log in", body)
+    return page("Log in", body, referrer=LOGIN_REFERRER)
+
+
+def refused_login_page() -> str:
+    body = (
+        '<section><p class="error">This login was sent by another web site, so it was refused: a site '
+        "could otherwise log your browser in to an account of its choosing.</p>"
+        '<p>To log in, open <a href="/dashboard/login">the login page</a> and paste your token.</p></section>'
+    )
+    return page("Login refused", body)

@@ -2,9 +2,11 @@
 
 Authentication uses the API's tokens: an ``Authorization: Bearer`` header, or — for a browser — the
 ``outlay_dashboard`` cookie set by ``/dashboard/login``. The login takes the token from a POSTed form
-or, once, from ``?token=`` and immediately redirects to a URL without it, so the token does not stay
-in the address bar, history or Referer. The cookie is HttpOnly and SameSite=Strict (Secure over
-HTTPS); every dashboard page is a read-only GET, so there is nothing for another site to forge.
+— refused when another site sent it (see :func:`_sent_by_another_site`), or any site could log its
+visitors in to the site's own tenant (login CSRF) — or, once, from ``?token=`` and immediately
+redirects to a URL without it, so the token does not stay in the address bar, history or Referer.
+The cookie is HttpOnly and SameSite=Strict (Secure over
+HTTPS); every dashboard page is a read-only GET, so there is nothing else for another site to forge.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from outlay.api._params import Query
 
 from ._context import PAGE_PARAMS, Context
 from ._finance_view import finance_view
-from ._html import login_page, message_page
+from ._html import LOGIN_REFERRER, login_page, message_page, refused_login_page
 from ._tenant_view import tenant_view
 
 __all__ = ["COOKIE", "dashboard_routes"]
@@ -34,19 +36,31 @@ __all__ = ["COOKIE", "dashboard_routes"]
 COOKIE: Final = "outlay_dashboard"
 _MAX_FORM: Final = 4096
 _EXPORT_PATH: Final = "/api/v1/tenants/{tenant}/export.csv"
-# Nothing may be fetched from anywhere: no script at all, styles only inline, forms only to us.
+# Nothing may be fetched from anywhere: no script at all, styles only inline, forms only to us; no
+# page in a frame (X-Frame-Options for browsers without frame-ancestors), so no button of ours can be
+# clickjacked.
 _HEADERS: Final = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+_LOGIN_HEADERS: Final = {**_HEADERS, "Referrer-Policy": LOGIN_REFERRER}
+# Sec-Fetch-Site values of a request the dashboard itself (or the user, typing or from a bookmark) made.
+_OWN_SITE: Final = frozenset({"same-origin", "none"})
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _log = logging.getLogger("outlay.dashboard")
 
 
 def _html(body: str, status: int = 200) -> HTMLResponse:
     return HTMLResponse(body, status_code=status, headers=_HEADERS)
+
+
+def _login_html(body: str, status: int = 200) -> HTMLResponse:
+    """A page with a login form (see ``LOGIN_REFERRER``)."""
+    return HTMLResponse(body, status_code=status, headers=_LOGIN_HEADERS)
 
 
 def _principal(request: Request) -> Principal:
@@ -67,7 +81,7 @@ def _context(request: Request, principal: Principal) -> Context:
 
 def _error_page(exc: Exception, request: Request) -> Response:
     if isinstance(exc, Unauthenticated):
-        response = _html(login_page(exc.message, next_path=_safe_next(request.url.path)), 401)
+        response = _login_html(login_page(exc.message, next_path=_safe_next(request.url.path)), 401)
         if request.cookies.get(COOKIE):  # a stale or revoked token: forget it
             response.delete_cookie(COOKIE, path="/dashboard")
         return response
@@ -130,23 +144,59 @@ def _safe_next(raw: str | None) -> str:
     return raw
 
 
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:  # a port that is not a number
+        return None
+    if not parts.scheme or not parts.hostname:
+        return None
+    return parts.scheme.lower(), parts.hostname.lower(), port
+
+
+def _sent_by_another_site(request: Request) -> str | None:
+    """Why a login POST must be refused as sent by another site, or ``None`` if it may be ours.
+
+    ``Sec-Fetch-Site`` first: the browser sets it, a site cannot, and a reverse proxy passes it on
+    unchanged (browsers send it over HTTPS and to localhost). Without it, the ``Origin`` must be
+    our own — as this server sees itself, so a proxy that rewrites ``Host`` or terminates TLS
+    without ``X-Forwarded-Proto`` makes a same-origin form look foreign (docs/dashboard.md). No
+    header at all is not a browser's form (a script, curl), which another site cannot make send a
+    request from its visitor's browser."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return None if site.strip().lower() in _OWN_SITE else f"Sec-Fetch-Site: {site}"
+    origin = request.headers.get("origin")
+    if origin is None:
+        return None
+    own = _origin(str(request.url))
+    if own is None or _origin(origin) != own:
+        return f"Origin: {origin} (this server is {request.url.scheme}://{request.url.netloc})"
+    return None
+
+
 async def _login(request: Request) -> Response:
     if request.method == "POST":
+        why = _sent_by_another_site(request)
+        if why is not None:
+            _log.warning("refused a dashboard login sent by another site (%s)", why)
+            return _html(refused_login_page(), 403)
         body = await request.body()
         if len(body) > _MAX_FORM:
-            return _html(login_page("the form is too large"), 400)
+            return _login_html(login_page("the form is too large"), 400)
         form = dict(parse_qsl(body.decode("utf-8", "replace")))
     else:
         form = dict(request.query_params)
     target = _safe_next(form.get("next"))
     token = (form.get("token") or "").strip()
     if not token:
-        return _html(login_page(next_path=target))
+        return _login_html(login_page(next_path=target))
     tokens: ApiTokens = request.app.state.tokens
     try:
         tokens.authenticate(f"Bearer {token}")
     except Unauthenticated as exc:
-        return _html(login_page(exc.message, next_path=target), 401)
+        return _login_html(login_page(exc.message, next_path=target), 401)
     response = RedirectResponse(
         target, 303, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
     )
