@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+import re
+
 import httpx
 import pytest
 
@@ -24,20 +27,44 @@ async def test_an_unknown_token_is_401_and_shows_nothing(client: httpx.AsyncClie
     assert r.status_code == 401 and "zanzibar" not in r.text
 
 
-async def test_login_by_query_sets_an_httponly_cookie_and_drops_the_token_from_the_url(
+async def test_a_login_link_asks_before_logging_in_and_the_form_drops_the_token_from_the_url(
     client: httpx.AsyncClient,
 ) -> None:
-    r = await client.get(
-        "/dashboard/login", params={"token": QUOKKA, "next": "/dashboard/tenant?from=2026-03-01"}
-    )
+    target = "/dashboard/tenant?from=2026-03-01"
+    r = await client.get("/dashboard/login", params={"token": QUOKKA, "next": target})
+    # Following the link logs nobody in: it asks, naming the account.
+    assert r.status_code == 200 and "set-cookie" not in r.headers
+    assert "as <strong>tenant quokka-labs (quokka-labs-app)</strong>?" in r.text
+    assert r.headers["cache-control"] == "no-store"
+    assert (await client.get("/dashboard/tenant", params=WINDOW)).status_code == 401
+    # The one button POSTs the token and next back to the login, in hidden fields; no link of the
+    # page carries the token.
+    form = re.search(r'<form method="post" action="/dashboard/login"[^>]*>(.*?)</form>', r.text)
+    assert form is not None and form.group(1).count("<button") == 1
+    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', form.group(1)))
+    assert fields == {"token": QUOKKA, "next": html.escape(target)}
+    assert all(QUOKKA not in href for href in re.findall(r'(?:href|action|src)="([^"]*)"', r.text))
+
+    r = await client.post("/dashboard/login", data={**fields, "next": target})
     assert r.status_code == 303
-    assert r.headers["location"] == "/dashboard/tenant?from=2026-03-01"
-    assert QUOKKA not in r.headers["location"]
+    assert r.headers["location"] == target
     cookie = r.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/dashboard" in cookie
     page = await client.get("/dashboard/tenant", params=WINDOW)  # the client keeps the cookie
     assert page.status_code == 200 and "hop-summarize" in page.text
     assert QUOKKA not in page.text
+
+
+async def test_a_login_link_for_the_admin_says_so(client: httpx.AsyncClient) -> None:
+    r = await client.get("/dashboard/login", params={"token": ADMIN})
+    assert r.status_code == 200 and "as <strong>admin (finance)</strong>?" in r.text
+    assert 'name="next" value="/dashboard"' in r.text
+
+
+async def test_a_login_link_with_a_wrong_token_is_401_and_asks_nothing(client: httpx.AsyncClient) -> None:
+    r = await client.get("/dashboard/login", params={"token": "wrong-token-0000000000"})
+    assert r.status_code == 401 and "set-cookie" not in r.headers
+    assert "unknown token" in r.text and "wrong-token" not in r.text and "?</p>" not in r.text
 
 
 @pytest.mark.parametrize(
@@ -94,7 +121,8 @@ async def test_a_login_form_from_the_dashboard_itself_logs_in(
 async def test_login_pages_cannot_be_framed_and_send_their_own_origin(
     client: httpx.AsyncClient, path: str
 ) -> None:
-    for r in (await client.get(path), await client.get("/dashboard/login", params={"next": path})):
+    # The confirmation too, which is the page a clickjacker would want in a frame.
+    for r in (await client.get(path), await client.get("/dashboard/login", params={"token": QUOKKA})):
         assert 'name="token"' in r.text
         assert r.headers["x-frame-options"] == "DENY"
         assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
@@ -133,7 +161,7 @@ async def test_a_wrong_token_at_login_sets_no_cookie(client: httpx.AsyncClient) 
 )
 async def test_login_never_redirects_off_the_dashboard(client: httpx.AsyncClient, target: str) -> None:
     r = await client.get("/dashboard/login", params={"token": ADMIN, "next": target})
-    assert r.status_code == 303 and r.headers["location"] == "/dashboard"
+    assert r.status_code == 200 and '<input type="hidden" name="next" value="/dashboard">' in r.text
     r = await client.post("/dashboard/login", data={"token": ADMIN, "next": target})
     assert r.status_code == 303 and r.headers["location"] == "/dashboard"
 

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 __all__ = [
     "LOGIN_REFERRER",
     "Link",
+    "confirm_login_page",
     "login_page",
     "message_page",
     "page",
@@ -134,6 +135,22 @@ def login_page(message: str | None = None, *, next_path: str = "/dashboard") -> 
         '<form method="post" action="/dashboard/login" class="filters">'
         f'<input type="hidden" name="next" value="{escape(next_path)}">'
         '<label>Token<input type="password" name="token" autocomplete="off" size="48" required></label>'
+        '<button type="submit">Log in</button></form></section>'
+    )
+    return page("Log in", body, referrer=LOGIN_REFERRER)
+
+
+def confirm_login_page(who: str, token: str, *, next_path: str) -> str:
+    """What a login link shows: the account it logs in to and one button, which POSTs the token.
+    Following a link must not log a browser in by itself: another site could then log its visitor
+    in to the other site's own tenant (login CSRF), and the visitor would take it for theirs."""
+    body = (
+        f"<section><p>Log in to the outlay dashboard as <strong>{escape(who)}</strong>?</p>"
+        '<p class="muted">Only continue if you asked for this link: whoever made it chose the account, '
+        "and everything you then see and do is in that account.</p>"
+        '<form method="post" action="/dashboard/login" class="filters">'
+        f'<input type="hidden" name="token" value="{escape(token)}">'
+        f'<input type="hidden" name="next" value="{escape(next_path)}">'
         '<button type="submit">Log in</button></form></section>'
     )
     return page("Log in", body, referrer=LOGIN_REFERRER)

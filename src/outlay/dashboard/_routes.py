@@ -1,11 +1,10 @@
 """Dashboard routes, mounted at ``/dashboard`` inside the API app.
 
 Authentication uses the API's tokens: an ``Authorization: Bearer`` header, or — for a browser — the
-``outlay_dashboard`` cookie set by ``/dashboard/login``. The login takes the token from a POSTed form
-— refused when another site sent it (see :func:`_sent_by_another_site`), or any site could log its
-visitors in to the site's own tenant (login CSRF) — or, once, from ``?token=`` and immediately
-redirects to a URL without it, so the token does not stay in the address bar, history or Referer.
-The cookie is HttpOnly and SameSite=Strict (Secure over
+``outlay_dashboard`` cookie set by ``/dashboard/login``. Only a POSTed form from the dashboard itself
+logs a browser in: a POST another site sent is refused (see :func:`_sent_by_another_site`), and a
+link ``?token=`` only shows a confirmation with the form — otherwise any site could log its visitors
+in to the site's own tenant (login CSRF). The cookie is HttpOnly and SameSite=Strict (Secure over
 HTTPS); every dashboard page is a read-only GET, so there is nothing else for another site to forge.
 """
 
@@ -28,7 +27,7 @@ from outlay.api._params import Query
 
 from ._context import PAGE_PARAMS, Context
 from ._finance_view import finance_view
-from ._html import LOGIN_REFERRER, login_page, message_page, refused_login_page
+from ._html import LOGIN_REFERRER, confirm_login_page, login_page, message_page, refused_login_page
 from ._tenant_view import tenant_view
 
 __all__ = ["COOKIE", "dashboard_routes"]
@@ -38,7 +37,7 @@ _MAX_FORM: Final = 4096
 _EXPORT_PATH: Final = "/api/v1/tenants/{tenant}/export.csv"
 # Nothing may be fetched from anywhere: no script at all, styles only inline, forms only to us; no
 # page in a frame (X-Frame-Options for browsers without frame-ancestors), so no button of ours can be
-# clickjacked.
+# clickjacked — the login confirmation's least of all.
 _HEADERS: Final = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -194,9 +193,12 @@ async def _login(request: Request) -> Response:
         return _login_html(login_page(next_path=target))
     tokens: ApiTokens = request.app.state.tokens
     try:
-        tokens.authenticate(f"Bearer {token}")
+        principal = tokens.authenticate(f"Bearer {token}")
     except Unauthenticated as exc:
         return _login_html(login_page(exc.message, next_path=target), 401)
+    if request.method != "POST":  # a link: the user confirms with the form, which POSTs from here
+        who = "admin" if principal.is_admin else f"tenant {principal.tenant}"
+        return _login_html(confirm_login_page(f"{who} ({principal.name})", token, next_path=target))
     response = RedirectResponse(
         target, 303, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
     )
