@@ -150,11 +150,13 @@ def browser() -> Iterator[Browser]:
             driver.kill()
             pytest.fail("chromedriver did not start")
         time.sleep(0.05)
-    instance = Browser(base)
     try:
-        yield instance
-    finally:
-        instance.close()
+        instance = Browser(base)
+        try:
+            yield instance
+        finally:
+            instance.close()
+    finally:  # chromedriver ends the browser it started with the session, then itself
         driver.terminate()
         driver.wait(timeout=10)
 
