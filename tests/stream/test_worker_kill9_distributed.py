@@ -74,9 +74,18 @@ def test_a_worker_killed_twenty_times_mid_batch_loses_and_doubles_nothing(urls: 
     rng = random.Random(7)
     progress = []
     try:
-        for _ in range(KILLS):
+        for kill in range(KILLS):
+            before = ledger.event_count()
             worker = _worker(stream_url, ledger_url)
-            time.sleep(rng.uniform(0.8, 1.4))  # start-up, then somewhere in a read, write or ack
+            if kill % 2:
+                time.sleep(rng.uniform(0.8, 1.4))  # start-up, then somewhere in a read, write or ack
+            else:
+                # once it has written (a loaded machine can take longer than the above to start):
+                # somewhere in its next reads, writes or acks
+                deadline = time.monotonic() + 30
+                while ledger.event_count() == before and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(rng.uniform(0.0, 0.4))
             worker.send_signal(signal.SIGKILL)
             worker.communicate(timeout=30)
             assert worker.returncode == -signal.SIGKILL, "the worker exited before it was killed"
