@@ -486,3 +486,16 @@ def test_the_metered_clients_go_through_the_environments_proxy_as_the_sdks_do(
         client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
     [event] = events(pipeline)
     assert event.tenant_id == "acme" and event.priced and event.usage.input_tokens > 0
+
+
+def test_n_choices_are_held_for_each_choice_so_a_hard_limit_refuses_what_it_cannot_cover(
+    fake: FakeProvider, openai_sdk: openai.OpenAI, pipeline: outlay.Outlay
+) -> None:
+    # One choice of 50 output tokens at gpt-4o prices is held ~$0.00057 (as above); three choices
+    # can produce three times the output, ~$0.0016, which a $0.001 limit cannot cover. Held as one
+    # choice, the call was sent and concurrent such calls could pass the limit by the difference.
+    with outlay.attribute(tenant="acme"), outlay.run("agent", budget=Budget(limit="0.001")):
+        with pytest.raises(outlay.BudgetExceeded):
+            openai_sdk.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=50, n=3)
+        openai_sdk.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=50, n=1)
+    assert len(fake.requests) == 1  # only the single-choice call reached the provider

@@ -96,8 +96,7 @@ def max_output_tokens(api: str, body: dict[str, Any], default: int) -> int:
         found = _count(config.get("maxOutputTokens")) if isinstance(config, dict) else None
         return default if found is None else found
     names = ("max_output_tokens",) if api == "responses" else ("max_completion_tokens", "max_tokens")
-    for name in names:
-        found = _count(body.get(name))
-        if found is not None:
-            return found
-    return default
+    limit = next((found for name in names if (found := _count(body.get(name))) is not None), default)
+    choices = _count(body.get("n")) if api == "chat" else None
+    # Each of n chat choices may produce the limit: held as one, a hard limit could be overshot.
+    return limit * choices if choices is not None and choices > 1 else limit
