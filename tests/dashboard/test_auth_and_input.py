@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import html
 import re
+import time
+from urllib.parse import urlencode
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
-from .conftest import ADMIN, TOKENS_BY_TENANT, WINDOW, auth
+from outlay.api._auth import ApiTokens
+from outlay.dashboard import _routes
+
+from .conftest import ADMIN, TOKENS, TOKENS_BY_TENANT, WINDOW, auth
 
 QUOKKA = TOKENS_BY_TENANT["quokka-labs"]
 
@@ -27,44 +33,142 @@ async def test_an_unknown_token_is_401_and_shows_nothing(client: httpx.AsyncClie
     assert r.status_code == 401 and "zanzibar" not in r.text
 
 
-async def test_a_login_link_asks_before_logging_in_and_the_form_drops_the_token_from_the_url(
-    client: httpx.AsyncClient,
-) -> None:
+async def _follow_link(client: httpx.AsyncClient, token: str, target: str = "/dashboard") -> httpx.Response:
+    """Open a login link: the redirect it answers, then the confirmation it leads to."""
+    r = await client.get("/dashboard/login", params={"token": token, "next": target})
+    assert r.status_code == 303
+    return await client.get(r.headers["location"])
+
+
+def _hidden_fields(page: str) -> dict[str, str]:
+    form = re.search(r'<form method="post" action="/dashboard/login"[^>]*>(.*?)</form>', page)
+    assert form is not None and form.group(1).count("<button") == 1
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', form.group(1)))
+
+
+async def test_a_login_link_parks_its_token_and_asks_at_a_url_without_it(client: httpx.AsyncClient) -> None:
     target = "/dashboard/tenant?from=2026-03-01"
     r = await client.get("/dashboard/login", params={"token": QUOKKA, "next": target})
-    # Following the link logs nobody in: it asks, naming the account.
+    # A redirect, which replaces the link in the tab's history, to a URL without the token; the
+    # token waits in a cookie only the login receives. Nobody is logged in yet.
+    assert r.status_code == 303
+    assert r.headers["location"] == "/dashboard/login?" + urlencode({"confirm": "1", "next": target})
+    assert r.headers["cache-control"] == "no-store" and r.headers["referrer-policy"] == "no-referrer"
+    (parked,) = r.headers.get_list("set-cookie")
+    assert parked.startswith("outlay_login=") and QUOKKA in parked
+    assert "HttpOnly" in parked and "SameSite=lax" in parked and "Path=/dashboard/login" in parked
+    # A session cookie: a browser writes a cookie with an expiry to disk. The server keeps the time.
+    assert "max-age" not in parked.lower() and "expires" not in parked.lower()
+    assert (await client.get("/dashboard/tenant", params=WINDOW)).status_code == 401
+
+    r = await client.get(r.headers["location"])
+    # The confirmation names the account; its one button POSTs a nonce, never the token, and
+    # nothing on the page carries the token.
     assert r.status_code == 200 and "set-cookie" not in r.headers
     assert "as <strong>tenant quokka-labs (quokka-labs-app)</strong>?" in r.text
     assert r.headers["cache-control"] == "no-store"
+    assert QUOKKA not in r.text
+    fields = _hidden_fields(r.text)
+    assert set(fields) == {"pending", "next"} and fields["next"] == html.escape(target)
     assert (await client.get("/dashboard/tenant", params=WINDOW)).status_code == 401
-    # The one button POSTs the token and next back to the login, in hidden fields; no link of the
-    # page carries the token.
-    form = re.search(r'<form method="post" action="/dashboard/login"[^>]*>(.*?)</form>', r.text)
-    assert form is not None and form.group(1).count("<button") == 1
-    fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)">', form.group(1)))
-    assert fields == {"token": QUOKKA, "next": html.escape(target)}
-    assert all(QUOKKA not in href for href in re.findall(r'(?:href|action|src)="([^"]*)"', r.text))
 
     r = await client.post("/dashboard/login", data={**fields, "next": target})
-    assert r.status_code == 303
-    assert r.headers["location"] == target
-    cookie = r.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/dashboard" in cookie
+    assert r.status_code == 303 and r.headers["location"] == target
+    session, cleared = sorted(r.headers.get_list("set-cookie"))
+    assert session.startswith("outlay_dashboard=")
+    assert "HttpOnly" in session and "SameSite=strict" in session and "Path=/dashboard;" in session
+    assert cleared.startswith('outlay_login=""') and "Path=/dashboard/login" in cleared
     page = await client.get("/dashboard/tenant", params=WINDOW)  # the client keeps the cookie
     assert page.status_code == 200 and "hop-summarize" in page.text
     assert QUOKKA not in page.text
+    # The parked login is used up: pressing the button again (back, resubmit) asks for the link.
+    again = await client.post("/dashboard/login", data=fields)
+    assert again.status_code == 401 and "expired or was already used" in again.text
 
 
 async def test_a_login_link_for_the_admin_says_so(client: httpx.AsyncClient) -> None:
-    r = await client.get("/dashboard/login", params={"token": ADMIN})
+    r = await _follow_link(client, ADMIN)
     assert r.status_code == 200 and "as <strong>admin (finance)</strong>?" in r.text
     assert 'name="next" value="/dashboard"' in r.text
 
 
-async def test_a_login_link_with_a_wrong_token_is_401_and_asks_nothing(client: httpx.AsyncClient) -> None:
-    r = await client.get("/dashboard/login", params={"token": "wrong-token-0000000000"})
+async def test_a_login_link_with_a_wrong_token_parks_nothing_and_keeps_no_token_in_the_url(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.get("/dashboard/login", params={"token": "wrong-token-0000000000", "next": "/dashboard"})
+    assert r.status_code == 303 and "wrong-token" not in r.headers["location"]
+    assert "outlay_login" not in client.cookies
+    r = await client.get(r.headers["location"])
     assert r.status_code == 401 and "set-cookie" not in r.headers
     assert "unknown token" in r.text and "wrong-token" not in r.text and "?</p>" not in r.text
+    assert 'type="password" name="token"' in r.text  # the form, to paste the right one
+    # The message is chosen by name: the URL cannot put words of its own on the page.
+    r = await client.get("/dashboard/login", params={"error": "your account is locked, call +1 555"})
+    assert r.status_code == 200 and "555" not in r.text
+
+
+async def test_a_confirmation_without_its_parked_login_asks_to_open_the_link_again(
+    client: httpx.AsyncClient,
+) -> None:
+    r = await client.get("/dashboard/login", params={"confirm": "1", "next": "/dashboard/tenant"})
+    assert r.status_code == 401 and "expired or was already used" in r.text
+    assert "Open the link again, or paste the token" in r.text and 'name="pending"' not in r.text
+    assert 'name="next" value="/dashboard/tenant"' in r.text  # the form still leads there
+    r = await client.post("/dashboard/login", data={"pending": "anything", "next": "/dashboard"})
+    assert r.status_code == 401 and "expired or was already used" in r.text
+    assert "set-cookie" not in r.headers
+    # A cookie that is not a parked login (tampered, or from an older version) is no login either.
+    client.cookies.set("outlay_login", QUOKKA, path="/dashboard/login")
+    r = await client.get("/dashboard/login", params={"confirm": "1"})
+    assert r.status_code == 401 and "expired" in r.text and 'outlay_login=""' in r.headers["set-cookie"]
+
+
+async def test_a_parked_login_expires_after_five_minutes(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start = time.time()
+    monkeypatch.setattr(_routes, "_now", lambda: start)
+    page = await _follow_link(client, QUOKKA)
+    fields = _hidden_fields(page.text)
+    monkeypatch.setattr(_routes, "_now", lambda: start + 299)
+    assert "as <strong>tenant quokka-labs" in (await client.get("/dashboard/login?confirm=1")).text
+    monkeypatch.setattr(_routes, "_now", lambda: start + 301)
+    r = await client.post("/dashboard/login", data=fields)
+    assert r.status_code == 401 and "good for 5 minutes" in r.text
+    assert "outlay_dashboard=" not in r.headers["set-cookie"]  # only the parked login cleared
+    assert (await client.get("/dashboard/tenant", params=WINDOW)).status_code == 401
+
+
+async def test_a_parked_token_revoked_before_the_button_logs_nobody_in(
+    app: Starlette, client: httpx.AsyncClient
+) -> None:
+    fields = _hidden_fields((await _follow_link(client, QUOKKA)).text)
+    # The tokens file changed: quokka's token is gone.
+    app.state.tokens = ApiTokens.from_entries([t for t in TOKENS if t["token"] != QUOKKA])
+    r = await client.post("/dashboard/login", data=fields)
+    assert r.status_code == 401 and "unknown token" in r.text
+    assert "outlay_login" not in client.cookies and "outlay_dashboard" not in client.cookies
+    r = await _follow_link(client, QUOKKA)  # the link itself, opened again
+    assert r.status_code == 401 and "unknown token" in r.text and "outlay_login" not in client.cookies
+
+
+async def test_a_confirmation_logs_in_only_as_the_account_it_named(client: httpx.AsyncClient) -> None:
+    # The user's page names quokka; then another link (another site's, in another tab) parks
+    # zanzibar's token. The quokka page's button must not log in as zanzibar.
+    fields = _hidden_fields((await _follow_link(client, QUOKKA)).text)
+    await client.get("/dashboard/login", params={"token": TOKENS_BY_TENANT["zanzibar-co"]})
+    r = await client.post("/dashboard/login", data=fields)
+    assert r.status_code == 401 and "Another login link was opened" in r.text
+    assert "outlay_dashboard=" not in r.headers["set-cookie"] and "outlay_login" not in client.cookies
+    assert (await client.get("/dashboard/tenant", params=WINDOW)).status_code == 401
+
+
+async def test_another_sites_post_of_a_parked_login_is_refused(client: httpx.AsyncClient) -> None:
+    # Another site's link parked its token here; its auto-submitting form cannot press the button.
+    fields = _hidden_fields((await _follow_link(client, QUOKKA)).text)
+    r = await client.post("/dashboard/login", data=fields, headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403 and "set-cookie" not in r.headers
+    assert (await client.get("/dashboard/tenant", params=WINDOW)).status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -122,8 +226,8 @@ async def test_login_pages_cannot_be_framed_and_send_their_own_origin(
     client: httpx.AsyncClient, path: str
 ) -> None:
     # The confirmation too, which is the page a clickjacker would want in a frame.
-    for r in (await client.get(path), await client.get("/dashboard/login", params={"token": QUOKKA})):
-        assert 'name="token"' in r.text
+    for r in (await client.get(path), await _follow_link(client, QUOKKA)):
+        assert '<form method="post" action="/dashboard/login"' in r.text
         assert r.headers["x-frame-options"] == "DENY"
         assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
         # Not no-referrer: under it the form's POST has "Origin: null", refused over plain HTTP
@@ -160,7 +264,7 @@ async def test_a_wrong_token_at_login_sets_no_cookie(client: httpx.AsyncClient) 
     ],
 )
 async def test_login_never_redirects_off_the_dashboard(client: httpx.AsyncClient, target: str) -> None:
-    r = await client.get("/dashboard/login", params={"token": ADMIN, "next": target})
+    r = await _follow_link(client, ADMIN, target)
     assert r.status_code == 200 and '<input type="hidden" name="next" value="/dashboard">' in r.text
     r = await client.post("/dashboard/login", data={"token": ADMIN, "next": target})
     assert r.status_code == 303 and r.headers["location"] == "/dashboard"

@@ -140,16 +140,18 @@ def login_page(message: str | None = None, *, next_path: str = "/dashboard") -> 
     return page("Log in", body, referrer=LOGIN_REFERRER)
 
 
-def confirm_login_page(who: str, token: str, *, next_path: str) -> str:
-    """What a login link shows: the account it logs in to and one button, which POSTs the token.
-    Following a link must not log a browser in by itself: another site could then log its visitor
-    in to the other site's own tenant (login CSRF), and the visitor would take it for theirs."""
+def confirm_login_page(who: str, pending: str, *, next_path: str) -> str:
+    """What a login link leads to: the account it logs in to and one button, which POSTs the
+    parked login's ``pending`` nonce (the token stays in its cookie; the nonce makes sure the login
+    is the one this page named). Following a link must not log a browser in by itself: another
+    site could then log its visitor in to the other site's own tenant (login CSRF), and the visitor
+    would take it for theirs."""
     body = (
         f"<section><p>Log in to the outlay dashboard as <strong>{escape(who)}</strong>?</p>"
         '<p class="muted">Only continue if you asked for this link: whoever made it chose the account, '
         "and everything you then see and do is in that account.</p>"
         '<form method="post" action="/dashboard/login" class="filters">'
-        f'<input type="hidden" name="token" value="{escape(token)}">'
+        f'<input type="hidden" name="pending" value="{escape(pending)}">'
         f'<input type="hidden" name="next" value="{escape(next_path)}">'
         '<button type="submit">Log in</button></form></section>'
     )

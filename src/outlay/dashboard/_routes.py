@@ -3,14 +3,19 @@
 Authentication uses the API's tokens: an ``Authorization: Bearer`` header, or — for a browser — the
 ``outlay_dashboard`` cookie set by ``/dashboard/login``. Only a POSTed form from the dashboard itself
 logs a browser in: a POST another site sent is refused (see :func:`_sent_by_another_site`), and a
-link ``?token=`` only shows a confirmation with the form — otherwise any site could log its visitors
-in to the site's own tenant (login CSRF). The cookie is HttpOnly and SameSite=Strict (Secure over
-HTTPS); every dashboard page is a read-only GET, so there is nothing else for another site to forge.
+link ``?token=`` only parks its token in a short-lived cookie and redirects to a confirmation, whose
+button POSTs — otherwise any site could log its visitors in to the site's own tenant (login CSRF).
+The redirect keeps the token out of the tab's history and of every URL a page is shown at. The
+cookie is HttpOnly and SameSite=Strict (Secure over HTTPS); every dashboard page is a read-only GET,
+so there is nothing else for another site to forge.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
+import time
 from collections.abc import Callable
 from typing import Final
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -27,12 +32,27 @@ from outlay.api._params import Query
 
 from ._context import PAGE_PARAMS, Context
 from ._finance_view import finance_view
-from ._html import LOGIN_REFERRER, confirm_login_page, login_page, message_page, refused_login_page
+from ._html import LOGIN_REFERRER, confirm_login_page, login_page, message_page, refused_login_page, url
 from ._tenant_view import tenant_view
 
-__all__ = ["COOKIE", "dashboard_routes"]
+__all__ = ["COOKIE", "PENDING", "PENDING_SECONDS", "dashboard_routes"]
 
 COOKIE: Final = "outlay_dashboard"
+#: The cookie a login link parks its token in until the user confirms (see :func:`_park`).
+PENDING: Final = "outlay_login"
+PENDING_SECONDS: Final = 300
+_LOGIN_PATH: Final = "/dashboard/login"
+_PENDING_PATH: Final = _LOGIN_PATH
+_EXPIRED: Final = (
+    "This login link has expired or was already used: a link is good for "
+    f"{PENDING_SECONDS // 60} minutes after you open it. Open the link again, or paste the token."
+)
+_REPLACED: Final = (
+    "Another login link was opened after this confirmation was shown, so it was not used. "
+    "Open your link again, or paste the token."
+)
+# The messages a login link can redirect to, by name: the URL never carries text of its own.
+_LINK_ERRORS: Final = {"token": "unknown token: the login link's token is not valid (any more)"}
 _MAX_FORM: Final = 4096
 _EXPORT_PATH: Final = "/api/v1/tenants/{tenant}/export.csv"
 # Nothing may be fetched from anywhere: no script at all, styles only inline, forms only to us; no
@@ -51,6 +71,10 @@ _LOGIN_HEADERS: Final = {**_HEADERS, "Referrer-Policy": LOGIN_REFERRER}
 _OWN_SITE: Final = frozenset({"same-origin", "none"})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _log = logging.getLogger("outlay.dashboard")
+
+
+def _now() -> float:
+    return time.time()
 
 
 def _html(body: str, status: int = 200) -> HTMLResponse:
@@ -175,6 +199,77 @@ def _sent_by_another_site(request: Request) -> str | None:
     return None
 
 
+def _pending_value(token: str) -> str:
+    return f"{secrets.token_urlsafe(16)}.{int(_now()) + PENDING_SECONDS}.{token}"
+
+
+def _pending(request: Request) -> tuple[str, str] | None:
+    """The parked login's ``(nonce, token)``, or ``None`` when there is none or it is past its
+    time. The server keeps the time, not the browser: the cookie is a session cookie (a browser
+    writes a cookie with an expiry to disk), so it would otherwise live as long as the browser."""
+    nonce, _, rest = request.cookies.get(PENDING, "").partition(".")
+    expires, _, token = rest.partition(".")
+    if not nonce or not token or not expires.isdigit() or int(expires) < _now():
+        return None
+    return nonce, token
+
+
+def _forget_pending(response: Response) -> Response:
+    response.delete_cookie(PENDING, path=_PENDING_PATH)
+    return response
+
+
+def _expired(target: str, request: Request) -> Response:
+    _log.info("a dashboard login link was confirmed with no pending login (expired or used)")
+    response = _login_html(login_page(_EXPIRED, next_path=target), 401)
+    return _forget_pending(response) if PENDING in request.cookies else response
+
+
+def _park(request: Request, token: str, target: str) -> Response:
+    """A login link: validate its token, park it in a cookie only ``/dashboard/login`` receives,
+    and send the browser on to the confirmation at a URL without the token. The link's URL then
+    is a redirect, which replaces it in the tab's history, instead of a page."""
+    tokens: ApiTokens = request.app.state.tokens
+    headers = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+    try:
+        tokens.authenticate(f"Bearer {token}")
+    except Unauthenticated:
+        # Not even a wrong token stays in a URL: it may be a real one with a typo.
+        failed = url(_LOGIN_PATH, {"next": target, "error": "token"})
+        return _forget_pending(RedirectResponse(failed, 303, headers=headers))
+    response = RedirectResponse(url(_LOGIN_PATH, {"confirm": "1", "next": target}), 303, headers=headers)
+    response.set_cookie(
+        PENDING,
+        _pending_value(token),
+        path=_PENDING_PATH,
+        httponly=True,
+        # Lax, not Strict: the link is usually opened from another site (a mail, a chat), and the
+        # browser does not send a Strict cookie on the redirect that follows such a navigation,
+        # so the confirmation would never see it. Lax is enough: it goes only with top-level GETs
+        # from other sites, which at most show the confirmation; the login itself is a POST,
+        # refused from another site (see docs/dashboard.md, "Cross-site logins").
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+    return response
+
+
+def _confirm(request: Request, target: str) -> Response:
+    """The page a login link leads to: who the parked token logs in as, and a button that POSTs
+    the parked login's nonce (never the token) back here."""
+    pending = _pending(request)
+    if pending is None:
+        return _expired(target, request)
+    nonce, token = pending
+    tokens: ApiTokens = request.app.state.tokens
+    try:
+        principal = tokens.authenticate(f"Bearer {token}")
+    except Unauthenticated as exc:  # revoked since the link was opened
+        return _forget_pending(_login_html(login_page(exc.message, next_path=target), 401))
+    who = "admin" if principal.is_admin else f"tenant {principal.tenant}"
+    return _login_html(confirm_login_page(f"{who} ({principal.name})", nonce, next_path=target))
+
+
 async def _login(request: Request) -> Response:
     if request.method == "POST":
         why = _sent_by_another_site(request)
@@ -189,16 +284,31 @@ async def _login(request: Request) -> Response:
         form = dict(request.query_params)
     target = _safe_next(form.get("next"))
     token = (form.get("token") or "").strip()
+    if request.method != "POST":
+        if token:
+            return _park(request, token, target)
+        if form.get("confirm"):
+            return _confirm(request, target)
+        message = _LINK_ERRORS.get(form.get("error", ""))
+        return _login_html(login_page(message, next_path=target), 200 if message is None else 401)
+    if not token and "pending" in form:  # the confirmation's button
+        pending = _pending(request)
+        if pending is None:
+            return _expired(target, request)
+        nonce, token = pending
+        if not hmac.compare_digest(nonce.encode(), form["pending"].encode()):
+            # Another link was opened since the confirmation was shown (maybe another site's, in
+            # another tab): its token is not the one the page named.
+            _log.warning("refused a dashboard login confirmed for another pending login")
+            return _forget_pending(_login_html(login_page(_REPLACED, next_path=target), 401))
     if not token:
         return _login_html(login_page(next_path=target))
     tokens: ApiTokens = request.app.state.tokens
     try:
-        principal = tokens.authenticate(f"Bearer {token}")
+        tokens.authenticate(f"Bearer {token}")
     except Unauthenticated as exc:
-        return _login_html(login_page(exc.message, next_path=target), 401)
-    if request.method != "POST":  # a link: the user confirms with the form, which POSTs from here
-        who = "admin" if principal.is_admin else f"tenant {principal.tenant}"
-        return _login_html(confirm_login_page(f"{who} ({principal.name})", token, next_path=target))
+        failed = _login_html(login_page(exc.message, next_path=target), 401)
+        return _forget_pending(failed) if PENDING in request.cookies else failed
     response = RedirectResponse(
         target, 303, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
     )
@@ -210,7 +320,7 @@ async def _login(request: Request) -> Response:
         samesite="strict",
         secure=request.url.scheme == "https",
     )
-    return response
+    return _forget_pending(response) if PENDING in request.cookies else response
 
 
 async def _logout(request: Request) -> Response:
