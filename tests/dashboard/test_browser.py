@@ -6,10 +6,13 @@ button is what ``--dump-dom`` cannot do, and the dashboard runs no script that c
 from __future__ import annotations
 
 import base64
+import functools
+import http.server
 import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -71,9 +74,10 @@ def server(app: Starlette) -> Iterator[str]:
 class Browser:
     """One headless Chromium session, through just the WebDriver commands these tests need."""
 
-    def __init__(self, driver: str) -> None:
+    def __init__(self, driver: str, profile: Path | None = None) -> None:
         self._driver = driver
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
+        flags = [] if profile is None else [f"--user-data-dir={profile}"]
+        flags += ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
         flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
         flags += ["--window-size=1280,900", "--hide-scrollbars"]
         options = {"args": flags, "binary": CHROMIUM}
@@ -122,16 +126,35 @@ class Browser:
         current: str = self._call("GET", f"{self._session}/url")
         return current
 
+    def back(self) -> None:
+        self._call("POST", f"{self._session}/back")
+
+    def window(self) -> str:
+        handle: str = self._call("GET", f"{self._session}/window")
+        return handle
+
+    def new_window(self) -> str:
+        """Open a tab and switch to it; its handle."""
+        handle: str = self._call("POST", f"{self._session}/window/new", {"type": "tab"})["handle"]
+        self.switch_to(handle)
+        return handle
+
+    def switch_to(self, handle: str) -> None:
+        self._call("POST", f"{self._session}/window", {"handle": handle})
+
     def screenshot(self, target: Path, height: int = 900) -> None:
         self._call("POST", f"{self._session}/window/rect", {"width": 1280, "height": height})
         target.write_bytes(base64.b64decode(self._call("GET", f"{self._session}/screenshot")))
 
     def close(self) -> None:
-        self._call("DELETE", self._session)
+        """End the session, and so the browser: it then writes its profile (history) to disk."""
+        if self._session:
+            self._call("DELETE", self._session)
+            self._session = ""
 
 
 @pytest.fixture
-def browser() -> Iterator[Browser]:
+def browser(tmp_path: Path) -> Iterator[Browser]:
     assert CHROMEDRIVER is not None
     port = _free_port()
     driver = subprocess.Popen(
@@ -151,7 +174,7 @@ def browser() -> Iterator[Browser]:
             pytest.fail("chromedriver did not start")
         time.sleep(0.05)
     try:
-        instance = Browser(base)
+        instance = Browser(base, tmp_path / "profile")
         try:
             yield instance
         finally:
@@ -173,10 +196,32 @@ def _log_in(browser: Browser, url: str, who: str, heading: str) -> str:
     assert f"Log in to the outlay dashboard as <strong>{who}" in confirm
     ARTIFACTS.mkdir(exist_ok=True)
     browser.screenshot(ARTIFACTS / "dashboard-login-confirm.png", height=500)  # for a reviewer
+    # The link answered with a redirect to a confirmation at a URL without the token.
+    assert "token=" not in browser.url() and "confirm=1" in browser.url()
     browser.click('form[action="/dashboard/login"] button')
     dom = browser.dom_with(heading)
-    assert "token=" not in browser.url()  # the token is not in the address bar any more
+    assert "token=" not in browser.url()
     return dom
+
+
+@pytest.fixture
+def other_site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """Another web site: a plain HTTP server for ``localhost``, which is not the site of the
+    dashboard's ``127.0.0.1``; its URL and the folder it serves."""
+    folder = tmp_path / "other-site"
+    folder.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=folder))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://localhost:{httpd.server_address[1]}", folder
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=10)
 
 
 def _screenshot(browser: Browser, name: str) -> Path:
@@ -259,3 +304,69 @@ def test_the_login_form_logs_chromium_in(server: str, browser: Browser) -> None:
     browser.click('form[action="/dashboard/login"] button')
     dom = browser.dom_with("<h1>Usage")
     assert "<h1>Usage · quokka-labs</h1>" in dom and "hop-summarize" in dom
+
+
+def test_a_login_link_in_another_sites_page_logs_chromium_in_after_confirming(
+    server: str, browser: Browser, other_site: tuple[str, Path]
+) -> None:
+    # A link in a web mail or a chat: a navigation from another site. The parked token's cookie
+    # must reach the confirmation the redirect leads to, which a SameSite=Strict cookie does not
+    # (Chromium 156 leaves it off the redirect of a navigation another site started).
+    site, folder = other_site
+    link = _login_url(server, TOKENS_BY_TENANT["quokka-labs"], "/dashboard/tenant?from=2026-03-01")
+    link = link.replace("&", "&amp;")
+    (folder / "mail.html").write_text(f'<!doctype html><a id="link" href="{link}">your dashboard</a>')
+    browser.get(f"{site}/mail.html")
+    browser.click("#link")
+    confirm = browser.dom_with("<h1>")
+    assert "as <strong>tenant quokka-labs (quokka-labs-app)</strong>?" in confirm
+    browser.click('form[action="/dashboard/login"] button')
+    dom = browser.dom_with("<h1>Usage")
+    assert "<h1>Usage · quokka-labs</h1>" in dom and "hop-summarize" in dom
+
+
+def test_after_a_link_login_no_history_entry_holds_the_token(
+    server: str, browser: Browser, tmp_path: Path
+) -> None:
+    token = TOKENS_BY_TENANT["quokka-labs"]
+    _log_in(browser, _login_url(server, token, "/dashboard/tenant"), "tenant quokka-labs", "<h1>Usage")
+    # The tab's history: the target, then the confirmation (the link itself was a redirect).
+    visited = [browser.url()]
+    browser.back()
+    visited.append(browser.url())
+    # Back at the confirmation, which is not cached: the parked login is used up, nothing to press.
+    dom = browser.dom_with("<h1>")
+    assert "expired or was already used" in dom and 'name="pending"' not in dom
+    assert visited[0].endswith("/dashboard/tenant") and "confirm=1" in visited[1]
+    assert not any(token in url for url in visited)
+    # The browser's history as its History page lists it (each redirect chain's end). The link's
+    # own URL is kept in the History file too, as a hidden redirect source: a browser records a URL
+    # it was sent to, whatever the server answers (docs/dashboard.md).
+    browser.close()
+    db = sqlite3.connect(tmp_path / "profile" / "Default" / "History")
+    try:
+        listed = db.execute(
+            "SELECT urls.url FROM visits JOIN urls ON urls.id = visits.url WHERE visits.transition & ?",
+            (0x20000000,),  # ui::PAGE_TRANSITION_CHAIN_END
+        ).fetchall()
+    finally:
+        db.close()
+    assert len(listed) >= 2 and not any(token in url for (url,) in listed), listed
+
+
+def test_a_confirmation_logs_in_only_as_the_account_it_named(server: str, browser: Browser) -> None:
+    # The user's own link shows their tenant; before they press the button, another site opens
+    # its own link in another tab, which parks its token instead. The button must not log in to
+    # that one, which the page never named.
+    own = _login_url(server, TOKENS_BY_TENANT["quokka-labs"], "/dashboard/tenant")
+    browser.get(own)
+    assert "as <strong>tenant quokka-labs" in browser.dom()
+    first = browser.window()
+    browser.new_window()
+    browser.get(_login_url(server, TOKENS_BY_TENANT["zanzibar-co"], "/dashboard/tenant"))
+    browser.switch_to(first)
+    browser.click('form[action="/dashboard/login"] button')
+    assert "Another login link was opened" in browser.dom_with('class="error"')
+    browser.get(f"{server}/dashboard/tenant")
+    dom = browser.dom()
+    assert "<h1>Log in</h1>" in dom and "spice-search" not in dom and "hop-summarize" not in dom
