@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import sqlite3
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -282,3 +284,172 @@ def test_a_threads_sqlite_connection_is_closed_when_the_thread_ends(tmp_path: Pa
     thread.start()
     thread.join()
     ledger.close()
+
+
+def _indexed_to(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT value FROM ledger_meta WHERE name = 'tenants_indexed_to'").fetchone()
+    db.close()
+    return 0 if row is None else int(row[0])
+
+
+def _tenant_reads(ledger: SQLiteLedger | InMemoryLedger, low: datetime, high: datetime) -> list[object]:
+    """What a tenant sees, for each tenant and the unattributed: its entries in order (all, and
+    chat operations only), and its totals over a window given to the second."""
+    out: list[object] = []
+    for tenant in ("acme", "globex", "initech", "umbrella", "nobody"):
+        out.append([(e.event.event_id, e.cost) for e in ledger.entries(low, high, tenant=tenant)])
+        chats = ledger.entries(low, high, tenant=tenant, operation_prefix="chat")
+        out.append([e.event.event_id for e in chats])
+        out.append(by_key(ledger.event_totals(["tenant", "model"], low, high, tenant=tenant)))
+    out.append(by_key(ledger.event_totals(["model", "day"], low, high, unattributed=True)))
+    return out
+
+
+def test_sqlite_ledger_tenant_reads_are_exact_before_during_and_after_the_tenant_index_fill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tenant's events are read from ledger_tenant_index up to its watermark and from the events
+    # past it, in one statement; entries page across that boundary (pages of 7 here). Whatever
+    # part is indexed, every tenant reads exactly what a ledger with no such split reads.
+    monkeypatch.setattr("outlay.ledger._sqlite._PAGE", 7)
+    path = tmp_path / "l.db"
+    events = [
+        dataclasses.replace(e, operation="embedding") if i % 4 == 0 else e
+        for i, e in enumerate(awkward_events(700, step=timedelta(minutes=5)))
+    ]
+    low, high = events[3].time + timedelta(seconds=1), events[-3].time + timedelta(minutes=1)
+    reference = InMemoryLedger()
+    reference.write(events)
+    expected = _tenant_reads(reference, low, high)
+    assert expected[0] and expected[-1]  # tenants with entries, unattributed spend
+    with SQLiteLedger(path) as ledger:
+        ledger.write(events[:400])
+        ledger.write(events[400:])  # nothing indexed yet
+        assert _indexed_to(path) == 0
+        assert _tenant_reads(ledger, low, high) == expected
+        assert ledger.maintain(max_events=23) is True  # indexes 230 (ten times the hour step)
+        assert _indexed_to(path) == 230
+        assert _tenant_reads(ledger, low, high) == expected
+        while ledger.maintain(max_events=23):
+            pass
+        assert _indexed_to(path) == 700
+        assert _tenant_reads(ledger, low, high) == expected
+        ledger.write(events[650:])  # duplicates: nothing new to index
+        assert ledger.maintain() is False
+        # Re-rated events read at their new cost from either part.
+        repriced = Rating(cost=Decimal("0.5"), priced=True, price_version="v2")
+        ratings = [(e.event_id, repriced) for e in events[::9]]
+        ledger.append_adjustments(ratings)
+        reference.append_adjustments(ratings)
+        assert _tenant_reads(ledger, low, high) == _tenant_reads(reference, low, high)
+
+
+def test_sqlite_ledger_write_fills_the_tenant_index_when_too_many_events_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without idle upkeep (a writer that never runs out of work, or a program writing directly),
+    # a tenant's read would scan ever more unindexed events: write fills the index past the bound.
+    monkeypatch.setattr("outlay.ledger._sqlite.TENANT_TAIL", 50)
+    path = tmp_path / "l.db"
+    events = awkward_events(130)
+    with SQLiteLedger(path) as ledger:
+        ledger.write(events[:30])
+        ledger.write(events[30:50])
+        assert _indexed_to(path) == 0  # 50 waiting: within the bound
+        ledger.write(events[40:80])  # 10 duplicates, 30 new: 80 waiting
+        assert _indexed_to(path) == 80
+        ledger.write(events[80:130])
+        assert _indexed_to(path) == 80
+        with sqlite3.connect(path) as db:
+            indexed = db.execute("SELECT COUNT(*), MAX(seq) FROM ledger_tenant_index").fetchone()
+        db.close()
+        assert indexed == (80, 80)
+        reference = InMemoryLedger()
+        reference.write(events)
+        low, high = events[0].time, events[-1].time + timedelta(seconds=1)
+        assert _tenant_reads(ledger, low, high) == _tenant_reads(reference, low, high)
+
+
+def test_sqlite_ledger_with_the_old_tenant_index_moves_it_once_and_reads_the_same(tmp_path: Path) -> None:
+    # Ledgers made before the tenant index was filled in bulk had an index SQLite kept up per
+    # insert. The first open moves its entries and drops it; an older outlay that re-creates it
+    # (and writes meanwhile) is moved again at the next open, nothing read twice or missed.
+    path = tmp_path / "old.db"
+    events = awkward_events(300, step=timedelta(minutes=13))
+    low, high = events[1].time, events[-1].time + timedelta(seconds=1)
+    reference = InMemoryLedger()
+    reference.write(events)
+
+    def as_before_2026_12_07(db: sqlite3.Connection) -> None:
+        db.execute("CREATE INDEX ledger_events_tenant_time ON ledger_events (tenant, time_us)")
+
+    def indexes(db_path: Path) -> set[str]:
+        with sqlite3.connect(db_path) as db:
+            names = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        db.close()
+        return names
+
+    with SQLiteLedger(path) as ledger:
+        ledger.write(events[:200])
+    with sqlite3.connect(path) as db:  # the old layout: the index, no table, no watermark
+        db.execute("DROP TABLE ledger_tenant_index")
+        db.execute("DELETE FROM ledger_meta")
+        as_before_2026_12_07(db)
+    db.close()
+    with SQLiteLedger(path) as reopened:
+        assert "ledger_events_tenant_time" not in indexes(path)
+        assert _indexed_to(path) == 200
+        reopened.write(events[200:250])
+    with sqlite3.connect(path) as db:  # an older outlay opens it: the index is back
+        as_before_2026_12_07(db)
+    db.close()
+    with SQLiteLedger(path) as reopened:
+        assert "ledger_events_tenant_time" not in indexes(path)
+        assert _indexed_to(path) == 250
+        reopened.write(events[250:])
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT COUNT(*) FROM ledger_tenant_index").fetchone()[0] == 250
+        db.close()
+        assert _tenant_reads(reopened, low, high) == _tenant_reads(reference, low, high)
+
+
+def test_sqlite_ledger_reads_one_tenant_without_reading_the_others(tmp_path: Path) -> None:
+    # A tenant's page must cost what that tenant's events cost, not the whole window's: the work
+    # SQLite does (virtual machine steps) for one small tenant stays a small part of a read of all.
+    from outlay.ledger import SQLiteLedger as Ledger
+
+    events = awkward_events(4000, step=timedelta(seconds=30))
+    small = [
+        event(time=events[i * 100].time + timedelta(seconds=1), tenant_id="tiny", feature="search")
+        for i in range(20)
+    ]
+    low, high = events[0].time, events[-1].time + timedelta(seconds=1)
+    with Ledger(tmp_path / "l.db") as ledger:
+        ledger.write([*events, *small])
+        while ledger.maintain():
+            pass
+        ledger.write(events[:10])  # a duplicate batch: nothing waits past the index
+
+        def steps(read: Callable[[], object]) -> int:
+            count = [0]
+
+            def tick() -> int:
+                count[0] += 1
+                return 0
+
+            connection = ledger._connection()
+            connection.set_progress_handler(tick, 100)
+            try:
+                read()
+            finally:
+                connection.set_progress_handler(None, 100)
+            return count[0]
+
+        everyone = steps(lambda: list(ledger.entries(low, high)))
+        tiny = steps(lambda: list(ledger.entries(low, high, tenant="tiny")))
+        assert len(list(ledger.entries(low, high, tenant="tiny"))) == 20
+        assert tiny * 20 < everyone
+        all_totals = steps(lambda: ledger.event_totals(["tenant", "reason"], low, high))
+        tiny_totals = steps(lambda: ledger.event_totals(["tenant", "reason"], low, high, tenant="tiny"))
+        assert tiny_totals * 20 < all_totals

@@ -46,7 +46,8 @@ __all__ = ["worker"]
 @click.option(
     "--once",
     is_flag=True,
-    help="catch up to the end of the log, roll the events up by hour, then exit (on NATS it waits "
+    help="catch up to the end of the log, roll the events up by hour and index them by tenant, then "
+    "exit (on NATS it waits "
     "up to 30 s for batches held by other or killed workers).",
 )
 @click.option(
@@ -74,8 +75,9 @@ def worker(
     worker decodes and writes each batch in N processes (the embedded log has one reader). On
     SIGTERM the batch in hand is finished and acknowledged, then the worker exits. When the log has
     nothing new, the worker rolls the SQLite ledger's events up by hour (for reports over windows
-    with times of day). With --trim-log it also drops from the log what the ledger now holds, so
-    the log stays the size of its backlog.
+    with times of day) and indexes them by tenant (for a tenant's entries and totals). With
+    --trim-log it also drops from the log what the ledger now holds, so the log stays the size of
+    its backlog.
     """
     from outlay._runtime import Outlay
     from outlay.ledger import LedgerWriter
@@ -101,7 +103,7 @@ def worker(
     try:
         if once:
             stats = writer.catch_up(stop=stop)
-            # Caught up: the upkeep a following worker does when idle (hour rollups), so that a
+            # Caught up: the upkeep a following worker does when idle (hour rollups, tenant index), so that a
             # worker run from cron fills them too; bounded steps, each stoppable by SIGTERM.
             while not stop.is_set() and pipeline.ledger.maintain():
                 pass

@@ -279,7 +279,8 @@ class LedgerStore(ABC):
 
     def maintain(self) -> bool:
         """Do a bounded step of background upkeep (the SQLite ledger rolls events up by hour, so
-        that windows given with times of day read whole hours from rollups); ``True`` if there is
+        that windows given with times of day read whole hours from rollups, and indexes them by
+        tenant, so that a tenant's reads skip the others' events); ``True`` if there is
         more to do. The writer calls it when idle. Totals are exact whether or not it ran."""
         return False
 

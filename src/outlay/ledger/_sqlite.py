@@ -66,12 +66,17 @@ from ._rows import (
 from ._sqlite_schema import (
     EFFECTIVE,
     FROM_EVENTS,
+    INDEX_TENANTS,
+    INDEXED_SEQ,
+    INDEXED_TO,
     INSERT_EVENT,
     ROLL_UP_HOURS,
     ROLLED_TO,
     SCHEMA,
+    SET_INDEXED_TO,
     SET_ROLLED_TO,
     SUMS,
+    TENANT_TAIL,
     TOKENS,
     UPSERT_HOUR,
     UPSERT_MONTH,
@@ -80,6 +85,7 @@ from ._sqlite_schema import (
     dadd,
     filters,
     register_functions,
+    tenant_seqs,
     totals,
 )
 
@@ -88,6 +94,9 @@ __all__ = ["SQLiteLedger", "compiled_inserts", "event_rows", "event_rows_py", "s
 _PAGE_SIZE: Final = 32768
 _CHUNK: Final = 4000  # ids per IN (...) list; well under SQLite's 32,766 variable limit
 _PAGE: Final = 1000
+_OLD_TENANT_INDEX: Final = (
+    "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'ledger_events_tenant_time'"
+)
 
 
 class _Scope(NamedTuple):
@@ -242,6 +251,8 @@ class SQLiteLedger(LedgerStore):
         self._checkpointer: Checkpointer | None = None
         with self._translate():
             self._connection().executescript(SCHEMA)
+        self._adopt_tenant_index()
+        with self._translate():
             # WAL checkpoints on a background thread: a batch's commit then only syncs the WAL,
             # and the copy into the database runs beside the next batch (~8% more events/s).
             self._checkpointer = (
@@ -296,6 +307,23 @@ class SQLiteLedger(LedgerStore):
             self._connections.remove(connection)
         with contextlib.suppress(sqlite3.Error):  # never raise at a thread's end
             connection.close()
+
+    def _adopt_tenant_index(self) -> None:
+        """A ledger made before 2026-12-07 indexed tenants with ``ledger_events_tenant_time``, an
+        index SQLite kept up on every insert: move its entries to ledger_tenant_index, once, and
+        drop it (a ledger of 10M events takes ~15 s). An older outlay opening the file after
+        rebuilds the index, and the next open moves it again; what it wrote meanwhile lies past
+        ``tenants_indexed_to``, where queries read the events themselves."""
+        with self._translate():
+            if self._connection().execute(_OLD_TENANT_INDEX).fetchone() is None:
+                return
+        with self._transaction() as cursor:
+            if cursor.execute(_OLD_TENANT_INDEX).fetchone() is None:
+                return  # another process moved it first
+            top = _last_seq(cursor)
+            cursor.execute(INDEX_TENANTS, (0, top))
+            cursor.execute(SET_INDEXED_TO, (top,))
+            cursor.execute("DROP INDEX ledger_events_tenant_time")
 
     @contextmanager
     def _translate(self) -> Iterator[None]:
@@ -371,6 +399,12 @@ class SQLiteLedger(LedgerStore):
                         us = time_us(event.time)
                         deltas.add_event(event, rollup_key(event, day_of(us)), us, tokens_of(event))
             self._apply(cursor, deltas)
+            if inserted:
+                top = before + inserted  # seqs are given in order past the old max (write lock held)
+                indexed = _indexed_to(cursor)
+                if top - indexed > TENANT_TAIL:  # the writer had no idle time to fill it: now
+                    cursor.execute(INDEX_TENANTS, (indexed, top))
+                    cursor.execute(SET_INDEXED_TO, (top,))
         return WriteResult(inserted, len(events) - inserted)
 
     @staticmethod
@@ -537,25 +571,42 @@ class SQLiteLedger(LedgerStore):
     ) -> Iterator[LedgerEntry]:
         high = time_us(end)
         position = (time_us(start), -1)  # seq > -1: the first page includes time == start
-        # A row-value bound, so each page is an index seek to where the last one stopped (an OR of
-        # time and seq made SQLite rescan from the window's start on every page: quadratic).
-        where = "(e.time_us, e.seq) > (?, ?) AND e.time_us < ?"
-        first: tuple[str, ...] = ()
-        if tenant is not None:
-            where = "e.tenant = ? AND " + where  # index ledger_events_tenant_time
-            first = (tenant,)
         rest: tuple[str, ...] = ()
+        operation = ""
         if operation_prefix:
             # A range, not LIKE: no wildcards to escape, and TEXT compares bytewise (BINARY collation).
             condition, rest = prefix_filter("e.operation", operation_prefix, "?")
-            where += " AND " + condition
-        sql = (
-            f"SELECT e.seq, e.time_us, e.payload, {EFFECTIVE} FROM {FROM_EVENTS}"
-            f" WHERE {where} ORDER BY e.time_us, e.seq LIMIT ?"
-        )
+            operation = " AND " + condition
+        select = f"SELECT e.seq, e.time_us, e.payload, {EFFECTIVE} FROM"
+        # A row-value bound, so each page is an index seek to where the last one stopped (an OR of
+        # time and seq made SQLite rescan from the window's start on every page: quadratic).
+        if tenant is None:
+            sql = (
+                f"{select} {FROM_EVENTS} WHERE (e.time_us, e.seq) > (?, ?) AND e.time_us < ?{operation}"
+                " ORDER BY e.time_us, e.seq LIMIT ?"
+            )
+            first: tuple[str, ...] = ()
+        else:
+            # The tenant's indexed events (CROSS JOIN: read in the index's order) and those past
+            # it, each part paged alone, in one statement: one state for both.
+            indexed = (
+                f"{select} ledger_tenant_index i CROSS JOIN ledger_events e ON e.seq = i.seq"
+                " LEFT JOIN ledger_event_state s ON s.event_id = e.event_id"
+                f" WHERE i.tenant = ? AND (i.time_us, i.seq) > (?, ?) AND i.time_us < ?{operation}"
+                " ORDER BY i.time_us, i.seq LIMIT ?"
+            )
+            tail = (
+                f"{select} ledger_events e NOT INDEXED LEFT JOIN ledger_event_state s"
+                f" ON s.event_id = e.event_id WHERE e.seq > {INDEXED_SEQ} AND e.tenant = ?"
+                f" AND (e.time_us, e.seq) > (?, ?) AND e.time_us < ?{operation}"
+                " ORDER BY e.time_us, e.seq LIMIT ?"
+            )
+            sql = f"SELECT * FROM ({indexed}) UNION ALL SELECT * FROM ({tail}) ORDER BY 2, 1 LIMIT ?"
+            first = (tenant,)
         while True:
             # Page by (time, seq) so no read transaction stays open while the caller works.
-            rows = self._query(sql, (*first, position[0], position[1], high, *rest, _PAGE))
+            params: tuple[Any, ...] = (*first, position[0], position[1], high, *rest, _PAGE)
+            rows = self._query(sql, params if tenant is None else (*params, *params, _PAGE))
             for seq, us, payload, priced, cost, version, reason, count in rows:
                 position = (us, seq)
                 yield LedgerEntry(decode_event(payload), bool(priced), _money(cost), version, reason, count)
@@ -563,23 +614,30 @@ class SQLiteLedger(LedgerStore):
                 return
 
     def maintain(self, *, max_events: int = 5000) -> bool:
-        """Roll up by hour the next ``max_events`` events not rolled up yet (in seq order, in one
-        transaction); ``True`` if more are left. The writer calls it when it has nothing else to
-        do; until events are rolled up, queries read them from the events (still exact)."""
+        """Roll up by hour the next ``max_events`` events not rolled up yet and index by tenant the
+        next ``10 * max_events`` not indexed yet (in seq order, in one transaction: the tenant
+        index is cheaper per event the more it takes at once); ``True`` if more are left. The
+        writer calls it when it has nothing else to do; until then queries read those events
+        from the events themselves (still exact)."""
         if isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1:
             raise InvalidInput(f"must be a positive integer, got {max_events!r}", field="max_events")
         with self._translate():  # nothing to do (the writer asks after every batch): no write lock
-            if _last_seq(self._connection().cursor()) <= _rolled_to(self._connection().cursor()):
+            cursor = self._connection().cursor()
+            if _last_seq(cursor) <= min(_rolled_to(cursor), _indexed_to(cursor)):
                 return False
         with self._transaction() as cursor:
-            rolled = _rolled_to(cursor)
-            top = _last_seq(cursor)
-            if top <= rolled:
-                return False
-            end = min(rolled + max_events, top)
-            cursor.execute(ROLL_UP_HOURS, (rolled, end))
-            cursor.execute(SET_ROLLED_TO, (end,))
-        return end < top
+            rolled, indexed, top = _rolled_to(cursor), _indexed_to(cursor), _last_seq(cursor)
+            if rolled < top:
+                rolled_end = min(rolled + max_events, top)
+                cursor.execute(ROLL_UP_HOURS, (rolled, rolled_end))
+                cursor.execute(SET_ROLLED_TO, (rolled_end,))
+                rolled = rolled_end
+            if indexed < top:
+                indexed_end = min(indexed + 10 * max_events, top)
+                cursor.execute(INDEX_TENANTS, (indexed, indexed_end))
+                cursor.execute(SET_INDEXED_TO, (indexed_end,))
+                indexed = indexed_end
+        return min(rolled, indexed) < top
 
     def event_count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM ledger_events")[0][0])
@@ -684,6 +742,17 @@ class SQLiteLedger(LedgerStore):
         if after_seq:
             where.append("e.seq > ?")
             params.append(after_seq)
+        source, seqs = FROM_EVENTS, []
+        if scope.tenant is not None or scope.unattributed:
+            # One tenant's events: their seqs first (ledger_tenant_index and the events past it),
+            # then their rows, never the whole window's (CROSS JOIN keeps that order).
+            condition = " AND ".join(part[2:] for part in where)
+            source = (
+                f"({tenant_seqs(condition)}) t CROSS JOIN ledger_events e ON e.seq = t.seq"
+                " LEFT JOIN ledger_event_state s ON s.event_id = e.event_id"
+            )
+            key = scope.tenant if scope.tenant is not None else ""
+            seqs = [key, *params, key, *params]
         filters(where, params, "e.", **scope._asdict())
         if unpriced_only:
             # Re-rating never unprices an event, so effective-unpriced ones are originally unpriced:
@@ -694,11 +763,11 @@ class SQLiteLedger(LedgerStore):
             f"{columns + ', ' if keys else ''}COUNT(*), SUM(1 - eff_priced), outlay_dsum(eff_cost), "
             + ", ".join(f"SUM(e.{name})" for name in TOKENS.split(", "))
         )
-        inner = f"SELECT e.*, {EFFECTIVE} FROM {FROM_EVENTS} WHERE {' AND '.join(where)}"
+        inner = f"SELECT e.*, {EFFECTIVE} FROM {source} WHERE {' AND '.join(where)}"
         sql = f"SELECT {select} FROM ({inner}) e"
         if keys:
             sql += f" GROUP BY {columns}"
-        return totals(self._query(sql, params), len(keys))
+        return totals(self._query(sql, [*seqs, *params]), len(keys))
 
     def runs(
         self,
@@ -749,6 +818,12 @@ def _last_seq(cursor: sqlite3.Cursor) -> int:
 def _rolled_to(cursor: sqlite3.Cursor) -> int:
     """The seq up to which every event is counted in the hour rollups (0: none)."""
     row = cursor.execute(ROLLED_TO).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _indexed_to(cursor: sqlite3.Cursor) -> int:
+    """The seq up to which every event is in ledger_tenant_index (0: none)."""
+    row = cursor.execute(INDEXED_TO).fetchone()
     return 0 if row is None else int(row[0])
 
 
