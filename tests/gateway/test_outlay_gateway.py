@@ -449,3 +449,47 @@ def test_a_gemini_call_is_rated_at_the_tier_its_header_names(
     assert event.provider == "google" and event.usage == usage
     assert event.cost == (Decimal(per_in) * usage.input_tokens + Decimal(per_out) * 16) / 1_000_000
     assert event.price_version == version
+
+
+def test_a_clients_labels_leave_room_for_the_gateways_so_its_events_can_be_sent_again(
+    stack: Stack, fake: FakeProvider
+) -> None:
+    # The gateway adds its own gateway.* labels to a call's event; a client's labels must leave them
+    # room within the bound every entry point keeps, or an exported event re-sent to the ingest API
+    # would be refused. One label too many is a 400 before anything goes upstream; forged gateway.*
+    # labels are dropped, so they take no room.
+    from outlay.context._context import MAX_LABELS, check_labels
+    from outlay.gateway._attribution import CLIENT_LABELS
+
+    def members(count: int) -> str:
+        return ",".join(f"outlay.l.k{i}=v" for i in range(count))
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        stack.openai(baggage=members(CLIENT_LABELS + 1)).chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,  # type: ignore[arg-type]
+        )
+    assert f"at most {CLIENT_LABELS} labels through the gateway" in str(caught.value)
+    assert fake.requests == [] and stack.events() == []
+    forged = ",outlay.l.gateway.status=499,outlay.l.gateway.key=mine"
+    stack.openai(baggage=members(CLIENT_LABELS) + forged).chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,  # type: ignore[arg-type]
+    )
+    labels = _only(stack).labels
+    assert len(labels) == CLIENT_LABELS + 1 <= MAX_LABELS
+    assert labels["gateway.key"] == stack.key.id and "gateway.status" not in labels
+    check_labels(labels)  # what the ingest API and record() take
+
+
+def test_every_label_the_gateway_sets_is_counted_in_the_room_it_keeps() -> None:
+    # CLIENT_LABELS is MAX_LABELS less the gateway's own labels: a new gateway.* label set anywhere
+    # in the gateway without being counted would let its events exceed the bound again.
+    import re
+    from pathlib import Path
+
+    import outlay.gateway
+    from outlay.gateway._attribution import GATEWAY_LABELS
+
+    source = "".join(path.read_text() for path in Path(outlay.gateway.__file__).parent.glob("*.py"))
+    assert set(re.findall(r'labels\["(gateway\.[a-z_]+)"\]', source)) <= set(GATEWAY_LABELS)

@@ -13,8 +13,19 @@ from typing import Any, Final
 
 from outlay._errors import Forbidden, InvalidInput
 from outlay.context import ENVIRONMENTS, CostContext, extract
+from outlay.context._context import MAX_LABELS
 
-__all__ = ["HEADERS", "attribute"]
+__all__ = ["CLIENT_LABELS", "GATEWAY_LABELS", "HEADERS", "attribute"]
+
+#: The labels the gateway itself may put on a call's event: its word on the call, never a client's.
+GATEWAY_LABELS: Final = (
+    "gateway.key", "gateway.requested_model", "gateway.error", "gateway.status",
+    "gateway.reported_model", "gateway.estimate", "gateway.lost",
+)  # fmt: skip
+#: How many labels a client may send: the gateway's own must fit beside them within MAX_LABELS, or
+#: its events would carry more labels than any entry point takes (an exported event re-sent to the
+#: ingest API would be refused).
+CLIENT_LABELS: Final = MAX_LABELS - len(GATEWAY_LABELS)
 
 #: ``X-Outlay-*`` request headers and the cost-context field each one sets.
 HEADERS: Final[Mapping[str, str]] = {
@@ -71,6 +82,16 @@ def _claims(headers: Mapping[str, str]) -> dict[str, Any] | None:
             values[name] = _header_text(header, value)
     if values and values.get("run_path") and values["run_path"][-1] != values.get("parent_run_id"):
         del values["run_path"]  # an X-Outlay-* header moved the run: the baggage's ancestors are not its
+    if values and values.get("labels"):
+        # gateway.* labels are the gateway's word on the call: a client's own are dropped.
+        labels = {k: v for k, v in values["labels"].items() if not k.startswith("gateway.")}
+        if len(labels) > CLIENT_LABELS:
+            raise InvalidInput(
+                f"at most {CLIENT_LABELS} labels through the gateway, which adds up to"
+                f" {len(GATEWAY_LABELS)} of its own (gateway.*), got {len(labels)}",
+                field="labels",
+            )
+        values["labels"] = labels
     return values
 
 
