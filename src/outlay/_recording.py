@@ -339,6 +339,7 @@ class Recorder:
         budgets: Any = None,
         fingerprint: str | None = None,
         ttl: float | None = None,
+        service_tier: str | None = None,
     ) -> Iterator[Metered]:
         """Reserve an estimate with the budget engine, yield, then record and settle the actual cost.
 
@@ -346,11 +347,14 @@ class Recorder:
         ``BudgetExceeded``/``Throttled``/``RunStopped`` *before* the call when it may not go ahead;
         ``metered.model`` is the model to call (a soft limit may have downgraded it). ``ttl``: the
         seconds the call may take before its hold is charged as a crashed caller's (default: the
-        engine's ``reservation_ttl``); give a long stream a longer one.
+        engine's ``reservation_ttl``); give a long stream a longer one. ``service_tier``: the tier
+        the call asks for (``"priority"``, ``"flex"``...): held at that tier's price where it is
+        dearer than the standard one.
         """
         metered = self.open_meter(
             provider=provider, model=model, input_tokens=input_tokens, max_output_tokens=max_output_tokens,
             api=api, operation=operation, budgets=budgets, fingerprint=fingerprint, ttl=ttl,
+            service_tier=service_tier,
         )  # fmt: skip
         try:
             yield metered
@@ -371,6 +375,7 @@ class Recorder:
         budgets: Any = None,
         fingerprint: str | None = None,
         ttl: float | None = None,
+        service_tier: str | None = None,
     ) -> Metered:
         """:meth:`meter` without the ``with`` block, for a call that ends elsewhere (a stream closed
         later, by another callback): admit now, then call ``finish()`` or ``fail()`` exactly once."""
@@ -390,10 +395,16 @@ class Recorder:
                 f"{operation} on {provider}/{model} has no tenant (outlay.attribute(tenant=...) is missing)"
             )
         scope: object = ctx if ctx is not None else {}
+        # A bad tier name is refused now, naming the field, before anything is held or sent.
+        tier = Usage(service_tier=service_tier).service_tier if service_tier is not None else None
 
         def cost_of(name: str) -> Decimal | None:
             return self.catalog.estimate(
-                provider=provider, model=name, input_tokens=input_tokens, max_output_tokens=max_output_tokens
+                provider=provider,
+                model=name,
+                input_tokens=input_tokens,
+                max_output_tokens=max_output_tokens,
+                service_tier=tier,
             )
 
         chosen, downgraded = engine.model_for(scope, model, cost_of=cost_of)

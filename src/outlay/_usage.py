@@ -34,7 +34,7 @@ from typing import Any, Final
 from ._errors import InvalidUsage
 from ._frozen import slot_init
 
-__all__ = ["CACHE_AUDIO_READ_UNIT", "MAX_COUNT", "STANDARD_TIERS", "TOKEN_FIELDS", "Usage"]
+__all__ = ["CACHE_AUDIO_READ_UNIT", "MAX_COUNT", "STANDARD_TIERS", "TOKEN_FIELDS", "Usage", "asked_tier"]
 
 #: The largest count one operation may report (a trillion tokens; the largest contexts hold a few
 #: million). Ledgers sum counts in 64-bit integers: millions of events at this bound still fit,
@@ -93,6 +93,17 @@ def _check_count(name: str, value: object) -> int:
     if value > MAX_COUNT:
         raise InvalidUsage(f"must be at most 10^12 for one operation, got {value}", field=name)
     return value
+
+
+def asked_tier(value: object) -> str | None:
+    """The non-standard service tier a request body's ``service_tier`` asks for (OpenAI's and
+    Anthropic's top-level field), so that its hold is at that tier's price; anything else (absent,
+    a standard name, not a plain name) is None: the provider judges the request, and admission
+    never fails on it."""
+    if type(value) is not str or len(value) > 32:
+        return None
+    tier = value.strip().lower()
+    return None if tier in STANDARD_TIERS or not TIER_NAME.match(tier) else tier
 
 
 def _check_tier(value: object) -> str | None:

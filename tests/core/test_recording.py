@@ -780,3 +780,24 @@ def test_events_stored_before_labels_were_bounded_are_still_read_and_rerated(pip
         e.usage, provider=e.provider or "", model=e.model or "", at=e.time), *WINDOW)  # fmt: skip
     assert (result.examined, result.newly_priced) == (1, 1)
     assert pipeline.reports().tenants(*WINDOW)[0]["cost"] == "0.0025"
+
+
+def test_meter_holds_a_priority_call_at_the_priority_price_and_refuses_a_bad_tier(pipeline: Outlay) -> None:
+    # gpt-4o: 1,000 tokens in and out are $0.0125 at standard, $0.02125 at priority (1.7x). Held at
+    # standard, calls asking for priority could pass a hard limit by 70% before any settled.
+    engine = BudgetEngine(InMemoryBudgetStore(), policies=[Budget(limit="0.015", scope="tenant", key="acme")])
+    call = {"provider": "openai", "model": "gpt-4o", "input_tokens": 1000, "max_output_tokens": 1000}
+
+    class NotMade(Exception):
+        """The call is not made: the hold is given back."""
+
+    with outlay.attribute(tenant="acme"):
+        for tier in (None, "standard", "Default", "flex"):  # flex is cheaper: held at standard
+            with pytest.raises(NotMade), pipeline.recorder.meter(**call, budgets=engine, service_tier=tier):
+                raise NotMade
+        with pytest.raises(outlay.BudgetExceeded):
+            with pipeline.recorder.meter(**call, budgets=engine, service_tier="priority"):
+                pytest.fail("a priority call past the limit was let through")
+        with pytest.raises(InvalidInput, match="service_tier"):
+            with pipeline.recorder.meter(**call, budgets=engine, service_tier="no such tier!"):
+                pytest.fail("a bad tier was let through")

@@ -499,3 +499,24 @@ def test_n_choices_are_held_for_each_choice_so_a_hard_limit_refuses_what_it_cann
             openai_sdk.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=50, n=3)
         openai_sdk.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=50, n=1)
     assert len(fake.requests) == 1  # only the single-choice call reached the provider
+
+
+def test_a_priority_request_is_held_at_the_priority_price_so_a_hard_limit_refuses_it(
+    fake: FakeProvider, openai_sdk: openai.OpenAI, pipeline: outlay.Outlay
+) -> None:
+    # 50 output tokens of gpt-4o are held ~$0.0006 at standard and ~$0.001 at priority (1.7x): a
+    # $0.0008 limit covers the first only. Held at standard, the priority call was sent and
+    # concurrent ones could pass the limit by 70%. A tier name the SDK would send but outlay does
+    # not know is the provider's to judge, held at standard.
+    with outlay.attribute(tenant="acme"), outlay.run("agent", budget=Budget(limit="0.0008")):
+        with pytest.raises(outlay.BudgetExceeded):
+            openai_sdk.chat.completions.create(
+                model="gpt-4o", messages=HELLO, max_tokens=50, service_tier="priority"
+            )
+        openai_sdk.chat.completions.create(
+            model="gpt-4o",
+            messages=HELLO,
+            max_tokens=50,
+            service_tier="no such tier!",  # type: ignore[arg-type]
+        )
+    assert len(fake.requests) == 1

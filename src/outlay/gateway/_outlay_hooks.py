@@ -27,7 +27,7 @@ from outlay._errors import BackendError, Forbidden, InvalidInput, Unauthenticate
 from outlay._money import MONEY_CONTEXT, ZERO, money_sum
 from outlay._recording import UNPRICED_ESTIMATE, Recorder
 from outlay._runtime import Outlay
-from outlay._usage import STANDARD_TIERS, TIER_NAME, Usage
+from outlay._usage import Usage, asked_tier
 from outlay.budgets import (
     Budget,
     BudgetEngine,
@@ -188,14 +188,8 @@ def _output_tokens(call: Call, default: int) -> tuple[int, bool]:
 
 
 def _asked_tier(call: Call) -> str | None:
-    """The non-standard service tier the request asks for (OpenAI's and Anthropic's top-level
-    ``service_tier``), so its hold is at that tier's price; anything else (absent, a standard name,
-    not a plain name) is None: the upstream judges the request, admission never fails on it."""
-    value = call.body.get("service_tier") if call.api != "embeddings" else None
-    if type(value) is not str or len(value) > 32:
-        return None
-    tier = value.strip().lower()
-    return None if tier in STANDARD_TIERS or not TIER_NAME.match(tier) else tier
+    """The non-standard service tier the request asks for (see ``asked_tier``)."""
+    return asked_tier(call.body.get("service_tier")) if call.api != "embeddings" else None
 
 
 def _whole_count(value: object) -> int | None:

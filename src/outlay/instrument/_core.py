@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from outlay._errors import InvalidInput, InvalidUsage, OutlayError
-from outlay._usage import Usage
+from outlay._usage import Usage, asked_tier
 from outlay.providers import parse_response as _parse
 from outlay.providers import stream_accumulator, wire_format
 
@@ -94,6 +94,8 @@ class Meter:
             operation=endpoint.operation,
             budgets=self._budgets,
             fingerprint=hashlib.sha256(body).hexdigest(),
+            # A priority call is held at the priority price (never fails admission: see asked_tier).
+            service_tier=asked_tier(data.get("service_tier")) if endpoint.api != "embeddings" else None,
         )
         changed = hide_usage = False
         if metered.downgraded:
