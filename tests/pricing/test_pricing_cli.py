@@ -113,3 +113,46 @@ def test_show_prints_a_note_that_looks_like_markup_as_written(tmp_path: Path) ->
     result = CliRunner().invoke(prices, ["show", "x1", "-p", "acme", "--overrides", str(path)])
     assert result.exit_code == 0, result.output
     assert "[/] per [bold]contract[/bold] 7" in result.output
+
+
+def test_show_a_service_tiers_prices_and_name_the_tiers_priced() -> None:
+    # A priority call is rated at genai-prices' priority variant: the table a user checks must show
+    # it, and the standard table must say which other tiers have prices of their own.
+    standard = CliRunner().invoke(prices, ["show", "gpt-4o"])
+    assert standard.exit_code == 0, standard.output
+    assert "Also priced at service tiers batch, fast, priority" in standard.output
+    priority = CliRunner().invoke(prices, ["show", "gpt-4o", "--tier", " Priority "])
+    assert priority.exit_code == 0, priority.output
+    assert "at the 'priority' service tier" in priority.output
+    assert "genai-prices@0.2.3:openai/gpt-4o@2026-10-12#priority" in priority.output
+    assert "input_mtok = $4.25" in priority.output and "output: $0.000017" in priority.output
+    assert "Also priced at service tiers batch, fast:" in priority.output
+    batch = CliRunner().invoke(prices, ["show", "gpt-4o", "--tier", "batch", "--format", "json"])
+    records = json.loads(batch.output)
+    assert {r["service_tier"] for r in records} == {"batch"}
+    assert records[-1]["prices"]["input_mtok"] == "1.25"
+    # "default" is the standard tier: the standard table.
+    default = CliRunner().invoke(prices, ["show", "gpt-4o", "--tier", "default", "--format", "json"])
+    assert {r["service_tier"] for r in json.loads(default.output)} == {None}
+
+
+def test_show_a_tier_with_no_price_or_a_bad_name_fails_clearly(tmp_path: Path) -> None:
+    result = CliRunner().invoke(prices, ["show", "claude-sonnet-4-5", "--tier", "priority"])
+    assert result.exit_code == 1
+    assert "no 'priority' service tier price for anthropic/claude-sonnet-4-5" in result.output
+    assert "recorded unpriced (tiers priced: batch)" in result.output
+    result = CliRunner().invoke(prices, ["show", "gpt-4o", "--tier", "no such tier!"])
+    assert result.exit_code == 1 and "service_tier" in result.output
+    # An override of the tier gives it a price, and the table then lists it.
+    overrides = tmp_path / "tiers.toml"
+    overrides.write_text(
+        '[[price]]\nprovider = "anthropic"\nmodel = "claude-sonnet-4-5"\nservice_tier = "priority"\n'
+        'input_mtok = "6"\noutput_mtok = "30"\n'
+    )
+    result = CliRunner().invoke(
+        prices, ["show", "claude-sonnet-4-5", "--tier", "priority", "--overrides", str(overrides)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "input_mtok = $6" in result.output
+    listed = CliRunner().invoke(prices, ["show", "claude-sonnet-4-5", "--overrides", str(overrides)])
+    assert "Also priced at service tiers batch, priority" in listed.output

@@ -11,8 +11,9 @@ from typing import Any
 import click
 import orjson
 
-from outlay._errors import ConfigError
+from outlay._errors import ConfigError, InvalidInput
 from outlay._money import money_str
+from outlay._usage import Usage
 from outlay.pricing import PriceCatalog, PriceRecord, TieredPrice, default_catalog, load_overrides
 from outlay.pricing._rate import compile_plan
 
@@ -52,19 +53,23 @@ def _record_json(record: PriceRecord) -> dict[str, Any]:
         "source": record.source,
         "effective_from": None if record.effective_from is None else _when(record.effective_from, ""),
         "effective_to": None if record.effective_to is None else _when(record.effective_to, ""),
+        "service_tier": record.service_tier,
         "prices": {key: _price_json(value) for key, value in record.prices.items()},
         "unit_prices": {kind: _price_json(v) for kind, v in compile_plan(record).unit_prices().items()},
         "note": record.note,
     }
 
 
-def _print_table(provider: str, model: str, records: list[PriceRecord], catalog: PriceCatalog) -> None:
+def _print_table(
+    provider: str, model: str, tier: str | None, records: list[PriceRecord], catalog: PriceCatalog
+) -> None:
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     # Names and notes come from the catalog and the overrides file: data, never rich markup.
-    table = Table(title=Text(f"{provider}/{model} — {catalog.version}"), show_lines=True)
+    served = f" at the {tier!r} service tier" if tier is not None else ""
+    table = Table(title=Text(f"{provider}/{model}{served} — {catalog.version}"), show_lines=True)
     table.add_column("effective from")
     table.add_column("until")
     table.add_column("source / version")
@@ -82,7 +87,13 @@ def _print_table(provider: str, model: str, records: list[PriceRecord], catalog:
             Text("\n".join(f"{kind}: {_price_text(value)}" for kind, value in per_one.items())),
         )
     # Wide when piped (a file, CliRunner): the version ids must not be wrapped mid-word.
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    console.print(table)
+    others = [name for name in catalog.tiers(provider, model) if name != tier]
+    if others:
+        console.print(
+            Text(f"Also priced at service tiers {', '.join(others)}: outlay prices show {model} --tier NAME")
+        )
 
 
 @prices.command("show")
@@ -93,17 +104,32 @@ def _print_table(provider: str, model: str, records: list[PriceRecord], catalog:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Overrides TOML file (default: $OUTLAY_PRICES, if set).",
 )
+@click.option(
+    "--tier",
+    help="The prices of calls served at this service tier (priority, flex, batch...); standard if omitted.",
+)
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
-def show(model: str, provider: str | None, overrides: Path | None, fmt: str) -> None:
-    """Print the price history of MODEL: every record, its dates, source and unit prices."""
+def show(model: str, provider: str | None, overrides: Path | None, tier: str | None, fmt: str) -> None:
+    """Print the price history of MODEL: every record, its dates, source and unit prices (of the
+    standard tier, or of --tier's; the table names the other tiers MODEL has prices for)."""
     try:
         catalog = PriceCatalog.load(overrides) if overrides is not None else default_catalog()
-    except ConfigError as exc:
+        served = Usage(service_tier=tier).service_tier if tier is not None else None
+    except (ConfigError, InvalidInput) as exc:
         raise click.ClickException(str(exc)) from None
     provider = provider or catalog.find_provider(model)
     if provider is None:
         raise click.ClickException(f"no provider known for model {model!r}; pass --provider")
-    records = catalog.history(provider, model)
+    records = catalog.history(provider, model, service_tier=served)
+    if served is not None and not any(r.service_tier == served for r in records):
+        # Untiered overrides alone would rate it; genai-prices has nothing of the tier's own.
+        known = ", ".join(catalog.tiers(provider, model)) or "none"
+        if not records:
+            raise click.ClickException(
+                f"no {served!r} service tier price for {provider}/{model} in {catalog.version}: calls"
+                f" served at it are recorded unpriced (tiers priced: {known}); give one in an overrides"
+                f' file with service_tier = "{served}"'
+            )
     if not records:
         raise click.ClickException(
             f"no price for {provider}/{model} in {catalog.version}; add one to an overrides file"
@@ -111,7 +137,7 @@ def show(model: str, provider: str | None, overrides: Path | None, fmt: str) -> 
     if fmt == "json":
         click.echo(orjson.dumps([_record_json(r) for r in records], option=orjson.OPT_INDENT_2).decode())
     else:
-        _print_table(provider, model, records, catalog)
+        _print_table(provider, model, served, records, catalog)
 
 
 @prices.command("check")

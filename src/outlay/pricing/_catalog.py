@@ -29,9 +29,16 @@ from typing import Final
 
 from outlay._errors import InvalidInput
 from outlay._rating import Rating
-from outlay._usage import Usage
+from outlay._usage import STANDARD_TIERS, TIER_NAME, Usage
 
-from ._genai import GENAI_SOURCE, GENAI_VERSION, find_provider, genai_history, genai_tier_history
+from ._genai import (
+    GENAI_SOURCE,
+    GENAI_VERSION,
+    find_provider,
+    genai_history,
+    genai_tier_history,
+    genai_tiers,
+)
 from ._overrides import Overrides, load_overrides, provider_id
 from ._rate import RatingPlan, compile_plan
 from ._record import PriceRecord
@@ -153,10 +160,28 @@ class PriceCatalog:
         plan = self._plan(_check_name("provider", provider), _check_name("model", model), _check_at(at), tier)
         return None if plan is None else plan.record
 
-    def history(self, provider: str, model: str) -> list[PriceRecord]:
-        """Every record (genai-prices and overrides) for ``provider``/``model``, oldest first."""
+    def history(self, provider: str, model: str, *, service_tier: str | None = None) -> list[PriceRecord]:
+        """Every record (genai-prices and overrides) for ``provider``/``model``, oldest first; with
+        ``service_tier``, those that rate a call served at that tier (its own overrides, untiered
+        overrides, genai-prices' variants for it)."""
+        tier = Usage(service_tier=service_tier).service_tier if service_tier is not None else None
         return list(
-            self._timeline(_check_name("provider", provider), _check_name("model", model), None).records
+            self._timeline(_check_name("provider", provider), _check_name("model", model), tier).records
+        )
+
+    def tiers(self, provider: str, model: str) -> list[str]:
+        """The non-standard service tiers ``provider``/``model`` has prices of its own for, at any
+        time (genai-prices' variants, ``service_tier`` overrides), sorted."""
+        _check_name("provider", provider)
+        _check_name("model", model)
+        candidates = set(genai_tiers(provider.strip().lower(), model.strip().lower()))
+        if self.overrides is not None:
+            candidates |= {r.service_tier for r in self.overrides.records if r.service_tier is not None}
+        return sorted(
+            tier
+            for tier in candidates - STANDARD_TIERS  # genai-prices has "default" variants too
+            if TIER_NAME.match(tier)
+            and any(r.service_tier == tier for r in self._timeline(provider, model, tier).records)
         )
 
     def find_provider(self, model: str) -> str | None:

@@ -38,6 +38,7 @@ __all__ = [
     "find_provider",
     "genai_history",
     "genai_tier_history",
+    "genai_tiers",
     "genai_unit_keys",
 ]
 
@@ -166,6 +167,24 @@ def _price_context(tier: str) -> dict[str, str]:
     """The genai-prices request context of a call served at ``tier``: batch is a ``processing``
     mode there, the others (``priority``, ``flex``, ...) a ``service_tier``."""
     return {"processing": "batch"} if tier == "batch" else {"service_tier": tier}
+
+
+@functools.lru_cache(maxsize=1024)
+def genai_tiers(provider: str, model: str) -> frozenset[str]:
+    """The service tiers genai-prices' variants of ``provider``/``model`` are for (``batch`` for
+    batch processing); :func:`genai_tier_history` says which of them price a call on their own."""
+    try:
+        _, info = _snapshot().find_provider_model(model, None, provider, None)
+    except LookupError:
+        return frozenset()
+    tiers = set()
+    for variant in info.price_variants or ():
+        tier, processing = variant.when.get("service_tier"), variant.when.get("processing")
+        if isinstance(tier, str):
+            tiers.add(tier.strip().lower())
+        if processing == "batch":
+            tiers.add("batch")
+    return frozenset(tiers)
 
 
 @functools.lru_cache(maxsize=4096)
