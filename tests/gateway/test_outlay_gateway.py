@@ -493,3 +493,45 @@ def test_every_label_the_gateway_sets_is_counted_in_the_room_it_keeps() -> None:
 
     source = "".join(path.read_text() for path in Path(outlay.gateway.__file__).parent.glob("*.py"))
     assert set(re.findall(r'labels\["(gateway\.[a-z_]+)"\]', source)) <= set(GATEWAY_LABELS)
+
+
+def test_a_key_looping_on_the_free_routes_gets_a_429_and_the_others_do_not(fake: FakeProvider) -> None:
+    # Model lookups and token counts are free and unrecorded, so no cost limit slows them, but each
+    # is a request on the operator's upstream credential: a key looping on them would take the rate
+    # limit every other tenant's calls need. 60 a minute: bursts of 10, then one a second.
+    from outlay.testing import LiveServer
+
+    from .conftest import gateway_config, make_stack
+
+    app = Gateway(gateway_config(fake.url, free_requests_per_minute=60), trust_env=False)
+    with LiveServer(app, lifespan="on") as server:
+        stack = make_stack(server.url)
+        app.hooks = stack.hooks
+        try:
+            fake.reset()
+            _, other = stack.keys.create("globex")
+            looping = stack.openai()
+            for _ in range(10):
+                looping.models.retrieve("gpt-4o-mini")
+            with pytest.raises(openai.RateLimitError) as caught:
+                looping.models.list()
+            assert caught.value.response.headers["retry-after"] == "1"
+            assert "more than 60 requests a minute to the free routes" in str(caught.value)
+            with pytest.raises(anthropic.RateLimitError):
+                stack.anthropic().messages.count_tokens(model="claude-haiku-4-5", messages=MESSAGES)  # type: ignore[arg-type]
+            assert len(fake.requests) == 10  # the refused ones never reached the provider
+            assert stack.openai(other).models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"  # its own bucket
+            # Metered calls are not counted here (their cost limits apply to them).
+            stack.openai().chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+        finally:
+            stack.close()
+
+
+def test_the_free_route_limit_is_checked_as_the_gateway_starts() -> None:
+    from outlay._errors import ConfigError
+    from outlay.gateway import GatewayConfig
+
+    for bad in (0, -1, 1.5, True, "600"):
+        with pytest.raises(ConfigError, match="free_requests_per_minute"):
+            GatewayConfig.from_dict({"free_requests_per_minute": bad}, environ={})
+    assert GatewayConfig.from_dict({}, environ={}).free_requests_per_minute == 600

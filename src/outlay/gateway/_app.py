@@ -32,7 +32,8 @@ from ._errors import (
     from_upstream_response,
     render,
 )
-from ._hooks import Admission, Call, GatewayHooks, OpenHooks, Outcome, Settlement
+from ._free_limit import FreeRateLimit
+from ._hooks import Admission, Call, GatewayHooks, OpenHooks, Outcome, Principal, Settlement
 from ._metering import read_response, read_stream, stream_accumulator
 from ._models import model_page
 from ._passthrough import MODEL_PREFIX, count_tokens, model_info
@@ -117,6 +118,7 @@ class Gateway:
         self.config = config or GatewayConfig.from_env()
         self.hooks: GatewayHooks = hooks or OpenHooks()
         self.pool = UpstreamPool(self.config, trust_env=trust_env)
+        self.free_limit = FreeRateLimit(self.config.free_requests_per_minute)
 
     async def aclose(self) -> None:
         """Close the upstream pools, then the hooks (which flush and close what they own)."""
@@ -496,23 +498,40 @@ class Gateway:
     ) -> None:
         if path.startswith(MODEL_PREFIX):
             try:
-                await self.hooks.authenticate(headers)
+                principal = await self.hooks.authenticate(headers)
             except OutlayError as exc:
                 raise from_outlay_error(exc) from None
+            self._take_free(principal)
             body, head = await model_info(self.pool, headers, dialect, path.removeprefix(MODEL_PREFIX))
         else:
             raw = await self._read_body(headers, receive)
-            _, request = await self._authenticate_and_parse(headers, raw)
+            principal, request = await self._authenticate_and_parse(headers, raw)
+            self._take_free(principal)
             body, head = await count_tokens(self.pool, headers, request, raw)
         head = {**head, "content-length": str(len(body))}
         await send({"type": "http.response.start", "status": 200, "headers": _header_list(head)})
         await send({"type": "http.response.body", "body": body})
 
+    def _take_free(self, principal: Principal) -> None:
+        """A 429 for a key past its free_requests_per_minute (the routes the cost limits never see)."""
+        key = principal.key_id or principal.tenant_id or ""
+        wait = self.free_limit.take(key)
+        if wait:
+            seconds = max(1, int(-(-wait // 1)))  # Retry-After is whole seconds, never 0
+            raise GatewayError(
+                429,
+                f"this key made more than {self.free_limit.per_minute} requests a minute to the free"
+                f" routes (model lists and lookups, token counts); retry in {seconds} s",
+                code="rate_limit_exceeded",
+                headers={"retry-after": str(seconds)},
+            )
+
     async def _models(self, headers: Mapping[str, str], dialect: Dialect, send: Send) -> None:
         try:
-            await self.hooks.authenticate(headers)
+            principal = await self.hooks.authenticate(headers)
         except OutlayError as exc:
             raise from_outlay_error(exc) from None
+        self._take_free(principal)
         body = await model_page(self.pool, headers, dialect)
         head = {"content-type": "application/json", "content-length": str(len(body))}
         await send({"type": "http.response.start", "status": 200, "headers": _header_list(head)})

@@ -25,10 +25,20 @@ from urllib.parse import quote
 
 from outlay._errors import ConfigError
 
-__all__ = ["DEFAULT_ROUTES", "MAX_CALL_SECONDS", "Api", "GatewayConfig", "Kind", "Route", "Upstream"]
+__all__ = [
+    "DEFAULT_FREE_REQUESTS_PER_MINUTE",
+    "DEFAULT_ROUTES",
+    "MAX_CALL_SECONDS",
+    "Api",
+    "GatewayConfig",
+    "Kind",
+    "Route",
+    "Upstream",
+]
 
 #: The default longest call (an hour: long reasoning streams, never a runaway one).
 MAX_CALL_SECONDS: Final = 3600.0
+DEFAULT_FREE_REQUESTS_PER_MINUTE: Final = 600
 
 Kind = Literal["openai", "anthropic", "gemini", "openai_compatible"]
 Api = Literal["chat", "responses", "embeddings", "messages"]
@@ -136,6 +146,9 @@ class GatewayConfig:
     #: The longest a call may last, stream included; its budget hold lives this long (and a minute),
     #: so a hold never expires under a call still running (which would let calls overshoot a limit).
     max_call_seconds: float = MAX_CALL_SECONDS
+    #: Requests a minute each key may make on the free routes (model lists and lookups, token
+    #: counts), in bursts of up to a sixth of it, per gateway process; past it, a 429.
+    free_requests_per_minute: int = DEFAULT_FREE_REQUESTS_PER_MINUTE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "upstreams", MappingProxyType(dict(self.upstreams)))
@@ -154,6 +167,11 @@ class GatewayConfig:
         if not 1 <= self.max_call_seconds <= 86400:  # (also refuses NaN)
             raise ConfigError(
                 f"must be from 1 to 86400 seconds, got {self.max_call_seconds}", field="max_call_seconds"
+            )
+        free = self.free_requests_per_minute
+        if isinstance(free, bool) or not isinstance(free, int) or not 1 <= free <= 1_000_000:
+            raise ConfigError(
+                f"must be a whole number from 1 to 1000000, got {free!r}", field="free_requests_per_minute"
             )
 
     def resolve(self, model: str) -> tuple[Upstream, str] | None:
@@ -177,6 +195,7 @@ class GatewayConfig:
         aliases: Mapping[str, str] | None = None,
         max_body_bytes: int = 10 * 1024 * 1024,
         max_call_seconds: float = MAX_CALL_SECONDS,
+        free_requests_per_minute: int = DEFAULT_FREE_REQUESTS_PER_MINUTE,
     ) -> GatewayConfig:
         """OpenAI, Anthropic and Gemini upstreams from ``OUTLAY_UPSTREAM_*`` and ``*_API_KEY``.
 
@@ -201,6 +220,7 @@ class GatewayConfig:
             aliases=aliases or {},
             max_body_bytes=max_body_bytes,
             max_call_seconds=max_call_seconds,
+            free_requests_per_minute=free_requests_per_minute,
         )
 
     @classmethod
@@ -255,6 +275,7 @@ class GatewayConfig:
         aliases = data.get("aliases") or {}
         if not isinstance(aliases, Mapping) or not all(isinstance(v, str) for v in aliases.values()):
             raise ConfigError("must map alias -> model name", field="aliases")
+        free = data.get("free_requests_per_minute", DEFAULT_FREE_REQUESTS_PER_MINUTE)
         return cls.from_env(
             env,
             extra_upstreams=extra,
@@ -262,4 +283,5 @@ class GatewayConfig:
             aliases=dict(aliases),
             max_body_bytes=_whole(data.get("max_body_bytes", 10 * 1024 * 1024), "max_body_bytes"),
             max_call_seconds=_seconds(data.get("max_call_seconds", MAX_CALL_SECONDS), "max_call_seconds"),
+            free_requests_per_minute=_whole(free, "free_requests_per_minute"),
         )

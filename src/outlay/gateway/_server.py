@@ -15,6 +15,7 @@ A config file (``outlay gateway --config gateway.toml``)::
     rate_limit = { rate = "5.00", per = 60 }   # per tenant, USD per `per` seconds
     max_body_bytes = 10485760
     max_call_seconds = 3600                # a call (stream included) ends by then; its hold lives as long
+    free_requests_per_minute = 600         # per key and process, on the free routes (models, count_tokens)
     journal = ".outlay/inflight"           # calls admitted, not yet recorded; "off"; $OUTLAY_GATEWAY_JOURNAL
     aliases = { fast = "gpt-4o-mini" }
     [upstreams.local]
@@ -65,7 +66,9 @@ _log = logging.getLogger("outlay.gateway")
 
 #: The environment variable through which ``outlay gateway`` hands its --config to every worker.
 CONFIG_ENV: Final = "OUTLAY_GATEWAY_CONFIG"
-_ROUTING: Final = frozenset({"upstreams", "routes", "aliases", "max_body_bytes", "max_call_seconds"})
+_ROUTING: Final = frozenset(
+    {"upstreams", "routes", "aliases", "max_body_bytes", "max_call_seconds", "free_requests_per_minute"}
+)
 _MAX_CACHE_TTL: Final = 300.0
 _SETTINGS: Final = frozenset(
     {"keys", "ledger", "budget_store", "budgets", "plans", "prices", "environment",
