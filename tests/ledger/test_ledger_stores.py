@@ -453,3 +453,87 @@ def test_sqlite_ledger_reads_one_tenant_without_reading_the_others(tmp_path: Pat
         all_totals = steps(lambda: ledger.event_totals(["tenant", "reason"], low, high))
         tiny_totals = steps(lambda: ledger.event_totals(["tenant", "reason"], low, high, tenant="tiny"))
         assert tiny_totals * 20 < all_totals
+
+
+def _sqlite_steps(ledger: SQLiteLedger, read: Callable[[], object]) -> int:
+    """The work SQLite does for ``read`` on this thread's connection, in hundreds of VM steps."""
+    count = [0]
+
+    def tick() -> int:
+        count[0] += 1
+        return 0
+
+    connection = ledger._connection()
+    connection.set_progress_handler(tick, 100)
+    try:
+        read()
+    finally:
+        connection.set_progress_handler(None, 100)
+    return count[0]
+
+
+def test_sqlite_ledger_pages_a_big_tenant_without_rescanning_the_unindexed_events_per_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A big tenant's export reads many pages. The events past the tenant index (up to TENANT_TAIL
+    # of them when the writer has had no idle time) must be scanned once for the whole read, not
+    # once per page: that made one tenant's entries cost more than everyone's.
+    monkeypatch.setattr("outlay.ledger._sqlite._PAGE", 50)
+    events = [
+        dataclasses.replace(e, tenant_id="whale") if i % 2 == 0 and e.tenant_id else e
+        for i, e in enumerate(awkward_events(3000, step=timedelta(minutes=1)))
+    ]
+    low, high = events[0].time, events[-1].time + timedelta(seconds=1)
+    reference = InMemoryLedger()
+    reference.write(events)
+    expected = [e.event.event_id for e in reference.entries(low, high, tenant="whale")]
+    assert len(expected) > 1300  # 27 pages and more
+    with SQLiteLedger(tmp_path / "l.db") as ledger:
+        ledger.write(events)
+        assert _indexed_to(tmp_path / "l.db") == 0  # every event waits past the index
+        got: list[str] = []
+        waiting = _sqlite_steps(
+            ledger, lambda: got.extend(e.event.event_id for e in ledger.entries(low, high, tenant="whale"))
+        )
+        assert got == expected
+        everyone = _sqlite_steps(ledger, lambda: list(ledger.entries(low, high)))
+        while ledger.maintain():
+            pass
+        indexed = _sqlite_steps(ledger, lambda: list(ledger.entries(low, high, tenant="whale")))
+        assert waiting < 3 * indexed  # was 15 times as much
+        assert waiting < everyone + indexed  # was 7 times everyone's
+
+
+def test_sqlite_ledger_tenant_entries_stay_exact_while_the_index_fills_and_events_arrive_between_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An export reads page by page with no transaction held: between its pages the writer adds
+    # events (some filling the tenant index itself) and its idle upkeep fills the index. Each
+    # event is read once, in order; those added later into the unread part of the window too.
+    monkeypatch.setattr("outlay.ledger._sqlite._PAGE", 7)
+    monkeypatch.setattr("outlay.ledger._sqlite.TENANT_TAIL", 40)
+    events = awkward_events(600, step=timedelta(minutes=5))
+    low, high = events[0].time, events[399].time + timedelta(seconds=1)
+    late = [  # written during the read: in the window's last second, or past it
+        dataclasses.replace(e, time=high - timedelta(microseconds=1 + i % 2 * 500_000)) if i % 3 == 0 else e
+        for i, e in enumerate(events[400:])
+    ]
+    reference = InMemoryLedger()
+    reference.write(events[:400])
+    with SQLiteLedger(tmp_path / "l.db") as ledger:
+        ledger.write(events[:150])
+        ledger.maintain(max_events=5)  # 50 indexed
+        ledger.write(events[150:400])  # 250 waiting: write fills the index
+        ledger.write(events[100:130])  # duplicates
+        for tenant, arrivals in (("acme", late[:100]), ("globex", late[100:])):
+            reference.write(arrivals)
+            expected = [e.event.event_id for e in reference.entries(low, high, tenant=tenant)]
+            got: list[str] = []
+            for count, entry in enumerate(ledger.entries(low, high, tenant=tenant, operation_prefix="")):
+                got.append(entry.event.event_id)
+                if count % 7 == 6:  # between pages
+                    at = count // 7 * 20
+                    ledger.write(arrivals[at : at + 20])
+                    ledger.maintain(max_events=1 + count % 4)
+            assert got == expected
+            assert len(got) == len(set(got))

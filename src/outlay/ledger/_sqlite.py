@@ -8,6 +8,7 @@ cut, because the writer acknowledges the event log as soon as ``write`` returns.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import os
@@ -67,7 +68,6 @@ from ._sqlite_schema import (
     EFFECTIVE,
     FROM_EVENTS,
     INDEX_TENANTS,
-    INDEXED_SEQ,
     INDEXED_TO,
     INSERT_EVENT,
     ROLL_UP_HOURS,
@@ -578,35 +578,78 @@ class SQLiteLedger(LedgerStore):
             condition, rest = prefix_filter("e.operation", operation_prefix, "?")
             operation = " AND " + condition
         select = f"SELECT e.seq, e.time_us, e.payload, {EFFECTIVE} FROM"
+        if tenant is not None:
+            yield from self._tenant_entries(select, tenant, position, high, operation, rest)
+            return
         # A row-value bound, so each page is an index seek to where the last one stopped (an OR of
         # time and seq made SQLite rescan from the window's start on every page: quadratic).
-        if tenant is None:
-            sql = (
-                f"{select} {FROM_EVENTS} WHERE (e.time_us, e.seq) > (?, ?) AND e.time_us < ?{operation}"
-                " ORDER BY e.time_us, e.seq LIMIT ?"
-            )
-            first: tuple[str, ...] = ()
-        else:
-            # The tenant's indexed events (CROSS JOIN: read in the index's order) and those past
-            # it, each part paged alone, in one statement: one state for both.
-            indexed = (
-                f"{select} ledger_tenant_index i CROSS JOIN ledger_events e ON e.seq = i.seq"
-                " LEFT JOIN ledger_event_state s ON s.event_id = e.event_id"
-                f" WHERE i.tenant = ? AND (i.time_us, i.seq) > (?, ?) AND i.time_us < ?{operation}"
-                " ORDER BY i.time_us, i.seq LIMIT ?"
-            )
-            tail = (
-                f"{select} ledger_events e NOT INDEXED LEFT JOIN ledger_event_state s"
-                f" ON s.event_id = e.event_id WHERE e.seq > {INDEXED_SEQ} AND e.tenant = ?"
-                f" AND (e.time_us, e.seq) > (?, ?) AND e.time_us < ?{operation}"
-                " ORDER BY e.time_us, e.seq LIMIT ?"
-            )
-            sql = f"SELECT * FROM ({indexed}) UNION ALL SELECT * FROM ({tail}) ORDER BY 2, 1 LIMIT ?"
-            first = (tenant,)
+        sql = (
+            f"{select} {FROM_EVENTS} WHERE (e.time_us, e.seq) > (?, ?) AND e.time_us < ?{operation}"
+            " ORDER BY e.time_us, e.seq LIMIT ?"
+        )
         while True:
             # Page by (time, seq) so no read transaction stays open while the caller works.
-            params: tuple[Any, ...] = (*first, position[0], position[1], high, *rest, _PAGE)
-            rows = self._query(sql, params if tenant is None else (*params, *params, _PAGE))
+            rows = self._query(sql, (*position, high, *rest, _PAGE))
+            for seq, us, payload, priced, cost, version, reason, count in rows:
+                position = (us, seq)
+                yield LedgerEntry(decode_event(payload), bool(priced), _money(cost), version, reason, count)
+            if len(rows) < _PAGE:
+                return
+
+    def _tenant_entries(
+        self,
+        select: str,
+        tenant: str,
+        position: tuple[int, int],
+        high: int,
+        operation: str,
+        rest: tuple[str, ...],
+    ) -> Iterator[LedgerEntry]:
+        """``entries`` of one tenant: its indexed events from ledger_tenant_index, those past
+        ``tenants_indexed_to`` from the events. The latter have no index: each is looked at once
+        for the whole read (the (time, seq) of the tenant's kept in ``waiting``), not once per page,
+        which made a big tenant's export scan up to TENANT_TAIL rows for every page of it."""
+        indexed_sql = (
+            f"{select} ledger_tenant_index i CROSS JOIN ledger_events e ON e.seq = i.seq"
+            " LEFT JOIN ledger_event_state s ON s.event_id = e.event_id"
+            f" WHERE i.tenant = ? AND (i.time_us, i.seq) > (?, ?) AND i.time_us < ?{operation}"
+            " ORDER BY i.time_us, i.seq LIMIT ?"
+        )
+        # NOT INDEXED: the seq range (bounded by TENANT_TAIL), never the time index over a window.
+        # (No upper bound: the snapshot holds no seq past ``top``, and one costs a test per row.)
+        scan_sql = (
+            "SELECT e.time_us, e.seq FROM ledger_events e NOT INDEXED WHERE e.seq > ?"
+            f" AND e.tenant = ? AND (e.time_us, e.seq) > (?, ?) AND e.time_us < ?{operation}"
+        )
+        waiting: list[tuple[int, int]] = []  # sorted: the tenant's events past the index, unread
+        scanned = 0  # the seq up to which the events past the index have been looked at
+        pruned_at = 0  # the watermark ``waiting`` holds no event at or below
+        while True:
+            # Each page in one read transaction (the watermark, the scan and the rows agree),
+            # none open while the caller works.
+            with self._snapshot(), self._translate():
+                cursor = self._connection().cursor()
+                indexed, top = _indexed_to(cursor), _last_seq(cursor)
+                if indexed > pruned_at:  # filled meanwhile: those events now come from the index
+                    waiting = [item for item in waiting if item[1] > indexed]
+                    pruned_at = indexed
+                low = max(indexed, scanned)
+                if top > low:
+                    waiting += cursor.execute(scan_sql, (low, tenant, *position, high, *rest)).fetchall()
+                    waiting.sort()
+                    scanned = top
+                del waiting[: bisect.bisect_right(waiting, position)]
+                page = [seq for _, seq in waiting[:_PAGE]]
+                sql, params = indexed_sql, [tenant, *position, high, *rest, _PAGE]
+                if page:
+                    by_seq = (
+                        f"{select} {FROM_EVENTS} WHERE e.seq IN ({_placeholders(len(page))})"
+                        " ORDER BY e.time_us, e.seq"
+                    )
+                    sql = f"SELECT * FROM ({indexed_sql}) UNION ALL SELECT * FROM ({by_seq})"
+                    sql += " ORDER BY 2, 1 LIMIT ?"
+                    params += [*page, _PAGE]
+                rows = cursor.execute(sql, params).fetchall()
             for seq, us, payload, priced, cost, version, reason, count in rows:
                 position = (us, seq)
                 yield LedgerEntry(decode_event(payload), bool(priced), _money(cost), version, reason, count)
