@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
+import os
+import shutil
 import sqlite3
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from outlay._errors import ConfigError, InvalidInput
+from outlay._errors import BackendError, ConfigError, InvalidInput
 from outlay._rating import Rating
 from outlay.ledger import InMemoryLedger, SQLiteLedger, open_ledger
 from outlay.stream import SQLiteEventLog
@@ -537,3 +541,57 @@ def test_sqlite_ledger_tenant_entries_stay_exact_while_the_index_fills_and_event
                     ledger.maintain(max_events=1 + count % 4)
             assert got == expected
             assert len(got) == len(set(got))
+
+
+@contextlib.contextmanager
+def _read_only_file(path: Path) -> Iterator[None]:
+    """``path`` read-only for this process, the directory beside it still writable (SQLite makes
+    its -shm file there): by its mode, or when running as root (whom modes do not stop) by the
+    immutable attribute."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        try:
+            yield
+        finally:
+            path.chmod(0o644)
+        return
+    chattr = shutil.which("chattr")
+    if (
+        chattr is None
+        or subprocess.run([chattr, "+i", str(path)], capture_output=True, check=False).returncode
+    ):
+        pytest.skip("running as root where files cannot be made immutable")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", str(path)], check=True)
+
+
+def test_a_read_only_ledger_from_before_the_bulk_tenant_index_still_reads(tmp_path: Path) -> None:
+    # An archived ledger (a read-only file, a snapshot on a read-only volume) made before the
+    # tenant index was filled in bulk: the previous release read it; the table and the move of its
+    # old index cannot be written, so it is read from the events, exactly, instead of refused.
+    path = tmp_path / "archive.db"
+    events = awkward_events(300, step=timedelta(minutes=13))
+    low, high = events[1].time, events[-1].time + timedelta(seconds=1)
+    reference = InMemoryLedger()
+    reference.write(events)
+    with SQLiteLedger(path) as ledger:
+        ledger.write(events)
+        while ledger.maintain():
+            pass
+    with contextlib.closing(sqlite3.connect(path)) as db:  # the old layout, all in the main file
+        db.execute("DROP TABLE ledger_tenant_index")
+        db.execute("DELETE FROM ledger_meta WHERE name = 'tenants_indexed_to'")
+        db.execute("CREATE INDEX ledger_events_tenant_time ON ledger_events (tenant, time_us)")
+        db.commit()
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with _read_only_file(path):
+        with SQLiteLedger(path) as archived:
+            assert _tenant_reads(archived, low, high) == _tenant_reads(reference, low, high)
+            assert by_key(archived.rollup_totals(["tenant"], DAY0, DAY_END)) == by_key(
+                reference.rollup_totals(["tenant"], DAY0, DAY_END)
+            )
+            assert archived.maintain() is False  # nothing it could do
+            with pytest.raises(BackendError, match="readonly"):
+                archived.write([event(time=events[0].time, tenant_id="acme")])

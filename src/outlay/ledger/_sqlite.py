@@ -98,6 +98,15 @@ _OLD_TENANT_INDEX: Final = (
     "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'ledger_events_tenant_time'"
 )
 
+# A read-only ledger made before ledger_tenant_index: every event counts as indexed, read through
+# its old index ``ledger_events_tenant_time`` as the release before did (TEMP names come first).
+_READ_ONLY_TENANT_INDEX: Final = """
+CREATE TEMP VIEW IF NOT EXISTS ledger_tenant_index AS SELECT tenant, time_us, seq FROM main.ledger_events;
+CREATE TEMP VIEW IF NOT EXISTS ledger_meta AS
+    SELECT name, value FROM main.ledger_meta WHERE name <> 'tenants_indexed_to'
+    UNION ALL SELECT 'tenants_indexed_to', (SELECT COALESCE(MAX(seq), 0) FROM main.ledger_events);
+"""
+
 
 class _Scope(NamedTuple):
     """Which events a query keeps (see ``filters``)."""
@@ -249,9 +258,15 @@ class SQLiteLedger(LedgerStore):
         self._connections_lock = threading.Lock()
         self._closed = False
         self._checkpointer: Checkpointer | None = None
+        self._read_only = False
         with self._translate():
-            self._connection().executescript(SCHEMA)
-        self._adopt_tenant_index()
+            try:
+                self._connection().executescript(SCHEMA)
+            except sqlite3.OperationalError as exc:
+                if not self._archive(exc):
+                    raise
+        if not self._read_only:
+            self._adopt_tenant_index()
         with self._translate():
             # WAL checkpoints on a background thread: a batch's commit then only syncs the WAL,
             # and the copy into the database runs beside the next batch (~8% more events/s).
@@ -290,6 +305,8 @@ class SQLiteLedger(LedgerStore):
         if self._checkpointer is not None:  # each thread's connection leaves checkpoints to it too
             connection.execute(f"PRAGMA wal_autocheckpoint={FALLBACK_PAGES}")
         register_functions(connection)
+        if self._read_only:
+            connection.executescript(_READ_ONLY_TENANT_INDEX)
         if _INSERT_ROWS is not None:  # the same SQLite found: outlay_dadd in C, Python's for the rest
             _SPEEDUPS.register_dadd(connection, dadd)
         self._local.connection = connection
@@ -307,6 +324,20 @@ class SQLiteLedger(LedgerStore):
             self._connections.remove(connection)
         with contextlib.suppress(sqlite3.Error):  # never raise at a thread's end
             connection.close()
+
+    def _archive(self, exc: sqlite3.OperationalError) -> bool:
+        """Whether ``exc``, raised making the schema, is that of a ledger in a read-only file (an
+        archive, a snapshot on a read-only volume) made before 2026-12-07, which the release before
+        read: it is read as it is then (``_READ_ONLY_TENANT_INDEX``), and writes fail."""
+        if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_READONLY:
+            return False
+        connection = self._connection()
+        tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "ledger_events" not in tables or "ledger_tenant_index" in tables:
+            return False
+        self._read_only = True
+        connection.executescript(_READ_ONLY_TENANT_INDEX)
+        return True
 
     def _adopt_tenant_index(self) -> None:
         """A ledger made before 2026-12-07 indexed tenants with ``ledger_events_tenant_time``, an
