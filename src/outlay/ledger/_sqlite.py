@@ -342,9 +342,9 @@ class SQLiteLedger(LedgerStore):
     def _adopt_tenant_index(self) -> None:
         """A ledger made before 2026-12-07 indexed tenants with ``ledger_events_tenant_time``, an
         index SQLite kept up on every insert: move its entries to ledger_tenant_index, once, and
-        drop it (a ledger of 10M events takes ~15 s). An older outlay opening the file after
-        rebuilds the index, and the next open moves it again; what it wrote meanwhile lies past
-        ``tenants_indexed_to``, where queries read the events themselves."""
+        drop it (~1.2 µs per event, the write lock held: ~12 s for 10M events). An older outlay
+        opening the file after rebuilds the index, and the next open moves it again; what it wrote
+        meanwhile lies past ``tenants_indexed_to``, where queries read the events themselves."""
         with self._translate():
             if self._connection().execute(_OLD_TENANT_INDEX).fetchone() is None:
                 return
