@@ -199,6 +199,118 @@ class BudgetStoreConformance:
         clock.advance(10 + 2 * 2)  # the window plus at most two 2 s slices
         assert store.reserve("later", key, D("0.01"), 60).ok
 
+    # --- counters of ended calendar windows are dropped ------------------------------------------
+    # A counter of a day (month, hour) window is never read by admission once the window ended; a
+    # long-running process kept every one of them forever (~1.8 KB each in memory, a row or a key
+    # on disk). It is now dropped at its window's end plus the store's retention (24 h), or that
+    # long after it was last touched, whichever is later, and never while anything is held on it.
+
+    DAY: str = "tenant:acme:day:2026-03-15"
+    RETENTION: float = 86400.0
+
+    @staticmethod
+    def _day_end(clock: FakeClock) -> float:
+        return clock.now + 12 * 3600  # the clock starts at 2026-03-15 12:00 UTC
+
+    def test_a_day_counter_is_dropped_after_its_window_and_retention_not_before(
+        self, store: BudgetStore, clock: FakeClock
+    ) -> None:
+        end = self._day_end(clock)
+        key = [KeyLimit(self.DAY, D("10"), until=end)]
+        assert store.reserve("a", key, D("0.50"), 60).ok
+        assert store.settle("a", D("0.40")).ok
+        clock.now = end + self.RETENTION - 1
+        assert store.status(self.DAY).spent == D("0.40")  # the window ended a day ago: still kept
+        clock.now = end + self.RETENTION
+        assert (store.status(self.DAY).spent, store.status(self.DAY).reserved) == (0, 0)
+
+    def test_a_counter_with_a_hold_in_flight_is_kept_until_it_is_settled(
+        self, store: BudgetStore, clock: FakeClock
+    ) -> None:
+        end = self._day_end(clock)
+        key = [KeyLimit(self.DAY, D("10"), until=end)]
+        assert store.reserve("done", key, D("0.25"), 60).ok
+        assert store.settle("done", D("0.25")).ok
+        assert store.reserve("long", key, D("1"), 3 * 86400).ok  # a call that may take three days
+        clock.now = end + self.RETENTION + 3600
+        assert (store.status(self.DAY).spent, store.status(self.DAY).reserved) == (D("0.25"), D("1"))
+        settled_at = clock.now
+        assert store.settle("long", D("0.75")).ok
+        assert store.status(self.DAY).spent == D("1.00")
+        # touched by the settle: kept for the retention from then (a repeated settle stays exact)
+        clock.now = settled_at + self.RETENTION - 1
+        assert store.status(self.DAY).spent == D("1.00")
+        clock.now = settled_at + self.RETENTION
+        assert store.status(self.DAY).spent == 0
+
+    def test_a_counter_with_a_hold_in_flight_is_kept_until_the_hold_expires(
+        self, store: BudgetStore, clock: FakeClock
+    ) -> None:
+        end = self._day_end(clock)
+        key = [KeyLimit(self.DAY, D("10"), until=end)]
+        assert store.reserve("crashed", key, D("0.6"), 2 * 86400).ok  # deadline: end + 36 h
+        clock.now = end + self.RETENTION + 1
+        assert (store.status(self.DAY).spent, store.status(self.DAY).reserved) == (0, D("0.6"))
+        clock.now = end + 36 * 3600
+        assert (store.status(self.DAY).spent, store.status(self.DAY).reserved) == (D("0.6"), 0)
+        charged_at = clock.now
+        clock.now = charged_at + self.RETENTION - 1
+        assert store.status(self.DAY).spent == D("0.6")
+        clock.now = charged_at + self.RETENTION
+        assert store.status(self.DAY).spent == 0
+
+    def test_a_late_settle_of_a_hold_made_at_the_windows_end_still_counts_exactly(
+        self, store: BudgetStore, clock: FakeClock
+    ) -> None:
+        end = self._day_end(clock)
+        key = [KeyLimit(self.DAY, D("10"), until=end)]
+        assert store.reserve("before", key, D("2"), 60).ok
+        assert store.settle("before", D("2")).ok
+        clock.now = end - 1
+        assert store.reserve("last", key, D("0.5"), 300).ok  # one second before the day ends
+        clock.now = end + 300
+        assert store.status(self.DAY).spent == D("2.5")  # expired: charged its hold
+        clock.now = end + 300 + self.RETENTION - 1  # past the day's end + retention, but the
+        assert store.settle("last", D("0.8")).ok  # expired hold is remembered: its excess lands
+        assert store.status(self.DAY).spent == D("2.8")
+
+    def test_a_hold_taken_just_before_the_counter_is_dropped_keeps_it(
+        self, store: BudgetStore, clock: FakeClock
+    ) -> None:
+        end = self._day_end(clock)
+        key = [KeyLimit(self.DAY, D("10"), until=end)]
+        assert store.reserve("a", key, D("1"), 60).ok
+        assert store.settle("a", D("1")).ok
+        clock.now = end + self.RETENTION - 0.001  # a process whose clock lags a day behind
+        assert store.reserve("lagging", key, D("0.5"), 120).ok
+        clock.now = end + self.RETENTION + 60
+        assert (store.status(self.DAY).spent, store.status(self.DAY).reserved) == (D("1"), D("0.5"))
+        assert store.settle("lagging", D("0.5")).ok
+        assert store.status(self.DAY).spent == D("1.5")
+
+    def test_counters_without_a_window_end_are_never_dropped(
+        self, store: BudgetStore, clock: FakeClock
+    ) -> None:
+        keys = [KeyLimit("run:r1", D("10")), KeyLimit("tenant:acme:rolling:604800", D("10"), 604800)]
+        assert store.reserve("a", keys, D("0.5"), 60).ok
+        assert store.settle("a", D("0.5")).ok
+        clock.advance(3 * 86400)  # a rolling week keeps its spend by its own slices
+        assert store.status("tenant:acme:rolling:604800", 604800).spent == D("0.5")
+        clock.advance(400 * 86400)
+        assert store.status("run:r1").spent == D("0.5")
+
+    @pytest.mark.parametrize("until", [float("nan"), float("inf"), True, "2026-03-16", 0, -1])
+    def test_a_bad_window_end_is_refused(self, store: BudgetStore, until: object) -> None:
+        with pytest.raises(InvalidInput) as caught:
+            store.reserve("a", [KeyLimit("k", D("1"), until=until)], D("0.1"), 60)  # type: ignore[arg-type]
+        assert caught.value.field == "keys"
+        assert store.status("k").reserved == 0
+
+    def test_a_rolling_window_has_no_end_to_drop_it_at(self, store: BudgetStore, clock: FakeClock) -> None:
+        with pytest.raises(InvalidInput, match="rolling") as caught:
+            store.reserve("a", [KeyLimit("k", D("1"), 3600, until=clock.now + 60)], D("0.1"), 60)
+        assert caught.value.field == "keys"
+
     # --- concurrency ----------------------------------------------------------------------------
 
     def test_threads_never_overshoot_when_actual_equals_estimate(self, store: BudgetStore) -> None:

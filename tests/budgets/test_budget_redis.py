@@ -613,3 +613,88 @@ def test_a_mistyped_redis_url_is_refused_not_made_a_local_sqlite_store(
         open_budget_store(url)
     assert caught.value.field == "budget_store"
     assert list(tmp_path.iterdir()) == []
+
+
+# --- counters of ended calendar windows expire in Redis itself -------------------------------------
+
+
+def test_a_day_counter_expires_in_redis_after_its_window_and_retention(
+    make: MakeStore, redis_url: str, prefix: str
+) -> None:
+    # On the server's clock Redis itself deletes the key: nobody has to read it again.
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    store = make(retention=0.5)
+    counter = prefix + "c:tenant:acme:day:today"
+    end = time.time() + 0.5
+    key = [KeyLimit("tenant:acme:day:today", D("10"), until=end)]
+    assert store.reserve("a", key, D("1"), 60).ok
+    assert client.pttl(counter) == -1  # held on: no expiry at all
+    assert store.settle("a", D("0.75")).ok
+    assert 0 < client.pttl(counter) <= 1000  # the window's end + retention, from now
+    assert store.status("tenant:acme:day:today").spent == D("0.75")
+    assert _poll(lambda: client.exists(counter) == 0, within=5)
+    assert time.time() >= end + 0.5 - 0.05  # (not before: allowing for the two clocks' rounding)
+    client.close()
+
+
+def test_a_counter_held_on_does_not_expire_in_redis_until_the_hold_is_finished(
+    make: MakeStore, redis_url: str, prefix: str
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    store = make(retention=0.2)
+    counter = prefix + "c:tenant:acme:day:today"
+    key = [KeyLimit("tenant:acme:day:today", D("10"), until=time.time() + 0.1)]
+    assert store.reserve("spent", key, D("0.5"), 60).ok
+    assert store.settle("spent", D("0.5")).ok
+    assert store.reserve("long", key, D("1"), 60).ok  # taken before the expiry: it is removed
+    time.sleep(0.6)  # well past the window's end + retention
+    assert client.pttl(counter) == -1
+    status = store.status("tenant:acme:day:today")
+    assert (status.spent, status.reserved) == (D("0.5"), D("1"))
+    assert store.release("long")
+    assert 0 < client.pttl(counter) <= 200  # free again: dropped a retention after this change
+    assert _poll(lambda: client.exists(counter) == 0, within=5)
+    client.close()
+
+
+def test_counters_without_a_window_end_never_expire_in_redis(
+    make: MakeStore, redis_url: str, prefix: str
+) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    store = make(retention=0)
+    store.reserve("a", [KeyLimit("run:r1", D("10"))], D("1"), 60)
+    store.settle("a", D("1"))
+    assert client.pttl(prefix + "c:run:r1") == -1
+    # a key a caller counted both ways is kept: a reservation without an end makes it permanent
+    day = [KeyLimit("tenant:acme:day:today", None, until=time.time() + 0.1)]
+    assert store.reserve("b", day, D("1"), 60).ok
+    assert store.settle("b", D("1")).ok
+    assert client.pttl(prefix + "c:tenant:acme:day:today") > 0
+    assert store.reserve("c", [KeyLimit("tenant:acme:day:today")], D("1"), 60).ok
+    assert store.settle("c", D("1")).ok
+    assert client.pttl(prefix + "c:tenant:acme:day:today") == -1
+    time.sleep(0.3)
+    assert store.status("tenant:acme:day:today").spent == D("2")
+    client.close()
+
+
+def test_an_injected_clock_sets_the_expiry_from_its_own_time(
+    make: MakeStore, redis_url: str, prefix: str, clock: FakeClock
+) -> None:
+    # Redis expires keys on its own clock: the expiry is the time left by the store's clock.
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    store = make(clock=clock)
+    key = [KeyLimit("tenant:acme:day:2026-03-15", D("10"), until=clock.now + 12 * 3600)]
+    assert store.reserve("a", key, D("1"), 60).ok
+    assert store.settle("a", D("1")).ok
+    left = client.pttl(prefix + "c:tenant:acme:day:2026-03-15")
+    assert (12 + 24) * 3600 * 1000 - 5000 < left <= (12 + 24) * 3600 * 1000
+    client.close()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from outlay._errors import BackendUnavailable
-from outlay.budgets import InMemoryBudgetStore, KeyLimit, SQLiteBudgetStore
+from outlay._errors import BackendUnavailable, InvalidInput
+from outlay.budgets import InMemoryBudgetStore, KeyLimit, KeyStatus, SQLiteBudgetStore
 
 from .conformance import BudgetStoreConformance, Factory
 from .conftest import FakeClock
@@ -145,3 +145,102 @@ class TestInMemoryRetention:
             InMemoryBudgetStore(finished_retention=bad)  # type: ignore[arg-type]
         with pytest.raises(InvalidInput, match="seconds"):
             InMemoryBudgetStore(retention=bad)  # type: ignore[arg-type]
+
+
+# --- counters of ended calendar windows are dropped: memory and rows stay bounded -----------------
+
+
+def _counters(store: InMemoryBudgetStore | SQLiteBudgetStore) -> int:
+    if isinstance(store, InMemoryBudgetStore):
+        return len(store._counters)
+    return int(store._db.execute("SELECT COUNT(*) FROM budget_counters").fetchone()[0])
+
+
+# --- a SQLite file made before counters were dropped ----------------------------------------------
+
+#: The schema SQLiteBudgetStore wrote before counters had a drop time (outlay up to 2026-12-07).
+_OLD_SCHEMA = """
+CREATE TABLE budget_counters (key TEXT PRIMARY KEY, spent TEXT NOT NULL, reserved TEXT NOT NULL);
+CREATE TABLE budget_slices (
+    key TEXT NOT NULL, idx INTEGER NOT NULL, spent TEXT NOT NULL, PRIMARY KEY (key, idx));
+CREATE TABLE budget_holds (
+    id TEXT PRIMARY KEY, keys TEXT NOT NULL, amount TEXT NOT NULL, expires REAL NOT NULL,
+    state TEXT NOT NULL, forget_at REAL);
+CREATE INDEX budget_holds_expiry ON budget_holds (state, expires);
+CREATE INDEX budget_holds_forget ON budget_holds (forget_at);
+"""
+
+
+def _old_file(path: Path, clock: FakeClock) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.executescript(_OLD_SCHEMA)
+    db.executemany(
+        "INSERT INTO budget_counters VALUES (?, ?, ?)",
+        [("tenant:acme:day:2026-03-14", "3.5", "0"), ("tenant:acme:day:2026-03-15", "1.25", "0.5")],
+    )
+    db.execute(
+        "INSERT INTO budget_holds (id, keys, amount, expires, state) VALUES (?, ?, ?, ?, ?)",
+        ("old-hold", '[["tenant:acme:day:2026-03-15", null]]', "0.5", clock.now + 300, "held"),
+    )
+    db.commit()
+    db.close()
+
+
+def test_a_sqlite_file_made_before_counters_were_dropped_opens_and_keeps_its_counters(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    path = tmp_path / "old.db"
+    _old_file(path, clock)
+    store = SQLiteBudgetStore(path, clock=clock)
+    assert store.status("tenant:acme:day:2026-03-15").spent == Decimal("1.25")
+    assert store.settle("old-hold", Decimal("0.5")).ok  # a hold made by the old code settles exactly
+    assert store.status("tenant:acme:day:2026-03-15") == KeyStatus(
+        "tenant:acme:day:2026-03-15", Decimal("1.75"), Decimal(0)
+    )
+    end = clock.now + 12 * 3600
+    key = [KeyLimit("tenant:acme:day:2026-03-15", Decimal("10"), until=end)]
+    assert store.reserve("new", key, Decimal("1"), 60).ok
+    assert store.settle("new", Decimal("1")).ok
+    clock.now = end + 86400
+    assert store.status("tenant:acme:day:2026-03-15").spent == 0  # now it has a window end: dropped
+    assert store.status("tenant:acme:day:2026-03-14").spent == Decimal("3.5")  # never told one: kept
+    store.close()
+
+
+def test_processes_opening_an_old_sqlite_file_at_once_migrate_it_once(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    import threading
+
+    path = tmp_path / "old.db"
+    _old_file(path, clock)
+    errors: list[BaseException] = []
+    stores: list[SQLiteBudgetStore] = []
+    start = threading.Barrier(6)
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            stores.append(SQLiteBudgetStore(path, clock=clock))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert all(s.status("tenant:acme:day:2026-03-14").spent == Decimal("3.5") for s in stores)
+    for s in stores:
+        s.close()
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), "86400", True])
+def test_sqlite_refuses_a_retention_that_would_drop_live_counters(tmp_path: Path, bad: object) -> None:
+    # retention=-86400 dropped a day's counter as its day began: its spend forgotten mid-day.
+    with pytest.raises(InvalidInput, match="seconds") as caught:
+        SQLiteBudgetStore(tmp_path / "b.db", retention=bad)  # type: ignore[arg-type]
+    assert caught.value.field == "retention"

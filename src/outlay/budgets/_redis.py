@@ -89,6 +89,11 @@ def _window(window: int | None, field: str) -> int:
     return window
 
 
+def _until_ms(until: float | None) -> int:
+    """A calendar window's end in ms for the scripts (0: none); ``check_keys`` validated it."""
+    return 0 if until is None else math.ceil(until * 1000)
+
+
 def shown_url(url: str) -> str:
     """``url`` as errors and logs print it: a password — in the userinfo (``redis://user:pw@host``)
     or a ``password=`` option, both of which redis-py reads — replaced by ``***``. Messages naming
@@ -318,7 +323,11 @@ class RedisBudgetStore(BudgetStore):
             return self._local.pending_count()
 
     def _settle_args(self, op: PendingOp) -> tuple[list[str], list[str]]:
-        keys = json.dumps([[k.key, _window(k.window, "keys")] for k in op.keys]) if op.keys else ""
+        keys = (
+            json.dumps([[k.key, _window(k.window, "keys"), _until_ms(k.until)] for k in op.keys])
+            if op.keys
+            else ""
+        )
         return (
             [self._prefix + "expiry", self._hold_key(op.reservation_id)],
             [self._prefix, self._now(), op.reservation_id, op.actual, self._retention_ms, op.nonce, keys,
@@ -352,7 +361,7 @@ class RedisBudgetStore(BudgetStore):
             limit = "" if kl.limit is None else _text(kl.limit, "keys")
             if kl.limit is not None and kl.limit < 0:
                 raise InvalidInput(f"limit of {kl.key!r} is negative", field="keys")
-            requests.append([kl.key, limit, _window(kl.window, "keys")])
+            requests.append([kl.key, limit, _window(kl.window, "keys"), _until_ms(kl.until)])
         amount_text = _text(amount, "amount")
         cause: BackendUnavailable | None = None
         nonce = uuid.uuid4().hex
@@ -426,7 +435,7 @@ class RedisBudgetStore(BudgetStore):
                     raise InvalidInput(
                         f"unknown (or long-expired) reservation {reservation_id!r}", field="reservation"
                     )
-                names = [str(name) for name, _ in json.loads(raw[1])]
+                names = [str(held[0]) for held in json.loads(raw[1])]  # [key, window, end]
                 return StoreResult(raw[0] == "ok", self._statuses(names, raw[2:]))
         # Redis is down: the spend is applied when it is back (no counter status is known meanwhile),
         # as of now: should the hold expire meanwhile, its expiry charge is taken back then.

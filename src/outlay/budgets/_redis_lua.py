@@ -8,9 +8,17 @@ That is arbitrary-precision decimal arithmetic: any sum is exact, whatever its s
 only bounds the digits of each amount it sends (see ``_redis.py``).
 
 Layout under the store's prefix ``P``:
-``P c:<key>`` hash {spent, reserved}; ``P s:<key>`` hash {slice index: spent} for rolling windows;
-``P h:<id>`` hash {k: keys JSON [[key, window]], a: amount, s: state, n: reserve nonce,
+``P c:<key>`` hash {spent, reserved, x: drop time (ms), for a calendar window's counter};
+``P s:<key>`` hash {slice index: spent} for rolling windows;
+``P h:<id>`` hash {k: keys JSON [[key, window, until ms or 0]], a: amount, s: state, n: reserve nonce,
 sn: settle/release nonce}; ``P expiry`` sorted set of held ids by deadline (ms).
+
+A calendar window's counter (``until`` > 0: the window's end) may be dropped at its drop time: the
+later of that end and its last change, plus the retention (every hold finished on it is forgotten
+by then). It carries that as a ``PEXPIRE`` while nothing is held on it, and no expiry while
+something is (set in the same script that changes ``reserved``, so a hold taken just before the
+expiry removes it). The scripts also treat a counter past its drop time as gone, so an injected
+clock (whose time Redis's own expiry does not follow) sees the same counters.
 
 Every script takes ``ARGV[1]`` = prefix and ``ARGV[2]`` = now in ms, or "" to read the Redis
 server's ``TIME``, so that every replica agrees on the clock (tests pass an injected clock).
@@ -27,6 +35,7 @@ _COMMON: Final = r"""
 local P = ARGV[1]
 local EXPIRY = P .. 'expiry'
 local CHUNK = 14
+local RETENTION = 0  -- ms; each script sets it from its arguments before changing a counter
 
 local function now_ms()
   if ARGV[2] ~= '' then return tonumber(ARGV[2]) end
@@ -115,6 +124,20 @@ local function skey(key) return P .. 's:' .. key end
 
 local function reserved_of(key) return redis.call('HGET', ckey(key), 'reserved') or '0' end
 
+-- After a change of the counter ``key`` at ``now``: a calendar window's counter (``ends`` ms > 0)
+-- expires at its drop time while nothing is held on it; any other is kept for ever.
+local function keep(key, ends, now, reserved)
+  local c = ckey(key)
+  if type(ends) ~= 'number' or ends <= 0 then
+    if redis.call('HDEL', c, 'x') == 1 then redis.call('PERSIST', c) end
+    return
+  end
+  local at = math.max(ends, now) + RETENTION
+  redis.call('HSET', c, 'x', string.format('%d', at))
+  if reserved == '0' then redis.call('PEXPIRE', c, math.max(1, at - now))
+  else redis.call('PERSIST', c) end
+end
+
 -- Same slicing as outlay.budgets._store.rolling_slices, on milliseconds.
 local function slices(window, now)
   local size = math.max(1, math.floor(window / 60))
@@ -134,44 +157,54 @@ end
 
 -- A counter's spend (within its window, for a rolling key) and reservations.
 local function load(key, window, now)
-  local c = redis.call('HMGET', ckey(key), 'spent', 'reserved')
+  local c = redis.call('HMGET', ckey(key), 'spent', 'reserved', 'x')
+  if c[3] and tonumber(c[3]) <= now and (c[2] or '0') == '0' then
+    redis.call('DEL', ckey(key))  -- past its drop time (by the script's clock): gone
+    return '0', '0'
+  end
   if window ~= 0 then return window_spent(key, window, now), c[2] or '0' end
   return c[1] or '0', c[2] or '0'
 end
 
 -- Settle on one key: drop the hold (if still held), add the cost; returns the new status.
-local function charge(key, window, held, cost, now)
+-- ``at``: when the cost was spent (a rolling window's slice); ``now``: when the script runs.
+local function charge(key, window, held, cost, at, now, ends)
   local spent, reserved = load(key, 0, now)
   if held then reserved = dsub(reserved, held) end
   if window == 0 then
     spent = dadd(spent, cost)
     redis.call('HSET', ckey(key), 'spent', spent, 'reserved', reserved)
+    keep(key, ends, now, reserved)
     return spent, reserved
   end
   if held then redis.call('HSET', ckey(key), 'reserved', reserved) end
-  local current, kept, size = slices(window, now)
+  local current, kept, size = slices(window, at)
   local field = string.format('%d', current)
   redis.call('HSET', skey(key), field, dadd(redis.call('HGET', skey(key), field) or '0', cost))
   -- old slices are pruned by window_spent; the key's own TTL frees a window nobody reads any more
   redis.call('PEXPIRE', skey(key), (window + 2 * size) * 1000 + 60000)
-  return window_spent(key, window, now), reserved
+  return window_spent(key, window, at), reserved
 end
 
-local function unreserve(keys, amount)
+local function unreserve(keys, amount, now)
   for _, kw in ipairs(keys) do
-    redis.call('HSET', ckey(kw[1]), 'reserved', dsub(reserved_of(kw[1]), amount))
+    local reserved = dsub(reserved_of(kw[1]), amount)
+    redis.call('HSET', ckey(kw[1]), 'reserved', reserved)
+    if kw[2] == 0 then keep(kw[1], kw[3], now, reserved) end
   end
 end
 
 -- Take back what an expired hold was charged at its deadline ``at``, for a settle or release
 -- the caller issued before that deadline but that reached Redis only after it (queued in an
 -- outage). A rolling slice already past its window holds nothing to take back.
-local function refund_expiry(keys, amount, at)
+local function refund_expiry(keys, amount, at, now)
   for _, kw in ipairs(keys) do
     local key, window = kw[1], kw[2]
     if window == 0 then
-      local spent = redis.call('HGET', ckey(key), 'spent') or '0'
-      redis.call('HSET', ckey(key), 'spent', dle(amount, spent) and dsub(spent, amount) or '0')
+      local spent, reserved = load(key, 0, now)
+      redis.call('HSET', ckey(key), 'spent', dle(amount, spent) and dsub(spent, amount) or '0',
+                 'reserved', reserved)
+      keep(key, kw[3], now, reserved)
     else
       local current = slices(window, at)
       local field = string.format('%d', current)
@@ -202,6 +235,7 @@ end
 -- Charge the holds of crashed callers whose deadline passed (their calls may have been billed:
 -- the amount moves from reserved to spent, never just dropped); bounded work per call.
 local function tick(now, retention)
+  RETENTION = retention
   local due = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', now, 'WITHSCORES', 'LIMIT', 0, 1000)
   for i = 1, #due, 2 do
     local rid, deadline = due[i], math.min(tonumber(due[i + 1]), now)
@@ -209,7 +243,8 @@ local function tick(now, retention)
     local f = redis.call('HMGET', h, 's', 'a', 'k')
     if f[1] == 'held' then
       -- spent at its deadline, not whenever a script next runs (rolling windows)
-      for _, kw in ipairs(cjson.decode(f[3])) do charge(kw[1], kw[2], f[2], f[2], deadline) end
+      for _, kw in ipairs(cjson.decode(f[3])) do charge(kw[1], kw[2], f[2], f[2], deadline, now, kw[3])
+      end
       redis.call('HSET', h, 's', 'expired')
       redis.call('PEXPIRE', h, retention)
     end
@@ -219,7 +254,7 @@ end
 """
 
 #: KEYS: expiry, hold. ARGV: prefix, now, id, amount, ttl ms, retention ms, nonce,
-#: requests JSON [[key, limit or "", window or 0], ...].
+#: requests JSON [[key, limit or "", window or 0, window end ms or 0], ...].
 #: Returns {"ok"|"denied"|"exists", denied index, spent1, reserved1, spent2, ...}.
 RESERVE: Final = (
     _COMMON
@@ -231,7 +266,7 @@ local h = P .. 'h:' .. rid
 local requests = cjson.decode(ARGV[8])
 local keys, stats = {}, {}
 for i, req in ipairs(requests) do
-  keys[i] = {req[1], req[3]}
+  keys[i] = {req[1], req[3], req[4]}
   stats[2 * i - 1], stats[2 * i] = load(req[1], req[3], now)
 end
 local existing = redis.call('HGET', h, 'n')
@@ -247,6 +282,7 @@ end
 for i, req in ipairs(requests) do
   stats[2 * i] = dadd(stats[2 * i], amount)
   redis.call('HSET', ckey(req[1]), 'reserved', stats[2 * i])
+  if req[3] == 0 then keep(req[1], req[4], now, stats[2 * i]) end
 end
 redis.call('HSET', h, 'k', cjson.encode(keys), 'a', amount, 's', 'held', 'n', nonce,
            'd', now + tonumber(ARGV[5]))
@@ -283,14 +319,14 @@ end
 local cost = ARGV[4]
 if cost == '' then cost = amount end
 if state == 'expired' and issued_in_time(ARGV[9] or '', f[5]) then
-  refund_expiry(keys, amount, tonumber(f[5]))  -- settled in time, applied late: the cost, exactly
+  refund_expiry(keys, amount, tonumber(f[5]), now)  -- settled in time, applied late: the cost, exactly
 elseif state == 'expired' then  -- charged its amount when it expired: only the excess is left
   if dle(cost, amount) then cost = '0' else cost = dsub(cost, amount) end
 end
 local held = state == 'held' and amount or nil
 local out = {'ok', names}
 for _, kw in ipairs(keys) do
-  local spent, reserved = charge(kw[1], kw[2], held, cost, now)
+  local spent, reserved = charge(kw[1], kw[2], held, cost, now, now, kw[3])
   out[#out + 1] = spent
   out[#out + 1] = reserved
 end
@@ -317,7 +353,7 @@ if not f[1] then return 'unknown' end
 if (ARGV[7] or '') ~= '' and f[6] ~= ARGV[7] then return 'unknown' end
 if f[1] == 'expired' and issued_in_time(ARGV[6] or '', f[5]) then
   -- released in time, applied late (queued in an outage): the call cost nothing
-  refund_expiry(cjson.decode(f[3]), f[2], tonumber(f[5]))
+  refund_expiry(cjson.decode(f[3]), f[2], tonumber(f[5]), now)
   redis.call('HSET', h, 's', 'released', 'sn', ARGV[5])
   redis.call('PEXPIRE', h, retention)
   return 'ok'
@@ -326,7 +362,7 @@ if f[1] ~= 'held' then
   if f[4] == ARGV[5] then return 'ok' end
   return 'done'
 end
-unreserve(cjson.decode(f[3]), f[2])
+unreserve(cjson.decode(f[3]), f[2], now)
 redis.call('HSET', h, 's', 'released', 'sn', ARGV[5])
 redis.call('PEXPIRE', h, retention)
 redis.call('ZREM', EXPIRY, rid)

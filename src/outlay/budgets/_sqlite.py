@@ -35,6 +35,7 @@ from ._store import (
     KeyStatus,
     StoreResult,
     check_keys,
+    drop_time,
     rolling_slices,
 )
 
@@ -43,11 +44,13 @@ __all__ = ["SQLiteBudgetStore"]
 _add: Final = MONEY_CONTEXT.add
 #: Settled holds past retention are deleted at most this often (seconds of the store's clock).
 _FORGET_EVERY: Final = 1.0
+#: Counters of ended windows deleted per sweep; a full batch makes the next operation sweep again.
+_DROP_BATCH: Final = 500
 _sub: Final = MONEY_CONTEXT.subtract
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS budget_counters (
-    key TEXT PRIMARY KEY, spent TEXT NOT NULL, reserved TEXT NOT NULL);
+    key TEXT PRIMARY KEY, spent TEXT NOT NULL, reserved TEXT NOT NULL, drop_at REAL);
 CREATE TABLE IF NOT EXISTS budget_slices (
     key TEXT NOT NULL, idx INTEGER NOT NULL, spent TEXT NOT NULL, PRIMARY KEY (key, idx));
 CREATE TABLE IF NOT EXISTS budget_holds (
@@ -55,6 +58,10 @@ CREATE TABLE IF NOT EXISTS budget_holds (
     state TEXT NOT NULL, forget_at REAL);
 CREATE INDEX IF NOT EXISTS budget_holds_expiry ON budget_holds (state, expires);
 CREATE INDEX IF NOT EXISTS budget_holds_forget ON budget_holds (forget_at);
+"""
+#: After the migration of a file made before counters were dropped (it has no ``drop_at``).
+_DROP_INDEX: Final = """
+CREATE INDEX IF NOT EXISTS budget_counters_drop ON budget_counters (drop_at) WHERE drop_at IS NOT NULL
 """
 
 
@@ -76,6 +83,10 @@ class SQLiteBudgetStore(BudgetStore):
     ) -> None:
         if checkpoint_interval is not None and not checkpoint_interval > 0:
             raise ConfigError("checkpoint_interval must be > 0 seconds or None", field="checkpoint_interval")
+        # A negative retention would drop a calendar window's counter before its window ended
+        # (its spend forgotten while admission still counts on it); NaN would never drop one.
+        if isinstance(retention, bool) or not isinstance(retention, int | float) or not retention >= 0:
+            raise InvalidInput(f"must be a number of seconds >= 0, got {retention!r}", field="retention")
         self.clock = clock
         self._retention = retention
         self._lock = threading.RLock()  # re-entered by the operations of a batch()
@@ -94,6 +105,10 @@ class SQLiteBudgetStore(BudgetStore):
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                columns = {row[1] for row in db.execute("PRAGMA table_info(budget_counters)")}
+                if "drop_at" not in columns:  # its counters have none: kept, as they always were
+                    db.execute("ALTER TABLE budget_counters ADD COLUMN drop_at REAL")
+                db.execute(_DROP_INDEX)
             # WAL checkpoints on a background thread, not inside an unlucky reserve or settle.
             self._checkpointer = (
                 Checkpointer(
@@ -202,12 +217,15 @@ class SQLiteBudgetStore(BudgetStore):
         row = db.execute("SELECT spent, reserved FROM budget_counters WHERE key = ?", (key,)).fetchone()
         return (ZERO, ZERO) if row is None else (Decimal(row[0]), Decimal(row[1]))
 
-    @staticmethod
-    def _put(db: sqlite3.Connection, key: str, spent: Decimal, reserved: Decimal) -> None:
+    def _put(
+        self, db: sqlite3.Connection, kl: KeyLimit, spent: Decimal, reserved: Decimal, now: float
+    ) -> None:
+        """Write the counter of ``kl``, changed at ``now`` (its drop time moves: ``drop_time``)."""
         db.execute(
-            "INSERT INTO budget_counters (key, spent, reserved) VALUES (?, ?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET spent = excluded.spent, reserved = excluded.reserved",
-            (key, str(spent), str(reserved)),
+            "INSERT INTO budget_counters (key, spent, reserved, drop_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET spent = excluded.spent, reserved = excluded.reserved, "
+            "drop_at = excluded.drop_at",
+            (kl.key, str(spent), str(reserved), drop_time(kl.until, now, self._retention)),
         )
 
     def _status(self, db: sqlite3.Connection, key: str, window: int | None, now: float) -> KeyStatus:
@@ -220,18 +238,23 @@ class SQLiteBudgetStore(BudgetStore):
                 spent = _add(spent, Decimal(text))
         return KeyStatus(key, spent, reserved)
 
-    def _shift_reserved(self, db: sqlite3.Connection, keys: Sequence[KeyLimit], delta: Decimal) -> None:
+    def _shift_reserved(
+        self, db: sqlite3.Connection, keys: Sequence[KeyLimit], delta: Decimal, now: float
+    ) -> None:
         for kl in keys:
             spent, reserved = self._reserved(db, kl.key)
-            self._put(db, kl.key, spent, _add(reserved, delta))
+            self._put(db, kl, spent, _add(reserved, delta), now)
 
-    def _add_spend(self, db: sqlite3.Connection, keys: Sequence[KeyLimit], cost: Decimal, now: float) -> None:
+    def _add_spend(
+        self, db: sqlite3.Connection, keys: Sequence[KeyLimit], cost: Decimal, at: float, now: float
+    ) -> None:
+        """Add ``cost`` spent at ``at`` (a rolling window's slice) to each key, at ``now``."""
         for kl in keys:
             if kl.window is None:
                 spent, reserved = self._reserved(db, kl.key)
-                self._put(db, kl.key, _add(spent, cost), reserved)
+                self._put(db, kl, _add(spent, cost), reserved, now)
                 continue
-            index = rolling_slices(kl.window, now)[0]
+            index = rolling_slices(kl.window, at)[0]
             row = db.execute(
                 "SELECT spent FROM budget_slices WHERE key = ? AND idx = ?", (kl.key, index)
             ).fetchone()
@@ -243,7 +266,8 @@ class SQLiteBudgetStore(BudgetStore):
 
     @staticmethod
     def _keys(text: str) -> tuple[KeyLimit, ...]:
-        return tuple(KeyLimit(key, None, window) for key, window in json.loads(text))
+        # [key, window, until]; a hold written before counters were dropped has no until
+        return tuple(KeyLimit(k[0], None, k[1], k[2] if len(k) > 2 else None) for k in json.loads(text))
 
     def _tick(self, db: sqlite3.Connection, now: float) -> None:
         """Charge holds past their deadline (a crashed caller, maybe another process: its call may
@@ -255,9 +279,9 @@ class SQLiteBudgetStore(BudgetStore):
         ).fetchall()
         for rid, keys, amount, expires in expired:
             held = self._keys(keys)
-            self._shift_reserved(db, held, -Decimal(amount))
+            self._shift_reserved(db, held, -Decimal(amount), now)
             # spent at its deadline, not whenever the store is next used (rolling windows)
-            self._add_spend(db, held, Decimal(amount), min(float(expires), now))
+            self._add_spend(db, held, Decimal(amount), min(float(expires), now), now)
             db.execute(
                 "UPDATE budget_holds SET state = ?, forget_at = ? WHERE id = ?",
                 (EXPIRED, now + self._retention, rid),
@@ -265,6 +289,24 @@ class SQLiteBudgetStore(BudgetStore):
         if now >= self._next_forget:
             self._next_forget = now + _FORGET_EVERY
             db.execute("DELETE FROM budget_holds WHERE forget_at <= ?", (now,))
+            self._drop_counters(db, now)
+
+    def _drop_counters(self, db: sqlite3.Connection, now: float) -> None:
+        """Delete counters of ended windows past their drop time, a bounded batch at a time."""
+        due = db.execute(
+            "SELECT key, reserved FROM budget_counters WHERE drop_at <= ? LIMIT ?", (now, _DROP_BATCH)
+        ).fetchall()
+        if not due:
+            return
+        if len(due) == _DROP_BATCH:  # more are due: the next operation goes on
+            self._next_forget = now
+        # Held on (only a process of an older outlay, which leaves drop_at alone, can leave one
+        # here): kept, and out of the sweep until a change sets its drop time again.
+        held = [(key,) for key, reserved in due if Decimal(reserved) != 0]
+        db.executemany("UPDATE budget_counters SET drop_at = NULL WHERE key = ?", held)
+        db.executemany(
+            "DELETE FROM budget_counters WHERE key = ?", [(key,) for key, r in due if Decimal(r) == 0]
+        )
 
     def _hold(self, db: sqlite3.Connection, rid: str) -> tuple[tuple[KeyLimit, ...], Decimal, str]:
         row = db.execute("SELECT keys, amount, state FROM budget_holds WHERE id = ?", (rid,)).fetchone()
@@ -289,12 +331,13 @@ class SQLiteBudgetStore(BudgetStore):
                     return StoreResult(False, statuses, index)
             for kl, st in zip(keys, statuses, strict=True):
                 if kl.window is None:  # the status read is the counter row: no second read
-                    self._put(db, kl.key, st.spent, _add(st.reserved, amount))
+                    self._put(db, kl, st.spent, _add(st.reserved, amount), now)
                 else:
-                    self._shift_reserved(db, (kl,), amount)
+                    self._shift_reserved(db, (kl,), amount, now)
+            held = json.dumps([[k.key, k.window, k.until] for k in keys])
             db.execute(
                 "INSERT INTO budget_holds (id, keys, amount, expires, state) VALUES (?, ?, ?, ?, ?)",
-                (reservation_id, json.dumps([[k.key, k.window] for k in keys]), str(amount), now + ttl, HELD),
+                (reservation_id, held, str(amount), now + ttl, HELD),
             )
             return StoreResult(
                 True, tuple(KeyStatus(s.key, s.spent, _add(s.reserved, amount)) for s in statuses)
@@ -319,13 +362,13 @@ class SQLiteBudgetStore(BudgetStore):
                     if state == HELD:
                         reserved = _sub(reserved, amount)
                     spent = _add(spent, cost)
-                    self._put(db, kl.key, spent, reserved)
+                    self._put(db, kl, spent, reserved, now)
                     statuses.append(KeyStatus(kl.key, spent, reserved))
                     continue
                 if state == HELD:
-                    self._shift_reserved(db, (kl,), -amount)
+                    self._shift_reserved(db, (kl,), -amount, now)
                 if cost:
-                    self._add_spend(db, (kl,), cost, now)
+                    self._add_spend(db, (kl,), cost, now, now)
                 statuses.append(self._status(db, kl.key, kl.window, now))
             db.execute(
                 "UPDATE budget_holds SET state = ?, forget_at = COALESCE(forget_at, ?) WHERE id = ?",
@@ -340,7 +383,7 @@ class SQLiteBudgetStore(BudgetStore):
             keys, amount, state = self._hold(db, reservation_id)
             if state != HELD:
                 return False
-            self._shift_reserved(db, keys, -amount)
+            self._shift_reserved(db, keys, -amount, now)
             db.execute(
                 "UPDATE budget_holds SET state = ?, forget_at = ? WHERE id = ?",
                 (RELEASED, now + self._retention, reservation_id),

@@ -60,11 +60,17 @@ DEFAULT_FINISHED_RETENTION: Final = 900.0
 @dataclass(frozen=True, slots=True)
 class KeyLimit:
     """One counter a reservation holds on. ``limit=None`` counts without ever denying (soft-only
-    policies); ``window`` makes it a rolling window of that many seconds."""
+    policies); ``window`` makes it a rolling window of that many seconds.
+
+    ``until`` (epoch seconds) is the end of the calendar window (day, month...) the counter counts:
+    the store drops the counter once that time plus its ``retention`` has passed — and as long
+    after its last change, whichever is later — but never while anything is held on it. ``None``:
+    kept for ever (a run's counter, a rolling window's, one named by the caller)."""
 
     key: str
     limit: Decimal | None = None
     window: int | None = None
+    until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,29 @@ def check_keys(keys: Sequence[KeyLimit], amount: Decimal) -> None:
         raise InvalidInput("a reservation needs at least one key", field="keys")
     if len({k.key for k in keys}) != len(keys):
         raise InvalidInput("a key appears twice in one reservation", field="keys")
+    for kl in keys:
+        until = kl.until
+        if until is None:
+            continue
+        if isinstance(until, bool) or not isinstance(until, int | float) or not 0 < until < math.inf:
+            raise InvalidInput(
+                f"the window end of {kl.key!r} must be a positive epoch time in seconds, got {until!r}",
+                field="keys",
+            )
+        if kl.window is not None:
+            raise InvalidInput(
+                f"{kl.key!r} is a rolling window: it has no end to be dropped at (until is for "
+                "calendar windows)",
+                field="keys",
+            )
+
+
+def drop_time(until: float | None, now: float, retention: float) -> float | None:
+    """When a counter of a window ending at ``until``, last changed at ``now``, may be dropped
+    (if nothing is held on it then): ``None`` for never. Every hold finished on it is remembered
+    (for a late or repeated settle) for at most ``retention`` after it finished, which changed the
+    counter: such a settle always finds the counter still there."""
+    return None if until is None else max(until, now) + retention
 
 
 class BudgetStore(ABC):
@@ -162,12 +191,14 @@ class BudgetStore(ABC):
 
 
 class _Counter:
-    __slots__ = ("reserved", "slices", "spent")
+    __slots__ = ("drop_at", "queued", "reserved", "slices", "spent")
 
     def __init__(self) -> None:
         self.spent = ZERO
         self.reserved = ZERO
         self.slices: dict[int, Decimal] = {}
+        self.drop_at: float | None = None  # see drop_time; None: kept for ever
+        self.queued = False  # whether an entry for it waits in the store's drop heap
 
     def spent_at(self, window: int | None, now: float) -> Decimal:
         if window is None:
@@ -205,7 +236,9 @@ class InMemoryBudgetStore(BudgetStore):
 
     A settled or released hold is forgotten after ``finished_retention`` seconds (15 min), an
     expired one after ``retention`` (24 h): each finished call costs this process memory (~0.7 KB)
-    for that long, so 100 calls/s hold ~60 MB rather than the ~6 GB a day's worth would."""
+    for that long, so 100 calls/s hold ~60 MB rather than the ~6 GB a day's worth would. A counter
+    of a calendar window (``KeyLimit.until``) is dropped ``retention`` after the window ended, once
+    nothing is held on it (~1.8 KB each); other counters are kept for ever."""
 
     def __init__(
         self,
@@ -225,16 +258,22 @@ class InMemoryBudgetStore(BudgetStore):
         self._holds: dict[str, _Hold] = {}
         self._expiry: list[tuple[float, str]] = []
         self._forget: list[tuple[float, str]] = []
+        self._drops: list[tuple[float, str]] = []  # (drop time, counter key): one entry per counter
 
     @contextmanager
     def try_batch(self) -> Iterator[bool]:
         """Always ``True``: every operation holds this store's lock for microseconds, never waits on I/O."""
         yield True
 
-    def _counter(self, key: str) -> _Counter:
-        counter = self._counters.get(key)
+    def _counter(self, kl: KeyLimit, now: float) -> _Counter:
+        """The counter of ``kl`` (made if new), about to be changed at ``now``: its drop time moves."""
+        counter = self._counters.get(kl.key)
         if counter is None:
-            counter = self._counters[key] = _Counter()
+            counter = self._counters[kl.key] = _Counter()
+        counter.drop_at = drop_at = drop_time(kl.until, now, self._retention)
+        if drop_at is not None and not counter.queued:
+            counter.queued = True
+            heapq.heappush(self._drops, (drop_at, kl.key))
         return counter
 
     def _tick(self, now: float) -> None:
@@ -245,7 +284,7 @@ class InMemoryBudgetStore(BudgetStore):
             hold = self._holds.get(rid)
             if hold is not None and hold.state == HELD:
                 for kl in hold.keys:
-                    counter = self._counters[kl.key]
+                    counter = self._counter(kl, now)
                     counter.reserved = _sub(counter.reserved, hold.amount)
                     # spent at its deadline, not whenever the store is next used: on a rolling
                     # window it leaves the window when a call made then would
@@ -256,12 +295,28 @@ class InMemoryBudgetStore(BudgetStore):
         while forget and forget[0][0] <= now:
             _, rid = heapq.heappop(forget)
             self._holds.pop(rid, None)
+        drops = self._drops
+        while drops and drops[0][0] <= now:
+            _, key = heapq.heappop(drops)
+            due = self._counters.get(key)
+            if due is None:
+                continue
+            if due.drop_at is None or due.reserved:
+                # kept for ever now, or held on: the change that frees it queues it again
+                due.queued = False
+            elif due.drop_at > now:  # changed since it was queued
+                heapq.heappush(drops, (due.drop_at, key))
+            else:
+                del self._counters[key]
 
     def _statuses(self, keys: Sequence[KeyLimit], now: float) -> tuple[KeyStatus, ...]:
         out = []
         for kl in keys:
-            counter = self._counter(kl.key)
-            out.append(KeyStatus(kl.key, counter.spent_at(kl.window, now), counter.reserved))
+            counter = self._counters.get(kl.key)
+            if counter is None:  # (a read makes no counter: it would never be dropped)
+                out.append(KeyStatus(kl.key, ZERO, ZERO))
+            else:
+                out.append(KeyStatus(kl.key, counter.spent_at(kl.window, now), counter.reserved))
         return tuple(out)
 
     def reserve(
@@ -273,7 +328,8 @@ class InMemoryBudgetStore(BudgetStore):
             self._tick(now)
             if reservation_id in self._holds:
                 raise InvalidInput(f"reservation {reservation_id!r} already exists", field="reservation_id")
-            counters = [self._counter(kl.key) for kl in keys]
+            # a refused call leaves no counter behind (one per denied key would never be dropped)
+            counters = [self._counters.get(kl.key) or _Counter() for kl in keys]
             spent = [c.spent_at(kl.window, now) for c, kl in zip(counters, keys, strict=True)]
             for index, kl in enumerate(keys):
                 if (
@@ -284,6 +340,7 @@ class InMemoryBudgetStore(BudgetStore):
                         KeyStatus(k.key, s, c.reserved) for k, s, c in zip(keys, spent, counters, strict=True)
                     )
                     return StoreResult(False, statuses, index)
+            counters = [self._counter(kl, now) for kl in keys]
             for counter in counters:
                 counter.reserved = _add(counter.reserved, amount)
             self._holds[reservation_id] = _Hold(tuple(keys), amount, now + ttl)
@@ -310,7 +367,7 @@ class InMemoryBudgetStore(BudgetStore):
             if hold.state == EXPIRED:  # charged its amount when it expired: only the excess is left
                 cost = max(ZERO, _sub(cost, hold.amount))
             for kl in hold.keys:
-                counter = self._counters[kl.key]
+                counter = self._counter(kl, now)
                 if hold.state == HELD:
                     counter.reserved = _sub(counter.reserved, hold.amount)
                 if cost:
@@ -332,7 +389,7 @@ class InMemoryBudgetStore(BudgetStore):
             if hold.state != HELD:
                 return False
             for kl in hold.keys:
-                counter = self._counters[kl.key]
+                counter = self._counter(kl, now)
                 counter.reserved = _sub(counter.reserved, hold.amount)
             hold.state = RELEASED
             heapq.heappush(self._forget, (now + self._finished, reservation_id))
