@@ -698,3 +698,51 @@ def test_threads_crossing_a_soft_limit_at_once_announce_it_once(clock: FakeClock
         thread.join()
     assert [d.kind for d in sink.decisions] == ["soft_exceeded"]
     assert len(hooked) == 1
+
+
+def test_the_engine_tells_the_store_when_each_calendar_counter_ends(clock: FakeClock) -> None:
+    # The store drops a counter a retention after this end; the end is the calendar's, in the
+    # policy's time zone (the clock is 2026-03-15 12:00 UTC).
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    engine = BudgetEngine(
+        InMemoryBudgetStore(clock=clock),
+        policies=[
+            Budget(limit="10", scope="tenant", period="day"),
+            Budget(limit="10", scope="feature", period="month", timezone="Pacific/Auckland"),
+            Budget(limit="10", scope="user", period="hour"),
+            Budget(limit="10", scope="workspace", period="rolling:1h"),
+            Budget(limit="10", scope="request"),
+        ],
+    )
+    scope = {"tenant": "acme", "feature": "search", "user": "u1", "workspace": "w", "request": "q1"}
+    reservation = engine.reserve(scope, "0.10")
+    ends = {kl.key: kl.until for kl in reservation.keys}
+    assert ends == {
+        "tenant:acme:day:2026-03-15": datetime(2026, 3, 16, tzinfo=UTC).timestamp(),
+        "feature:acme:search:month:2026-03:Pacific/Auckland": datetime(
+            2026, 4, 1, tzinfo=ZoneInfo("Pacific/Auckland")
+        ).timestamp(),
+        "user:acme:u1:hour:2026-03-15T12+0000": datetime(2026, 3, 15, 13, tzinfo=UTC).timestamp(),
+        "workspace:acme:w:rolling:3600": None,  # a rolling window never ends
+        "request:acme:q1": None,  # nor does a request's (its lifetime)
+    }
+    assert [p[2] for p in reservation.policies] == list(ends)  # (policy, scope key, counter)
+    engine.settle(reservation, "0.10")
+
+
+def test_yesterdays_counter_is_dropped_and_todays_spend_is_untouched(clock: FakeClock) -> None:
+    store = InMemoryBudgetStore(clock=clock)
+    engine = BudgetEngine(store, policies=[Budget(limit="1.00", scope="tenant", period="day")])
+    engine.settle(engine.reserve({"tenant": "acme"}, "0.90"))
+    with pytest.raises(BudgetExceeded):
+        engine.reserve({"tenant": "acme"}, "0.20")
+    clock.advance(12 * 3600)  # a new day: a fresh counter
+    engine.settle(engine.reserve({"tenant": "acme"}, "0.70"))
+    clock.advance(86400)  # the first day ended a day ago: its counter is gone, today's is not
+    today = Budget(limit="1.00", scope="tenant", period="day")
+    assert engine.status({"tenant": "acme"}, today).spent == 0  # (a third day by now)
+    assert store.status("tenant:acme:day:2026-03-15").spent == 0  # dropped: nothing to report
+    assert store.status("tenant:acme:day:2026-03-16").spent == D("0.70")  # kept until tomorrow
+    assert set(store._counters) == {"tenant:acme:day:2026-03-16"}

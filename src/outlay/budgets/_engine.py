@@ -36,6 +36,8 @@ _UTC: Final = ZoneInfo("UTC")
 _REMEMBERED: Final = 100_000  # soft-limit counters already told, unsettled holds under no budget
 _add: Final = MONEY_CONTEXT.add
 _sub: Final = MONEY_CONTEXT.subtract
+#: A policy applied to a call: (policy, scope key, counter key, end of the counter's window or None).
+_Applied = tuple[Budget, str, str, float | None]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -163,8 +165,8 @@ class BudgetEngine:
             return ZoneInfo(self.plans.timezones[tenant])
         return self._tz
 
-    def _scoped(self, sc: Scope, budgets: Iterable[Budget], now: float) -> list[tuple[Budget, str, str]]:
-        found: list[tuple[Budget, str, str]] = []
+    def _scoped(self, sc: Scope, budgets: Iterable[Budget], now: float) -> list[_Applied]:
+        found: list[_Applied] = []
         for policy in budgets:
             if not isinstance(policy, Budget):
                 raise InvalidInput(f"expected a Budget, got {type(policy).__name__}", field="also")
@@ -172,31 +174,32 @@ class BudgetEngine:
             if value is None:
                 raise InvalidInput(f"the scope has no {policy.scope} to apply this budget to", field="also")
             found.append(
-                (policy, value, policy.counter_key(value, now, self._zone(policy, sc.tenant), sc.tenant))
+                (policy, value, *policy.counter(value, now, self._zone(policy, sc.tenant), sc.tenant))
             )
         return found
 
     def _applicable(
         self, sc: Scope, runs: Sequence[str], extra: Iterable[Budget], now: float
-    ) -> list[tuple[Budget, str, str]]:
-        found: list[tuple[Budget, str, str]] = []
+    ) -> list[_Applied]:
+        """``(policy, scope key, counter key, end of its window or None)`` of each policy that applies."""
+        found: list[_Applied] = []
         for policy in self._policies:
             value = policy.scope_key(sc)
             if value is not None:
                 found.append(
-                    (policy, value, policy.counter_key(value, now, self._zone(policy, sc.tenant), sc.tenant))
+                    (policy, value, *policy.counter(value, now, self._zone(policy, sc.tenant), sc.tenant))
                 )
         for policy in extra:
             value = policy.scope_key(sc)
             if value is None:
                 raise InvalidInput(f"the call has no {policy.scope} to apply this budget to", field="budgets")
             found.append(
-                (policy, value, policy.counter_key(value, now, self._zone(policy, sc.tenant), sc.tenant))
+                (policy, value, *policy.counter(value, now, self._zone(policy, sc.tenant), sc.tenant))
             )
         for run_id in runs:
             info = self.runs.get(run_id)
             if info is not None and info.budget is not None and info.budget.scope == "run":
-                found.append((info.budget, run_id, info.budget.counter_key(run_id, now, self._tz)))
+                found.append((info.budget, run_id, *info.budget.counter(run_id, now, self._tz)))
         return found
 
     # --- decisions ----------------------------------------------------------------------------
@@ -268,7 +271,7 @@ class BudgetEngine:
                 raise InvalidInput(f"expected a Scope, got {type(other).__name__}", field="also")
             policies.extend(self._scoped(other, other_budgets, now))
         keys: dict[str, KeyLimit] = {}
-        for policy, _, counter in policies:
+        for policy, _, counter, until in policies:
             if policy.currency != currency:
                 raise InvalidInput(
                     f"budget {policy.name or counter!r} is in {policy.currency}, the call in {currency}",
@@ -278,7 +281,8 @@ class BudgetEngine:
             limit = policy.limit
             if known is not None and known.limit is not None and (limit is None or known.limit < limit):
                 limit = known.limit
-            keys[counter] = KeyLimit(counter, limit, policy.window)
+            # until: the store drops the counter a retention after its calendar window ended
+            keys[counter] = KeyLimit(counter, limit, policy.window, until)
         rate = self._rate_for(sc.tenant)
         if rate is not None and sc.tenant is not None:
             wait = self._buckets.take(sc.tenant, rate, amount, now)
@@ -291,7 +295,7 @@ class BudgetEngine:
                              run_id=sc.run, retry_after=wait)  # fmt: skip
                 raise Throttled(message, retry_after=wait, tenant=sc.tenant)
         reservation = Reservation(
-            rid, amount, tuple(keys.values()), tuple(policies), sc, runs, model, currency
+            rid, amount, tuple(keys.values()), tuple(p[:3] for p in policies), sc, runs, model, currency
         )
         if keys:
             try:
@@ -536,7 +540,7 @@ class BudgetEngine:
         sc = Scope.of(scope)
         now = self.clock()
         runs = self.runs.chain(sc.runs or ((sc.run,) if sc.run else ()))
-        for policy, _, counter in self._applicable(sc, runs, (), now):
+        for policy, _, counter, _ in self._applicable(sc, runs, (), now):
             if policy.downgrades is None or policy.soft is None:
                 continue
             status = self.store.status(counter, policy.window)

@@ -125,13 +125,17 @@ _WINDOWS: dict[tuple[str, str], tuple[float, float, str]] = {}
 
 def period_bucket(period: str, now: float, tz: ZoneInfo) -> str:
     """The window ``now`` (epoch seconds) falls in, as text: ``2026-11``, ``2026-11-03``, ..."""
+    return period_window(period, now, tz)[2]
+
+
+def period_window(period: str, now: float, tz: ZoneInfo) -> tuple[float, float, str]:
+    """``(start, end, label)`` of the calendar window ``now`` falls in (epoch seconds, end excluded)."""
     cache_key = (period, tz.key)
     hit = _WINDOWS.get(cache_key)
     if hit is not None and hit[0] <= now < hit[1]:
-        return hit[2]
-    start, end, label = _window(period, now, tz)
-    _WINDOWS[cache_key] = (start, end, label)
-    return label
+        return hit
+    found = _WINDOWS[cache_key] = _window(period, now, tz)
+    return found
 
 
 def _window(period: str, now: float, tz: ZoneInfo) -> tuple[float, float, str]:
@@ -290,17 +294,25 @@ class Budget:
         """The store key of this policy's counter for scope key ``value`` at time ``now``: of the
         call's ``tenant`` too unless the scope is the tenant or the policy is ``shared``, and of the
         calendar ``tz`` unless it is UTC (a day in Auckland is not a day in UTC)."""
+        return self.counter(value, now, tz, tenant)[0]
+
+    def counter(
+        self, value: str, now: float, tz: ZoneInfo, tenant: str | None = None
+    ) -> tuple[str, float | None]:
+        """:meth:`counter_key` and the end of its calendar window (epoch seconds), after which
+        admission never counts on it again; ``None`` for a run's or a rolling window's counter."""
         if tenant is None or self.scope == "tenant" or self.shared:
             base = f"{self.scope}:{_escape(value)}"
         else:
             base = f"{self.scope}:{_escape(tenant)}:{_escape(value)}"
         kind = self.period_kind
         if kind == "run":
-            return base
+            return base, None
         if kind == "rolling":
-            return f"{base}:rolling:{self.window}"
-        bucket = f"{base}:{kind}:{period_bucket(kind, now, tz)}"
-        return bucket if tz.key == "UTC" else f"{bucket}:{tz.key}"
+            return f"{base}:rolling:{self.window}", None
+        _, end, label = period_window(kind, now, tz)
+        bucket = f"{base}:{kind}:{label}"
+        return (bucket if tz.key == "UTC" else f"{bucket}:{tz.key}"), end
 
     def describe(self) -> str:
         """``monthly``, ``daily``, ``rolling 1h``... for messages."""
