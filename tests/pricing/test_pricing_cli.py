@@ -156,3 +156,31 @@ def test_show_a_tier_with_no_price_or_a_bad_name_fails_clearly(tmp_path: Path) -
     assert "input_mtok = $6" in result.output
     listed = CliRunner().invoke(prices, ["show", "claude-sonnet-4-5", "--overrides", str(overrides)])
     assert "Also priced at service tiers batch, priority" in listed.output
+
+
+def test_show_a_tier_marks_genai_prices_it_never_uses_under_an_untiered_override(tmp_path: Path) -> None:
+    # An override with no service_tier replaces genai-prices' prices for every call, priority ones
+    # included: a priority gpt-4o call from March 2026 is rated at $2/$8, never at genai-prices'
+    # priority $4.25/$17. The table a user checks must not present that price as the one in force
+    # from its date, and the tiers listed must be those with prices of their own that rate calls.
+    overrides = tmp_path / "deal.toml"
+    overrides.write_text(
+        '[[price]]\nprovider = "openai"\nmodel = "gpt-4o"\neffective_from = 2026-03-01\n'
+        'input_mtok = "2"\noutput_mtok = "8"\n'
+    )
+    from outlay.pricing import PriceCatalog
+
+    catalog = PriceCatalog.load(overrides)
+    assert "priority" not in catalog.tiers("openai", "gpt-4o")  # its own price never rates a call
+    shown = CliRunner().invoke(
+        prices, ["show", "gpt-4o", "--tier", "priority", "--overrides", str(overrides), "--format", "json"]
+    )
+    assert shown.exit_code == 0, shown.output
+    records = {r["source"].split("@")[0]: r for r in json.loads(shown.output)}
+    assert records["overrides"]["in_force"] is True and records["genai-prices"]["in_force"] is False
+    args = ["show", "gpt-4o", "--tier", "priority", "--overrides", str(overrides)]
+    table = CliRunner().invoke(prices, args)
+    assert table.exit_code == 0, table.output
+    assert "never in force" in table.output
+    standard = CliRunner().invoke(prices, ["show", "gpt-4o", "--overrides", str(overrides)])
+    assert "priority" not in standard.output.split("Also priced at service tiers")[-1].split(":")[0]

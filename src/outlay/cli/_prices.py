@@ -41,11 +41,15 @@ def _price_text(value: Decimal | TieredPrice) -> str:
     return f"${money_str(value)}"
 
 
+#: What the table says of a record that a record of higher precedence covers for all its dates.
+_SHADOWED = "never in force: a record of higher precedence covers all its dates"
+
+
 def _when(moment: datetime | None, open_end: str) -> str:
     return open_end if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
-def _record_json(record: PriceRecord) -> dict[str, Any]:
+def _record_json(record: PriceRecord, in_force: bool) -> dict[str, Any]:
     return {
         "version": record.version,
         "provider": record.provider,
@@ -54,6 +58,7 @@ def _record_json(record: PriceRecord) -> dict[str, Any]:
         "effective_from": None if record.effective_from is None else _when(record.effective_from, ""),
         "effective_to": None if record.effective_to is None else _when(record.effective_to, ""),
         "service_tier": record.service_tier,
+        "in_force": in_force,  # false: a record of higher precedence covers all its dates
         "prices": {key: _price_json(value) for key, value in record.prices.items()},
         "unit_prices": {kind: _price_json(v) for kind, v in compile_plan(record).unit_prices().items()},
         "note": record.note,
@@ -61,7 +66,12 @@ def _record_json(record: PriceRecord) -> dict[str, Any]:
 
 
 def _print_table(
-    provider: str, model: str, tier: str | None, records: list[PriceRecord], catalog: PriceCatalog
+    provider: str,
+    model: str,
+    tier: str | None,
+    records: list[PriceRecord],
+    used: set[int],
+    catalog: PriceCatalog,
 ) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -79,10 +89,12 @@ def _print_table(
         published = "\n".join(f"{key} = {_price_text(value)}" for key, value in record.prices.items())
         units = "\n".join(f"units.{name} = ${money_str(p)}" for name, p in record.units.items())
         per_one = compile_plan(record).unit_prices()
+        # Its dates alone would say it rates calls from effective_from on: say when it never does.
+        shadowed = "" if id(record) in used else f"\n{_SHADOWED}"
         table.add_row(
             _when(record.effective_from, "(always)"),
             _when(record.effective_to, "(open)"),
-            Text(record.version + (f"\n{record.note}" if record.note else "")),
+            Text(record.version + (f"\n{record.note}" if record.note else "") + shadowed),
             Text("\n".join(part for part in (published, units) if part)),
             Text("\n".join(f"{kind}: {_price_text(value)}" for kind, value in per_one.items())),
         )
@@ -134,10 +146,12 @@ def show(model: str, provider: str | None, overrides: Path | None, tier: str | N
         raise click.ClickException(
             f"no price for {provider}/{model} in {catalog.version}; add one to an overrides file"
         )
+    used = {id(r) for r in catalog.in_force(provider, model, service_tier=served)}
     if fmt == "json":
-        click.echo(orjson.dumps([_record_json(r) for r in records], option=orjson.OPT_INDENT_2).decode())
+        shown = [_record_json(r, id(r) in used) for r in records]
+        click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
     else:
-        _print_table(provider, model, served, records, catalog)
+        _print_table(provider, model, served, records, used, catalog)
 
 
 @prices.command("check")

@@ -177,12 +177,23 @@ class PriceCatalog:
         candidates = set(genai_tiers(provider.strip().lower(), model.strip().lower()))
         if self.overrides is not None:
             candidates |= {r.service_tier for r in self.overrides.records if r.service_tier is not None}
+        # Only a tier whose own record rates calls at some time: an untiered override replaces
+        # genai-prices' variants too, so a variant it covers wholly prices nothing.
         return sorted(
             tier
             for tier in candidates - STANDARD_TIERS  # genai-prices has "default" variants too
             if TIER_NAME.match(tier)
-            and any(r.service_tier == tier for r in self._timeline(provider, model, tier).records)
+            and any(r.service_tier == tier for r in self.in_force(provider, model, service_tier=tier))
         )
+
+    def in_force(self, provider: str, model: str, *, service_tier: str | None = None) -> list[PriceRecord]:
+        """The records of :meth:`history` that rate a call at some time, oldest first: one that a
+        record of higher precedence covers for all of its dates (an override over genai-prices) is
+        never in force, whatever its dates say."""
+        tier = Usage(service_tier=service_tier).service_tier if service_tier is not None else None
+        timeline = self._timeline(_check_name("provider", provider), _check_name("model", model), tier)
+        used = {id(plan.record) for plan in timeline.plans if plan is not None}
+        return [record for record in timeline.records if id(record) in used]
 
     def find_provider(self, model: str) -> str | None:
         """The provider a bare model name belongs to: genai-prices' guess, else a unique override."""
