@@ -801,3 +801,23 @@ def test_meter_holds_a_priority_call_at_the_priority_price_and_refuses_a_bad_tie
         with pytest.raises(InvalidInput, match="service_tier"):
             with pipeline.recorder.meter(**call, budgets=engine, service_tier="no such tier!"):
                 pytest.fail("a bad tier was let through")
+
+
+def test_meter_holds_a_tier_priced_only_by_its_own_override_at_that_price(tmp_path: Path) -> None:
+    # A fine-tuned model served only at priority, priced only by a priority override: its standard
+    # price is unknown but the tier the call asks for has one. 1,000 tokens in and out cost $0.05
+    # at it; held at the $0.01 unpriced fallback, five concurrent calls would pass a $0.02 hard
+    # limit by $0.23 before one settled.
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        '[[price]]\nprovider = "openai"\nmodel = "ft:gpt-4o:acme"\nservice_tier = "priority"\n'
+        'input_mtok = "10"\noutput_mtok = "40"\n'
+    )
+    engine = BudgetEngine(InMemoryBudgetStore(), policies=[Budget(limit="0.02", scope="tenant", key="acme")])
+    call = {"provider": "openai", "model": "ft:gpt-4o:acme", "input_tokens": 1000, "max_output_tokens": 1000}
+    with Outlay(tmp_path / "home" / "outlay.db", prices=prices) as pipeline, outlay.attribute(tenant="acme"):
+        with pytest.raises(outlay.BudgetExceeded):
+            with pipeline.recorder.meter(**call, budgets=engine, service_tier="priority"):
+                pytest.fail("a $0.05 priority call was held at the $0.01 fallback and let through")
+        metered = pipeline.recorder.open_meter(**call, budgets=engine)  # standard: unknown, the fallback
+        metered.fail(Usage())

@@ -257,17 +257,22 @@ class PriceCatalog:
         output and reasoning prices (plus the per-request price, if any). With ``service_tier`` (the
         tier the request asks for), the higher of that tier's and the standard price, when the tier
         has one: a provider may serve the call at either, and a priority call estimated at standard
-        would let a hard limit be overshot by the difference.
+        would let a hard limit be overshot by the difference. A model with no standard price
+        but one for the asked tier is estimated at that tier's.
         """
         for field, value in (("input_tokens", input_tokens), ("max_output_tokens", max_output_tokens)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidInput(f"expected a non-negative integer, got {value!r}", field=field)
         standard = self._estimate(provider, model, input_tokens, max_output_tokens, at, None)
         tier = Usage(service_tier=service_tier).service_tier if service_tier is not None else None
-        if standard is None or tier is None:
+        if tier is None:
             return standard
         asked = self._estimate(provider, model, input_tokens, max_output_tokens, at, tier)
-        return standard if asked is None or asked < standard else asked
+        if standard is None or asked is None:
+            # A model priced at the asked tier only (its own override) holds that price, not the
+            # unpriced fallback, which may be far below what the call will be charged.
+            return asked if standard is None else standard
+        return max(standard, asked)
 
     def _estimate(
         self,
