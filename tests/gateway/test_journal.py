@@ -16,7 +16,9 @@ from pathlib import Path
 import openai
 import pytest
 
+from outlay import _journal
 from outlay._errors import BackendError, BackendUnavailable
+from outlay._journal import _unrecorded
 from outlay._recording import Recorder
 from outlay._usage import Usage
 from outlay.budgets import Budget, BudgetEngine
@@ -27,10 +29,8 @@ from outlay.gateway import (
     GatewayConfig,
     Outcome,
     OutlayHooks,
-    _journal,
     load_settings,
 )
-from outlay.gateway._journal import _unrecorded
 from outlay.keys import InMemoryKeyStore
 from outlay.stream import SQLiteEventLog
 from outlay.testing import FakeProvider
@@ -216,7 +216,7 @@ def test_a_lost_call_journaled_with_labels_outside_todays_bounds_is_still_record
 
 
 class _FullDisk:
-    """``os`` as :mod:`outlay.gateway._journal` sees it, on a disk that has no room for a new
+    """``os`` as :mod:`outlay._journal` sees it, on a disk that has no room for a new
     file's content (a compaction's): what a full disk does, without filling one."""
 
     def __getattr__(self, name: str) -> object:

@@ -24,6 +24,8 @@ from decimal import Decimal
 from typing import Any, Final
 
 from outlay._errors import BackendError, Forbidden, InvalidInput, Unauthenticated
+from outlay._journal import AdmissionJournal
+from outlay._lost import journal_record, lost_call_event
 from outlay._money import MONEY_CONTEXT, ZERO, money_sum
 from outlay._recording import UNPRICED_ESTIMATE, Recorder
 from outlay._runtime import Outlay
@@ -45,8 +47,6 @@ from outlay.stream import InMemoryEventLog
 
 from ._attribution import attribute
 from ._hooks import Admission, Call, Outcome, Principal, Settlement, client_key
-from ._journal import AdmissionJournal
-from ._lost import journal_record, lost_call_event
 
 __all__ = ["OutlayHooks"]
 

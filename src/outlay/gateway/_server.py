@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from outlay._errors import ConfigError, InvalidInput
+from outlay._journal import AdmissionJournal, journal_destination
 from outlay._money import to_money
 from outlay._runtime import Outlay
 from outlay._urls import refuse_url_like_path
@@ -57,7 +58,6 @@ from outlay.keys import default_keys_url, open_key_store
 
 from ._app import Gateway
 from ._config import GatewayConfig
-from ._journal import AdmissionJournal
 from ._outlay_hooks import OutlayHooks
 
 __all__ = ["CONFIG_ENV", "GatewaySettings", "app_from_env", "create_app", "load_settings"]
@@ -195,12 +195,6 @@ def _budget_store(url: str) -> BudgetStore:
     return open_budget_store(url)
 
 
-def _destination(outlay: Outlay) -> str:
-    """Where this gateway's events go (its event log), as the journal tells gateways apart by."""
-    path = getattr(outlay.log, "path", None)
-    return str(Path(path).resolve()) if isinstance(path, str | os.PathLike) else outlay.ledger_url
-
-
 def create_app(settings: GatewaySettings | str | os.PathLike[str] | None = None) -> Gateway:
     """A gateway with keys, budgets and the ledger, as configured. Built once per worker process."""
     if not isinstance(settings, GatewaySettings):
@@ -212,6 +206,11 @@ def create_app(settings: GatewaySettings | str | os.PathLike[str] | None = None)
         rate_limit=settings.rate_limit,
     )
     outlay = Outlay(settings.ledger, prices=settings.prices, service="outlay-gateway")
+    journal = (
+        AdmissionJournal(settings.journal, destination=journal_destination(outlay.log, outlay.ledger_url))
+        if settings.journal
+        else None
+    )
     hooks = OutlayHooks(
         open_key_store(settings.keys),
         outlay=outlay,
@@ -222,9 +221,7 @@ def create_app(settings: GatewaySettings | str | os.PathLike[str] | None = None)
         environment=settings.environment,
         cache_ttl=settings.cache_ttl,
         owned=True,
-        journal=(
-            AdmissionJournal(settings.journal, destination=_destination(outlay)) if settings.journal else None
-        ),
+        journal=journal,
     )
     try:
         # Calls a gateway process here admitted and never recorded (it was killed mid-call).
