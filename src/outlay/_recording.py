@@ -19,18 +19,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import AttributionMissing, ConfigError, InvalidEvent, InvalidInput, InvalidUsage
 from ._money import MAX_AMOUNT
 from ._usage import Usage
 from .context import CostContext, attach, current, detach
 from .context._context import check_labels
-from .events import ATTRIBUTED, CALLER_PRICED, UNATTRIBUTED, CostEvent, encode_event
+from .events import ATTRIBUTED, CALLER_PRICED, UNATTRIBUTED, CostEvent, encode_event, new_event_id
 from .events._event import MAX_ID
 from .pricing import PriceCatalog, default_catalog
 from .providers import normalize_provider, parse_response
 from .stream import BatchingAppender, EventLog
+
+if TYPE_CHECKING:
+    from ._inflight import MeteredJournal
 
 __all__ = ["MODES", "UNPRICED_ESTIMATE", "Metered", "Recorder", "check_event_labels"]
 
@@ -107,6 +110,11 @@ def _origin(ctx: CostContext | None, fallback: str) -> str:
     return fallback
 
 
+def origin_of(recorder: Recorder, ctx: CostContext | None) -> str:
+    """The origin ``recorder`` gives an unattributed event built in ``ctx``."""
+    return _origin(ctx, recorder._origin)
+
+
 class Recorder:
     """Builds, rates and durably appends cost events. Thread-safe; one per process is typical."""
 
@@ -144,6 +152,16 @@ class Recorder:
             if mode == "batching"
             else None
         )
+        #: Where metered calls are noted while in flight, so that a call whose process is killed
+        #: is still recorded (by the next start): set by :class:`outlay.Outlay` on a home on disk.
+        self.journal: MeteredJournal | None = None
+        if self._batcher is not None:
+            self._batcher.on_durable = self._durable_now
+
+    def _durable_now(self) -> None:
+        journal = self.journal
+        if journal is not None:  # the calls whose events were only buffered are done now
+            journal.sync(self)
 
     # -- building -------------------------------------------------------------------------------
 
@@ -409,13 +427,28 @@ class Recorder:
 
         chosen, downgraded = engine.model_for(scope, model, cost_of=cost_of)
         estimate = cost_of(chosen)
+        priced = estimate is not None
         if estimate is None:  # no price for the model: unknown is not zero, it holds the fallback
             estimate = self.unpriced_estimate
         reservation = engine.reserve(scope, estimate, model=chosen, fingerprint=fingerprint, ttl=ttl)
+        event_id = new_event_id()  # the event's, decided now: a lost call is recorded under it
+        journal = self.journal
+        if journal is not None:
+            try:
+                journal.admitted(
+                    self, event_id, context=ctx, provider=provider, model=chosen,
+                    requested_model=model if downgraded else None, operation=operation,
+                    estimate=estimate, priced=priced, reservation=reservation,
+                )  # fmt: skip
+            except BaseException:
+                engine.release(reservation)  # not made: nothing would remember it
+                raise
         metered = Metered(
             provider=provider, model=chosen, requested_model=model, downgraded=downgraded, api=api
         )
-        metered._admitted = _Admitted(self, engine, reservation, ctx, operation, time.perf_counter())
+        metered._admitted = _Admitted(
+            self, engine, reservation, ctx, operation, time.perf_counter(), event_id, journal
+        )
         return metered
 
     def mark(self) -> int:
@@ -494,19 +527,27 @@ class Metered:
         latency = (time.perf_counter() - admitted.started) * 1000
         if self.usage is None:
             admitted.engine.release(admitted.reservation)
+            if admitted.journal is not None:  # its caller is told: a mistake, not a lost call
+                admitted.journal.dropped(admitted.event_id)
             raise InvalidInput(
                 "the metered block reported no usage: call metered.response(...) or .set_usage(...)"
             )
+        built: CostEvent | None = None
         try:
-            event = admitted.recorder.record(
-                admitted.recorder.build(operation=admitted.operation, provider=self.provider,
-                                        model=self.model, usage=self.usage, context=admitted.ctx,
-                                        latency_ms=latency, status=status)
+            built = admitted.recorder.build(
+                operation=admitted.operation, provider=self.provider, model=self.model, usage=self.usage,
+                context=admitted.ctx, latency_ms=latency, status=status, event_id=admitted.event_id,
             )  # fmt: skip
+            event = admitted.recorder.record(built)
         except BaseException:
-            # The call was made (and billed) but cannot be recorded: its estimate still counts.
+            # The call was made (and billed) but cannot be recorded: its estimate still counts, and
+            # the journal keeps the event (or, with none built, the admission) for the next start.
             admitted.engine.settle(admitted.reservation)
+            if admitted.journal is not None and built is not None:
+                admitted.journal.unrecorded(built)
             raise
+        if admitted.journal is not None:
+            admitted.journal.recorded(admitted.recorder, admitted.event_id)
         self.event = event
         # Unpriced: settle the estimate, so unknown spend still counts against the budget.
         admitted.engine.settle(admitted.reservation, event.cost)
@@ -535,15 +576,20 @@ class Metered:
                 usage = self.usage
             else:
                 usage = Usage(complete=False, reason="the call failed before usage was reported")
+        built: CostEvent | None = None
         try:
-            event = admitted.recorder.record(
-                admitted.recorder.build(operation=admitted.operation, provider=self.provider,
-                                        model=self.model, usage=usage, context=admitted.ctx,
-                                        status="error", latency_ms=latency)
+            built = admitted.recorder.build(
+                operation=admitted.operation, provider=self.provider, model=self.model, usage=usage,
+                context=admitted.ctx, status="error", latency_ms=latency, event_id=admitted.event_id,
             )  # fmt: skip
+            event = admitted.recorder.record(built)
         except BaseException:
             admitted.engine.release(admitted.reservation)  # never a hold left until it expires
+            if admitted.journal is not None and built is not None:
+                admitted.journal.unrecorded(built)  # recorded as it was by the next start
             raise
+        if admitted.journal is not None:
+            admitted.journal.recorded(admitted.recorder, admitted.event_id)
         self.event = event
         if event.priced and event.cost:
             admitted.engine.settle(admitted.reservation, event.cost)
@@ -564,3 +610,5 @@ class _Admitted:
     ctx: CostContext | None
     operation: str
     started: float
+    event_id: str  # the event's id, decided at admission (the journal notes the call under it)
+    journal: MeteredJournal | None

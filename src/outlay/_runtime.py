@@ -11,6 +11,8 @@ event log     OUTLAY_STREAM_URL        ``events.db`` beside the SQLite ledger ``
                                        ``<name>.events.db`` beside any other (or ``nats://...``)
 ledger        OUTLAY_LEDGER_URL        the home URL (or ``postgresql://...``); with no home given,
                                        a SQLite ledger is the home
+journal       ``journal`` /            ``inflight/`` beside a SQLite event log (the metered calls in
+              OUTLAY_JOURNAL           flight, see :mod:`outlay._inflight`); ``"off"``; none in memory
 ============  =======================  =========================================================
 
 With an embedded event log (SQLite or memory), :meth:`Outlay.reports` first lets the ledger writer
@@ -20,6 +22,7 @@ the ``outlay worker`` processes do the writing and reports read the ledger as it
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -29,6 +32,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from ._errors import ConfigError
+from ._inflight import MeteredJournal
+from ._journal import journal_destination
 from ._recording import Recorder, check_event_labels
 from ._urls import refuse_url_like_path
 from ._usage import Usage
@@ -45,6 +50,8 @@ if TYPE_CHECKING:
     from .reporting import Reports
 
 __all__ = ["Outlay", "decision_event", "embedded_log_path"]
+
+_log = logging.getLogger("outlay")
 
 _DEFAULT_HOME = Path(".outlay") / "outlay.db"
 _DISTRIBUTED = frozenset({"nats", "tls"})  # the schemes of a shared event log (open_event_log)
@@ -180,6 +187,7 @@ class Outlay:
         require_tenant: bool = False,
         log: EventLog | None = None,
         ledger: LedgerStore | None = None,
+        journal: bool | str | os.PathLike[str] | None = None,
     ) -> None:
         given_home = _home_url(url) if url is not None else os.environ.get("OUTLAY_URL")
         named_ledger = ledger_url or os.environ.get("OUTLAY_LEDGER_URL") or given_home
@@ -228,6 +236,65 @@ class Outlay:
         self._writer: LedgerWriter | None = None
         self._closed = False
         self._pid = os.getpid()
+        try:
+            directory = self._journal_directory(journal)
+        except ConfigError:
+            if self._log_url is not None:
+                log.close()
+            raise
+        self.journal = (
+            MeteredJournal(directory, destination=journal_destination(log, self.ledger_url))
+            if directory is not None
+            else None
+        )
+        self._recorder.journal = self.journal
+        if self.journal is not None:
+            try:
+                # Calls a process metering on this home made and never recorded (it was killed).
+                self.recover_lost_calls()
+            except Exception:  # opened all the same: the journal stays, for the next start
+                _log.exception("outlay: recording the metered calls of stopped processes failed")
+
+    def _journal_directory(self, journal: object) -> Path | None:
+        """Where metered calls are noted while in flight: ``journal`` (a directory, True for the
+        default, False or "off" for none), else ``OUTLAY_JOURNAL``, else ``inflight/`` beside an
+        event log on disk. A pipeline in memory has none: it dies with the process it would
+        outlive."""
+        in_memory = isinstance(self._log, InMemoryEventLog)
+        if journal is None:
+            journal = os.environ.get("OUTLAY_JOURNAL") or None
+            if in_memory:
+                return None  # (a setting for the deployment's pipelines on disk)
+        if journal is False or journal == "off":
+            return None
+        if journal is None or journal is True:
+            path = getattr(self._log, "path", None) if isinstance(self._log, SQLiteEventLog) else None
+            if path is None or in_memory:
+                if journal is True:
+                    raise ConfigError(
+                        "a journal needs an event log on disk: this pipeline's is "
+                        + ("in memory (memory://)" if in_memory else "not a file; name a directory"),
+                        field="journal",
+                    )
+                return None
+            return Path(path).resolve().parent / "inflight"
+        if isinstance(journal, bool) or not isinstance(journal, str | os.PathLike) or not os.fspath(journal):
+            raise ConfigError(f"expected a directory, True, False or 'off', got {journal!r}", field="journal")
+        if in_memory:
+            raise ConfigError("a pipeline in memory (memory://) has no journal", field="journal")
+        target = os.fspath(journal)
+        refuse_url_like_path(target, field="journal", expected="a directory, True, False or 'off'")
+        return Path(target).expanduser()
+
+    def recover_lost_calls(self, budgets: BudgetEngine | None = None) -> int:
+        """Record the metered calls that processes now gone (killed, crashed) admitted on this home
+        and never recorded; returns how many. Each is one ``estimated`` event at the worst case it
+        reserved, under the id its completion would have had (never counted twice, however often
+        this runs). Run when the pipeline opens; with ``budgets``, also charges their holds now
+        (else a hold in a shared store is charged when it expires)."""
+        if self.journal is None:
+            return 0
+        return self.journal.recover(self.recorder, budgets)
 
     # -- fork() -------------------------------------------------------------------------------------
 
@@ -270,6 +337,7 @@ class Outlay:
             require_tenant=old.require_tenant,
         )
         recorder.unpriced_estimate = old.unpriced_estimate
+        recorder.journal = old.journal  # (which keeps a file of its own in this process)
         old.abandon()
         self._recorder = recorder
         if self._ledger_owned and self.ledger_url != "memory://":
@@ -376,7 +444,11 @@ class Outlay:
         if self._closed:
             return
         self._closed = True
-        self.recorder.close(timeout)
+        try:
+            self.recorder.close(timeout)
+        finally:
+            if self.journal is not None:  # what was buffered is durable now: nothing left in flight
+                self.journal.close(self.recorder)
         if catch_up and self.embedded and self._ledger is not None:
             self.writer.catch_up()
         self.log.close()

@@ -205,7 +205,8 @@ def create_app(settings: GatewaySettings | str | os.PathLike[str] | None = None)
         plans=load_plans(settings.plans) if settings.plans else None,
         rate_limit=settings.rate_limit,
     )
-    outlay = Outlay(settings.ledger, prices=settings.prices, service="outlay-gateway")
+    # (The gateway journals its calls itself, and charges their holds in its budget store.)
+    outlay = Outlay(settings.ledger, prices=settings.prices, service="outlay-gateway", journal=False)
     journal = (
         AdmissionJournal(settings.journal, destination=journal_destination(outlay.log, outlay.ledger_url))
         if settings.journal

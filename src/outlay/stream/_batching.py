@@ -16,7 +16,7 @@ import multiprocessing.util
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import islice
 from types import TracebackType
 from typing import Self
@@ -76,6 +76,9 @@ class BatchingAppender:
         self._closed = False
         self._exit_failed = False  # the exit drain timed out: the process is ending, do not wait again
         self._error: Exception | None = None  # the last failure of the log, until a commit succeeds
+        #: Called (on the appender's thread) after each batch is committed: what waits for its
+        #: events to be durable (a journal of calls in flight) need not poll.
+        self.on_durable: Callable[[], None] | None = None
         self._thread = threading.Thread(target=self._run, name="outlay-batching-appender", daemon=True)
         self._thread.start()
         # A daemon thread is killed at exit without a word; atexit is what drains a clean exit, and
@@ -232,6 +235,11 @@ class BatchingAppender:
                     self._times.popleft()
                 self._error = None
                 self._cond.notify_all()  # flush() waiters, and appends waiting for room
+            if self.on_durable is not None:
+                try:
+                    self.on_durable()
+                except Exception:  # (its own business: the events are durable all the same)
+                    _logger.exception("outlay: the event log's on_durable callback failed")
 
     def __enter__(self) -> Self:
         return self
