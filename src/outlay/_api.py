@@ -49,7 +49,9 @@ def configure(url: str | os.PathLike[str] | None = None, **options: Any) -> Outl
 
     ``url``: the home/ledger URL (default ``OUTLAY_URL`` or ``./.outlay/outlay.db``); options are
     those of :class:`outlay.Outlay`: ``mode="durable"|"batching"``, ``prices=`` (an overrides TOML),
-    ``stream_url=``, ``ledger_url=``, ``service=``, ``require_tenant=``.
+    ``stream_url=``, ``ledger_url=``, ``service=``, ``require_tenant=``, ``journal=`` (where metered
+    calls are noted while in flight, so one whose process is killed is still recorded; ``False``:
+    none).
     """
     global _default  # the one process-wide default
     instance = Outlay(url, **options)
