@@ -281,12 +281,15 @@ def test_a_line_cut_short_by_a_full_disk_refuses_its_call_and_spoils_no_other(
     journal = AdmissionJournal(tmp_path)
     ids = [f"01a24de0-0000-7000-8000-{n:012d}" for n in range(4)]
     journal.admitted(ids[0], {"model": "gpt-4o"})
-    monkeypatch.setattr(_journal, "os", _AlmostFullDisk(room=30))
+    full = _AlmostFullDisk(room=30)
+    monkeypatch.setattr(_journal, "os", full)
+    monkeypatch.setattr(_journal, "_write", full.write)  # (lines are written by append_held)
     with pytest.raises(BackendError, match="admission journal"):  # the call is refused (503)
         journal.admitted(ids[1], {"model": "gpt-4o"})
     with pytest.raises(BackendError):
         journal.admitted(ids[2], {"model": "gpt-4o"})
     monkeypatch.setattr(_journal, "os", os)  # room again
+    monkeypatch.setattr(_journal, "_write", os.write)
     journal.admitted(ids[3], {"model": "gpt-4o"})
     assert journal._path is not None
     assert [r["id"] for r in _unrecorded(journal._path, journal._path.read_bytes())] == [ids[0], ids[3]]
