@@ -434,28 +434,14 @@ def test_sqlite_ledger_reads_one_tenant_without_reading_the_others(tmp_path: Pat
         while ledger.maintain():
             pass
         ledger.write(events[:10])  # a duplicate batch: nothing waits past the index
-
-        def steps(read: Callable[[], object]) -> int:
-            count = [0]
-
-            def tick() -> int:
-                count[0] += 1
-                return 0
-
-            connection = ledger._connection()
-            connection.set_progress_handler(tick, 100)
-            try:
-                read()
-            finally:
-                connection.set_progress_handler(None, 100)
-            return count[0]
-
-        everyone = steps(lambda: list(ledger.entries(low, high)))
-        tiny = steps(lambda: list(ledger.entries(low, high, tenant="tiny")))
+        everyone = _sqlite_steps(ledger, lambda: list(ledger.entries(low, high)))
+        tiny = _sqlite_steps(ledger, lambda: list(ledger.entries(low, high, tenant="tiny")))
         assert len(list(ledger.entries(low, high, tenant="tiny"))) == 20
         assert tiny * 20 < everyone
-        all_totals = steps(lambda: ledger.event_totals(["tenant", "reason"], low, high))
-        tiny_totals = steps(lambda: ledger.event_totals(["tenant", "reason"], low, high, tenant="tiny"))
+        all_totals = _sqlite_steps(ledger, lambda: ledger.event_totals(["tenant", "reason"], low, high))
+        tiny_totals = _sqlite_steps(
+            ledger, lambda: ledger.event_totals(["tenant", "reason"], low, high, tenant="tiny")
+        )
         assert tiny_totals * 20 < all_totals
 
 
