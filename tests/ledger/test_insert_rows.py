@@ -29,7 +29,7 @@ from outlay.events import CostEvent, encode_event
 from outlay.ledger import GROUP_KEYS, SQLiteLedger, rerate
 from outlay.ledger import _sqlite as ledger_sqlite
 from outlay.ledger._sqlite import compiled_inserts, event_rows, event_rows_py
-from outlay.ledger._sqlite_schema import dadd
+from outlay.ledger._sqlite_schema import DecimalSum, dadd, register_functions
 
 from .conftest import awkward_events
 
@@ -458,6 +458,90 @@ class TestCompiledDadd:
             assert connection.execute("SELECT outlay_dadd('1e1', '1')").fetchone() == ("11",)
             connection.close()
         assert sys.getrefcount(fallback) == before
+
+
+class TestCompiledDsum:
+    """``outlay_dsum`` in C: per group, the same text as the Python aggregate, or the same failure;
+    a group it hands to Python mid-way (a value of another form) is summed exactly all the same."""
+
+    @staticmethod
+    def _sums(compiled: bool, groups: list[list[Any]]) -> list[Any]:
+        connection = sqlite3.connect(":memory:")
+        try:
+            register_functions(connection)
+            if compiled:
+                ledger_sqlite._SPEEDUPS.register_dsum(connection, DecimalSum)
+            connection.execute("CREATE TABLE t (g INTEGER, x)")
+            connection.executemany(
+                "INSERT INTO t VALUES (?, ?)", [(g, v) for g, values in enumerate(groups) for v in values]
+            )
+            out: list[Any] = []
+            for g in range(len(groups)):  # one query per group: a failing group fails alone
+                try:
+                    row = connection.execute("SELECT outlay_dsum(x) FROM t WHERE g = ?", (g,)).fetchone()
+                    out.append(row[0])
+                except sqlite3.OperationalError as exc:
+                    out.append(str(exc))
+            failed = any(isinstance(v, str) and v.startswith("user-defined") for v in out)
+            # All groups in one statement too (contexts side by side, some handed to Python).
+            grouped = (
+                [] if failed else connection.execute("SELECT g, outlay_dsum(x) FROM t GROUP BY g").fetchall()
+            )
+            return [out, grouped]
+        finally:
+            connection.close()
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        groups=st.lists(st.lists(st.one_of(st.none(), _amounts()), max_size=12), min_size=1, max_size=4),
+        plain=st.booleans(),
+    )
+    def test_generated_groups(self, groups: list[list[Decimal | None]], plain: bool) -> None:
+        def text(amount: Decimal | None) -> str | None:
+            if amount is None:
+                return None
+            return format(amount, "f") if plain else str(amount)
+
+        values = [[text(a) for a in group] for group in groups]
+        assert self._sums(True, values) == self._sums(False, values)
+
+    def test_edges(self) -> None:
+        groups: list[list[Any]] = [
+            [],
+            [None, None],
+            ["1.50"],
+            ["-0.00"],
+            ["0.000000018750000000", "12", None, "-3"],
+            ["1", "1e3", "2"],  # handed to Python mid-group: the sum so far goes with it
+            ["1", "abc", "2"],
+            ["9" * 59, "1"],
+            ["0." + "0" * 90 + "1", "1"],  # 92 digits: MONEY_CONTEXT refuses (Inexact)
+            ["9" * 70],  # one value: Python keeps it as it is
+            [5, "1.5", 2.5],
+            [b"1"],
+            ["1." + "0" * 200, "1"],
+        ]
+        compiled, python = self._sums(True, groups), self._sums(False, groups)
+        assert compiled == python
+        assert compiled[0][:7] == [None, None, "1.5", "0", "9.00000001875", "1003", compiled[0][6]]
+        assert compiled[0][6] == "user-defined aggregate's 'step' method raised error"
+
+    def test_the_aggregate_class_is_released_with_the_connection(self) -> None:
+        class Counting(DecimalSum):
+            pass
+
+        gc.collect()
+        before = sys.getrefcount(Counting)
+        for _ in range(3):
+            connection = sqlite3.connect(":memory:")
+            ledger_sqlite._SPEEDUPS.register_dsum(connection, Counting)
+            ledger_sqlite._SPEEDUPS.register_dsum(connection, Counting)  # the first is replaced
+            connection.execute("CREATE TABLE t (x)")
+            connection.executemany("INSERT INTO t VALUES (?)", [("1",), ("1e1",)])
+            assert connection.execute("SELECT outlay_dsum(x) FROM t").fetchone() == ("11",)
+            connection.close()
+        gc.collect()
+        assert sys.getrefcount(Counting) == before
 
 
 def test_only_the_sqlite_that_implements_the_connection_class_is_used() -> None:

@@ -82,6 +82,7 @@ from ._sqlite_schema import (
     UPSERT_MONTH,
     UPSERT_ROLLUP,
     UPSERT_RUN,
+    DecimalSum,
     dadd,
     filters,
     register_functions,
@@ -307,8 +308,9 @@ class SQLiteLedger(LedgerStore):
         register_functions(connection)
         if self._read_only:
             connection.executescript(_READ_ONLY_TENANT_INDEX)
-        if _INSERT_ROWS is not None:  # the same SQLite found: outlay_dadd in C, Python's for the rest
-            _SPEEDUPS.register_dadd(connection, dadd)
+        if _INSERT_ROWS is not None:  # the same SQLite found: outlay_dadd and outlay_dsum in C,
+            _SPEEDUPS.register_dadd(connection, dadd)  # Python's for the rest
+            _SPEEDUPS.register_dsum(connection, DecimalSum)
         self._local.connection = connection
         with self._connections_lock:
             self._connections.append(connection)

@@ -40,6 +40,7 @@ __all__ = [
     "UPSERT_MONTH",
     "UPSERT_ROLLUP",
     "UPSERT_RUN",
+    "DecimalSum",
     "dadd",
     "filters",
     "register_functions",
@@ -190,8 +191,9 @@ def dadd(left: str | None, right: str | None) -> str | None:
     return money_str(MONEY_CONTEXT.add(Decimal(left), Decimal(right)))
 
 
-class _DecimalSum:
-    """``outlay_dsum``: exact sum of decimal TEXT values; NULL when every value is NULL."""
+class DecimalSum:
+    """``outlay_dsum``: exact sum of decimal TEXT values; NULL when every value is NULL. Where the
+    speedups were built, a compiled copy runs instead and hands here what it does not cover."""
 
     def __init__(self) -> None:
         self.total: Decimal | None = None
@@ -209,7 +211,7 @@ def register_functions(connection: sqlite3.Connection) -> None:
     connection.create_function("outlay_dadd", 2, dadd, deterministic=True)
     connection.create_function("outlay_hour", 1, hour_of, deterministic=True)
     # typeshed types aggregate values as int; ours are TEXT, which SQLite passes as str.
-    connection.create_aggregate("outlay_dsum", 1, cast(Any, _DecimalSum))
+    connection.create_aggregate("outlay_dsum", 1, cast(Any, DecimalSum))
 
 
 # -- statements --------------------------------------------------------------------------------
