@@ -495,6 +495,18 @@ class LedgerStoreConformance:
         assert list(ledger.entries(T0, end, tenant="nobody")) == []
         assert len(list(ledger.entries(T0, end))) == 3100
 
+    def test_entries_of_an_empty_tenant_id_are_refused_not_read_as_the_unattributed(
+        self, ledger: LedgerStore
+    ) -> None:
+        # The SQL stores keep an unattributed event's tenant as '': tenant="" read those there
+        # and nothing in memory. It names no tenant: a clear error everywhere.
+        ledger.write([event(tenant_id=None), event(tenant_id="acme")])
+        end = T0 + timedelta(seconds=1)
+        for bad in ("", 5):
+            with pytest.raises(InvalidInput, match="tenant"):
+                list(ledger.entries(T0, end, tenant=bad))  # type: ignore[arg-type]
+        assert [e.event.tenant_id for e in ledger.entries(T0, end, tenant="acme")] == ["acme"]
+
     def test_entries_by_operation_prefix_page_through_with_a_tenant(self, ledger: LedgerStore) -> None:
         # More matching events than one page, interleaved with near misses ("decisions",
         # "decision;", a different case) and another tenant, several per instant: every page must

@@ -22,6 +22,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Final
 
+from outlay._errors import InvalidInput
 from outlay._rating import Rating
 from outlay.events import CostEvent
 
@@ -36,6 +37,7 @@ __all__ = [
     "RunTotals",
     "Totals",
     "WriteResult",
+    "check_entries_tenant",
     "prefix_filter",
 ]
 
@@ -54,6 +56,14 @@ GROUP_KEYS: Final = (
 #: Keys :meth:`LedgerStore.event_totals` accepts: the rollup keys plus the unpriced reason.
 EVENT_GROUP_KEYS: Final = (*GROUP_KEYS, "reason")
 _MAX_CODE_POINT: Final = chr(0x10FFFF)
+
+
+def check_entries_tenant(tenant: object) -> None:
+    """``entries``' ``tenant``: ``None`` (everyone) or a tenant id. An empty one is refused: the
+    SQL stores keep an unattributed event's tenant as ``''``, so it read the unattributed events
+    there and nothing in memory."""
+    if tenant is not None and (not isinstance(tenant, str) or not tenant):
+        raise InvalidInput(f"expected a tenant id or None, got {tenant!r}", field="tenant")
 
 
 def prefix_filter(column: str, prefix: str, mark: str) -> tuple[str, tuple[str, ...]]:

@@ -25,6 +25,7 @@ from ._base import (
     RunTotals,
     Totals,
     WriteResult,
+    check_entries_tenant,
 )
 from ._rows import (
     Acc,
@@ -171,6 +172,7 @@ class InMemoryLedger(LedgerStore):
         tenant: str | None = None,
         operation_prefix: str | None = None,
     ) -> Iterator[LedgerEntry]:
+        check_entries_tenant(tenant)
         low, high = time_us(start), time_us(end)
         with self._lock:
             chosen = sorted(

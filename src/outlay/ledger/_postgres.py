@@ -27,6 +27,7 @@ from ._base import (
     RunTotals,
     Totals,
     WriteResult,
+    check_entries_tenant,
     prefix_filter,
 )
 from ._grain import combine, plan
@@ -152,6 +153,7 @@ class PostgresLedger(LedgerStore):
         tenant: str | None = None,
         operation_prefix: str | None = None,
     ) -> Iterator[LedgerEntry]:
+        check_entries_tenant(tenant)
         where = "e.time >= %s AND e.time < %s AND (e.time, e.seq) > (%s, %s)"
         first: tuple[str, ...] = ()
         if tenant is not None:

@@ -45,6 +45,7 @@ from ._base import (
     RunTotals,
     Totals,
     WriteResult,
+    check_entries_tenant,
     prefix_filter,
 )
 from ._grain import combine, plan
@@ -602,6 +603,7 @@ class SQLiteLedger(LedgerStore):
         tenant: str | None = None,
         operation_prefix: str | None = None,
     ) -> Iterator[LedgerEntry]:
+        check_entries_tenant(tenant)
         high = time_us(end)
         position = (time_us(start), -1)  # seq > -1: the first page includes time == start
         rest: tuple[str, ...] = ()
