@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -155,13 +155,22 @@ class Recorder:
         #: Where metered calls are noted while in flight, so that a call whose process is killed
         #: is still recorded (by the next start): set by :class:`outlay.Outlay` on a home on disk.
         self.journal: MeteredJournal | None = None
+        self._durable_listeners: list[Callable[[], None]] = []
         if self._batcher is not None:
             self._batcher.on_durable = self._durable_now
+
+    def on_durable(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (on the recorder's thread, batching mode) each time buffered events
+        have become durable: what waits for that (a journal that must not forget a call before its
+        event is durable) learns it then, not at its next call. Durable mode: never called."""
+        self._durable_listeners.append(listener)
 
     def _durable_now(self) -> None:
         journal = self.journal
         if journal is not None:  # the calls whose events were only buffered are done now
             journal.sync(self)
+        for listener in self._durable_listeners:
+            listener()
 
     # -- building -------------------------------------------------------------------------------
 

@@ -414,6 +414,36 @@ async def test_a_batching_recorder_s_calls_are_durable_before_the_journal_forget
     recorder.close()
 
 
+async def test_a_batching_recorder_s_calls_are_noted_done_as_their_buffer_reaches_the_log(
+    tmp_path: Path,
+) -> None:
+    # Told only at the next completion, a gateway that went idle after a burst and was then killed
+    # left its answered calls open in the journal: the next start re-recorded each as "lost" (an
+    # estimated duplicate in the log, a false warning). The buffer reaching the log now says so.
+    recorder = Recorder(SQLiteEventLog(tmp_path / "events.db"), mode="batching", max_delay=60)
+    keys = InMemoryKeyStore()
+    _, secret = keys.create("acme")
+    journal = AdmissionJournal(tmp_path / "inflight")
+    hooks = OutlayHooks(keys, recorder=recorder, journal=journal)
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 16}
+    headers = {"authorization": f"Bearer {secret}"}
+    upstream = GatewayConfig.from_env({"OPENAI_API_KEY": "x"}).upstreams["openai"]
+    done = Outcome(200, Usage(input_tokens=5, output_tokens=16), latency_s=0.0, model="gpt-4o-mini")
+    for _ in range(3):
+        principal = await hooks.authenticate(headers)
+        call = Call("chat", "gpt-4o-mini", "gpt-4o-mini", upstream, False, body, headers, raw=b"{}")
+        await hooks.complete(await hooks.admit(principal, call), done)
+    assert journal._path is not None
+    assert len(_unrecorded(journal._path, journal._path.read_bytes())) == 3  # buffered only
+    recorder.flush()  # no call after it
+    deadline = time.monotonic() + 5
+    while _unrecorded(journal._path, journal._path.read_bytes()) and time.monotonic() < deadline:
+        time.sleep(0.01)  # (noted on the recorder's thread, just after the commit)
+    assert _unrecorded(journal._path, journal._path.read_bytes()) == []
+    await hooks.aclose()
+    recorder.close()
+
+
 def test_a_call_whose_event_the_log_refused_is_recorded_at_its_exact_cost_by_the_next_start(
     journaled: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

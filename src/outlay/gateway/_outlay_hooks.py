@@ -291,6 +291,10 @@ class OutlayHooks:
         # (batching recorder) calls recorded, not yet durable: (the recorder's mark, event ids)
         self._undurable: deque[tuple[int, Sequence[str]]] = deque()
         self._undurable_lock = threading.Lock()
+        if self.journal is not None and self.recorder.mode == "batching":
+            # Calls waiting for their buffer are noted done as it reaches the log, not at the next
+            # completion: a kill while the gateway sat idle would re-record them as lost.
+            self.recorder.on_durable(lambda: self._journal_recorded(()))
         self._cache: dict[str, tuple[VirtualKey, float]] = {}
         self._contexts: dict[str, CostContext] = {}
         self._scopes: dict[int, Scope] = {}  # the budget Scope of each cached key context
