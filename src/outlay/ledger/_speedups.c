@@ -1349,33 +1349,25 @@ add_plain(const Plain *a, const Plain *b, char *out)
     return (int)(w - out);
 }
 
-/* Python's outlay_dadd on two non-NULL arguments (the GIL taken: the step may run without it):
- * its str, or SQLite's error for a user function that raised, as the sqlite3 module reports it. */
-static void
-dadd_python(sqlite3_context *context, int argc, sqlite3_value **argv)
+/* A value SQLite passes a user function, as the sqlite3 module hands it to Python. */
+static PyObject *
+value_to_python(sqlite3_value *value)
 {
-    PyGILState_STATE gil = PyGILState_Ensure();
-    PyObject *args = PyTuple_New(argc);
-    for (int i = 0; args != NULL && i < argc; i++) {
-        PyObject *value;
-        switch (sq.value_type(argv[i])) {
-        case SQ_INTEGER: value = PyLong_FromLongLong(sq.value_int64(argv[i])); break;
-        case SQ_FLOAT: value = PyFloat_FromDouble(sq.value_double(argv[i])); break;
-        case SQ_TEXT:
-            value = PyUnicode_DecodeUTF8((const char *)sq.value_text(argv[i]), sq.value_bytes(argv[i]), NULL);
-            break;
-        case SQ_BLOB:
-            value = PyBytes_FromStringAndSize(sq.value_blob(argv[i]), sq.value_bytes(argv[i]));
-            break;
-        default: value = Py_NewRef(Py_None);
-        }
-        if (value == NULL)
-            Py_CLEAR(args);
-        else
-            PyTuple_SET_ITEM(args, i, value);
+    switch (sq.value_type(value)) {
+    case SQ_INTEGER: return PyLong_FromLongLong(sq.value_int64(value));
+    case SQ_FLOAT: return PyFloat_FromDouble(sq.value_double(value));
+    case SQ_TEXT:
+        return PyUnicode_DecodeUTF8((const char *)sq.value_text(value), sq.value_bytes(value), NULL);
+    case SQ_BLOB: return PyBytes_FromStringAndSize(sq.value_blob(value), sq.value_bytes(value));
+    default: return Py_NewRef(Py_None);
     }
-    PyObject *result = args == NULL ? NULL : PyObject_Call((PyObject *)sq.user_data(context), args, NULL);
-    Py_XDECREF(args);
+}
+
+/* A Python function's result (a str or None) as the SQL result; anything else, or NULL (it
+ * raised), as SQLite's error ``failed``, the message the sqlite3 module gives. The GIL is held. */
+static void
+result_from_python(sqlite3_context *context, PyObject *result, const char *failed)
+{
     if (result == Py_None) {
         sq.result_null(context);
     } else if (result != NULL && PyUnicode_Check(result)) {
@@ -1384,10 +1376,29 @@ dadd_python(sqlite3_context *context, int argc, sqlite3_value **argv)
         if (text != NULL && size <= INT_MAX)
             sq.result_text(context, text, (int)size, SQ_TRANSIENT);
         else
-            sq.result_error(context, "user-defined function raised exception", -1);
+            sq.result_error(context, failed, -1);
     } else {
-        sq.result_error(context, "user-defined function raised exception", -1);
+        sq.result_error(context, failed, -1);
     }
+}
+
+/* Python's outlay_dadd on two non-NULL arguments (the GIL taken: the step may run without it):
+ * its str, or SQLite's error for a user function that raised, as the sqlite3 module reports it. */
+static void
+dadd_python(sqlite3_context *context, int argc, sqlite3_value **argv)
+{
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyObject *args = PyTuple_New(argc);
+    for (int i = 0; args != NULL && i < argc; i++) {
+        PyObject *value = value_to_python(argv[i]);
+        if (value == NULL)
+            Py_CLEAR(args);
+        else
+            PyTuple_SET_ITEM(args, i, value);
+    }
+    PyObject *result = args == NULL ? NULL : PyObject_Call((PyObject *)sq.user_data(context), args, NULL);
+    Py_XDECREF(args);
+    result_from_python(context, result, "user-defined function raised exception");
     Py_XDECREF(result);
     PyErr_Clear();
     PyGILState_Release(gil);
@@ -1426,29 +1437,39 @@ drop_fallback(void *fallback)
     PyGILState_Release(gil);
 }
 
-/* register_dadd(connection, fallback): outlay_dadd on ``connection`` in C, ``fallback`` (Python's
- * own outlay_dadd) for what it leaves. */
+/* Register ``name`` on the connection in ``args`` (connection, callable): a scalar (``func``) or an
+ * aggregate (``step``, ``final``) in C, the callable its user data (the Python function or class
+ * it hands what it leaves to), released with the function. */
 static PyObject *
-register_dadd(PyObject *Py_UNUSED(module), PyObject *args)
+register_function(PyObject *args, const char *name, int nargs, int flags,
+                  void (*func)(sqlite3_context *, int, sqlite3_value **),
+                  void (*step)(sqlite3_context *, int, sqlite3_value **), void (*final)(sqlite3_context *))
 {
-    PyObject *connection, *fallback;
-    if (!PyArg_ParseTuple(args, "OO:register_dadd", &connection, &fallback))
+    PyObject *connection, *python;
+    if (!PyArg_ParseTuple(args, "OO", &connection, &python))
         return NULL;
-    if (!PyCallable_Check(fallback)) {
-        PyErr_SetString(PyExc_TypeError, "register_dadd needs a callable fallback");
+    if (!PyCallable_Check(python)) {
+        PyErr_Format(PyExc_TypeError, "%s needs a callable for what it leaves to Python", name);
         return NULL;
     }
     sqlite3 *db = handle_of(connection);
     if (db == NULL)
         return NULL;
-    Py_INCREF(fallback); /* released by drop_fallback, also when the registration fails */
-    int rc = sq.create_function_v2(db, "outlay_dadd", 2, SQ_UTF8 | SQ_DETERMINISTIC, fallback, dadd_sql, NULL,
-                                   NULL, drop_fallback);
+    Py_INCREF(python); /* released by drop_fallback, also when the registration fails */
+    int rc = sq.create_function_v2(db, name, nargs, flags, python, func, step, final, drop_fallback);
     if (rc != SQ_OK) {
         raise_sqlite(db, rc);
         return NULL;
     }
     Py_RETURN_NONE;
+}
+
+/* register_dadd(connection, fallback): outlay_dadd on ``connection`` in C, ``fallback`` (Python's
+ * own outlay_dadd) for what it leaves. */
+static PyObject *
+register_dadd(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    return register_function(args, "outlay_dadd", 2, SQ_UTF8 | SQ_DETERMINISTIC, dadd_sql, NULL, NULL);
 }
 
 /* ---- append_held: write(2) without letting the GIL go -------------------------------------- */
@@ -1504,19 +1525,6 @@ typedef struct {
     PyObject *python;
     char text[2 * DADD_MAX + 8];
 } DsumAcc;
-
-static PyObject *
-value_to_python(sqlite3_value *value)
-{
-    switch (sq.value_type(value)) {
-    case SQ_INTEGER: return PyLong_FromLongLong(sq.value_int64(value));
-    case SQ_FLOAT: return PyFloat_FromDouble(sq.value_double(value));
-    case SQ_TEXT:
-        return PyUnicode_DecodeUTF8((const char *)sq.value_text(value), sq.value_bytes(value), NULL);
-    case SQ_BLOB: return PyBytes_FromStringAndSize(sq.value_blob(value), sq.value_bytes(value));
-    default: return Py_NewRef(Py_None);
-    }
-}
 
 /* Hand the group to the Python aggregate (its class is the function's user data): a new instance,
  * stepped with the sum so far, then with ``value``. 0, or -1 with the SQLite error set. */
@@ -1605,20 +1613,10 @@ dsum_final(sqlite3_context *context)
     PyObject *result = NULL;
     if (!acc->failed && acc->python != NULL)
         result = PyObject_CallMethod(acc->python, "finalize", NULL);
-    if (acc->failed) {
+    if (acc->failed)
         sq.result_error(context, "user-defined aggregate's 'step' method raised error", -1);
-    } else if (result == Py_None) {
-        sq.result_null(context);
-    } else if (result != NULL && PyUnicode_Check(result)) {
-        Py_ssize_t size;
-        const char *text = PyUnicode_AsUTF8AndSize(result, &size);
-        if (text != NULL && size <= INT_MAX)
-            sq.result_text(context, text, (int)size, SQ_TRANSIENT);
-        else
-            sq.result_error(context, "user-defined aggregate's 'finalize' method raised error", -1);
-    } else {
-        sq.result_error(context, "user-defined aggregate's 'finalize' method raised error", -1);
-    }
+    else
+        result_from_python(context, result, "user-defined aggregate's 'finalize' method raised error");
     Py_XDECREF(result);
     Py_CLEAR(acc->python);
     PyErr_Clear();
@@ -1630,24 +1628,7 @@ dsum_final(sqlite3_context *context)
 static PyObject *
 register_dsum(PyObject *Py_UNUSED(module), PyObject *args)
 {
-    PyObject *connection, *aggregate;
-    if (!PyArg_ParseTuple(args, "OO:register_dsum", &connection, &aggregate))
-        return NULL;
-    if (!PyCallable_Check(aggregate)) {
-        PyErr_SetString(PyExc_TypeError, "register_dsum needs a callable aggregate class");
-        return NULL;
-    }
-    sqlite3 *db = handle_of(connection);
-    if (db == NULL)
-        return NULL;
-    Py_INCREF(aggregate); /* released by drop_fallback, also when the registration fails */
-    int rc = sq.create_function_v2(db, "outlay_dsum", 1, SQ_UTF8, aggregate, NULL, dsum_step, dsum_final,
-                                   drop_fallback);
-    if (rc != SQ_OK) {
-        raise_sqlite(db, rc);
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return register_function(args, "outlay_dsum", 1, SQ_UTF8, NULL, dsum_step, dsum_final);
 }
 
 static PyMethodDef methods[] = {
