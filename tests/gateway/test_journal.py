@@ -385,33 +385,44 @@ def test_a_call_a_batching_recorder_had_only_buffered_is_recovered_after_a_kill(
         log.close()
 
 
+class _BatchingGateway:
+    """OutlayHooks over a batching recorder (a minute between commits unless flushed) and a
+    journal in ``directory``; ``answer()`` admits and completes one call the provider answered."""
+
+    def __init__(self, directory: Path) -> None:
+        self.recorder = Recorder(SQLiteEventLog(directory / "events.db"), mode="batching", max_delay=60)
+        keys = InMemoryKeyStore()
+        _, secret = keys.create("acme")
+        self.journal = AdmissionJournal(directory / "inflight")
+        self.hooks = OutlayHooks(keys, recorder=self.recorder, journal=self.journal)
+        self.headers = {"authorization": f"Bearer {secret}"}
+        body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 16}
+        upstream = GatewayConfig.from_env({"OPENAI_API_KEY": "x"}).upstreams["openai"]
+        self.call = Call("chat", "gpt-4o-mini", "gpt-4o-mini", upstream, False, body, self.headers, raw=b"{}")
+
+    async def answer(self) -> None:
+        principal = await self.hooks.authenticate(self.headers)
+        done = Outcome(200, Usage(input_tokens=5, output_tokens=16), latency_s=0.0, model="gpt-4o-mini")
+        await self.hooks.complete(await self.hooks.admit(principal, self.call), done)
+
+    def open_calls(self) -> int:
+        assert self.journal._path is not None
+        return len(_unrecorded(self.journal._path, self.journal._path.read_bytes()))
+
+
 async def test_a_batching_recorder_s_calls_are_durable_before_the_journal_forgets_them(
     tmp_path: Path,
 ) -> None:
-    recorder = Recorder(SQLiteEventLog(tmp_path / "events.db"), mode="batching", max_delay=60)
-    keys = InMemoryKeyStore()
-    _, secret = keys.create("acme")
-    journal = AdmissionJournal(tmp_path / "inflight")
-    hooks = OutlayHooks(keys, recorder=recorder, journal=journal)
-    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 16}
-    headers = {"authorization": f"Bearer {secret}"}
-    upstream = GatewayConfig.from_env({"OPENAI_API_KEY": "x"}).upstreams["openai"]
-    done = Outcome(200, Usage(input_tokens=5, output_tokens=16), latency_s=0.0, model="gpt-4o-mini")
+    gateway = _BatchingGateway(tmp_path)
     for _ in range(3):
-        principal = await hooks.authenticate(headers)
-        call = Call("chat", "gpt-4o-mini", "gpt-4o-mini", upstream, False, body, headers, raw=b"{}")
-        admission = await hooks.admit(principal, call)
-        await hooks.complete(admission, done)
-    assert journal._path is not None
-    assert len(_unrecorded(journal._path, journal._path.read_bytes())) == 3  # buffered only
-    recorder.flush()
-    principal = await hooks.authenticate(headers)
-    admission = await hooks.admit(principal, call)
-    await hooks.complete(admission, done)
-    assert len(_unrecorded(journal._path, journal._path.read_bytes())) == 1  # the three are durable
-    await hooks.aclose()  # flushes the last one: nothing left to recover, no file
+        await gateway.answer()
+    assert gateway.open_calls() == 3  # buffered only
+    gateway.recorder.flush()
+    await gateway.answer()
+    assert gateway.open_calls() == 1  # the three are durable
+    await gateway.hooks.aclose()  # flushes the last one: nothing left to recover, no file
     assert list((tmp_path / "inflight").iterdir()) == []
-    recorder.close()
+    gateway.recorder.close()
 
 
 async def test_a_batching_recorder_s_calls_are_noted_done_as_their_buffer_reaches_the_log(
@@ -420,28 +431,17 @@ async def test_a_batching_recorder_s_calls_are_noted_done_as_their_buffer_reache
     # Told only at the next completion, a gateway that went idle after a burst and was then killed
     # left its answered calls open in the journal: the next start re-recorded each as "lost" (an
     # estimated duplicate in the log, a false warning). The buffer reaching the log now says so.
-    recorder = Recorder(SQLiteEventLog(tmp_path / "events.db"), mode="batching", max_delay=60)
-    keys = InMemoryKeyStore()
-    _, secret = keys.create("acme")
-    journal = AdmissionJournal(tmp_path / "inflight")
-    hooks = OutlayHooks(keys, recorder=recorder, journal=journal)
-    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 16}
-    headers = {"authorization": f"Bearer {secret}"}
-    upstream = GatewayConfig.from_env({"OPENAI_API_KEY": "x"}).upstreams["openai"]
-    done = Outcome(200, Usage(input_tokens=5, output_tokens=16), latency_s=0.0, model="gpt-4o-mini")
+    gateway = _BatchingGateway(tmp_path)
     for _ in range(3):
-        principal = await hooks.authenticate(headers)
-        call = Call("chat", "gpt-4o-mini", "gpt-4o-mini", upstream, False, body, headers, raw=b"{}")
-        await hooks.complete(await hooks.admit(principal, call), done)
-    assert journal._path is not None
-    assert len(_unrecorded(journal._path, journal._path.read_bytes())) == 3  # buffered only
-    recorder.flush()  # no call after it
+        await gateway.answer()
+    assert gateway.open_calls() == 3  # buffered only
+    gateway.recorder.flush()  # no call after it
     deadline = time.monotonic() + 5
-    while _unrecorded(journal._path, journal._path.read_bytes()) and time.monotonic() < deadline:
+    while gateway.open_calls() and time.monotonic() < deadline:
         time.sleep(0.01)  # (noted on the recorder's thread, just after the commit)
-    assert _unrecorded(journal._path, journal._path.read_bytes()) == []
-    await hooks.aclose()
-    recorder.close()
+    assert gateway.open_calls() == 0
+    await gateway.hooks.aclose()
+    gateway.recorder.close()
 
 
 def test_a_call_whose_event_the_log_refused_is_recorded_at_its_exact_cost_by_the_next_start(
